@@ -1,0 +1,152 @@
+"""The one way every GRPO service starts a gRPC server.
+
+What every service gets without asking: `grpc.health.v1` (per service and overall), server
+reflection (so `grpcurl` works), explicit message size limits (over-limit messages are refused with
+RESOURCE_EXHAUSTED naming the limit), keepalive, TLS and token auth when configured, a loopback bind
+by default, and a graceful shutdown on SIGTERM/SIGINT that marks the service NOT_SERVING first and
+lets in-flight calls finish within a grace period.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_health.v1.health import aio as health_aio
+from grpc_reflection.v1alpha import reflection
+from pydantic import BaseModel, Field, SecretStr
+
+from grpo_common.security import TLSConfig, TokenAuthServerInterceptor, read_token, server_credentials
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_MAX_MESSAGE_BYTES = 64 * 1024 * 1024
+
+
+class ServerConfig(BaseModel):
+    """Network settings shared by every service (each service picks its own default port)."""
+
+    host: str = Field("127.0.0.1", description="bind address; 0.0.0.0 exposes the service to the network")
+    port: int = Field(0, ge=0, le=65535, description="0 picks a free port (see port_file)")
+    port_file: Path | None = Field(None, description="write the bound port here once serving")
+    max_message_bytes: int = Field(DEFAULT_MAX_MESSAGE_BYTES, ge=1024)
+    grace_seconds: float = Field(10.0, ge=0, description="time in-flight calls get on shutdown")
+    keepalive_seconds: float = Field(30.0, gt=0)
+    keepalive_timeout_seconds: float = Field(10.0, gt=0)
+    tls: TLSConfig = Field(default_factory=TLSConfig)
+    auth_token: SecretStr | None = Field(None, description="shared bearer token; also GRPO_AUTH_TOKEN")
+
+
+@dataclass(frozen=True)
+class ServiceRegistration:
+    """A servicer and the generated function that adds it to a server."""
+
+    full_name: str  # e.g. "grpo.v1.RewardService"
+    add_to_server: Callable[[grpc.aio.Server], None]
+
+
+def registration(servicer: object, add_fn: Callable[[object, grpc.aio.Server], None], full_name: str):
+    """Pair a servicer with its generated `add_XServicer_to_server` function."""
+    return ServiceRegistration(full_name=full_name, add_to_server=lambda server: add_fn(servicer, server))
+
+
+@dataclass
+class RunningServer:
+    server: grpc.aio.Server
+    host: str
+    port: int
+    health: health_aio.HealthServicer
+    service_names: tuple[str, ...]
+    grace_seconds: float
+
+    @property
+    def address(self) -> str:
+        return f"{self.host}:{self.port}"
+
+    async def stop(self, grace_seconds: float | None = None) -> None:
+        """Mark every service NOT_SERVING, refuse new calls, let in-flight calls finish within grace."""
+        await self.health.enter_graceful_shutdown()
+        await self.server.stop(self.grace_seconds if grace_seconds is None else grace_seconds)
+
+    async def wait_for_termination(self) -> None:
+        await self.server.wait_for_termination()
+
+
+def server_options(config: ServerConfig) -> list[tuple[str, int]]:
+    return [
+        ("grpc.max_receive_message_length", config.max_message_bytes),
+        ("grpc.max_send_message_length", config.max_message_bytes),
+        ("grpc.keepalive_time_ms", int(config.keepalive_seconds * 1000)),
+        ("grpc.keepalive_timeout_ms", int(config.keepalive_timeout_seconds * 1000)),
+        ("grpc.keepalive_permit_without_calls", 1),
+        ("grpc.http2.min_ping_interval_without_data_ms", 5000),
+        ("grpc.http2.max_pings_without_data", 0),
+        ("grpc.so_reuseport", 0),
+    ]
+
+
+async def start_server(services: Sequence[ServiceRegistration], config: ServerConfig) -> RunningServer:
+    """Create, bind and start a server for `services`; returns once it accepts calls."""
+    token = read_token(config.auth_token)
+    interceptors = [TokenAuthServerInterceptor(token)] if token else []
+    server = grpc.aio.server(interceptors=interceptors, options=server_options(config))
+    health = health_aio.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health, server)
+    for service in services:
+        service.add_to_server(server)
+    names = tuple(s.full_name for s in services)
+    reflection.enable_server_reflection(
+        (*names, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME), server
+    )
+    bind = f"{config.host}:{config.port}"
+    credentials = server_credentials(config.tls)
+    try:
+        port = server.add_secure_port(bind, credentials) if credentials else server.add_insecure_port(bind)
+    except RuntimeError as exc:
+        raise OSError(f"cannot bind {bind}: {exc}; is the port in use?") from exc
+    await server.start()
+    for name in (*names, ""):
+        await health.set(name, health_pb2.HealthCheckResponse.SERVING)
+    running = RunningServer(server, config.host, port, health, names, config.grace_seconds)
+    if config.port_file is not None:
+        _write_port_file(config.port_file, port)
+    logger.info(
+        "serving %s on %s (tls=%s, auth=%s, max message %d bytes)",
+        ", ".join(names),
+        running.address,
+        config.tls.enabled,
+        bool(token),
+        config.max_message_bytes,
+    )
+    return running
+
+
+def _write_port_file(path: Path, port: int) -> None:
+    """Atomic, so a launcher polling the file never reads a half-written number."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(f"{port}\n")
+    tmp.replace(path)
+
+
+async def serve_until_signalled(running: RunningServer) -> None:
+    """Serve until SIGTERM or SIGINT, then shut down gracefully."""
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await stop.wait()
+        logger.info("signal received: draining in-flight calls for up to %.1f s", running.grace_seconds)
+        await running.stop()
+    finally:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(sig)
+    logger.info("server on %s stopped", running.address)

@@ -1,0 +1,264 @@
+"""A `{name: tensor}` state dict <-> a stream of `grpo.v1.WeightChunk` buckets. No pickle.
+
+Why buckets: one RPC per parameter costs a round trip each (hundreds for a real model), one
+message for the whole model exceeds any sane message limit. A bucket packs many small tensors
+into one message up to `bucket_bytes`; a tensor bigger than that is split into consecutive pieces.
+Every tensor travels as its raw row-major bytes with dtype and shape, and a CRC-32 of all its
+bytes on the piece that completes it. The final chunk carries totals, so a truncated stream is
+detected. The decoder builds fresh tensors and hands them over only when the whole stream has
+verified, so a receiver that applies the result never ends up half-updated.
+"""
+
+from __future__ import annotations
+
+import zlib
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+
+import torch
+from grpo.v1 import rollout_pb2
+
+DEFAULT_BUCKET_BYTES = 32 * 1024 * 1024
+
+DTYPES: dict[str, torch.dtype] = {
+    "float32": torch.float32,
+    "float64": torch.float64,
+    "float16": torch.float16,
+    "bfloat16": torch.bfloat16,
+    "int64": torch.int64,
+    "int32": torch.int32,
+    "int16": torch.int16,
+    "int8": torch.int8,
+    "uint8": torch.uint8,
+    "bool": torch.bool,
+    "float8_e4m3fn": torch.float8_e4m3fn,
+    "float8_e5m2": torch.float8_e5m2,
+}
+DTYPE_NAMES: dict[torch.dtype, str] = {dtype: name for name, dtype in DTYPES.items()}
+
+
+class WeightStreamError(ValueError):
+    """The stream is malformed; the message names the tensor and what is wrong."""
+
+
+def dtype_name(dtype: torch.dtype) -> str:
+    try:
+        return DTYPE_NAMES[dtype]
+    except KeyError:
+        raise WeightStreamError(f"dtype {dtype} cannot be sent; supported: {sorted(DTYPES)}") from None
+
+
+def _raw_bytes(tensor: torch.Tensor) -> memoryview:
+    """The tensor's row-major bytes without an extra copy when it is already contiguous on CPU."""
+    flat = tensor.detach().to("cpu").contiguous().reshape(-1)
+    return memoryview(flat.view(torch.uint8).numpy()) if flat.numel() else memoryview(b"")
+
+
+def encode_state_dict(
+    tensors: Mapping[str, torch.Tensor] | Iterable[tuple[str, torch.Tensor]],
+    policy_version: int,
+    bucket_bytes: int = DEFAULT_BUCKET_BYTES,
+) -> Iterator[rollout_pb2.WeightChunk]:
+    """Yield the chunks of one update; the last one has `last=True` and the totals.
+
+    Tensors are converted one at a time, so peak extra memory is about one tensor plus one bucket.
+    """
+    if bucket_bytes <= 0:
+        raise ValueError(f"bucket_bytes must be positive, got {bucket_bytes}")
+    items = tensors.items() if isinstance(tensors, Mapping) else tensors
+    chunk = rollout_pb2.WeightChunk(policy_version=policy_version)
+    used = 0
+    total_tensors = 0
+    total_bytes = 0
+    for name, tensor in items:
+        dtype = dtype_name(tensor.dtype)
+        data = _raw_bytes(tensor)
+        crc = 0
+        offset = 0
+        while True:
+            if used >= bucket_bytes:
+                yield chunk
+                chunk = rollout_pb2.WeightChunk(policy_version=policy_version)
+                used = 0
+            take = min(bucket_bytes - used, len(data) - offset)
+            piece_bytes = data[offset : offset + take]
+            crc = zlib.crc32(piece_bytes, crc)
+            piece = chunk.pieces.add(name=name, dtype=dtype, shape=tensor.shape, offset=offset)
+            piece.data = piece_bytes.tobytes()
+            offset += take
+            used += take + 64  # a piece costs its header even when empty
+            if offset == len(data):
+                piece.crc32 = crc
+                break
+        total_tensors += 1
+        total_bytes += len(data)
+    chunk.last = True
+    chunk.total_tensors = total_tensors
+    chunk.total_bytes = total_bytes
+    yield chunk
+
+
+@dataclass
+class DecodedWeights:
+    policy_version: int
+    tensors: dict[str, torch.Tensor]
+    total_bytes: int
+
+
+@dataclass
+class _PartialTensor:
+    name: str
+    dtype: torch.dtype
+    shape: tuple[int, ...]
+    buffer: bytearray
+    filled: int = 0
+    crc: int = 0
+
+
+@dataclass
+class WeightStreamDecoder:
+    """Feed chunks in order, then `finish()`; any inconsistency raises WeightStreamError.
+
+    `max_total_bytes` bounds the memory a sender can make the receiver allocate.
+    """
+
+    max_total_bytes: int | None = None
+    _version: int | None = None
+    _done: dict[str, torch.Tensor] = field(default_factory=dict)
+    _partial: _PartialTensor | None = None
+    _bytes: int = 0
+    _finished: bool = False
+
+    def feed(self, chunk: rollout_pb2.WeightChunk) -> None:
+        if self._finished:
+            raise WeightStreamError("chunk received after the final chunk (last=true)")
+        if self._version is None:
+            self._version = chunk.policy_version
+        elif chunk.policy_version != self._version:
+            raise WeightStreamError(
+                f"policy_version changed inside one stream: {self._version} then {chunk.policy_version}"
+            )
+        for piece in chunk.pieces:
+            self._feed_piece(piece)
+        if chunk.last:
+            self._finish_stream(chunk)
+
+    def _feed_piece(self, piece: rollout_pb2.TensorPiece) -> None:
+        partial = self._partial
+        if partial is None or piece.name != partial.name:
+            if partial is not None:
+                raise WeightStreamError(
+                    f"tensor {partial.name!r} ended after {partial.filled} of {len(partial.buffer)} bytes"
+                )
+            partial = self._partial = self._start_tensor(piece)
+        if piece.offset != partial.filled:
+            raise WeightStreamError(
+                f"tensor {piece.name!r}: piece at byte {piece.offset}, expected byte {partial.filled}"
+            )
+        end = partial.filled + len(piece.data)
+        if end > len(partial.buffer):
+            raise WeightStreamError(
+                f"tensor {piece.name!r}: {end} bytes received but dtype {piece.dtype} and shape "
+                f"{list(partial.shape)} need {len(partial.buffer)}"
+            )
+        partial.buffer[partial.filled : end] = piece.data
+        partial.crc = zlib.crc32(piece.data, partial.crc)
+        partial.filled = end
+        if end == len(partial.buffer):
+            if not piece.HasField("crc32"):
+                raise WeightStreamError(f"tensor {piece.name!r}: the completing piece has no crc32")
+            if piece.crc32 != partial.crc:
+                raise WeightStreamError(
+                    f"tensor {piece.name!r}: checksum mismatch (got crc32 {partial.crc:#010x}, "
+                    f"sender said {piece.crc32:#010x}); the data was corrupted in transit"
+                )
+            self._done[partial.name] = _to_tensor(partial)
+            self._partial = None
+        elif piece.HasField("crc32"):
+            raise WeightStreamError(
+                f"tensor {piece.name!r}: crc32 sent after {end} of {len(partial.buffer)} bytes"
+            )
+
+    def _start_tensor(self, piece: rollout_pb2.TensorPiece) -> _PartialTensor:
+        if piece.name in self._done:
+            raise WeightStreamError(f"tensor {piece.name!r} appears twice in the stream")
+        if piece.offset != 0:
+            raise WeightStreamError(f"tensor {piece.name!r} starts at byte {piece.offset}, expected 0")
+        dtype = DTYPES.get(piece.dtype)
+        if dtype is None:
+            raise WeightStreamError(
+                f"tensor {piece.name!r}: unknown dtype {piece.dtype!r}; supported: {sorted(DTYPES)}"
+            )
+        shape = tuple(piece.shape)
+        if any(dim < 0 for dim in shape):
+            raise WeightStreamError(f"tensor {piece.name!r}: negative dimension in shape {list(shape)}")
+        numel = 1
+        for dim in shape:
+            numel *= dim
+        nbytes = numel * torch.empty((), dtype=dtype).element_size()
+        self._bytes += nbytes
+        if self.max_total_bytes is not None and self._bytes > self.max_total_bytes:
+            raise WeightStreamError(
+                f"stream exceeds the receiver's limit of {self.max_total_bytes} bytes "
+                f"at tensor {piece.name!r}"
+            )
+        return _PartialTensor(piece.name, dtype, shape, bytearray(nbytes))
+
+    def _finish_stream(self, chunk: rollout_pb2.WeightChunk) -> None:
+        if self._partial is not None:
+            raise WeightStreamError(
+                f"stream ended inside tensor {self._partial.name!r} "
+                f"({self._partial.filled} of {len(self._partial.buffer)} bytes)"
+            )
+        if chunk.total_tensors != len(self._done) or chunk.total_bytes != self._bytes:
+            raise WeightStreamError(
+                f"stream totals mismatch: sender sent {chunk.total_tensors} tensors / {chunk.total_bytes} "
+                f"bytes, received {len(self._done)} / {self._bytes}"
+            )
+        self._finished = True
+
+    def finish(self) -> DecodedWeights:
+        """The decoded tensors; raises if the final chunk never arrived (a truncated stream)."""
+        if not self._finished:
+            where = f" inside tensor {self._partial.name!r}" if self._partial else ""
+            raise WeightStreamError(
+                f"stream truncated{where}: the final chunk (last=true) never arrived after "
+                f"{len(self._done)} complete tensors"
+            )
+        assert self._version is not None
+        return DecodedWeights(self._version, self._done, self._bytes)
+
+
+def _to_tensor(partial: _PartialTensor) -> torch.Tensor:
+    if not partial.buffer:
+        return torch.empty(partial.shape, dtype=partial.dtype)
+    return torch.frombuffer(partial.buffer, dtype=torch.uint8).view(partial.dtype).reshape(partial.shape)
+
+
+def decode_stream(
+    chunks: Iterable[rollout_pb2.WeightChunk], max_total_bytes: int | None = None
+) -> DecodedWeights:
+    decoder = WeightStreamDecoder(max_total_bytes=max_total_bytes)
+    for chunk in chunks:
+        decoder.feed(chunk)
+    return decoder.finish()
+
+
+def check_compatible(received: Mapping[str, torch.Tensor], expected: Mapping[str, torch.Tensor]) -> None:
+    """Raise unless every received tensor names a known tensor with the same shape and dtype.
+
+    A receiver calls this before applying anything; a partial update (a subset of names) is allowed.
+    """
+    for name, tensor in received.items():
+        target = expected.get(name)
+        if target is None:
+            raise WeightStreamError(f"unknown tensor name {name!r}: the model has no such parameter")
+        if tuple(target.shape) != tuple(tensor.shape):
+            raise WeightStreamError(
+                f"tensor {name!r}: shape {list(tensor.shape)} does not match the model's {list(target.shape)}"
+            )
+        if target.dtype != tensor.dtype:
+            raise WeightStreamError(
+                f"tensor {name!r}: dtype {dtype_name(tensor.dtype)} does not match the model's "
+                f"{DTYPE_NAMES.get(target.dtype, str(target.dtype))}"
+            )
