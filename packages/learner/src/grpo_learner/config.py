@@ -1,0 +1,213 @@
+"""The learner's one typed configuration, validated in full before any model is loaded.
+
+Sections mirror the modules that read them: `model`, `data`, `rollout` (+ `sampling`), `optim`,
+`loss` (+ `advantage`, `sampler_correction`), `train`, `checkpoint`, `push`, and `run_dir`.
+Load it with `load_learner_config` (TOML/YAML file < `GRPO_LEARNER_*` environment < CLI overrides).
+A bad value fails here with the field named, e.g. `loss.loss_type: unknown loss 'ppo'; registered:
+bnpo, cispo, dapo, dr_grpo, grpo, gspo`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+from grpo_common.channel import ChannelConfig
+from grpo_common.config import load_config
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from grpo_learner.advantages import ADVANTAGE_ESTIMATORS, COMBINE_MODES
+from grpo_learner.losses import LOSSES, SAMPLER_WEIGHT_LEVELS
+
+ENV_PREFIX = "GRPO_LEARNER_"
+
+
+class _Section(BaseModel):
+    # A misspelt key is an error, not a silently ignored setting.
+    model_config = ConfigDict(extra="forbid")
+
+
+class ModelConfig(_Section):
+    name_or_path: str = Field(..., min_length=1, description="HF hub name or local directory")
+    tokenizer: str | None = Field(None, description="defaults to name_or_path")
+    gradient_checkpointing: bool = False
+    trust_remote_code: bool = False
+
+
+class DataConfig(_Section):
+    path: Path | None = Field(None, description="JSONL or Parquet file of problems")
+    question_field: str | None = Field(None, description="default: first of question/problem/prompt")
+    answer_field: str | None = Field(None, description="default: first of answer/solution")
+    id_field: str | None = Field(None, description="default: the row number")
+    task: str = Field("", description="verifier task name passed to the reward service ('' = math)")
+    prompt_template: str = Field("{question}", description="formatted with question=...")
+    apply_chat_template: bool = True
+    shuffle: bool = True
+
+
+class SamplingConfig(_Section):
+    temperature: float = Field(1.0, gt=0, description="> 0: the learner needs the sampling distribution")
+    top_p: float = Field(1.0, gt=0, le=1)
+    top_k: int = Field(-1, ge=-1, description="-1 or 0: off")
+    max_new_tokens: int = Field(256, gt=0)
+    stop_token_ids: list[int] = Field(default_factory=list)
+
+
+class RolloutConfig(_Section):
+    addresses: list[str] = Field(default_factory=list, description="host:port of every rollout service")
+    group_size: int = Field(8, ge=2, description="completions per prompt (G), at least 2")
+    prompts_per_step: int = Field(16, ge=1)
+    max_staleness: int = Field(0, ge=0, description="k: generation for step n+k may run while training n")
+    request_timeout_s: float = Field(600.0, gt=0, description="deadline of one Generate call")
+    max_attempts: int = Field(5, ge=1, description="tries per prompt before the step fails")
+    backoff_s: float = Field(0.5, gt=0)
+    sampling: SamplingConfig = Field(default_factory=SamplingConfig)
+    channel: ChannelConfig = Field(default_factory=ChannelConfig)
+
+    @field_validator("addresses")
+    @classmethod
+    def _host_port(cls, addresses: list[str]) -> list[str]:
+        for address in addresses:
+            host, sep, port = address.rpartition(":")
+            if not sep or not host or not port.isdigit():
+                raise ValueError(f"{address!r} is not host:port")
+        return addresses
+
+
+class OptimConfig(_Section):
+    lr: float = Field(1e-6, gt=0)
+    warmup_steps: int = Field(0, ge=0, description="optimizer steps of linear warm-up from 0")
+    schedule: Literal["constant", "linear", "cosine"] = "constant"
+    min_lr_ratio: float = Field(0.0, ge=0, le=1, description="floor of linear/cosine decay, x lr")
+    weight_decay: float = Field(0.0, ge=0)
+    betas: tuple[float, float] = (0.9, 0.99)
+    adam_eps: float = Field(1e-8, gt=0)
+    max_grad_norm: float | None = Field(1.0, gt=0, description="None: no clipping")
+
+    @field_validator("betas")
+    @classmethod
+    def _betas_in_unit_interval(cls, betas: tuple[float, float]) -> tuple[float, float]:
+        if not all(0 <= b < 1 for b in betas):
+            raise ValueError(f"each beta must be in [0, 1), got {betas}")
+        return betas
+
+
+class AdvantageConfig(_Section):
+    scaling: str = Field("group", description="registered estimator: group, batch, none")
+    eps: float = Field(1e-4, gt=0)
+    reward_weights: dict[str, float] = Field(
+        default_factory=dict, description="component name -> weight; empty: the completion's scalar reward"
+    )
+    combine: str = Field("sum_then_normalize", description="sum_then_normalize or normalize_then_sum")
+
+    @field_validator("scaling")
+    @classmethod
+    def _known_scaling(cls, name: str) -> str:
+        return _registered(name, ADVANTAGE_ESTIMATORS, "advantage estimator")
+
+    @field_validator("combine")
+    @classmethod
+    def _known_combine(cls, name: str) -> str:
+        return _registered(name, COMBINE_MODES, "combine mode")
+
+
+class SamplerCorrectionConfig(_Section):
+    """Importance weight pi_old / pi_sampler against the sampler's logprobs (TIS / masking)."""
+
+    mode: Literal["none", "truncate", "mask"] = "none"
+    level: str = Field("token", description="token, sequence or geometric")
+    cap: float = Field(2.0, gt=1, description="truncate: w <- min(w, cap); mask: drop w outside [1/cap, cap]")
+
+    @field_validator("level")
+    @classmethod
+    def _known_level(cls, name: str) -> str:
+        return _registered(name, SAMPLER_WEIGHT_LEVELS, "sampler weight level")
+
+
+class LossConfig(_Section):
+    loss_type: str = Field("grpo", description="registered loss")
+    epsilon_low: float = Field(0.2, ge=0, lt=1)
+    epsilon_high: float = Field(0.2, ge=0, description="clip-higher (DAPO: 0.28)")
+    delta: float | None = Field(None, gt=1, description="two-sided clip: ratio capped at delta when A < 0")
+    beta: float = Field(0.0, ge=0, description="k3 KL weight; 0 creates no reference model")
+    num_iterations: int = Field(1, ge=1, description="mu: optimizer steps on each batch")
+    mask_truncated: bool = Field(False, description="completions that hit max_new_tokens get no loss")
+    advantage: AdvantageConfig = Field(default_factory=AdvantageConfig)
+    sampler_correction: SamplerCorrectionConfig = Field(default_factory=SamplerCorrectionConfig)
+
+    @field_validator("loss_type")
+    @classmethod
+    def _known_loss(cls, name: str) -> str:
+        return _registered(name, LOSSES, "loss")
+
+
+class TrainConfig(_Section):
+    max_steps: int = Field(100, ge=1)
+    micro_batch_size: int = Field(8, ge=1, description="sequences per forward/backward")
+    seed: int = 0
+    dynamic_sampling: bool = Field(False, description="DAPO: drop zero-variance groups and refill")
+    max_refill_rounds: int = Field(3, ge=0, description="extra requests per step to fill a short batch")
+    logprob_chunk_tokens: int = Field(4096, ge=1, description="tokens per lm_head chunk")
+    device: str = Field("auto", description="auto: cuda if available, else cpu")
+
+
+class CheckpointConfig(_Section):
+    dir: Path | None = Field(None, description="default: RUN_DIR/checkpoints")
+    interval: int = Field(50, ge=1, description="steps between checkpoints")
+    keep_last: int = Field(2, ge=1)
+    resume: bool = Field(True, description="resume from the latest checkpoint in dir when one exists")
+
+
+class PushConfig(_Section):
+    every: int = Field(1, ge=1, description="push weights every k steps")
+    deadline_s: float = Field(120.0, gt=0, description="longest a push may hold up training")
+    bucket_bytes: int = Field(32 * 1024 * 1024, ge=1024)
+    dtype: Literal["float32", "bfloat16", "float16"] | None = Field(None, description="None: as trained")
+
+
+class LearnerConfig(_Section):
+    model: ModelConfig
+    data: DataConfig = Field(default_factory=DataConfig)
+    rollout: RolloutConfig = Field(default_factory=RolloutConfig)
+    optim: OptimConfig = Field(default_factory=OptimConfig)
+    loss: LossConfig = Field(default_factory=LossConfig)
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    checkpoint: CheckpointConfig = Field(default_factory=CheckpointConfig)
+    push: PushConfig = Field(default_factory=PushConfig)
+    run_dir: Path = Path("runs/default")
+    tensorboard: bool = True
+
+    @model_validator(mode="after")
+    def _consistent(self) -> LearnerConfig:
+        lag = self.push.every - 1
+        if lag > self.rollout.max_staleness:
+            raise ValueError(
+                f"push.every={self.push.every} lets rollouts lag {lag} versions behind, beyond "
+                f"rollout.max_staleness={self.rollout.max_staleness}; raise max_staleness to >= {lag}"
+            )
+        weights = self.loss.advantage.reward_weights
+        if weights and not any(w != 0 for w in weights.values()):
+            raise ValueError("loss.advantage.reward_weights: every weight is 0, no reward would be learnt")
+        return self
+
+    @property
+    def checkpoint_dir(self) -> Path:
+        return self.checkpoint.dir or self.run_dir / "checkpoints"
+
+
+def _registered(name: str, registry: Mapping[str, Any], what: str) -> str:
+    if name not in registry:
+        raise ValueError(f"unknown {what} {name!r}; registered: {', '.join(sorted(registry))}")
+    return name
+
+
+def load_learner_config(
+    config_file: Path | None = None,
+    overrides: Mapping[str, Any] | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> LearnerConfig:
+    """File < GRPO_LEARNER_* environment < dotted `overrides` ({"loss.beta": 0.04}); ConfigError if bad."""
+    return load_config(
+        LearnerConfig, config_file=config_file, env_prefix=ENV_PREFIX, overrides=overrides, environ=environ
+    )

@@ -1,0 +1,113 @@
+"""A scored group inside the learner, converted from `grpo.v1.RolloutGroup` in exactly one place.
+
+Conversion validates everything the math relies on, so a malformed group never reaches a loss:
+fewer than 2 completions, a completion whose token and logprob counts differ, an empty prompt or
+completion, NaN/inf rewards or logprobs, a reward component the config weighs but the group lacks.
+The loop logs a `GroupError` and skips the group.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+
+import torch
+from grpo.v1 import rollout_pb2
+
+# The name under which the completion's scalar reward is available as a component.
+SCALAR_REWARD = "reward"
+
+
+class GroupError(ValueError):
+    """A group that must not be trained on; the message says which field is wrong."""
+
+
+@dataclass(frozen=True)
+class ScoredCompletion:
+    token_ids: tuple[int, ...]
+    sampler_logprobs: tuple[float, ...]  # the sampler's logprob of each token
+    reward: float
+    components: Mapping[str, float] = field(default_factory=dict)
+    truncated: bool = False  # hit max_new_tokens
+    correct: bool = False
+
+    def component(self, name: str) -> float:
+        return self.reward if name == SCALAR_REWARD else self.components[name]
+
+
+@dataclass(frozen=True)
+class ScoredGroup:
+    prompt_id: str
+    prompt_token_ids: tuple[int, ...]
+    completions: tuple[ScoredCompletion, ...]
+    policy_version: int
+
+    @property
+    def rewards(self) -> list[float]:
+        return [c.reward for c in self.completions]
+
+
+def group_from_proto(message: rollout_pb2.RolloutGroup) -> ScoredGroup:
+    """The one conversion from the wire type; raises GroupError for anything the learner cannot use."""
+    completions = tuple(
+        ScoredCompletion(
+            token_ids=tuple(c.token_ids),
+            sampler_logprobs=tuple(c.logprobs),
+            reward=c.reward,
+            components=dict(c.reward_components),
+            truncated=c.finish_reason == rollout_pb2.FINISH_REASON_LENGTH,
+            correct=c.correct,
+        )
+        for c in message.completions
+    )
+    group = ScoredGroup(
+        prompt_id=message.prompt_id,
+        prompt_token_ids=tuple(message.prompt_token_ids),
+        completions=completions,
+        policy_version=message.policy_version,
+    )
+    validate_group(group)
+    return group
+
+
+def validate_group(group: ScoredGroup, component_names: Iterable[str] = ()) -> None:
+    """Raise GroupError naming the first problem; `component_names` are the rewards the config weighs."""
+    where = f"group for prompt {group.prompt_id!r}"
+    if len(group.completions) < 2:
+        raise GroupError(f"{where}: {len(group.completions)} completion(s); a group needs at least 2")
+    if not group.prompt_token_ids:
+        raise GroupError(f"{where}: prompt_token_ids is empty")
+    if group.policy_version < 0:
+        raise GroupError(f"{where}: policy_version {group.policy_version} is negative")
+    for index, completion in enumerate(group.completions):
+        at = f"{where}, completion {index}"
+        if not completion.token_ids:
+            raise GroupError(f"{at}: token_ids is empty")
+        if len(completion.token_ids) != len(completion.sampler_logprobs):
+            raise GroupError(
+                f"{at}: {len(completion.token_ids)} token_ids but {len(completion.sampler_logprobs)} logprobs"
+            )
+        if not math.isfinite(completion.reward):
+            raise GroupError(f"{at}: reward is {completion.reward}")
+        for name, value in completion.components.items():
+            if not math.isfinite(value):
+                raise GroupError(f"{at}: reward component {name!r} is {value}")
+        for name in component_names:
+            if name != SCALAR_REWARD and name not in completion.components:
+                raise GroupError(
+                    f"{at}: reward component {name!r} (weighted in loss.advantage.reward_weights) is "
+                    f"missing; the completion has {sorted(completion.components) or 'none'}"
+                )
+        bad = [lp for lp in completion.sampler_logprobs if not (math.isfinite(lp) and lp <= 1e-4)]
+        if bad:
+            raise GroupError(f"{at}: logprobs must be finite and <= 0, got {bad[:3]}")
+
+
+def reward_components(groups: Iterable[ScoredGroup], names: Iterable[str]) -> dict[str, torch.Tensor]:
+    """{name: [num_groups, group_size] float64} for the advantage estimators."""
+    groups = list(groups)
+    return {
+        name: torch.tensor([[c.component(name) for c in g.completions] for g in groups], dtype=torch.float64)
+        for name in names
+    }

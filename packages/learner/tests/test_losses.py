@@ -1,0 +1,215 @@
+"""Each registered loss against hand-computed numbers and a deliberately naive loop implementation."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from grpo_learner.losses import (
+    LOSSES,
+    LossSettings,
+    Normalizer,
+    PolicyBatch,
+    k3_kl,
+    sampler_weights,
+)
+
+# Two sequences: seq 0 has ratios [1.5, 1] and A=+1; seq 1 has one real token, ratio 0.5, A=-1.
+LOGP = torch.tensor([[-1.0, -2.0], [-0.5, 0.0]], dtype=torch.float64)
+LOG_RATIO = torch.tensor([[math.log(1.5), 0.0], [math.log(0.5), 0.0]], dtype=torch.float64)
+MASK = torch.tensor([[1.0, 1.0], [1.0, 0.0]], dtype=torch.float64)
+ADV = torch.tensor([1.0, -1.0], dtype=torch.float64)
+
+
+def hand_batch() -> PolicyBatch:
+    return PolicyBatch(LOGP.clone(), LOGP - LOG_RATIO, ADV, MASK)
+
+
+def one_batch_norm() -> Normalizer:
+    return Normalizer(total_sequences=2, total_tokens=3, num_micro_batches=1, max_completion_length=4)
+
+
+# Token terms -min(rA, clip(r)A): seq 0 -> [-1.2, -1.0]; seq 1 -> [0.8].
+@pytest.mark.parametrize(
+    ("loss_type", "expected"),
+    [
+        ("grpo", ((-1.2 - 1.0) / 2 + 0.8) / 2),  # token mean per sequence, then sequence mean
+        ("bnpo", (-1.2 - 1.0 + 0.8) / 3),  # token mean of the micro-batch
+        ("dr_grpo", (-1.2 - 1.0 + 0.8) / (2 * 4)),  # token sum / (B * L_max)
+        ("dapo", (-1.2 - 1.0 + 0.8) / 3),  # token mean over the batch
+        ("gspo", (-1.2 + 0.8) / 2),  # s_0 = sqrt(1.5) = 1.2247 -> clipped to 1.2; s_1 = 0.5 -> 0.8
+        ("cispo", (1.2 * 1.0 + 1.0 * 2.0 - 0.8 * 0.5) / 3),  # -sg(clip(r)) A logp, token mean
+    ],
+)
+def test_losses_match_hand_computed_numbers(loss_type: str, expected: float):
+    out = LOSSES[loss_type](hand_batch(), one_batch_norm(), LossSettings(0.2, 0.2))
+    assert out.loss.item() == pytest.approx(expected, abs=1e-12)
+
+
+def test_clip_ratio_counts_low_and_high_clipped_tokens():
+    out = LOSSES["grpo"](hand_batch(), one_batch_norm(), LossSettings(0.2, 0.2))
+    assert out.token_sums["clip_ratio/high_mean"] == 1  # seq 0 token 0: r=1.5 > 1.2 with A > 0
+    assert out.token_sums["clip_ratio/low_mean"] == 1  # seq 1 token 0: r=0.5 < 0.8 with A < 0
+    assert out.token_sums["clip_ratio/region_mean"] == 2
+
+
+def test_clip_higher_uses_separate_upper_bound():
+    out = LOSSES["grpo"](hand_batch(), one_batch_norm(), LossSettings(0.2, 0.28))
+    # seq 0 token 0: min(1.5, 1.28) = 1.28
+    assert out.loss.item() == pytest.approx(((-1.28 - 1.0) / 2 + 0.8) / 2, abs=1e-12)
+
+
+def test_delta_caps_the_unclipped_ratio_for_negative_advantages():
+    logp = torch.tensor([[-1.0]], dtype=torch.float64)
+    batch = PolicyBatch(logp, logp - math.log(3.0), torch.tensor([-1.0], dtype=torch.float64), MASK[:1, :1])
+    norm = Normalizer(1, 1, 1, 1)
+    assert LOSSES["grpo"](batch, norm, LossSettings()).loss.item() == pytest.approx(3.0)
+    assert LOSSES["grpo"](batch, norm, LossSettings(delta=1.4)).loss.item() == pytest.approx(1.4)
+
+
+def test_k3_kl_matches_formula_and_is_added_with_beta():
+    assert k3_kl(torch.tensor(-1.0), torch.tensor(-2.0)).item() == pytest.approx(math.exp(-1) + 1 - 1)
+    batch = hand_batch()
+    batch.ref_logprobs = LOGP - 1.0  # ref - logp = -1 everywhere: KL = e^-1 per token
+    out = LOSSES["dapo"](batch, one_batch_norm(), LossSettings(beta=0.5))
+    assert out.loss.item() == pytest.approx((-1.2 - 1.0 + 0.8) / 3 + 0.5 * math.exp(-1), abs=1e-12)
+    assert out.token_sums["kl"] == pytest.approx(3 * math.exp(-1))
+
+
+def test_ratio_is_exactly_one_and_nothing_clips_when_policy_unchanged():
+    logp = torch.randn(3, 5, dtype=torch.float64, requires_grad=True)
+    batch = PolicyBatch(logp, logp.detach(), torch.tensor([1.0, -1.0, 0.5]), torch.ones(3, 5))
+    out = LOSSES["grpo"](batch, Normalizer(3, 15, 1, 5), LossSettings())
+    assert torch.equal(torch.exp(logp - logp.detach()), torch.ones(3, 5, dtype=torch.float64))
+    assert out.token_sums["clip_ratio/region_mean"] == 0
+    # With r = 1 the GRPO loss is -mean_i A_i (token mean of a constant).
+    assert out.loss.item() == pytest.approx(-(1.0 - 1.0 + 0.5) / 3)
+
+
+# --- a deliberately naive implementation, one scalar at a time --------------------------------
+
+
+def naive_batch_loss(loss_type, logp, old, adv, mask, ref, settings, max_len):
+    """The whole batch's loss from the papers' formulas, element by element (autograd-capable)."""
+    el, eh, delta, beta = settings.epsilon_low, settings.epsilon_high, settings.delta, settings.beta
+    n, t_max = logp.shape
+    seqs = []  # per sequence: list of (logp, old, ref) for counted tokens
+    for i in range(n):
+        seqs.append([(logp[i, t], old[i, t], ref[i, t]) for t in range(t_max) if mask[i, t] > 0])
+
+    def kl(lp, rf):
+        return torch.exp(rf - lp) - (rf - lp) - 1
+
+    def ppo(lp, od, a):
+        r = torch.exp(lp - od)
+        r_unclipped = torch.clamp(r, max=delta) if delta is not None else r
+        return -torch.minimum(r_unclipped * a, torch.clamp(r, 1 - el, 1 + eh) * a)
+
+    total_tokens = sum(len(s) for s in seqs)
+    if loss_type == "gspo":
+        loss = 0.0
+        for i, s in enumerate(seqs):
+            if not s:
+                continue
+            ratio = torch.exp(sum(lp - od for lp, od, _ in s) / len(s))
+            r_unclipped = torch.clamp(ratio, max=delta) if delta is not None else ratio
+            term = -torch.minimum(r_unclipped * adv[i], torch.clamp(ratio, 1 - el, 1 + eh) * adv[i])
+            term = term + beta * sum(kl(lp, rf) for lp, _, rf in s) / len(s)
+            loss = loss + term
+        return loss / n
+    token_terms = []
+    for i, s in enumerate(seqs):
+        terms = []
+        for lp, od, rf in s:
+            if loss_type == "cispo":
+                w = torch.clamp(torch.exp(lp - od).detach(), 1 - el, 1 + eh)
+                term = -w * adv[i] * lp
+            else:
+                term = ppo(lp, od, adv[i])
+            terms.append(term + beta * kl(lp, rf))
+        token_terms.append(terms)
+    if loss_type == "grpo":
+        return sum(sum(terms) / len(terms) for terms in token_terms if terms) / n
+    if loss_type in ("dapo", "cispo"):
+        return sum(sum(terms) for terms in token_terms) / total_tokens
+    if loss_type == "dr_grpo":
+        return sum(sum(terms) for terms in token_terms) / (n * max_len)
+    raise AssertionError(loss_type)
+
+
+def random_case(seed: int):
+    gen = torch.Generator().manual_seed(seed)
+    n, t = 6, 7
+    logp = (-torch.rand(n, t, generator=gen, dtype=torch.float64) * 3).requires_grad_(True)
+    old = logp.detach() + torch.randn(n, t, generator=gen, dtype=torch.float64) * 0.3
+    ref = logp.detach() + torch.randn(n, t, generator=gen, dtype=torch.float64) * 0.3
+    lengths = torch.randint(1, t + 1, (n,), generator=gen)
+    mask = (torch.arange(t).unsqueeze(0) < lengths.unsqueeze(1)).double()
+    adv = torch.randn(n, generator=gen, dtype=torch.float64)
+    return logp, old, ref, mask, adv
+
+
+@pytest.mark.parametrize("loss_type", ["grpo", "dr_grpo", "dapo", "gspo", "cispo"])
+@pytest.mark.parametrize("settings", [LossSettings(0.2, 0.28, None, 0.0), LossSettings(0.1, 0.3, 1.5, 0.04)])
+def test_micro_batched_losses_match_naive_loops_in_value_and_gradient(loss_type, settings):
+    """Summing the micro-batch shares gives the batch loss of the formula, and its gradient."""
+    if loss_type == "cispo":
+        settings = LossSettings(settings.epsilon_low, 4.0, settings.delta, settings.beta)
+    logp, old, ref, mask, adv = random_case(3)
+    norm = Normalizer(
+        total_sequences=6, total_tokens=int(mask.sum()), num_micro_batches=3, max_completion_length=9
+    )
+    total = 0.0
+    for rows in ([0, 1], [2, 3], [4, 5]):
+        batch = PolicyBatch(logp[rows], old[rows], adv[rows], mask[rows], ref[rows])
+        total = total + LOSSES[loss_type](batch, norm, settings).loss
+    (grad,) = torch.autograd.grad(total, logp)
+    naive = naive_batch_loss(loss_type, logp, old, adv, mask, ref, settings, max_len=9)
+    (naive_grad,) = torch.autograd.grad(naive, logp)
+    assert total.item() == pytest.approx(naive.item(), abs=1e-6)
+    assert torch.allclose(grad, naive_grad, atol=1e-6, rtol=0)
+
+
+def test_bnpo_is_the_mean_of_micro_batch_token_means():
+    logp, old, _ref, mask, adv = random_case(4)
+    settings = LossSettings()
+    norm = Normalizer(6, int(mask.sum()), 2, 7)
+    total = 0.0
+    naive_parts = []
+    for rows in ([0, 1, 2], [3, 4, 5]):
+        total = (
+            total
+            + LOSSES["bnpo"](PolicyBatch(logp[rows], old[rows], adv[rows], mask[rows]), norm, settings).loss
+        )
+        terms = []
+        for i in rows:
+            for t in range(mask.shape[1]):
+                if mask[i, t]:
+                    r = math.exp(logp[i, t].item() - old[i, t].item())
+                    a = adv[i].item()
+                    terms.append(-min(r * a, min(max(r, 0.8), 1.2) * a))
+        naive_parts.append(sum(terms) / len(terms))
+    assert total.item() == pytest.approx(sum(naive_parts) / 2, abs=1e-6)
+
+
+def test_sampler_weights_truncate_and_mask_at_the_cap():
+    old = torch.log(torch.tensor([[1.0, 1.0, 1.0]]))
+    sampler = torch.log(torch.tensor([[0.25, 1.0, 4.0]]))  # w = 4, 1, 0.25
+    mask = torch.ones(1, 3)
+    trunc = sampler_weights(old, sampler, mask, "truncate", "token", cap=2.0)
+    assert trunc[0].tolist() == pytest.approx([2.0, 1.0, 0.25])
+    masked = sampler_weights(old, sampler, mask, "mask", "token", cap=2.0)
+    assert masked.tolist() == [[0.0, 1.0, 0.0]]
+    seq = sampler_weights(old, sampler, mask, "truncate", "sequence", cap=2.0)  # prod = 1
+    assert seq[0].tolist() == pytest.approx([1.0, 1.0, 1.0])
+    geo = sampler_weights(old, torch.log(torch.tensor([[0.5, 0.5, 1.0]])), mask, "truncate", "geometric", 9.0)
+    assert geo[0].tolist() == pytest.approx([4 ** (1 / 3)] * 3)
+    assert sampler_weights(old, sampler, mask, "none", "token", 2.0) is None
+
+
+def test_sampler_weights_multiply_the_policy_term():
+    batch = hand_batch()
+    batch.sampler_weights = torch.tensor([[0.5, 2.0], [1.0, 1.0]], dtype=torch.float64)
+    out = LOSSES["dapo"](batch, one_batch_norm(), LossSettings())
+    assert out.loss.item() == pytest.approx((-1.2 * 0.5 - 1.0 * 2.0 + 0.8) / 3, abs=1e-12)
