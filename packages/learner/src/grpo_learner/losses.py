@@ -250,13 +250,14 @@ def sampler_weights(
     old_logprobs: Tensor, sampler_logprobs: Tensor, mask: Tensor, mode: str, level: str, cap: float
 ) -> Tensor | None:
     """Importance weights w = pi_old / pi_sampler correcting for the sampler (stale or numerically
-    different weights). truncate: min(w, cap) (TIS); mask: 1 if 1/cap <= w <= cap else 0. None if off."""
+    different weights). truncate: min(w, cap) (TIS); mask: 1 if 1/cap <= w <= cap else 0.
+    0 on padding; None when the correction is off."""
     if mode == "none":
         return None
     log_w = SAMPLER_WEIGHT_LEVELS[level](old_logprobs - sampler_logprobs, mask).detach()
     weight = torch.exp(log_w)
     if mode == "truncate":
-        return torch.clamp(weight, max=cap)
+        return torch.clamp(weight, max=cap) * mask
     if mode == "mask":
-        return ((weight <= cap) & (weight >= 1 / cap)).to(weight.dtype)
+        return ((weight <= cap) & (weight >= 1 / cap)).to(weight.dtype) * mask
     raise ValueError(f"loss.sampler_correction.mode: unknown mode {mode!r}; use none, truncate or mask")

@@ -1,0 +1,236 @@
+"""One GRPO update on a batch of scored groups.
+
+    advantages from rewards -> sequences -> length-bucketed micro-batches
+    old logprobs once (only when mu > 1; with mu = 1 pi_old is the current policy, detached)
+    reference logprobs once (only when beta > 0)
+    mu times: for each micro-batch: logprobs -> loss share -> backward;  clip grads; AdamW; schedule
+
+The loss function comes from the `LOSSES` registry by name; nothing here branches on the loss type.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+from grpo_learner.advantages import compute_advantages, weighted_reward
+from grpo_learner.batching import MicroBatch, TrainSequence, collate, length_buckets
+from grpo_learner.config import LearnerConfig
+from grpo_learner.logprobs import completion_logprobs
+from grpo_learner.losses import LOSSES, LossSettings, Normalizer, PolicyBatch, sampler_weights
+from grpo_learner.rollout_data import SCALAR_REWARD, GroupError, ScoredGroup, reward_components
+
+
+@dataclass(frozen=True)
+class UpdateSettings:
+    loss_type: str = "grpo"
+    loss: LossSettings = field(default_factory=LossSettings)
+    num_iterations: int = 1
+    micro_batch_size: int = 8
+    temperature: float = 1.0
+    max_completion_length: int = 256
+    mask_truncated: bool = False
+    reward_weights: dict[str, float] = field(default_factory=lambda: {SCALAR_REWARD: 1.0})
+    scaling: str = "group"
+    combine: str = "sum_then_normalize"
+    advantage_eps: float = 1e-4
+    sampler_mode: str = "none"
+    sampler_level: str = "token"
+    sampler_cap: float = 2.0
+    max_grad_norm: float | None = 1.0
+    chunk_tokens: int = 4096
+    pad_token_id: int = 0
+
+    @classmethod
+    def from_config(cls, config: LearnerConfig, pad_token_id: int = 0) -> UpdateSettings:
+        loss = config.loss
+        return cls(
+            loss_type=loss.loss_type,
+            loss=LossSettings(loss.epsilon_low, loss.epsilon_high, loss.delta, loss.beta),
+            num_iterations=loss.num_iterations,
+            micro_batch_size=config.train.micro_batch_size,
+            temperature=config.rollout.sampling.temperature,
+            max_completion_length=config.rollout.sampling.max_new_tokens,
+            mask_truncated=loss.mask_truncated,
+            reward_weights=dict(loss.advantage.reward_weights) or {SCALAR_REWARD: 1.0},
+            scaling=loss.advantage.scaling,
+            combine=loss.advantage.combine,
+            advantage_eps=loss.advantage.eps,
+            sampler_mode=loss.sampler_correction.mode,
+            sampler_level=loss.sampler_correction.level,
+            sampler_cap=loss.sampler_correction.cap,
+            max_grad_norm=config.optim.max_grad_norm,
+            chunk_tokens=config.train.logprob_chunk_tokens,
+            pad_token_id=pad_token_id,
+        )
+
+
+@dataclass
+class PreparedBatch:
+    micro_batches: list[MicroBatch]
+    normalizer: Normalizer
+    metrics: dict[str, float]  # reward statistics, known before any forward pass
+
+
+def prepare_batch(
+    groups: Sequence[ScoredGroup], settings: UpdateSettings, device: torch.device
+) -> PreparedBatch:
+    """Advantages, training sequences and micro-batches for `groups` (all of one group size)."""
+    sizes = {len(g.completions) for g in groups}
+    if len(sizes) != 1:
+        raise GroupError(f"a batch mixes group sizes {sorted(sizes)}; every group needs rollout.group_size")
+    components = reward_components(groups, settings.reward_weights)
+    advantages = compute_advantages(
+        components, settings.reward_weights, settings.scaling, settings.combine, settings.advantage_eps
+    )
+    sequences = [
+        TrainSequence(
+            prompt_ids=group.prompt_token_ids,
+            completion_ids=completion.token_ids,
+            sampler_logprobs=completion.sampler_logprobs,
+            advantage=float(advantages[g, c]),
+            counts=not (settings.mask_truncated and completion.truncated),
+        )
+        for g, group in enumerate(groups)
+        for c, completion in enumerate(group.completions)
+    ]
+    buckets = length_buckets(sequences, settings.micro_batch_size)
+    micro_batches = [collate([sequences[i] for i in b], settings.pad_token_id).to(device) for b in buckets]
+    normalizer = Normalizer(
+        total_sequences=len(sequences),
+        total_tokens=max(1, int(sum(mb.loss_mask.sum() for mb in micro_batches))),
+        num_micro_batches=len(micro_batches),
+        max_completion_length=settings.max_completion_length,
+    )
+    rewards = weighted_reward(components, settings.reward_weights)
+    group_std = rewards.std(dim=1)
+    lengths = [len(c.token_ids) for g in groups for c in g.completions]
+    truncated = [c.truncated for g in groups for c in g.completions]
+    metrics = {
+        "reward": float(rewards.mean()),
+        "reward_std": float(group_std.mean()),
+        "frac_reward_zero_std": float((group_std == 0).double().mean()),
+        "completions/mean_length": sum(lengths) / len(lengths),
+        "completions/min_length": float(min(lengths)),
+        "completions/max_length": float(max(lengths)),
+        "completions/clipped_ratio": sum(truncated) / len(truncated),
+        "correct": sum(c.correct for g in groups for c in g.completions) / len(lengths),
+        "num_groups": float(len(groups)),
+    }
+    for name in settings.reward_weights:
+        if name != SCALAR_REWARD:
+            metrics[f"rewards/{name}/mean"] = float(components[name].mean())
+    return PreparedBatch(micro_batches, normalizer, metrics)
+
+
+class Trainer:
+    """Holds the policy, its optimizer and schedule, and an optional frozen reference model."""
+
+    def __init__(
+        self,
+        model: nn.Module,
+        optimizer: torch.optim.Optimizer,
+        scheduler: torch.optim.lr_scheduler.LRScheduler,
+        settings: UpdateSettings,
+        reference: nn.Module | None = None,
+    ) -> None:
+        if settings.loss.beta > 0 and reference is None:
+            raise ValueError("loss.beta > 0 needs a reference model; pass reference=")
+        self.model = model
+        self.optimizer = optimizer
+        self.scheduler = scheduler
+        self.settings = settings
+        self.reference = reference
+        self.device = next(model.parameters()).device
+        self.loss_fn = LOSSES[settings.loss_type]
+
+    def _autocast(self) -> contextlib.AbstractContextManager:
+        if self.device.type == "cuda":
+            return torch.autocast("cuda", dtype=torch.bfloat16)
+        return contextlib.nullcontext()
+
+    def _logprobs(self, model: nn.Module, mb: MicroBatch) -> tuple[torch.Tensor, torch.Tensor]:
+        with self._autocast():
+            return completion_logprobs(model, mb, self.settings.temperature, self.settings.chunk_tokens)
+
+    @torch.no_grad()
+    def _frozen_logprobs(self, model: nn.Module, batch: PreparedBatch) -> list[torch.Tensor]:
+        return [self._logprobs(model, mb)[0] for mb in batch.micro_batches]
+
+    def accumulate_gradients(
+        self,
+        batch: PreparedBatch,
+        old: list[torch.Tensor] | None = None,
+        ref: list[torch.Tensor] | None = None,
+    ) -> dict[str, float]:
+        """Backward of every micro-batch's loss share (gradients add up to the batch gradient)."""
+        s = self.settings
+        sums: dict[str, float] = {"loss": 0.0, "entropy": 0.0}
+        for index, mb in enumerate(batch.micro_batches):
+            logprobs, entropy = self._logprobs(self.model, mb)
+            old_logprobs = old[index] if old is not None else logprobs.detach()
+            policy_batch = PolicyBatch(
+                logprobs=logprobs,
+                old_logprobs=old_logprobs,
+                advantages=mb.advantages,
+                mask=mb.loss_mask,
+                ref_logprobs=ref[index] if ref is not None else None,
+                sampler_weights=sampler_weights(
+                    old_logprobs,
+                    mb.sampler_logprobs,
+                    mb.loss_mask,
+                    s.sampler_mode,
+                    s.sampler_level,
+                    s.sampler_cap,
+                ),
+            )
+            out = self.loss_fn(policy_batch, batch.normalizer, s.loss)
+            out.loss.backward()
+            sums["loss"] += float(out.loss.detach())
+            sums["entropy"] += float((entropy * mb.loss_mask).sum())
+            for key, value in out.token_sums.items():
+                sums[key] = sums.get(key, 0.0) + value
+        tokens = batch.normalizer.total_tokens
+        return {key: value if key == "loss" else value / tokens for key, value in sums.items()}
+
+    def optimizer_step(self) -> float:
+        """Clip, step, schedule; returns the gradient norm before clipping."""
+        params = [p for p in self.model.parameters() if p.grad is not None]
+        max_norm = self.settings.max_grad_norm if self.settings.max_grad_norm is not None else math.inf
+        grad_norm = float(torch.nn.utils.clip_grad_norm_(params, max_norm)) if params else 0.0
+        self.optimizer.step()
+        self.scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        return grad_norm
+
+    def update(self, groups: Sequence[ScoredGroup]) -> dict[str, float]:
+        """mu optimizer steps on `groups`; returns TRL-named metrics (means over the mu passes)."""
+        start = time.perf_counter()
+        self.model.train()
+        batch = prepare_batch(groups, self.settings, self.device)
+        mu = self.settings.num_iterations
+        old = self._frozen_logprobs(self.model, batch) if mu > 1 else None
+        ref = self._frozen_logprobs(self.reference, batch) if self.reference is not None else None
+        totals: dict[str, float] = {}
+        lr = self.optimizer.param_groups[0]["lr"]
+        for _ in range(mu):
+            self.optimizer.zero_grad(set_to_none=True)
+            stats = self.accumulate_gradients(batch, old, ref)
+            stats["grad_norm"] = self.optimizer_step()
+            for key, value in stats.items():
+                totals[key] = totals.get(key, 0.0) + value / mu
+        step_time = time.perf_counter() - start
+        tokens = sum(int(mb.attention_mask.sum()) for mb in batch.micro_batches) * mu
+        return {
+            **batch.metrics,
+            **totals,
+            "learning_rate": lr,
+            "step_time": step_time,
+            "tokens_per_second": tokens / step_time,
+        }

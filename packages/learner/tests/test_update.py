@@ -1,0 +1,147 @@
+"""The GRPO update on a tiny Qwen2 model: direction, zero-variance groups, ratios, micro-batching."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+import torch
+from grpo_learner.batching import collate
+from grpo_learner.config import OptimConfig
+from grpo_learner.logprobs import completion_logprobs
+from grpo_learner.losses import LossSettings
+from grpo_learner.optim import build_optimizer, build_scheduler
+from grpo_learner.update import Trainer, UpdateSettings, prepare_batch
+from learner_fixtures import group, tiny_qwen2
+
+torch.set_num_threads(1)
+
+POSITIVE = [(5, 6, 7, 8), (9, 10, 11)]
+NEGATIVE = [(20, 21, 22, 23, 24), (30, 31)]
+
+
+def make_trainer(settings: UpdateSettings, lr: float = 1e-2, reference=None) -> Trainer:
+    model = tiny_qwen2(seed=0)
+    optimizer = build_optimizer(model, OptimConfig(lr=lr, max_grad_norm=None))
+    scheduler = build_scheduler(optimizer, OptimConfig(lr=lr), total_optimizer_steps=10)
+    return Trainer(model, optimizer, scheduler, settings, reference)
+
+
+def sequence_logprobs(model, g) -> list[float]:
+    batch = prepare_batch([g], UpdateSettings(micro_batch_size=64), torch.device("cpu"))
+    # one micro-batch, sorted by length: map back through the completion ids
+    (mb,) = batch.micro_batches
+    with torch.no_grad():
+        logprobs, _ = completion_logprobs(model, mb)
+    by_completion = {
+        tuple(mb.completion_ids[i][mb.completion_mask[i]].tolist()): float(logprobs[i].sum())
+        for i in range(len(mb.advantages))
+    }
+    return [by_completion[c.token_ids] for c in g.completions]
+
+
+@pytest.mark.parametrize("loss_type", ["grpo", "bnpo", "dr_grpo", "dapo", "gspo", "cispo"])
+def test_one_step_raises_positive_and_lowers_negative_completions(loss_type: str):
+    g = group((1, 2, 3), [*POSITIVE, *NEGATIVE], [1.0, 1.0, 0.0, 0.0])
+    trainer = make_trainer(UpdateSettings(loss_type=loss_type, micro_batch_size=2), lr=1e-3)
+    before = sequence_logprobs(trainer.model, g)
+    metrics = trainer.update([g])
+    after = sequence_logprobs(trainer.model, g)
+    assert after[0] > before[0] and after[1] > before[1], (before, after)
+    assert after[2] < before[2] and after[3] < before[3], (before, after)
+    assert metrics["reward"] == 0.5
+    assert metrics["clip_ratio/region_mean"] == 0  # mu = 1: ratio exactly 1
+
+
+def test_zero_variance_groups_give_zero_gradient_and_leave_weights_unchanged():
+    groups = [group((1, 2), [*POSITIVE, *NEGATIVE], [1.0] * 4), group((3,), POSITIVE + POSITIVE, [0.0] * 4)]
+    trainer = make_trainer(UpdateSettings(micro_batch_size=3))
+    batch = prepare_batch(groups, trainer.settings, torch.device("cpu"))
+    assert all(mb.advantages.abs().sum() == 0 for mb in batch.micro_batches)
+    trainer.accumulate_gradients(batch)
+    grads = [p.grad for p in trainer.model.parameters() if p.grad is not None]
+    assert grads and all(torch.count_nonzero(grad) == 0 for grad in grads)
+    trainer.optimizer.zero_grad()
+    before = {k: v.clone() for k, v in trainer.model.state_dict().items()}
+    metrics = trainer.update(groups)
+    assert metrics["frac_reward_zero_std"] == 1.0
+    assert all(torch.equal(before[k], v) for k, v in trainer.model.state_dict().items())
+
+
+def test_ratio_is_exactly_one_when_nothing_changed():
+    """Old logprobs (no grad) and the first pass (with grad) agree bit for bit, so r = 1."""
+    g = group((1, 2, 3), [*POSITIVE, *NEGATIVE], [1.0, 0.0, 1.0, 0.0])
+    trainer = make_trainer(UpdateSettings(micro_batch_size=2, temperature=0.7))
+    batch = prepare_batch([g], trainer.settings, torch.device("cpu"))
+    old = trainer._frozen_logprobs(trainer.model, batch)
+    for mb, old_lp in zip(batch.micro_batches, old, strict=True):
+        logprobs, _ = trainer._logprobs(trainer.model, mb)
+        assert torch.equal(torch.exp(logprobs - old_lp), torch.ones_like(old_lp))
+
+
+def test_sampler_logprobs_equal_to_the_learners_give_unit_weights():
+    g = group((1, 2, 3), [*POSITIVE, *NEGATIVE], [1.0, 0.0, 1.0, 0.0])
+    trainer = make_trainer(UpdateSettings(micro_batch_size=4))
+    (mb,) = prepare_batch([g], trainer.settings, torch.device("cpu")).micro_batches
+    with torch.no_grad():
+        learner, _ = completion_logprobs(trainer.model, mb)
+    from grpo_learner.losses import sampler_weights
+
+    w = sampler_weights(learner, learner, mb.loss_mask, "mask", "sequence", cap=1.001)
+    assert torch.equal(w, mb.loss_mask)
+
+
+@pytest.mark.parametrize("loss_type", ["grpo", "dr_grpo", "dapo", "gspo", "cispo"])
+def test_gradient_does_not_depend_on_micro_batch_size(loss_type: str):
+    groups = [
+        group((1, 2, 3), [*POSITIVE, *NEGATIVE], [1.0, 0.0, 0.5, 0.0]),
+        group((4, 5), [(7, 8), (9,), (12, 13, 14, 15, 16, 17), (3, 3)], [0.0, 1.0, 1.0, 0.0]),
+    ]
+    grads = []
+    for micro in (1, 3, 8):
+        trainer = make_trainer(UpdateSettings(loss_type=loss_type, micro_batch_size=micro))
+        trainer.accumulate_gradients(prepare_batch(groups, trainer.settings, torch.device("cpu")))
+        grads.append(torch.cat([p.grad.flatten() for p in trainer.model.parameters()]))
+    assert torch.allclose(grads[0], grads[1], atol=1e-6) and torch.allclose(grads[0], grads[2], atol=1e-6)
+
+
+def test_micro_batches_are_length_bucketed():
+    completions = [(5,) * n for n in (9, 1, 8, 2, 7, 3, 6, 4)]
+    g = group((1, 2), completions, [float(i % 2) for i in range(8)])
+    batch = prepare_batch([g], UpdateSettings(micro_batch_size=2), torch.device("cpu"))
+    widths = [mb.completion_ids.shape[1] for mb in batch.micro_batches]
+    assert widths == [2, 4, 7, 9]  # lengths 1,2 | 3,4 | 6,7 | 8,9
+    padding = sum(int((~mb.completion_mask).sum()) for mb in batch.micro_batches)
+    assert padding == 4  # each pair differs by one token
+
+
+def test_truncated_completions_are_masked_when_asked():
+    g = group((1, 2), POSITIVE + NEGATIVE, [1.0, 0.0, 1.0, 0.0], truncated=(True, False, False, False))
+    settings = UpdateSettings(micro_batch_size=8, mask_truncated=True)
+    (mb,) = prepare_batch([g], settings, torch.device("cpu")).micro_batches
+    row = next(i for i in range(4) if mb.completion_ids[i, :4].tolist() == list(POSITIVE[0]))
+    assert mb.loss_mask[row].sum() == 0 and mb.completion_mask[row].sum() == 4
+    unmasked = prepare_batch([g], dataclasses.replace(settings, mask_truncated=False), torch.device("cpu"))
+    assert unmasked.micro_batches[0].loss_mask.sum() == mb.loss_mask.sum() + 4
+
+
+def test_kl_term_uses_reference_and_beta_requires_one():
+    g = group((1, 2, 3), [*POSITIVE, *NEGATIVE], [1.0, 0.0, 1.0, 0.0])
+    settings = UpdateSettings(loss=LossSettings(beta=0.1), num_iterations=2, micro_batch_size=2)
+    with pytest.raises(ValueError, match="reference"):
+        make_trainer(settings)
+    reference = tiny_qwen2(seed=0).eval().requires_grad_(False)
+    trainer = make_trainer(settings, lr=1e-2, reference=reference)
+    metrics = trainer.update([g])
+    # pass 1 has KL 0 (policy == reference), pass 2 a positive KL; the metric is their mean
+    assert metrics["kl"] > 0
+    assert trainer.scheduler.last_epoch == 2  # one scheduler step per optimizer step
+
+
+def test_collate_right_pads_and_aligns_completions():
+    from grpo_learner.batching import TrainSequence
+
+    mb = collate([TrainSequence((1, 2), (3,), (-0.5,), 1.0), TrainSequence((4,), (5, 6), (-0.1, -0.2), -1.0)])
+    assert mb.input_ids.tolist() == [[1, 2, 3], [4, 5, 6]]
+    assert mb.completion_ids.tolist() == [[3, 0], [5, 6]]
+    assert mb.sampler_logprobs.flatten().tolist() == pytest.approx([-0.5, 0.0, -0.1, -0.2])
