@@ -11,17 +11,23 @@ import json
 from collections.abc import Sequence
 
 import grpc
-from pydantic import BaseModel, Field, SecretStr
+from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
 from grpo_common.security import ClientTLSConfig, TokenAuthClientInterceptor, channel_credentials, read_token
 from grpo_common.server import DEFAULT_MAX_MESSAGE_BYTES
 
 
 class ChannelConfig(BaseModel):
+    """How a client reaches a service: TLS, token, limits, keepalive and the retry backoff."""
+
+    model_config = ConfigDict(extra="forbid")
+
     tls: ClientTLSConfig = Field(default_factory=ClientTLSConfig)
     auth_token: SecretStr | None = Field(None, description="bearer token; also GRPO_AUTH_TOKEN")
     max_message_bytes: int = Field(DEFAULT_MAX_MESSAGE_BYTES, ge=1024)
-    keepalive_seconds: float = Field(30.0, gt=0)
+    keepalive_seconds: float = Field(
+        30.0, ge=5.0, description="ping interval; servers refuse pings more often than every 5 s"
+    )
     retry_attempts: int = Field(5, ge=1, le=5, description="gRPC caps attempts at 5")
     retry_initial_backoff_seconds: float = Field(0.2, gt=0)
     retry_max_backoff_seconds: float = Field(5.0, gt=0)
@@ -32,8 +38,9 @@ def retry_service_config(idempotent_methods: Sequence[tuple[str, str]], config: 
     names = [{"service": service, "method": method} for service, method in idempotent_methods]
     policy = {
         "maxAttempts": config.retry_attempts,
-        "initialBackoff": f"{config.retry_initial_backoff_seconds}s",
-        "maxBackoff": f"{config.retry_max_backoff_seconds}s",
+        # Durations in the service config are decimal seconds with an "s" ("0.2s"); never "1e-05s".
+        "initialBackoff": f"{config.retry_initial_backoff_seconds:.6f}s",
+        "maxBackoff": f"{config.retry_max_backoff_seconds:.6f}s",
         "backoffMultiplier": 2,
         "retryableStatusCodes": ["UNAVAILABLE"],
     }

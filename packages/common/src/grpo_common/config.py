@@ -20,6 +20,9 @@ from pydantic import BaseModel, ValidationError
 
 ConfigT = TypeVar("ConfigT", bound=BaseModel)
 
+# Where each leaf value came from, keyed by its path: ("server", "port") -> "environment variable X".
+Sources = dict[tuple[str, ...], str]
+
 
 class ConfigError(ValueError):
     """A configuration that cannot be used; the message names the field and what to do."""
@@ -51,26 +54,36 @@ def read_config_file(path: Path) -> dict[str, Any]:
 def env_overrides(prefix: str, environ: Mapping[str, str] | None = None) -> dict[str, Any]:
     """Collect `<prefix>A__B=value` variables into {"a": {"b": value}}.
 
-    Values are parsed as JSON when they can be (numbers, booleans, lists), else kept as strings,
-    so `GRPO_LEARNER_ROLLOUT_ADDRESSES='["a:1","b:2"]'` gives a list.
+    Scalars stay strings and pydantic converts them to the field's type ("50052" becomes an int
+    for a port but stays "12345" for a token). Values that look like JSON lists or tables are
+    parsed, so `GRPO_LEARNER_ROLLOUT_ADDRESSES='["a:1","b:2"]'` gives a list.
     """
-    environ = os.environ if environ is None else environ
+    return _env_overrides(prefix, os.environ if environ is None else environ, {})
+
+
+def _env_overrides(prefix: str, environ: Mapping[str, str], sources: Sources) -> dict[str, Any]:
     result: dict[str, Any] = {}
     for key, raw in environ.items():
         if not key.startswith(prefix) or key == prefix:
             continue
         path = key[len(prefix) :].lower().split("__")
-        try:
-            value: Any = json.loads(raw)
-        except json.JSONDecodeError:
-            value = raw
+        value: Any = raw
+        if raw.lstrip().startswith(("[", "{")):
+            try:
+                value = json.loads(raw)
+            except json.JSONDecodeError as exc:
+                raise ConfigError(f"environment variable {key} is not valid JSON: {exc}") from None
         _set_path(result, path, value)
+        sources[tuple(path)] = f"environment variable {key}"
     return result
 
 
 def _set_path(target: dict[str, Any], path: list[str], value: Any) -> None:
     for part in path[:-1]:
-        target = target.setdefault(part, {})
+        child = target.get(part)
+        if not isinstance(child, dict):
+            child = target[part] = {}
+        target = child
     target[path[-1]] = value
 
 
@@ -93,6 +106,27 @@ def deep_merge(base: dict[str, Any], override: Mapping[str, Any]) -> dict[str, A
     return merged
 
 
+def _record_sources(
+    data: Mapping[str, Any], source: str, sources: Sources, prefix: tuple[str, ...] = ()
+) -> None:
+    for key, value in data.items():
+        path = (*prefix, str(key))
+        if isinstance(value, Mapping) and value:
+            _record_sources(value, source, sources, path)
+        else:
+            sources[path] = source
+
+
+def _source_of(loc: tuple[Any, ...], sources: Sources) -> str:
+    """The source of the longest recorded path that is a prefix of (or extends) the error location."""
+    path = tuple(str(part) for part in loc)
+    for end in range(len(path), 0, -1):
+        if path[:end] in sources:
+            return sources[path[:end]]
+    below = [source for key, source in sources.items() if key[: len(path)] == path]
+    return below[-1] if below else "defaults"
+
+
 def load_config(
     model: type[ConfigT],
     *,
@@ -103,18 +137,32 @@ def load_config(
 ) -> ConfigT:
     """Build `model` from (lowest to highest precedence) the file, the environment and `overrides`.
 
-    `overrides` may use dotted keys ("server.port") and None for "not given".
+    `overrides` may use dotted keys ("server.port") and None for "not given" (an argparse default).
+    A ConfigError names each bad field, what is wrong, and where the value came from.
     """
-    data: dict[str, Any] = read_config_file(config_file) if config_file else {}
+    sources: Sources = {}
+    data: dict[str, Any] = {}
+    if config_file:
+        data = read_config_file(config_file)
+        _record_sources(data, f"config file {config_file}", sources)
     if env_prefix:
-        data = deep_merge(data, env_overrides(env_prefix, environ))
+        environ = os.environ if environ is None else environ
+        data = deep_merge(data, _env_overrides(env_prefix, environ, sources))
     if overrides:
-        data = deep_merge(data, dotted_to_nested(overrides))
+        nested = dotted_to_nested(overrides)
+        _record_sources(nested, "command-line flag", sources)
+        data = deep_merge(data, nested)
     try:
         return model.model_validate(data)
     except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in err['loc']) or '<root>'}: {err['msg']} (got {err.get('input')!r})"
-            for err in exc.errors()
-        )
+        problems = "; ".join(_describe(err, sources) for err in exc.errors())
         raise ConfigError(f"invalid {model.__name__}: {problems}") from None
+
+
+def _describe(err: Any, sources: Sources) -> str:
+    field = ".".join(str(part) for part in err["loc"]) or "<root>"
+    if err["type"] == "missing":
+        return f"{field}: required but not set (give it in the config file, the environment or a flag)"
+    # Never echo a secret back: the value of a field named like a token stays hidden.
+    shown = "<hidden>" if any(word in field for word in ("token", "secret", "password")) else err.get("input")
+    return f"{field}: {err['msg']} (got {shown!r} from {_source_of(err['loc'], sources)})"

@@ -8,6 +8,7 @@ orchestrators can probe a service without the secret.
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 import os
 from collections.abc import Awaitable, Callable
@@ -15,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import grpc
-from pydantic import BaseModel, Field, SecretStr, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 
 AUTH_METADATA_KEY = "authorization"
 AUTH_TOKEN_ENV = "GRPO_AUTH_TOKEN"
@@ -24,6 +25,8 @@ OPEN_METHOD_PREFIXES: tuple[str, ...] = ("/grpc.health.v1.Health/",)
 
 class TLSConfig(BaseModel):
     """Server side: cert + key turn TLS on; client_ca additionally requires client certificates (mTLS)."""
+
+    model_config = ConfigDict(extra="forbid")
 
     cert: Path | None = Field(None, description="PEM certificate chain of this server")
     key: Path | None = Field(None, description="PEM private key of this server")
@@ -43,14 +46,29 @@ class TLSConfig(BaseModel):
 
 
 class ClientTLSConfig(BaseModel):
-    """Client side: a CA bundle to trust (or the system roots), and a client cert/key for mTLS."""
+    """Client side: a CA bundle to trust (or the system roots), and a client cert/key for mTLS.
 
-    enabled: bool = False
-    ca: Path | None = None
-    cert: Path | None = None
-    key: Path | None = None
-    # Name to verify in the server certificate when it differs from the address (e.g. an IP).
-    server_name: str | None = None
+    Naming a CA or a client certificate turns TLS on by itself: a user who points at a CA file and
+    forgets `enabled = true` must not silently get a plaintext connection.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    enabled: bool = Field(False, description="use TLS with the system roots when no ca is given")
+    ca: Path | None = Field(None, description="PEM CA bundle that signed the server certificate")
+    cert: Path | None = Field(None, description="PEM client certificate chain (mTLS)")
+    key: Path | None = Field(None, description="PEM client private key (mTLS)")
+    server_name: str | None = Field(
+        None, description="name to verify in the server certificate when it differs from the address"
+    )
+
+    @model_validator(mode="after")
+    def _enabled_by_files(self) -> ClientTLSConfig:
+        if (self.cert is None) != (self.key is None):
+            raise ValueError("tls.cert and tls.key (the client certificate for mTLS) must be given together")
+        if self.ca is not None or self.cert is not None:
+            self.enabled = True
+        return self
 
 
 def read_token(token: SecretStr | str | None) -> str | None:
@@ -61,13 +79,22 @@ def read_token(token: SecretStr | str | None) -> str | None:
     return token
 
 
+def _read_pem(path: Path, what: str) -> bytes:
+    """The file's bytes, or an error naming the setting and the path (not a bare FileNotFoundError)."""
+    try:
+        return path.read_bytes()
+    except OSError as exc:
+        problem = f"cannot read {what} {path}: {exc.strerror}"
+        raise ValueError(f"{problem}; check the path and its permissions") from None
+
+
 def server_credentials(tls: TLSConfig) -> grpc.ServerCredentials | None:
     if not tls.enabled:
         return None
     assert tls.cert is not None and tls.key is not None
-    client_ca = tls.client_ca.read_bytes() if tls.client_ca else None
+    client_ca = _read_pem(tls.client_ca, "tls.client_ca") if tls.client_ca else None
     return grpc.ssl_server_credentials(
-        [(tls.key.read_bytes(), tls.cert.read_bytes())],
+        [(_read_pem(tls.key, "tls.key"), _read_pem(tls.cert, "tls.cert"))],
         root_certificates=client_ca,
         require_client_auth=client_ca is not None,
     )
@@ -77,17 +104,22 @@ def channel_credentials(tls: ClientTLSConfig) -> grpc.ChannelCredentials | None:
     if not tls.enabled:
         return None
     return grpc.ssl_channel_credentials(
-        root_certificates=tls.ca.read_bytes() if tls.ca else None,
-        private_key=tls.key.read_bytes() if tls.key else None,
-        certificate_chain=tls.cert.read_bytes() if tls.cert else None,
+        root_certificates=_read_pem(tls.ca, "tls.ca") if tls.ca else None,
+        private_key=_read_pem(tls.key, "tls.key") if tls.key else None,
+        certificate_chain=_read_pem(tls.cert, "tls.cert") if tls.cert else None,
     )
 
 
-def _token_matches(metadata: Any, expected: bytes) -> bool:
+def _digest(value: bytes) -> bytes:
+    return hashlib.sha256(value).digest()
+
+
+def _token_matches(metadata: Any, expected_digest: bytes) -> bool:
+    """Compare fixed-size digests in constant time, so neither content nor length of the token leaks."""
     for key, value in metadata or ():
         if key == AUTH_METADATA_KEY:
             presented = value.encode() if isinstance(value, str) else bytes(value)
-            return hmac.compare_digest(presented, b"Bearer " + expected)
+            return hmac.compare_digest(_digest(presented), expected_digest)
     return False
 
 
@@ -97,7 +129,7 @@ class TokenAuthServerInterceptor(grpc.aio.ServerInterceptor):
     def __init__(self, token: str) -> None:
         if not token:
             raise ValueError("auth token must be non-empty")
-        self._expected = token.encode()
+        self._expected_digest = _digest(b"Bearer " + token.encode())
 
     async def intercept_service(
         self,
@@ -108,7 +140,7 @@ class TokenAuthServerInterceptor(grpc.aio.ServerInterceptor):
         method = handler_call_details.method
         if handler is None or method.startswith(OPEN_METHOD_PREFIXES):
             return handler
-        if _token_matches(handler_call_details.invocation_metadata, self._expected):
+        if _token_matches(handler_call_details.invocation_metadata, self._expected_digest):
             return handler
         return _rejecting_handler(handler)
 

@@ -16,12 +16,13 @@ import signal
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1.health import aio as health_aio
 from grpc_reflection.v1alpha import reflection
-from pydantic import BaseModel, Field, SecretStr
+from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
 from grpo_common.security import TLSConfig, TokenAuthServerInterceptor, read_token, server_credentials
 
@@ -33,10 +34,15 @@ DEFAULT_MAX_MESSAGE_BYTES = 64 * 1024 * 1024
 class ServerConfig(BaseModel):
     """Network settings shared by every service (each service picks its own default port)."""
 
+    # A misspelt setting ("max_mesage_bytes") is an error, not a silently ignored key.
+    model_config = ConfigDict(extra="forbid")
+
     host: str = Field("127.0.0.1", description="bind address; 0.0.0.0 exposes the service to the network")
     port: int = Field(0, ge=0, le=65535, description="0 picks a free port (see port_file)")
     port_file: Path | None = Field(None, description="write the bound port here once serving")
-    max_message_bytes: int = Field(DEFAULT_MAX_MESSAGE_BYTES, ge=1024)
+    max_message_bytes: int = Field(
+        DEFAULT_MAX_MESSAGE_BYTES, ge=1024, description="largest message received or sent, in bytes"
+    )
     grace_seconds: float = Field(10.0, ge=0, description="time in-flight calls get on shutdown")
     keepalive_seconds: float = Field(30.0, gt=0)
     keepalive_timeout_seconds: float = Field(10.0, gt=0)
@@ -52,13 +58,22 @@ class ServiceRegistration:
     add_to_server: Callable[[grpc.aio.Server], None]
 
 
-def registration(servicer: object, add_fn: Callable[[object, grpc.aio.Server], None], full_name: str):
-    """Pair a servicer with its generated `add_XServicer_to_server` function."""
+def registration(
+    servicer: object, add_fn: Callable[[Any, grpc.aio.Server], None], full_name: str
+) -> ServiceRegistration:
+    """Pair a servicer with its generated `add_XServicer_to_server` function.
+
+    `full_name` is the proto service name ("grpo.v1.RewardService"): it is what health checks and
+    reflection report, e.g. `registration(servicer, reward_pb2_grpc.add_RewardServiceServicer_to_server,
+    reward_pb2.DESCRIPTOR.services_by_name["RewardService"].full_name)`.
+    """
     return ServiceRegistration(full_name=full_name, add_to_server=lambda server: add_fn(servicer, server))
 
 
 @dataclass
 class RunningServer:
+    """A started server: its bound address, and the health servicer that graceful shutdown flips."""
+
     server: grpc.aio.Server
     host: str
     port: int
@@ -111,6 +126,8 @@ async def start_server(services: Sequence[ServiceRegistration], config: ServerCo
         port = server.add_secure_port(bind, credentials) if credentials else server.add_insecure_port(bind)
     except RuntimeError as exc:
         raise OSError(f"cannot bind {bind}: {exc}; is the port in use?") from exc
+    if port == 0:  # older grpcio reports a failed bind by returning 0 instead of raising
+        raise OSError(f"cannot bind {bind}; is the port in use or the address not local?")
     await server.start()
     for name in (*names, ""):
         await health.set(name, health_pb2.HealthCheckResponse.SERVING)

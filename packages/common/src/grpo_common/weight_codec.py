@@ -18,6 +18,8 @@ from dataclasses import dataclass, field
 import torch
 from grpo.v1 import rollout_pb2
 
+from grpo_common.allocator import keep_freed_buffers
+
 DEFAULT_BUCKET_BYTES = 32 * 1024 * 1024
 
 DTYPES: dict[str, torch.dtype] = {
@@ -35,6 +37,9 @@ DTYPES: dict[str, torch.dtype] = {
     "float8_e5m2": torch.float8_e5m2,
 }
 DTYPE_NAMES: dict[torch.dtype, str] = {dtype: name for name, dtype in DTYPES.items()}
+_ITEMSIZE: dict[torch.dtype, int] = {
+    dtype: torch.empty((), dtype=dtype).element_size() for dtype in DTYPES.values()
+}
 
 
 class WeightStreamError(ValueError):
@@ -65,6 +70,7 @@ def encode_state_dict(
     """
     if bucket_bytes <= 0:
         raise ValueError(f"bucket_bytes must be positive, got {bucket_bytes}")
+    keep_freed_buffers()
     items = tensors.items() if isinstance(tensors, Mapping) else tensors
     chunk = rollout_pb2.WeightChunk(policy_version=policy_version)
     used = 0
@@ -129,6 +135,9 @@ class WeightStreamDecoder:
     _bytes: int = 0
     _finished: bool = False
 
+    def __post_init__(self) -> None:
+        keep_freed_buffers()
+
     def feed(self, chunk: rollout_pb2.WeightChunk) -> None:
         if self._finished:
             raise WeightStreamError("chunk received after the final chunk (last=true)")
@@ -151,6 +160,11 @@ class WeightStreamDecoder:
                     f"tensor {partial.name!r} ended after {partial.filled} of {len(partial.buffer)} bytes"
                 )
             partial = self._partial = self._start_tensor(piece)
+        elif piece.dtype != DTYPE_NAMES[partial.dtype] or tuple(piece.shape) != partial.shape:
+            raise WeightStreamError(
+                f"tensor {piece.name!r}: a piece says dtype {piece.dtype} shape {list(piece.shape)}, "
+                f"earlier pieces said {DTYPE_NAMES[partial.dtype]} {list(partial.shape)}"
+            )
         if piece.offset != partial.filled:
             raise WeightStreamError(
                 f"tensor {piece.name!r}: piece at byte {piece.offset}, expected byte {partial.filled}"
@@ -195,14 +209,21 @@ class WeightStreamDecoder:
         numel = 1
         for dim in shape:
             numel *= dim
-        nbytes = numel * torch.empty((), dtype=dtype).element_size()
+        nbytes = numel * _ITEMSIZE[dtype]
         self._bytes += nbytes
         if self.max_total_bytes is not None and self._bytes > self.max_total_bytes:
             raise WeightStreamError(
                 f"stream exceeds the receiver's limit of {self.max_total_bytes} bytes "
                 f"at tensor {piece.name!r}"
             )
-        return _PartialTensor(piece.name, dtype, shape, bytearray(nbytes))
+        try:
+            buffer = bytearray(nbytes)
+        except (MemoryError, OverflowError):
+            raise WeightStreamError(
+                f"tensor {piece.name!r}: shape {list(shape)} needs {nbytes} bytes, more than this "
+                "receiver can allocate"
+            ) from None
+        return _PartialTensor(piece.name, dtype, shape, buffer)
 
     def _finish_stream(self, chunk: rollout_pb2.WeightChunk) -> None:
         if self._partial is not None:
