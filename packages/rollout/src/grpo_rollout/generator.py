@@ -1,0 +1,140 @@
+"""The one interface every generation backend implements, and the data it exchanges.
+
+The service never knows whether completions come from transformers on a CPU or from SGLang on a
+GPU: both backends take tokenised prompts and return token ids, the sampler's logprobs, a finish
+reason and the weight version that produced each completion. The interface is async because the
+service is a grpc.aio server: the SGLang backend awaits HTTP calls, the transformers backend runs
+its forward passes in a worker thread.
+
+Logprob definition (shared with SGLang and the learner): `log_softmax(logits / temperature)` of the
+sampled token, taken *before* top-k / top-p filtering; with temperature 0 (greedy) the logprobs are
+those of temperature 1.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Protocol, runtime_checkable
+
+import torch
+
+
+class FinishReason(StrEnum):
+    STOP = "stop"  # EOS or a stop token was produced (it is the last token id)
+    LENGTH = "length"  # max_new_tokens reached
+    ABORT = "abort"  # the backend aborted the sequence; the tokens so far are returned
+
+
+@dataclass(frozen=True)
+class SamplingConfig:
+    """Sampling settings of one generate call; `validate()` explains what is wrong."""
+
+    max_new_tokens: int
+    temperature: float = 1.0  # 0 = greedy
+    top_p: float = 1.0  # 1 = off
+    top_k: int = -1  # -1 = off
+    stop_token_ids: tuple[int, ...] = ()
+    seed: int | None = None  # None = nondeterministic
+
+    @property
+    def greedy(self) -> bool:
+        return self.temperature == 0.0
+
+    def validate(self) -> None:
+        """Raise ValueError naming the field; the service maps it to INVALID_ARGUMENT."""
+        if self.max_new_tokens <= 0:
+            raise ValueError(f"max_new_tokens must be > 0, got {self.max_new_tokens}")
+        if not math.isfinite(self.temperature) or self.temperature < 0:
+            raise ValueError(f"temperature must be a finite number >= 0, got {self.temperature}")
+        if not math.isfinite(self.top_p) or not 0.0 < self.top_p <= 1.0:
+            raise ValueError(f"top_p must be in (0, 1], got {self.top_p}")
+        if self.top_k == 0 or self.top_k < -1:
+            raise ValueError(f"top_k must be -1 (off) or >= 1, got {self.top_k}")
+        if any(token < 0 for token in self.stop_token_ids):
+            raise ValueError(f"stop_token_ids must be >= 0, got {list(self.stop_token_ids)}")
+        if self.seed is not None and not 0 <= self.seed < 2**64:
+            raise ValueError(f"seed must be in [0, 2**64), got {self.seed}")
+
+
+@dataclass(frozen=True)
+class GeneratedCompletion:
+    token_ids: list[int]  # sampled tokens, prompt excluded; a stop token is the last one
+    logprobs: list[float]  # the sampler's logprob of each token (same length)
+    finish_reason: FinishReason
+    weight_version: int  # the weights that produced every token of this completion
+
+
+@dataclass(frozen=True)
+class GeneratorInfo:
+    backend: str  # "hf" or "sglang"
+    model: str  # name or path as given at start-up
+    weight_version: int
+    max_context_length: int  # prompt + completion tokens the model accepts
+    vocab_size: int
+    eos_token_ids: tuple[int, ...]
+    pad_token_id: int
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    """Name-free description of a parameter, enough to check an incoming tensor against it."""
+
+    shape: tuple[int, ...]
+    dtype: torch.dtype
+
+
+class WeightUpdateError(ValueError):
+    """New weights do not fit the model or the backend refused them; nothing was applied."""
+
+
+class GenerationError(RuntimeError):
+    """The backend failed to generate (e.g. the SGLang server answered with an error)."""
+
+
+@runtime_checkable
+class Generator(Protocol):
+    async def generate(
+        self, prompts_token_ids: Sequence[Sequence[int]], n: int, sampling: SamplingConfig
+    ) -> list[list[GeneratedCompletion]]:
+        """`n` completions of every prompt, in prompt order: result[i][j] is completion j of prompt i."""
+        ...
+
+    async def load_weights(self, named_tensors: Mapping[str, torch.Tensor], version: int) -> None:
+        """Replace (a subset of) the weights and become `version`; all or nothing.
+
+        Never applied while a generate call is running: the call finishes on the old weights.
+        Raises WeightUpdateError (nothing applied) when a tensor does not fit.
+        """
+        ...
+
+    def parameter_specs(self) -> Mapping[str, TensorSpec]:
+        """Name -> shape/dtype of every tensor `load_weights` accepts (empty if unknown)."""
+        ...
+
+    def info(self) -> GeneratorInfo: ...
+
+    async def close(self) -> None:
+        """Release the backend (threads, HTTP clients, child processes)."""
+        ...
+
+
+def check_tensors_fit(named_tensors: Mapping[str, torch.Tensor], specs: Mapping[str, TensorSpec]) -> None:
+    """Raise WeightUpdateError unless every tensor names a known parameter with the same shape and dtype."""
+    if not named_tensors:
+        raise WeightUpdateError("the update holds no tensors")
+    for name, tensor in named_tensors.items():
+        spec = specs.get(name)
+        if spec is None:
+            raise WeightUpdateError(f"unknown tensor name {name!r}: the model has no such parameter")
+        if tuple(tensor.shape) != tuple(spec.shape):
+            raise WeightUpdateError(
+                f"tensor {name!r}: shape {list(tensor.shape)} does not match the model's {list(spec.shape)}"
+            )
+        if tensor.dtype != spec.dtype:
+            raise WeightUpdateError(
+                f"tensor {name!r}: dtype {tensor.dtype} does not match the model's {spec.dtype}; "
+                "send the weights in the rollout model's dtype"
+            )

@@ -1,0 +1,223 @@
+"""The `hf` backend: a transformers causal LM sampled with its KV cache, on CPU by default.
+
+It is the reference backend: the sampling loop is written out here (prefill, then one token per
+step through `past_key_values`) instead of calling `model.generate`, so the logprobs are exactly
+the documented ones (pre-filter, temperature-scaled) and every step is visible.
+
+- All `n × prompts` sequences run as one left-padded batch. Each prompt is prefilled once and its
+  KV cache repeated `n` times; rows that finish are dropped from the batch.
+- Reproducible: with a seed, the same call gives the same completions (a private torch.Generator).
+- Weights are replaced in place (`copy_`, no model rebuild) under the same lock that guards a
+  generate call, so a batch never sees two versions; everything is validated before the first copy.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import torch
+from transformers import AutoModelForCausalLM, PreTrainedModel
+
+from grpo_rollout.generator import (
+    FinishReason,
+    GeneratedCompletion,
+    GeneratorInfo,
+    SamplingConfig,
+    TensorSpec,
+    check_tensors_fit,
+)
+from grpo_rollout.sampling import sample_next_tokens
+
+logger = logging.getLogger(__name__)
+
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def _as_id_tuple(value: int | Sequence[int] | None) -> tuple[int, ...]:
+    if value is None:
+        return ()
+    if isinstance(value, int):
+        return (value,)
+    return tuple(int(v) for v in value)
+
+
+class HFGenerator:
+    """Generator backed by an in-memory transformers model."""
+
+    backend = "hf"
+
+    def __init__(self, model: PreTrainedModel, model_name: str, weight_version: int = 0) -> None:
+        self._model = model.eval()
+        self._model_name = model_name
+        self._version = weight_version
+        self._lock = threading.Lock()
+        self._device = next(model.parameters()).device
+        config = model.config
+        generation_config = getattr(model, "generation_config", None)
+        eos = _as_id_tuple(getattr(generation_config, "eos_token_id", None)) or _as_id_tuple(
+            config.eos_token_id
+        )
+        pad = getattr(config, "pad_token_id", None)
+        if pad is None and generation_config is not None:
+            pad = generation_config.pad_token_id
+        self._eos_token_ids = eos
+        self._pad_token_id = int(pad if pad is not None else (eos[0] if eos else 0))
+        self._max_context = int(getattr(config, "max_position_embeddings", 0) or 2048)
+        self._vocab_size = int(config.get_text_config().vocab_size)
+        self._specs = {
+            name: TensorSpec(tuple(tensor.shape), tensor.dtype) for name, tensor in model.state_dict().items()
+        }
+
+    @classmethod
+    def from_pretrained(cls, path: str | Path, device: str = "cpu", dtype: str = "float32") -> HFGenerator:
+        """Load a Hugging Face checkpoint (a local directory or a cached hub id)."""
+        if dtype not in DTYPES:
+            raise ValueError(f"dtype {dtype!r} is not supported; use one of {sorted(DTYPES)}")
+        model = AutoModelForCausalLM.from_pretrained(str(path), dtype=DTYPES[dtype]).to(device)
+        logger.info(
+            "loaded %s on %s (%s, %.1fM parameters)",
+            path,
+            device,
+            dtype,
+            sum(p.numel() for p in model.parameters()) / 1e6,
+        )
+        return cls(model, str(path))
+
+    @property
+    def model(self) -> PreTrainedModel:
+        return self._model
+
+    def info(self) -> GeneratorInfo:
+        return GeneratorInfo(
+            backend=self.backend,
+            model=self._model_name,
+            weight_version=self._version,
+            max_context_length=self._max_context,
+            vocab_size=self._vocab_size,
+            eos_token_ids=self._eos_token_ids,
+            pad_token_id=self._pad_token_id,
+        )
+
+    def parameter_specs(self) -> Mapping[str, TensorSpec]:
+        return self._specs
+
+    async def generate(
+        self, prompts_token_ids: Sequence[Sequence[int]], n: int, sampling: SamplingConfig
+    ) -> list[list[GeneratedCompletion]]:
+        return await asyncio.to_thread(self.generate_sync, prompts_token_ids, n, sampling)
+
+    async def load_weights(self, named_tensors: Mapping[str, torch.Tensor], version: int) -> None:
+        await asyncio.to_thread(self.load_weights_sync, named_tensors, version)
+
+    async def close(self) -> None:
+        return None
+
+    def load_weights_sync(self, named_tensors: Mapping[str, torch.Tensor], version: int) -> None:
+        check_tensors_fit(named_tensors, self._specs)
+        with self._lock, torch.no_grad():
+            state = self._model.state_dict()
+            for name, tensor in named_tensors.items():
+                state[name].copy_(tensor)
+            self._version = version
+        logger.info("weights updated to version %d (%d tensors)", version, len(named_tensors))
+
+    def generate_sync(
+        self, prompts_token_ids: Sequence[Sequence[int]], n: int, sampling: SamplingConfig
+    ) -> list[list[GeneratedCompletion]]:
+        """The blocking generate call; waits for a running weight update (or generate) to finish."""
+        sampling.validate()
+        prompts = [list(p) for p in prompts_token_ids]
+        if n < 1:
+            raise ValueError(f"n must be >= 1, got {n}")
+        if not prompts or any(not p for p in prompts):
+            raise ValueError("every prompt needs at least one token")
+        longest = max(len(p) for p in prompts)
+        if longest + sampling.max_new_tokens > self._max_context:
+            raise ValueError(
+                f"max_new_tokens {sampling.max_new_tokens} + prompt length {longest} exceeds the "
+                f"model's context of {self._max_context} tokens"
+            )
+        with self._lock, torch.inference_mode():
+            version = self._version
+            rows = self._sample(prompts, n, sampling)
+        return [
+            [GeneratedCompletion(*rows[i * n + j], weight_version=version) for j in range(n)]
+            for i in range(len(prompts))
+        ]
+
+    def _sample(
+        self, prompts: list[list[int]], n: int, sampling: SamplingConfig
+    ) -> list[tuple[list[int], list[float], FinishReason]]:
+        device = self._device
+        generator = None
+        if sampling.seed is not None:
+            generator = torch.Generator(device=device).manual_seed(sampling.seed)
+        stop_ids = torch.tensor(sorted({*self._eos_token_ids, *sampling.stop_token_ids}), device=device)
+
+        # Prefill each prompt once, left-padded, then repeat its cache for the n completions.
+        width = max(len(p) for p in prompts)
+        input_ids = torch.full((len(prompts), width), self._pad_token_id, dtype=torch.long, device=device)
+        mask = torch.zeros((len(prompts), width), dtype=torch.long, device=device)
+        for i, prompt in enumerate(prompts):
+            input_ids[i, width - len(prompt) :] = torch.tensor(prompt, device=device)
+            mask[i, width - len(prompt) :] = 1
+        positions = (mask.cumsum(-1) - 1).clamp(min=0)
+        out = self._model(
+            input_ids=input_ids, attention_mask=mask, position_ids=positions, use_cache=True, logits_to_keep=1
+        )
+        cache = out.past_key_values
+        logits = out.logits[:, -1, :].repeat_interleave(n, dim=0)
+        if n > 1:
+            cache.batch_repeat_interleave(n)
+        mask = mask.repeat_interleave(n, dim=0)
+        next_position = positions[:, -1].repeat_interleave(n) + 1
+
+        total = len(prompts) * n
+        tokens_out = torch.full((total, sampling.max_new_tokens), -1, dtype=torch.long)
+        logprobs_out = torch.zeros((total, sampling.max_new_tokens), dtype=torch.float32)
+        lengths = torch.full((total,), sampling.max_new_tokens, dtype=torch.long)
+        stopped = torch.zeros(total, dtype=torch.bool)
+        active = torch.arange(total)  # original row of each row still in the batch
+
+        for step in range(sampling.max_new_tokens):
+            tokens, logprobs = sample_next_tokens(
+                logits, sampling.temperature, sampling.top_k, sampling.top_p, generator
+            )
+            tokens_out[active, step] = tokens.cpu()
+            logprobs_out[active, step] = logprobs.cpu()
+            hit_stop = torch.isin(tokens, stop_ids).cpu()
+            if hit_stop.any():
+                done = active[hit_stop]
+                lengths[done] = step + 1
+                stopped[done] = True
+            if step + 1 == sampling.max_new_tokens or bool(hit_stop.all()):
+                break
+            if hit_stop.any():
+                keep = (~hit_stop).nonzero().squeeze(-1)
+                cache.batch_select_indices(keep.to(device))
+                active, tokens = active[keep], tokens[keep.to(device)]
+                mask, next_position = mask[keep.to(device)], next_position[keep.to(device)]
+            mask = torch.cat([mask, mask.new_ones((mask.shape[0], 1))], dim=-1)
+            out = self._model(
+                input_ids=tokens.unsqueeze(-1),
+                attention_mask=mask,
+                position_ids=next_position.unsqueeze(-1),
+                past_key_values=cache,
+                use_cache=True,
+            )
+            cache = out.past_key_values
+            logits = out.logits[:, -1, :]
+            next_position = next_position + 1
+
+        return [
+            (
+                tokens_out[row, : lengths[row]].tolist(),
+                logprobs_out[row, : lengths[row]].tolist(),
+                FinishReason.STOP if stopped[row] else FinishReason.LENGTH,
+            )
+            for row in range(total)
+        ]

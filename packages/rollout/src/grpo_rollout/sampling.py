@@ -1,0 +1,53 @@
+"""Choosing the next token from logits: temperature, top-k, top-p, and the sampler's logprob.
+
+Pure tensor functions, so the definition the learner must reproduce is in one short place:
+the logprob of a token is `log_softmax(logits / temperature)` *before* top-k / top-p filtering
+(temperature 1 when greedy), the same as SGLang. Filtering only changes which tokens can be drawn.
+"""
+
+from __future__ import annotations
+
+import torch
+
+
+def filter_top_k_top_p(scaled_logits: torch.Tensor, top_k: int, top_p: float) -> torch.Tensor:
+    """Set logits outside the top-k and outside the top-p nucleus to -inf (at least one token stays).
+
+    `top_k` -1 and `top_p` 1 switch the filters off. Works on a [batch, vocab] tensor.
+    """
+    logits = scaled_logits
+    vocab = logits.shape[-1]
+    if 0 < top_k < vocab:
+        kth = torch.topk(logits, top_k, dim=-1).values[..., -1:]
+        logits = logits.masked_fill(logits < kth, float("-inf"))
+    if top_p < 1.0:
+        sorted_logits, order = torch.sort(logits, dim=-1, descending=True)
+        probs = torch.softmax(sorted_logits, dim=-1)
+        mass_before = torch.cumsum(probs, dim=-1) - probs
+        drop_sorted = mass_before > top_p  # the most likely token has mass_before 0: always kept
+        drop = torch.zeros_like(drop_sorted).scatter(-1, order, drop_sorted)
+        logits = logits.masked_fill(drop, float("-inf"))
+    return logits
+
+
+def sample_next_tokens(
+    logits: torch.Tensor,
+    temperature: float,
+    top_k: int,
+    top_p: float,
+    generator: torch.Generator | None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Pick one token per row of `logits` [batch, vocab]; return (token ids, their logprobs), both [batch].
+
+    Greedy (temperature 0) takes the argmax and reports temperature-1 logprobs.
+    """
+    logits = logits.float()
+    if temperature == 0.0:
+        logprobs = torch.log_softmax(logits, dim=-1)
+        tokens = torch.argmax(logits, dim=-1)
+    else:
+        scaled = logits / temperature
+        logprobs = torch.log_softmax(scaled, dim=-1)
+        probs = torch.softmax(filter_top_k_top_p(scaled, top_k, top_p), dim=-1)
+        tokens = torch.multinomial(probs, num_samples=1, generator=generator).squeeze(-1)
+    return tokens, logprobs.gather(-1, tokens.unsqueeze(-1)).squeeze(-1)

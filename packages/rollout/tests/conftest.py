@@ -1,0 +1,32 @@
+"""Shared fixtures: a tiny Qwen2 model and a char-level tokenizer built in code (never downloaded)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from transformers import PreTrainedTokenizerFast
+
+# Test helper modules (rollout_*.py) live next to this file; pytest runs in importlib mode.
+sys.path.insert(0, str(Path(__file__).parent))
+
+from rollout_testkit import build_model_dir, build_tokenizer
+
+torch.set_num_threads(1)
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return build_model_dir(tmp_path_factory.mktemp("tiny-qwen2"))
+
+
+@pytest.fixture(scope="session")
+def tiny_llama_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return build_model_dir(tmp_path_factory.mktemp("tiny-llama"), family="llama", seed=1)
+
+
+@pytest.fixture(scope="session")
+def tokenizer() -> PreTrainedTokenizerFast:
+    return build_tokenizer()
