@@ -1,0 +1,75 @@
+"""Where training batches come from: the `GroupSource` protocol and the per-group admission filter.
+
+The loop asks a source for step n's batch and gets a `StepBatch`: the groups to train on plus what
+was dropped and why. The filter admits a group only if it is valid (see `rollout_data`), has the
+requested size, is within the staleness window (policy_version >= current - max_staleness) and,
+under DAPO dynamic sampling, carries signal (its rewards are not all equal).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from grpo_learner.advantages import groups_with_signal
+from grpo_learner.rollout_data import GroupError, ScoredGroup, reward_components, validate_group
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class StepBatch:
+    groups: list[ScoredGroup]
+    received: int = 0  # groups that arrived for this step (before filtering)
+    dropped: dict[str, int] = field(default_factory=dict)  # reason -> count
+    zero_std: int = 0  # valid received groups whose rewards were all equal
+    refill_rounds: int = 0
+
+    def metrics(self) -> dict[str, float]:
+        out = {f"groups/dropped_{reason}": float(n) for reason, n in sorted(self.dropped.items())}
+        out["groups/received"] = float(self.received)
+        out["groups/refill_rounds"] = float(self.refill_rounds)
+        return out
+
+
+class GroupSource(Protocol):
+    async def next_batch(self, step: int, policy_version: int) -> StepBatch: ...
+
+    def state_dict(self) -> dict[str, Any]: ...
+
+    def load_state_dict(self, state: dict[str, Any]) -> None: ...
+
+    async def close(self) -> None: ...
+
+
+@dataclass(frozen=True)
+class GroupFilter:
+    group_size: int
+    max_staleness: int
+    reward_weights: Mapping[str, float]
+    combine: str = "sum_then_normalize"
+    dynamic_sampling: bool = False
+
+    def has_signal(self, group: ScoredGroup) -> bool:
+        components = reward_components([group], self.reward_weights)
+        return bool(groups_with_signal(components, self.reward_weights, self.combine)[0])
+
+    def reject_reason(self, group: ScoredGroup, policy_version: int) -> str | None:
+        """None to admit the group, else why it is dropped: invalid, stale or zero_std."""
+        try:
+            validate_group(group, self.reward_weights)
+            if len(group.completions) != self.group_size:
+                raise GroupError(
+                    f"group for prompt {group.prompt_id!r}: {len(group.completions)} completions, "
+                    f"rollout.group_size is {self.group_size}"
+                )
+        except GroupError as exc:
+            logger.warning("skipping a bad group: %s", exc)
+            return "invalid"
+        if policy_version - group.policy_version > self.max_staleness:
+            return "stale"
+        if self.dynamic_sampling and not self.has_signal(group):
+            return "zero_std"
+        return None
