@@ -1,0 +1,114 @@
+"""Weight push to real grpc.aio servers that decode and record what they receive."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+
+import torch
+from grpo_learner.weight_push import WeightPusher
+from learner_fixtures import tiny_qwen2
+from recording_rollout import RecordingRollout, start_recording_rollout
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_push_reaches_every_service_with_identical_tensors_and_version():
+    async def scenario():
+        model = tiny_qwen2()
+        services = [RecordingRollout(), RecordingRollout()]
+        servers = [await start_recording_rollout(s) for s in services]
+        pusher = WeightPusher([s.address for s in servers], bucket_bytes=4096, deadline_s=10)
+        try:
+            behind = await pusher.push(model.state_dict(), policy_version=1)
+            with torch.no_grad():
+                next(model.parameters()).add_(1.0)
+            behind2 = await pusher.push(model.state_dict(), policy_version=2)
+        finally:
+            await pusher.close()
+            for server in servers:
+                await server.stop(0)
+        return model, services, behind, behind2
+
+    model, services, behind, behind2 = asyncio.run(scenario())
+    assert behind == [] and behind2 == []
+    expected = model.state_dict()
+    for service in services:
+        assert [version for version, _ in service.updates] == [1, 2]
+        _, tensors = service.updates[-1]
+        assert tensors.keys() == expected.keys()
+        assert all(torch.equal(tensors[k], expected[k]) for k in expected)
+
+
+def test_push_casts_to_the_requested_dtype():
+    async def scenario():
+        service = RecordingRollout()
+        server = await start_recording_rollout(service)
+        pusher = WeightPusher([server.address], dtype=torch.bfloat16, deadline_s=10)
+        try:
+            await pusher.push({"w": torch.ones(3), "step": torch.tensor(4)}, 1)
+        finally:
+            await pusher.close()
+            await server.stop(0)
+        return service
+
+    ((_, tensors),) = asyncio.run(scenario()).updates
+    assert tensors["w"].dtype == torch.bfloat16 and tensors["step"].dtype == torch.int64
+
+
+def test_failed_push_is_retried_with_backoff():
+    async def scenario():
+        service = RecordingRollout(fail_next_updates=2)
+        server = await start_recording_rollout(service)
+        pusher = WeightPusher([server.address], deadline_s=10, initial_backoff_s=0.05)
+        try:
+            behind = await pusher.push({"w": torch.arange(6.0)}, 1)
+        finally:
+            await pusher.close()
+            await server.stop(0)
+        return service, behind
+
+    service, behind = asyncio.run(scenario())
+    assert behind == [] and [v for v, _ in service.updates] == [1]
+
+
+def test_dead_service_does_not_block_beyond_deadline_and_gets_current_weights_when_back():
+    async def scenario():
+        live = RecordingRollout()
+        live_server = await start_recording_rollout(live)
+        dead_port = free_port()
+        dead_address = f"127.0.0.1:{dead_port}"
+        pusher = WeightPusher(
+            [live_server.address, dead_address], deadline_s=1.0, initial_backoff_s=0.05, max_backoff_s=0.2
+        )
+        loop = asyncio.get_running_loop()
+        try:
+            start = loop.time()
+            behind = await pusher.push({"w": torch.zeros(4)}, 1)
+            waited = loop.time() - start
+            behind_v2 = await pusher.push({"w": torch.full((4,), 2.0)}, 2)
+            # The service comes back: it must receive version 2 only, never the missed version 1.
+            revived = RecordingRollout()
+            revived_server = await start_recording_rollout(revived, port=dead_port)
+            for _ in range(200):
+                if revived.updates:
+                    break
+                await asyncio.sleep(0.05)
+            statuses = {s.address: s.acked_version for s in pusher.statuses}
+            await revived_server.stop(0)
+        finally:
+            await pusher.close()
+            await live_server.stop(0)
+        return live, revived, behind, behind_v2, waited, statuses, dead_address
+
+    live, revived, behind, behind_v2, waited, statuses, dead_address = asyncio.run(scenario())
+    assert [s.address for s in behind] == [dead_address] and [s.address for s in behind_v2] == [dead_address]
+    assert 0.9 < waited < 3.0
+    assert [v for v, _ in live.updates] == [1, 2]
+    assert [v for v, _ in revived.updates] == [2]
+    assert torch.equal(revived.updates[0][1]["w"], torch.full((4,), 2.0))
+    assert statuses[dead_address] == 2
