@@ -13,7 +13,12 @@ from collections.abc import Sequence
 import grpc
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
-from grpo_common.security import ClientTLSConfig, TokenAuthClientInterceptor, channel_credentials, read_token
+from grpo_common.security import (
+    ClientTLSConfig,
+    channel_credentials,
+    read_token,
+    token_auth_client_interceptors,
+)
 from grpo_common.server import DEFAULT_MAX_MESSAGE_BYTES
 
 
@@ -72,7 +77,7 @@ def create_channel(
     if config.tls.server_name:
         options.append(("grpc.ssl_target_name_override", config.tls.server_name))
     token = read_token(config.auth_token)
-    interceptors = [TokenAuthClientInterceptor(token)] if token else None
+    interceptors = token_auth_client_interceptors(token) if token else None
     credentials = channel_credentials(config.tls)
     if credentials is not None:
         return grpc.aio.secure_channel(target, credentials, options=options, interceptors=interceptors)

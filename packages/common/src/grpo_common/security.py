@@ -169,10 +169,12 @@ def _rejecting_handler(handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
     return grpc.unary_unary_rpc_method_handler(reject, **kwargs)
 
 
-class _TokenAuthClientInterceptor:
-    """Adds the bearer token to every call's metadata (all four call shapes)."""
+class _TokenMetadata:
+    """Adds `authorization: Bearer <token>` to a call's metadata."""
 
     def __init__(self, token: str) -> None:
+        if not token:
+            raise ValueError("auth token must be non-empty")
         self._pair = (AUTH_METADATA_KEY, f"Bearer {token}")
 
     def _details(self, details: grpc.aio.ClientCallDetails) -> grpc.aio.ClientCallDetails:
@@ -186,24 +188,39 @@ class _TokenAuthClientInterceptor:
             wait_for_ready=details.wait_for_ready,
         )
 
+
+class TokenAuthClientInterceptor(_TokenMetadata, grpc.aio.UnaryUnaryClientInterceptor):
+    """Sends the bearer token on unary-unary calls.
+
+    grpc.aio files each interceptor object under one call kind only (the first base class it
+    matches), so a single object cannot cover streaming calls: use
+    `token_auth_client_interceptors(token)`, which returns one interceptor per call kind.
+    """
+
     async def intercept_unary_unary(self, continuation, client_call_details, request):
         return await continuation(self._details(client_call_details), request)
 
+
+class _TokenAuthUnaryStream(_TokenMetadata, grpc.aio.UnaryStreamClientInterceptor):
     async def intercept_unary_stream(self, continuation, client_call_details, request):
         return await continuation(self._details(client_call_details), request)
 
+
+class _TokenAuthStreamUnary(_TokenMetadata, grpc.aio.StreamUnaryClientInterceptor):
     async def intercept_stream_unary(self, continuation, client_call_details, request_iterator):
         return await continuation(self._details(client_call_details), request_iterator)
 
+
+class _TokenAuthStreamStream(_TokenMetadata, grpc.aio.StreamStreamClientInterceptor):
     async def intercept_stream_stream(self, continuation, client_call_details, request_iterator):
         return await continuation(self._details(client_call_details), request_iterator)
 
 
-class TokenAuthClientInterceptor(
-    _TokenAuthClientInterceptor,
-    grpc.aio.UnaryUnaryClientInterceptor,
-    grpc.aio.UnaryStreamClientInterceptor,
-    grpc.aio.StreamUnaryClientInterceptor,
-    grpc.aio.StreamStreamClientInterceptor,
-):
-    pass
+def token_auth_client_interceptors(token: str) -> list[grpc.aio.ClientInterceptor]:
+    """Interceptors that send the bearer token on all four call kinds (unary and streaming)."""
+    return [
+        TokenAuthClientInterceptor(token),
+        _TokenAuthUnaryStream(token),
+        _TokenAuthStreamUnary(token),
+        _TokenAuthStreamStream(token),
+    ]
