@@ -1,0 +1,247 @@
+"""A stand-in for an SGLang HTTP server: the endpoints and payloads grpo-rollout uses, nothing more.
+
+It follows SGLang 0.5.x's native API (see the project's SGLang facts): /generate with input_ids,
+per-sequence sampling_params, return_logprob, logprob_start_len; answers with output_ids and
+meta_info (finish_reason {type, matched|length|message}, output_token_logprobs [[lp, id, null]],
+weight_version). Control endpoints answer {"success", "message"} with 200 / 400.
+
+Generation is a deterministic function of (prompt, sampling_seed, weight version), so tests can
+predict it. Knobs for failures: `healthy`, `fail_updates`, `abort_next`. Every call is logged in
+order in `calls`. Runs in a thread (`StandinServer`) or as a process (`python this.py --port P`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import struct
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+VOCAB = 90
+
+
+def predicted_tokens(input_ids: list[int], seed: int, version: int, count: int) -> list[int]:
+    base = sum(input_ids) + 31 * seed + 1000 * version
+    return [(base + 7 * k) % VOCAB for k in range(count)]
+
+
+def predicted_logprob(position: int) -> float:
+    return -0.1 - 0.01 * position
+
+
+def read_safetensors_names(path: Path) -> list[str]:
+    """Tensor names from a safetensors header (stdlib only: 8-byte length + JSON)."""
+    with path.open("rb") as handle:
+        (length,) = struct.unpack("<Q", handle.read(8))
+        header = json.loads(handle.read(length))
+    return sorted(name for name in header if name != "__metadata__")
+
+
+class StandinState:
+    def __init__(self, model_path: str = "standin-model") -> None:
+        self.model_path = model_path
+        self.weight_version = "0"
+        self.healthy = True
+        self.fail_updates = False
+        self.abort_next = 0  # abort this many upcoming sequences
+        self.paused = False
+        self.resumed = threading.Event()
+        self.resumed.set()
+        self.calls: list[tuple[str, dict[str, Any]]] = []
+        self.loaded_names: list[str] = []
+        self.broadcast_done = threading.Event()
+        self.lock = threading.Lock()
+
+    def paths(self) -> list[str]:
+        return [path for path, _ in self.calls]
+
+
+class Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    state: StandinState
+
+    def log_message(self, format: str, *args: Any) -> None:
+        return
+
+    def _send(self, status: int, body: Any) -> None:
+        data = json.dumps(body).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def _read(self) -> dict[str, Any]:
+        length = int(self.headers.get("Content-Length") or 0)
+        raw = self.rfile.read(length) if length else b""
+        return json.loads(raw) if raw else {}
+
+    def do_GET(self) -> None:
+        state = self.state
+        with state.lock:
+            state.calls.append((self.path, {}))
+        if self.path in ("/health", "/health_generate"):
+            self._send(200 if state.healthy else 503, {} if state.healthy else {"error": "unhealthy"})
+        elif self.path == "/get_model_info":
+            self._send(200, {"model_path": state.model_path, "weight_version": state.weight_version})
+        elif self.path == "/get_weight_version":
+            self._send(200, {"weight_version": state.weight_version})
+        else:
+            self._send(404, {"error": f"no route {self.path}"})
+
+    def do_POST(self) -> None:
+        state = self.state
+        payload = self._read()
+        with state.lock:
+            state.calls.append((self.path, payload))
+        route = {
+            "/generate": self._generate,
+            "/pause_generation": self._pause,
+            "/continue_generation": self._continue,
+            "/update_weights_from_disk": self._update_from_disk,
+            "/init_weights_update_group": self._ok,
+            "/destroy_weights_update_group": self._ok,
+            "/update_weights_from_distributed": self._update_distributed,
+        }.get(self.path)
+        if route is None:
+            self._send(404, {"error": f"no route {self.path}"})
+            return
+        route(payload)
+
+    def _ok(self, payload: dict[str, Any]) -> None:
+        self._send(200, {"success": True, "message": "ok"})
+
+    def _pause(self, payload: dict[str, Any]) -> None:
+        if payload.get("mode") not in ("abort", "retract", "in_place"):
+            self._send(400, {"error": f"bad mode {payload.get('mode')!r}"})
+            return
+        self.state.paused = True
+        self.state.resumed.clear()
+        self._send(200, {})
+
+    def _continue(self, payload: dict[str, Any]) -> None:
+        self.state.paused = False
+        self.state.resumed.set()
+        self._send(200, {})
+
+    def _update_from_disk(self, payload: dict[str, Any]) -> None:
+        state = self.state
+        required = {"model_path", "weight_version", "flush_cache", "abort_all_requests"}
+        if missing := required - set(payload):
+            self._send(400, {"success": False, "message": f"missing {sorted(missing)}"})
+            return
+        if state.fail_updates:
+            self._send(400, {"success": False, "message": "Failed to update weights: shape mismatch"})
+            return
+        model_path = Path(payload["model_path"])
+        files = sorted(model_path.glob("*.safetensors")) if model_path.is_dir() else []
+        if not files:
+            self._send(400, {"success": False, "message": f"no safetensors in {model_path}"})
+            return
+        state.loaded_names = [n for f in files for n in read_safetensors_names(f)]
+        state.weight_version = str(payload["weight_version"])
+        self._send(200, {"success": True, "message": "Succeeded to update model weights."})
+
+    def _update_distributed(self, payload: dict[str, Any]) -> None:
+        # Real SGLang answers only after the trainer's broadcast has been received.
+        state = self.state
+        if not state.broadcast_done.wait(timeout=10):
+            self._send(400, {"success": False, "message": "timed out waiting for the broadcast"})
+            return
+        state.broadcast_done.clear()
+        state.weight_version = str(payload["weight_version"])
+        self._send(200, {"success": True, "message": "ok"})
+
+    def _generate(self, payload: dict[str, Any]) -> None:
+        state = self.state
+        state.resumed.wait(timeout=10)
+        if not (payload.get("return_logprob") is True and payload.get("logprob_start_len") == -1):
+            self._send(400, {"error": "this stand-in expects return_logprob and logprob_start_len -1"})
+            return
+        inputs = payload["input_ids"]
+        batched = isinstance(inputs[0], list)
+        inputs = inputs if batched else [inputs]
+        params = payload["sampling_params"]
+        params = params if isinstance(params, list) else [params] * len(inputs)
+        if "seed" in params[0]:
+            self._send(400, {"error": "unknown sampling param 'seed' (SGLang uses sampling_seed)"})
+            return
+        outputs = [self._one(ids, p) for ids, p in zip(inputs, params, strict=True)]
+        self._send(200, outputs if batched else outputs[0])
+
+    def _one(self, input_ids: list[int], params: dict[str, Any]) -> dict[str, Any]:
+        state = self.state
+        version = int(state.weight_version) if state.weight_version.isdigit() else 0
+        max_new = int(params["max_new_tokens"])
+        tokens = predicted_tokens(input_ids, int(params.get("sampling_seed", 0)), version, max_new)
+        finish: dict[str, Any] = {"type": "length", "length": max_new}
+        stops = set(params.get("stop_token_ids") or [])
+        for k, token in enumerate(tokens):
+            if token in stops:
+                tokens = tokens[: k + 1]
+                finish = {"type": "stop", "matched": token}
+                break
+        with state.lock:
+            abort = state.abort_next > 0
+            state.abort_next -= int(abort)
+        if abort:
+            tokens = tokens[: max(1, len(tokens) // 2)]
+            finish = {"type": "abort", "message": "Abort before weight update."}
+        return {
+            "text": "",
+            "output_ids": tokens,
+            "meta_info": {
+                "id": "rid",
+                "finish_reason": finish,
+                "prompt_tokens": len(input_ids),
+                "completion_tokens": len(tokens),
+                "cached_tokens": 0,
+                "weight_version": state.weight_version,
+                "output_token_logprobs": [[predicted_logprob(k), t, None] for k, t in enumerate(tokens)],
+            },
+        }
+
+
+class StandinServer:
+    """The stand-in on a loopback port in a daemon thread."""
+
+    def __init__(self, host: str = "127.0.0.1", port: int = 0, model_path: str = "standin-model") -> None:
+        self.state = StandinState(model_path)
+        handler = type("BoundHandler", (Handler,), {"state": self.state})
+        self._server = ThreadingHTTPServer((host, port), handler)
+        self._server.daemon_threads = True
+        self.url = f"http://{host}:{self._server.server_address[1]}"
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+
+    def __enter__(self) -> StandinServer:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+
+def main() -> None:
+    """`python -m sglang.launch_server`-compatible flags (the ones grpo-rollout passes)."""
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--model-path", required=True)
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=30000)
+    parser.add_argument("--weight-version", default="default")
+    parser.add_argument("--tp-size", type=int, default=1)
+    parser.add_argument("--dp-size", type=int, default=1)
+    parser.add_argument("--mem-fraction-static", type=float)
+    parser.add_argument("--skip-server-warmup", action="store_true")
+    parser.add_argument("--random-seed", type=int)
+    args = parser.parse_args()
+    server = StandinServer(args.host, args.port, args.model_path)
+    server.state.weight_version = args.weight_version
+    server._server.serve_forever()
+
+
+if __name__ == "__main__":
+    main()
