@@ -48,3 +48,17 @@ def group(
         ),
         policy_version=version,
     )
+
+
+def save_tiny_model(directory, seed: int = 0) -> str:
+    """A tiny Qwen2 and a word-level tokenizer over its vocabulary, saved in HF format."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    vocab = {"<pad>": 0, "</s>": 1, **{f"t{i}": i for i in range(2, VOCAB)}}
+    core = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<pad>"))
+    core.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=core, pad_token="<pad>", eos_token="</s>")
+    tiny_qwen2(seed).save_pretrained(directory)
+    tokenizer.save_pretrained(directory)
+    return str(directory)

@@ -24,11 +24,14 @@ class StepBatch:
     groups: list[ScoredGroup]
     received: int = 0  # groups that arrived for this step (before filtering)
     dropped: dict[str, int] = field(default_factory=dict)  # reason -> count
-    zero_std: int = 0  # valid received groups whose rewards were all equal
+    zero_std: int = 0  # valid, in-window groups whose rewards were all equal
+    considered: int = 0  # valid, in-window groups (the denominator of frac_reward_zero_std)
     refill_rounds: int = 0
 
     def metrics(self) -> dict[str, float]:
         out = {f"groups/dropped_{reason}": float(n) for reason, n in sorted(self.dropped.items())}
+        if self.considered:  # over everything generated, not only what survived dynamic sampling
+            out["frac_reward_zero_std"] = self.zero_std / self.considered
         out["groups/received"] = float(self.received)
         out["groups/refill_rounds"] = float(self.refill_rounds)
         return out
@@ -36,6 +39,8 @@ class StepBatch:
 
 class GroupSource(Protocol):
     async def next_batch(self, step: int, policy_version: int) -> StepBatch: ...
+
+    def weights_pushed(self, version: int) -> None: ...
 
     def state_dict(self) -> dict[str, Any]: ...
 

@@ -73,5 +73,8 @@ class SyntheticGroupSource:
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.cursor = int(state["cursor"])
 
+    def weights_pushed(self, version: int) -> None:
+        return None
+
     async def close(self) -> None:
         return None

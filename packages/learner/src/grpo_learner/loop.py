@@ -1,0 +1,198 @@
+"""The training loop, top to bottom.
+
+    for each step:
+        groups  <- source.next_batch(step)         (rollout services; filtered, refilled)
+        metrics <- trainer.update(groups)          (in a worker thread: gRPC streams keep flowing)
+        push weights to every rollout service      (every `push.every` steps; never blocks past deadline)
+        log metrics; checkpoint every `checkpoint.interval` steps
+
+`train_loop` takes everything built (trainer, source, pusher); `run_training` builds it all from a
+config, a prompt source and explicit model/tokenizer paths and rollout addresses, resuming from the
+latest checkpoint when there is one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import torch
+from transformers import AutoTokenizer
+
+from grpo_learner.checkpoint import TrainerState, latest_checkpoint, load_training_state, save_checkpoint
+from grpo_learner.config import LearnerConfig
+from grpo_learner.feed import RolloutFeed
+from grpo_learner.metrics import MetricsLogger
+from grpo_learner.models import load_policy, load_reference, pick_device
+from grpo_learner.optim import build_optimizer, build_scheduler
+from grpo_learner.prompts import PromptCursor, PromptSource
+from grpo_learner.rollout_client import RolloutClient
+from grpo_learner.sources import GroupFilter, GroupSource
+from grpo_learner.update import Trainer, UpdateSettings
+from grpo_learner.weight_push import WeightPusher
+
+logger = logging.getLogger(__name__)
+
+
+async def train_loop(
+    config: LearnerConfig,
+    trainer: Trainer,
+    source: GroupSource,
+    state: TrainerState,
+    *,
+    pusher: WeightPusher | None = None,
+    metrics: MetricsLogger | None = None,
+    tokenizer=None,
+) -> TrainerState:
+    if pusher is not None and state.policy_version > 0:  # resumed: rollouts must serve our weights
+        await pusher.push(trainer.model.state_dict(), state.policy_version)
+    source.weights_pushed(state.policy_version)
+    for step in range(state.step, config.train.max_steps):
+        batch = await source.next_batch(step, state.policy_version)
+        if batch.groups:
+            step_metrics = await asyncio.to_thread(trainer.update, batch.groups)
+        else:
+            logger.warning("step %d: no trainable group; weights unchanged", step)
+            step_metrics = {}
+        state = replace(state, step=step + 1, policy_version=state.policy_version + 1)
+
+        if pusher is None:
+            source.weights_pushed(state.policy_version)
+        elif state.policy_version % config.push.every == 0:
+            behind = await pusher.push(trainer.model.state_dict(), state.policy_version)
+            step_metrics["push/services_behind"] = len(behind)
+            source.weights_pushed(state.policy_version)
+
+        if metrics is not None:
+            metrics.log(
+                state.step, {**step_metrics, **batch.metrics(), "policy_version": state.policy_version}
+            )
+        if state.step % config.checkpoint.interval == 0 or state.step == config.train.max_steps:
+            state = replace(state, data=source.state_dict())
+            await asyncio.to_thread(
+                save_checkpoint,
+                config.checkpoint_dir,
+                state,
+                trainer.model,
+                trainer.optimizer,
+                trainer.scheduler,
+                tokenizer,
+                config.checkpoint.keep_last,
+            )
+    return state
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def build_trainer(config: LearnerConfig, model_path: str, pad_token_id: int, reference_path: str) -> Trainer:
+    device = pick_device(config.train.device)
+    model = load_policy(
+        model_path,
+        device,
+        gradient_checkpointing=config.model.gradient_checkpointing,
+        trust_remote_code=config.model.trust_remote_code,
+    )
+    reference = load_reference(
+        reference_path, device, config.loss.beta, trust_remote_code=config.model.trust_remote_code
+    )
+    optimizer = build_optimizer(model, config.optim)
+    scheduler = build_scheduler(optimizer, config.optim, config.train.max_steps * config.loss.num_iterations)
+    return Trainer(model, optimizer, scheduler, UpdateSettings.from_config(config, pad_token_id), reference)
+
+
+def build_feed(config: LearnerConfig, prompts: PromptSource, addresses: list[str]) -> RolloutFeed:
+    r = config.rollout
+    client = RolloutClient(
+        addresses,
+        group_size=r.group_size,
+        sampling=r.sampling,
+        channel_config=r.channel,
+        request_timeout_s=r.request_timeout_s,
+        max_attempts=r.max_attempts,
+        backoff_s=r.backoff_s,
+        apply_chat_template=config.data.apply_chat_template,
+    )
+    group_filter = GroupFilter(
+        group_size=r.group_size,
+        max_staleness=r.max_staleness,
+        reward_weights=UpdateSettings.from_config(config).reward_weights,
+        combine=config.loss.advantage.combine,
+        dynamic_sampling=config.train.dynamic_sampling,
+    )
+    cursor = PromptCursor(prompts, seed=config.train.seed, shuffle=config.data.shuffle)
+    return RolloutFeed(
+        client,
+        cursor,
+        group_filter,
+        prompts_per_step=r.prompts_per_step,
+        max_staleness=r.max_staleness,
+        max_refill_rounds=config.train.max_refill_rounds,
+    )
+
+
+async def run_training(
+    config: LearnerConfig,
+    prompts: PromptSource | None = None,
+    *,
+    model_path: str | None = None,
+    tokenizer_path: str | None = None,
+    addresses: list[str] | None = None,
+    source: GroupSource | None = None,
+    progress: bool = True,
+) -> TrainerState:
+    """Train per `config`. Give `prompts` (served by the rollout services at `addresses`, default
+    config.rollout.addresses) or a ready `source`. Resumes from the latest checkpoint if any."""
+    model_path = model_path or config.model.name_or_path
+    addresses = config.rollout.addresses if addresses is None else addresses
+    seed_everything(config.train.seed)
+    checkpoint = latest_checkpoint(config.checkpoint_dir) if config.checkpoint.resume else None
+    tokenizer = AutoTokenizer.from_pretrained(tokenizer_path or config.model.tokenizer or model_path)
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    trainer = build_trainer(
+        config, str(checkpoint / "model") if checkpoint else model_path, pad_id, model_path
+    )
+    state = TrainerState(step=0, policy_version=0)
+    if checkpoint is not None:
+        state = load_training_state(checkpoint, trainer.optimizer, trainer.scheduler)
+        logger.info(
+            "resumed from %s (step %d, policy version %d)", checkpoint, state.step, state.policy_version
+        )
+    if source is None:
+        if prompts is None:
+            raise ValueError("run_training needs prompts (or a ready group source)")
+        source = build_feed(config, prompts, addresses)
+    if checkpoint is not None and state.data:
+        source.load_state_dict(state.data)
+    pusher = None
+    if addresses:
+        pusher = WeightPusher(
+            addresses,
+            config.rollout.channel,
+            deadline_s=config.push.deadline_s,
+            bucket_bytes=config.push.bucket_bytes,
+            dtype=getattr(torch, config.push.dtype) if config.push.dtype else None,
+        )
+    metrics = MetricsLogger(
+        Path(config.run_dir),
+        total_steps=config.train.max_steps,
+        start_step=state.step,
+        tensorboard=config.tensorboard,
+        progress=progress,
+    )
+    try:
+        return await train_loop(
+            config, trainer, source, state, pusher=pusher, metrics=metrics, tokenizer=tokenizer
+        )
+    finally:
+        metrics.close()
+        await source.close()
+        if pusher is not None:
+            await pusher.close()

@@ -1,0 +1,47 @@
+"""Loading the policy and the frozen reference model (created only when beta > 0)."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from transformers import AutoModelForCausalLM
+
+
+def pick_device(name: str = "auto") -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def load_policy(
+    name_or_path: str,
+    device: torch.device,
+    *,
+    gradient_checkpointing: bool = False,
+    trust_remote_code: bool = False,
+) -> nn.Module:
+    """fp32 master weights (bf16 compute comes from autocast on GPU); training mode, no KV cache."""
+    model = AutoModelForCausalLM.from_pretrained(
+        name_or_path, dtype=torch.float32, trust_remote_code=trust_remote_code
+    ).to(device)
+    model.config.use_cache = False
+    if gradient_checkpointing:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    model.train()
+    return model
+
+
+def load_reference(
+    name_or_path: str, device: torch.device, beta: float, *, trust_remote_code: bool = False
+) -> nn.Module | None:
+    """The frozen initial policy for the KL term; None (no memory spent) when beta == 0.
+
+    Kept in bf16 on GPU (it only runs forward), fp32 on CPU.
+    """
+    if beta == 0:
+        return None
+    dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
+    model = AutoModelForCausalLM.from_pretrained(
+        name_or_path, dtype=dtype, trust_remote_code=trust_remote_code
+    )
+    return model.to(device).eval().requires_grad_(False)
