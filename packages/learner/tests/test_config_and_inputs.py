@@ -1,0 +1,192 @@
+"""Bad input is refused with the field named: config values, groups, prompt files, the CLI."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from grpo.v1 import rollout_pb2
+from grpo_common.config import ConfigError
+from grpo_learner.cli import main
+from grpo_learner.config import LearnerConfig, load_learner_config
+from grpo_learner.prompts import PromptCursor, load_prompt_file
+from grpo_learner.rollout_data import GroupError, ScoredCompletion, group_from_proto, validate_group
+from grpo_learner.sources import GroupFilter
+from learner_fixtures import group
+
+MODEL = {"model.name_or_path": "does/not/exist"}
+
+
+def load(**overrides):
+    return load_learner_config(overrides={**MODEL, **overrides}, environ={})
+
+
+def test_unknown_loss_type_lists_the_registered_ones():
+    with pytest.raises(
+        ConfigError, match=r"loss\.loss_type: .*unknown loss 'ppo'; registered: bnpo, cispo, dapo"
+    ):
+        load(**{"loss.loss_type": "ppo"})
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "field"),
+    [
+        ("rollout.group_size", 1, "rollout.group_size"),
+        ("optim.lr", -1, "optim.lr"),
+        ("loss.epsilon_low", 1.5, "loss.epsilon_low"),
+        ("loss.delta", 0.5, "loss.delta"),
+        ("loss.advantage.scaling", "rank", "loss.advantage.scaling"),
+        ("loss.sampler_correction.level", "word", "loss.sampler_correction.level"),
+        ("rollout.addresses", ["localhost"], "rollout.addresses"),
+        ("rollout.sampling.temperature", 0, "rollout.sampling.temperature"),
+        ("train.micro_batch_size", 0, "train.micro_batch_size"),
+        ("loss.num_iterations", 0, "loss.num_iterations"),
+        ("optim.schedule", "step", "optim.schedule"),
+        ("train.micro_batch", 4, "train.micro_batch"),  # a typo is an error, not ignored
+    ],
+)
+def test_bad_values_name_the_field(key, value, field):
+    with pytest.raises(ConfigError) as info:
+        load(**{key: value})
+    assert field in str(info.value)
+
+
+def test_push_every_beyond_the_staleness_window_is_refused():
+    with pytest.raises(ConfigError, match=r"push\.every=3 .* raise max_staleness to >= 2"):
+        load(**{"push.every": 3})
+    assert load(**{"push.every": 3, "rollout.max_staleness": 2}).push.every == 3
+
+
+def test_file_then_environment_then_flags(tmp_path: Path):
+    path = tmp_path / "run.toml"
+    path.write_text(
+        '[model]\nname_or_path = "m"\n[loss]\nloss_type = "dapo"\nbeta = 0.1\n[rollout]\ngroup_size = 4\n'
+    )
+    env = {"GRPO_LEARNER_LOSS__BETA": "0.2", "GRPO_LEARNER_ROLLOUT__GROUP_SIZE": "6"}
+    config = load_learner_config(path, {"rollout.group_size": 8}, environ=env)
+    assert (config.loss.loss_type, config.loss.beta, config.rollout.group_size) == ("dapo", 0.2, 8)
+    assert config.checkpoint_dir == Path("runs/default/checkpoints")
+    yaml_path = tmp_path / "run.yaml"
+    yaml_path.write_text("model: {name_or_path: m}\nloss: {loss_type: gspo}\n")
+    assert load_learner_config(yaml_path, environ={}).loss.loss_type == "gspo"
+
+
+def test_cli_reports_config_errors_before_loading_any_model(tmp_path: Path, capsys):
+    code = main(["train", "--model", "does/not/exist", "--data", "x.jsonl", "--set", "loss.epsilon_low=2"])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "loss.epsilon_low" in err and "does/not/exist" not in err.replace("'does/not/exist'", "")
+    assert main(["train", "--model", "m", "--rollout", "127.0.0.1:1"]) == 2
+    assert "data.path is not set" in capsys.readouterr().err
+
+
+def test_cli_plot_writes_a_png(tmp_path: Path, capsys):
+    records = [{"step": s, "reward": s / 10, "kl": 0.01 * s, "eval/accuracy": 0.1 * s} for s in range(1, 6)]
+    (tmp_path / "metrics.jsonl").write_text("\n".join(json.dumps(r) for r in records))
+    assert main(["plot", str(tmp_path)]) == 0
+    assert (tmp_path / "curves.png").stat().st_size > 5_000
+    assert main(["plot", str(tmp_path / "missing")]) == 2
+
+
+# --- groups -----------------------------------------------------------------------------------
+
+
+def proto_group() -> rollout_pb2.RolloutGroup:
+    completions = [
+        rollout_pb2.Completion(token_ids=[4, 5], logprobs=[-0.1, -0.2], reward=1.0),
+        rollout_pb2.Completion(
+            token_ids=[6], logprobs=[-0.3], reward=0.0, finish_reason=rollout_pb2.FINISH_REASON_LENGTH
+        ),
+    ]
+    return rollout_pb2.RolloutGroup(prompt_id="q1", prompt_token_ids=[1, 2], completions=completions)
+
+
+def test_group_from_proto_converts_fields():
+    g = group_from_proto(proto_group())
+    assert g.prompt_token_ids == (1, 2) and g.completions[0].token_ids == (4, 5)
+    assert g.completions[1].truncated and not g.completions[0].truncated
+    assert g.completions[0].sampler_logprobs == pytest.approx((-0.1, -0.2))
+
+
+@pytest.mark.parametrize(
+    ("mutate", "message"),
+    [
+        (lambda m: m.completions.pop(), r"1 completion\(s\); a group needs at least 2"),
+        (lambda m: m.completions[0].logprobs.append(-1.0), "2 token_ids but 3 logprobs"),
+        (lambda m: setattr(m.completions[1], "reward", math.nan), "completion 1: reward is nan"),
+        (lambda m: setattr(m.completions[0], "reward", math.inf), "reward is inf"),
+        (lambda m: m.completions[0].reward_components.update({"fmt": math.nan}), "component 'fmt' is nan"),
+        (lambda m: m.completions[0].ClearField("token_ids"), "token_ids is empty"),
+        (lambda m: m.ClearField("prompt_token_ids"), "prompt_token_ids is empty"),
+        (lambda m: m.completions[0].logprobs.__setitem__(0, 0.7), "logprobs must be finite and <= 0"),
+    ],
+)
+def test_bad_groups_raise_a_clear_error(mutate, message):
+    m = proto_group()
+    mutate(m)
+    with pytest.raises(GroupError, match=message):
+        group_from_proto(m)
+
+
+def test_filter_drops_bad_stale_and_zero_variance_groups():
+    f = GroupFilter(group_size=2, max_staleness=1, reward_weights={"reward": 1.0}, dynamic_sampling=True)
+    good = group((1,), [(2,), (3,)], [1.0, 0.0], version=4)
+    assert f.reject_reason(good, policy_version=5) is None
+    assert f.reject_reason(group((1,), [(2,), (3,)], [1.0, 0.0], version=3), 5) == "stale"
+    assert f.reject_reason(group((1,), [(2,), (3,)], [1.0, 1.0], version=5), 5) == "zero_std"
+    assert f.reject_reason(group((1,), [(2,), (3,), (4,)], [1.0, 0.0, 1.0], version=5), 5) == "invalid"
+    weighted = GroupFilter(2, 0, {"correct": 1.0})
+    assert weighted.reject_reason(good, 4) == "invalid"  # no 'correct' component
+
+
+def test_missing_reward_component_is_named():
+    g = group((1,), [(2,), (3,)], [1.0, 0.0])
+    with pytest.raises(GroupError, match="reward component 'format'"):
+        validate_group(g, ["format"])
+    assert ScoredCompletion((1,), (-1.0,), 0.5).component("reward") == 0.5
+
+
+# --- prompt files -----------------------------------------------------------------------------
+
+
+def test_gsm8k_jsonl_keeps_the_full_answer_as_reference(tmp_path: Path):
+    path = tmp_path / "gsm8k.jsonl"
+    rows = [{"question": "2+2?", "answer": "Add them. #### 4"}, {"question": "3*3?", "answer": "#### 9"}]
+    path.write_text("\n".join(json.dumps(r) for r in rows))
+    source = load_prompt_file(path, prompt_template="Q: {question}\nA:")
+    assert len(source) == 2
+    assert source[0].reference == "Add them. #### 4" and source[0].text == "Q: 2+2?\nA:"
+
+
+def test_math_parquet_layout_and_missing_columns(tmp_path: Path):
+    path = tmp_path / "math.parquet"
+    pq.write_table(pa.table({"problem": ["x?"], "solution": ["so \\boxed{5}"], "uid": ["m-1"]}), path)
+    source = load_prompt_file(path, id_field="uid", task="math")
+    assert (source[0].id, source[0].reference, source[0].task) == ("m-1", "so \\boxed{5}", "math")
+    with pytest.raises(
+        ValueError, match=r"no question column \['query'\]; columns are .*set data.question_field"
+    ):
+        load_prompt_file(path, question_field="query")
+
+
+def test_cursor_is_reproducible_and_ids_are_unique_across_epochs(tmp_path: Path):
+    path = tmp_path / "p.jsonl"
+    path.write_text("\n".join(json.dumps({"question": f"q{i}", "answer": str(i)}) for i in range(5)))
+    source = load_prompt_file(path)
+    first = PromptCursor(source, seed=1).take(12)
+    again = PromptCursor(source, seed=1).take(12)
+    assert first == again
+    assert len({item.id for _, item in first}) == 12
+    assert sorted(item.reference for _, item in first[:5]) == ["0", "1", "2", "3", "4"]  # one epoch
+    resumed = PromptCursor(source, seed=1, position=7).take(5)
+    assert resumed == first[7:]
+
+
+def test_config_model_is_required():
+    with pytest.raises(ConfigError, match="model"):
+        load_learner_config(environ={})
+    assert isinstance(load(), LearnerConfig)
