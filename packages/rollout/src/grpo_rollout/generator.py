@@ -90,7 +90,11 @@ class WeightUpdateError(ValueError):
     """New weights do not fit the model or the backend refused them; nothing was applied."""
 
 
-class GenerationError(RuntimeError):
+class BackendError(RuntimeError):
+    """The backend could not do its job (e.g. an SGLang server is unreachable); worth retrying later."""
+
+
+class GenerationError(BackendError):
     """The backend failed to generate (e.g. the SGLang server answered with an error)."""
 
 

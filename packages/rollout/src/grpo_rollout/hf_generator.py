@@ -31,6 +31,7 @@ from grpo_rollout.generator import (
     check_tensors_fit,
 )
 from grpo_rollout.sampling import sample_next_tokens
+from grpo_rollout.version_gate import VersionGate
 
 logger = logging.getLogger(__name__)
 
@@ -54,7 +55,8 @@ class HFGenerator:
         self._model = model.eval()
         self._model_name = model_name
         self._version = weight_version
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # guards the model for sync callers
+        self._gate = VersionGate()  # orders async callers, updates first
         self._device = next(model.parameters()).device
         config = model.config
         generation_config = getattr(model, "generation_config", None)
@@ -108,10 +110,15 @@ class HFGenerator:
     async def generate(
         self, prompts_token_ids: Sequence[Sequence[int]], n: int, sampling: SamplingConfig
     ) -> list[list[GeneratedCompletion]]:
-        return await asyncio.to_thread(self.generate_sync, prompts_token_ids, n, sampling)
+        async with self._gate.shared():
+            return await asyncio.to_thread(self.generate_sync, prompts_token_ids, n, sampling)
 
     async def load_weights(self, named_tensors: Mapping[str, torch.Tensor], version: int) -> None:
-        await asyncio.to_thread(self.load_weights_sync, named_tensors, version)
+        check_tensors_fit(named_tensors, self._specs)  # fail fast, before queueing behind batches
+        # The gate makes a waiting update go first once running batches finish (a plain lock
+        # would let a steady stream of generate calls starve it).
+        async with self._gate.exclusive():
+            await asyncio.to_thread(self.load_weights_sync, named_tensors, version)
 
     async def close(self) -> None:
         return None

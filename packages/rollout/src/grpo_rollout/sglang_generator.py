@@ -28,6 +28,7 @@ import torch
 from safetensors.torch import save_file
 
 from grpo_rollout.generator import (
+    BackendError,
     GeneratedCompletion,
     GenerationError,
     GeneratorInfo,
@@ -220,7 +221,7 @@ class SGLangGenerator:
                 paused.append(worker)
         except SGLangError as exc:
             await self._continue_all(paused)
-            raise WeightUpdateError(f"could not pause generation: {exc}") from exc
+            raise BackendError(f"could not pause generation for a weight update: {exc}") from exc
         return paused
 
     async def _continue_all(self, workers: Sequence[SGLangServer] | None = None) -> None:

@@ -1,0 +1,102 @@
+"""`grpo-rollout serve`: run a RolloutService.
+
+    grpo-rollout serve --model ./tiny --reward-address 127.0.0.1:50051 --port 0
+    grpo-rollout serve --model Qwen/Qwen2.5-0.5B-Instruct --generator sglang \\
+        --sglang-url http://gpu1:30000 --sglang-url http://gpu2:30000 --reward-address reward:50051
+
+Settings come from `--config FILE` (TOML/YAML), then GRPO_ROLLOUT_* variables
+(GRPO_ROLLOUT_LIMITS__BATCH_PROMPTS=16), then flags. Once serving, the bound address is printed
+on stdout as `grpo-rollout serving on HOST:PORT` (useful with --port 0).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+from pathlib import Path
+
+from grpo_common.config import ConfigError, load_config
+from grpo_common.logging_setup import configure_logging
+from grpo_common.server import serve_until_signalled
+
+from grpo_rollout.config import ENV_PREFIX, RolloutConfig
+
+logger = logging.getLogger("grpo_rollout")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="grpo-rollout", description="The GRPO rollout service.")
+    commands = parser.add_subparsers(dest="command", required=True)
+    serve = commands.add_parser("serve", help="serve RolloutService over gRPC")
+    serve.add_argument("--config", type=Path, help="TOML/YAML/JSON file with RolloutConfig settings")
+    serve.add_argument("--model", help="Hugging Face checkpoint directory (or cached hub id)")
+    serve.add_argument("--generator", choices=["hf", "sglang"], help="generation backend (default hf)")
+    serve.add_argument("--reward-address", help="host:port of the RewardService")
+    serve.add_argument(
+        "--sglang-url", action="append", help="SGLang worker URL (repeat for several); none = launch one"
+    )
+    serve.add_argument("--sglang-router-url", help="SGLang router URL for generation")
+    serve.add_argument("--weight-dir", type=Path, help="sglang: directory for pushed weights")
+    serve.add_argument("--host", help="bind address (default 127.0.0.1)")
+    serve.add_argument("--port", type=int, help="port (default 50052; 0 = any free port)")
+    serve.add_argument("--port-file", type=Path, help="write the bound port here once serving")
+    serve.add_argument("--tls-cert", type=Path, help="PEM certificate (with --tls-key) to serve TLS")
+    serve.add_argument("--tls-key", type=Path)
+    serve.add_argument("--auth-token", help="shared bearer token (or GRPO_AUTH_TOKEN)")
+    serve.add_argument("--device", help="hf: torch device (default cpu)")
+    serve.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], help="hf: model dtype")
+    serve.add_argument("--torch-threads", type=int, help="hf: CPU threads for torch")
+    serve.add_argument("--log-level", help="DEBUG, INFO, WARNING, ...")
+    return parser
+
+
+def config_from_args(args: argparse.Namespace) -> RolloutConfig:
+    overrides = {
+        "model": args.model,
+        "generator": args.generator,
+        "reward.address": args.reward_address,
+        "sglang.urls": args.sglang_url,
+        "sglang.router_url": args.sglang_router_url,
+        "sglang.weight_dir": args.weight_dir,
+        "server.host": args.host,
+        "server.port": args.port,
+        "server.port_file": args.port_file,
+        "server.tls.cert": args.tls_cert,
+        "server.tls.key": args.tls_key,
+        "server.auth_token": args.auth_token,
+        "hf.device": args.device,
+        "hf.dtype": args.dtype,
+        "hf.torch_threads": args.torch_threads,
+        "log_level": args.log_level,
+    }
+    return load_config(RolloutConfig, config_file=args.config, env_prefix=ENV_PREFIX, overrides=overrides)
+
+
+async def serve(config: RolloutConfig) -> None:
+    from grpo_rollout.app import running_rollout  # heavy imports (torch) after the config is valid
+
+    async with running_rollout(config) as rollout:
+        print(f"grpo-rollout serving on {rollout.server.address}", flush=True)
+        await serve_until_signalled(rollout.server)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        config = config_from_args(args)
+    except ConfigError as exc:
+        print(f"grpo-rollout: {exc}", file=sys.stderr)
+        return 2
+    configure_logging(config.log_level)
+    try:
+        asyncio.run(serve(config))
+    except (OSError, ValueError, RuntimeError) as exc:
+        logger.error("grpo-rollout stopped: %s", exc)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

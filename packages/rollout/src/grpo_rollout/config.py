@@ -1,0 +1,99 @@
+"""The rollout service's one typed configuration (file < GRPO_ROLLOUT_* environment < CLI flags)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from grpo_common.channel import ChannelConfig
+from grpo_common.server import ServerConfig
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from grpo_rollout.service import ServiceLimits
+
+ENV_PREFIX = "GRPO_ROLLOUT_"
+DEFAULT_PORT = 50052
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class HFSettings(_Strict):
+    device: str = Field("cpu", description="torch device for the model: cpu, cuda, cuda:1, ...")
+    dtype: Literal["float32", "bfloat16", "float16"] = "float32"
+    torch_threads: int | None = Field(None, ge=1, description="intra-op CPU threads (default: torch's)")
+
+
+class SGLangSettings(_Strict):
+    urls: list[str] = Field(
+        default_factory=list, description="SGLang worker URLs; weight updates go to each of them"
+    )
+    router_url: str | None = Field(None, description="SGLang router for /generate (workers get the updates)")
+    weight_dir: Path | None = Field(
+        None,
+        description="where pushed weights are written for update_weights_from_disk; must be readable "
+        "by every worker (default: next to the model directory)",
+    )
+    pause_mode: Literal["abort", "retract", "in_place"] = "abort"
+    request_timeout_s: float = Field(600.0, gt=0)
+    health_timeout_s: float = Field(900.0, gt=0, description="wait for /health at start-up")
+    # Used only when no url is given: launch `python -m sglang.launch_server` as a child.
+    tp_size: int = Field(1, ge=1)
+    dp_size: int = Field(1, ge=1)
+    mem_fraction_static: float = Field(0.7, gt=0, le=1)
+    launch_port: int = Field(0, ge=0, le=65535, description="port of the launched server (0 = free)")
+    extra_args: list[str] = Field(default_factory=list, description="more sglang.launch_server flags")
+
+
+class RewardSettings(_Strict):
+    address: str = Field(..., description="host:port of the RewardService")
+    timeout_s: float = Field(30.0, gt=0, description="deadline of one Score attempt")
+    attempts: int = Field(3, ge=1, le=10)
+    backoff_s: float = Field(0.5, ge=0)
+    max_batch_items: int = Field(512, ge=1, description="items per Score call; larger batches are split")
+    channel: ChannelConfig = Field(default_factory=ChannelConfig)
+
+
+class LimitSettings(_Strict):
+    max_in_flight_prompts: int = Field(4096, ge=1)
+    max_prompts_per_request: int = Field(4096, ge=1)
+    max_group_size: int = Field(512, ge=2)
+    batch_prompts: int | None = Field(None, ge=1, description="prompts per generate call (hf 8, sglang 1)")
+    max_concurrent_batches: int | None = Field(None, ge=1, description="hf 1, sglang 256")
+    batches_ahead: int = Field(2, ge=1)
+    stream_buffer_groups: int = Field(8, ge=1)
+    max_update_bytes: int | None = Field(None, ge=1)
+
+    def for_backend(self, backend: str) -> ServiceLimits:
+        """SGLang batches continuously, so it gets one prompt per call and many calls at once."""
+        sglang = backend == "sglang"
+        return ServiceLimits(
+            max_in_flight_prompts=self.max_in_flight_prompts,
+            max_prompts_per_request=self.max_prompts_per_request,
+            max_group_size=self.max_group_size,
+            batch_prompts=self.batch_prompts or (1 if sglang else 8),
+            max_concurrent_batches=self.max_concurrent_batches or (256 if sglang else 1),
+            batches_ahead=self.batches_ahead if not sglang else max(self.batches_ahead, 64),
+            stream_buffer_groups=self.stream_buffer_groups,
+            max_update_bytes=self.max_update_bytes,
+        )
+
+
+class RolloutConfig(_Strict):
+    model: str = Field(..., description="Hugging Face checkpoint directory (or cached hub id for hf)")
+    generator: Literal["hf", "sglang"] = "hf"
+    server: ServerConfig = Field(default_factory=lambda: ServerConfig(port=DEFAULT_PORT))
+    reward: RewardSettings
+    hf: HFSettings = Field(default_factory=HFSettings)
+    sglang: SGLangSettings = Field(default_factory=SGLangSettings)
+    limits: LimitSettings = Field(default_factory=LimitSettings)
+    log_level: str = "INFO"
+
+    @model_validator(mode="after")
+    def _sglang_router_needs_workers(self) -> RolloutConfig:
+        if self.sglang.router_url and not self.sglang.urls:
+            raise ValueError(
+                "sglang.router_url needs sglang.urls too: weight updates go to each worker, never the router"
+            )
+        return self

@@ -1,0 +1,60 @@
+"""Text <-> token ids with the model's own tokenizer (and its chat template when asked).
+
+Prompts are tokenised once here, in the service, so every backend receives token ids and every
+group reports the exact prompt tokens the model saw.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+
+from transformers import AutoTokenizer, PreTrainedTokenizerBase, PreTrainedTokenizerFast
+
+GENERIC_TOKENIZER_CLASSES = ("TokenizersBackend", "PreTrainedTokenizerFast")
+
+
+def load_tokenizer(model: str | Path) -> PreTrainedTokenizerBase:
+    """The checkpoint's tokenizer, exactly as saved.
+
+    transformers 5's AutoTokenizer swaps a generic `tokenizer.json` tokenizer for the model type's
+    own class (a Qwen2-shaped model gets Qwen2Tokenizer, which rebuilds the pre-tokenizer and so
+    changes the ids of a custom vocabulary). When the checkpoint says its tokenizer is the generic
+    one, load it as such; otherwise AutoTokenizer is right (real Qwen/Llama checkpoints).
+    """
+    config_file = Path(model) / "tokenizer_config.json"
+    if config_file.is_file() and (Path(model) / "tokenizer.json").is_file():
+        declared = json.loads(config_file.read_text()).get("tokenizer_class")
+        if declared in GENERIC_TOKENIZER_CLASSES:
+            return PreTrainedTokenizerFast.from_pretrained(str(model))
+    return AutoTokenizer.from_pretrained(str(model))
+
+
+class PromptEncoder:
+    def __init__(self, tokenizer: PreTrainedTokenizerBase) -> None:
+        self._tokenizer = tokenizer
+
+    @classmethod
+    def from_pretrained(cls, model: str | Path) -> PromptEncoder:
+        return cls(load_tokenizer(model))
+
+    @property
+    def has_chat_template(self) -> bool:
+        return bool(getattr(self._tokenizer, "chat_template", None))
+
+    @property
+    def eos_token_id(self) -> int | None:
+        return self._tokenizer.eos_token_id
+
+    def encode(self, text: str, chat: bool) -> list[int]:
+        """Token ids of a prompt; with `chat` (and a template) as one user turn plus the generation prompt."""
+        if chat and self.has_chat_template:
+            rendered = self._tokenizer.apply_chat_template(
+                [{"role": "user", "content": text}], add_generation_prompt=True, tokenize=False
+            )
+            return list(self._tokenizer(rendered, add_special_tokens=False)["input_ids"])
+        return list(self._tokenizer(text, add_special_tokens=True)["input_ids"])
+
+    def decode(self, token_ids: Sequence[int]) -> str:
+        return self._tokenizer.decode(list(token_ids), skip_special_tokens=True)

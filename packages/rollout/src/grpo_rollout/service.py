@@ -1,0 +1,247 @@
+"""RolloutService: prompts in, whole scored groups out; new weights in, applied between groups.
+
+Generate pipeline for one request: validate -> split the prompts into batches -> per batch
+generate G completions per prompt (a bounded number of batches at once service-wide) -> one
+batched Score call -> stream each group as soon as its batch is scored. A bounded queue and a
+per-request cap on batches ahead of the reader give backpressure: a slow reader stops generation
+for its request instead of piling results up in memory.
+
+A group is sent whole or not at all: an error in a batch (reward service down, backend failure)
+ends the call with a status naming the cause, and no group of that batch is sent; groups already
+streamed stay valid (the learner re-sends the missing prompt ids).
+
+Weight updates are decoded and verified while generation goes on; only the final swap waits for
+running batches (the generator's gate), so no group mixes two versions.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import logging
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+import grpc
+from grpo.v1 import rollout_pb2, rollout_pb2_grpc
+from grpo_common.weight_codec import WeightStreamDecoder, WeightStreamError
+
+from grpo_rollout.generator import BackendError, Generator, WeightUpdateError
+from grpo_rollout.group_assembly import MixedVersionGroup, assemble_group, group_version, score_items
+from grpo_rollout.prompt_encoding import PromptEncoder
+from grpo_rollout.request_validation import GeneratePlan, PreparedPrompt, RequestError, validate_request
+from grpo_rollout.reward_client import RewardClient, RewardRefused, RewardUnavailable
+
+logger = logging.getLogger(__name__)
+
+SEED_STRIDE = 1_000_003  # batch b of a seeded request samples with seed + b * SEED_STRIDE
+
+
+@dataclass(frozen=True)
+class ServiceLimits:
+    max_in_flight_prompts: int = 4096  # accepted and not yet streamed; beyond -> RESOURCE_EXHAUSTED
+    max_prompts_per_request: int = 4096
+    max_group_size: int = 512
+    batch_prompts: int = 8  # prompts per generate call (x group_size sequences)
+    max_concurrent_batches: int = 1  # generate calls running at once, service-wide
+    batches_ahead: int = 2  # per request: batches generated ahead of a slow reader
+    stream_buffer_groups: int = 8  # scored groups waiting for the reader
+    max_update_bytes: int | None = None  # largest weight update accepted
+
+
+class RolloutServicer(rollout_pb2_grpc.RolloutServiceServicer):
+    def __init__(
+        self,
+        generator: Generator,
+        encoder: PromptEncoder,
+        reward: RewardClient,
+        limits: ServiceLimits | None = None,
+    ) -> None:
+        self._generator = generator
+        self._encoder = encoder
+        self._reward = reward
+        self._limits = limits or ServiceLimits()
+        self._generation_slots = asyncio.Semaphore(self._limits.max_concurrent_batches)
+        self._update_lock = asyncio.Lock()
+        self._in_flight_prompts = 0
+        self._in_flight_requests = 0
+
+    # --- Generate -----------------------------------------------------------------------------
+    async def Generate(
+        self, request: rollout_pb2.RolloutRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[rollout_pb2.RolloutGroup]:
+        limits = self._limits
+        try:
+            plan = validate_request(
+                request,
+                self._encoder,
+                self._generator.info(),
+                limits.max_group_size,
+                limits.max_prompts_per_request,
+            )
+        except RequestError as exc:
+            await context.abort(exc.code, exc.message)
+        count = len(plan.prompts)
+        if self._in_flight_prompts + count > limits.max_in_flight_prompts:
+            await context.abort(
+                grpc.StatusCode.RESOURCE_EXHAUSTED,
+                f"{self._in_flight_prompts} prompts in flight + {count} requested exceeds this service's "
+                f"limit of {limits.max_in_flight_prompts}; retry later or spread prompts over more services",
+            )
+        self._in_flight_prompts += count
+        self._in_flight_requests += 1
+        unsent = count
+        queue: asyncio.Queue[rollout_pb2.RolloutGroup | RequestError | None] = asyncio.Queue(
+            limits.stream_buffer_groups
+        )
+        runner = asyncio.create_task(self._run_batches(plan, queue))
+        try:
+            while (item := await queue.get()) is not None:
+                if isinstance(item, RequestError):
+                    await context.abort(item.code, item.message)
+                yield item
+                unsent -= 1
+                self._in_flight_prompts -= 1
+        finally:
+            runner.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await runner
+            self._in_flight_prompts -= unsent
+            self._in_flight_requests -= 1
+
+    async def _run_batches(self, plan: GeneratePlan, queue: asyncio.Queue) -> None:
+        size = self._limits.batch_prompts
+        batches = [plan.prompts[i : i + size] for i in range(0, len(plan.prompts), size)]
+        ahead = asyncio.Semaphore(self._limits.batches_ahead)
+
+        async def run(index: int, prompts: list[PreparedPrompt]) -> None:
+            async with ahead:
+                for group in await self._generate_and_score(plan, index, prompts):
+                    await queue.put(group)
+
+        try:
+            async with asyncio.TaskGroup() as tasks:
+                for index, prompts in enumerate(batches):
+                    tasks.create_task(run(index, prompts))
+        except* RequestError as errors:
+            await queue.put(errors.exceptions[0])
+        else:
+            await queue.put(None)
+
+    async def _generate_and_score(
+        self, plan: GeneratePlan, batch_index: int, prompts: list[PreparedPrompt]
+    ) -> list[rollout_pb2.RolloutGroup]:
+        sampling = plan.sampling
+        if sampling.seed is not None:
+            sampling = dataclasses.replace(sampling, seed=(sampling.seed + batch_index * SEED_STRIDE) % 2**64)
+        try:
+            async with self._generation_slots:
+                started = time.monotonic()
+                completions = await self._generator.generate(
+                    [p.token_ids for p in prompts], plan.group_size, sampling
+                )
+                generate_seconds = time.monotonic() - started
+            whole = []
+            for prompt, group in zip(prompts, completions, strict=True):
+                try:
+                    group_version(group)
+                    whole.append((prompt, group, [self._encoder.decode(c.token_ids) for c in group]))
+                except MixedVersionGroup as exc:
+                    logger.warning(
+                        "dropping group of prompt %r: %s (the learner re-sends it)", prompt.id, exc
+                    )
+            items = [item for prompt, group, texts in whole for item in score_items(prompt, group, texts)]
+            started = time.monotonic()
+            results = await self._reward.score(items, plan.reward_spec) if items else []
+            score_seconds = time.monotonic() - started
+        except RewardUnavailable as exc:
+            raise RequestError(grpc.StatusCode.UNAVAILABLE, f"{exc}; no unscored group was sent") from exc
+        except RewardRefused as exc:
+            raise RequestError(grpc.StatusCode.INVALID_ARGUMENT, f"reward_spec or references: {exc}") from exc
+        except BackendError as exc:
+            raise RequestError(grpc.StatusCode.UNAVAILABLE, f"generator backend failed: {exc}") from exc
+        except ValueError as exc:
+            raise RequestError(grpc.StatusCode.INVALID_ARGUMENT, str(exc)) from exc
+        except Exception as exc:
+            logger.exception("batch %d failed", batch_index)
+            raise RequestError(
+                grpc.StatusCode.INTERNAL,
+                f"internal error ({type(exc).__name__}); see the rollout service log",
+            ) from exc
+        groups = []
+        offset = 0
+        for prompt, group, texts in whole:
+            scored = results[offset : offset + len(group)]
+            offset += len(group)
+            groups.append(assemble_group(prompt, group, texts, scored, generate_seconds, score_seconds))
+        return groups
+
+    # --- UpdateWeights ------------------------------------------------------------------------
+    async def UpdateWeights(
+        self, request_iterator: AsyncIterator[rollout_pb2.WeightChunk], context: grpc.aio.ServicerContext
+    ) -> rollout_pb2.UpdateWeightsResponse:
+        decoder = WeightStreamDecoder(max_total_bytes=self._limits.max_update_bytes)
+        started: float | None = None
+        try:
+            async for chunk in request_iterator:
+                started = started or time.monotonic()
+                await asyncio.to_thread(decoder.feed, chunk)  # copying bytes: keep the loop free
+            decoded = decoder.finish()
+        except WeightStreamError as exc:
+            await context.abort(
+                grpc.StatusCode.INVALID_ARGUMENT, f"weight stream: {exc}; nothing was applied"
+            )
+        received = time.monotonic()
+        async with self._update_lock:
+            current = self._generator.info().weight_version
+            if decoded.policy_version <= current:
+                await context.abort(
+                    grpc.StatusCode.INVALID_ARGUMENT,
+                    f"policy_version {decoded.policy_version} is not above the current version {current}; "
+                    "each update must carry a new, higher version",
+                )
+            try:
+                await self._generator.load_weights(decoded.tensors, decoded.policy_version)
+            except WeightUpdateError as exc:
+                await context.abort(
+                    grpc.StatusCode.INVALID_ARGUMENT, f"{exc}; nothing was applied (still version {current})"
+                )
+            except BackendError as exc:
+                await context.abort(
+                    grpc.StatusCode.UNAVAILABLE, f"{exc}; nothing was applied (still version {current})"
+                )
+        applied = time.monotonic()
+        logger.info(
+            "policy version %d -> %d: %d tensors, %.1f MB, received in %.2f s, applied in %.2f s",
+            current,
+            decoded.policy_version,
+            len(decoded.tensors),
+            decoded.total_bytes / 1e6,
+            received - (started or received),
+            applied - received,
+        )
+        return rollout_pb2.UpdateWeightsResponse(
+            policy_version=decoded.policy_version,
+            tensors=len(decoded.tensors),
+            bytes=decoded.total_bytes,
+            receive_seconds=received - (started or received),
+            apply_seconds=applied - received,
+        )
+
+    # --- GetInfo ------------------------------------------------------------------------------
+    async def GetInfo(
+        self, request: rollout_pb2.GetInfoRequest, context: grpc.aio.ServicerContext
+    ) -> rollout_pb2.RolloutInfo:
+        info = self._generator.info()
+        return rollout_pb2.RolloutInfo(
+            model=info.model,
+            backend=info.backend,
+            policy_version=info.weight_version,
+            in_flight_prompts=self._in_flight_prompts,
+            in_flight_requests=self._in_flight_requests,
+            max_context_length=info.max_context_length,
+            eos_token_id=info.eos_token_ids[0] if info.eos_token_ids else -1,
+            pad_token_id=info.pad_token_id,
+        )
