@@ -333,3 +333,45 @@ def test_with_auth_on_updates_need_the_token(tiny_model_dir: Path, reward: Rewar
 
     error, answer = run(scenario())
     assert error.code() == grpc.StatusCode.UNAUTHENTICATED and answer.policy_version == 1
+
+
+def test_sglang_backend_behind_the_service_carries_versions_and_updates_every_worker(
+    tiny_model_dir: Path, tmp_path: Path, reward: RewardStandin
+) -> None:
+    from rollout_sglang_standin import StandinServer
+
+    with StandinServer() as a, StandinServer() as b:
+        cfg = config(tiny_model_dir, reward.address)
+        cfg = type(cfg).model_validate(
+            cfg.model_dump()
+            | {"generator": "sglang", "sglang": {"urls": [a.url, b.url], "weight_dir": str(tmp_path / "w")}}
+        )
+        prompts = [token_prompt(f"p{i}", [1, 5 + i]) for i in range(4)]
+
+        async def scenario():
+            async with serving(cfg) as client:
+                before = await client.generate(request(prompts, group_size=3))
+                answer = await client.stub.UpdateWeights(
+                    encode_state_dict(other_weights(tiny_model_dir, 3), 1), timeout=30
+                )
+                b.state.fail_updates = True
+                with pytest.raises(grpc.aio.AioRpcError) as refused:
+                    await client.stub.UpdateWeights(
+                        encode_state_dict(other_weights(tiny_model_dir, 4), 2), timeout=30
+                    )
+                after = await client.generate(request(prompts, group_size=3))
+                info = await client.stub.GetInfo(rollout_pb2.GetInfoRequest(), timeout=10)
+                return before, answer, refused.value, after, info
+
+        before, answer, refused, after, info = run(scenario())
+    assert {g.policy_version for g in before} == {0} and {g.policy_version for g in after} == {1}
+    assert all(len(g.completions) == 3 for g in before + after)
+    assert answer.policy_version == 1
+    assert refused.code() == grpc.StatusCode.INVALID_ARGUMENT and "still version 1" in refused.details()
+    assert (info.backend, info.policy_version) == ("sglang", 1)
+    for server in (a, b):
+        versions = [
+            body["weight_version"] for p, body in server.state.calls if p == "/update_weights_from_disk"
+        ]
+        assert versions[0] == "1"
+    assert a.state.weight_version == "1"  # rolled back after b refused version 2
