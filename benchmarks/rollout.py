@@ -1,0 +1,165 @@
+"""Rollout throughput of the `hf` backend on CPU, and weight-update latency through the service.
+
+    uv run python benchmarks/rollout.py                 # tiny and ~100M configs, update latency
+    uv run python benchmarks/rollout.py --quick         # fewer tokens, for a smoke run
+    uv run python benchmarks/rollout.py --sizes tiny --threads 2
+
+Models are Qwen2-shaped, built from configs with random weights (the same two sizes as
+benchmarks/learner_step.py). Generation: `prompts x group_size` sequences sampled as one batch at
+temperature 1 with EOS disabled, so every sequence runs the full `max_new_tokens`; the figure is
+completion tokens per second of wall time (prefill included). Weight update: a RolloutService
+process-local server on loopback, the state dict pushed with grpo_common's encoder over real gRPC;
+reported as the wall time of the UpdateWeights call and the service's own receive/apply split.
+On a shared machine wall-clock figures move with the neighbours' load: the load average is printed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import platform
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import grpc
+import torch
+from grpo.v1 import rollout_pb2_grpc
+from grpo_common.server import ServerConfig
+from grpo_common.weight_codec import encode_state_dict
+from grpo_rollout.app import running_rollout
+from grpo_rollout.config import RewardSettings, RolloutConfig
+from grpo_rollout.generator import SamplingConfig
+from grpo_rollout.hf_generator import HFGenerator
+from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers
+from transformers import AutoModelForCausalLM, PreTrainedTokenizerFast, Qwen2Config
+
+
+@dataclass(frozen=True)
+class Size:
+    name: str
+    hidden: int
+    layers: int
+    heads: int
+    kv_heads: int
+    intermediate: int
+    vocab: int
+
+
+SIZES = {
+    "tiny": Size("tiny", 64, 2, 4, 2, 128, 1024),
+    "100m": Size("100m", 768, 12, 12, 2, 2048, 32000),
+}
+
+
+def machine_info(threads: int) -> str:
+    load = os.getloadavg() if hasattr(os, "getloadavg") else (float("nan"),) * 3
+    return (
+        f"machine: {platform.machine()} {platform.processor() or ''} | {os.cpu_count()} CPUs | "
+        f"load avg {load[0]:.1f} {load[1]:.1f} {load[2]:.1f} | torch {torch.__version__} "
+        f"({threads} threads) | python {platform.python_version()}"
+    )
+
+
+def save_model(size: Size, directory: Path) -> int:
+    """Save a random Qwen2-shaped model plus a small char tokenizer; return the parameter count."""
+    config = Qwen2Config(
+        vocab_size=size.vocab,
+        hidden_size=size.hidden,
+        intermediate_size=size.intermediate,
+        num_hidden_layers=size.layers,
+        num_attention_heads=size.heads,
+        num_key_value_heads=size.kv_heads,
+        max_position_embeddings=1024,
+        tie_word_embeddings=True,
+        eos_token_id=None,  # never stop early: every sequence runs max_new_tokens
+        pad_token_id=0,
+    )
+    torch.manual_seed(0)
+    model = AutoModelForCausalLM.from_config(config)
+    model.save_pretrained(directory)
+    vocab = {"<pad>": 0, **{c: i + 1 for i, c in enumerate("0123456789+-*/= abcdefghijklmnopqrstuvwxyz")}}
+    core = Tokenizer(models.WordLevel(vocab=vocab | {"<unk>": len(vocab)}, unk_token="<unk>"))
+    core.pre_tokenizer = pre_tokenizers.Split(Regex("."), behavior="isolated")
+    core.decoder = decoders.Fuse()
+    PreTrainedTokenizerFast(tokenizer_object=core, pad_token="<pad>", unk_token="<unk>").save_pretrained(
+        directory
+    )
+    return sum(p.numel() for p in model.parameters())
+
+
+def bench_generation(directory: Path, prompts: int, group: int, prompt_len: int, new_tokens: int) -> float:
+    generator = HFGenerator.from_pretrained(directory)
+    batch = [[(7 * i + j) % 40 + 1 for j in range(prompt_len)] for i in range(prompts)]
+    warm = SamplingConfig(max_new_tokens=2, seed=0)
+    generator.generate_sync(batch[:1], 2, warm)
+    sampling = SamplingConfig(max_new_tokens=new_tokens, temperature=1.0, seed=0)
+    started = time.perf_counter()
+    result = generator.generate_sync(batch, group, sampling)
+    seconds = time.perf_counter() - started
+    tokens = sum(len(c.token_ids) for g in result for c in g)
+    assert tokens == prompts * group * new_tokens
+    return tokens / seconds
+
+
+async def bench_update(directory: Path, repeats: int) -> list[tuple[float, float, float]]:
+    config = RolloutConfig(
+        model=str(directory),
+        server=ServerConfig(port=0),
+        reward=RewardSettings(address="127.0.0.1:9"),  # no Generate here: never called
+    )
+    timings = []
+    async with running_rollout(config) as rollout:
+        state = {k: v.clone() for k, v in rollout.generator.model.state_dict().items()}  # type: ignore[attr-defined]
+        async with grpc.aio.insecure_channel(
+            rollout.server.address,
+            options=[
+                ("grpc.max_send_message_length", 64 << 20),
+                ("grpc.max_receive_message_length", 64 << 20),
+            ],
+        ) as channel:
+            stub = rollout_pb2_grpc.RolloutServiceStub(channel)
+            for version in range(1, repeats + 1):
+                started = time.perf_counter()
+                answer = await stub.UpdateWeights(encode_state_dict(state, version), timeout=600)
+                timings.append((time.perf_counter() - started, answer.receive_seconds, answer.apply_seconds))
+    return timings
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--sizes", default="tiny,100m")
+    # 1 by default: on a shared, busy box extra intra-op threads spin against the neighbours
+    # (measured here: 30x slower for the tiny model with 2 threads under load).
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--quick", action="store_true", help="fewer tokens and one update")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    print(machine_info(args.threads))
+    prompts, group, prompt_len = 8, 8, 32
+    new_tokens = 32 if args.quick else 128
+    for name in args.sizes.split(","):
+        size = SIZES[name]
+        with tempfile.TemporaryDirectory() as tmp:
+            directory = Path(tmp)
+            params = save_model(size, directory)
+            rate = bench_generation(directory, prompts, group, prompt_len, new_tokens)
+            print(
+                f"{name:>5} ({params / 1e6:6.1f}M params): hf generate {prompts}x{group} sequences, "
+                f"prompt {prompt_len}, {new_tokens} new tokens -> {rate:8.0f} completion tokens/s"
+            )
+            timings = asyncio.run(bench_update(directory, 1 if args.quick else 3))
+            megabytes = params * 4 / 1e6
+            for wall, receive, apply in timings:
+                print(
+                    f"{name:>5}: UpdateWeights {megabytes:7.1f} MB fp32 over loopback gRPC: "
+                    f"{wall:6.3f} s wall (receive {receive:.3f} s, apply {apply:.3f} s)"
+                )
+
+
+if __name__ == "__main__":
+    main()
