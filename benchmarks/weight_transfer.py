@@ -7,7 +7,9 @@ The receiver runs in its own process (as a rollout service would): a gRPC server
 UpdateWeights decodes every chunk with WeightStreamDecoder (checksums and all) and answers with the
 byte count, and a plain TCP socket that reads the same number of bytes into one buffer. The
 sender encodes with encode_state_dict. Both figures come from the same run on the same machine,
-so their ratio is what the codec and gRPC cost on top of moving the bytes. The state dict mixes
+so their ratio is what the codec and gRPC cost on top of moving the bytes. On a shared, busy
+machine wall-clock rates swing with the neighbours' load, so the CPU seconds per GiB that the
+sender and the receiver process spent (all their threads) are printed too: those do not. The state dict mixes
 tensor sizes like a decoder-only transformer: big embeddings, mid-size projections, tiny norms.
 """
 
@@ -15,12 +17,15 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import multiprocessing as mp
 import os
 import platform
 import socket
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import grpc
 import torch
@@ -150,12 +155,56 @@ async def grpc_seconds(
     return elapsed
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process, all threads (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 @dataclass
-class Row:
-    dtype: str
-    bucket_mib: int
-    grpc_gbps: float
-    raw_gbps: float
+class Measurement:
+    """Wall seconds of one transfer and the CPU seconds the sender and the receiver spent on it."""
+
+    seconds: float
+    sender_cpu: float
+    receiver_cpu: float
+
+
+def measure(transfer: Callable[[], float], receiver_pid: int, repeats: int) -> Measurement:
+    """The fastest of `repeats` transfers, with its CPU cost on both sides."""
+    best: Measurement | None = None
+    for _ in range(repeats):
+        sender, receiver = time.process_time(), cpu_seconds(receiver_pid)
+        seconds = transfer()
+        time.sleep(0.05)  # let the receiver's last accounting tick land
+        run = Measurement(seconds, time.process_time() - sender, cpu_seconds(receiver_pid) - receiver)
+        if best is None or run.seconds < best.seconds:
+            best = run
+    assert best is not None
+    return best
+
+
+def compare_buckets(
+    tensors: dict[str, torch.Tensor], ports: tuple[int, int], receiver_pid: int, args: argparse.Namespace
+) -> None:
+    """For each bucket size: gRPC+codec, with raw TCP measured right before and after it."""
+    grpc_port, raw_port = ports
+    max_message_bytes = (max(args.buckets) + 8) * MIB
+    nbytes = sum(t.nbytes for t in tensors.values())
+    gib = nbytes / 1024**3
+    raw_transfer = functools.partial(raw_tcp_seconds, raw_port, tensors)
+    for bucket in args.buckets:
+        send = functools.partial(grpc_seconds, grpc_port, tensors, bucket * MIB, max_message_bytes)
+        raw = measure(raw_transfer, receiver_pid, args.repeats)
+        run = measure(lambda send=send: asyncio.run(send()), receiver_pid, args.repeats)
+        raw = min(raw, measure(raw_transfer, receiver_pid, 1), key=lambda m: m.seconds)
+        print(
+            f"  bucket {bucket:3d} MiB: gRPC+codec {nbytes / run.seconds / 1e9:5.2f} GB/s, raw TCP "
+            f"{nbytes / raw.seconds / 1e9:5.2f} GB/s, ratio {raw.seconds / run.seconds:4.0%} | CPU s/GiB: "
+            f"gRPC sender {run.sender_cpu / gib:4.2f} receiver {run.receiver_cpu / gib:4.2f}, "
+            f"raw sender {raw.sender_cpu / gib:4.2f} receiver {raw.receiver_cpu / gib:4.2f}",
+            flush=True,
+        )
 
 
 def main() -> None:
@@ -167,40 +216,26 @@ def main() -> None:
     torch.set_num_threads(1)
     # The 64 MiB bucket needs room above the 64 MiB default limit for the message framing.
     max_message_bytes = (max(args.buckets) + 8) * MIB
-    ports: mp.Queue = mp.get_context("spawn").Queue()
-    receiver = mp.get_context("spawn").Process(target=_receiver, args=(max_message_bytes, ports), daemon=True)
+    context = mp.get_context("spawn")
+    port_queue = context.Queue()
+    receiver = context.Process(target=_receiver, args=(max_message_bytes, port_queue), daemon=True)
     receiver.start()
-    grpc_port, raw_port = ports.get(timeout=60)
+    ports = port_queue.get(timeout=60)
     print(
-        f"machine: {platform.platform()}, {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs"
+        f"machine: {platform.platform()}, {platform.machine()}, {os.cpu_count()} CPUs, load {os.getloadavg()}"
     )
-    print(f"python {platform.python_version()}, torch {torch.__version__}")
-    rows: list[Row] = []
+    print(f"python {platform.python_version()}, torch {torch.__version__}, grpcio {grpc.__version__}")
     try:
         for dtype in (torch.float32, torch.bfloat16):
             tensors = transformer_state_dict(int(args.gib * 1024**3), dtype)
             nbytes = sum(t.nbytes for t in tensors.values())
-            print(
-                f"\n{str(dtype).removeprefix('torch.')}: {len(tensors)} tensors, {nbytes / 1024**3:.2f} GiB"
-            )
-            for bucket in args.buckets:
-                raw = min(raw_tcp_seconds(raw_port, tensors) for _ in range(args.repeats))
-                grpc_s = min(
-                    asyncio.run(grpc_seconds(grpc_port, tensors, bucket * MIB, max_message_bytes))
-                    for _ in range(args.repeats)
-                )
-                row = Row(
-                    str(dtype).removeprefix("torch."), bucket, nbytes / grpc_s / 1e9, nbytes / raw / 1e9
-                )
-                rows.append(row)
-                print(
-                    f"  bucket {bucket:3d} MiB: gRPC+codec {row.grpc_gbps:5.2f} GB/s, raw TCP "
-                    f"{row.raw_gbps:5.2f} GB/s, ratio {row.grpc_gbps / row.raw_gbps:4.0%}",
-                    flush=True,
-                )
+            name = str(dtype).removeprefix("torch.")
+            print(f"\n{name}: {len(tensors)} tensors, {nbytes / 1024**3:.2f} GiB", flush=True)
+            compare_buckets(tensors, ports, receiver.pid, args)
     finally:
         receiver.kill()
         receiver.join()
+    print(f"\nload after: {os.getloadavg()}")
 
 
 if __name__ == "__main__":

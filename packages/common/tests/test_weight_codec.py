@@ -273,3 +273,15 @@ def test_the_wire_format_is_plain_protobuf_without_pickle() -> None:
     piece = rollout_pb2.WeightChunk.FromString(wire).pieces[0]
     assert (piece.name, piece.dtype, list(piece.shape)) == ("w", "float32", [2])
     assert piece.data == torch.tensor([1.0, 2.0]).numpy().tobytes()
+
+
+def test_large_tensors_decode_into_writable_memory_that_outlives_the_decoder() -> None:
+    big = torch.randn(3, 300_000)  # 3.6 MB: stored in its own pre-faulted mapping
+    decoder = WeightStreamDecoder()
+    for chunk in encode_state_dict({"big": big}, 1, bucket_bytes=1024 * 1024):
+        decoder.feed(chunk)
+    received = decoder.finish().tensors["big"]
+    del decoder
+    assert torch.equal(received, big)
+    received.mul_(2)  # writable in place, like a parameter the receiver copies into its model
+    assert torch.equal(received, big * 2)
