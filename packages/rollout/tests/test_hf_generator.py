@@ -91,11 +91,19 @@ def test_stop_token_ends_each_sequence_with_its_own_finish_reason(generator: HFG
     assert FinishReason.STOP in reasons
 
 
-def test_eos_stops_generation(generator: HFGenerator) -> None:
-    # A stop set holding the whole vocabulary except nothing else: every sequence stops after one token.
-    everything = tuple(range(generator.info().vocab_size))
-    result = generator.generate_sync(PROMPTS, 2, SamplingConfig(max_new_tokens=5, stop_token_ids=everything))
-    assert all(len(c.token_ids) == 1 and c.finish_reason is FinishReason.STOP for g in result for c in g)
+def test_the_models_eos_stops_generation_without_being_asked(tiny_model_dir: Path) -> None:
+    probe = HFGenerator.from_pretrained(tiny_model_dir)
+    free = probe.generate_sync(PROMPTS, 1, greedy(12))
+    eos = free[0][0].token_ids[3]
+    model = probe.model
+    model.config.eos_token_id = eos
+    model.generation_config.eos_token_id = eos
+    generator = HFGenerator(model, "eos-test")
+    assert generator.info().eos_token_ids == (eos,)
+    [completion] = generator.generate_sync(PROMPTS[:1], 1, greedy(12))[0]
+    full = free[0][0].token_ids
+    assert completion.token_ids == full[: full.index(eos) + 1]
+    assert completion.finish_reason is FinishReason.STOP
 
 
 def test_prompt_plus_max_new_tokens_beyond_context_is_refused(generator: HFGenerator) -> None:
