@@ -106,28 +106,39 @@ def _precheck(
 
 def quick_check(
     completion: str, reference: str, *, fallback_last_number: bool = False, limits: Limits = DEFAULT_LIMITS
-) -> Verdict | None:
-    """A verdict for the cases that need no sympy and cannot blow up; None means "run the full check"."""
-    if len(reference) > 2_000:
-        return None
+) -> Verdict | Extraction:
+    """A verdict for the cases that need no sympy and cannot blow up, else the extraction to go on with."""
     early = _precheck(completion, reference, fallback_last_number, limits)
     if isinstance(early, Verdict):
         return early
     extraction, predicted = early
+    if len(reference) > 2_000:
+        return extraction
     reference_text = normalize_answer(extract_reference(reference))
     if not reference_text:
         return Verdict(False, 0.0, extraction.answer, "unusable reference: it is empty")
     expected_value = _plain_value(reference_text)
     if expected_value is None:
-        return None
+        return extraction
     if predicted == reference_text:
         return _verdict(True, "identical after normalisation", extraction)
     predicted_value = _plain_value(predicted)
     if predicted_value is None:
-        return None
+        return extraction
     if predicted_value == expected_value:
         return _verdict(True, "equal as rationals", extraction)
     return _verdict(False, "different numbers", extraction)
+
+
+def timeout_verdict(extraction: Extraction, timeout_s: float) -> Verdict:
+    """The verdict for an item whose verification ran past its time limit."""
+    return Verdict(
+        correct=False,
+        reward=0.0,
+        extracted=extraction.answer,
+        reason=f"timeout after {timeout_s:g} s (answer too large or too hard to compare)",
+        components={"correctness": 0.0, "format": 1.0 if extraction.explicit else 0.0},
+    )
 
 
 def check(
