@@ -1,0 +1,154 @@
+"""`grpo-reward`: grade answers from the shell (`check`) or serve grpo.v1.RewardService (`serve`)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+from grpo_reward.verdict import Verdict
+
+
+def _check_one(args: argparse.Namespace) -> int:
+    from grpo_reward.verifier import Verifier
+
+    with Verifier(
+        workers=1, timeout_s=args.timeout_s, fallback_last_number=args.fallback_last_number
+    ) as verifier:
+        verdict = verifier.verify(args.completion, args.reference)
+    print(json.dumps(verdict.to_dict(), ensure_ascii=False))
+    return 0 if verdict.correct else 1
+
+
+def _read_items(path: Path) -> list[dict[str, Any]]:
+    items = []
+    stream = sys.stdin if str(path) == "-" else path.open(encoding="utf-8")
+    with stream:
+        for number, line in enumerate(stream, start=1):
+            if not line.strip():
+                continue
+            try:
+                item = json.loads(line)
+            except json.JSONDecodeError as error:
+                raise SystemExit(
+                    f"{path}:{number}: not valid JSON ({error}); expected one object per line"
+                ) from None
+            if (
+                not isinstance(item, dict)
+                or not isinstance(item.get("completion"), str)
+                or not isinstance(item.get("reference"), str)
+            ):
+                raise SystemExit(f'{path}:{number}: expected {{"completion": str, "reference": str}}')
+            items.append(item)
+    return items
+
+
+def _check_file(args: argparse.Namespace) -> int:
+    from grpo_reward.verifier import Verifier
+
+    items = _read_items(args.file)
+    with Verifier(
+        workers=args.workers, timeout_s=args.timeout_s, fallback_last_number=args.fallback_last_number
+    ) as v:
+        verdicts: list[Verdict] = v.verify_many((item["completion"], item["reference"]) for item in items)
+    reasons: Counter[str] = Counter()
+    for item, verdict in zip(items, verdicts, strict=True):
+        record = {"id": item["id"]} if "id" in item else {}
+        record.update(verdict.to_dict())
+        print(json.dumps(record, ensure_ascii=False))
+        reasons[verdict.reason.split(":")[0]] += 1
+    correct = sum(verdict.correct for verdict in verdicts)
+    summary = {
+        "items": len(verdicts),
+        "correct": correct,
+        "accuracy": correct / len(verdicts) if verdicts else 0.0,
+        "reasons": dict(reasons.most_common()),
+    }
+    print(json.dumps({"summary": summary}), file=sys.stderr)
+    return 0
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from grpo_common.config import ConfigError, load_config
+    from grpo_common.logging_setup import configure_logging
+
+    from grpo_reward.service.config import ENV_PREFIX, RewardServiceConfig
+    from grpo_reward.service.server import serve
+
+    overrides = {
+        "server.host": args.host,
+        "server.port": args.port,
+        "server.port_file": args.port_file,
+        "server.tls.cert": args.tls_cert,
+        "server.tls.key": args.tls_key,
+        "server.auth_token": args.auth_token,
+        "workers": args.workers,
+        "max_batch_items": args.max_batch_items,
+        "default_timeout_s": args.timeout_s,
+        "log_level": args.log_level,
+    }
+    try:
+        config = load_config(
+            RewardServiceConfig, config_file=args.config, env_prefix=ENV_PREFIX, overrides=overrides
+        )
+    except ConfigError as error:
+        print(f"grpo-reward serve: {error}", file=sys.stderr)
+        return 2
+    configure_logging(config.log_level)
+
+    def announce(running: Any) -> None:  # tests and launchers read the bound port from this line
+        print(f"grpo-reward serving on {running.address}", flush=True)
+
+    asyncio.run(serve(config, on_started=announce))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="grpo-reward", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    check = commands.add_parser("check", help="verify one answer or a JSONL file of answers")
+    source = check.add_mutually_exclusive_group(required=True)
+    source.add_argument("--completion", help="the model's completion text")
+    source.add_argument("--file", type=Path, help='JSONL of {"completion", "reference", "id"?}; - for stdin')
+    check.add_argument("--reference", help="the ground-truth answer (with --completion)")
+    check.add_argument("--timeout-s", type=float, default=1.0, help="per-item time limit (default 1)")
+    check.add_argument(
+        "--workers", type=int, default=None, help="worker processes for --file (default: CPUs)"
+    )
+    check.add_argument(
+        "--fallback-last-number", action="store_true", help="grade the last number if no answer"
+    )
+
+    serve = commands.add_parser("serve", help="serve grpo.v1.RewardService over gRPC")
+    serve.add_argument("--config", type=Path, help="TOML/YAML/JSON config file (RewardServiceConfig)")
+    serve.add_argument("--host", help="bind address (default 127.0.0.1)")
+    serve.add_argument("--port", type=int, help="port (default 50053; 0 picks a free one and prints it)")
+    serve.add_argument("--port-file", type=Path, help="write the bound port to this file")
+    serve.add_argument("--workers", type=int, help="verification worker processes (default: CPU count)")
+    serve.add_argument("--max-batch-items", type=int, help="largest batch one Score call may carry")
+    serve.add_argument("--timeout-s", type=float, help="default per-item time limit in seconds")
+    serve.add_argument("--tls-cert", type=Path, help="PEM certificate chain (with --tls-key)")
+    serve.add_argument("--tls-key", type=Path, help="PEM private key (with --tls-cert)")
+    serve.add_argument("--auth-token", help="require this bearer token (or set GRPO_AUTH_TOKEN)")
+    serve.add_argument("--log-level", help="DEBUG, INFO, WARNING, ...")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.command == "check":
+        if args.completion is not None:
+            if args.reference is None:
+                build_parser().error("check --completion needs --reference")
+            return _check_one(args)
+        return _check_file(args)
+    return _serve(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

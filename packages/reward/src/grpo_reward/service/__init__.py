@@ -1,0 +1,1 @@
+"""The gRPC RewardService: proto conversion, request validation, the servicer and the server."""

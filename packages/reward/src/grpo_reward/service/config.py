@@ -1,0 +1,21 @@
+"""The reward service's one typed config: file < environment (GRPO_REWARD_*) < CLI flags."""
+
+from __future__ import annotations
+
+from grpo_common.server import ServerConfig
+from pydantic import BaseModel, ConfigDict, Field
+
+DEFAULT_PORT = 50053
+ENV_PREFIX = "GRPO_REWARD_"
+
+
+class RewardServiceConfig(BaseModel):
+    """Settings of `grpo-reward serve`."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    server: ServerConfig = Field(default_factory=lambda: ServerConfig(port=DEFAULT_PORT))
+    workers: int | None = Field(None, ge=1, description="verification worker processes (default: CPU count)")
+    max_batch_items: int = Field(4096, ge=1, description="largest number of items one Score call may carry")
+    default_timeout_s: float = Field(1.0, gt=0, le=10, description="per-item time limit when a spec gives 0")
+    log_level: str = "INFO"

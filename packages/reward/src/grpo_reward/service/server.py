@@ -1,0 +1,35 @@
+"""Run the RewardService: a Verifier (worker processes) behind grpo_common's standard gRPC server."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+
+from grpo_common.server import RunningServer, registration, serve_until_signalled, start_server
+
+from grpo_reward.service.config import RewardServiceConfig
+from grpo_reward.service.servicer import SERVICE_NAME, RewardServicer, add_reward_servicer
+from grpo_reward.verifier import Verifier
+
+logger = logging.getLogger(__name__)
+
+
+async def start_reward_server(config: RewardServiceConfig, verifier: Verifier) -> RunningServer:
+    """Start serving `verifier` as grpo.v1.RewardService; returns once the port is bound."""
+    servicer = RewardServicer(
+        verifier, max_batch_items=config.max_batch_items, default_timeout_s=config.default_timeout_s
+    )
+    return await start_server([registration(servicer, add_reward_servicer, SERVICE_NAME)], config.server)
+
+
+async def serve(
+    config: RewardServiceConfig, on_started: Callable[[RunningServer], None] | None = None
+) -> None:
+    """Serve until SIGTERM/SIGINT, then drain in-flight calls and stop the workers."""
+    with Verifier(workers=config.workers, timeout_s=config.default_timeout_s) as verifier:
+        if not verifier.wait_ready(timeout_s=120):
+            logger.warning("verification workers are slow to start; serving anyway")
+        running = await start_reward_server(config, verifier)
+        if on_started is not None:
+            on_started(running)
+        await serve_until_signalled(running)

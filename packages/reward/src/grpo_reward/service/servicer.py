@@ -1,0 +1,81 @@
+"""RewardService.Score: validate, verify in the worker pool (never on the event loop), weigh by the spec."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+import grpc
+from grpo.v1 import reward_pb2
+
+from grpo_reward.service.convert import InvalidRequest, result_to_proto, spec_from_proto, validate_items
+from grpo_reward.service.wire import locate_invalid_utf8
+from grpo_reward.spec import apply_spec
+from grpo_reward.verifier import Verifier
+
+logger = logging.getLogger(__name__)
+
+SERVICE_NAME = reward_pb2.DESCRIPTOR.services_by_name["RewardService"].full_name
+
+
+@dataclass(frozen=True)
+class UndecodableRequest:
+    """What the deserializer hands the handler when protobuf refused the bytes (e.g. invalid UTF-8)."""
+
+    message: str
+
+
+def deserialize_score_request(data: bytes) -> reward_pb2.ScoreRequest | UndecodableRequest:
+    """ScoreRequest.FromString that turns a decode failure into a value the handler can answer precisely."""
+    try:
+        return reward_pb2.ScoreRequest.FromString(data)
+    except Exception:  # protobuf's DecodeError type differs between implementations
+        return UndecodableRequest(locate_invalid_utf8(data))
+
+
+class RewardServicer:
+    """Scores batches with a shared Verifier; see grpo.v1.RewardService for the contract."""
+
+    def __init__(self, verifier: Verifier, *, max_batch_items: int, default_timeout_s: float) -> None:
+        self._verifier = verifier
+        self._max_batch_items = max_batch_items
+        self._default_timeout_s = default_timeout_s
+
+    async def Score(
+        self, request: reward_pb2.ScoreRequest | UndecodableRequest, context: grpc.aio.ServicerContext
+    ) -> reward_pb2.ScoreResponse:
+        if isinstance(request, UndecodableRequest):
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, request.message)
+        assert isinstance(request, reward_pb2.ScoreRequest)
+        try:
+            spec = spec_from_proto(request, self._default_timeout_s)
+            validate_items(request, self._max_batch_items)
+        except InvalidRequest as error:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(error))
+        pairs = [(item.completion, item.reference) for item in request.items]
+        verdicts = await self._verifier.averify_many(
+            pairs, timeout_s=spec.timeout_s, fallback_last_number=spec.fallback_last_number
+        )
+        results = [
+            result_to_proto(item.id, apply_spec(verdict, spec, item.completion_tokens))
+            for item, verdict in zip(request.items, verdicts, strict=True)
+        ]
+        correct = sum(result.correct for result in results)
+        logger.debug("scored %d items (%d correct)", len(results), correct)
+        return reward_pb2.ScoreResponse(results=results)
+
+
+def add_reward_servicer(servicer: RewardServicer, server: Any) -> None:
+    """Register the servicer with a deserializer that names undecodable items instead of failing opaquely."""
+    handler = grpc.method_handlers_generic_handler(
+        SERVICE_NAME,
+        {
+            "Score": grpc.unary_unary_rpc_method_handler(
+                servicer.Score,
+                request_deserializer=deserialize_score_request,
+                response_serializer=reward_pb2.ScoreResponse.SerializeToString,
+            )
+        },
+    )
+    server.add_generic_rpc_handlers((handler,))
