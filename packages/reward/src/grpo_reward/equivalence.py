@@ -201,7 +201,7 @@ def _is_interval(answer: Answer) -> bool:
         return False
     if answer.opening + answer.closing in ("(]", "[)"):
         return True
-    return any(isinstance(item, sympy.Expr) and item.has(sympy.oo) for item in answer.items)
+    return any(isinstance(item, sympy.Expr) and item.has(sympy.oo, -sympy.oo) for item in answer.items)
 
 
 def _is_set_like(answer: Answer) -> bool:
@@ -329,11 +329,10 @@ def compare(reference: Answer, prediction: Answer, context: Context) -> Comparis
             return _sequences_equal(reference.items, prediction.items, context, "interval ends")
         return _sets_equal(reference, prediction)
     if isinstance(reference, Bracketed):
+        if len(reference.items) == 2 and _is_set_like(prediction):
+            return _sets_equal(reference, prediction)  # `[-2, 5]` against `-2 \le x \le 5`
         if isinstance(prediction, Bracketed):
-            if (reference.opening, reference.closing) != (prediction.opening, prediction.closing) and not (
-                {reference.opening + reference.closing, prediction.opening + prediction.closing}
-                <= {"()", "[]"}
-            ):
+            if (reference.opening, reference.closing) != (prediction.opening, prediction.closing):
                 return _no("different brackets")
             return _sequences_equal(reference.items, prediction.items, context, "tuple entries")
         vector = _flatten_vector(prediction)

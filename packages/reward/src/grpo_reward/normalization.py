@@ -158,7 +158,7 @@ _UNIT_WORDS = {
     "sq.",
     "ft.",
 }
-_TRAILING_UNITS = re.compile(r"^(?P<value>.*?[\d}).])\s*(?P<units>(?:[a-zA-Z.]+(?:\^\{?\d\}?)?\s*)+)$")
+_TRAILING_UNITS = re.compile(r"^(?P<value>.*?[\d}).])\s*(?P<units>(?:[a-zA-Z.]+(?:\s*\^\{?\d\}?)?\s*)+)$")
 
 
 def _replace_overline(match: re.Match[str]) -> str:
