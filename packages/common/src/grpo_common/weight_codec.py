@@ -21,7 +21,12 @@ from grpo.v1 import rollout_pb2
 
 from grpo_common.allocator import keep_freed_buffers
 
-DEFAULT_BUCKET_BYTES = 32 * 1024 * 1024
+# Chosen with benchmarks/weight_transfer.py (1 GiB fp32/bf16 over gRPC loopback, 2-core box):
+# 2-8 MiB buckets cost the least CPU per GiB on both sides and move the most bytes per second;
+# 16-32 MiB cost 10-30% more and 64 MiB about twice as much on the sender (buffers that no longer
+# stay in cache, allocations past glibc's mmap threshold). 4 MiB is also far under the 64 MiB
+# default message limit, and a few hundred messages per GiB is negligible per-message overhead.
+DEFAULT_BUCKET_BYTES = 4 * 1024 * 1024
 
 DTYPES: dict[str, torch.dtype] = {
     "float32": torch.float32,
