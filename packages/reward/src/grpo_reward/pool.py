@@ -119,14 +119,17 @@ class WorkerPool:
                 os.kill(worker.pid, signal.SIGKILL)
 
     def _replace(self, index: int, verdict: Verdict | None) -> None:
+        """Kill worker `index`, start its successor, then resolve its task (so callers see the new worker)."""
         worker = self._workers[index]
-        if worker.task is not None and verdict is not None and not worker.task.future.done():
-            worker.task.future.set_result(verdict)
-        self._kill(worker)
-        worker.connection.close()
-        self.replaced += 1
-        if not self._closing:
-            self._workers[index] = self._start_worker()
+        try:
+            self._kill(worker)
+            worker.connection.close()
+            self.replaced += 1
+            if not self._closing:
+                self._workers[index] = self._start_worker()
+        finally:
+            if worker.task is not None and verdict is not None and not worker.task.future.done():
+                worker.task.future.set_result(verdict)
 
     def _assign(self) -> None:
         for worker in self._workers:
