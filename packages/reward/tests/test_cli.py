@@ -1,0 +1,38 @@
+"""`grpo-reward check`: verdict JSON and exit status for one item; one verdict per line for a file."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+CLI = [sys.executable, "-m", "grpo_reward.cli"]
+
+
+def test_check_prints_the_verdict_and_exits_by_correctness() -> None:
+    right = subprocess.run([*CLI, "check", "--reference", "0.75", "--completion", r"so \boxed{3/4}"],
+                           capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert right.returncode == 0, right.stderr
+    assert json.loads(right.stdout)["correct"] is True
+    wrong = subprocess.run([*CLI, "check", "--reference", "0.75", "--completion", r"so \boxed{0.7}"],
+                           capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert wrong.returncode == 1
+    assert json.loads(wrong.stdout)["reason"] == "different numbers"
+
+
+def test_check_file_prints_one_verdict_per_line_and_a_summary(tmp_path: Path) -> None:
+    items = [
+        {"id": "p", "completion": r"\boxed{x^2+2x+1}", "reference": "(x+1)^2"},
+        {"id": "q", "completion": r"\boxed{(1,2]}", "reference": "(1,2)"},
+        {"id": "r", "completion": "no answer", "reference": "3"},
+    ]
+    path = tmp_path / "items.jsonl"
+    path.write_text("\n".join(json.dumps(item) for item in items) + "\n")
+    run = subprocess.run([*CLI, "check", "--file", str(path), "--workers", "1"],
+                         capture_output=True, text=True, timeout=180)  # fmt: skip
+    assert run.returncode == 0, run.stderr
+    verdicts = [json.loads(line) for line in run.stdout.splitlines()]
+    assert [(v["id"], v["correct"]) for v in verdicts] == [("p", True), ("q", False), ("r", False)]
+    summary = json.loads(run.stderr.strip().splitlines()[-1])["summary"]
+    assert (summary["items"], summary["correct"]) == (3, 1)
