@@ -81,7 +81,7 @@ def test_cli_reports_config_errors_before_loading_any_model(tmp_path: Path, caps
     err = capsys.readouterr().err
     assert "loss.epsilon_low" in err and "does/not/exist" not in err.replace("'does/not/exist'", "")
     assert main(["train", "--model", "m", "--rollout", "127.0.0.1:1"]) == 2
-    assert "data.path is not set" in capsys.readouterr().err
+    assert "no data: give --data FILE" in capsys.readouterr().err
 
 
 def test_cli_plot_writes_a_png(tmp_path: Path, capsys):

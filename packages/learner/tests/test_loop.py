@@ -84,7 +84,10 @@ def test_crash_and_resume_gives_bit_identical_weights(tmp_path: Path):
         asyncio.run(run_training(crashed, source=CrashingSource(seed=5, crash_at=3), progress=False))
     assert latest_checkpoint(tmp_path / "crashed" / "checkpoints").name == "step-000002"
     torch.manual_seed(999)
-    state = asyncio.run(run_training(crashed, source=SyntheticGroupSource(seed=5), progress=False))
+    resumed = crashed.model_copy(
+        update={"checkpoint": crashed.checkpoint.model_copy(update={"resume": True})}
+    )
+    state = asyncio.run(run_training(resumed, source=SyntheticGroupSource(seed=5), progress=False))
     assert state.step == 4 and state.data == {"cursor": 4}
 
     a, b = final_weights(tmp_path / "straight"), final_weights(tmp_path / "crashed")

@@ -247,7 +247,7 @@ def test_bad_weight_updates_are_refused_and_the_model_stays_on_its_weights(
         "shape": encode_state_dict({**good, "model.norm.weight": torch.zeros(4)}, 1),
         "dtype": encode_state_dict({**good, "model.norm.weight": torch.zeros(32, dtype=torch.float16)}, 1),
         "truncated": truncated(list(encode_state_dict(good, 1, bucket_bytes=4096))),
-        "not above the current version": encode_state_dict(good, 0),
+        "is negative": encode_state_dict(good, -1),
     }
     req = request([token_prompt("p", [1, 5, 6])], **GREEDY)
 
@@ -375,3 +375,22 @@ def test_sglang_backend_behind_the_service_carries_versions_and_updates_every_wo
         ]
         assert versions[0] == "1"
     assert a.state.weight_version == "1"  # rolled back after b refused version 2
+
+
+def test_a_resumed_learner_may_set_a_lower_version(tiny_model_dir: Path, reward: RewardStandin) -> None:
+    """The learner owns the numbering: after it resumes from an earlier checkpoint it pushes that
+    checkpoint's (lower) version, and the service must serve those weights under that version."""
+    new = other_weights(tiny_model_dir, seed=3)
+    req = request([token_prompt("p", [1, 5, 6])], **GREEDY)
+
+    async def scenario():
+        async with serving(config(tiny_model_dir, reward.address)) as client:
+            await client.stub.UpdateWeights(encode_state_dict(new, 5), timeout=30)
+            ahead = await client.version()
+            answer = await client.stub.UpdateWeights(encode_state_dict(new, 2), timeout=30)
+            groups = await client.generate(req)
+            return ahead, answer.policy_version, await client.version(), groups
+
+    ahead, answered, version, groups = run(scenario())
+    assert (ahead, answered, version) == (5, 2, 2)
+    assert groups[0].policy_version == 2

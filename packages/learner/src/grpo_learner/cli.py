@@ -1,5 +1,6 @@
 """`grpo`: the learner's command line.
 
+    grpo train                                   the embedded default: tiny model, local services, CPU
     grpo train --config run.toml [--model M] [--data FILE] [--rollout HOST:PORT ...] [--set key=value ...]
     grpo plot RUN_DIR [--output curves.png]
 
@@ -53,6 +54,13 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--run-dir", help="where metrics, TensorBoard logs and checkpoints go")
     train.add_argument("--set", action="append", metavar="KEY=VALUE", help="any setting, e.g. loss.beta=0.04")
     train.add_argument("--no-progress", action="store_true", help="log lines instead of a progress bar")
+    train.add_argument(
+        "--resume", action="store_true", help="continue from the latest checkpoint in the run dir"
+    )
+    train.add_argument("--seed", type=int, help="train.seed")
+    train.add_argument(
+        "--warmup-steps", type=int, default=None, help="embedded default only: supervised warm-up steps (500)"
+    )
 
     plot = commands.add_parser("plot", help="write a PNG of a run's curves")
     plot.add_argument("run_dir", type=Path)
@@ -68,33 +76,63 @@ def train_overrides(args: argparse.Namespace) -> dict[str, Any]:
         "train.max_steps": args.max_steps,
         "loss.loss_type": args.loss_type,
         "run_dir": args.run_dir,
+        "train.seed": args.seed,
+        "checkpoint.resume": True if args.resume else None,
     }
     return {**flags, **parse_set(args.set)}
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    if args.config is None and args.model is None:
+        return cmd_train_embedded(args)
     from grpo_learner.config import load_learner_config
 
     config = load_learner_config(args.config, train_overrides(args))
-    if config.data.path is None:
+    if config.data.path is None and config.data.hub_name is None:
         raise ConfigError(
-            "data.path is not set: give --data FILE (JSONL or Parquet) or data.path in the config"
+            "no data: give --data FILE (JSONL or Parquet), or data.path / data.hub_name in the config"
         )
-    if not config.rollout.addresses:
-        raise ConfigError("rollout.addresses is empty: give --rollout HOST:PORT for each rollout service")
     from grpo_learner.loop import run_training
-    from grpo_learner.prompts import load_prompt_file
+    from grpo_learner.prompts import load_prompt_file, read_hub_rows
+    from grpo_learner.service_processes import local_services
 
+    data = config.data
+    rows = read_hub_rows(data.hub_name, data.hub_config, data.split) if data.hub_name else None
     prompts = load_prompt_file(
-        config.data.path,
-        question_field=config.data.question_field,
-        answer_field=config.data.answer_field,
-        id_field=config.data.id_field,
-        prompt_template=config.data.prompt_template,
-        task=config.data.task,
+        data.path or f"{data.hub_name}[{data.split}]",
+        question_field=data.question_field,
+        answer_field=data.answer_field,
+        id_field=data.id_field,
+        prompt_template=data.prompt_template,
+        task=data.task,
+        rows=rows,
     )
-    state = asyncio.run(run_training(config, prompts, progress=not args.no_progress))
+    progress = not args.no_progress
+    if config.rollout.addresses:
+        state = asyncio.run(run_training(config, prompts, progress=progress))
+    else:  # no services named: run them here, as child processes
+        Path(config.run_dir).mkdir(parents=True, exist_ok=True)
+        with local_services(
+            config.model.name_or_path, Path(config.run_dir), config.local_services
+        ) as services:
+            addresses = [services[-1].address]
+            state = asyncio.run(run_training(config, prompts, addresses=addresses, progress=progress))
     print(f"trained {state.step} steps; policy version {state.policy_version}; run dir {config.run_dir}")
+    return 0
+
+
+def cmd_train_embedded(args: argparse.Namespace) -> int:
+    """No model named: build the tiny default, start local services, train, report before/after."""
+    from grpo_common.config import dotted_to_nested
+
+    from grpo_learner.embedded.default_run import embedded_config, run_default
+    from grpo_learner.embedded.report import print_summary
+
+    overrides = dotted_to_nested(train_overrides(args))
+    embedded_config(overrides)  # validate every setting before building anything
+    warmup = {} if args.warmup_steps is None else {"warmup_steps": args.warmup_steps}
+    summary = asyncio.run(run_default(overrides, progress=not args.no_progress, **warmup))
+    print_summary(summary)
     return 0
 
 

@@ -15,6 +15,7 @@ from typing import Any, Literal
 
 from grpo_common.channel import ChannelConfig
 from grpo_common.config import load_config
+from grpo_common.weight_codec import DEFAULT_BUCKET_BYTES
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from grpo_learner.advantages import ADVANTAGE_ESTIMATORS, COMBINE_MODES
@@ -37,6 +38,9 @@ class ModelConfig(_Section):
 
 class DataConfig(_Section):
     path: Path | None = Field(None, description="JSONL or Parquet file of problems")
+    hub_name: str | None = Field(None, description="a `datasets` name instead of a file, e.g. openai/gsm8k")
+    hub_config: str | None = Field(None, description="the dataset's config, e.g. main for openai/gsm8k")
+    split: str = Field("train", description="split of the hub dataset")
     question_field: str | None = Field(None, description="default: first of question/problem/prompt")
     answer_field: str | None = Field(None, description="default: first of answer/solution")
     id_field: str | None = Field(None, description="default: the row number")
@@ -156,14 +160,34 @@ class CheckpointConfig(_Section):
     dir: Path | None = Field(None, description="default: RUN_DIR/checkpoints")
     interval: int = Field(50, ge=1, description="steps between checkpoints")
     keep_last: int = Field(2, ge=1)
-    resume: bool = Field(True, description="resume from the latest checkpoint in dir when one exists")
+    resume: bool = Field(
+        False, description="continue from the latest checkpoint in dir (grpo train --resume)"
+    )
 
 
 class PushConfig(_Section):
     every: int = Field(1, ge=1, description="push weights every k steps")
     deadline_s: float = Field(120.0, gt=0, description="longest a push may hold up training")
-    bucket_bytes: int = Field(32 * 1024 * 1024, ge=1024)
+    bucket_bytes: int = Field(DEFAULT_BUCKET_BYTES, ge=1024, description="weight-stream bucket size")
     dtype: Literal["float32", "bfloat16", "float16"] | None = Field(None, description="None: as trained")
+
+
+class LocalServicesConfig(_Section):
+    """When rollout.addresses is empty, `grpo train` starts one reward and one rollout service itself.
+
+    They run as child processes on free loopback ports with the same binaries and flags a user
+    would start by hand (`grpo-reward serve`, `grpo-rollout serve`), serving model.name_or_path.
+    """
+
+    generator: Literal["hf", "sglang"] = Field(
+        "hf", description="rollout backend: hf (CPU/GPU) or sglang (GPU)"
+    )
+    device: str = Field("cpu", description="hf backend: torch device of the rollout service")
+    dtype: Literal["float32", "bfloat16", "float16"] | None = Field(None, description="hf: model dtype")
+    torch_threads: int | None = Field(None, ge=1, description="hf: CPU threads of the rollout service")
+    reward_workers: int = Field(2, ge=1, description="verification worker processes")
+    rollout_args: list[str] = Field(default_factory=list, description="extra `grpo-rollout serve` flags")
+    ready_timeout_s: float = Field(600.0, gt=0, description="how long a service may take to start")
 
 
 class LearnerConfig(_Section):
@@ -175,6 +199,7 @@ class LearnerConfig(_Section):
     train: TrainConfig = Field(default_factory=TrainConfig)
     checkpoint: CheckpointConfig = Field(default_factory=CheckpointConfig)
     push: PushConfig = Field(default_factory=PushConfig)
+    local_services: LocalServicesConfig = Field(default_factory=LocalServicesConfig)
     run_dir: Path = Path("runs/default")
     tensorboard: bool = True
 

@@ -16,12 +16,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+from collections.abc import Awaitable, Callable
 from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import torch
-from transformers import AutoTokenizer
+from grpo_common.hf_tokenizer import load_tokenizer
 
 from grpo_learner.checkpoint import TrainerState, latest_checkpoint, load_training_state, save_checkpoint
 from grpo_learner.config import LearnerConfig
@@ -37,6 +38,10 @@ from grpo_learner.weight_push import WeightPusher
 
 logger = logging.getLogger(__name__)
 
+# Called with the policy version the rollout services serve; returns metrics such as
+# {"eval/heldout_accuracy": 0.61}, logged with the step.
+Evaluator = Callable[[int], Awaitable[dict[str, float]]]
+
 
 async def train_loop(
     config: LearnerConfig,
@@ -47,10 +52,15 @@ async def train_loop(
     pusher: WeightPusher | None = None,
     metrics: MetricsLogger | None = None,
     tokenizer=None,
+    evaluator: Evaluator | None = None,
+    eval_every: int = 0,
 ) -> TrainerState:
     if pusher is not None and state.policy_version > 0:  # resumed: rollouts must serve our weights
         await pusher.push(trainer.model.state_dict(), state.policy_version)
     source.weights_pushed(state.policy_version)
+    served_version = state.policy_version  # the newest weights the rollout services have
+    if evaluator is not None and eval_every and state.step == 0 and metrics is not None:
+        metrics.log(0, await evaluator(served_version))  # the starting point of the curves
     for step in range(state.step, config.train.max_steps):
         batch = await source.next_batch(step, state.policy_version)
         if batch.groups:
@@ -62,16 +72,22 @@ async def train_loop(
 
         if pusher is None:
             source.weights_pushed(state.policy_version)
+            served_version = state.policy_version
         elif state.policy_version % config.push.every == 0:
             behind = await pusher.push(trainer.model.state_dict(), state.policy_version)
             step_metrics["push/services_behind"] = len(behind)
             source.weights_pushed(state.policy_version)
+            served_version = state.policy_version
+
+        last_step = state.step == config.train.max_steps
+        if evaluator is not None and eval_every and (state.step % eval_every == 0 or last_step):
+            step_metrics.update(await evaluator(served_version))
 
         if metrics is not None:
             metrics.log(
                 state.step, {**step_metrics, **batch.metrics(), "policy_version": state.policy_version}
             )
-        if state.step % config.checkpoint.interval == 0 or state.step == config.train.max_steps:
+        if state.step % config.checkpoint.interval == 0 or last_step:
             state = replace(state, data=source.state_dict())
             await asyncio.to_thread(
                 save_checkpoint,
@@ -119,6 +135,7 @@ def build_feed(config: LearnerConfig, prompts: PromptSource, addresses: list[str
         max_attempts=r.max_attempts,
         backoff_s=r.backoff_s,
         apply_chat_template=config.data.apply_chat_template,
+        seed=config.train.seed,
     )
     group_filter = GroupFilter(
         group_size=r.group_size,
@@ -147,6 +164,8 @@ async def run_training(
     addresses: list[str] | None = None,
     source: GroupSource | None = None,
     progress: bool = True,
+    evaluator: Evaluator | None = None,
+    eval_every: int = 0,
 ) -> TrainerState:
     """Train per `config`. Give `prompts` (served by the rollout services at `addresses`, default
     config.rollout.addresses) or a ready `source`. Resumes from the latest checkpoint if any."""
@@ -154,7 +173,10 @@ async def run_training(
     addresses = config.rollout.addresses if addresses is None else addresses
     seed_everything(config.train.seed)
     checkpoint = latest_checkpoint(config.checkpoint_dir) if config.checkpoint.resume else None
-    tokenizer = AutoTokenizer.from_pretrained(tokenizer_path or config.model.tokenizer or model_path)
+    tokenizer = load_tokenizer(
+        tokenizer_path or config.model.tokenizer or model_path,
+        trust_remote_code=config.model.trust_remote_code,
+    )
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     trainer = build_trainer(
         config, str(checkpoint / "model") if checkpoint else model_path, pad_id, model_path
@@ -189,7 +211,15 @@ async def run_training(
     )
     try:
         return await train_loop(
-            config, trainer, source, state, pusher=pusher, metrics=metrics, tokenizer=tokenizer
+            config,
+            trainer,
+            source,
+            state,
+            pusher=pusher,
+            metrics=metrics,
+            tokenizer=tokenizer,
+            evaluator=evaluator,
+            eval_every=eval_every,
         )
     finally:
         metrics.close()

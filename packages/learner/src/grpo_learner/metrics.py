@@ -63,7 +63,12 @@ class MetricsLogger:
         if self._progress is not None:
             summary = "  ".join(
                 f"{short} {clean[key]:.3g}"
-                for key, short in (("reward", "reward"), ("kl", "kl"), ("tokens_per_second", "tok/s"))
+                for key, short in (
+                    ("reward", "reward"),
+                    ("eval/heldout_accuracy", "held-out acc"),
+                    ("kl", "kl"),
+                    ("tokens_per_second", "tok/s"),
+                )
                 if key in clean
             )
             self._progress.update(self._task, completed=step, description=summary)

@@ -78,17 +78,33 @@ def _pick(row: dict[str, Any], given: str | None, candidates: Sequence[str], wha
     raise ValueError(f"{path}: no {what} column {list(names)}; columns are {sorted(row)}; set {option}")
 
 
+def read_hub_rows(name: str, config_name: str | None, split: str) -> list[dict[str, Any]]:
+    """Rows of a Hugging Face `datasets` dataset (needs `pip install grpo-learner[datasets]`)."""
+    try:
+        import datasets
+    except ImportError:
+        raise ValueError(
+            f"data.hub_name {name!r} needs the `datasets` package: install grpo-learner[datasets] "
+            "(or `uv sync --extra datasets`), or download the data to a JSONL/Parquet file and use data.path"
+        ) from None
+    return datasets.load_dataset(name, config_name, split=split).to_list()
+
+
 def load_prompt_file(
-    path: Path,
+    path: Path | str,
     *,
     question_field: str | None = None,
     answer_field: str | None = None,
     id_field: str | None = None,
     prompt_template: str = "{question}",
     task: str = "",
+    rows: list[dict[str, Any]] | None = None,
 ) -> ListPromptSource:
-    """Read a JSONL/Parquet problem file into prompts (text; the rollout service tokenises)."""
-    rows = read_rows(path)
+    """Read a JSONL/Parquet problem file (or given `rows`, labelled `path` in errors) into prompts.
+
+    Prompts stay text; the rollout service tokenises them with the model's tokenizer.
+    """
+    rows = read_rows(Path(path)) if rows is None else rows
     if not rows:
         raise ValueError(f"data.path {path} holds no rows")
     q = _pick(rows[0], question_field, QUESTION_FIELDS, "question", path)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import zlib
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 
@@ -73,6 +74,7 @@ class RolloutClient:
         max_backoff_s: float = 30.0,
         apply_chat_template: bool = True,
         reward_spec: reward_pb2.RewardSpec | None = None,
+        seed: int | None = None,
     ) -> None:
         if not addresses:
             raise ValueError("rollout.addresses is empty: name at least one rollout service (host:port)")
@@ -85,6 +87,7 @@ class RolloutClient:
         self.max_backoff_s = max_backoff_s
         self.apply_chat_template = apply_chat_template
         self.reward_spec = reward_spec
+        self.seed = seed
         self._channels = {a: create_channel(a, channel_config) for a in self.addresses}
         self._stubs = {a: rollout_pb2_grpc.RolloutServiceStub(c) for a, c in self._channels.items()}
         self._recent_failures: dict[str, int] = dict.fromkeys(self.addresses, 0)
@@ -94,13 +97,24 @@ class RolloutClient:
         request = rollout_pb2.RolloutRequest(
             prompts=[prompt_to_proto(p) for p in prompts],
             group_size=self.group_size,
-            sampling=sampling_to_proto(self.sampling),
+            sampling=sampling_to_proto(self.sampling, self._request_seed(prompts)),
             min_policy_version=min_policy_version,
             apply_chat_template=self.apply_chat_template,
         )
         if self.reward_spec is not None:
             request.reward_spec.CopyFrom(self.reward_spec)
         return request
+
+    def _request_seed(self, prompts: Sequence[PromptItem]) -> int | None:
+        """A sampling seed that is a pure function of the run seed and the prompts' ids.
+
+        Prompt ids are unique per draw, so every request samples differently, yet a rerun with the
+        same seed (or a re-sent request) samples the same completions: runs are reproducible.
+        """
+        if self.seed is None:
+            return None
+        digest = zlib.crc32("\n".join(p.id for p in prompts).encode())
+        return (self.seed * 1_000_003 + digest) % 2**63
 
     def _assign(self, prompts: list[PromptItem]) -> dict[str, list[PromptItem]]:
         """Split prompts evenly over the healthiest addresses (fewest recent failures)."""

@@ -6,29 +6,11 @@ group reports the exact prompt tokens the model saw.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from pathlib import Path
 
-from transformers import AutoTokenizer, PreTrainedTokenizerBase, PreTrainedTokenizerFast
-
-GENERIC_TOKENIZER_CLASSES = ("TokenizersBackend", "PreTrainedTokenizerFast")
-
-
-def load_tokenizer(model: str | Path) -> PreTrainedTokenizerBase:
-    """The checkpoint's tokenizer, exactly as saved.
-
-    transformers 5's AutoTokenizer swaps a generic `tokenizer.json` tokenizer for the model type's
-    own class (a Qwen2-shaped model gets Qwen2Tokenizer, which rebuilds the pre-tokenizer and so
-    changes the ids of a custom vocabulary). When the checkpoint says its tokenizer is the generic
-    one, load it as such; otherwise AutoTokenizer is right (real Qwen/Llama checkpoints).
-    """
-    config_file = Path(model) / "tokenizer_config.json"
-    if config_file.is_file() and (Path(model) / "tokenizer.json").is_file():
-        declared = json.loads(config_file.read_text()).get("tokenizer_class")
-        if declared in GENERIC_TOKENIZER_CLASSES:
-            return PreTrainedTokenizerFast.from_pretrained(str(model))
-    return AutoTokenizer.from_pretrained(str(model))
+from grpo_common.hf_tokenizer import load_tokenizer
+from transformers import PreTrainedTokenizerBase
 
 
 class PromptEncoder:

@@ -196,11 +196,12 @@ class RolloutServicer(rollout_pb2_grpc.RolloutServiceServicer):
         received = time.monotonic()
         async with self._update_lock:
             current = self._generator.info().weight_version
-            if decoded.policy_version <= current:
+            # The learner owns the numbering: a version at or below ours is legitimate after the
+            # learner resumed from an earlier checkpoint, and its weights are the ones to serve.
+            if decoded.policy_version < 0:
                 await context.abort(
                     grpc.StatusCode.INVALID_ARGUMENT,
-                    f"policy_version {decoded.policy_version} is not above the current version {current}; "
-                    "each update must carry a new, higher version",
+                    f"policy_version {decoded.policy_version} is negative; versions start at 0",
                 )
             try:
                 await self._generator.load_weights(decoded.tensors, decoded.policy_version)

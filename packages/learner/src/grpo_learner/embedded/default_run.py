@@ -1,0 +1,154 @@
+"""`grpo train` with nothing named: the whole system on one machine, visibly learning.
+
+1. build the char tokenizer and the tiny model, warm it up briefly (supervised), save both in
+   Hugging Face format under RUN_DIR/warmup;
+2. start `grpo-reward serve` and `grpo-rollout serve --model RUN_DIR/warmup` as child processes on
+   free loopback ports;
+3. measure held-out greedy accuracy through the rollout service (the "before");
+4. run the ordinary GRPO training loop against those services;
+5. measure held-out accuracy again, write summary.json and the curves, print a table.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from grpo_common.config import deep_merge
+
+from grpo_learner.config import LearnerConfig
+from grpo_learner.embedded.model import build_tiny_model
+from grpo_learner.embedded.task import Problem, split_problems
+from grpo_learner.embedded.tokenizer import build_tokenizer
+from grpo_learner.embedded.warmup import supervised_warmup
+from grpo_learner.evaluation import greedy_accuracy
+from grpo_learner.loop import run_training
+from grpo_learner.metrics import read_metrics
+from grpo_learner.plot import plot_run
+from grpo_learner.prompts import ListPromptSource, PromptItem
+from grpo_learner.service_processes import local_services
+
+logger = logging.getLogger(__name__)
+
+WARMUP_STEPS = 500
+MAX_NEW_TOKENS = 12
+
+# The learner settings of the default run; any of them can be overridden from the CLI / a file.
+EMBEDDED_DEFAULTS: dict[str, Any] = {
+    "model": {"name_or_path": "(built by the embedded default)"},
+    "data": {"apply_chat_template": False},
+    "rollout": {
+        "group_size": 8,
+        "prompts_per_step": 32,
+        "max_staleness": 0,
+        "sampling": {"temperature": 0.7, "max_new_tokens": MAX_NEW_TOKENS},
+    },
+    "optim": {"lr": 2e-4, "warmup_steps": 5, "schedule": "constant", "max_grad_norm": 1.0},
+    "loss": {"loss_type": "grpo", "beta": 0.0},
+    "train": {"max_steps": 300, "micro_batch_size": 256, "seed": 0, "device": "cpu"},
+    "checkpoint": {"interval": 100, "keep_last": 1},
+    "local_services": {"reward_workers": 1, "torch_threads": 1},
+    "run_dir": "runs/default",
+}
+
+
+@dataclass
+class RunSummary:
+    heldout_accuracy_before: float
+    heldout_accuracy_after: float
+    steps: int
+    wall_seconds: float
+    warmup_seconds: float
+    grpo_seconds: float
+    tokens_per_second: float
+    heldout_problems: int
+    run_dir: str
+
+
+def embedded_config(overrides: dict[str, Any]) -> LearnerConfig:
+    return LearnerConfig.model_validate(deep_merge(EMBEDDED_DEFAULTS, overrides))
+
+
+def _prompt_items(problems: list[Problem]) -> list[PromptItem]:
+    return [PromptItem(id=p.id, reference=p.reference, text=p.prompt) for p in problems]
+
+
+def prepare_warm_model(run_dir: Path, seed: int, warmup_steps: int) -> Path:
+    """Build, warm up and save the tiny model + tokenizer; returns the HF directory."""
+    tokenizer = build_tokenizer()
+    model = build_tiny_model(tokenizer, seed)
+    train, _ = split_problems(seed)
+    logger.info("supervised warm-up: %d steps on %d problems", warmup_steps, len(train))
+    supervised_warmup(model, tokenizer, train, steps=warmup_steps, seed=seed)
+    model_dir = run_dir / "warmup"
+    model.save_pretrained(model_dir)
+    tokenizer.save_pretrained(model_dir)
+    return model_dir
+
+
+async def run_default(
+    overrides: dict[str, Any],
+    *,
+    warmup_steps: int = WARMUP_STEPS,
+    progress: bool = True,
+    eval_every: int = 25,
+) -> RunSummary:
+    started = time.monotonic()
+    config = embedded_config(overrides)
+    run_dir = Path(config.run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    seed = config.train.seed
+    train, heldout = split_problems(seed)
+    heldout_items = _prompt_items(heldout)
+
+    model_dir = run_dir / "warmup"
+    if not (model_dir / "config.json").exists():
+        prepare_warm_model(run_dir, seed, warmup_steps)
+    warmup_seconds = time.monotonic() - started
+    config = config.model_copy(
+        update={"model": config.model.model_copy(update={"name_or_path": str(model_dir)})}
+    )
+
+    with local_services(str(model_dir), run_dir, config.local_services) as services:
+        rollout = services[-1].address
+
+        async def evaluate(version: int) -> dict[str, float]:
+            accuracy = await greedy_accuracy(
+                rollout, heldout_items, max_new_tokens=MAX_NEW_TOKENS, min_policy_version=version
+            )
+            return {"eval/heldout_accuracy": accuracy}
+
+        grpo_started = time.monotonic()
+        state = await run_training(
+            config,
+            ListPromptSource(_prompt_items(train)),
+            model_path=str(model_dir),
+            addresses=[rollout],
+            progress=progress,
+            evaluator=evaluate,
+            eval_every=eval_every,
+        )
+        grpo_seconds = time.monotonic() - grpo_started
+
+    records = read_metrics(run_dir)
+    accuracy = [r["eval/heldout_accuracy"] for r in records if "eval/heldout_accuracy" in r]
+    before, after = accuracy[0], accuracy[-1]  # logged at step 0 (the warm-up model) and the last step
+    tokens = [r["tokens_per_second"] for r in records if "tokens_per_second" in r]
+    summary = RunSummary(
+        heldout_accuracy_before=before,
+        heldout_accuracy_after=after,
+        steps=state.step,
+        wall_seconds=time.monotonic() - started,
+        warmup_seconds=warmup_seconds,
+        grpo_seconds=grpo_seconds,
+        tokens_per_second=sum(tokens) / len(tokens) if tokens else 0.0,
+        heldout_problems=len(heldout_items),
+        run_dir=str(run_dir),
+    )
+    (run_dir / "summary.json").write_text(json.dumps(asdict(summary), indent=2) + "\n")
+    plot_run(run_dir)
+    return summary

@@ -1,0 +1,165 @@
+"""Starting the reward and rollout services as child processes, exactly as in production.
+
+`grpo train` with no addresses runs every service on this machine, each in its own process that
+talks gRPC on a free loopback port: the same binaries and flags a user starts by hand on separate
+machines. The children live in their own session (Ctrl-C reaches only the launcher, which stops
+them in order) and get SIGTERM from the kernel if the launcher dies, so none is ever orphaned.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import logging
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from grpo_learner.config import LocalServicesConfig
+
+logger = logging.getLogger(__name__)
+
+PR_SET_PDEATHSIG = 1
+
+
+class ServiceStartError(RuntimeError):
+    """A child service exited or never announced its port; the message holds its log tail."""
+
+
+def _die_with_parent() -> None:
+    """Runs in the child before exec: ask Linux to SIGTERM us when the launcher dies."""
+    if sys.platform.startswith("linux"):
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+def find_executable(name: str) -> str:
+    """The console script `name` from this environment first, else from PATH."""
+    beside = Path(sys.executable).with_name(name)
+    found = str(beside) if beside.exists() else shutil.which(name)
+    if found is None:
+        raise ServiceStartError(
+            f"'{name}' is not installed in this environment; install it (uv sync in the workspace, or "
+            f"pip install {name}) or start the service elsewhere and pass its address with --rollout"
+        )
+    return found
+
+
+@dataclass
+class ServiceProcess:
+    name: str
+    process: subprocess.Popen[bytes]
+    host: str
+    port: int
+    log_path: Path
+
+    @property
+    def address(self) -> str:
+        return f"{self.host}:{self.port}"
+
+    def stop(self, timeout_s: float = 15.0) -> int | None:
+        """SIGTERM (graceful drain), then SIGKILL after `timeout_s`. Returns the exit code."""
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout_s)
+            except subprocess.TimeoutExpired:
+                logger.warning("%s did not stop within %.0f s; killing it", self.name, timeout_s)
+                self.process.kill()
+                self.process.wait()
+        return self.process.returncode
+
+
+def start_service(
+    name: str,
+    argv: list[str],
+    state_dir: Path,
+    *,
+    host: str = "127.0.0.1",
+    port: int = 0,
+    ready_timeout_s: float = 120.0,
+    env: dict[str, str] | None = None,
+) -> ServiceProcess:
+    """Run `argv --host H --port P --port-file F`, wait until it announces its port, return it.
+
+    The child's stdout and stderr go to `state_dir/<name>.log`.
+    """
+    state_dir.mkdir(parents=True, exist_ok=True)
+    port_file = state_dir / f"{name}.port"
+    port_file.unlink(missing_ok=True)
+    log_path = state_dir / f"{name}.log"
+    command = [*argv, "--host", host, "--port", str(port), "--port-file", str(port_file)]
+    logger.info("starting %s: %s", name, " ".join(command))
+    with log_path.open("wb") as log:
+        process = subprocess.Popen(
+            command,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            preexec_fn=_die_with_parent,
+            env={**os.environ, **(env or {})},
+        )
+    deadline = time.monotonic() + ready_timeout_s
+    while time.monotonic() < deadline:
+        if port_file.exists():
+            bound = int(port_file.read_text().strip())
+            logger.info("%s is serving on %s:%d (log: %s)", name, host, bound, log_path)
+            return ServiceProcess(name, process, host, bound, log_path)
+        if process.poll() is not None:
+            raise ServiceStartError(
+                f"{name} exited with code {process.returncode} before serving; its log ends with:\n"
+                + _tail(log_path)
+            )
+        time.sleep(0.1)
+    process.kill()
+    process.wait()
+    raise ServiceStartError(f"{name} did not serve within {ready_timeout_s:.0f} s; log:\n{_tail(log_path)}")
+
+
+def _tail(path: Path, lines: int = 20) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return "(no log)"
+
+
+@contextmanager
+def local_services(model: str, run_dir: Path, config: LocalServicesConfig) -> Iterator[list[ServiceProcess]]:
+    """A reward service and a rollout service serving `model`, stopped (rollout first) on exit."""
+    state_dir = run_dir / "services"
+    services: list[ServiceProcess] = []
+    try:
+        reward = start_service(
+            "reward",
+            [find_executable("grpo-reward"), "serve", "--workers", str(config.reward_workers)],
+            state_dir,
+            ready_timeout_s=config.ready_timeout_s,
+        )
+        services.append(reward)
+        rollout_argv = [
+            find_executable("grpo-rollout"),
+            "serve",
+            "--model", model,
+            "--generator", config.generator,
+            "--reward-address", reward.address,
+        ]  # fmt: skip
+        if config.generator == "hf":
+            rollout_argv += ["--device", config.device]
+            if config.dtype:
+                rollout_argv += ["--dtype", config.dtype]
+            if config.torch_threads:
+                rollout_argv += ["--torch-threads", str(config.torch_threads)]
+        rollout_argv += config.rollout_args
+        services.append(
+            start_service("rollout", rollout_argv, state_dir, ready_timeout_s=config.ready_timeout_s)
+        )
+        yield services
+    finally:
+        for service in reversed(services):
+            service.stop()

@@ -1,0 +1,32 @@
+"""The example recipes are real configs: each loads and validates as the learner would load it."""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+
+import pytest
+from grpo_common.config import deep_merge
+from grpo_learner.config import load_learner_config
+from grpo_learner.embedded.default_run import EMBEDDED_DEFAULTS, embedded_config
+
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+RECIPES = sorted(p for p in EXAMPLES.glob("*.toml") if p.name != "tiny-default.toml")
+
+
+@pytest.mark.parametrize("recipe", RECIPES, ids=lambda p: p.name)
+def test_recipe_loads_and_names_a_model(recipe: Path) -> None:
+    config = load_learner_config(recipe, {})
+    assert config.model.name_or_path.startswith("Qwen/")
+    assert config.rollout.group_size >= 2
+
+
+def test_tiny_default_example_matches_the_embedded_defaults() -> None:
+    written = tomllib.loads((EXAMPLES / "tiny-default.toml").read_text())
+    assert deep_merge(EMBEDDED_DEFAULTS, written) == EMBEDDED_DEFAULTS
+    assert embedded_config(written).train.max_steps == EMBEDDED_DEFAULTS["train"]["max_steps"]
+
+
+def test_there_are_cpu_gpu_and_multi_machine_recipes() -> None:
+    names = {p.name for p in RECIPES}
+    assert {"qwen2.5-0.5b-cpu.toml", "qwen2.5-0.5b-sglang-1gpu.toml", "multi-machine.toml"} <= names
