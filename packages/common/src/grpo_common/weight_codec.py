@@ -13,8 +13,9 @@ from __future__ import annotations
 
 import mmap
 import zlib
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import torch
 from grpo.v1 import rollout_pb2
@@ -294,7 +295,17 @@ def decode_stream(
     return decoder.finish()
 
 
-def check_compatible(received: Mapping[str, torch.Tensor], expected: Mapping[str, torch.Tensor]) -> None:
+class TensorLike(Protocol):
+    """A tensor, or just its description (shape and dtype): what a receiver checks updates against."""
+
+    @property
+    def shape(self) -> Sequence[int]: ...
+
+    @property
+    def dtype(self) -> torch.dtype: ...
+
+
+def check_compatible(received: Mapping[str, torch.Tensor], expected: Mapping[str, TensorLike]) -> None:
     """Raise unless every received tensor names a known tensor with the same shape and dtype.
 
     A receiver calls this before applying anything; a partial update (a subset of names) is allowed.

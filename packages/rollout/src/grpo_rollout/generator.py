@@ -20,6 +20,7 @@ from enum import StrEnum
 from typing import Protocol, runtime_checkable
 
 import torch
+from grpo_common.weight_codec import WeightStreamError, check_compatible
 
 
 class FinishReason(StrEnum):
@@ -129,16 +130,7 @@ def check_tensors_fit(named_tensors: Mapping[str, torch.Tensor], specs: Mapping[
     """Raise WeightUpdateError unless every tensor names a known parameter with the same shape and dtype."""
     if not named_tensors:
         raise WeightUpdateError("the update holds no tensors")
-    for name, tensor in named_tensors.items():
-        spec = specs.get(name)
-        if spec is None:
-            raise WeightUpdateError(f"unknown tensor name {name!r}: the model has no such parameter")
-        if tuple(tensor.shape) != tuple(spec.shape):
-            raise WeightUpdateError(
-                f"tensor {name!r}: shape {list(tensor.shape)} does not match the model's {list(spec.shape)}"
-            )
-        if tensor.dtype != spec.dtype:
-            raise WeightUpdateError(
-                f"tensor {name!r}: dtype {tensor.dtype} does not match the model's {spec.dtype}; "
-                "send the weights in the rollout model's dtype"
-            )
+    try:
+        check_compatible(named_tensors, specs)
+    except WeightStreamError as exc:
+        raise WeightUpdateError(f"{exc}; send the rollout model's names, shapes and dtypes") from None
