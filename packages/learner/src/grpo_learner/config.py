@@ -64,8 +64,11 @@ class RolloutConfig(_Section):
     prompts_per_step: int = Field(16, ge=1)
     max_staleness: int = Field(0, ge=0, description="k: generation for step n+k may run while training n")
     request_timeout_s: float = Field(600.0, gt=0, description="deadline of one Generate call")
-    max_attempts: int = Field(5, ge=1, description="tries per prompt before the step fails")
-    backoff_s: float = Field(0.5, gt=0)
+    # A restarted rollout service needs time to load its model and receive the current weights:
+    # the defaults keep re-sending for about 3 minutes before the step fails.
+    max_attempts: int = Field(40, ge=1, description="tries per prompt before the step fails")
+    backoff_s: float = Field(0.5, gt=0, description="first re-send delay, doubled per attempt")
+    max_backoff_s: float = Field(5.0, gt=0, description="cap of the re-send delay")
     sampling: SamplingConfig = Field(default_factory=SamplingConfig)
     channel: ChannelConfig = Field(default_factory=ChannelConfig)
 

@@ -124,7 +124,12 @@ def build_trainer(config: LearnerConfig, model_path: str, pad_token_id: int, ref
     return Trainer(model, optimizer, scheduler, UpdateSettings.from_config(config, pad_token_id), reference)
 
 
-def build_feed(config: LearnerConfig, prompts: PromptSource, addresses: list[str]) -> RolloutFeed:
+def build_feed(
+    config: LearnerConfig,
+    prompts: PromptSource,
+    addresses: list[str],
+    pusher: WeightPusher | None = None,
+) -> RolloutFeed:
     r = config.rollout
     client = RolloutClient(
         addresses,
@@ -134,8 +139,10 @@ def build_feed(config: LearnerConfig, prompts: PromptSource, addresses: list[str
         request_timeout_s=r.request_timeout_s,
         max_attempts=r.max_attempts,
         backoff_s=r.backoff_s,
+        max_backoff_s=r.max_backoff_s,
         apply_chat_template=config.data.apply_chat_template,
         seed=config.train.seed,
+        on_stale_service=pusher.resync if pusher is not None else None,
     )
     group_filter = GroupFilter(
         group_size=r.group_size,
@@ -187,12 +194,6 @@ async def run_training(
         logger.info(
             "resumed from %s (step %d, policy version %d)", checkpoint, state.step, state.policy_version
         )
-    if source is None:
-        if prompts is None:
-            raise ValueError("run_training needs prompts (or a ready group source)")
-        source = build_feed(config, prompts, addresses)
-    if checkpoint is not None and state.data:
-        source.load_state_dict(state.data)
     pusher = None
     if addresses:
         pusher = WeightPusher(
@@ -202,6 +203,12 @@ async def run_training(
             bucket_bytes=config.push.bucket_bytes,
             dtype=getattr(torch, config.push.dtype) if config.push.dtype else None,
         )
+    if source is None:
+        if prompts is None:
+            raise ValueError("run_training needs prompts (or a ready group source)")
+        source = build_feed(config, prompts, addresses, pusher)
+    if checkpoint is not None and state.data:
+        source.load_state_dict(state.data)
     metrics = MetricsLogger(
         Path(config.run_dir),
         total_steps=config.train.max_steps,

@@ -13,7 +13,7 @@ import asyncio
 import contextlib
 import logging
 import zlib
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 
 import grpc
@@ -75,6 +75,7 @@ class RolloutClient:
         apply_chat_template: bool = True,
         reward_spec: reward_pb2.RewardSpec | None = None,
         seed: int | None = None,
+        on_stale_service: Callable[[str], None] | None = None,
     ) -> None:
         if not addresses:
             raise ValueError("rollout.addresses is empty: name at least one rollout service (host:port)")
@@ -88,6 +89,9 @@ class RolloutClient:
         self.apply_chat_template = apply_chat_template
         self.reward_spec = reward_spec
         self.seed = seed
+        # Called with the address of a service whose weights are older than a request needs (a
+        # restarted process): the weight pusher sends it the current weights, then re-sends succeed.
+        self.on_stale_service = on_stale_service
         self._channels = {a: create_channel(a, channel_config) for a in self.addresses}
         self._stubs = {a: rollout_pb2_grpc.RolloutServiceStub(c) for a, c in self._channels.items()}
         self._recent_failures: dict[str, int] = dict.fromkeys(self.addresses, 0)
@@ -195,6 +199,8 @@ class RolloutClient:
         message = f"{end.address}: {code.name}: {details}"
         if code in FATAL:
             raise RolloutError(f"rollout service refused the request: {message}")
+        if code == StatusCode.FAILED_PRECONDITION and self.on_stale_service is not None:
+            self.on_stale_service(end.address)
         self._recent_failures[end.address] += 1
         errors.append(message)
         logger.warning("rollout stream failed, will re-send its missing prompts: %s", message)

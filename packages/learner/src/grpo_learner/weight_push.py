@@ -127,6 +127,19 @@ class WeightPusher:
             )
         return behind
 
+    def resync(self, address: str) -> None:
+        """Forget what `address` acknowledged and send it the newest weights again.
+
+        A rollout service that was restarted comes back on its start-up weights (version 0) while
+        this pusher still remembers its last acknowledgement; the rollout client calls this when
+        the service answers FAILED_PRECONDITION (its weights are older than the request needs).
+        """
+        for target in self._targets:
+            if target.status.address == address:
+                target.status.acked_version = -1
+                target.rejected_version = -1
+                target.wake.set()
+
     async def _worker(self, target: _Target) -> None:
         backoff = self.initial_backoff_s
         while True:

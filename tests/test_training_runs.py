@@ -1,0 +1,273 @@
+"""Whole training runs with every service a real process on loopback, as a user runs them.
+
+- the one-command default (`grpo train`, shortened), and its children dying with it;
+- services started independently, the learner connecting by address to two rollout services;
+- kill -9 of the rollout service mid-run, restarted on the same port: nothing lost or trained twice;
+- kill -9 of the learner, restarted with --resume: it continues from its last checkpoint.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import grpc
+import pytest
+from grpo.v1 import rollout_pb2, rollout_pb2_grpc
+from grpo_learner.embedded.model import build_tiny_model
+from grpo_learner.embedded.task import split_problems
+from grpo_learner.embedded.tokenizer import build_tokenizer
+from grpo_learner.metrics import read_metrics
+from grpo_learner.service_processes import ServiceProcess, find_executable, start_service
+
+pytestmark = pytest.mark.slow
+
+# Small enough for 2 CPU cores: 4 prompts x 4 completions of <= 8 tokens per step.
+LEARNER_FLAGS = [
+    "--no-progress",
+    "--set", "data.apply_chat_template=false",
+    "--set", "rollout.group_size=4",
+    "--set", "rollout.prompts_per_step=4",
+    "--set", "rollout.sampling.max_new_tokens=8",
+    "--set", "rollout.backoff_s=0.2",
+    "--set", "optim.lr=1e-3",
+    "--set", "tensorboard=false",
+    "--set", "train.device=cpu",
+]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def model_and_data(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    root = tmp_path_factory.mktemp("assets")
+    tokenizer = build_tokenizer()
+    model = build_tiny_model(tokenizer, seed=0)
+    model.save_pretrained(root / "model")
+    tokenizer.save_pretrained(root / "model")
+    train, _ = split_problems(0)
+    data = root / "problems.jsonl"
+    data.write_text("\n".join(json.dumps({"question": p.prompt, "answer": p.reference}) for p in train[:64]))
+    return root / "model", data
+
+
+@pytest.fixture
+def services() -> Iterator[list[ServiceProcess]]:
+    started: list[ServiceProcess] = []
+    yield started
+    for service in reversed(started):
+        service.stop(timeout_s=5)
+
+
+def start_reward(state_dir: Path) -> ServiceProcess:
+    return start_service("reward", [find_executable("grpo-reward"), "serve", "--workers", "1"], state_dir)
+
+
+def start_rollout(
+    name: str, model: Path, reward: ServiceProcess, state_dir: Path, port: int = 0
+) -> ServiceProcess:
+    argv = [
+        find_executable("grpo-rollout"), "serve", "--model", str(model), "--generator", "hf",
+        "--device", "cpu", "--torch-threads", "1", "--reward-address", reward.address,
+    ]  # fmt: skip
+    return start_service(name, argv, state_dir, port=port)
+
+
+def learner(run_dir: Path, model: Path, data: Path, rollouts: list[str], *extra: str) -> subprocess.Popen:
+    argv = [
+        find_executable("grpo"),
+        "train",
+        "--model",
+        str(model),
+        "--data",
+        str(data),
+        "--run-dir",
+        str(run_dir),
+    ]
+    for address in rollouts:
+        argv += ["--rollout", address]
+    run_dir.mkdir(parents=True, exist_ok=True)
+    log = (run_dir / "learner.log").open("ab")
+    return subprocess.Popen([*argv, *LEARNER_FLAGS, *extra], stdout=log, stderr=subprocess.STDOUT)
+
+
+def finish(process: subprocess.Popen, run_dir: Path, timeout_s: float = 300) -> None:
+    code = process.wait(timeout_s)
+    assert code == 0, (run_dir / "learner.log").read_text()[-3000:]
+
+
+def wait_for(condition: Callable[[], bool], timeout_s: float, what: str) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if condition():
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"timed out after {timeout_s:.0f} s waiting for {what}")
+
+
+def steps_logged(run_dir: Path) -> int:
+    path = run_dir / "metrics.jsonl"
+    return len(path.read_text().splitlines()) if path.exists() else 0
+
+
+def policy_version(address: str) -> int:
+    async def ask() -> int:
+        async with grpc.aio.insecure_channel(address) as channel:
+            info = await rollout_pb2_grpc.RolloutServiceStub(channel).GetInfo(
+                rollout_pb2.GetInfoRequest(), timeout=10
+            )
+            return info.policy_version
+
+    return asyncio.run(ask())
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def test_default_command_trains_reports_and_cleans_up(tmp_path: Path) -> None:
+    run_dir = tmp_path / "default"
+    result = subprocess.run(
+        [find_executable("grpo"), "train", "--warmup-steps", "30", "--max-steps", "2",
+         "--run-dir", str(run_dir), "--no-progress", "--set", "tensorboard=false"],
+        capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["steps"] == 2 and summary["wall_seconds"] > 0
+    assert 0 <= summary["heldout_accuracy_before"] <= 1 and 0 <= summary["heldout_accuracy_after"] <= 1
+    records = read_metrics(run_dir)
+    assert [r["step"] for r in records] == [0, 1, 2]  # step 0: the warm-up model's held-out accuracy
+    assert all("reward" in r and "policy_version" in r for r in records[1:])
+    assert (run_dir / "curves.png").stat().st_size > 0
+    assert (run_dir / "checkpoints" / "step-000002" / "model" / "config.json").exists()
+    assert "held-out accuracy, after GRPO" in result.stdout
+    for name in ("reward", "rollout"):
+        assert "serving on" in (run_dir / "services" / f"{name}.log").read_text()
+    assert not processes_mentioning(str(run_dir)), "a child service outlived grpo train"
+
+
+def processes_mentioning(text: str) -> list[int]:
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit() and int(entry.name) != os.getpid():
+            try:
+                cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            except OSError:
+                continue
+            if text in cmdline:
+                pids.append(int(entry.name))
+    return pids
+
+
+def test_services_die_with_a_killed_launcher(tmp_path: Path) -> None:
+    run_dir = tmp_path / "orphans"
+    launcher = subprocess.Popen(
+        [find_executable("grpo"), "train", "--warmup-steps", "5", "--max-steps", "1000",
+         "--run-dir", str(run_dir), "--no-progress", "--set", "tensorboard=false"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        wait_for(lambda: (run_dir / "services" / "rollout.port").exists(), 300, "the rollout service")
+        children = [pid for pid in processes_mentioning(str(run_dir)) if pid != launcher.pid]
+        assert children, "no child services found"
+    finally:
+        launcher.kill()
+        launcher.wait()
+    wait_for(lambda: not processes_mentioning(str(run_dir)), 30, "the child services to exit")
+
+
+def test_independent_services_two_rollouts_and_a_staleness_window(
+    tmp_path: Path, model_and_data: tuple[Path, Path], services: list[ServiceProcess]
+) -> None:
+    model, data = model_and_data
+    reward = start_reward(tmp_path / "services")
+    services.append(reward)
+    services.append(start_rollout("rollout-a", model, reward, tmp_path / "services"))
+    services.append(start_rollout("rollout-b", model, reward, tmp_path / "services"))
+    addresses = [s.address for s in services[1:]]
+    run_dir = tmp_path / "run"
+    finish(
+        learner(run_dir, model, data, addresses, "--max-steps", "3", "--set", "rollout.max_staleness=1"),
+        run_dir,
+    )
+
+    records = read_metrics(run_dir)
+    assert [r["step"] for r in records] == [1, 2, 3]
+    assert [r["policy_version"] for r in records] == [1, 2, 3]
+    assert all(r["num_groups"] == 4 for r in records)
+    assert [policy_version(a) for a in addresses] == [3, 3]  # the weights reached both services
+
+
+def test_strictly_on_policy_run_trains_each_step_on_its_own_version(
+    tmp_path: Path, model_and_data: tuple[Path, Path], services: list[ServiceProcess]
+) -> None:
+    model, data = model_and_data
+    reward = start_reward(tmp_path / "services")
+    services.append(reward)
+    rollout = start_rollout("rollout", model, reward, tmp_path / "services")
+    services.append(rollout)
+    run_dir = tmp_path / "run"
+    finish(learner(run_dir, model, data, [rollout.address], "--max-steps", "3"), run_dir)
+    records = read_metrics(run_dir)
+    assert [r["policy_version"] for r in records] == [1, 2, 3]
+    assert all(r.get("groups/dropped_stale", 0) == 0 and r["num_groups"] == 4 for r in records)
+    assert policy_version(rollout.address) == 3
+
+
+def test_rollout_killed_mid_run_loses_no_prompt(
+    tmp_path: Path, model_and_data: tuple[Path, Path], services: list[ServiceProcess]
+) -> None:
+    model, data = model_and_data
+    reward = start_reward(tmp_path / "services")
+    services.append(reward)
+    port = free_port()
+    rollout = start_rollout("rollout", model, reward, tmp_path / "services", port=port)
+    run_dir = tmp_path / "run"
+    process = learner(run_dir, model, data, [rollout.address], "--max-steps", "12")
+    try:
+        wait_for(lambda: steps_logged(run_dir) >= 2, 300, "two trained steps")
+        rollout.process.send_signal(signal.SIGKILL)
+        rollout.process.wait()
+        assert process.poll() is None, "the run ended before the rollout service was killed"
+        restarted = start_rollout("rollout", model, reward, tmp_path / "services", port=port)
+        services.append(restarted)
+        finish(process, run_dir)
+    finally:
+        process.kill()
+    records = read_metrics(run_dir)
+    assert [r["step"] for r in records] == list(range(1, 13))  # every step once, none repeated
+    assert all(r["num_groups"] == 4 for r in records)  # each step trained exactly its 4 prompts
+    assert policy_version(restarted.address) == 12  # the new process was brought to the current weights
+
+
+def test_learner_killed_resumes_from_its_checkpoint(
+    tmp_path: Path, model_and_data: tuple[Path, Path], services: list[ServiceProcess]
+) -> None:
+    model, data = model_and_data
+    reward = start_reward(tmp_path / "services")
+    services.append(reward)
+    rollout = start_rollout("rollout", model, reward, tmp_path / "services")
+    services.append(rollout)
+    run_dir = tmp_path / "run"
+    flags = ("--max-steps", "30", "--set", "checkpoint.interval=2")
+    first = learner(run_dir, model, data, [rollout.address], *flags)
+    try:
+        wait_for(lambda: (run_dir / "checkpoints" / "step-000002").exists(), 300, "the first checkpoint")
+    finally:
+        first.kill()
+        first.wait()
+    checkpoints = sorted(p.name for p in (run_dir / "checkpoints").glob("step-*"))
+    assert checkpoints[-1] < "step-000030", "the first learner finished before it was killed"
+    finish(learner(run_dir, model, data, [rollout.address], *flags, "--resume"), run_dir)
+    resumed_from = run_dir / "checkpoints" / checkpoints[-1]
+    assert f"resumed from {resumed_from}" in (run_dir / "learner.log").read_text()
+    assert [r["step"] for r in read_metrics(run_dir)] == list(range(1, 31))
+    assert policy_version(rollout.address) == 30
