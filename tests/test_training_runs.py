@@ -56,26 +56,38 @@ def model_and_data(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path
     return root / "model", data
 
 
+class Deployment:
+    """A reward service plus any number of rollout services, each a real process; all stopped at the end."""
+
+    def __init__(self, model: Path, state_dir: Path) -> None:
+        self.model = model
+        self.state_dir = state_dir
+        self.processes: list[ServiceProcess] = []
+        self.reward = self._track(
+            start_service("reward", [find_executable("grpo-reward"), "serve", "--workers", "1"], state_dir)
+        )
+
+    def _track(self, service: ServiceProcess) -> ServiceProcess:
+        self.processes.append(service)
+        return service
+
+    def add_rollout(self, name: str = "rollout", port: int = 0) -> ServiceProcess:
+        argv = [
+            find_executable("grpo-rollout"), "serve", "--model", str(self.model), "--generator", "hf",
+            "--device", "cpu", "--torch-threads", "1", "--reward-address", self.reward.address,
+        ]  # fmt: skip
+        return self._track(start_service(name, argv, self.state_dir, port=port))
+
+    def stop(self) -> None:
+        for service in reversed(self.processes):
+            service.stop(timeout_s=5)
+
+
 @pytest.fixture
-def services() -> Iterator[list[ServiceProcess]]:
-    started: list[ServiceProcess] = []
+def deployment(tmp_path: Path, model_and_data: tuple[Path, Path]) -> Iterator[Deployment]:
+    started = Deployment(model_and_data[0], tmp_path / "services")
     yield started
-    for service in reversed(started):
-        service.stop(timeout_s=5)
-
-
-def start_reward(state_dir: Path) -> ServiceProcess:
-    return start_service("reward", [find_executable("grpo-reward"), "serve", "--workers", "1"], state_dir)
-
-
-def start_rollout(
-    name: str, model: Path, reward: ServiceProcess, state_dir: Path, port: int = 0
-) -> ServiceProcess:
-    argv = [
-        find_executable("grpo-rollout"), "serve", "--model", str(model), "--generator", "hf",
-        "--device", "cpu", "--torch-threads", "1", "--reward-address", reward.address,
-    ]  # fmt: skip
-    return start_service(name, argv, state_dir, port=port)
+    started.stop()
 
 
 def learner(run_dir: Path, model: Path, data: Path, rollouts: list[str], *extra: str) -> subprocess.Popen:
@@ -185,14 +197,10 @@ def test_services_die_with_a_killed_launcher(tmp_path: Path) -> None:
 
 
 def test_independent_services_two_rollouts_and_a_staleness_window(
-    tmp_path: Path, model_and_data: tuple[Path, Path], services: list[ServiceProcess]
+    tmp_path: Path, model_and_data: tuple[Path, Path], deployment: Deployment
 ) -> None:
     model, data = model_and_data
-    reward = start_reward(tmp_path / "services")
-    services.append(reward)
-    services.append(start_rollout("rollout-a", model, reward, tmp_path / "services"))
-    services.append(start_rollout("rollout-b", model, reward, tmp_path / "services"))
-    addresses = [s.address for s in services[1:]]
+    addresses = [deployment.add_rollout("rollout-a").address, deployment.add_rollout("rollout-b").address]
     run_dir = tmp_path / "run"
     finish(
         learner(run_dir, model, data, addresses, "--max-steps", "3", "--set", "rollout.max_staleness=1"),
@@ -207,13 +215,10 @@ def test_independent_services_two_rollouts_and_a_staleness_window(
 
 
 def test_strictly_on_policy_run_trains_each_step_on_its_own_version(
-    tmp_path: Path, model_and_data: tuple[Path, Path], services: list[ServiceProcess]
+    tmp_path: Path, model_and_data: tuple[Path, Path], deployment: Deployment
 ) -> None:
     model, data = model_and_data
-    reward = start_reward(tmp_path / "services")
-    services.append(reward)
-    rollout = start_rollout("rollout", model, reward, tmp_path / "services")
-    services.append(rollout)
+    rollout = deployment.add_rollout()
     run_dir = tmp_path / "run"
     finish(learner(run_dir, model, data, [rollout.address], "--max-steps", "3"), run_dir)
     records = read_metrics(run_dir)
@@ -223,13 +228,11 @@ def test_strictly_on_policy_run_trains_each_step_on_its_own_version(
 
 
 def test_rollout_killed_mid_run_loses_no_prompt(
-    tmp_path: Path, model_and_data: tuple[Path, Path], services: list[ServiceProcess]
+    tmp_path: Path, model_and_data: tuple[Path, Path], deployment: Deployment
 ) -> None:
     model, data = model_and_data
-    reward = start_reward(tmp_path / "services")
-    services.append(reward)
     port = free_port()
-    rollout = start_rollout("rollout", model, reward, tmp_path / "services", port=port)
+    rollout = deployment.add_rollout(port=port)
     run_dir = tmp_path / "run"
     process = learner(run_dir, model, data, [rollout.address], "--max-steps", "12")
     try:
@@ -237,8 +240,7 @@ def test_rollout_killed_mid_run_loses_no_prompt(
         rollout.process.send_signal(signal.SIGKILL)
         rollout.process.wait()
         assert process.poll() is None, "the run ended before the rollout service was killed"
-        restarted = start_rollout("rollout", model, reward, tmp_path / "services", port=port)
-        services.append(restarted)
+        restarted = deployment.add_rollout(port=port)
         finish(process, run_dir)
     finally:
         process.kill()
@@ -249,13 +251,10 @@ def test_rollout_killed_mid_run_loses_no_prompt(
 
 
 def test_learner_killed_resumes_from_its_checkpoint(
-    tmp_path: Path, model_and_data: tuple[Path, Path], services: list[ServiceProcess]
+    tmp_path: Path, model_and_data: tuple[Path, Path], deployment: Deployment
 ) -> None:
     model, data = model_and_data
-    reward = start_reward(tmp_path / "services")
-    services.append(reward)
-    rollout = start_rollout("rollout", model, reward, tmp_path / "services")
-    services.append(rollout)
+    rollout = deployment.add_rollout()
     run_dir = tmp_path / "run"
     flags = ("--max-steps", "30", "--set", "checkpoint.interval=2")
     first = learner(run_dir, model, data, [rollout.address], *flags)
