@@ -3,14 +3,18 @@
     uv run python benchmarks/weight_transfer.py            # ~1 GiB fp32 and bf16, buckets 4/16/32/64 MiB
     uv run python benchmarks/weight_transfer.py --gib 0.25 --buckets 16 32
 
-The receiver runs in its own process (as a rollout service would): a gRPC server whose
+The receiver runs in its own process (as a rollout service would): gRPC servers whose
 UpdateWeights decodes every chunk with WeightStreamDecoder (checksums and all) and answers with the
-byte count, and a plain TCP socket that reads the same number of bytes into one buffer. The
-sender encodes with encode_state_dict. Both figures come from the same run on the same machine,
-so their ratio is what the codec and gRPC cost on top of moving the bytes. On a shared, busy
-machine wall-clock rates swing with the neighbours' load, so the CPU seconds per GiB that the
-sender and the receiver process spent (all their threads) are printed too: those do not. The state dict mixes
-tensor sizes like a decoder-only transformer: big embeddings, mid-size projections, tiny norms.
+byte count, and a plain TCP socket that reads the same number of bytes into one buffer. Two gRPC
+paths are measured: "wire", what the learner and the rollout service use (chunks written and read
+straight from their wire bytes, grpo_common.weight_wire, into memory the previous update left,
+grpo_common.receive_buffers), and "protobuf", the generated message
+classes on both sides (encode_state_dict and the generated deserializer), for comparison.
+Both figures come from the same run on the same machine, so their ratio is what the codec and
+gRPC cost on top of moving the bytes. On a shared, busy machine wall-clock rates swing with the
+neighbours' load, so the CPU seconds per GiB that the sender and the receiver process spent (all
+their threads) are printed too: those do not. The state dict mixes tensor sizes like a
+decoder-only transformer: big embeddings, mid-size projections, tiny norms.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import functools
+import itertools
 import multiprocessing as mp
 import os
 import platform
@@ -31,8 +36,16 @@ import grpc
 import torch
 from grpo.v1 import rollout_pb2, rollout_pb2_grpc
 from grpo_common.channel import ChannelConfig, create_channel
+from grpo_common.receive_buffers import ReceiveBuffers
 from grpo_common.server import ServerConfig, registration, start_server
-from grpo_common.weight_codec import WeightStreamDecoder, WeightStreamError, encode_state_dict
+from grpo_common.weight_codec import (
+    WeightStreamDecoder,
+    WeightStreamError,
+    encode_state_dict,
+    encode_state_dict_wire,
+    read_weight_chunk,
+    update_weights_method,
+)
 
 MIB = 1024 * 1024
 
@@ -68,31 +81,43 @@ def transformer_state_dict(target_bytes: int, dtype: torch.dtype) -> dict[str, t
 
 
 class _SinkServicer(rollout_pb2_grpc.RolloutServiceServicer):
-    """Decodes (and verifies) the stream like a rollout service would, then drops the tensors."""
+    """Decodes (and verifies) the stream like a rollout service would, then drops the tensors.
+
+    With `buffers`, the dropped tensors' memory is reused by the next stream, as the rollout
+    service does once it has copied an update into its model.
+    """
+
+    def __init__(self, buffers: ReceiveBuffers | None = None) -> None:
+        self.buffers = buffers
 
     async def UpdateWeights(self, request_iterator, context):
-        decoder = WeightStreamDecoder()
+        decoder = WeightStreamDecoder(buffers=self.buffers)
         try:
             async for chunk in request_iterator:
                 decoder.feed(chunk)
             decoded = decoder.finish()
         except WeightStreamError as exc:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+        if self.buffers is not None:
+            self.buffers.recycle(decoded.tensors)
         return rollout_pb2.UpdateWeightsResponse(
             policy_version=decoded.policy_version, tensors=len(decoded.tensors), bytes=decoded.total_bytes
         )
 
 
 def _receiver(max_message_bytes: int, ports: mp.Queue) -> None:
-    """The receiving process: a gRPC server and a raw TCP sink; reports both ports, runs until killed."""
+    """The receiving process: two gRPC servers (wire, protobuf) and a raw TCP sink; runs until killed."""
     torch.set_num_threads(1)
     listener = socket.create_server(("127.0.0.1", 0))
     name = rollout_pb2.DESCRIPTOR.services_by_name["RolloutService"].full_name
+    add = rollout_pb2_grpc.add_RolloutServiceServicer_to_server
+    config = ServerConfig(max_message_bytes=max_message_bytes)
 
     async def main() -> None:
-        service = registration(_SinkServicer(), rollout_pb2_grpc.add_RolloutServiceServicer_to_server, name)
-        running = await start_server([service], ServerConfig(max_message_bytes=max_message_bytes))
-        ports.put((running.port, listener.getsockname()[1]))
+        wire = registration(_SinkServicer(ReceiveBuffers()), add, name, {"UpdateWeights": read_weight_chunk})
+        running_wire = await start_server([wire], config)
+        running_protobuf = await start_server([registration(_SinkServicer(), add, name)], config)
+        ports.put((running_wire.port, running_protobuf.port, listener.getsockname()[1]))
         loop = asyncio.get_running_loop()
         while True:
             conn, _ = await loop.run_in_executor(None, listener.accept)
@@ -141,13 +166,18 @@ def raw_tcp_seconds(port: int, tensors: dict[str, torch.Tensor]) -> float:
 
 
 async def grpc_seconds(
-    port: int, tensors: dict[str, torch.Tensor], bucket_bytes: int, max_message_bytes: int
+    port: int, tensors: dict[str, torch.Tensor], bucket_bytes: int, max_message_bytes: int, path: str
 ) -> float:
     channel = create_channel(f"127.0.0.1:{port}", ChannelConfig(max_message_bytes=max_message_bytes))
     async with channel:
-        stub = rollout_pb2_grpc.RolloutServiceStub(channel)
+        if path == "wire":
+            call = update_weights_method(channel)
+            chunks = encode_state_dict_wire(tensors, 1, bucket_bytes)
+        else:
+            call = rollout_pb2_grpc.RolloutServiceStub(channel).UpdateWeights
+            chunks = encode_state_dict(tensors, 1, bucket_bytes)
         start = time.perf_counter()
-        response = await stub.UpdateWeights(encode_state_dict(tensors, 1, bucket_bytes), timeout=600)
+        response = await call(chunks, timeout=600)
         elapsed = time.perf_counter() - start
     expected = sum(t.nbytes for t in tensors.values())
     if response.bytes != expected:
@@ -185,21 +215,23 @@ def measure(transfer: Callable[[], float], receiver_pid: int, repeats: int) -> M
 
 
 def compare_buckets(
-    tensors: dict[str, torch.Tensor], ports: tuple[int, int], receiver_pid: int, args: argparse.Namespace
+    tensors: dict[str, torch.Tensor], ports: tuple[int, int, int], receiver_pid: int, args: argparse.Namespace
 ) -> None:
-    """For each bucket size: gRPC+codec, with raw TCP measured right before and after it."""
-    grpc_port, raw_port = ports
+    """For each bucket size and path: gRPC+codec, with raw TCP measured right before and after it."""
+    wire_port, protobuf_port, raw_port = ports
     max_message_bytes = (max(args.buckets) + 8) * MIB
     nbytes = sum(t.nbytes for t in tensors.values())
     gib = nbytes / 1024**3
     raw_transfer = functools.partial(raw_tcp_seconds, raw_port, tensors)
-    for bucket in args.buckets:
-        send = functools.partial(grpc_seconds, grpc_port, tensors, bucket * MIB, max_message_bytes)
+    for bucket, path in itertools.product(args.buckets, args.paths):
+        port = wire_port if path == "wire" else protobuf_port
+        send = functools.partial(grpc_seconds, port, tensors, bucket * MIB, max_message_bytes, path)
         raw = measure(raw_transfer, receiver_pid, args.repeats)
         run = measure(lambda send=send: asyncio.run(send()), receiver_pid, args.repeats)
         raw = min(raw, measure(raw_transfer, receiver_pid, 1), key=lambda m: m.seconds)
         print(
-            f"  bucket {bucket:3d} MiB: gRPC+codec {nbytes / run.seconds / 1e9:5.2f} GB/s, raw TCP "
+            f"  bucket {bucket:3d} MiB, {path:8s}: gRPC+codec {nbytes / run.seconds / 1e9:5.2f} GB/s, "
+            "raw TCP "
             f"{nbytes / raw.seconds / 1e9:5.2f} GB/s, ratio {raw.seconds / run.seconds:4.0%} | CPU s/GiB: "
             f"gRPC sender {run.sender_cpu / gib:4.2f} receiver {run.receiver_cpu / gib:4.2f}, "
             f"raw sender {raw.sender_cpu / gib:4.2f} receiver {raw.receiver_cpu / gib:4.2f}",
@@ -212,6 +244,9 @@ def main() -> None:
     parser.add_argument("--gib", type=float, default=1.0, help="state dict size per dtype")
     parser.add_argument("--buckets", type=int, nargs="+", default=[4, 16, 32, 64], help="bucket sizes, MiB")
     parser.add_argument("--repeats", type=int, default=2, help="best of N for each figure")
+    parser.add_argument(
+        "--paths", nargs="+", default=["wire", "protobuf"], choices=["wire", "protobuf"], help="gRPC paths"
+    )
     args = parser.parse_args()
     torch.set_num_threads(1)
     # The 64 MiB bucket needs room above the 64 MiB default limit for the message framing.

@@ -23,7 +23,12 @@ import torch
 from grpo.v1 import rollout_pb2, rollout_pb2_grpc
 from grpo_common.channel import ChannelConfig, create_channel
 from grpo_common.server import RunningServer, ServerConfig, registration, start_server
-from grpo_common.weight_codec import WeightStreamDecoder, WeightStreamError, check_compatible
+from grpo_common.weight_codec import (
+    WeightStreamDecoder,
+    WeightStreamError,
+    check_compatible,
+    read_weight_chunk,
+)
 
 ROLLOUT_SERVICE = rollout_pb2.DESCRIPTOR.services_by_name["RolloutService"].full_name
 
@@ -77,8 +82,17 @@ class FakeRolloutServicer(rollout_pb2_grpc.RolloutServiceServicer):
 
 @asynccontextmanager
 async def serving(servicer: FakeRolloutServicer, **config: Any) -> AsyncIterator[RunningServer]:
-    """A started loopback server for `servicer`; stopped (without grace) on exit."""
-    service = registration(servicer, rollout_pb2_grpc.add_RolloutServiceServicer_to_server, ROLLOUT_SERVICE)
+    """A started loopback server for `servicer`; stopped (without grace) on exit.
+
+    UpdateWeights is registered as the real rollout service registers it: chunks arrive as bytes
+    and the decoder reads them (grpo_common.weight_wire).
+    """
+    service = registration(
+        servicer,
+        rollout_pb2_grpc.add_RolloutServiceServicer_to_server,
+        ROLLOUT_SERVICE,
+        request_deserializers={"UpdateWeights": read_weight_chunk},
+    )
     running = await start_server([service], ServerConfig(**config))
     try:
         yield running

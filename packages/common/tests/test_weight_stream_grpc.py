@@ -9,9 +9,9 @@ import grpc
 import pytest
 import torch
 from common_fixtures import FakeRolloutServicer
-from grpo.v1 import rollout_pb2
-from grpo_common.channel import ChannelConfig
-from grpo_common.weight_codec import encode_state_dict
+from grpo.v1 import rollout_pb2, rollout_pb2_grpc
+from grpo_common.channel import ChannelConfig, create_channel
+from grpo_common.weight_codec import encode_state_dict, encode_state_dict_wire, update_weights_method
 
 TOKEN = "weights-token"
 
@@ -32,18 +32,24 @@ def _update() -> dict[str, torch.Tensor]:
     }
 
 
-def test_a_stream_of_buckets_is_applied_whole(serve, stub) -> None:
+@pytest.mark.parametrize("sender", ["protobuf messages", "pre-serialised chunks"])
+def test_a_stream_of_buckets_is_applied_whole(serve, stub, sender: str) -> None:
     servicer = FakeRolloutServicer(_model())
     update = _update()
 
     async def scenario() -> None:
         async with (
             serve(servicer, auth_token=TOKEN) as running,
-            stub(running, ChannelConfig(auth_token=TOKEN)) as client,
+            create_channel(running.address, ChannelConfig(auth_token=TOKEN)) as channel,
         ):
-            chunks = list(encode_state_dict(update, policy_version=1, bucket_bytes=1024))
+            if sender == "protobuf messages":
+                chunks = list(encode_state_dict(update, policy_version=1, bucket_bytes=1024))
+                call = rollout_pb2_grpc.RolloutServiceStub(channel).UpdateWeights
+            else:
+                chunks = list(encode_state_dict_wire(update, policy_version=1, bucket_bytes=1024))
+                call = update_weights_method(channel)
             assert len(chunks) > 5  # the 9600-byte embedding crosses several messages
-            reply = await client.UpdateWeights(iter(chunks), timeout=10)
+            reply = await call(iter(chunks), timeout=10)
         assert (reply.policy_version, reply.tensors, reply.bytes) == (1, 3, 9600 + 16 + 8)
         assert servicer.policy_version == 1
         for name, tensor in update.items():
@@ -108,3 +114,19 @@ def test_a_malformed_stream_is_invalid_argument_and_changes_nothing(
     assert servicer.policy_version == 0 and servicer.weights is before
     for name, tensor in _model().items():
         assert torch.equal(servicer.weights[name], tensor)
+
+
+def test_bytes_that_are_not_a_weight_chunk_are_invalid_argument(serve) -> None:
+    servicer = FakeRolloutServicer(_model())
+    good = list(encode_state_dict_wire(_update(), policy_version=1, bucket_bytes=1024))
+
+    async def scenario() -> None:
+        async with serve(servicer) as running, create_channel(running.address) as channel:
+            garbage = good[0][:-3]  # the last piece's data claims more bytes than the message has
+            with pytest.raises(grpc.aio.AioRpcError) as err:
+                await update_weights_method(channel)(iter([garbage, *good[1:]]), timeout=10)
+            assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+            assert "malformed chunk" in err.value.details()
+
+    asyncio.run(scenario())
+    assert servicer.policy_version == 0

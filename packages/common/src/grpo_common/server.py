@@ -13,7 +13,7 @@ import asyncio
 import logging
 import os
 import signal
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -59,15 +59,68 @@ class ServiceRegistration:
 
 
 def registration(
-    servicer: object, add_fn: Callable[[Any, grpc.aio.Server], None], full_name: str
+    servicer: object,
+    add_fn: Callable[[Any, grpc.aio.Server], None],
+    full_name: str,
+    request_deserializers: Mapping[str, Callable[[bytes], Any]] | None = None,
 ) -> ServiceRegistration:
     """Pair a servicer with its generated `add_XServicer_to_server` function.
 
     `full_name` is the proto service name ("grpo.v1.RewardService"): it is what health checks and
     reflection report, e.g. `registration(servicer, reward_pb2_grpc.add_RewardServiceServicer_to_server,
     reward_pb2.DESCRIPTOR.services_by_name["RewardService"].full_name)`.
+    `request_deserializers` replaces the generated deserializer of the named methods
+    ({"UpdateWeights": read_weight_chunk}); every other method is registered as generated.
     """
-    return ServiceRegistration(full_name=full_name, add_to_server=lambda server: add_fn(servicer, server))
+    if not request_deserializers:
+        return ServiceRegistration(full_name=full_name, add_to_server=lambda server: add_fn(servicer, server))
+
+    def add_to_server(server: grpc.aio.Server) -> None:
+        rewriter = _DeserializerRewriter(server, dict(request_deserializers))
+        add_fn(servicer, rewriter)
+        rewriter.check_applied(full_name)
+
+    return ServiceRegistration(full_name=full_name, add_to_server=add_to_server)
+
+
+class _DeserializerRewriter:
+    """Stands in for the server while generated code registers a service's method handlers.
+
+    Generated `add_XServicer_to_server` functions build one `{method: handler}` dict and pass it to
+    `add_generic_rpc_handlers` (wrapped) and to `add_registered_method_handlers` (as is); the dict
+    is the public part, so handlers are rewritten there and both registrations made from it.
+    """
+
+    def __init__(self, server: grpc.aio.Server, deserializers: dict[str, Callable[[bytes], Any]]) -> None:
+        self._server = server
+        self._deserializers = deserializers
+        self._applied = False
+
+    def add_generic_rpc_handlers(self, handlers: Sequence[grpc.GenericRpcHandler]) -> None:
+        """Ignored: the same handlers arrive as a dict in add_registered_method_handlers."""
+
+    def add_registered_method_handlers(
+        self, service: str, handlers: dict[str, grpc.RpcMethodHandler]
+    ) -> None:
+        unknown = set(self._deserializers) - set(handlers)
+        if unknown:
+            raise ValueError(f"{service} has no method(s) {sorted(unknown)} to give a deserializer")
+        rewritten = {
+            name: handler._replace(request_deserializer=self._deserializers[name])
+            if name in self._deserializers
+            else handler
+            for name, handler in handlers.items()
+        }
+        self._server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(service, rewritten),))
+        self._server.add_registered_method_handlers(service, rewritten)
+        self._applied = True
+
+    def check_applied(self, service: str) -> None:
+        if not self._applied:
+            raise RuntimeError(
+                f"the generated code for {service} did not call add_registered_method_handlers; "
+                "regenerate the stubs with the grpcio-tools version in uv.lock (proto/generate.py)"
+            )
 
 
 @dataclass

@@ -11,16 +11,18 @@ verified, so a receiver that applies the result never ends up half-updated.
 
 from __future__ import annotations
 
-import mmap
 import zlib
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
+import grpc
 import torch
 from grpo.v1 import rollout_pb2
 
 from grpo_common.allocator import keep_freed_buffers
+from grpo_common.receive_buffers import ReceiveBuffers, allocate
+from grpo_common.weight_wire import ChunkView, PieceView, WireFormatError, read_chunk, write_chunk
 
 # Chosen with benchmarks/weight_transfer.py (1 GiB fp32/bf16 over gRPC loopback, 2-core box):
 # 2-8 MiB buckets cost the least CPU per GiB on both sides and move the most bytes per second;
@@ -28,6 +30,19 @@ from grpo_common.allocator import keep_freed_buffers
 # stay in cache, allocations past glibc's mmap threshold). 4 MiB is also far under the 64 MiB
 # default message limit, and a few hundred messages per GiB is negligible per-message overhead.
 DEFAULT_BUCKET_BYTES = 4 * 1024 * 1024
+
+UPDATE_WEIGHTS_METHOD = "/grpo.v1.RolloutService/UpdateWeights"
+
+
+def read_weight_chunk(raw: bytes) -> bytes:
+    """Request deserializer for UpdateWeights servers: keep the message as bytes.
+
+    `WeightStreamDecoder.feed` parses them itself (`weight_wire`), reading tensor data in place
+    instead of through protobuf's copies; malformed bytes then surface as a WeightStreamError
+    (INVALID_ARGUMENT) rather than as an opaque deserialization failure.
+    """
+    return raw
+
 
 DTYPES: dict[str, torch.dtype] = {
     "float32": torch.float32,
@@ -66,49 +81,79 @@ def _raw_bytes(tensor: torch.Tensor) -> memoryview:
     return memoryview(flat.view(torch.uint8).numpy()) if flat.numel() else memoryview(b"")
 
 
-def encode_state_dict(
+def encode_chunk_views(
     tensors: Mapping[str, torch.Tensor] | Iterable[tuple[str, torch.Tensor]],
     policy_version: int,
     bucket_bytes: int = DEFAULT_BUCKET_BYTES,
-) -> Iterator[rollout_pb2.WeightChunk]:
-    """Yield the chunks of one update; the last one has `last=True` and the totals.
+) -> Iterator[ChunkView]:
+    """The chunks of one update as views on the tensors' bytes; the last has `last=True` and totals.
 
     Tensors are converted one at a time, so peak extra memory is about one tensor plus one bucket.
+    A chunk's data stay valid until the next chunk is requested.
     """
     if bucket_bytes <= 0:
         raise ValueError(f"bucket_bytes must be positive, got {bucket_bytes}")
     keep_freed_buffers()
     items = tensors.items() if isinstance(tensors, Mapping) else tensors
-    chunk = rollout_pb2.WeightChunk(policy_version=policy_version)
+    pieces: list[PieceView] = []
     used = 0
     total_tensors = 0
     total_bytes = 0
     for name, tensor in items:
         dtype = dtype_name(tensor.dtype)
+        shape = tuple(tensor.shape)
         data = _raw_bytes(tensor)
         crc = 0
         offset = 0
         while True:
             if used >= bucket_bytes:
-                yield chunk
-                chunk = rollout_pb2.WeightChunk(policy_version=policy_version)
+                yield ChunkView(policy_version, pieces)
+                pieces = []
                 used = 0
             take = min(bucket_bytes - used, len(data) - offset)
             piece_bytes = data[offset : offset + take]
             crc = zlib.crc32(piece_bytes, crc)
-            piece = chunk.pieces.add(name=name, dtype=dtype, shape=tensor.shape, offset=offset)
-            piece.data = piece_bytes.tobytes()
+            done = offset + take == len(data)
+            pieces.append(PieceView(name, dtype, shape, offset, piece_bytes, crc if done else None))
             offset += take
             used += take + 64  # a piece costs its header even when empty
-            if offset == len(data):
-                piece.crc32 = crc
+            if done:
                 break
         total_tensors += 1
         total_bytes += len(data)
-    chunk.last = True
-    chunk.total_tensors = total_tensors
-    chunk.total_bytes = total_bytes
-    yield chunk
+    yield ChunkView(policy_version, pieces, True, total_tensors, total_bytes)
+
+
+def encode_state_dict(
+    tensors: Mapping[str, torch.Tensor] | Iterable[tuple[str, torch.Tensor]],
+    policy_version: int,
+    bucket_bytes: int = DEFAULT_BUCKET_BYTES,
+) -> Iterator[rollout_pb2.WeightChunk]:
+    """The chunks of one update as protobuf messages (for `stub.UpdateWeights(...)`)."""
+    for view in encode_chunk_views(tensors, policy_version, bucket_bytes):
+        yield view.to_proto()
+
+
+def encode_state_dict_wire(
+    tensors: Mapping[str, torch.Tensor] | Iterable[tuple[str, torch.Tensor]],
+    policy_version: int,
+    bucket_bytes: int = DEFAULT_BUCKET_BYTES,
+) -> Iterator[bytes]:
+    """The chunks of one update already serialised, for `update_weights_method(channel)`.
+
+    The same bytes protobuf would produce, with one copy of the tensor data instead of three.
+    """
+    for view in encode_chunk_views(tensors, policy_version, bucket_bytes):
+        yield write_chunk(view)
+
+
+def update_weights_method(channel: grpc.aio.Channel) -> grpc.aio.StreamUnaryMultiCallable:
+    """`RolloutService.UpdateWeights` taking pre-serialised chunks (`encode_state_dict_wire`)."""
+    return channel.stream_unary(
+        UPDATE_WEIGHTS_METHOD,
+        request_serializer=None,  # the chunks are bytes already
+        response_deserializer=rollout_pb2.UpdateWeightsResponse.FromString,
+    )
 
 
 @dataclass
@@ -135,10 +180,12 @@ class _PartialTensor:
 class WeightStreamDecoder:
     """Feed chunks in order, then `finish()`; any inconsistency raises WeightStreamError.
 
-    `max_total_bytes` bounds the memory a sender can make the receiver allocate.
+    `max_total_bytes` bounds the memory a sender can make the receiver allocate. With `buffers`,
+    tensors are written into memory an earlier update left there (see ReceiveBuffers).
     """
 
     max_total_bytes: int | None = None
+    buffers: ReceiveBuffers | None = None
     _version: int | None = None
     _done: dict[str, torch.Tensor] = field(default_factory=dict)
     _partial: _PartialTensor | None = None
@@ -148,7 +195,15 @@ class WeightStreamDecoder:
     def __post_init__(self) -> None:
         keep_freed_buffers()
 
-    def feed(self, chunk: rollout_pb2.WeightChunk) -> None:
+    def feed(self, chunk: rollout_pb2.WeightChunk | ChunkView | bytes) -> None:
+        """One chunk: a message, a view, or its serialised bytes (see `read_weight_chunk`)."""
+        if isinstance(chunk, bytes | memoryview):
+            try:
+                chunk = read_chunk(chunk)
+            except WireFormatError as exc:
+                raise WeightStreamError(f"malformed chunk: {exc}") from None
+        elif isinstance(chunk, rollout_pb2.WeightChunk):
+            chunk = ChunkView.from_proto(chunk)
         if self._finished:
             raise WeightStreamError("chunk received after the final chunk (last=true)")
         if self._version is None:
@@ -162,7 +217,7 @@ class WeightStreamDecoder:
         if chunk.last:
             self._finish_stream(chunk)
 
-    def _feed_piece(self, piece: rollout_pb2.TensorPiece) -> None:
+    def _feed_piece(self, piece: PieceView) -> None:
         partial = self._partial
         if partial is None or piece.name != partial.name:
             if partial is not None:
@@ -189,7 +244,7 @@ class WeightStreamDecoder:
         partial.crc = zlib.crc32(piece.data, partial.crc)
         partial.filled = end
         if end == len(partial.buffer):
-            if not piece.HasField("crc32"):
+            if piece.crc32 is None:
                 raise WeightStreamError(f"tensor {piece.name!r}: the completing piece has no crc32")
             if piece.crc32 != partial.crc:
                 raise WeightStreamError(
@@ -198,12 +253,12 @@ class WeightStreamDecoder:
                 )
             self._done[partial.name] = _to_tensor(partial)
             self._partial = None
-        elif piece.HasField("crc32"):
+        elif piece.crc32 is not None:
             raise WeightStreamError(
                 f"tensor {piece.name!r}: crc32 sent after {end} of {len(partial.buffer)} bytes"
             )
 
-    def _start_tensor(self, piece: rollout_pb2.TensorPiece) -> _PartialTensor:
+    def _start_tensor(self, piece: PieceView) -> _PartialTensor:
         if piece.name in self._done:
             raise WeightStreamError(f"tensor {piece.name!r} appears twice in the stream")
         if piece.offset != 0:
@@ -227,7 +282,10 @@ class WeightStreamDecoder:
                 f"at tensor {piece.name!r}"
             )
         try:
-            storage, buffer = _allocate(nbytes)
+            if self.buffers is not None:
+                storage, buffer = self.buffers.take(piece.name, nbytes)
+            else:
+                storage, buffer = allocate(nbytes)
         except (MemoryError, OverflowError, ValueError, TypeError, RuntimeError, OSError):
             raise WeightStreamError(
                 f"tensor {piece.name!r}: shape {list(shape)} needs {nbytes} bytes, more than this "
@@ -235,7 +293,7 @@ class WeightStreamDecoder:
             ) from None
         return _PartialTensor(piece.name, dtype, shape, storage, buffer)
 
-    def _finish_stream(self, chunk: rollout_pb2.WeightChunk) -> None:
+    def _finish_stream(self, chunk: ChunkView) -> None:
         if self._partial is not None:
             raise WeightStreamError(
                 f"stream ended inside tensor {self._partial.name!r} "
@@ -260,26 +318,6 @@ class WeightStreamDecoder:
         return DecodedWeights(self._version, self._done, self._bytes)
 
 
-# Tensors from this size up get their own pre-faulted mapping (see _allocate).
-_POPULATE_MIN_BYTES = 1024 * 1024
-
-
-def _allocate(nbytes: int) -> tuple[torch.Tensor, memoryview]:
-    """Uninitialised uint8 storage for a received tensor and a writable view of it.
-
-    Not bytearray(n): that zero-fills, touching every page once before the data lands. Large
-    tensors get an anonymous mapping populated up front (MAP_POPULATE), which costs the kernel
-    one call instead of a page fault per 4 KiB when the bytes are copied in: about a third less
-    CPU for the receiver, measured on the 2-core test box. The tensor keeps the mapping alive.
-    """
-    if nbytes >= _POPULATE_MIN_BYTES and hasattr(mmap, "MAP_POPULATE"):
-        flags = mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS | mmap.MAP_POPULATE
-        mapping = mmap.mmap(-1, nbytes, flags=flags)
-        return torch.frombuffer(mapping, dtype=torch.uint8), memoryview(mapping)
-    storage = torch.empty(nbytes, dtype=torch.uint8)
-    return storage, memoryview(storage.numpy()) if nbytes else memoryview(bytearray())
-
-
 def _to_tensor(partial: _PartialTensor) -> torch.Tensor:
     if not len(partial.buffer):
         return torch.empty(partial.shape, dtype=partial.dtype)
@@ -287,7 +325,7 @@ def _to_tensor(partial: _PartialTensor) -> torch.Tensor:
 
 
 def decode_stream(
-    chunks: Iterable[rollout_pb2.WeightChunk], max_total_bytes: int | None = None
+    chunks: Iterable[rollout_pb2.WeightChunk | ChunkView | bytes], max_total_bytes: int | None = None
 ) -> DecodedWeights:
     decoder = WeightStreamDecoder(max_total_bytes=max_total_bytes)
     for chunk in chunks:

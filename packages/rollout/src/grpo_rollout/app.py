@@ -15,6 +15,7 @@ from pathlib import Path
 import torch
 from grpo.v1 import rollout_pb2, rollout_pb2_grpc
 from grpo_common.server import RunningServer, registration, start_server
+from grpo_common.weight_codec import read_weight_chunk
 
 from grpo_rollout.config import RolloutConfig
 from grpo_rollout.generator import Generator
@@ -94,7 +95,15 @@ async def running_rollout(config: RolloutConfig) -> AsyncIterator[RunningRollout
         stack.push_async_callback(reward.close)
         servicer = RolloutServicer(generator, encoder, reward, config.limits.for_backend(config.generator))
         server = await start_server(
-            [registration(servicer, rollout_pb2_grpc.add_RolloutServiceServicer_to_server, SERVICE_NAME)],
+            [
+                registration(
+                    servicer,
+                    rollout_pb2_grpc.add_RolloutServiceServicer_to_server,
+                    SERVICE_NAME,
+                    # weight chunks stay bytes until the decoder reads tensor data in place
+                    request_deserializers={"UpdateWeights": read_weight_chunk},
+                )
+            ],
             config.server,
         )
         stack.push_async_callback(server.stop)

@@ -1,0 +1,255 @@
+"""`grpo.v1.WeightChunk` read and written straight from/to its protobuf wire bytes.
+
+Why not the generated classes: protobuf's Python API copies every tensor piece at least twice
+on each side (the serialised message, the `bytes` field object), and for a weight stream those
+copies are most of the CPU the transfer costs. The chunk format is small and fixed by
+`proto/grpo/v1/rollout.proto`, so this module reads it with slices that point into the received
+message (no copy until the bytes land in the tensor's storage) and writes it with one join.
+The result is byte-for-byte what protobuf itself produces and accepts: a peer using the
+generated classes interoperates, and tests check both directions against protobuf.
+
+Field numbers below are the proto's; a change to the WeightChunk or TensorPiece messages must be
+made here too (tests/test_weight_wire.py fails otherwise).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from grpo.v1 import rollout_pb2
+
+
+class WireFormatError(ValueError):
+    """The bytes are not a well-formed WeightChunk."""
+
+
+@dataclass(frozen=True, slots=True)
+class PieceView:
+    """One TensorPiece; `data` may be a view into the message it was read from."""
+
+    name: str
+    dtype: str
+    shape: tuple[int, ...]
+    offset: int
+    data: memoryview | bytes
+    crc32: int | None  # set only on the piece that completes its tensor
+
+
+@dataclass(frozen=True, slots=True)
+class ChunkView:
+    """One WeightChunk without protobuf objects."""
+
+    policy_version: int
+    pieces: Sequence[PieceView]
+    last: bool = False
+    total_tensors: int = 0
+    total_bytes: int = 0
+
+    @classmethod
+    def from_proto(cls, chunk: rollout_pb2.WeightChunk) -> ChunkView:
+        pieces = [
+            PieceView(
+                p.name,
+                p.dtype,
+                tuple(p.shape),
+                p.offset,
+                p.data,
+                p.crc32 if p.HasField("crc32") else None,
+            )
+            for p in chunk.pieces
+        ]
+        return cls(chunk.policy_version, pieces, chunk.last, chunk.total_tensors, chunk.total_bytes)
+
+    def to_proto(self) -> rollout_pb2.WeightChunk:
+        chunk = rollout_pb2.WeightChunk(
+            policy_version=self.policy_version,
+            last=self.last,
+            total_tensors=self.total_tensors,
+            total_bytes=self.total_bytes,
+        )
+        for p in self.pieces:
+            piece = chunk.pieces.add(name=p.name, dtype=p.dtype, shape=p.shape, offset=p.offset)
+            piece.data = bytes(p.data)
+            if p.crc32 is not None:
+                piece.crc32 = p.crc32
+        return chunk
+
+
+# Wire types and the (field number << 3 | wire type) keys of the fields we read and write.
+_VARINT, _I64, _LEN, _I32 = 0, 1, 2, 5
+_CHUNK_VERSION, _CHUNK_PIECE, _CHUNK_LAST, _CHUNK_TENSORS, _CHUNK_BYTES = 0x08, 0x12, 0x18, 0x20, 0x28
+_PIECE_NAME, _PIECE_DTYPE, _PIECE_SHAPE_PACKED, _PIECE_SHAPE, _PIECE_OFFSET, _PIECE_DATA, _PIECE_CRC = (
+    0x0A,
+    0x12,
+    0x1A,
+    0x18,
+    0x20,
+    0x2A,
+    0x30,
+)
+_UINT64 = (1 << 64) - 1
+
+
+# --- writing ------------------------------------------------------------------------------------
+
+
+def _varint(value: int) -> bytes:
+    value &= _UINT64  # negative int64 values are sent as their 64-bit two's complement
+    out = bytearray()
+    while value >= 0x80:
+        out.append((value & 0x7F) | 0x80)
+        value >>= 7
+    out.append(value)
+    return bytes(out)
+
+
+def _len_field(key: int, payload: bytes) -> bytes:
+    return bytes((key,)) + _varint(len(payload)) + payload
+
+
+def _piece_header(piece: PieceView) -> bytes:
+    """Every field of a TensorPiece except the data (which the caller joins in without copying)."""
+    parts = [_len_field(_PIECE_NAME, piece.name.encode()), _len_field(_PIECE_DTYPE, piece.dtype.encode())]
+    if piece.shape:
+        parts.append(_len_field(_PIECE_SHAPE_PACKED, b"".join(_varint(d) for d in piece.shape)))
+    if piece.offset:
+        parts.append(bytes((_PIECE_OFFSET,)) + _varint(piece.offset))
+    return b"".join(parts)
+
+
+def write_chunk(chunk: ChunkView) -> bytes:
+    """The chunk's protobuf encoding; tensor bytes are copied once, into the result."""
+    parts: list[bytes | memoryview] = []
+    if chunk.policy_version:
+        parts.append(bytes((_CHUNK_VERSION,)) + _varint(chunk.policy_version))
+    for piece in chunk.pieces:
+        header = _piece_header(piece)
+        size = len(piece.data)
+        data_key = (bytes((_PIECE_DATA,)) + _varint(size)) if size else b""
+        crc = bytes((_PIECE_CRC,)) + _varint(piece.crc32) if piece.crc32 is not None else b""
+        parts.append(bytes((_CHUNK_PIECE,)) + _varint(len(header) + len(data_key) + size + len(crc)))
+        parts.append(header + data_key)
+        if size:
+            parts.append(piece.data)
+        parts.append(crc)
+    if chunk.last:
+        parts.append(bytes((_CHUNK_LAST, 1)))
+    if chunk.total_tensors:
+        parts.append(bytes((_CHUNK_TENSORS,)) + _varint(chunk.total_tensors))
+    if chunk.total_bytes:
+        parts.append(bytes((_CHUNK_BYTES,)) + _varint(chunk.total_bytes))
+    return b"".join(parts)
+
+
+# --- reading ------------------------------------------------------------------------------------
+
+
+def _read_varint(buf: memoryview, pos: int, end: int) -> tuple[int, int]:
+    result = shift = 0
+    while True:
+        if pos >= end:
+            raise WireFormatError("message ends inside a varint")
+        byte = buf[pos]
+        pos += 1
+        result |= (byte & 0x7F) << shift
+        if byte < 0x80:
+            return result & _UINT64, pos
+        shift += 7
+        if shift >= 70:
+            raise WireFormatError("varint longer than 10 bytes")
+
+
+def _signed(value: int) -> int:
+    return value - (1 << 64) if value >= 1 << 63 else value
+
+
+def _read_len(buf: memoryview, pos: int, end: int, what: str) -> tuple[int, int]:
+    size, pos = _read_varint(buf, pos, end)
+    if pos + size > end:
+        raise WireFormatError(f"{what} claims {size} bytes, only {end - pos} remain in the message")
+    return pos, pos + size
+
+
+def _skip(buf: memoryview, key: int, pos: int, end: int) -> int:
+    """Skip a field this reader does not know (a newer sender may add fields)."""
+    wire_type = key & 7
+    if wire_type == _VARINT:
+        return _read_varint(buf, pos, end)[1]
+    if wire_type == _LEN:
+        return _read_len(buf, pos, end, f"field {key >> 3}")[1]
+    width = {_I64: 8, _I32: 4}.get(wire_type)
+    if width is None or pos + width > end:
+        raise WireFormatError(f"field {key >> 3} has an unsupported or truncated wire type {wire_type}")
+    return pos + width
+
+
+def _text(buf: memoryview, start: int, stop: int, what: str) -> str:
+    try:
+        return str(buf[start:stop], "utf-8")
+    except UnicodeDecodeError:
+        raise WireFormatError(f"{what} is not valid UTF-8") from None
+
+
+def _read_piece(buf: memoryview, pos: int, end: int) -> PieceView:
+    name = dtype = ""
+    shape: list[int] = []
+    offset = 0
+    data: memoryview = buf[0:0]
+    crc: int | None = None
+    while pos < end:
+        key, pos = _read_varint(buf, pos, end)
+        if key == _PIECE_DATA:
+            start, pos = _read_len(buf, pos, end, "piece data")
+            data = buf[start:pos]
+        elif key == _PIECE_NAME:
+            start, pos = _read_len(buf, pos, end, "piece name")
+            name = _text(buf, start, pos, "piece name")
+        elif key == _PIECE_DTYPE:
+            start, pos = _read_len(buf, pos, end, "piece dtype")
+            dtype = _text(buf, start, pos, "piece dtype")
+        elif key == _PIECE_SHAPE_PACKED:
+            start, pos = _read_len(buf, pos, end, "piece shape")
+            while start < pos:
+                dim, start = _read_varint(buf, start, pos)
+                shape.append(_signed(dim))
+        elif key == _PIECE_SHAPE:
+            dim, pos = _read_varint(buf, pos, end)
+            shape.append(_signed(dim))
+        elif key == _PIECE_OFFSET:
+            offset, pos = _read_varint(buf, pos, end)
+        elif key == _PIECE_CRC:
+            value, pos = _read_varint(buf, pos, end)
+            crc = value & 0xFFFFFFFF
+        else:
+            pos = _skip(buf, key, pos, end)
+    return PieceView(name, dtype, tuple(shape), offset, data, crc)
+
+
+def read_chunk(raw: bytes | memoryview) -> ChunkView:
+    """Parse a serialised WeightChunk; piece data are views into `raw` (keep it alive)."""
+    buf = memoryview(raw).cast("B")
+    end = len(buf)
+    pos = 0
+    version = tensors = total = 0
+    last = False
+    pieces: list[PieceView] = []
+    while pos < end:
+        key, pos = _read_varint(buf, pos, end)
+        if key == _CHUNK_PIECE:
+            start, pos = _read_len(buf, pos, end, "tensor piece")
+            pieces.append(_read_piece(buf, start, pos))
+        elif key == _CHUNK_VERSION:
+            value, pos = _read_varint(buf, pos, end)
+            version = _signed(value)
+        elif key == _CHUNK_LAST:
+            value, pos = _read_varint(buf, pos, end)
+            last = value != 0
+        elif key == _CHUNK_TENSORS:
+            value, pos = _read_varint(buf, pos, end)
+            tensors = value & 0xFFFFFFFF
+        elif key == _CHUNK_BYTES:
+            total, pos = _read_varint(buf, pos, end)
+        else:
+            pos = _skip(buf, key, pos, end)
+    return ChunkView(version, pieces, last, tensors, total)
