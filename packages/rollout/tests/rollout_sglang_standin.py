@@ -6,8 +6,20 @@ meta_info (finish_reason {type, matched|length|message}, output_token_logprobs [
 weight_version). Control endpoints answer {"success", "message"} with 200 / 400.
 
 Generation is a deterministic function of (prompt, sampling_seed, weight version), so tests can
-predict it. Knobs for failures: `healthy`, `fail_updates`, `abort_next`. Every call is logged in
-order in `calls`. Runs in a thread (`StandinServer`) or as a process (`python this.py --port P`).
+predict it. Knobs for failures: `healthy`, `fail_updates`, `abort_next`, `reject_distributed`.
+Every call is logged in order in `calls`. Runs in a thread (`StandinServer`) or as a process
+(`python this.py --port P`).
+
+Weight-update groups, two modes:
+- recording only (default; in a thread of the test process): /init_weights_update_group answers
+  success, /update_weights_from_distributed waits for the test to set `broadcast_done`.
+- `--join-groups` (a separate process): it joins the trainer's group exactly as SGLang 0.5.x does
+  (`init_custom_process_group`: rendezvous tcp://master:port -> PrefixStore(group_name, TCPStore
+  client) -> c10d's process-group helper, at rank rank_offset + tp_rank with tp_rank 0), and an
+  update allocates fresh tensors of the given dtypes/shapes, receives the broadcast from rank 0
+  into them in `names` order, then records them (`--record-dir`: one safetensors file per bucket,
+  the names in order in its metadata) or refuses after receiving, as SGLang does when its
+  load_weights fails. GET /standin/log returns calls and events; POST /standin/control sets knobs.
 """
 
 from __future__ import annotations
@@ -16,6 +28,8 @@ import argparse
 import json
 import struct
 import threading
+import time
+from datetime import timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -40,6 +54,41 @@ def read_safetensors_names(path: Path) -> list[str]:
     return sorted(name for name in header if name != "__metadata__")
 
 
+def init_custom_process_group(
+    backend: str, init_method: str, world_size: int, rank: int, group_name: str, timeout: timedelta
+) -> Any:
+    """SGLang's `sglang.srt.utils.common.init_custom_process_group` (0.5.4 and 0.5.23), as it calls it.
+
+    rendezvous(init_method) -> TCPStore client (the trainer, rank 0, hosts the store) ->
+    PrefixStore(group_name, store) -> `_new_process_group_helper` -> rank map registered.
+    """
+    import torch.distributed  # noqa: F401 - the c10d module below needs the package initialised
+    from torch.distributed.distributed_c10d import (
+        Backend,
+        PrefixStore,
+        _new_process_group_helper,
+        _world,
+        rendezvous,
+    )
+
+    store, rank, world_size = next(rendezvous(init_method, rank, world_size, timeout=timeout))
+    store.set_timeout(timeout)
+    store = PrefixStore(group_name, store)
+    pg, _ = _new_process_group_helper(
+        world_size,
+        rank,
+        [],
+        Backend(backend),
+        store,
+        group_name=group_name,
+        backend_options=None,
+        timeout=timeout,
+        device_id=None,
+    )
+    _world.pg_group_ranks[pg] = {i: i for i in range(world_size)}
+    return pg
+
+
 class StandinState:
     def __init__(self, model_path: str = "standin-model") -> None:
         self.model_path = model_path
@@ -54,9 +103,22 @@ class StandinState:
         self.loaded_names: list[str] = []
         self.broadcast_done = threading.Event()
         self.lock = threading.Lock()
+        self.tp_size = 1
+        # --join-groups mode
+        self.join_groups = False
+        self.record_dir: Path | None = None
+        self.pg_timeout = timedelta(seconds=60)
+        self.groups: dict[str, Any] = {}
+        self.reject_distributed: str | None = None  # refuse the next update (after receiving it)
+        self.events: list[dict[str, Any]] = []  # ordered: request, received, recorded, refused, ...
+        self.buckets_recorded = 0
 
     def paths(self) -> list[str]:
         return [path for path, _ in self.calls]
+
+    def event(self, kind: str, **details: Any) -> None:
+        with self.lock:
+            self.events.append({"kind": kind, "time": time.time(), **details})
 
 
 class Handler(BaseHTTPRequestHandler):
@@ -89,6 +151,15 @@ class Handler(BaseHTTPRequestHandler):
             self._send(200, {"model_path": state.model_path, "weight_version": state.weight_version})
         elif self.path == "/get_weight_version":
             self._send(200, {"weight_version": state.weight_version})
+        elif self.path == "/get_server_info":
+            self._send(
+                200,
+                {"model_path": state.model_path, "tp_size": state.tp_size, "dp_size": 1, "pp_size": 1},
+            )
+        elif self.path == "/standin/log":
+            with state.lock:
+                body = {"calls": state.calls, "events": state.events, "weight_version": state.weight_version}
+                self._send(200, body)
         else:
             self._send(404, {"error": f"no route {self.path}"})
 
@@ -102,9 +173,10 @@ class Handler(BaseHTTPRequestHandler):
             "/pause_generation": self._pause,
             "/continue_generation": self._continue,
             "/update_weights_from_disk": self._update_from_disk,
-            "/init_weights_update_group": self._ok,
-            "/destroy_weights_update_group": self._ok,
+            "/init_weights_update_group": self._init_group,
+            "/destroy_weights_update_group": self._destroy_group,
             "/update_weights_from_distributed": self._update_distributed,
+            "/standin/control": self._control,
         }.get(self.path)
         if route is None:
             self._send(404, {"error": f"no route {self.path}"})
@@ -113,6 +185,64 @@ class Handler(BaseHTTPRequestHandler):
 
     def _ok(self, payload: dict[str, Any]) -> None:
         self._send(200, {"success": True, "message": "ok"})
+
+    def _control(self, payload: dict[str, Any]) -> None:
+        state = self.state
+        for key in ("reject_distributed", "healthy", "fail_updates"):
+            if key in payload:
+                setattr(state, key, payload[key])
+        self._send(200, {})
+
+    def _refuse(self, message: str) -> None:
+        self._send(400, {"success": False, "message": message})
+
+    def _init_group(self, payload: dict[str, Any]) -> None:
+        state = self.state
+        required = {"master_address", "master_port", "rank_offset", "world_size", "group_name", "backend"}
+        if missing := required - set(payload):
+            self._refuse(f"missing {sorted(missing)}")
+            return
+        if not state.join_groups:
+            self._ok(payload)
+            return
+        name = payload["group_name"]
+        if state.tp_size != 1:
+            self._refuse("this stand-in joins one rank per process (tp_size 1)")
+            return
+        if name in state.groups:  # what c10d's helper raises inside SGLang
+            self._refuse(
+                "Failed to initialize custom process group: The specified group name has already been "
+                "created, please use a different group name."
+            )
+            return
+        try:
+            state.groups[name] = init_custom_process_group(
+                payload["backend"],
+                f"tcp://{payload['master_address']}:{payload['master_port']}",
+                int(payload["world_size"]),
+                int(payload["rank_offset"]),
+                name,
+                state.pg_timeout,
+            )
+        except Exception as exc:
+            self._refuse(f"Failed to initialize custom process group: {exc}.")
+            return
+        state.event("joined", group=name, rank=int(payload["rank_offset"]))
+        self._send(200, {"success": True, "message": "Succeeded to initialize custom process group."})
+
+    def _destroy_group(self, payload: dict[str, Any]) -> None:
+        state = self.state
+        if not state.join_groups:
+            self._ok(payload)
+            return
+        pg = state.groups.pop(payload.get("group_name", "weight_update_group"), None)
+        if pg is None:
+            self._refuse("The group to be destroyed does not exist.")
+            return
+        import torch.distributed as dist
+
+        dist.destroy_process_group(pg)
+        self._send(200, {"success": True, "message": "Succeeded to destroy custom process group."})
 
     def _pause(self, payload: dict[str, Any]) -> None:
         if payload.get("mode") not in ("abort", "retract", "in_place"):
@@ -148,12 +278,67 @@ class Handler(BaseHTTPRequestHandler):
     def _update_distributed(self, payload: dict[str, Any]) -> None:
         # Real SGLang answers only after the trainer's broadcast has been received.
         state = self.state
+        if not {"names", "dtypes", "shapes"} <= set(payload) or "load_format" in payload:
+            self._refuse("expected names, dtypes, shapes (and no load_format: SGLang 0.5.4 lacks it)")
+            return
+        if state.join_groups:
+            self._receive_broadcast(payload)
+            return
         if not state.broadcast_done.wait(timeout=10):
             self._send(400, {"success": False, "message": "timed out waiting for the broadcast"})
             return
         state.broadcast_done.clear()
-        state.weight_version = str(payload["weight_version"])
+        if payload.get("weight_version") is not None:
+            state.weight_version = str(payload["weight_version"])
         self._send(200, {"success": True, "message": "ok"})
+
+    def _receive_broadcast(self, payload: dict[str, Any]) -> None:
+        """ModelRunner.update_weights_from_distributed: fresh tensors, async broadcasts, wait all."""
+        import torch
+        import torch.distributed as dist
+
+        state = self.state
+        names, name = payload["names"], payload.get("group_name", "weight_update_group")
+        state.event("request", names=names, weight_version=payload.get("weight_version"))
+        pg = state.groups.get(name)
+        if pg is None:
+            self._refuse(
+                f"Group {name} not in {list(state.groups)}. Please call `init_weights_update_group` first."
+            )
+            return
+        try:
+            tensors, handles = [], []
+            for dtype, shape in zip(payload["dtypes"], payload["shapes"], strict=True):
+                tensor = torch.empty(shape, dtype=getattr(torch, dtype))
+                handles.append(dist.broadcast(tensor, src=0, group=pg, async_op=True))
+                tensors.append(tensor)
+            for handle in handles:
+                handle.wait()
+        except Exception as exc:
+            self._refuse(f"Failed to update parameter online: {exc}.")
+            return
+        state.event("received", names=names)
+        reason, state.reject_distributed = state.reject_distributed, None
+        if reason:
+            state.event("refused", names=names)
+            self._refuse(
+                f"Failed to update parameter online: {reason}. The full weights of the ModelRunner are "
+                "partially updated. Please discard the whole weights."
+            )
+            return
+        if state.record_dir is not None:
+            from safetensors.torch import save_file
+
+            state.buckets_recorded += 1
+            file = state.record_dir / f"bucket-{state.buckets_recorded:04d}.safetensors"
+            metadata = {"names": json.dumps(names), "weight_version": str(payload.get("weight_version"))}
+            save_file(dict(zip(names, tensors, strict=True)), str(file), metadata=metadata)
+            state.event("recorded", names=names, file=str(file))
+        message = "Succeeded to update parameter online."
+        if payload.get("weight_version") is not None:
+            state.weight_version = str(payload["weight_version"])
+            message += f" Weight version updated to {state.weight_version}."
+        self._send(200, {"success": True, "message": message})
 
     def _generate(self, payload: dict[str, Any]) -> None:
         state = self.state
@@ -237,9 +422,21 @@ def main() -> None:
     parser.add_argument("--mem-fraction-static", type=float)
     parser.add_argument("--skip-server-warmup", action="store_true")
     parser.add_argument("--random-seed", type=int)
+    parser.add_argument("--join-groups", action="store_true", help="really join weight-update groups")
+    parser.add_argument("--record-dir", type=Path, help="write each received bucket here")
+    parser.add_argument("--pg-timeout-s", type=float, default=60.0)
     args = parser.parse_args()
     server = StandinServer(args.host, args.port, args.model_path)
-    server.state.weight_version = args.weight_version
+    state = server.state
+    state.weight_version = args.weight_version
+    state.tp_size = args.tp_size
+    state.join_groups = args.join_groups
+    state.record_dir = args.record_dir
+    state.pg_timeout = timedelta(seconds=args.pg_timeout_s)
+    if args.join_groups:
+        import torch
+
+        torch.set_num_threads(1)
     server._server.serve_forever()
 
 

@@ -11,7 +11,7 @@ import pytest
 import torch
 from grpo_rollout.generator import FinishReason, GenerationError, SamplingConfig, WeightUpdateError
 from grpo_rollout.model_facts import read_model_facts
-from grpo_rollout.sglang_generator import SGLangGenerator
+from grpo_rollout.sglang_generator import SGLangGenerator, sync_ranks_of
 from grpo_rollout.sglang_http import SGLangError
 from grpo_rollout.sglang_launcher import LaunchSettings, SGLangProcess
 from grpo_rollout.sglang_payloads import (
@@ -162,7 +162,11 @@ def test_update_pauses_updates_with_version_continues_and_new_samples_carry_it(
         after, version = run(scenario())
         assert version == 4
         for server in (a, b):
-            control = [(p, body) for p, body in server.state.calls if p not in ("/health", "/get_model_info")]
+            control = [
+                (p, body)
+                for p, body in server.state.calls
+                if p not in ("/health", "/get_model_info", "/get_server_info")
+            ]
             assert [p for p, _ in control][:3] == [
                 "/pause_generation",
                 "/update_weights_from_disk",
@@ -257,13 +261,17 @@ def test_distributed_update_sends_the_request_before_the_broadcast(
     tiny_model_dir: Path, tmp_path: Path
 ) -> None:
     with StandinServer() as a, StandinServer() as b:
+        a.state.tp_size = 2  # a takes ranks 1-2, b rank 3
 
         async def scenario():
             generator = await connect(tiny_model_dir, [a.url, b.url], tmp_path)
             try:
-                world = await generator.init_weights_update_group("10.0.0.1", 29500, gpus_per_worker=[2, 1])
-                update = await generator.begin_distributed_update(
-                    ["model.norm.weight"], ["float32"], [[32]], version=2
+                ranks = await generator.init_weights_update_group(
+                    "10.0.0.1", 29500, rank_offset=1, world_size=4, group_name="g"
+                )
+                update = await generator.begin_distributed_update(version=2, group_name="g")
+                receiving = asyncio.create_task(
+                    update.receive_bucket(["model.norm.weight"], ["float32"], [[32]], last=True)
                 )
 
                 def broadcast() -> list[bool]:
@@ -279,23 +287,85 @@ def test_distributed_update_sends_the_request_before_the_broadcast(
                     return seen
 
                 seen = await asyncio.to_thread(broadcast)
-                await update.finish()
-                return world, seen, generator.info().weight_version
+                await receiving
+                return ranks, seen, generator.info().weight_version, generator.weight_sync_group()
             finally:
                 await generator.close()
 
-        world, seen, version = run(scenario())
-        assert world == 4 and seen == [True, True] and version == 2
+        ranks, seen, version, group = run(scenario())
+        assert ranks == 3 and seen == [True, True] and version == 2 and group == "g"
         inits = [
             body for server in (a, b) for p, body in server.state.calls if p == "/init_weights_update_group"
         ]
         assert [i["rank_offset"] for i in inits] == [1, 3] and {i["world_size"] for i in inits} == {4}
         for server in (a, b):
-            paths = [p for p in server.state.paths() if p.startswith(("/pause", "/update", "/continue"))]
-            assert paths == ["/pause_generation", "/update_weights_from_distributed", "/continue_generation"]
+            paths = [
+                p
+                for p in server.state.paths()
+                if p.startswith(("/pause", "/update", "/continue", "/init", "/destroy"))
+            ]
+            assert paths == [
+                "/destroy_weights_update_group",  # a group left by an earlier learner goes first
+                "/init_weights_update_group",
+                "/pause_generation",
+                "/update_weights_from_distributed",
+                "/continue_generation",
+            ]
             [body] = [body for p, body in server.state.calls if p == "/update_weights_from_distributed"]
             assert body["names"] == ["model.norm.weight"] and body["weight_version"] == "2"
-            assert body["dtypes"] == ["float32"] and body["shapes"] == [[32]]
+            assert body["dtypes"] == ["float32"] and body["shapes"] == [[32]] and body["group_name"] == "g"
+
+
+def test_only_the_last_bucket_carries_the_version_and_flushes_the_cache(
+    tiny_model_dir: Path, tmp_path: Path
+) -> None:
+    with StandinServer() as server:
+
+        async def scenario():
+            generator = await connect(tiny_model_dir, [server.url], tmp_path)
+            try:
+                await generator.init_weights_update_group("10.0.0.1", 29500, 1, 2, "weight_update_group")
+                update = await generator.begin_distributed_update(version=5)
+                versions = []
+                for last in (False, True):
+                    receiving = asyncio.create_task(
+                        update.receive_bucket(["model.norm.weight"], ["bfloat16"], [[32]], last=last)
+                    )
+                    while "/update_weights_from_distributed" not in server.state.paths()[-1:]:
+                        await asyncio.sleep(0.01)
+                    server.state.broadcast_done.set()
+                    await receiving
+                    versions.append(generator.info().weight_version)
+                return versions
+            finally:
+                await generator.close()
+
+        assert run(scenario()) == [0, 5]
+        bodies = [body for p, body in server.state.calls if p == "/update_weights_from_distributed"]
+        assert ["weight_version" in b for b in bodies] == [False, True]
+        assert [b["flush_cache"] for b in bodies] == [False, True]
+        assert server.state.paths().count("/pause_generation") == 1
+        assert server.state.paths()[-1] == "/continue_generation"
+
+
+def test_a_worker_that_cannot_join_groups_makes_the_backend_report_zero_ranks(
+    tiny_model_dir: Path, tmp_path: Path
+) -> None:
+    assert sync_ranks_of({"tp_size": 4, "dp_size": 1}) == 4
+    assert sync_ranks_of({"tp_size": 2, "dp_size": 2}) == 0  # SGLang refuses DP without DP attention
+    assert sync_ranks_of({"tp_size": 4, "dp_size": 2, "enable_dp_attention": True}) == 4
+    assert sync_ranks_of({"tp_size": 2, "pp_size": 2}) == 0
+    with StandinServer() as a, StandinServer() as b:
+        b.state.tp_size = 3
+
+        async def scenario():
+            generator = await connect(tiny_model_dir, [a.url, b.url], tmp_path)
+            try:
+                return generator.weight_sync_ranks()
+            finally:
+                await generator.close()
+
+        assert run(scenario()) == 4
 
 
 def test_launcher_starts_the_server_module_and_waits_for_health(

@@ -99,6 +99,10 @@ class GenerationError(BackendError):
     """The backend failed to generate (e.g. the SGLang server answered with an error)."""
 
 
+class WeightsUnusable(BackendError):
+    """A failed update left the engines with a mix of old and new tensors; only a complete update helps."""
+
+
 @runtime_checkable
 class Generator(Protocol):
     async def generate(
@@ -123,6 +127,64 @@ class Generator(Protocol):
 
     async def close(self) -> None:
         """Release the backend (threads, HTTP clients, child processes)."""
+        ...
+
+
+class DistributedBucketSink(Protocol):
+    """An NCCL weight update in progress on a backend (see `DistributedWeightReceiver`)."""
+
+    version: int
+
+    async def receive_bucket(
+        self,
+        names: Sequence[str],
+        dtypes: Sequence[str],
+        shapes: Sequence[Sequence[int]],
+        last: bool,
+    ) -> None:
+        """Have every engine receive the next bucket from the group's broadcast and load it.
+
+        Returns once every engine has answered; on the last bucket the version is adopted and
+        generation resumes. Raises WeightUpdateError (an engine refused) or BackendError (one is
+        unreachable); the update is then over, the version unchanged, generation resumed.
+        """
+        ...
+
+    async def abandon(self, reason: str) -> None:
+        """End the update without adopting the version (restore the weights if possible), resume."""
+        ...
+
+
+@runtime_checkable
+class DistributedWeightReceiver(Protocol):
+    """A backend whose engines can join the learner's weight-update group (SGLang, not hf).
+
+    Kept apart from `Generator` because only some backends have it: the service checks
+    `isinstance(generator, DistributedWeightReceiver)` and answers UNIMPLEMENTED otherwise.
+    """
+
+    def weight_sync_ranks(self) -> int:
+        """Ranks the engines take in a group (their GPUs); 0 = cannot join one right now."""
+        ...
+
+    def weight_sync_group(self) -> str:
+        """Name of the group the engines have joined, "" if none."""
+        ...
+
+    async def init_weights_update_group(
+        self,
+        master_address: str,
+        master_port: int,
+        rank_offset: int,
+        world_size: int,
+        group_name: str,
+        backend: str,
+    ) -> int:
+        """Join every engine to the group (returns once it has formed); returns the ranks taken."""
+        ...
+
+    async def begin_distributed_update(self, version: int, group_name: str) -> DistributedBucketSink:
+        """Wait for running generate calls, pause generation and open an update to `version`."""
         ...
 
 

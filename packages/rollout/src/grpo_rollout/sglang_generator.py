@@ -7,8 +7,12 @@
   weight_version) -> continue_generation. If one worker refuses, the others are rolled back to the
   previous weights, so the fleet never serves two versions.
 - Weights (b): the NCCL group path for learner GPUs that can reach the engines:
-  `init_weights_update_group` once, then per update `begin_distributed_update` (sends
-  update_weights_from_distributed to every worker *before* the broadcast), broadcast, `finish()`.
+  `init_weights_update_group` once, then per update `begin_distributed_update` (waits for running
+  generate calls, pauses the workers) and, per bucket, `receive_bucket` (update_weights_from_distributed
+  to every worker at once; they answer after the learner's broadcast). The version is sent with the
+  last bucket only, so no engine reports it before the whole update is in. A refused bucket ends
+  the update: the workers are restored from the last checkpoint on disk when it is the current
+  version, else generation is refused (WeightsUnusable) until a complete update succeeds.
 - Updates go to each worker directly, never through the router.
 - A writer-preferring gate keeps updates out of running generate calls, so a group is one version.
 """
@@ -34,11 +38,12 @@ from grpo_rollout.generator import (
     GeneratorInfo,
     SamplingConfig,
     TensorSpec,
+    WeightsUnusable,
     WeightUpdateError,
     check_tensors_fit,
 )
 from grpo_rollout.model_facts import ModelFacts
-from grpo_rollout.sglang_http import PauseMode, SGLangError, SGLangServer
+from grpo_rollout.sglang_http import PauseMode, SGLangError, SGLangRefused, SGLangServer
 from grpo_rollout.sglang_payloads import (
     SGLangProtocolError,
     group_request,
@@ -68,28 +73,131 @@ def write_checkpoint(
     tmp.rename(directory)
 
 
+def sync_ranks_of(server_info: Mapping[str, object]) -> int:
+    """Ranks one SGLang server takes in a weight-update group: its tensor-parallel GPUs.
+
+    SGLang joins each TP rank at rank_offset + tp_rank and refuses distributed updates with data
+    parallelism (unless DP attention) or pipeline stages, so such a server cannot take part (0).
+    """
+    tp = int(server_info.get("tp_size", 1) or 1)  # type: ignore[arg-type]
+    dp = int(server_info.get("dp_size", 1) or 1)  # type: ignore[arg-type]
+    pp = int(server_info.get("pp_size", 1) or 1)  # type: ignore[arg-type]
+    if pp > 1 or (dp > 1 and not server_info.get("enable_dp_attention")):
+        return 0
+    return tp
+
+
 @dataclass
 class DistributedUpdate:
-    """An NCCL weight update in progress: the requests are sent; broadcast, then `await finish()`."""
+    """An NCCL weight update in progress: workers paused, the generator's gate held exclusively.
+
+    Made by `SGLangGenerator.begin_distributed_update`; ends with the last bucket, a refused
+    bucket, or `abandon()`. Every ending resumes generation and releases the gate exactly once.
+    """
 
     generator: SGLangGenerator
     version: int
-    pending: list[asyncio.Task[str]]
+    group_name: str
     _gate_exit: object = field(repr=False)
+    buckets: int = 0  # buckets forwarded to the workers so far
+    done: bool = False
 
-    async def finish(self) -> None:
-        """Wait for every worker's reply, resume generation and adopt the version (or raise)."""
-        results = await asyncio.gather(*self.pending, return_exceptions=True)
+    async def receive_bucket(
+        self,
+        names: Sequence[str],
+        dtypes: Sequence[str],
+        shapes: Sequence[Sequence[int]],
+        last: bool,
+    ) -> None:
+        if self.done:
+            raise WeightUpdateError(f"the update to version {self.version} is already over")
+        if not len(names) == len(dtypes) == len(shapes):
+            raise ValueError("names, dtypes and shapes must have the same length")
+        generator = self.generator
+        self.buckets += 1
+        weight_version = str(self.version) if last else None
         try:
-            failures = [r for r in results if isinstance(r, BaseException)]
-            if failures:
-                raise WeightUpdateError(
-                    f"update_weights_from_distributed failed on {len(failures)} worker(s): {failures[0]}"
-                )
-            self.generator._version = self.version
+            results = await asyncio.gather(
+                *(
+                    w.update_weights_from_distributed(
+                        names, dtypes, shapes, weight_version, self.group_name, flush_cache=last
+                    )
+                    for w in generator._workers
+                ),
+                return_exceptions=True,
+            )
+        except asyncio.CancelledError:
+            # The caller went away mid-bucket: clean up in the background (this task is cancelled).
+            asyncio.get_running_loop().create_task(self.abandon("the bucket's caller was cancelled"))
+            raise
+        failed = _failures(generator._workers, results)
+        if failed:
+            error = failed[0][1]
+            restored = await self._end_without_adopting(f"bucket {self.buckets - 1} failed: {error}")
+            raise _failure_kind(failed)(
+                f"{_who(failed)} failed to receive bucket {self.buckets - 1} of version {self.version}: "
+                f"{error}; all workers stay on version {generator._version}, {restored}"
+            )
+        if last:
+            generator._version = self.version
+            generator._current_weights = None  # this version exists only in the engines
+            generator._unusable = None
+            await self._finish()
+            logger.info(
+                "sglang workers updated to version %d over group %r (%d bucket(s))",
+                self.version,
+                self.group_name,
+                self.buckets,
+            )
+
+    async def abandon(self, reason: str) -> None:
+        if not self.done:
+            restored = await self._end_without_adopting(reason)
+            logger.warning("update to version %d abandoned (%s); %s", self.version, reason, restored)
+
+    async def _end_without_adopting(self, reason: str) -> str:
+        """Restore the old weights if they are on disk, else mark the engines unusable; resume."""
+        generator = self.generator
+        try:
+            if self.buckets == 0:
+                return "nothing had been sent"
+            if generator._current_weights is not None and await generator._roll_back(generator._workers):
+                return f"restored from {generator._current_weights}"
+            generator._unusable = (
+                f"an update to version {self.version} failed part-way ({reason}), so the SGLang engines "
+                f"hold a mix of old and new tensors and version {generator._version} is not on disk to "
+                "restore; push a complete update (UpdateWeights or UpdateWeightsDistributed) to resume"
+            )
+            return "their weights are unusable until a complete update succeeds"
         finally:
+            await self._finish()
+
+    async def _finish(self) -> None:
+        if self.done:
+            return
+        self.done = True
+        try:
             await self.generator._continue_all()
+        finally:
             await self._gate_exit.__aexit__(None, None, None)  # type: ignore[attr-defined]
+
+
+def _failures(
+    workers: Sequence[SGLangServer], results: Sequence[object]
+) -> list[tuple[SGLangServer, BaseException]]:
+    return [(w, r) for w, r in zip(workers, results, strict=True) if isinstance(r, BaseException)]
+
+
+def _failure_kind(failures: Sequence[tuple[SGLangServer, BaseException]]) -> type[Exception]:
+    """WeightUpdateError when every failing worker answered and refused, else BackendError."""
+    if all(isinstance(error, SGLangRefused) for _, error in failures):
+        return WeightUpdateError
+    return BackendError
+
+
+def _who(failures: Sequence[tuple[SGLangServer, BaseException]]) -> str:
+    more = f" (and {len(failures) - 1} more)" if len(failures) > 1 else ""
+    return f"SGLang worker {failures[0][0].url}{more}"
 
 
 class SGLangGenerator:
@@ -120,8 +228,10 @@ class SGLangGenerator:
         self._pause_mode = pause_mode
         self._gate = VersionGate()
         self._round_robin = itertools.cycle(self._workers)
-        self._current_weights = model  # what a rollback restores
-        self._rank_offsets: list[int] | None = None
+        self._current_weights: str | None = model  # on disk, what a rollback restores (None: nowhere)
+        self._unusable: str | None = None  # why generation is refused after a failed partial update
+        self._ranks_per_worker: list[int] = [0] * len(self._workers)  # filled in by connect()
+        self._group_name = ""
 
     @classmethod
     async def connect(
@@ -148,11 +258,13 @@ class SGLangGenerator:
                     f"workers report different weight versions {sorted(versions)}; restart them from "
                     "the same checkpoint"
                 )
+            ranks = await asyncio.gather(*(_sync_ranks(w) for w in workers))
         except BaseException:
             await client.aclose()
             raise
         directory = weight_dir or Path(model).parent / ".grpo-rollout-weights"
         generator = cls(model, facts, workers, router, directory, client, versions.pop(), pause_mode)
+        generator._ranks_per_worker = list(ranks)
         logger.info(
             "sglang backend: %d worker(s) %s, router %s, weight version %d",
             len(workers),
@@ -182,6 +294,8 @@ class SGLangGenerator:
     ) -> list[list[GeneratedCompletion]]:
         sampling.validate()
         async with self._gate.shared():
+            if self._unusable is not None:
+                raise WeightsUnusable(self._unusable)
             return list(
                 await asyncio.gather(
                     *(self._generate_group(p, i, n, sampling) for i, p in enumerate(prompts_token_ids))
@@ -243,23 +357,35 @@ class SGLangGenerator:
                 updated = [
                     w for w, r in zip(self._workers, results, strict=True) if not isinstance(r, Exception)
                 ]
-                await self._roll_back(updated)
+                if updated and not await self._roll_back(updated):
+                    self._unusable = (
+                        f"workers {[w.url for w in updated]} took version {version} from disk, the others "
+                        f"refused it, and version {self._version} could not be restored; push a complete "
+                        "update to resume"
+                    )
                 raise WeightUpdateError(
                     f"SGLang refused the weights on {len(failed)} of {len(self._workers)} worker(s): "
                     f"{failed[0][1]}; all workers stay on version {self._version}"
                 )
             self._version = version
             self._current_weights = path
+            self._unusable = None
         finally:
             await self._continue_all()
         logger.info("sglang workers updated to version %d from %s", version, path)
 
-    async def _roll_back(self, workers: Sequence[SGLangServer]) -> None:
+    async def _roll_back(self, workers: Sequence[SGLangServer]) -> bool:
+        """Reload the current version's checkpoint on `workers`; True if every one succeeded."""
+        if self._current_weights is None:
+            return False
+        ok = True
         for worker in workers:
             try:
                 await worker.update_weights_from_disk(self._current_weights, str(self._version))
             except SGLangError:
+                ok = False
                 logger.exception("rollback of %s to %s failed", worker.url, self._current_weights)
+        return ok
 
     def _prune_old_checkpoints(self, keep: Path) -> None:
         for old in self._weight_dir.glob("v*"):
@@ -267,53 +393,89 @@ class SGLangGenerator:
                 shutil.rmtree(old, ignore_errors=True)
 
     # --- weights over an NCCL group -----------------------------------------------------------
+    def weight_sync_ranks(self) -> int:
+        """GPUs of all workers, or 0 if any worker cannot join a group (DP, PP, unknown)."""
+        return 0 if 0 in self._ranks_per_worker else sum(self._ranks_per_worker)
+
+    def weight_sync_group(self) -> str:
+        return self._group_name
+
     async def init_weights_update_group(
         self,
         master_address: str,
         master_port: int,
-        gpus_per_worker: Sequence[int],
+        rank_offset: int,
+        world_size: int,
         group_name: str = "weight_update_group",
         backend: str = "nccl",
     ) -> int:
-        """Join every worker to the trainer's group; returns the world size (trainer = rank 0).
+        """Join every worker to the trainer's group; returns the ranks taken (trainer = rank 0).
 
-        Worker i gets rank_offset 1 + the GPUs of the workers before it. Like the broadcast, the
-        trainer's own rendezvous must run concurrently (it blocks until every rank joins).
+        Worker i joins at rank_offset + the GPUs of the workers before it. The call returns once the
+        group has formed, so the trainer's own rendezvous must run concurrently. A group of the
+        same name left from an earlier trainer is destroyed first (SGLang refuses to create a
+        second group of one name).
         """
-        if len(gpus_per_worker) != len(self._workers):
-            raise ValueError(
-                f"gpus_per_worker has {len(gpus_per_worker)} entries for {len(self._workers)} workers"
+        ranks = self.weight_sync_ranks()
+        if ranks == 0:
+            raise WeightUpdateError(
+                f"workers {[w.url for w in self._workers]} report GPUs {self._ranks_per_worker}: a worker "
+                "with data or pipeline parallelism cannot join a weight-update group; run one SGLang "
+                "server per DP replica behind a router, or push weights with UpdateWeights"
             )
-        offsets = [1 + sum(gpus_per_worker[:i]) for i in range(len(self._workers))]
-        world_size = 1 + sum(gpus_per_worker)
-        await asyncio.gather(
+        if rank_offset < 1 or world_size < rank_offset + ranks:
+            raise ValueError(
+                f"rank_offset {rank_offset} and world_size {world_size} cannot hold {ranks} rank(s)"
+            )
+        await asyncio.gather(*(self._forget_group(w, group_name) for w in self._workers))
+        self._group_name = ""
+        offsets = [rank_offset + sum(self._ranks_per_worker[:i]) for i in range(len(self._workers))]
+        results = await asyncio.gather(
             *(
                 w.init_weights_update_group(
                     master_address, master_port, offset, world_size, group_name, backend
                 )
                 for w, offset in zip(self._workers, offsets, strict=True)
-            )
+            ),
+            return_exceptions=True,
         )
-        self._rank_offsets = offsets
-        return world_size
+        failed = _failures(self._workers, results)
+        if failed:
+            joined = [w for w, r in zip(self._workers, results, strict=True) if not isinstance(r, Exception)]
+            await asyncio.gather(*(self._forget_group(w, group_name) for w in joined))
+            raise _failure_kind(failed)(f"{_who(failed)} could not join group {group_name!r}: {failed[0][1]}")
+        self._group_name = group_name
+        logger.info(
+            "sglang workers joined weight-update group %r at ranks %s (world %d, %s, store %s:%d)",
+            group_name,
+            offsets,
+            world_size,
+            backend,
+            master_address,
+            master_port,
+        )
+        return ranks
+
+    async def _forget_group(self, worker: SGLangServer, group_name: str) -> None:
+        try:
+            await worker.destroy_weights_update_group(group_name)
+        except SGLangError as exc:  # normally "does not exist"
+            logger.debug("destroy_weights_update_group on %s: %s", worker.url, exc)
 
     async def begin_distributed_update(
-        self,
-        names: Sequence[str],
-        dtypes: Sequence[str],
-        shapes: Sequence[Sequence[int]],
-        version: int,
-        group_name: str = "weight_update_group",
+        self, version: int, group_name: str = "weight_update_group"
     ) -> DistributedUpdate:
-        """Pause the workers and send update_weights_from_distributed to each without waiting.
+        """Wait for running generate calls, pause every worker and open an update to `version`.
 
-        The caller then broadcasts every tensor from rank 0 in `names` order (off the event loop,
-        e.g. in a thread) and awaits `finish()`. Waiting for the replies before broadcasting deadlocks.
+        Then, per bucket, start `receive_bucket(...)` (it sends update_weights_from_distributed to
+        every worker at once), broadcast the bucket's tensors from rank 0 in `names` order, and
+        await it. Awaiting the replies before broadcasting deadlocks.
         """
-        if self._rank_offsets is None:
-            raise WeightUpdateError("call init_weights_update_group before a distributed update")
-        if not len(names) == len(dtypes) == len(shapes):
-            raise ValueError("names, dtypes and shapes must have the same length")
+        if group_name != self._group_name or not group_name:
+            raise WeightUpdateError(
+                f"the workers have not joined weight-update group {group_name!r} "
+                f"(joined: {self._group_name or 'none'}); call init_weights_update_group first"
+            )
         gate = self._gate.exclusive()
         await gate.__aenter__()
         try:
@@ -321,11 +483,12 @@ class SGLangGenerator:
         except BaseException:
             await gate.__aexit__(None, None, None)
             raise
-        pending = [
-            asyncio.create_task(
-                w.update_weights_from_distributed(names, dtypes, shapes, str(version), group_name)
-            )
-            for w in self._workers
-        ]
-        await asyncio.sleep(0)  # let the requests start before the caller blocks in the broadcast
-        return DistributedUpdate(self, version, pending, gate)
+        return DistributedUpdate(self, version, group_name, gate)
+
+
+async def _sync_ranks(worker: SGLangServer) -> int:
+    try:
+        return sync_ranks_of(await worker.server_info())
+    except SGLangError as exc:
+        logger.warning("%s: %s; this worker cannot take part in NCCL weight updates", worker.url, exc)
+        return 0

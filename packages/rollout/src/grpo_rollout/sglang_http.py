@@ -25,6 +25,10 @@ class SGLangError(RuntimeError):
     """An SGLang server could not be reached or refused a call."""
 
 
+class SGLangRefused(SGLangError):
+    """The server answered a control call with success false (SGLang's message is in the error)."""
+
+
 class SGLangServer:
     """One SGLang server (a worker, or a router for /generate only)."""
 
@@ -54,7 +58,7 @@ class SGLangServer:
         success = bool(body.get("success", response.is_success)) if isinstance(body, dict) else False
         message = str(body.get("message", "")) if isinstance(body, dict) else str(body)
         if response.status_code != 200 or not success:
-            raise SGLangError(f"{self.url}{path} failed (HTTP {response.status_code}): {message or body}")
+            raise SGLangRefused(f"{self.url}{path} failed (HTTP {response.status_code}): {message or body}")
         return message
 
     async def _post_plain(self, path: str, payload: dict[str, Any] | None = None) -> None:
@@ -96,6 +100,13 @@ class SGLangServer:
         response = await self._request("GET", "/get_model_info")
         if response.status_code != 200:
             raise SGLangError(f"{self.url}/get_model_info failed (HTTP {response.status_code})")
+        return response.json()
+
+    async def server_info(self) -> dict[str, Any]:
+        """GET /get_server_info: the server args (tp_size, dp_size, ...) and scheduler facts."""
+        response = await self._request("GET", "/get_server_info")
+        if response.status_code != 200:
+            raise SGLangError(f"{self.url}/get_server_info failed (HTTP {response.status_code})")
         return response.json()
 
     # --- weight updates -----------------------------------------------------------------------
@@ -143,21 +154,26 @@ class SGLangServer:
         names: Sequence[str],
         dtypes: Sequence[str],
         shapes: Sequence[Sequence[int]],
-        weight_version: str,
+        weight_version: str | None,
         group_name: str = "weight_update_group",
+        flush_cache: bool = True,
     ) -> str:
-        return await self._control(
-            "/update_weights_from_distributed",
-            {
-                "names": list(names),
-                "dtypes": list(dtypes),
-                "shapes": [list(s) for s in shapes],
-                "group_name": group_name,
-                "flush_cache": True,
-                "load_format": None,
-                "weight_version": weight_version,
-            },
-        )
+        """Receive one bucket from the group's broadcast; SGLang answers after it has loaded it.
+
+        `weight_version` None leaves the server's version alone (SGLang sets it only when given and
+        only on success), so the buckets before the last of a multi-bucket update pass None.
+        """
+        payload: dict[str, Any] = {
+            "names": list(names),
+            "dtypes": list(dtypes),
+            "shapes": [list(s) for s in shapes],
+            "group_name": group_name,
+            "flush_cache": flush_cache,
+            "abort_all_requests": False,
+        }
+        if weight_version is not None:
+            payload["weight_version"] = weight_version
+        return await self._control("/update_weights_from_distributed", payload)
 
     async def destroy_weights_update_group(self, group_name: str = "weight_update_group") -> str:
         return await self._control("/destroy_weights_update_group", {"group_name": group_name})

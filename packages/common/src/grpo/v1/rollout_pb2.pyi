@@ -159,7 +159,7 @@ class GetInfoRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class RolloutInfo(_message.Message):
-    __slots__ = ("model", "backend", "policy_version", "in_flight_prompts", "in_flight_requests", "max_context_length", "eos_token_id", "pad_token_id")
+    __slots__ = ("model", "backend", "policy_version", "in_flight_prompts", "in_flight_requests", "max_context_length", "eos_token_id", "pad_token_id", "weight_sync_ranks", "weight_sync_group")
     MODEL_FIELD_NUMBER: _ClassVar[int]
     BACKEND_FIELD_NUMBER: _ClassVar[int]
     POLICY_VERSION_FIELD_NUMBER: _ClassVar[int]
@@ -168,6 +168,8 @@ class RolloutInfo(_message.Message):
     MAX_CONTEXT_LENGTH_FIELD_NUMBER: _ClassVar[int]
     EOS_TOKEN_ID_FIELD_NUMBER: _ClassVar[int]
     PAD_TOKEN_ID_FIELD_NUMBER: _ClassVar[int]
+    WEIGHT_SYNC_RANKS_FIELD_NUMBER: _ClassVar[int]
+    WEIGHT_SYNC_GROUP_FIELD_NUMBER: _ClassVar[int]
     model: str
     backend: str
     policy_version: int
@@ -176,4 +178,52 @@ class RolloutInfo(_message.Message):
     max_context_length: int
     eos_token_id: int
     pad_token_id: int
-    def __init__(self, model: _Optional[str] = ..., backend: _Optional[str] = ..., policy_version: _Optional[int] = ..., in_flight_prompts: _Optional[int] = ..., in_flight_requests: _Optional[int] = ..., max_context_length: _Optional[int] = ..., eos_token_id: _Optional[int] = ..., pad_token_id: _Optional[int] = ...) -> None: ...
+    weight_sync_ranks: int
+    weight_sync_group: str
+    def __init__(self, model: _Optional[str] = ..., backend: _Optional[str] = ..., policy_version: _Optional[int] = ..., in_flight_prompts: _Optional[int] = ..., in_flight_requests: _Optional[int] = ..., max_context_length: _Optional[int] = ..., eos_token_id: _Optional[int] = ..., pad_token_id: _Optional[int] = ..., weight_sync_ranks: _Optional[int] = ..., weight_sync_group: _Optional[str] = ...) -> None: ...
+
+class InitWeightSyncRequest(_message.Message):
+    __slots__ = ("master_address", "master_port", "group_name", "backend", "rank_offset", "world_size")
+    MASTER_ADDRESS_FIELD_NUMBER: _ClassVar[int]
+    MASTER_PORT_FIELD_NUMBER: _ClassVar[int]
+    GROUP_NAME_FIELD_NUMBER: _ClassVar[int]
+    BACKEND_FIELD_NUMBER: _ClassVar[int]
+    RANK_OFFSET_FIELD_NUMBER: _ClassVar[int]
+    WORLD_SIZE_FIELD_NUMBER: _ClassVar[int]
+    master_address: str
+    master_port: int
+    group_name: str
+    backend: str
+    rank_offset: int
+    world_size: int
+    def __init__(self, master_address: _Optional[str] = ..., master_port: _Optional[int] = ..., group_name: _Optional[str] = ..., backend: _Optional[str] = ..., rank_offset: _Optional[int] = ..., world_size: _Optional[int] = ...) -> None: ...
+
+class InitWeightSyncResponse(_message.Message):
+    __slots__ = ("ranks",)
+    RANKS_FIELD_NUMBER: _ClassVar[int]
+    ranks: int
+    def __init__(self, ranks: _Optional[int] = ...) -> None: ...
+
+class TensorShape(_message.Message):
+    __slots__ = ("dims",)
+    DIMS_FIELD_NUMBER: _ClassVar[int]
+    dims: _containers.RepeatedScalarFieldContainer[int]
+    def __init__(self, dims: _Optional[_Iterable[int]] = ...) -> None: ...
+
+class DistributedWeightsRequest(_message.Message):
+    __slots__ = ("policy_version", "group_name", "bucket_index", "last", "names", "dtypes", "shapes")
+    POLICY_VERSION_FIELD_NUMBER: _ClassVar[int]
+    GROUP_NAME_FIELD_NUMBER: _ClassVar[int]
+    BUCKET_INDEX_FIELD_NUMBER: _ClassVar[int]
+    LAST_FIELD_NUMBER: _ClassVar[int]
+    NAMES_FIELD_NUMBER: _ClassVar[int]
+    DTYPES_FIELD_NUMBER: _ClassVar[int]
+    SHAPES_FIELD_NUMBER: _ClassVar[int]
+    policy_version: int
+    group_name: str
+    bucket_index: int
+    last: bool
+    names: _containers.RepeatedScalarFieldContainer[str]
+    dtypes: _containers.RepeatedScalarFieldContainer[str]
+    shapes: _containers.RepeatedCompositeFieldContainer[TensorShape]
+    def __init__(self, policy_version: _Optional[int] = ..., group_name: _Optional[str] = ..., bucket_index: _Optional[int] = ..., last: _Optional[bool] = ..., names: _Optional[_Iterable[str]] = ..., dtypes: _Optional[_Iterable[str]] = ..., shapes: _Optional[_Iterable[_Union[TensorShape, _Mapping]]] = ...) -> None: ...

@@ -49,6 +49,16 @@ class RolloutServiceStub:
                 request_serializer=grpo_dot_v1_dot_rollout__pb2.GetInfoRequest.SerializeToString,
                 response_deserializer=grpo_dot_v1_dot_rollout__pb2.RolloutInfo.FromString,
                 _registered_method=True)
+        self.InitWeightSync = channel.unary_unary(
+                '/grpo.v1.RolloutService/InitWeightSync',
+                request_serializer=grpo_dot_v1_dot_rollout__pb2.InitWeightSyncRequest.SerializeToString,
+                response_deserializer=grpo_dot_v1_dot_rollout__pb2.InitWeightSyncResponse.FromString,
+                _registered_method=True)
+        self.UpdateWeightsDistributed = channel.unary_unary(
+                '/grpo.v1.RolloutService/UpdateWeightsDistributed',
+                request_serializer=grpo_dot_v1_dot_rollout__pb2.DistributedWeightsRequest.SerializeToString,
+                response_deserializer=grpo_dot_v1_dot_rollout__pb2.UpdateWeightsResponse.FromString,
+                _registered_method=True)
 
 
 class RolloutServiceServicer:
@@ -85,6 +95,52 @@ class RolloutServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def InitWeightSync(self, request, context):
+        """Weights over a collective group (NCCL on GPUs), the cross-machine path into SGLang engines:
+        the learner (rank 0) and every engine GPU behind every rollout service form one weight-update
+        group; then each update is broadcast from rank 0 bucket by bucket (UpdateWeightsDistributed).
+        The learner learns how many ranks a service contributes from RolloutInfo.weight_sync_ranks.
+
+        InitWeightSync makes this service's engines join the group at ranks rank_offset ..
+        rank_offset + ranks - 1. It returns only once the whole group has formed, so the learner runs
+        its own side of the rendezvous (it hosts the TCP store at master_address:master_port)
+        concurrently with this call to every service. A group of the same name left over from an
+        earlier learner is destroyed first, and any unfinished update is abandoned.
+        Errors: UNIMPLEMENTED (the backend cannot join a group, e.g. hf: use UpdateWeights),
+        INVALID_ARGUMENT (a field is empty or out of range, or world_size cannot hold this service's
+        ranks; the message names the field), ABORTED (an engine refused to join; SGLang's message),
+        UNAVAILABLE (an engine cannot be reached), UNAUTHENTICATED (always required when auth is on).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def UpdateWeightsDistributed(self, request, context):
+        """One bucket of a weight update over the group initialised by InitWeightSync. For each bucket
+        the learner sends this request to every service *without waiting for the reply*, then
+        broadcasts every tensor of the bucket from rank 0 in `names` order, then awaits the replies:
+        the engines answer only after they have received the broadcast, so waiting first deadlocks.
+        An update is buckets 0, 1, ..., the last one flagged `last`, all with the same policy_version.
+        Generation is paused from the first bucket until the last one and resumes afterwards; the
+        service's version (and the engines') becomes policy_version only when the last bucket
+        succeeded on every engine. If an engine refuses a bucket, the update ends there: the version
+        stays where it was, the engines are restored from the last weights on disk when there are
+        such weights for the current version, and otherwise Generate answers FAILED_PRECONDITION until
+        a complete update succeeds (the engines may hold a mix of old and new tensors). An update
+        left open (no next bucket) for the service's idle limit is abandoned the same way.
+        Errors: UNIMPLEMENTED (backend cannot), INVALID_ARGUMENT (names/dtypes/shapes differ in
+        length, an empty or repeated name, an unknown dtype, a negative dimension, a name or shape
+        the model does not have, a negative policy_version; the message names the field),
+        FAILED_PRECONDITION (the group was never initialised on this service, or bucket_index does not
+        continue the open update: start again at bucket_index 0), ABORTED (an engine refused the
+        bucket; SGLang's message and the version still in use), UNAVAILABLE (an engine cannot be
+        reached), UNAUTHENTICATED (always required when auth is on). Nothing here is retried by the
+        service: after an error the learner starts the update again at bucket_index 0.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_RolloutServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -102,6 +158,16 @@ def add_RolloutServiceServicer_to_server(servicer, server):
                     servicer.GetInfo,
                     request_deserializer=grpo_dot_v1_dot_rollout__pb2.GetInfoRequest.FromString,
                     response_serializer=grpo_dot_v1_dot_rollout__pb2.RolloutInfo.SerializeToString,
+            ),
+            'InitWeightSync': grpc.unary_unary_rpc_method_handler(
+                    servicer.InitWeightSync,
+                    request_deserializer=grpo_dot_v1_dot_rollout__pb2.InitWeightSyncRequest.FromString,
+                    response_serializer=grpo_dot_v1_dot_rollout__pb2.InitWeightSyncResponse.SerializeToString,
+            ),
+            'UpdateWeightsDistributed': grpc.unary_unary_rpc_method_handler(
+                    servicer.UpdateWeightsDistributed,
+                    request_deserializer=grpo_dot_v1_dot_rollout__pb2.DistributedWeightsRequest.FromString,
+                    response_serializer=grpo_dot_v1_dot_rollout__pb2.UpdateWeightsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -185,6 +251,60 @@ class RolloutService:
             '/grpo.v1.RolloutService/GetInfo',
             grpo_dot_v1_dot_rollout__pb2.GetInfoRequest.SerializeToString,
             grpo_dot_v1_dot_rollout__pb2.RolloutInfo.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def InitWeightSync(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/grpo.v1.RolloutService/InitWeightSync',
+            grpo_dot_v1_dot_rollout__pb2.InitWeightSyncRequest.SerializeToString,
+            grpo_dot_v1_dot_rollout__pb2.InitWeightSyncResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UpdateWeightsDistributed(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/grpo.v1.RolloutService/UpdateWeightsDistributed',
+            grpo_dot_v1_dot_rollout__pb2.DistributedWeightsRequest.SerializeToString,
+            grpo_dot_v1_dot_rollout__pb2.UpdateWeightsResponse.FromString,
             options,
             channel_credentials,
             insecure,
