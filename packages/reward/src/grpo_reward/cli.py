@@ -10,6 +10,9 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+from grpo_common.server_flags import add_server_flags, server_overrides
+
+from grpo_reward.service.config import DEFAULT_PORT
 from grpo_reward.verdict import Verdict
 
 
@@ -80,12 +83,7 @@ def _serve(args: argparse.Namespace) -> int:
     from grpo_reward.service.server import serve
 
     overrides = {
-        "server.host": args.host,
-        "server.port": args.port,
-        "server.port_file": args.port_file,
-        "server.tls.cert": args.tls_cert,
-        "server.tls.key": args.tls_key,
-        "server.auth_token": args.auth_token,
+        **server_overrides(args),
         "workers": args.workers,
         "max_batch_items": args.max_batch_items,
         "default_timeout_s": args.timeout_s,
@@ -126,15 +124,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     serve = commands.add_parser("serve", help="serve grpo.v1.RewardService over gRPC")
     serve.add_argument("--config", type=Path, help="TOML/YAML/JSON config file (RewardServiceConfig)")
-    serve.add_argument("--host", help="bind address (default 127.0.0.1)")
-    serve.add_argument("--port", type=int, help="port (default 50053; 0 picks a free one and prints it)")
-    serve.add_argument("--port-file", type=Path, help="write the bound port to this file")
+    add_server_flags(serve, default_port=DEFAULT_PORT)
     serve.add_argument("--workers", type=int, help="verification worker processes (default: CPU count)")
     serve.add_argument("--max-batch-items", type=int, help="largest batch one Score call may carry")
     serve.add_argument("--timeout-s", type=float, help="default per-item time limit in seconds")
-    serve.add_argument("--tls-cert", type=Path, help="PEM certificate chain (with --tls-key)")
-    serve.add_argument("--tls-key", type=Path, help="PEM private key (with --tls-cert)")
-    serve.add_argument("--auth-token", help="require this bearer token (or set GRPO_AUTH_TOKEN)")
     serve.add_argument("--log-level", help="DEBUG, INFO, WARNING, ...")
     return parser
 

@@ -20,8 +20,9 @@ from pathlib import Path
 from grpo_common.config import ConfigError, load_config
 from grpo_common.logging_setup import configure_logging
 from grpo_common.server import serve_until_signalled
+from grpo_common.server_flags import add_server_flags, server_overrides
 
-from grpo_rollout.config import ENV_PREFIX, RolloutConfig
+from grpo_rollout.config import DEFAULT_PORT, ENV_PREFIX, RolloutConfig
 
 logger = logging.getLogger("grpo_rollout")
 
@@ -39,12 +40,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     serve.add_argument("--sglang-router-url", help="SGLang router URL for generation")
     serve.add_argument("--weight-dir", type=Path, help="sglang: directory for pushed weights")
-    serve.add_argument("--host", help="bind address (default 127.0.0.1)")
-    serve.add_argument("--port", type=int, help="port (default 50052; 0 = any free port)")
-    serve.add_argument("--port-file", type=Path, help="write the bound port here once serving")
-    serve.add_argument("--tls-cert", type=Path, help="PEM certificate (with --tls-key) to serve TLS")
-    serve.add_argument("--tls-key", type=Path)
-    serve.add_argument("--auth-token", help="shared bearer token (or GRPO_AUTH_TOKEN)")
+    add_server_flags(serve, default_port=DEFAULT_PORT)
     serve.add_argument("--device", help="hf: torch device (default cpu)")
     serve.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], help="hf: model dtype")
     serve.add_argument("--torch-threads", type=int, help="hf: CPU threads for torch")
@@ -60,12 +56,7 @@ def config_from_args(args: argparse.Namespace) -> RolloutConfig:
         "sglang.urls": args.sglang_url,
         "sglang.router_url": args.sglang_router_url,
         "sglang.weight_dir": args.weight_dir,
-        "server.host": args.host,
-        "server.port": args.port,
-        "server.port_file": args.port_file,
-        "server.tls.cert": args.tls_cert,
-        "server.tls.key": args.tls_key,
-        "server.auth_token": args.auth_token,
+        **server_overrides(args),
         "hf.device": args.device,
         "hf.dtype": args.dtype,
         "hf.torch_threads": args.torch_threads,
