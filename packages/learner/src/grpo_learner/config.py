@@ -173,6 +173,27 @@ class PushConfig(_Section):
     deadline_s: float = Field(120.0, gt=0, description="longest a push may hold up training")
     bucket_bytes: int = Field(DEFAULT_BUCKET_BYTES, ge=1024, description="weight-stream bucket size")
     dtype: Literal["float32", "bfloat16", "float16"] | None = Field(None, description="None: as trained")
+    # Weights over NCCL into SGLang engines (grpo_learner.nccl_weight_sync); "grpc" is the portable path.
+    transport: Literal["grpc", "nccl"] = Field(
+        "grpc", description="nccl: rank 0 broadcasts into the SGLang engines' weight-update group"
+    )
+    nccl_master_address: str | None = Field(
+        None, description="this learner's address as the SGLang engines reach it (it hosts the TCP store)"
+    )
+    nccl_master_port: int = Field(0, ge=0, le=65535, description="TCP store port; 0: a free port")
+    nccl_group_name: str = Field("weight_update_group", min_length=1)
+    nccl_backend: Literal["nccl", "gloo"] = Field("nccl", description="gloo: CPU tensors (tests only)")
+    nccl_bucket_bytes: int = Field(1 << 30, ge=1024, description="bytes per broadcast bucket (0.5-2 GB)")
+    nccl_timeout_s: float = Field(600.0, gt=0, description="rendezvous, broadcast and RPC deadline")
+
+    @model_validator(mode="after")
+    def _nccl_needs_an_address(self) -> PushConfig:
+        if self.transport == "nccl" and not self.nccl_master_address:
+            raise ValueError(
+                "push.transport = 'nccl' needs push.nccl_master_address: the learner's address as the "
+                "SGLang engines reach it"
+            )
+        return self
 
 
 class LocalServicesConfig(_Section):

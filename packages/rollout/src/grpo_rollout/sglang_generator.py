@@ -263,8 +263,11 @@ class SGLangGenerator:
             await client.aclose()
             raise
         directory = weight_dir or Path(model).parent / ".grpo-rollout-weights"
-        generator = cls(model, facts, workers, router, directory, client, versions.pop(), pause_mode)
+        version = versions.pop()
+        generator = cls(model, facts, workers, router, directory, client, version, pause_mode)
         generator._ranks_per_worker = list(ranks)
+        if version != 0:  # the workers serve pushed weights, not the checkpoint: nothing to restore
+            generator._current_weights = None
         logger.info(
             "sglang backend: %d worker(s) %s, router %s, weight version %d",
             len(workers),

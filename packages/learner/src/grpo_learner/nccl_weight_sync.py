@@ -1,0 +1,409 @@
+"""Push weights from learner rank 0 into SGLang engines over an NCCL weight-update group.
+
+The portable path (`weight_push.WeightPusher`) streams bytes over gRPC; this one broadcasts GPU
+tensors straight into the engines, coordinated through each rollout service so the learner never
+speaks SGLang's HTTP API:
+
+    connect(addresses): GetInfo -> ranks of each service (weight_sync_ranks; 0 = cannot, e.g. hf)
+        -> host the TCP store -> [InitWeightSync(rank_offset = 1 + ranks before it) to every
+        service] concurrently with forming the group as rank 0
+    push(named_tensors, version): per bucket (up to bucket_bytes, tensors never split)
+        -> UpdateWeightsDistributed(names, dtypes, shapes, bucket_index, last) to every service,
+        not awaited -> broadcast each tensor from rank 0 in names order -> await every reply
+
+A service adopts the version only when its engines took the last bucket; any error raises
+WeightSyncError and the learner's version must not advance (push again, or fall back to gRPC).
+`named_tensors` may be a generator: a sharded learner can gather full tensors bucket by bucket
+(one bucket is prepared ahead, so at most two are in memory).
+
+Failure modes, and why they are told apart: an engine that refuses a bucket after receiving it
+(SGLang's load failed) leaves the group usable. A service that answers an error without its engines
+taking part (bad request, no group) leaves rank 0's broadcast waiting for ranks that never come:
+then the group is unusable (`broken`), and `close()` + `connect()` build a new one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Literal, TypeVar
+
+import grpc
+import torch
+import torch.distributed as dist
+from grpo.v1 import rollout_pb2, rollout_pb2_grpc
+from grpo_common.channel import ChannelConfig, create_channel
+from grpo_common.weight_codec import WeightStreamError, dtype_name
+
+from grpo_learner import weight_group
+from grpo_learner.config import PushConfig
+
+logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
+GRACE_S = 5.0  # how long a finished-with-error RPC waits for the broadcast before the group is declared stuck
+
+
+@dataclass(frozen=True)
+class WeightSyncSettings:
+    master_address: str  # this learner's address as the engines reach it (it hosts the TCP store)
+    master_port: int = 0  # 0: a free port
+    group_name: str = "weight_update_group"
+    backend: Literal["nccl", "gloo"] = "nccl"  # gloo: CPU tensors (tests)
+    bucket_bytes: int = 1 << 30  # SGLang's advice: 0.5-2 GB per update_weights_from_distributed call
+    timeout_s: float = 600.0  # rendezvous, each broadcast, each RPC
+    dtype: torch.dtype | None = None  # cast floating tensors to this before sending (None: as given)
+
+
+@dataclass(frozen=True)
+class SyncReport:
+    version: int
+    buckets: int
+    tensors: int
+    bytes: int
+    seconds: float
+
+
+class WeightSyncError(RuntimeError):
+    """A weight sync failed; no service adopted the version unless the message says so."""
+
+
+def iter_buckets(
+    named_tensors: Iterable[tuple[str, torch.Tensor]], bucket_bytes: int
+) -> Iterator[list[tuple[str, torch.Tensor]]]:
+    """Consecutive tensors grouped up to `bucket_bytes`; a bigger tensor is a bucket of its own."""
+    bucket: list[tuple[str, torch.Tensor]] = []
+    size = 0
+    for name, tensor in named_tensors:
+        nbytes = tensor.numel() * tensor.element_size()
+        if bucket and size + nbytes > bucket_bytes:
+            yield bucket
+            bucket, size = [], 0
+        bucket.append((name, tensor))
+        size += nbytes
+    if bucket:
+        yield bucket
+
+
+def with_last(items: Iterable[T]) -> Iterator[tuple[T, bool]]:
+    """(item, is_last) pairs, looking one item ahead."""
+    iterator = iter(items)
+    try:
+        previous = next(iterator)
+    except StopIteration:
+        return
+    for item in iterator:
+        yield previous, False
+        previous = item
+    yield previous, True
+
+
+def in_daemon_thread(function: Callable[[], T]) -> asyncio.Future[T]:
+    """Run a blocking collective off the event loop in a daemon thread.
+
+    Not `asyncio.to_thread`: a collective stuck on ranks that never come must not keep the
+    interpreter (whose default executor is joined at exit) alive until the group's timeout.
+    """
+    loop = asyncio.get_running_loop()
+    future: asyncio.Future[T] = loop.create_future()
+
+    def settle(result: T | None, error: BaseException | None) -> None:
+        if future.done():
+            return
+        if error is not None:
+            future.set_exception(error)
+        else:
+            future.set_result(result)  # type: ignore[arg-type]
+
+    def run() -> None:
+        try:
+            result = function()
+        except BaseException as exc:
+            loop.call_soon_threadsafe(settle, None, exc)
+        else:
+            loop.call_soon_threadsafe(settle, result, None)
+
+    threading.Thread(target=run, name="weight-sync-collective", daemon=True).start()
+    return future
+
+
+class NcclWeightSync:
+    """Learner rank 0's weight sync over a collective group; use inside a running event loop."""
+
+    def __init__(self, settings: WeightSyncSettings, channel_config: ChannelConfig | None = None) -> None:
+        if settings.bucket_bytes < 1:
+            raise ValueError(f"bucket_bytes must be >= 1, got {settings.bucket_bytes}")
+        self.settings = settings
+        self._channel_config = channel_config
+        self._addresses: list[str] = []
+        self._channels: list[grpc.aio.Channel] = []
+        self._stubs: list[rollout_pb2_grpc.RolloutServiceStub] = []
+        self._group: dist.ProcessGroup | None = None
+        self._store: dist.TCPStore | None = None
+        self._lock = asyncio.Lock()
+        self.broken = False
+        self.world_size = 0
+
+    @classmethod
+    def from_config(cls, push: PushConfig, channel: ChannelConfig | None = None) -> NcclWeightSync:
+        """Settings from the learner's `push` section (transport = "nccl" and its nccl_* fields)."""
+        if not push.nccl_master_address:
+            raise ValueError("push.nccl_master_address is not set")
+        return cls(
+            WeightSyncSettings(
+                master_address=push.nccl_master_address,
+                master_port=push.nccl_master_port,
+                group_name=push.nccl_group_name,
+                backend=push.nccl_backend,
+                bucket_bytes=push.nccl_bucket_bytes,
+                timeout_s=push.nccl_timeout_s,
+                dtype=getattr(torch, push.dtype) if push.dtype else None,
+            ),
+            channel,
+        )
+
+    @property
+    def connected(self) -> bool:
+        return self._group is not None and not self.broken
+
+    # --- connect --------------------------------------------------------------------------------
+    async def connect(self, addresses: Sequence[str]) -> None:
+        """Form the group with the engines behind every rollout service at `addresses`."""
+        if self._group is not None or self._channels:
+            raise WeightSyncError("already connected: await close() before connecting again")
+        if not addresses:
+            raise ValueError("no rollout addresses to sync weights with")
+        self.broken = False
+        settings = self.settings
+        self._addresses = list(addresses)
+        self._channels = [create_channel(a, self._channel_config) for a in self._addresses]
+        self._stubs = [rollout_pb2_grpc.RolloutServiceStub(c) for c in self._channels]
+        try:
+            infos = await asyncio.gather(
+                *(s.GetInfo(rollout_pb2.GetInfoRequest(), timeout=30) for s in self._stubs)
+            )
+        except grpc.aio.AioRpcError as exc:
+            await self._close_channels()
+            raise WeightSyncError(f"GetInfo failed ({exc.code().name}: {exc.details()})") from exc
+        ranks = [info.weight_sync_ranks for info in infos]
+        cannot = [
+            f"{a} ({i.backend})"
+            for a, i in zip(self._addresses, infos, strict=True)
+            if not i.weight_sync_ranks
+        ]
+        if cannot:
+            await self._close_channels()
+            raise WeightSyncError(
+                f"rollout services {cannot} cannot join a weight-update group (weight_sync_ranks 0): "
+                "NCCL sync needs the sglang backend with tensor parallelism only; use push over gRPC"
+            )
+        offsets = [1 + sum(ranks[:i]) for i in range(len(ranks))]
+        world_size = 1 + sum(ranks)
+        store = await asyncio.to_thread(
+            weight_group.open_store,
+            settings.master_address,
+            settings.master_port,
+            world_size,
+            settings.timeout_s,
+        )
+        port = store.port
+        forming = in_daemon_thread(
+            lambda: weight_group.join_group(
+                store, world_size, settings.group_name, settings.backend, settings.timeout_s
+            )
+        )
+        calls = [
+            asyncio.ensure_future(
+                stub.InitWeightSync(
+                    rollout_pb2.InitWeightSyncRequest(
+                        master_address=settings.master_address,
+                        master_port=port,
+                        group_name=settings.group_name,
+                        backend=settings.backend,
+                        rank_offset=offset,
+                        world_size=world_size,
+                    ),
+                    timeout=settings.timeout_s,
+                )
+            )
+            for stub, offset in zip(self._stubs, offsets, strict=True)
+        ]
+        what = f"forming group {settings.group_name!r} at {settings.master_address}:{port}"
+        try:
+            replies = await self._collective_and_calls(forming, calls, what)
+            for address, reply, expected in zip(self._addresses, replies, ranks, strict=True):
+                if reply.ranks != expected:
+                    raise WeightSyncError(
+                        f"rollout {address} took {reply.ranks} ranks, GetInfo said {expected}"
+                    )
+        except WeightSyncError:
+            if forming.done() and not forming.cancelled() and forming.exception() is None:
+                await asyncio.to_thread(weight_group.destroy, forming.result())
+            await self._close_channels()
+            raise
+        self._group, self._store, self.world_size = forming.result(), store, world_size
+        logger.info(
+            "weight-update group %r formed: learner rank 0 at %s:%d, rollout ranks %s (world %d, %s)",
+            settings.group_name,
+            settings.master_address,
+            port,
+            dict(zip(self._addresses, offsets, strict=True)),
+            world_size,
+            settings.backend,
+        )
+
+    # --- push -----------------------------------------------------------------------------------
+    async def push(self, named_tensors: Iterable[tuple[str, torch.Tensor]], version: int) -> SyncReport:
+        """Broadcast every tensor to every engine; each service adopts `version` after the last bucket."""
+        if version < 0:
+            raise ValueError(f"version {version} is negative; versions start at 0")
+        async with self._lock:
+            if self._group is None:
+                raise WeightSyncError("not connected: await connect(addresses) first")
+            if self.broken:
+                raise WeightSyncError("the group is unusable after an earlier failure: close() and connect()")
+            started = time.perf_counter()
+            seen: set[str] = set()
+            buckets = tensors = nbytes = 0
+            prepared = (
+                self._prepare(bucket, seen)
+                for bucket in iter_buckets(named_tensors, self.settings.bucket_bytes)
+            )
+            for index, (bucket, last) in enumerate(with_last(prepared)):
+                await self._send_bucket(bucket, index, last, version)
+                buckets += 1
+                tensors += len(bucket)
+                nbytes += sum(t.numel() * t.element_size() for _, t in bucket)
+            if not buckets:
+                raise ValueError("no tensors to push")
+        report = SyncReport(version, buckets, tensors, nbytes, time.perf_counter() - started)
+        logger.info(
+            "pushed version %d over group %r: %d tensors, %.1f MB in %d bucket(s), %.2f s",
+            version,
+            self.settings.group_name,
+            tensors,
+            nbytes / 1e6,
+            buckets,
+            report.seconds,
+        )
+        return report
+
+    def _prepare(
+        self, bucket: list[tuple[str, torch.Tensor]], seen: set[str]
+    ) -> list[tuple[str, torch.Tensor]]:
+        device = (
+            torch.device("cuda", torch.cuda.current_device()) if self.settings.backend == "nccl" else None
+        )
+        out = []
+        for name, tensor in bucket:
+            if name in seen:
+                raise ValueError(f"tensor {name!r} appears twice in one push")
+            seen.add(name)
+            dtype = (
+                self.settings.dtype if self.settings.dtype and tensor.is_floating_point() else tensor.dtype
+            )
+            out.append((name, tensor.detach().to(device=device or "cpu", dtype=dtype).contiguous()))
+        return out
+
+    async def _send_bucket(
+        self, bucket: list[tuple[str, torch.Tensor]], index: int, last: bool, version: int
+    ) -> None:
+        try:
+            dtypes = [dtype_name(t.dtype) for _, t in bucket]
+        except WeightStreamError as exc:
+            raise ValueError(str(exc)) from None
+        request = rollout_pb2.DistributedWeightsRequest(
+            policy_version=version,
+            group_name=self.settings.group_name,
+            bucket_index=index,
+            last=last,
+            names=[name for name, _ in bucket],
+            dtypes=dtypes,
+            shapes=[rollout_pb2.TensorShape(dims=list(t.shape)) for _, t in bucket],
+        )
+        # The requests go out first and are not awaited: the engines answer only after receiving.
+        calls = [
+            asyncio.ensure_future(stub.UpdateWeightsDistributed(request, timeout=self.settings.timeout_s))
+            for stub in self._stubs
+        ]
+        group = self._group
+        assert group is not None
+        tensors = [t for _, t in bucket]
+        sending = in_daemon_thread(lambda: weight_group.broadcast(group, tensors))
+        await self._collective_and_calls(sending, calls, f"bucket {index} of version {version}")
+
+    # --- waiting on a collective and the RPCs that make the other ranks join it ------------------
+    async def _collective_and_calls(
+        self, collective: asyncio.Future, calls: list[asyncio.Future], what: str
+    ) -> list:
+        """Await both; raise WeightSyncError naming every failing service (and whether the group survives)."""
+        pending: set[asyncio.Future] = {collective, *calls}
+        while pending:
+            _, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+            if collective.done() and collective.exception() is not None:
+                self.broken = True
+                for call in calls:
+                    call.cancel()
+                raise WeightSyncError(
+                    f"{what}: rank 0's side failed: {collective.exception()}; the group is unusable, "
+                    "close() and connect() again"
+                ) from collective.exception()
+            failed = [call for call in calls if call.done() and _rpc_error(call) is not None]
+            if failed and not collective.done():
+                # An engine that refused after receiving has let the broadcast finish: give it a moment.
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(asyncio.shield(collective), GRACE_S)
+                if not collective.done():
+                    self.broken = True
+                    for call in calls:
+                        call.cancel()
+                    raise WeightSyncError(
+                        f"{what}: {self._errors(calls)}; those engines never joined the broadcast, so "
+                        "rank 0 is stuck in it and the group is unusable: close() and connect() again"
+                    )
+        if errors := self._errors(calls):
+            raise WeightSyncError(f"{what}: {errors}")
+        return [call.result() for call in calls]
+
+    def _errors(self, calls: list[asyncio.Future]) -> str:
+        parts = []
+        for address, call in zip(self._addresses, calls, strict=True):
+            error = _rpc_error(call) if call.done() else None
+            if error is not None:
+                parts.append(f"rollout {address} answered {error}")
+        return "; ".join(parts)
+
+    # --- close ------------------------------------------------------------------------------------
+    async def close(self) -> None:
+        """Leave the group (its name becomes free again) and close the channels."""
+        group, self._group, self._store = self._group, None, None
+        if group is not None:
+            if self.broken:
+                logger.warning(
+                    "not destroying group %r: rank 0 may be stuck in a broadcast", self.settings.group_name
+                )
+            else:
+                await asyncio.to_thread(weight_group.destroy, group)
+        self.broken = False
+        await self._close_channels()
+
+    async def _close_channels(self) -> None:
+        for channel in self._channels:
+            await channel.close()
+        self._channels, self._stubs = [], []
+
+
+def _rpc_error(call: asyncio.Future) -> str | None:
+    if call.cancelled():
+        return "CANCELLED"
+    error = call.exception()
+    if error is None:
+        return None
+    if isinstance(error, grpc.aio.AioRpcError):
+        return f"{error.code().name}: {error.details()}"
+    return f"{type(error).__name__}: {error}"
