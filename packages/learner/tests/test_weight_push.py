@@ -6,6 +6,7 @@ import asyncio
 import socket
 
 import torch
+from grpo_learner.rollout_pool import PoolSettings
 from grpo_learner.weight_push import WeightPusher
 from learner_fixtures import tiny_qwen2
 from recording_rollout import RecordingRollout, start_recording_rollout
@@ -82,8 +83,14 @@ def test_dead_service_does_not_block_beyond_deadline_and_gets_current_weights_wh
         live_server = await start_recording_rollout(live)
         dead_port = free_port()
         dead_address = f"127.0.0.1:{dead_port}"
+        # No health probes here: a dead service that nobody marked DOWN holds a push for at most
+        # the deadline (with probes it is not waited for at all: test_rollout_pool).
         pusher = WeightPusher(
-            [live_server.address, dead_address], deadline_s=1.0, initial_backoff_s=0.05, max_backoff_s=0.2
+            [live_server.address, dead_address],
+            deadline_s=1.0,
+            initial_backoff_s=0.05,
+            max_backoff_s=0.2,
+            pool_settings=PoolSettings(probe_interval_s=0),
         )
         loop = asyncio.get_running_loop()
         try:

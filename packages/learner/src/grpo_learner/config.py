@@ -71,6 +71,16 @@ class RolloutConfig(_Section):
     max_backoff_s: float = Field(5.0, gt=0, description="cap of the re-send delay")
     sampling: SamplingConfig = Field(default_factory=SamplingConfig)
     channel: ChannelConfig = Field(default_factory=ChannelConfig)
+    # Many rollout services (grpo_learner.rollout_pool): health/load probes and hot-add/remove.
+    addresses_file: Path | None = Field(
+        None, description="host:port per line, re-read while training: new lines join, removed ones drain"
+    )
+    addresses_poll_s: float = Field(2.0, gt=0, description="how often addresses_file is checked for changes")
+    probe_interval_s: float = Field(
+        0.5, ge=0, description="health + load (GetInfo) probe period per service; 0: no probes"
+    )
+    probe_timeout_s: float = Field(2.0, gt=0, description="deadline of one probe RPC")
+    unhealthy_after: int = Field(3, ge=1, description="failed probes in a row before a service is DOWN")
 
     @field_validator("addresses")
     @classmethod

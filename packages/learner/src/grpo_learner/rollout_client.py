@@ -1,10 +1,12 @@
 """The learner's side of `RolloutService.Generate`: every prompt comes back as a group, or we fail loudly.
 
-A call spreads its prompts over all rollout addresses (one streaming Generate per address), yields
-groups as they arrive (in any order), and when a stream breaks or ends without some prompts, sends
-exactly those prompts again, preferring addresses that did not just fail, with exponential backoff.
-Prompt ids are idempotency keys: a group that arrives twice is yielded once. Only errors that a retry
-cannot fix (INVALID_ARGUMENT, UNAUTHENTICATED, PERMISSION_DENIED) stop the call at once.
+A call spreads its prompts over the READY services of the rollout pool by load (water-filling over
+in-flight prompts: GetInfo's figure plus what this learner has outstanding there), opens one
+streaming Generate per chosen service, and yields groups as they arrive (in any order). When a
+stream breaks, ends without some prompts, or is abandoned because its service went DOWN, exactly
+those prompts are sent again after an exponential backoff, preferring services that did not just
+fail. Prompt ids are idempotency keys: a group that arrives twice is yielded once. Only errors that
+a retry cannot fix (INVALID_ARGUMENT, UNAUTHENTICATED, PERMISSION_DENIED) stop the call at once.
 """
 
 from __future__ import annotations
@@ -18,11 +20,13 @@ from dataclasses import dataclass
 
 import grpc
 from grpc import StatusCode
-from grpo.v1 import reward_pb2, rollout_pb2, rollout_pb2_grpc
-from grpo_common.channel import ChannelConfig, create_channel
+from grpo.v1 import reward_pb2, rollout_pb2
+from grpo_common.channel import ChannelConfig
 
 from grpo_learner.config import SamplingConfig
+from grpo_learner.load_spread import water_fill
 from grpo_learner.prompts import PromptItem
+from grpo_learner.rollout_pool import Member, PoolSettings, RolloutPool
 
 logger = logging.getLogger(__name__)
 
@@ -55,15 +59,28 @@ def sampling_to_proto(sampling: SamplingConfig, seed: int | None = None) -> roll
 @dataclass
 class _StreamEnd:
     address: str
-    error: grpc.aio.AioRpcError | None
+    prompt_ids: list[str]
+    code: StatusCode | None = None  # None: the stream ended normally
+    details: str = ""
+    abandoned: bool = False  # its service went DOWN while it was open
+    crash: Exception | None = None  # an unexpected error (a bug), re-raised by generate
+
+
+@dataclass
+class _Resend:
+    prompts: list[PromptItem]
 
 
 class RolloutClient:
-    """Use inside a running event loop; `await close()` when done."""
+    """Use inside a running event loop; `await close()` when done.
+
+    `addresses` is a list of host:port (the client then owns a pool of its own) or a `RolloutPool`
+    shared with the `WeightPusher`, so that services that (re)join get weights before prompts.
+    """
 
     def __init__(
         self,
-        addresses: Sequence[str],
+        addresses: Sequence[str] | RolloutPool,
         *,
         group_size: int,
         sampling: SamplingConfig,
@@ -76,10 +93,18 @@ class RolloutClient:
         reward_spec: reward_pb2.RewardSpec | None = None,
         seed: int | None = None,
         on_stale_service: Callable[[str], None] | None = None,
+        pool_settings: PoolSettings | None = None,
     ) -> None:
-        if not addresses:
-            raise ValueError("rollout.addresses is empty: name at least one rollout service (host:port)")
-        self.addresses = list(addresses)
+        if isinstance(addresses, RolloutPool):
+            self.pool = addresses
+        else:
+            if not addresses and (pool_settings is None or pool_settings.addresses_file is None):
+                raise ValueError(
+                    "rollout.addresses is empty: name at least one rollout service (host:port) "
+                    "or a rollout.addresses_file"
+                )
+            self.pool = RolloutPool(addresses, channel_config, pool_settings)
+        self.pool.retain()
         self.group_size = group_size
         self.sampling = sampling
         self.request_timeout_s = request_timeout_s
@@ -90,12 +115,13 @@ class RolloutClient:
         self.reward_spec = reward_spec
         self.seed = seed
         # Called with the address of a service whose weights are older than a request needs (a
-        # restarted process): the weight pusher sends it the current weights, then re-sends succeed.
+        # restarted process); a shared pool already routes it to the pusher, this is for others.
         self.on_stale_service = on_stale_service
-        self._channels = {a: create_channel(a, channel_config) for a in self.addresses}
-        self._stubs = {a: rollout_pb2_grpc.RolloutServiceStub(c) for a, c in self._channels.items()}
-        self._recent_failures: dict[str, int] = dict.fromkeys(self.addresses, 0)
-        self._next = 0  # rotates which address gets the first share
+        self._next = 0  # rotates which service gets the odd prompt among equally loaded ones
+
+    @property
+    def addresses(self) -> list[str]:
+        return self.pool.addresses
 
     def _request(self, prompts: Sequence[PromptItem], min_policy_version: int) -> rollout_pb2.RolloutRequest:
         request = rollout_pb2.RolloutRequest(
@@ -120,31 +146,66 @@ class RolloutClient:
         digest = zlib.crc32("\n".join(p.id for p in prompts).encode())
         return (self.seed * 1_000_003 + digest) % 2**63
 
-    def _assign(self, prompts: list[PromptItem]) -> dict[str, list[PromptItem]]:
-        """Split prompts evenly over the healthiest addresses (fewest recent failures)."""
-        fewest = min(self._recent_failures.values())
-        healthy = [a for a in self.addresses if self._recent_failures[a] == fewest]
-        start = self._next % len(healthy)
+    def _assign(
+        self, members: list[Member], prompts: list[PromptItem]
+    ) -> list[tuple[Member, list[PromptItem]]]:
+        """Water-fill the prompts over the members' loads (idle services get more)."""
+        start = self._next % len(members)
         self._next += 1
-        order = healthy[start:] + healthy[:start]
-        shares: dict[str, list[PromptItem]] = {}
-        for index, prompt in enumerate(prompts):
-            shares.setdefault(order[index % len(order)], []).append(prompt)
+        order = members[start:] + members[:start]
+        counts = water_fill({m.address: m.load() for m in order}, len(prompts), [m.address for m in order])
+        shares, offset = [], 0
+        for member in order:
+            count = counts.get(member.address, 0)
+            if count:
+                shares.append((member, prompts[offset : offset + count]))
+                offset += count
         return shares
 
     async def _stream(
-        self, address: str, prompts: list[PromptItem], min_policy_version: int, queue: asyncio.Queue
+        self, member: Member, prompts: list[PromptItem], min_policy_version: int, queue: asyncio.Queue
     ) -> None:
-        error = None
-        try:
-            call = self._stubs[address].Generate(
+        """One Generate call; always ends with a _StreamEnd on the queue (unless cancelled)."""
+        ids = [p.id for p in prompts]
+        unreceived = set(ids)
+        down = member.down
+        end = _StreamEnd(member.address, ids)
+
+        async def read() -> None:
+            call = member.stub.Generate(
                 self._request(prompts, min_policy_version), timeout=self.request_timeout_s
             )
             async for group in call:
+                if group.prompt_id in unreceived:
+                    unreceived.discard(group.prompt_id)
+                    member.outstanding -= 1
                 await queue.put(group)
-        except grpc.aio.AioRpcError as exc:
-            error = exc
-        await queue.put(_StreamEnd(address, error))
+
+        reader = asyncio.create_task(read())
+        watcher = asyncio.create_task(down.wait())
+        try:
+            await asyncio.wait({reader, watcher}, return_when=asyncio.FIRST_COMPLETED)
+            if not reader.done():  # the service went DOWN: give up on this stream
+                end.abandoned = True
+                reader.cancel()
+            try:
+                await reader
+            except asyncio.CancelledError:
+                if (task := asyncio.current_task()) is not None and task.cancelling():
+                    raise  # the whole call is being cancelled
+                if not end.abandoned:  # its channel was closed under it
+                    end.code, end.details = StatusCode.CANCELLED, "the channel to this service was closed"
+            except grpc.aio.AioRpcError as exc:
+                end.code, end.details = exc.code(), exc.details() or ""
+            except Exception as exc:  # not a transport problem: a bug; stop the call, say where
+                end.crash = exc
+        finally:
+            for task in (reader, watcher):
+                task.cancel()
+            member.outstanding -= len(unreceived)
+            unreceived.clear()
+            self.pool.stream_ended(member, failed=end.code is not None or end.abandoned)
+        await queue.put(end)
 
     async def generate(
         self, prompts: Sequence[PromptItem], min_policy_version: int = 0
@@ -153,58 +214,92 @@ class RolloutClient:
         pending = {p.id: p for p in prompts}
         if len(pending) != len(prompts):
             raise ValueError("prompt ids must be unique within a call (they are idempotency keys)")
+        sends = dict.fromkeys(pending, 0)  # how often each prompt was sent (or found no service)
         errors: list[str] = []
-        for attempt in range(self.max_attempts):
-            if attempt:
-                delay = min(self.backoff_s * 2 ** (attempt - 1), self.max_backoff_s)
-                logger.info(
-                    "re-sending %d prompt(s) in %.1f s (attempt %d)", len(pending), delay, attempt + 1
+        queue: asyncio.Queue = asyncio.Queue()
+        tasks: set[asyncio.Task] = set()
+
+        def spawn(coroutine) -> None:
+            task = asyncio.create_task(coroutine)
+            tasks.add(task)
+            task.add_done_callback(tasks.discard)
+
+        def resend_later(orphans: list[PromptItem]) -> None:
+            exhausted = [p.id for p in orphans if sends[p.id] >= self.max_attempts]
+            if exhausted:
+                missing = ", ".join(sorted(exhausted)[:5]) + (" ..." if len(exhausted) > 5 else "")
+                raise RolloutError(
+                    f"{len(exhausted)} prompt(s) got no group after {self.max_attempts} attempts "
+                    f"({missing}); last errors: {'; '.join(errors[-3:]) or 'streams ended without them'}"
                 )
+            attempt = max(sends[p.id] for p in orphans)
+            delay = min(self.backoff_s * 2 ** (attempt - 1), self.max_backoff_s)
+            logger.info("re-sending %d prompt(s) in %.2f s (attempt %d)", len(orphans), delay, attempt + 1)
+
+            async def later() -> None:
                 await asyncio.sleep(delay)
-            queue: asyncio.Queue = asyncio.Queue()
-            shares = self._assign(list(pending.values()))
-            tasks = [
-                asyncio.create_task(self._stream(address, share, min_policy_version, queue))
-                for address, share in shares.items()
-            ]
-            try:
-                open_streams = len(tasks)
-                while open_streams:
-                    item = await queue.get()
-                    if isinstance(item, _StreamEnd):
-                        open_streams -= 1
-                        self._record(item, errors)
-                        continue
-                    if pending.pop(item.prompt_id, None) is not None:
-                        yield item
-            finally:
-                for task in tasks:
-                    task.cancel()
-                for task in tasks:
-                    with contextlib.suppress(asyncio.CancelledError):
-                        await task
-            if not pending:
+                await queue.put(_Resend(orphans))
+
+            spawn(later())
+
+        async def send(batch: list[PromptItem]) -> None:
+            batch = [p for p in batch if p.id in pending]
+            if not batch:
                 return
-        missing = ", ".join(sorted(pending)[:5]) + (" ..." if len(pending) > 5 else "")
-        raise RolloutError(
-            f"{len(pending)} prompt(s) got no group after {self.max_attempts} attempts ({missing}); "
-            f"last errors: {'; '.join(errors[-3:]) or 'streams ended without them'}"
-        )
+            members = self.pool.candidates(min_policy_version)
+            if members:
+                await self.pool.refresh_loads(members)
+                members = self.pool.candidates(min_policy_version)
+            for prompt in batch:
+                sends[prompt.id] += 1
+            if not members:
+                errors.append(f"no rollout service is ready ({self.pool.describe()})")
+                logger.warning(
+                    "no rollout service is ready for %d prompt(s): %s", len(batch), self.pool.describe()
+                )
+                resend_later(batch)
+                return
+            for member, share in self._assign(members, batch):
+                member.outstanding += len(share)
+                spawn(self._stream(member, share, min_policy_version, queue))
+
+        try:
+            await send(list(pending.values()))
+            while pending:
+                item = await queue.get()
+                if isinstance(item, _Resend):
+                    await send(item.prompts)
+                elif isinstance(item, _StreamEnd):
+                    self._record(item, errors)
+                    orphans = [pending[i] for i in item.prompt_ids if i in pending]
+                    if orphans:
+                        resend_later(orphans)
+                elif pending.pop(item.prompt_id, None) is not None:
+                    yield item
+        finally:
+            for task in list(tasks):
+                task.cancel()
+            for task in list(tasks):
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
 
     def _record(self, end: _StreamEnd, errors: list[str]) -> None:
-        if end.error is None:
-            self._recent_failures[end.address] = 0
+        if end.crash is not None:
+            raise RolloutError(f"reading the stream from {end.address} failed unexpectedly") from end.crash
+        if end.abandoned:
+            message = f"{end.address}: unhealthy, its stream was abandoned"
+        elif end.code is None:
             return
-        code, details = end.error.code(), end.error.details()
-        message = f"{end.address}: {code.name}: {details}"
-        if code in FATAL:
+        else:
+            message = f"{end.address}: {end.code.name}: {end.details}"
+        if end.code in FATAL:
             raise RolloutError(f"rollout service refused the request: {message}")
-        if code == StatusCode.FAILED_PRECONDITION and self.on_stale_service is not None:
-            self.on_stale_service(end.address)
-        self._recent_failures[end.address] += 1
+        if end.code == StatusCode.FAILED_PRECONDITION:
+            self.pool.mark_stale(end.address)
+            if self.on_stale_service is not None:
+                self.on_stale_service(end.address)
         errors.append(message)
         logger.warning("rollout stream failed, will re-send its missing prompts: %s", message)
 
     async def close(self) -> None:
-        for channel in self._channels.values():
-            await channel.close()
+        await self.pool.release()

@@ -1,10 +1,12 @@
 """Push new weights to every rollout service, in parallel, without letting a dead one stall training.
 
-Each service has its own background worker that keeps trying to bring it to the newest version: a
-failed push is retried with exponential backoff, and a service that was down receives the *current*
-weights when it comes back (never a backlog of old versions). `push()` hands the newest snapshot to
-every worker and waits until all acknowledge it or `deadline_s` passes, then reports who is behind;
-training continues either way.
+Each member of the rollout pool has its own background worker that keeps trying to bring it to the
+newest version: a failed push is retried with exponential backoff, and a service that joins, comes
+back after being DOWN, or turns out to serve other weights (restarted) receives the *current*
+weights (never a backlog of old versions); the pool admits it to prompts only once it has them.
+`push()` hands the newest snapshot to every worker and waits until every READY service acknowledges
+it or `deadline_s` passes, then reports who is behind; training continues either way. DOWN and
+draining services get no pushes (and are not waited for).
 
 The snapshot is a detached CPU copy taken at push time, so the optimizer may change the live
 parameters while slow services are still streaming. Transport: `grpo_common.weight_codec` buckets.
@@ -22,9 +24,10 @@ from dataclasses import dataclass, field
 import grpc
 import torch
 from grpc import StatusCode
-from grpo.v1 import rollout_pb2_grpc
-from grpo_common.channel import ChannelConfig, create_channel
+from grpo_common.channel import ChannelConfig
 from grpo_common.weight_codec import DEFAULT_BUCKET_BYTES, encode_state_dict
+
+from grpo_learner.rollout_pool import Member, MemberState, PoolSettings, RolloutPool
 
 logger = logging.getLogger(__name__)
 
@@ -48,27 +51,30 @@ def snapshot_state_dict(
 @dataclass
 class ServiceStatus:
     address: str
-    acked_version: int = 0  # the version the service confirmed it uses
+    acked_version: int = 0  # the version the service confirmed it uses (-1: unknown)
     failures: int = 0  # consecutive failed attempts
     last_error: str = ""
     last_push_seconds: float = 0.0
 
 
 @dataclass
-class _Target:
+class _Worker:
     status: ServiceStatus
-    stub: rollout_pb2_grpc.RolloutServiceStub
-    channel: grpc.aio.Channel
+    task: asyncio.Task | None = None
     wake: asyncio.Event = field(default_factory=asyncio.Event)
     rejected_version: int = -1
 
 
 class WeightPusher:
-    """Use inside a running event loop; `await close()` when done."""
+    """Use inside a running event loop; `await close()` when done.
+
+    `addresses` is a list of host:port (the pusher then owns a pool of its own) or the
+    `RolloutPool` shared with the `RolloutClient`.
+    """
 
     def __init__(
         self,
-        addresses: Sequence[str],
+        addresses: Sequence[str] | RolloutPool,
         channel_config: ChannelConfig | None = None,
         *,
         deadline_s: float = 120.0,
@@ -77,50 +83,71 @@ class WeightPusher:
         initial_backoff_s: float = 0.2,
         max_backoff_s: float = 10.0,
         initial_version: int = 0,
+        pool_settings: PoolSettings | None = None,
     ) -> None:
         self.deadline_s = deadline_s
         self.bucket_bytes = bucket_bytes
         self.dtype = dtype
         self.initial_backoff_s = initial_backoff_s
         self.max_backoff_s = max_backoff_s
+        if isinstance(addresses, RolloutPool):
+            self.pool = addresses
+        else:
+            self.pool = RolloutPool(addresses, channel_config, pool_settings)
+        self.pool.retain()
         self._latest: tuple[int, dict[str, torch.Tensor]] | None = None
-        self._acked = asyncio.Condition()
-        self._targets: list[_Target] = []
-        for address in addresses:
-            channel = create_channel(address, channel_config)
-            status = ServiceStatus(address, acked_version=initial_version)
-            self._targets.append(_Target(status, rollout_pb2_grpc.RolloutServiceStub(channel), channel))
-        self._workers = [
-            asyncio.create_task(self._worker(t), name=f"push-{t.status.address}") for t in self._targets
-        ]
+        self._progress = asyncio.Event()  # an acknowledgement or a membership change
+        self._workers: dict[str, _Worker] = {}
+        for member in self.pool.members:
+            if member.version < 0:
+                member.version = initial_version  # what the services were started with
+            self._on_change(member)
+        self.pool.subscribe(self._on_change)
 
     @property
     def statuses(self) -> list[ServiceStatus]:
-        return [t.status for t in self._targets]
+        """One per service in the pool that is not being drained."""
+        statuses = []
+        for address, worker in self._workers.items():
+            member = self.pool.get(address)
+            if member is not None:
+                worker.status.acked_version = member.version
+                statuses.append(worker.status)
+        return statuses
 
     def behind(self) -> list[ServiceStatus]:
-        """Services that have not confirmed the newest pushed version."""
-        version = self._latest[0] if self._latest else 0
-        return [t.status for t in self._targets if t.status.acked_version < version]
+        """Services that have not confirmed the newest pushed version (DOWN ones included)."""
+        if self._latest is None:
+            return []
+        return [s for s in self.statuses if s.acked_version < self._latest[0]]
 
     async def push(self, state_dict: Mapping[str, torch.Tensor], policy_version: int) -> list[ServiceStatus]:
         """Send `policy_version` to every service; wait at most deadline_s; return those still behind."""
         self._latest = (policy_version, snapshot_state_dict(state_dict, self.dtype))
-        for target in self._targets:
-            target.wake.set()
+        self.pool.require_version(policy_version)
+        for worker in self._workers.values():
+            worker.wake.set()
 
-        def all_acked() -> bool:
-            return all(t.status.acked_version >= policy_version for t in self._targets)
+        def all_ready_acked() -> bool:
+            return all(m.version >= policy_version for m in self.pool.members if m.state is MemberState.READY)
 
-        async with self._acked:
+        deadline = time.monotonic() + self.deadline_s
+        while True:
+            self._progress.clear()
+            remaining = deadline - time.monotonic()
+            if all_ready_acked() or remaining <= 0:
+                break
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._acked.wait_for(all_acked), self.deadline_s)
+                await asyncio.wait_for(self._progress.wait(), remaining)
         behind = self.behind()
         for status in behind:
+            member = self.pool.get(status.address)
+            state = member.state.value if member is not None else "gone"
             logger.warning(
-                "rollout %s is behind (has version %d, wants %d): %s; it gets the newest weights when it "
-                "answers again",
+                "rollout %s (%s) is behind (has version %d, wants %d): %s; it gets the newest weights "
+                "when it answers again",
                 status.address,
+                state,
                 status.acked_version,
                 policy_version,
                 status.last_error or "no answer within the deadline",
@@ -131,67 +158,106 @@ class WeightPusher:
         """Forget what `address` acknowledged and send it the newest weights again.
 
         A rollout service that was restarted comes back on its start-up weights (version 0) while
-        this pusher still remembers its last acknowledgement; the rollout client calls this when
-        the service answers FAILED_PRECONDITION (its weights are older than the request needs).
+        the pool still remembers its last acknowledgement; this is what the rollout client calls
+        when the service answers FAILED_PRECONDITION (its weights are older than a request needs).
         """
-        for target in self._targets:
-            if target.status.address == address:
-                target.status.acked_version = -1
-                target.rejected_version = -1
-                target.wake.set()
+        member = self.pool.get(address)
+        if member is None:
+            return
+        worker = self._workers.get(address)
+        if worker is not None:
+            worker.rejected_version = -1
+        if self.pool.required_version is None:  # nothing pushed through the pool yet
+            member.version = -1
+            self._on_change(member)
+        else:
+            self.pool.mark_stale(address)
 
-    async def _worker(self, target: _Target) -> None:
+    def _on_change(self, member: Member) -> None:
+        """Pool listener: a worker per member that is in the pool and not draining."""
+        current = self.pool.get(member.address) is member
+        worker = self._workers.get(member.address)
+        if not current or member.state is MemberState.DRAINING:
+            if worker is not None and (not current or worker.status.address == member.address):
+                if worker.task is not None:
+                    worker.task.cancel()
+                del self._workers[member.address]
+        else:
+            if worker is None:
+                worker = _Worker(ServiceStatus(member.address, acked_version=member.version))
+                worker.task = asyncio.create_task(
+                    self._run(member.address, worker), name=f"push-{member.address}"
+                )
+                self._workers[member.address] = worker
+            worker.wake.set()
+        self._progress.set()
+
+    async def _run(self, address: str, worker: _Worker) -> None:
         backoff = self.initial_backoff_s
         while True:
-            await target.wake.wait()
-            target.wake.clear()
+            await worker.wake.wait()
+            worker.wake.clear()
             while self._latest is not None:
+                member = self.pool.get(address)
+                if member is None or member.state in (MemberState.DOWN, MemberState.DRAINING):
+                    break  # the pool wakes us when it is back
                 version, snapshot = self._latest
-                if target.status.acked_version >= version or target.rejected_version >= version:
+                if member.version >= version or worker.rejected_version >= version:
                     break
-                if await self._send(target, version, snapshot):
+                if await self._send(member, worker, version, snapshot):
                     backoff = self.initial_backoff_s
                     continue
-                if target.rejected_version >= version:
+                if worker.rejected_version >= version:
                     break
-                with contextlib.suppress(TimeoutError):  # a newer push wakes us early
-                    await asyncio.wait_for(target.wake.wait(), backoff)
-                target.wake.clear()
+                with contextlib.suppress(TimeoutError):  # a newer push or a state change wakes us early
+                    await asyncio.wait_for(worker.wake.wait(), backoff)
+                worker.wake.clear()
                 backoff = min(backoff * 2, self.max_backoff_s)
 
-    async def _send(self, target: _Target, version: int, snapshot: dict[str, torch.Tensor]) -> bool:
-        status = target.status
+    async def _send(
+        self, member: Member, worker: _Worker, version: int, snapshot: dict[str, torch.Tensor]
+    ) -> bool:
+        status = worker.status
         start = time.perf_counter()
+        member.push_in_flight = True
         try:
             chunks = encode_state_dict(snapshot.items(), version, self.bucket_bytes)
-            response = await target.stub.UpdateWeights(chunks, timeout=self.deadline_s)
-        except grpc.aio.AioRpcError as exc:
+            response = await member.stub.UpdateWeights(chunks, timeout=self.deadline_s)
+        except (grpc.aio.AioRpcError, asyncio.CancelledError) as exc:
+            if isinstance(exc, asyncio.CancelledError):
+                if (task := asyncio.current_task()) is not None and task.cancelling():
+                    raise  # the worker is being stopped
+                status.last_error = "CANCELLED: the channel was replaced while pushing"
+            else:
+                status.last_error = f"{exc.code().name}: {exc.details()}"
             status.failures += 1
-            status.last_error = f"{exc.code().name}: {exc.details()}"
-            if exc.code() in PERMANENT_ERRORS:
-                target.rejected_version = version
+            if isinstance(exc, grpc.aio.AioRpcError) and exc.code() in PERMANENT_ERRORS:
+                worker.rejected_version = version
                 logger.error(
-                    "rollout %s rejected weights v%d: %s", status.address, version, status.last_error
+                    "rollout %s rejected weights v%d: %s", member.address, version, status.last_error
                 )
             else:
                 logger.info(
-                    "push v%d to %s failed (%s); retrying", version, status.address, status.last_error
+                    "push v%d to %s failed (%s); retrying", version, member.address, status.last_error
                 )
             return False
+        finally:
+            member.push_in_flight = False
         status.failures = 0
         status.last_error = ""
         status.last_push_seconds = time.perf_counter() - start
-        async with self._acked:
-            status.acked_version = max(status.acked_version, response.policy_version)
-            self._acked.notify_all()
-        logger.debug("pushed v%d to %s in %.2f s", version, status.address, status.last_push_seconds)
+        self.pool.weights_delivered(member, response.policy_version)
+        self._progress.set()
+        logger.debug("pushed v%d to %s in %.2f s", version, member.address, status.last_push_seconds)
         return True
 
     async def close(self) -> None:
-        for worker in self._workers:
-            worker.cancel()
-        for worker in self._workers:
+        self.pool.unsubscribe(self._on_change)
+        tasks = [w.task for w in self._workers.values() if w.task is not None]
+        self._workers.clear()
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
             with contextlib.suppress(asyncio.CancelledError):
-                await worker
-        for target in self._targets:
-            await target.channel.close()
+                await task
+        await self.pool.release()

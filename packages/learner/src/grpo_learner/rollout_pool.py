@@ -1,0 +1,471 @@
+"""Who is in the rollout pool, and in what state: the one membership the client and the pusher share.
+
+Each rollout service is a `Member` with a channel, what the learner knows of its load and weights,
+and a state:
+
+    PENDING  -- joined, returned after being down, or found serving other weights: it gets no
+                prompts until it answered a health probe and holds the current weights (the
+                pusher sends them; with no pusher or nothing pushed yet, health is enough)
+    READY    -- receives prompts (and every new push)
+    DOWN     -- failed `unhealthy_after` probes in a row or reports NOT_SERVING: its open
+                streams are abandoned (the client re-sends their prompts elsewhere), the pusher
+                stops trying; probed on fresh channels until it answers, then PENDING again
+    DRAINING -- removed from the addresses file: no new prompts or weights; its open streams
+                finish (or are re-sent if it dies), then it leaves the pool and its channel closes
+
+    PENDING --healthy + current weights--> READY --probes fail--> DOWN --answers--> PENDING
+    any --removed--> DRAINING --last stream done--> (gone)
+
+Services given at start-up (`rollout.addresses`, and the addresses file's first reading) start
+READY, as a single service always did. Because the client and the pusher read and change the
+same members, they never disagree about who gets prompts and who needs weights.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import enum
+import logging
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import grpc
+from grpc_health.v1 import health_pb2_grpc
+from grpo.v1 import rollout_pb2_grpc
+from grpo_common.channel import ChannelConfig, create_channel
+
+from grpo_learner.address_book import AddressBook, parse_address
+from grpo_learner.pool_monitor import PoolMonitor, ProbeResult
+
+if TYPE_CHECKING:
+    from grpo_learner.config import RolloutConfig
+
+logger = logging.getLogger(__name__)
+
+
+class MemberState(enum.Enum):
+    PENDING = "pending"
+    READY = "ready"
+    DOWN = "down"
+    DRAINING = "draining"
+
+
+@dataclass(frozen=True)
+class PoolSettings:
+    """How the pool watches its services; `from_config` reads them from `rollout.*`."""
+
+    probe_interval_s: float = 0.5  # health + load probe period; 0 = no background probes
+    probe_timeout_s: float = 2.0  # deadline of each probe RPC
+    unhealthy_after: int = 3  # consecutive failed probes before a service is DOWN
+    failure_cooldown_s: float = 10.0  # a failed stream makes a service second choice this long
+    load_max_age_s: float = 0.5  # without background probes: refresh load older than this ...
+    load_timeout_s: float = 0.25  # ... with this deadline, before assigning prompts
+    addresses_file: Path | None = None
+    addresses_poll_s: float = 2.0
+
+    @classmethod
+    def from_config(cls, rollout: RolloutConfig) -> PoolSettings:
+        return cls(
+            probe_interval_s=rollout.probe_interval_s,
+            probe_timeout_s=rollout.probe_timeout_s,
+            unhealthy_after=rollout.unhealthy_after,
+            addresses_file=rollout.addresses_file,
+            addresses_poll_s=rollout.addresses_poll_s,
+        )
+
+
+@dataclass(eq=False)
+class Member:
+    address: str
+    channel: grpc.aio.Channel
+    stub: rollout_pb2_grpc.RolloutServiceStub
+    health: health_pb2_grpc.HealthStub
+    state: MemberState
+    permanent: bool  # from rollout.addresses: the addresses file never removes it
+    # Weights: the version the pusher got acknowledged (-1: unknown, it must be sent the current ones).
+    version: int = -1
+    version_set_at: float = -math.inf
+    push_in_flight: bool = False
+    healthy_seen: bool = False  # a probe or a push succeeded since it (re)joined
+    # Load: what GetInfo last reported, and this learner's prompts sent and not yet received.
+    reported_in_flight: int = 0
+    reported_version: int = -1
+    own_at_probe: int = 0  # our outstanding prompts when that probe was sent
+    info_at: float = -math.inf
+    outstanding: int = 0
+    # Failures.
+    probe_failures: int = 0
+    stream_failures: int = 0
+    last_stream_failure: float = -math.inf
+    last_error: str = ""
+    # Set when the service goes DOWN: the client abandons the streams it opened before.
+    down: asyncio.Event = field(default_factory=asyncio.Event)
+
+    @property
+    def is_down(self) -> bool:
+        return self.state is MemberState.DOWN
+
+    def load(self) -> int:
+        """Prompts this service is working on: others' (from GetInfo) plus ours (known exactly).
+
+        GetInfo lags and counts our own prompts too, so ours at probe time are subtracted from the
+        report and ours now are added back.
+        """
+        return max(0, self.reported_in_flight - self.own_at_probe) + self.outstanding
+
+
+Listener = Callable[[Member], None]
+
+
+class RolloutPool:
+    """Use inside a running event loop. Users `retain()` it and `await release()` it; the last
+    release closes it (or call `await close()` when you own it alone)."""
+
+    def __init__(
+        self,
+        addresses: Sequence[str] = (),
+        channel_config: ChannelConfig | None = None,
+        settings: PoolSettings | None = None,
+    ) -> None:
+        self.channel_config = channel_config
+        self.settings = settings or PoolSettings()
+        self.required_version: int | None = None  # the newest pushed version; None: nothing pushed
+        self._members: dict[str, Member] = {}
+        self._listeners: list[Listener] = []
+        self._closing: set[asyncio.Task] = set()
+        self._users = 0
+        self._closed = False
+        for address in addresses:
+            self._members[address] = self._new_member(parse_address(address), MemberState.READY, True)
+        self.monitor = PoolMonitor(self, self.settings.probe_interval_s, self.settings.probe_timeout_s)
+        self.address_book: AddressBook | None = None
+        if self.settings.addresses_file is not None:
+            self.address_book = AddressBook(
+                self.settings.addresses_file, self, self.settings.addresses_poll_s
+            )
+            parsed = self.address_book.read()
+            for address in parsed.addresses if parsed else []:
+                if address not in self._members:
+                    self._members[address] = self._new_member(address, MemberState.READY, False)
+        if not self._members:
+            source = f" and {self.settings.addresses_file} lists none" if self.address_book else ""
+            logger.warning("no rollout service yet (rollout.addresses is empty%s)", source)
+
+    @classmethod
+    def from_config(cls, rollout: RolloutConfig, addresses: Sequence[str] | None = None) -> RolloutPool:
+        """The pool of `rollout.addresses` (or `addresses`) plus `rollout.addresses_file`."""
+        return cls(
+            rollout.addresses if addresses is None else addresses,
+            rollout.channel,
+            PoolSettings.from_config(rollout),
+        )
+
+    # --- lifecycle ----------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Start background probes and the addresses-file watcher (idempotent)."""
+        if self._closed:
+            raise RuntimeError("this rollout pool is closed")
+        self.monitor.start()
+        if self.address_book is not None:
+            self.address_book.start()
+
+    def retain(self) -> None:
+        self._users += 1
+        self.start()
+
+    async def release(self) -> None:
+        self._users -= 1
+        if self._users <= 0:
+            await self.close()
+
+    async def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        await self.monitor.close()
+        if self.address_book is not None:
+            await self.address_book.close()
+        for member in list(self._members.values()):
+            await member.channel.close()
+        self._members.clear()
+        if self._closing:
+            await asyncio.gather(*self._closing, return_exceptions=True)
+
+    # --- membership ---------------------------------------------------------------------------
+
+    @property
+    def members(self) -> list[Member]:
+        return list(self._members.values())
+
+    @property
+    def addresses(self) -> list[str]:
+        """Members that are not being drained, in the order they joined."""
+        return [m.address for m in self._members.values() if m.state is not MemberState.DRAINING]
+
+    def get(self, address: str) -> Member | None:
+        return self._members.get(address)
+
+    def subscribe(self, listener: Listener) -> None:
+        self._listeners.append(listener)
+
+    def unsubscribe(self, listener: Listener) -> None:
+        with contextlib.suppress(ValueError):
+            self._listeners.remove(listener)
+
+    def add(self, address: str, *, permanent: bool = False) -> Member:
+        """A service joins: PENDING until healthy and holding the current weights."""
+        address = parse_address(address)
+        member = self._members.get(address)
+        if member is not None:
+            member.permanent |= permanent
+            if member.state is MemberState.DRAINING:
+                member.version = -1
+                member.healthy_seen = not self.monitor.running
+                logger.info("rollout %s is listed again: it stops draining and rejoins", address)
+                self._set_state(member, MemberState.PENDING)
+                self._evaluate(member)
+            return member
+        member = self._new_member(address, MemberState.PENDING, permanent)
+        member.healthy_seen = not self.monitor.running  # no probes: trust it until a stream fails
+        self._members[address] = member
+        logger.info("rollout %s joins the pool: it gets the current weights, then prompts", address)
+        self._notify(member)
+        self._evaluate(member)
+        return member
+
+    def remove(self, address: str) -> None:
+        """A service leaves: no new prompts or weights; gone once its open streams end."""
+        member = self._members.get(address)
+        if member is None or member.state is MemberState.DRAINING:
+            return
+        logger.info(
+            "rollout %s is removed: draining (%d prompt(s) still out there)", address, member.outstanding
+        )
+        self._set_state(member, MemberState.DRAINING)
+        self._finalize_if_drained(member)
+
+    def sync_listed(self, addresses: list[str]) -> None:
+        """Make the file-listed members exactly `addresses` (permanent members always stay)."""
+        listed = set(addresses)
+        for address in addresses:
+            member = self._members.get(address)
+            if member is None or member.state is MemberState.DRAINING:
+                self.add(address)
+        for member in list(self._members.values()):
+            if not member.permanent and member.address not in listed:
+                self.remove(member.address)
+        if not any(m.state is not MemberState.DRAINING for m in self._members.values()):
+            logger.warning("the rollout pool is empty: no prompt can be generated until a service is listed")
+
+    # --- what the client asks -----------------------------------------------------------------
+
+    def candidates(self, min_version: int = 0) -> list[Member]:
+        """READY members for new prompts: those known to hold `min_version` if any, and among
+        them those without a recent failed stream if any."""
+        ready = [m for m in self._members.values() if m.state is MemberState.READY]
+        current = [m for m in ready if max(m.version, m.reported_version) >= min_version]
+        ready = current or ready
+        now = time.monotonic()
+
+        def recent_failures(member: Member) -> int:
+            fresh = now - member.last_stream_failure < self.settings.failure_cooldown_s
+            return member.stream_failures if fresh else 0
+
+        if not ready:
+            return []
+        fewest = min(recent_failures(m) for m in ready)
+        return [m for m in ready if recent_failures(m) == fewest]
+
+    async def refresh_loads(self, members: Sequence[Member]) -> None:
+        """Without background probes, ask GetInfo of members whose figure is old (short deadline)."""
+        if self.monitor.running:
+            return
+        now = time.monotonic()
+        old = [m for m in members if now - m.info_at > self.settings.load_max_age_s]
+        if old:
+            await self.monitor.probe_loads(old, self.settings.load_timeout_s)
+
+    def describe(self) -> str:
+        if not self._members:
+            return "the pool is empty"
+        return ", ".join(f"{m.address} {m.state.value}" for m in self._members.values())
+
+    # --- what the client reports --------------------------------------------------------------
+
+    def stream_ended(self, member: Member, failed: bool) -> None:
+        if failed:
+            member.stream_failures += 1
+            member.last_stream_failure = time.monotonic()
+        else:
+            member.stream_failures = 0
+        self._finalize_if_drained(member)
+
+    def mark_stale(self, address: str) -> None:
+        """The service refused a request for being behind (FAILED_PRECONDITION): it may have
+        restarted. With a pusher it gets the current weights before more prompts."""
+        member = self._members.get(address)
+        if member is None or self.required_version is None:
+            return
+        member.version = -1
+        if member.state is MemberState.READY:
+            logger.info("rollout %s is behind the requested policy version: resending weights", address)
+            self._set_state(member, MemberState.PENDING)
+        else:
+            self._notify(member)
+
+    # --- what the pusher reports --------------------------------------------------------------
+
+    def require_version(self, version: int) -> None:
+        """A push of `version` started: members that (re)join need it before prompts."""
+        self.required_version = version
+
+    def weights_delivered(self, member: Member, version: int) -> None:
+        member.version = max(member.version, version)
+        member.version_set_at = time.monotonic()
+        member.healthy_seen = True
+        self._evaluate(member)
+        self._notify(member)
+
+    # --- what the monitor reports -------------------------------------------------------------
+
+    def record_probe(self, member: Member, result: ProbeResult) -> None:
+        if self._members.get(member.address) is not member:
+            return  # left the pool while the probe ran
+        if result.info is not None:
+            member.reported_in_flight = result.info.in_flight_prompts
+            member.reported_version = result.info.policy_version
+            member.own_at_probe = result.own_at_start
+            member.info_at = time.monotonic()
+            self._check_version(member, result.info.policy_version, result.started)
+        if result.load_only:
+            return
+        if result.ok:
+            member.probe_failures = 0
+            member.last_error = ""
+            if member.state is MemberState.DOWN:
+                logger.info(
+                    "rollout %s answers again: it gets the current weights, then prompts", member.address
+                )
+                member.version = -1
+                member.stream_failures = 0
+                member.healthy_seen = True
+                self._set_state(member, MemberState.PENDING)
+            member.healthy_seen = True
+            self._evaluate(member)
+            return
+        member.probe_failures += 1
+        member.last_error = result.error
+        if result.not_serving or member.probe_failures >= self.settings.unhealthy_after:
+            self._mark_down(member, result.error)
+
+    def replace_channel(self, member: Member, channel: grpc.aio.Channel) -> None:
+        """A DOWN member answered on a fresh channel: use it (gRPC's reconnect backoff on the old
+        one can reach minutes) and close the old one."""
+        old = member.channel
+        member.channel = channel
+        member.stub = rollout_pb2_grpc.RolloutServiceStub(channel)
+        member.health = health_pb2_grpc.HealthStub(channel)
+        self._close_later(old)
+
+    def new_channel(self, address: str) -> grpc.aio.Channel:
+        return create_channel(address, self.channel_config)
+
+    # --- internals ----------------------------------------------------------------------------
+
+    def _new_member(self, address: str, state: MemberState, permanent: bool) -> Member:
+        channel = self.new_channel(address)
+        return Member(
+            address=address,
+            channel=channel,
+            stub=rollout_pb2_grpc.RolloutServiceStub(channel),
+            health=health_pb2_grpc.HealthStub(channel),
+            state=state,
+            permanent=permanent,
+            healthy_seen=state is MemberState.READY,
+        )
+
+    def _check_version(self, member: Member, reported: int, probe_started: float) -> None:
+        """A service serving other weights than it acknowledged has restarted (or was changed
+        behind our back): it must get the current weights before more prompts."""
+        if (
+            self.required_version is None
+            or member.version < 0
+            or member.push_in_flight
+            or probe_started < member.version_set_at
+            or reported == member.version
+        ):
+            return
+        logger.warning(
+            "rollout %s serves policy version %d but acknowledged %d (restarted?): it gets the current "
+            "weights before more prompts",
+            member.address,
+            reported,
+            member.version,
+        )
+        member.version = -1
+        if member.state is MemberState.READY:
+            self._set_state(member, MemberState.PENDING)
+        else:
+            self._notify(member)
+
+    def _mark_down(self, member: Member, reason: str) -> None:
+        if member.state is MemberState.DRAINING:
+            member.down.set()  # abandon its streams; it leaves once they are re-sent
+            return
+        if member.state is MemberState.DOWN:
+            return
+        logger.warning(
+            "rollout %s is unhealthy (%s): no more prompts; its unfinished prompts are re-sent elsewhere",
+            member.address,
+            reason,
+        )
+        member.version = -1  # whatever it serves when it is back, it gets the current weights
+        self._set_state(member, MemberState.DOWN)
+
+    def _evaluate(self, member: Member) -> None:
+        if (
+            member.state is MemberState.PENDING
+            and member.healthy_seen
+            and (self.required_version is None or member.version >= self.required_version)
+        ):
+            logger.info(
+                "rollout %s is ready (policy version %d): it receives prompts", member.address, member.version
+            )
+            self._set_state(member, MemberState.READY)
+
+    def _set_state(self, member: Member, state: MemberState) -> None:
+        if member.state is state:
+            return
+        previous, member.state = member.state, state
+        if state is MemberState.DOWN:
+            member.down.set()
+        elif previous is MemberState.DOWN or member.down.is_set():
+            member.down = asyncio.Event()
+        self._notify(member)
+
+    def _finalize_if_drained(self, member: Member) -> None:
+        if member.state is not MemberState.DRAINING or member.outstanding > 0:
+            return
+        if self._members.get(member.address) is member:
+            del self._members[member.address]
+            logger.info("rollout %s has drained and left the pool", member.address)
+            self._close_later(member.channel)
+            self._notify(member)
+
+    def _close_later(self, channel: grpc.aio.Channel) -> None:
+        task = asyncio.get_running_loop().create_task(channel.close())
+        self._closing.add(task)
+        task.add_done_callback(self._closing.discard)
+
+    def _notify(self, member: Member) -> None:
+        for listener in list(self._listeners):
+            try:
+                listener(member)
+            except Exception:
+                logger.exception("a rollout pool listener failed on %s", member.address)
