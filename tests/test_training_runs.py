@@ -127,6 +127,12 @@ def steps_logged(run_dir: Path) -> int:
     return len(path.read_text().splitlines()) if path.exists() else 0
 
 
+def final_cursor(run_dir: Path, steps: int) -> dict:
+    """The data cursor stored with the last checkpoint (the one for `steps`)."""
+    state = json.loads((run_dir / "checkpoints" / f"step-{steps:06d}" / "trainer_state.json").read_text())
+    return state["data"]
+
+
 def policy_version(address: str) -> int:
     async def ask() -> int:
         async with grpc.aio.insecure_channel(address) as channel:
@@ -247,6 +253,8 @@ def test_rollout_killed_mid_run_loses_no_prompt(
     records = read_metrics(run_dir)
     assert [r["step"] for r in records] == list(range(1, 13))  # every step once, none repeated
     assert all(r["num_groups"] == 4 for r in records)  # each step trained exactly its 4 prompts
+    # every prompt drawn was trained on: none skipped, none still owed
+    assert final_cursor(run_dir, 12) == {"position": 12 * 4, "pending": []}
     assert policy_version(restarted.address) == 12  # the new process was brought to the current weights
 
 
@@ -269,4 +277,5 @@ def test_learner_killed_resumes_from_its_checkpoint(
     resumed_from = run_dir / "checkpoints" / checkpoints[-1]
     assert f"resumed from {resumed_from}" in (run_dir / "learner.log").read_text()
     assert [r["step"] for r in read_metrics(run_dir)] == list(range(1, 31))
+    assert final_cursor(run_dir, 30) == {"position": 30 * 4, "pending": []}
     assert policy_version(rollout.address) == 30
