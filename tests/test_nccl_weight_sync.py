@@ -289,3 +289,46 @@ def test_a_learner_cannot_form_a_group_with_a_backend_that_cannot_join(
 
     error = asyncio.run(scenario())
     assert "weight_sync_ranks 0" in str(error) and "(hf)" in str(error)
+
+
+def test_a_bucket_the_service_refuses_breaks_the_group_and_a_reconnect_starts_a_clean_one(
+    model_dir: Path, engines: list[Engine], reward: RewardStandin, tmp_path: Path
+) -> None:
+    """The engines never take part in a refused bucket, so rank 0 is left in the broadcast and the
+    group's collectives are out of step: the learner must say so at once, and a new group works."""
+    for engine in engines:
+        engine.reset(model_dir)
+    good = mixed_weights(model_dir, 6)
+    bad = [*good[:2], ("model.no_such.weight", torch.zeros(3))]
+
+    async def scenario():
+        urls = [e.url for e in engines]
+        async with rollout_service(model_dir, reward, urls, tmp_path / "w") as (address, stub):
+            sync = learner_sync()
+            try:
+                await sync.connect([address])
+                started = time.monotonic()
+                with pytest.raises(WeightSyncError) as caught:
+                    await sync.push(bad, version=1)
+                failed_after, broken = time.monotonic() - started, sync.broken
+                with pytest.raises(WeightSyncError, match="unusable"):
+                    await sync.push(good, version=1)
+                await sync.close()
+                for engine in engines:
+                    engine.reset(model_dir)
+                await sync.connect([address])
+                await sync.push(good, version=1)
+                info = await stub.GetInfo(rollout_pb2.GetInfoRequest(), timeout=10)
+                return caught.value, failed_after, broken, sync.group_name, info
+            finally:
+                await sync.close()
+
+    error, failed_after, broken, group, info = asyncio.run(scenario())
+    assert "INVALID_ARGUMENT" in str(error) and "model.no_such.weight" in str(error)
+    assert "unusable" in str(error) and broken and failed_after < 5  # not the broadcast's timeout
+    assert group == f"{GROUP}-2"  # the stuck group still holds its name until its broadcast times out
+    assert (info.policy_version, info.weight_sync_group) == (1, group)
+    for engine in engines:
+        received = engine.received()
+        assert [n for n, _ in received] == [n for n, _ in good]
+        assert all(bits(a) == bits(b) for (_, a), (_, b) in zip(received, good, strict=True))

@@ -17,9 +17,12 @@ WeightSyncError and the learner's version must not advance (push again, or fall 
 (one bucket is prepared ahead, so at most two are in memory).
 
 Failure modes, and why they are told apart: an engine that refuses a bucket after receiving it
-(SGLang's load failed) leaves the group usable. A service that answers an error without its engines
-taking part (bad request, no group) leaves rank 0's broadcast waiting for ranks that never come:
-then the group is unusable (`broken`), and `close()` + `connect()` build a new one.
+(SGLang's load failed; the service answers ABORTED) leaves the group usable. Any other error means
+some engines may not have taken part in the bucket's broadcasts, so rank 0 waits for ranks that
+never come, or the group's collectives are out of step (the next receive would read this bucket's
+data): the group is then unusable (`broken`), and `close()` + `connect()` build a new one. Its name
+stays taken in this process until the stuck broadcast times out, so a reconnect meanwhile uses
+"<group_name>-2" (and so on); the rollout services drop the old group when they join the new one.
 """
 
 from __future__ import annotations
@@ -146,8 +149,11 @@ class NcclWeightSync:
         self._group: dist.ProcessGroup | None = None
         self._store: dist.TCPStore | None = None
         self._lock = asyncio.Lock()
+        self._collectives_idle = threading.Event()  # no collective of the current group is running
+        self._collectives_idle.set()
         self.broken = False
         self.world_size = 0
+        self.group_name = settings.group_name  # the name in use (a suffix after a stuck group)
 
     @classmethod
     def from_config(cls, push: PushConfig, channel: ChannelConfig | None = None) -> NcclWeightSync:
@@ -204,6 +210,15 @@ class NcclWeightSync:
             )
         offsets = [1 + sum(ranks[:i]) for i in range(len(ranks))]
         world_size = 1 + sum(ranks)
+        self.group_name, suffix = settings.group_name, 1
+        while weight_group.name_in_use(self.group_name):  # an earlier group is still stuck
+            suffix += 1
+            self.group_name = f"{settings.group_name}-{suffix}"
+        if suffix > 1:
+            logger.warning(
+                "group %r is still stuck in this process; using %r", settings.group_name, self.group_name
+            )
+        group_name = self.group_name
         store = await asyncio.to_thread(
             weight_group.open_store,
             settings.master_address,
@@ -212,9 +227,9 @@ class NcclWeightSync:
             settings.timeout_s,
         )
         port = store.port
-        forming = in_daemon_thread(
+        forming = self._collective(
             lambda: weight_group.join_group(
-                store, world_size, settings.group_name, settings.backend, settings.timeout_s
+                store, world_size, group_name, settings.backend, settings.timeout_s
             )
         )
         calls = [
@@ -223,7 +238,7 @@ class NcclWeightSync:
                     rollout_pb2.InitWeightSyncRequest(
                         master_address=settings.master_address,
                         master_port=port,
-                        group_name=settings.group_name,
+                        group_name=group_name,
                         backend=settings.backend,
                         rank_offset=offset,
                         world_size=world_size,
@@ -233,7 +248,7 @@ class NcclWeightSync:
             )
             for stub, offset in zip(self._stubs, offsets, strict=True)
         ]
-        what = f"forming group {settings.group_name!r} at {settings.master_address}:{port}"
+        what = f"forming group {group_name!r} at {settings.master_address}:{port}"
         try:
             replies = await self._collective_and_calls(forming, calls, what)
             for address, reply, expected in zip(self._addresses, replies, ranks, strict=True):
@@ -249,7 +264,7 @@ class NcclWeightSync:
         self._group, self._store, self.world_size = forming.result(), store, world_size
         logger.info(
             "weight-update group %r formed: learner rank 0 at %s:%d, rollout ranks %s (world %d, %s)",
-            settings.group_name,
+            group_name,
             settings.master_address,
             port,
             dict(zip(self._addresses, offsets, strict=True)),
@@ -285,7 +300,7 @@ class NcclWeightSync:
         logger.info(
             "pushed version %d over group %r: %d tensors, %.1f MB in %d bucket(s), %.2f s",
             version,
-            self.settings.group_name,
+            self.group_name,
             tensors,
             nbytes / 1e6,
             buckets,
@@ -319,7 +334,7 @@ class NcclWeightSync:
             raise ValueError(str(exc)) from None
         request = rollout_pb2.DistributedWeightsRequest(
             policy_version=version,
-            group_name=self.settings.group_name,
+            group_name=self.group_name,
             bucket_index=index,
             last=last,
             names=[name for name, _ in bucket],
@@ -334,41 +349,70 @@ class NcclWeightSync:
         group = self._group
         assert group is not None
         tensors = [t for _, t in bucket]
-        sending = in_daemon_thread(lambda: weight_group.broadcast(group, tensors))
+        sending = self._collective(lambda: weight_group.broadcast(group, tensors))
         await self._collective_and_calls(sending, calls, f"bucket {index} of version {version}")
 
     # --- waiting on a collective and the RPCs that make the other ranks join it ------------------
+    def _collective(self, function: Callable[[], T]) -> asyncio.Future[T]:
+        idle = self._collectives_idle
+        idle.clear()
+
+        def run() -> T:
+            try:
+                return function()
+            finally:
+                idle.set()
+
+        return in_daemon_thread(run)
+
     async def _collective_and_calls(
         self, collective: asyncio.Future, calls: list[asyncio.Future], what: str
     ) -> list:
-        """Await both; raise WeightSyncError naming every failing service (and whether the group survives)."""
+        """Await both; raise WeightSyncError naming every failing service and whether the group survives.
+
+        Only ABORTED (an engine refused after receiving) keeps the group: any other error means some
+        engines did not take part, so rank 0 is stuck or the group's collectives are out of step.
+        """
         pending: set[asyncio.Future] = {collective, *calls}
         while pending:
             _, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
             if collective.done() and collective.exception() is not None:
-                self.broken = True
-                for call in calls:
-                    call.cancel()
+                self._give_up(collective, calls)
                 raise WeightSyncError(
                     f"{what}: rank 0's side failed: {collective.exception()}; the group is unusable, "
                     "close() and connect() again"
                 ) from collective.exception()
             failed = [call for call in calls if call.done() and _rpc_error(call) is not None]
-            if failed and not collective.done():
-                # An engine that refused after receiving has let the broadcast finish: give it a moment.
+            if not failed or collective.done():
+                continue
+            if all(_code(call) == grpc.StatusCode.ABORTED for call in failed):
+                # Those engines received before refusing, so the broadcast is about to finish.
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(asyncio.shield(collective), GRACE_S)
-                if not collective.done():
-                    self.broken = True
-                    for call in calls:
-                        call.cancel()
-                    raise WeightSyncError(
-                        f"{what}: {self._errors(calls)}; those engines never joined the broadcast, so "
-                        "rank 0 is stuck in it and the group is unusable: close() and connect() again"
-                    )
+            if not collective.done():
+                errors = self._errors(calls)
+                self._give_up(collective, calls)
+                raise WeightSyncError(
+                    f"{what}: {errors}; engines behind it never joined the broadcast, so rank 0 "
+                    "is stuck in it and the group is unusable: close() and connect() again"
+                )
         if errors := self._errors(calls):
-            raise WeightSyncError(f"{what}: {errors}")
+            failed = [call for call in calls if _rpc_error(call) is not None]
+            if all(_code(call) == grpc.StatusCode.ABORTED for call in failed):
+                raise WeightSyncError(f"{what}: {errors}; the group is still usable")
+            self.broken = True
+            raise WeightSyncError(
+                f"{what}: {errors}; the engines behind those services may not have taken part in the "
+                "broadcast, so the group is out of step and unusable: close() and connect() again"
+            )
         return [call.result() for call in calls]
+
+    def _give_up(self, collective: asyncio.Future, calls: list[asyncio.Future]) -> None:
+        self.broken = True
+        for call in calls:
+            call.cancel()
+        # The stuck collective ends with an error later (its timeout, or a peer leaving): expected.
+        collective.add_done_callback(lambda done: done.cancelled() or done.exception())
 
     def _errors(self, calls: list[asyncio.Future]) -> str:
         parts = []
@@ -383,12 +427,21 @@ class NcclWeightSync:
         """Leave the group (its name becomes free again) and close the channels."""
         group, self._group, self._store = self._group, None, None
         if group is not None:
-            if self.broken:
-                logger.warning(
-                    "not destroying group %r: rank 0 may be stuck in a broadcast", self.settings.group_name
-                )
-            else:
+            if self._collectives_idle.is_set():
                 await asyncio.to_thread(weight_group.destroy, group)
+            else:  # destroy it once the stuck broadcast has timed out
+                logger.warning(
+                    "group %r is stuck in a broadcast; it is destroyed when that times out", self.group_name
+                )
+                idle, wait_s = self._collectives_idle, self.settings.timeout_s + 60
+
+                def destroy_when_idle() -> None:
+                    if idle.wait(wait_s):
+                        weight_group.destroy(group)
+
+                threading.Thread(target=destroy_when_idle, name="weight-sync-cleanup", daemon=True).start()
+                self._collectives_idle = threading.Event()
+                self._collectives_idle.set()
         self.broken = False
         await self._close_channels()
 
@@ -396,6 +449,11 @@ class NcclWeightSync:
         for channel in self._channels:
             await channel.close()
         self._channels, self._stubs = [], []
+
+
+def _code(call: asyncio.Future) -> grpc.StatusCode | None:
+    error = None if call.cancelled() else call.exception()
+    return error.code() if isinstance(error, grpc.aio.AioRpcError) else None
 
 
 def _rpc_error(call: asyncio.Future) -> str | None:

@@ -40,11 +40,16 @@ def open_store(master_address: str, master_port: int, world_size: int, timeout_s
     )
 
 
+def name_in_use(group_name: str) -> bool:
+    """Whether this process still has a group of that name (c10d refuses a second one)."""
+    return group_name in _world.pg_names.values()
+
+
 def join_group(
     store: dist.Store, world_size: int, group_name: str, backend: str, timeout_s: float
 ) -> dist.ProcessGroup:
     """Form the group as rank 0; blocks until every engine rank has joined (or the timeout)."""
-    if group_name in _world.pg_names.values():
+    if name_in_use(group_name):
         raise RuntimeError(
             f"a process group named {group_name!r} already exists in this process (an earlier weight "
             "sync that was not closed, or one stuck in a broadcast); close it first or pick another name"

@@ -416,8 +416,8 @@ class SGLangGenerator:
 
         Worker i joins at rank_offset + the GPUs of the workers before it. The call returns once the
         group has formed, so the trainer's own rendezvous must run concurrently. A group of the
-        same name left from an earlier trainer is destroyed first (SGLang refuses to create a
-        second group of one name).
+        same name, or the group joined before, is destroyed first (SGLang refuses to create a
+        second group of one name, and a learner that reconnects may use a new name).
         """
         ranks = self.weight_sync_ranks()
         if ranks == 0:
@@ -430,7 +430,8 @@ class SGLangGenerator:
             raise ValueError(
                 f"rank_offset {rank_offset} and world_size {world_size} cannot hold {ranks} rank(s)"
             )
-        await asyncio.gather(*(self._forget_group(w, group_name) for w in self._workers))
+        stale = {group_name, self._group_name} - {""}  # this name, and the group of an earlier learner
+        await asyncio.gather(*(self._forget_group(w, name) for w in self._workers for name in stale))
         self._group_name = ""
         offsets = [rank_offset + sum(self._ranks_per_worker[:i]) for i in range(len(self._workers))]
         results = await asyncio.gather(
