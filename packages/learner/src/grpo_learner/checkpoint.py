@@ -11,6 +11,10 @@ Layout of `CHECKPOINT_DIR/step-000120/`:
 
 No pickle anywhere. The directory is written under a temporary name and renamed into place, so a
 crash mid-write leaves no half checkpoint that `latest_checkpoint` could pick up.
+
+A learner on several processes writes a different layout (torch.distributed.checkpoint shards, see
+`sharded_checkpoint.py`) into the same `step-N` directories; `trainer_state.json` records the world
+size, and `check_world_size` refuses to resume a checkpoint with another number of processes.
 """
 
 from __future__ import annotations
@@ -41,6 +45,28 @@ class TrainerState:
     policy_version: int
     data: dict[str, Any] = field(default_factory=dict)  # the prompt feed's cursor
     extra: dict[str, Any] = field(default_factory=dict)
+    world_size: int = 1  # learner processes that wrote the checkpoint (older checkpoints: 1)
+
+
+class CheckpointMismatch(ValueError):
+    """A checkpoint that this run cannot resume (written by another number of processes)."""
+
+
+def read_trainer_state(path: Path) -> TrainerState:
+    return TrainerState(**json.loads((path / "trainer_state.json").read_text()))
+
+
+def check_world_size(path: Path, world_size: int) -> TrainerState:
+    """The checkpoint's TrainerState; CheckpointMismatch if it was written by another world size."""
+    state = read_trainer_state(path)
+    if state.world_size != world_size:
+        raise CheckpointMismatch(
+            f"checkpoint {path} was written by {state.world_size} learner process(es) but this run has "
+            f"{world_size}: resume with the same number (grpo train --nproc {state.world_size}), or start a "
+            f"new run (another run_dir, or checkpoint.resume=false) from its Hugging Face export with "
+            f"--model {path / 'model'} (optimizer state and data cursor then start afresh)"
+        )
+    return state
 
 
 def checkpoint_path(directory: Path, step: int) -> Path:
@@ -83,12 +109,12 @@ def save_checkpoint(
         tokenizer.save_pretrained(tmp / "model")
     tensors, meta = _flatten_optimizer(optimizer.state_dict())
     save_file(tensors, tmp / "optimizer.safetensors")
-    _write_json(tmp / "optimizer.json", meta)
-    _write_json(tmp / "scheduler.json", scheduler.state_dict())
-    rng_json, rng_tensors = _rng_state()
-    _write_json(tmp / "rng.json", rng_json)
+    write_json(tmp / "optimizer.json", meta)
+    write_json(tmp / "scheduler.json", scheduler.state_dict())
+    rng_json, rng_tensors = rng_state()
+    write_json(tmp / "rng.json", rng_json)
     save_file(rng_tensors, tmp / "rng.safetensors")
-    _write_json(tmp / "trainer_state.json", asdict(state))  # last: marks the checkpoint complete
+    write_json(tmp / "trainer_state.json", asdict(state))  # last: marks the checkpoint complete
     if final.exists():  # re-saving the same step (after a resume): replace it
         shutil.rmtree(final)
     tmp.rename(final)
@@ -109,9 +135,8 @@ def load_training_state(
     optimizer.load_state_dict(_unflatten_optimizer(load_file(path / "optimizer.safetensors"), meta))
     scheduler.load_state_dict(json.loads((path / "scheduler.json").read_text()))
     if restore_rng:
-        _set_rng_state(json.loads((path / "rng.json").read_text()), load_file(path / "rng.safetensors"))
-    state = json.loads((path / "trainer_state.json").read_text())
-    return TrainerState(**state)
+        set_rng_state(json.loads((path / "rng.json").read_text()), load_file(path / "rng.safetensors"))
+    return read_trainer_state(path)
 
 
 # --- optimizer state without pickle -------------------------------------------------------------
@@ -147,7 +172,7 @@ def _unflatten_optimizer(tensors: dict[str, torch.Tensor], meta: dict[str, Any])
 # --- random number generators -------------------------------------------------------------------
 
 
-def _rng_state() -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
+def rng_state() -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
     version, internal, gauss = random.getstate()
     kind, keys, pos, has_gauss, cached = np.random.get_state()
     tensors = {"torch": torch.get_rng_state()}
@@ -161,7 +186,7 @@ def _rng_state() -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
     return json_state, tensors
 
 
-def _set_rng_state(json_state: dict[str, Any], tensors: dict[str, torch.Tensor]) -> None:
+def set_rng_state(json_state: dict[str, Any], tensors: dict[str, torch.Tensor]) -> None:
     version, internal, gauss = json_state["python"]
     random.setstate((version, tuple(internal), gauss))
     kind, keys, pos, has_gauss, cached = json_state["numpy"]
@@ -172,5 +197,5 @@ def _set_rng_state(json_state: dict[str, Any], tensors: dict[str, torch.Tensor])
         torch.cuda.set_rng_state_all(cuda[: torch.cuda.device_count()])
 
 
-def _write_json(path: Path, data: Any) -> None:
+def write_json(path: Path, data: Any) -> None:
     path.write_text(json.dumps(data, indent=1))

@@ -2,6 +2,7 @@
 
     grpo train                                   the embedded default: tiny model, local services, CPU
     grpo train --config run.toml [--model M] [--data FILE] [--rollout HOST:PORT ...] [--set key=value ...]
+    grpo train --nproc N ...                     the same on N learner processes (torchrun, FSDP2)
     grpo plot RUN_DIR [--output curves.png]
 
 Settings come from the file, then `GRPO_LEARNER_*` environment variables, then flags; the whole
@@ -15,6 +16,7 @@ import argparse
 import asyncio
 import json
 import logging
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -58,6 +60,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--resume", action="store_true", help="continue from the latest checkpoint in the run dir"
     )
     train.add_argument("--seed", type=int, help="train.seed")
+    train.add_argument(
+        "--nproc",
+        type=int,
+        default=1,
+        help="learner processes on this machine (one per GPU; gloo on CPU): re-launches itself "
+        "under torchrun with FSDP2; for several machines run torchrun -m grpo_learner train yourself",
+    )
     train.add_argument(
         "--warmup-steps", type=int, default=None, help="embedded default only: supervised warm-up steps (500)"
     )
@@ -108,7 +117,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         rows=rows,
     )
     progress = not args.no_progress
-    if config.rollout.addresses:
+    rank = int(os.environ.get("RANK", "0"))  # under torchrun only rank 0 starts or talks to services
+    if config.rollout.addresses or rank != 0:
         state = asyncio.run(run_training(config, prompts, progress=progress))
     else:  # no services named: run them here, as child processes
         Path(config.run_dir).mkdir(parents=True, exist_ok=True)
@@ -117,7 +127,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         ) as services:
             addresses = [services[-1].address]
             state = asyncio.run(run_training(config, prompts, addresses=addresses, progress=progress))
-    print(f"trained {state.step} steps; policy version {state.policy_version}; run dir {config.run_dir}")
+    if rank == 0:
+        print(f"trained {state.step} steps; policy version {state.policy_version}; run dir {config.run_dir}")
     return 0
 
 
@@ -143,14 +154,43 @@ def cmd_plot(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_train_processes(args: argparse.Namespace, argv: list[str]) -> int:
+    """--nproc N > 1 outside torchrun: run this very command as N processes under torchrun."""
+    from grpo_learner.launch import relaunch
+
+    if args.nproc < 1:
+        raise ConfigError(f"--nproc must be >= 1, got {args.nproc}")
+    if args.config is None and args.model is None:
+        raise ConfigError(
+            "--nproc needs --config or --model: the embedded default (tiny model, local services) "
+            "runs in one process"
+        )
+    code = relaunch(argv, args.nproc)
+    if code != 0:
+        print(
+            f"grpo train: the {args.nproc} learner processes failed (torchrun exit status {code}); "
+            "the first failing rank's message is above",
+            file=sys.stderr,
+        )
+    return code
+
+
 def main(argv: list[str] | None = None) -> int:
+    from grpo_learner.distributed import RankFailure, launched_distributed
+
+    argv = sys.argv[1:] if argv is None else argv
     args = build_parser().parse_args(argv)
     configure_logging(args.log_level)
     try:
+        if args.command == "train" and args.nproc != 1 and not launched_distributed():
+            return cmd_train_processes(args, argv)
         return {"train": cmd_train, "plot": cmd_plot}[args.command](args)
     except (ConfigError, FileNotFoundError, ValueError) as exc:
         print(f"grpo {args.command}: {exc}", file=sys.stderr)
         return 2
+    except RankFailure as exc:
+        print(f"grpo {args.command}: {exc}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

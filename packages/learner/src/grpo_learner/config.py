@@ -1,7 +1,7 @@
 """The learner's one typed configuration, validated in full before any model is loaded.
 
 Sections mirror the modules that read them: `model`, `data`, `rollout` (+ `sampling`), `optim`,
-`loss` (+ `advantage`, `sampler_correction`), `train`, `checkpoint`, `push`, and `run_dir`.
+`loss` (+ `advantage`, `sampler_correction`), `train`, `checkpoint`, `push`, `distributed`, and `run_dir`.
 Load it with `load_learner_config` (TOML/YAML file < `GRPO_LEARNER_*` environment < CLI overrides).
 A bad value fails here with the field named, e.g. `loss.loss_type: unknown loss 'ppo'; registered:
 bnpo, cispo, dapo, dr_grpo, grpo, gspo`.
@@ -224,6 +224,18 @@ class LocalServicesConfig(_Section):
     ready_timeout_s: float = Field(600.0, gt=0, description="how long a service may take to start")
 
 
+class DistributedConfig(_Section):
+    """The learner on several processes (torchrun / `grpo train --nproc N`); ignored in one process."""
+
+    timeout_s: float = Field(
+        600.0,
+        gt=0,
+        description="longest wait in one collective before a rank gives up: a dead or hung rank "
+        "fails the job after at most this long (rank 0 keeps idle ranks alive while it waits for "
+        "rollouts, so generation time does not count)",
+    )
+
+
 class LearnerConfig(_Section):
     model: ModelConfig
     data: DataConfig = Field(default_factory=DataConfig)
@@ -234,6 +246,7 @@ class LearnerConfig(_Section):
     checkpoint: CheckpointConfig = Field(default_factory=CheckpointConfig)
     push: PushConfig = Field(default_factory=PushConfig)
     local_services: LocalServicesConfig = Field(default_factory=LocalServicesConfig)
+    distributed: DistributedConfig = Field(default_factory=DistributedConfig)
     run_dir: Path = Path("runs/default")
     tensorboard: bool = True
 

@@ -2,18 +2,20 @@
 
     for each step:
         groups  <- source.next_batch(step)         (rollout services; filtered, refilled)
-        metrics <- trainer.update(groups)          (in a worker thread: gRPC streams keep flowing)
+        metrics <- team.update(groups)             (in a worker thread: gRPC streams keep flowing)
         push weights to every rollout service      (every `push.every` steps; never blocks past deadline)
         log metrics; checkpoint every `checkpoint.interval` steps
 
 `train_loop` takes everything built (trainer, source, pusher); `run_training` builds it all from a
 config, a prompt source and explicit model/tokenizer paths and rollout addresses, resuming from the
 latest checkpoint when there is one.
+
+On several processes (torchrun) this loop runs on rank 0 only; the `team` carries each update,
+weight gather and checkpoint to the other ranks (`distributed_training.run_distributed_training`).
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import random
 from collections.abc import Awaitable, Callable
@@ -24,8 +26,9 @@ import numpy as np
 import torch
 from grpo_common.hf_tokenizer import load_tokenizer
 
-from grpo_learner.checkpoint import TrainerState, latest_checkpoint, load_training_state, save_checkpoint
+from grpo_learner.checkpoint import TrainerState, check_world_size, latest_checkpoint, load_training_state
 from grpo_learner.config import LearnerConfig
+from grpo_learner.distributed import launched_distributed
 from grpo_learner.feed import RolloutFeed
 from grpo_learner.metrics import MetricsLogger
 from grpo_learner.models import load_policy, load_reference, pick_device
@@ -33,6 +36,7 @@ from grpo_learner.optim import build_optimizer, build_scheduler
 from grpo_learner.prompts import PromptCursor, PromptSource
 from grpo_learner.rollout_client import RolloutClient
 from grpo_learner.sources import GroupFilter, GroupSource
+from grpo_learner.team import SingleProcessTeam, TrainingTeam
 from grpo_learner.update import Trainer, UpdateSettings
 from grpo_learner.weight_push import WeightPusher
 
@@ -54,9 +58,12 @@ async def train_loop(
     tokenizer=None,
     evaluator: Evaluator | None = None,
     eval_every: int = 0,
+    team: TrainingTeam | None = None,
 ) -> TrainerState:
+    if team is None:
+        team = SingleProcessTeam(trainer, config.checkpoint_dir, config.checkpoint.keep_last, tokenizer)
     if pusher is not None and state.policy_version > 0:  # resumed: rollouts must serve our weights
-        await pusher.push(trainer.model.state_dict(), state.policy_version)
+        await pusher.push(await team.full_weights(), state.policy_version)
     source.weights_pushed(state.policy_version)
     served_version = state.policy_version  # the newest weights the rollout services have
     if evaluator is not None and eval_every and state.step == 0 and metrics is not None:
@@ -64,7 +71,7 @@ async def train_loop(
     for step in range(state.step, config.train.max_steps):
         batch = await source.next_batch(step, state.policy_version)
         if batch.groups:
-            step_metrics = await asyncio.to_thread(trainer.update, batch.groups)
+            step_metrics = await team.update(batch.groups)
         else:
             logger.warning("step %d: no trainable group; weights unchanged", step)
             step_metrics = {}
@@ -74,7 +81,7 @@ async def train_loop(
             source.weights_pushed(state.policy_version)
             served_version = state.policy_version
         elif state.policy_version % config.push.every == 0:
-            behind = await pusher.push(trainer.model.state_dict(), state.policy_version)
+            behind = await pusher.push(await team.full_weights(), state.policy_version)
             step_metrics["push/services_behind"] = len(behind)
             source.weights_pushed(state.policy_version)
             served_version = state.policy_version
@@ -89,16 +96,7 @@ async def train_loop(
             )
         if state.step % config.checkpoint.interval == 0 or last_step:
             state = replace(state, data=source.state_dict())
-            await asyncio.to_thread(
-                save_checkpoint,
-                config.checkpoint_dir,
-                state,
-                trainer.model,
-                trainer.optimizer,
-                trainer.scheduler,
-                tokenizer,
-                config.checkpoint.keep_last,
-            )
+            await team.save_checkpoint(state)
     return state
 
 
@@ -175,18 +173,32 @@ async def run_training(
     eval_every: int = 0,
 ) -> TrainerState:
     """Train per `config`. Give `prompts` (served by the rollout services at `addresses`, default
-    config.rollout.addresses) or a ready `source`. Resumes from the latest checkpoint if any."""
+    config.rollout.addresses) or a ready `source`. Resumes from the latest checkpoint if any.
+
+    Under torchrun (WORLD_SIZE > 1) every rank calls this; rank 0 alone uses `prompts`, `source`,
+    `addresses` and `evaluator` (see distributed_training)."""
+    if launched_distributed():
+        from grpo_learner.distributed_training import run_distributed_training
+
+        return await run_distributed_training(
+            config,
+            prompts,
+            model_path=model_path,
+            tokenizer_path=tokenizer_path,
+            addresses=addresses,
+            source=source,
+            progress=progress,
+            evaluator=evaluator,
+            eval_every=eval_every,
+        )
     model_path = model_path or config.model.name_or_path
-    addresses = config.rollout.addresses if addresses is None else addresses
     seed_everything(config.train.seed)
     checkpoint = latest_checkpoint(config.checkpoint_dir) if config.checkpoint.resume else None
-    tokenizer = load_tokenizer(
-        tokenizer_path or config.model.tokenizer or model_path,
-        trust_remote_code=config.model.trust_remote_code,
-    )
-    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    if checkpoint is not None:
+        check_world_size(checkpoint, 1)
+    tokenizer = load_run_tokenizer(config, model_path, tokenizer_path)
     trainer = build_trainer(
-        config, str(checkpoint / "model") if checkpoint else model_path, pad_id, model_path
+        config, str(checkpoint / "model") if checkpoint else model_path, pad_id(tokenizer), model_path
     )
     state = TrainerState(step=0, policy_version=0)
     if checkpoint is not None:
@@ -194,6 +206,51 @@ async def run_training(
         logger.info(
             "resumed from %s (step %d, policy version %d)", checkpoint, state.step, state.policy_version
         )
+    team = SingleProcessTeam(trainer, config.checkpoint_dir, config.checkpoint.keep_last, tokenizer)
+    return await drive_training(
+        config,
+        trainer,
+        state,
+        team,
+        resumed=checkpoint is not None,
+        prompts=prompts,
+        addresses=addresses,
+        source=source,
+        tokenizer=tokenizer,
+        progress=progress,
+        evaluator=evaluator,
+        eval_every=eval_every,
+    )
+
+
+def load_run_tokenizer(config: LearnerConfig, model_path: str, tokenizer_path: str | None = None):
+    return load_tokenizer(
+        tokenizer_path or config.model.tokenizer or model_path,
+        trust_remote_code=config.model.trust_remote_code,
+    )
+
+
+def pad_id(tokenizer) -> int:
+    return tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+
+
+async def drive_training(
+    config: LearnerConfig,
+    trainer: Trainer,
+    state: TrainerState,
+    team: TrainingTeam,
+    *,
+    resumed: bool,
+    prompts: PromptSource | None,
+    addresses: list[str] | None,
+    source: GroupSource | None,
+    tokenizer,
+    progress: bool,
+    evaluator: Evaluator | None,
+    eval_every: int,
+) -> TrainerState:
+    """The part of a run that talks to the world (rank 0): pusher, group source, metrics, the loop."""
+    addresses = config.rollout.addresses if addresses is None else addresses
     pusher = None
     if addresses:
         pusher = WeightPusher(
@@ -207,7 +264,7 @@ async def run_training(
         if prompts is None:
             raise ValueError("run_training needs prompts (or a ready group source)")
         source = build_feed(config, prompts, addresses, pusher)
-    if checkpoint is not None and state.data:
+    if resumed and state.data:
         source.load_state_dict(state.data)
     metrics = MetricsLogger(
         Path(config.run_dir),
@@ -227,6 +284,7 @@ async def run_training(
             tokenizer=tokenizer,
             evaluator=evaluator,
             eval_every=eval_every,
+            team=team,
         )
     finally:
         metrics.close()

@@ -6,6 +6,11 @@
     mu times: for each micro-batch: logprobs -> loss share -> backward;  clip grads; AdamW; schedule
 
 The loss function comes from the `LOSSES` registry by name; nothing here branches on the loss type.
+
+On several ranks (torch.distributed + FSDP2, see `fsdp.py`) every rank computes the advantages on
+the whole batch, then trains only its shard of the sequences (`sequence_shards`); the `Normalizer`
+carries batch-wide counts and FSDP sums the ranks' gradients, so each rank's backward is its share
+of the very loss one process would compute on the whole batch.
 """
 
 from __future__ import annotations
@@ -22,9 +27,10 @@ from torch import nn
 from grpo_learner.advantages import compute_advantages, weighted_reward
 from grpo_learner.batching import MicroBatch, TrainSequence, collate, length_buckets
 from grpo_learner.config import LearnerConfig
-from grpo_learner.logprobs import completion_logprobs
 from grpo_learner.losses import LOSSES, LossSettings, Normalizer, PolicyBatch, sampler_weights
+from grpo_learner.parallelism import Parallelism, SingleProcess
 from grpo_learner.rollout_data import SCALAR_REWARD, GroupError, ScoredGroup, reward_components
+from grpo_learner.sequence_shards import balanced_shards
 
 
 @dataclass(frozen=True)
@@ -76,12 +82,22 @@ class PreparedBatch:
     micro_batches: list[MicroBatch]
     normalizer: Normalizer
     metrics: dict[str, float]  # reward statistics, known before any forward pass
+    input_tokens: int = 0  # prompt + completion tokens of the whole batch (all ranks)
 
 
 def prepare_batch(
-    groups: Sequence[ScoredGroup], settings: UpdateSettings, device: torch.device
+    groups: Sequence[ScoredGroup],
+    settings: UpdateSettings,
+    device: torch.device,
+    rank: int = 0,
+    world_size: int = 1,
 ) -> PreparedBatch:
-    """Advantages, training sequences and micro-batches for `groups` (all of one group size)."""
+    """Advantages, training sequences and micro-batches for `groups` (all of one group size).
+
+    With world_size > 1: advantages and counts over the whole batch, micro-batches of this rank's
+    shard only, padded with loss-free filler micro-batches to the busiest rank's count (FSDP needs
+    every rank to run the same number of forward and backward passes).
+    """
     sizes = {len(g.completions) for g in groups}
     if len(sizes) != 1:
         raise GroupError(f"a batch mixes group sizes {sorted(sizes)}; every group needs rollout.group_size")
@@ -100,14 +116,19 @@ def prepare_batch(
         for g, group in enumerate(groups)
         for c, completion in enumerate(group.completions)
     ]
-    buckets = length_buckets(sequences, settings.micro_batch_size)
-    micro_batches = [collate([sequences[i] for i in b], settings.pad_token_id).to(device) for b in buckets]
-    normalizer = Normalizer(
-        total_sequences=len(sequences),
-        total_tokens=max(1, int(sum(mb.loss_mask.sum() for mb in micro_batches))),
-        num_micro_batches=len(micro_batches),
-        max_completion_length=settings.max_completion_length,
-    )
+    if world_size == 1:
+        buckets = length_buckets(sequences, settings.micro_batch_size)
+        micro_batches = [
+            collate([sequences[i] for i in b], settings.pad_token_id).to(device) for b in buckets
+        ]
+        normalizer = Normalizer(
+            total_sequences=len(sequences),
+            total_tokens=max(1, int(sum(mb.loss_mask.sum() for mb in micro_batches))),
+            num_micro_batches=len(micro_batches),
+            max_completion_length=settings.max_completion_length,
+        )
+    else:
+        micro_batches, normalizer = _shard_micro_batches(sequences, settings, device, rank, world_size)
     rewards = weighted_reward(components, settings.reward_weights)
     group_std = rewards.std(dim=1)
     lengths = [len(c.token_ids) for g in groups for c in g.completions]
@@ -126,7 +147,36 @@ def prepare_batch(
     for name in settings.reward_weights:
         if name != SCALAR_REWARD:
             metrics[f"rewards/{name}/mean"] = float(components[name].mean())
-    return PreparedBatch(micro_batches, normalizer, metrics)
+    input_tokens = sum(s.length for s in sequences)
+    return PreparedBatch(micro_batches, normalizer, metrics, input_tokens)
+
+
+def _shard_micro_batches(
+    sequences: list[TrainSequence],
+    settings: UpdateSettings,
+    device: torch.device,
+    rank: int,
+    world_size: int,
+) -> tuple[list[MicroBatch], Normalizer]:
+    """This rank's micro-batches and the batch-wide normaliser (world_size 1: FSDP sums gradients)."""
+    mbs = settings.micro_batch_size
+    shards = balanced_shards([s.length for s in sequences], world_size)
+    counts = [math.ceil(len(shard) / mbs) for shard in shards]
+    mine = [sequences[i] for i in shards[rank]]
+    micro_batches = [
+        collate([mine[i] for i in b], settings.pad_token_id).to(device) for b in length_buckets(mine, mbs)
+    ]
+    # A filler is one pad token whose loss mask is 0: it contributes exactly nothing to the loss.
+    filler = TrainSequence((settings.pad_token_id,), (settings.pad_token_id,), (0.0,), 0.0, counts=False)
+    missing = max(counts) - len(micro_batches)
+    micro_batches += [collate([filler], settings.pad_token_id).to(device)] * missing
+    normalizer = Normalizer(
+        total_sequences=len(sequences),
+        total_tokens=max(1, sum(len(s.completion_ids) for s in sequences if s.counts)),
+        num_micro_batches=sum(counts),
+        max_completion_length=settings.max_completion_length,
+    )
+    return micro_batches, normalizer
 
 
 class Trainer:
@@ -139,6 +189,7 @@ class Trainer:
         scheduler: torch.optim.lr_scheduler.LRScheduler,
         settings: UpdateSettings,
         reference: nn.Module | None = None,
+        parallel: Parallelism | None = None,
     ) -> None:
         if settings.loss.beta > 0 and reference is None:
             raise ValueError("loss.beta > 0 needs a reference model; pass reference=")
@@ -147,6 +198,7 @@ class Trainer:
         self.scheduler = scheduler
         self.settings = settings
         self.reference = reference
+        self.parallel = parallel or SingleProcess()
         self.device = next(model.parameters()).device
         self.loss_fn = LOSSES[settings.loss_type]
 
@@ -157,7 +209,7 @@ class Trainer:
 
     def _logprobs(self, model: nn.Module, mb: MicroBatch) -> tuple[torch.Tensor, torch.Tensor]:
         with self._autocast():
-            return completion_logprobs(model, mb, self.settings.temperature, self.settings.chunk_tokens)
+            return self.parallel.logprobs(model, mb, self.settings.temperature, self.settings.chunk_tokens)
 
     @torch.no_grad()
     def _frozen_logprobs(self, model: nn.Module, batch: PreparedBatch) -> list[torch.Tensor]:
@@ -196,6 +248,7 @@ class Trainer:
             sums["entropy"] += float((entropy * mb.loss_mask).sum())
             for key, value in out.token_sums.items():
                 sums[key] = sums.get(key, 0.0) + value
+        sums = self.parallel.sum_across_ranks(sums)
         tokens = batch.normalizer.total_tokens
         return {key: value if key == "loss" else value / tokens for key, value in sums.items()}
 
@@ -203,7 +256,7 @@ class Trainer:
         """Clip, step, schedule; returns the gradient norm before clipping."""
         params = [p for p in self.model.parameters() if p.grad is not None]
         max_norm = self.settings.max_grad_norm if self.settings.max_grad_norm is not None else math.inf
-        grad_norm = float(torch.nn.utils.clip_grad_norm_(params, max_norm)) if params else 0.0
+        grad_norm = self.parallel.clip_grad_norm(params, max_norm) if params else 0.0
         self.optimizer.step()
         self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
@@ -213,7 +266,9 @@ class Trainer:
         """mu optimizer steps on `groups`; returns TRL-named metrics (means over the mu passes)."""
         start = time.perf_counter()
         self.model.train()
-        batch = prepare_batch(groups, self.settings, self.device)
+        batch = prepare_batch(
+            groups, self.settings, self.device, self.parallel.rank, self.parallel.world_size
+        )
         mu = self.settings.num_iterations
         old = self._frozen_logprobs(self.model, batch) if mu > 1 else None
         ref = self._frozen_logprobs(self.reference, batch) if self.reference is not None else None
@@ -226,7 +281,7 @@ class Trainer:
             for key, value in stats.items():
                 totals[key] = totals.get(key, 0.0) + value / mu
         step_time = time.perf_counter() - start
-        tokens = sum(int(mb.attention_mask.sum()) for mb in batch.micro_batches) * mu
+        tokens = batch.input_tokens * mu
         return {
             **batch.metrics,
             **totals,

@@ -1,0 +1,60 @@
+"""Scored groups as bytes: how rank 0 hands a step's batch to the other learner ranks.
+
+JSON, not pickle: the bytes only ever hold token ids, floats, strings and booleans, and decoding
+cannot run code. Python's float repr round-trips exactly, so every rank computes bit-identical
+advantages from the decoded batch.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from typing import Any
+
+from grpo_learner.rollout_data import ScoredCompletion, ScoredGroup
+
+
+def _group_to_json(group: ScoredGroup) -> dict[str, Any]:
+    return {
+        "prompt_id": group.prompt_id,
+        "prompt_token_ids": list(group.prompt_token_ids),
+        "policy_version": group.policy_version,
+        "completions": [
+            {
+                "token_ids": list(c.token_ids),
+                "sampler_logprobs": list(c.sampler_logprobs),
+                "reward": c.reward,
+                "components": dict(c.components),
+                "truncated": c.truncated,
+                "correct": c.correct,
+            }
+            for c in group.completions
+        ],
+    }
+
+
+def _group_from_json(data: dict[str, Any]) -> ScoredGroup:
+    return ScoredGroup(
+        prompt_id=data["prompt_id"],
+        prompt_token_ids=tuple(data["prompt_token_ids"]),
+        policy_version=data["policy_version"],
+        completions=tuple(
+            ScoredCompletion(
+                token_ids=tuple(c["token_ids"]),
+                sampler_logprobs=tuple(c["sampler_logprobs"]),
+                reward=c["reward"],
+                components=dict(c["components"]),
+                truncated=c["truncated"],
+                correct=c["correct"],
+            )
+            for c in data["completions"]
+        ),
+    )
+
+
+def encode_groups(groups: Sequence[ScoredGroup]) -> bytes:
+    return json.dumps([_group_to_json(g) for g in groups], separators=(",", ":")).encode()
+
+
+def decode_groups(data: bytes) -> list[ScoredGroup]:
+    return [_group_from_json(g) for g in json.loads(data)]

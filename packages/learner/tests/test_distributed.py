@@ -1,0 +1,141 @@
+"""The learner on several processes (torch.distributed, FSDP2, gloo on CPU), with real processes.
+
+Every run trains a tiny Qwen2 on `SyntheticGroupSource` batches (rank 0's source; see
+distributed_worker.py), so the same global batches reach a one-process and a two-process run.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from distributed_worker import SOURCE_SEED
+from grpo_learner.config import LearnerConfig
+from grpo_learner.loop import run_training
+from grpo_learner.synthetic import SyntheticGroupSource
+from learner_fixtures import save_tiny_model
+from safetensors.torch import load_file
+from transformers import AutoModelForCausalLM
+
+torch.set_num_threads(1)
+
+WORKER = Path(__file__).parent / "distributed_worker.py"
+STEPS = 4
+TIMEOUT_S = 10.0  # distributed.timeout_s of these runs
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def learner_config(model_dir: str, run_dir: Path, **sections) -> dict:
+    data = {
+        "model": {"name_or_path": model_dir},
+        "rollout": {"group_size": 4, "sampling": {"max_new_tokens": 12, "temperature": 0.9}},
+        "optim": {
+            "lr": 1e-3,
+            "warmup_steps": 1,
+            "schedule": "cosine",
+            "weight_decay": 0.01,
+            "max_grad_norm": 0.5,  # clipped every step: the global norm over shards must be right
+        },
+        # dapo: token mean over the whole batch; beta > 0: the reference model is sharded too;
+        # mu = 2: old logprobs and two optimizer steps per batch.
+        "loss": {"loss_type": "dapo", "num_iterations": 2, "epsilon_high": 0.28, "beta": 0.04},
+        # 16 sequences, 3 per micro-batch: 3 micro-batches per rank (one of them a filler on one rank)
+        "train": {"max_steps": STEPS, "micro_batch_size": 3, "seed": 3},
+        "checkpoint": {"interval": 2, "keep_last": 2},
+        "distributed": {"timeout_s": TIMEOUT_S},
+        "run_dir": str(run_dir),
+        "tensorboard": False,
+    }
+    for name, values in sections.items():
+        data[name] = {**data.get(name, {}), **values}
+    return data
+
+
+def child_env() -> dict[str, str]:
+    return {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+
+
+def torchrun(config: dict, tmp: Path, *args: str, timeout: float = 120) -> subprocess.CompletedProcess:
+    """The worker on 2 ranks under `python -m torch.distributed.run`."""
+    path = tmp / f"config-{time.monotonic_ns()}.json"
+    path.write_text(json.dumps(config))
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc-per-node",
+        "2",
+        "--master-port",
+        str(free_port()),
+        str(WORKER),
+        str(path),
+        *args,
+    ]
+    return subprocess.run(command, capture_output=True, text=True, timeout=timeout, env=child_env())
+
+
+def hf_export(run_dir: Path, step: int) -> dict[str, torch.Tensor]:
+    return load_file(run_dir / "checkpoints" / f"step-{step:06d}" / "model" / "model.safetensors")
+
+
+def metrics(run_dir: Path) -> list[dict]:
+    return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory) -> str:
+    return save_tiny_model(tmp_path_factory.mktemp("model"))
+
+
+@pytest.fixture(scope="module")
+def two_process_run(tiny_model, tmp_path_factory) -> Path:
+    """4 steps straight through on 2 ranks; checkpoints at steps 2 and 4."""
+    tmp = tmp_path_factory.mktemp("two")
+    done = torchrun(learner_config(tiny_model, tmp / "run"), tmp)
+    assert done.returncode == 0, done.stderr[-4000:]
+    return tmp / "run"
+
+
+@pytest.fixture(scope="module")
+def one_process_run(tiny_model, tmp_path_factory) -> Path:
+    run_dir = tmp_path_factory.mktemp("one") / "run"
+    config = LearnerConfig.model_validate(learner_config(tiny_model, run_dir))
+    asyncio.run(run_training(config, source=SyntheticGroupSource(seed=SOURCE_SEED), progress=False))
+    return run_dir
+
+
+def test_two_processes_train_the_same_weights_as_one_on_the_same_global_batches(
+    tiny_model: str, two_process_run: Path, one_process_run: Path
+):
+    initial = load_file(Path(tiny_model) / "model.safetensors")
+    for step in (2, STEPS):
+        one, two = hf_export(one_process_run, step), hf_export(two_process_run, step)
+        assert one.keys() == two.keys() == initial.keys()  # HF names, tied lm_head once, no FSDP prefix
+        worst = max(float((one[k] - two[k]).abs().max()) for k in one)
+        assert worst < 1e-5, f"step {step}: weights differ by up to {worst}"
+        moved = max(float((one[k] - initial[k]).abs().max()) for k in one)
+        assert moved > 1e-3  # they did train: far beyond the tolerance
+    # Metrics: whole-batch reward statistics on rank 0, loss statistics summed over the ranks.
+    for a, b in zip(metrics(one_process_run), metrics(two_process_run), strict=True):
+        for key in ("reward", "reward_std", "loss", "entropy", "kl", "grad_norm", "clip_ratio/high_mean"):
+            assert b[key] == pytest.approx(a[key], rel=1e-4, abs=1e-7), key
+        assert b["num_groups"] == a["num_groups"] == 4
+    export = two_process_run / "checkpoints" / f"step-{STEPS:06d}" / "model"
+    model = AutoModelForCausalLM.from_pretrained(export, dtype=torch.float32)
+    two = hf_export(two_process_run, STEPS)
+    assert all(torch.equal(p, two[n]) for n, p in model.state_dict().items() if n in two)
+    state = json.loads((export.parent / "trainer_state.json").read_text())
+    assert state["world_size"] == 2 and state["step"] == STEPS and state["data"] == {"cursor": STEPS}
