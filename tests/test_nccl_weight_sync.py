@@ -27,6 +27,8 @@ import pytest
 import torch
 from grpo.v1 import rollout_pb2, rollout_pb2_grpc
 from grpo_common.server import ServerConfig
+from grpo_learner.config import PushConfig
+from grpo_learner.nccl_pusher import NcclWeightPusher
 from grpo_learner.nccl_weight_sync import NcclWeightSync, WeightSyncError, WeightSyncSettings
 from grpo_rollout.app import running_rollout
 from grpo_rollout.config import LimitSettings, RewardSettings, RolloutConfig
@@ -127,12 +129,17 @@ def reward() -> Iterator[RewardStandin]:
 
 @contextlib.asynccontextmanager
 async def rollout_service(
-    model_dir: Path, reward: RewardStandin, urls: list[str], weight_dir: Path, generator: str = "sglang"
+    model_dir: Path,
+    reward: RewardStandin,
+    urls: list[str],
+    weight_dir: Path,
+    generator: str = "sglang",
+    port: int = 0,
 ) -> AsyncIterator[tuple[str, rollout_pb2_grpc.RolloutServiceStub]]:
     config = RolloutConfig(
         model=str(model_dir),
         generator=generator,  # type: ignore[arg-type]
-        server=ServerConfig(port=0, grace_seconds=1),
+        server=ServerConfig(port=port, grace_seconds=1),
         reward=RewardSettings(address=reward.address, timeout_s=5, attempts=2, backoff_s=0.05),
         sglang={"urls": urls, "weight_dir": str(weight_dir), "health_timeout_s": 30},  # type: ignore[arg-type]
         limits=LimitSettings(),
@@ -332,3 +339,44 @@ def test_a_bucket_the_service_refuses_breaks_the_group_and_a_reconnect_starts_a_
         received = engine.received()
         assert [n for n, _ in received] == [n for n, _ in good]
         assert all(bits(a) == bits(b) for (_, a), (_, b) in zip(received, good, strict=True))
+
+
+def test_the_loops_pusher_forms_the_group_again_when_a_rollout_service_restarted(
+    model_dir: Path, engines: list[Engine], reward: RewardStandin, tmp_path: Path
+) -> None:
+    for engine in engines:
+        engine.reset(model_dir)
+    push = PushConfig(
+        transport="nccl",
+        nccl_master_address="127.0.0.1",
+        nccl_backend="gloo",
+        nccl_bucket_bytes=64 * 1024,
+        nccl_timeout_s=TIMEOUT_S,
+    )
+    port = free_port()
+
+    async def scenario():
+        urls = [e.url for e in engines]
+        pusher = None
+        try:
+            async with rollout_service(model_dir, reward, urls, tmp_path / "w", port=port) as (address, stub):
+                pusher = NcclWeightPusher([address], push)
+                behind = await pusher.push(dict(mixed_weights(model_dir, 7)), 1)
+            # the same address, a fresh process: it has no group and serves what the engines report
+            async with rollout_service(model_dir, reward, urls, tmp_path / "w", port=port) as (_, stub):
+                restarted = await stub.GetInfo(rollout_pb2.GetInfoRequest(), timeout=10)
+                await pusher.push(dict(mixed_weights(model_dir, 8)), 2)
+                info = await stub.GetInfo(rollout_pb2.GetInfoRequest(), timeout=10)
+                return behind, restarted, info, await generated_versions(stub)
+        finally:
+            if pusher is not None:
+                await pusher.close()
+
+    behind, restarted, info, versions = asyncio.run(scenario())
+    assert behind == [] and (restarted.weight_sync_group, restarted.policy_version) == ("", 1)
+    assert (info.weight_sync_group, info.policy_version, versions) == (GROUP, 2, {2})
+    expected = mixed_weights(model_dir, 8)
+    for engine in engines:
+        received = engine.received()[-len(expected) :]
+        assert [n for n, _ in received] == [n for n, _ in expected]
+        assert all(bits(a) == bits(b) for (_, a), (_, b) in zip(received, expected, strict=True))

@@ -1,0 +1,69 @@
+"""The training loop's face of the NCCL weight sync, shaped like `WeightPusher` so the loop can take either.
+
+`push(weights, version)` returns the services left behind (always none: either every service took
+the version, or it raises WeightSyncError after one reconnect-and-retry, and the run stops with
+that message rather than train on against weights nobody serves). `resync(address)` is what the
+rollout client calls when a service answers FAILED_PRECONDITION (it restarted, or a failed update
+left its engines unusable): the last pushed weights go out again, in the background, over a group
+formed anew if that service lost its rank.
+
+The last pushed mapping is kept by reference, not copied: with `push.every` > 1 a resync between
+two pushes sends the live weights under the last pushed version (the gRPC pusher keeps a CPU copy
+instead; a copy of a model that needs NCCL would cost what NCCL saves).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Mapping, Sequence
+
+import torch
+from grpo_common.channel import ChannelConfig
+
+from grpo_learner.config import PushConfig
+from grpo_learner.nccl_weight_sync import NcclWeightSync, WeightSyncError
+
+logger = logging.getLogger(__name__)
+
+
+class NcclWeightPusher:
+    """Use inside a running event loop; `await close()` when done."""
+
+    def __init__(
+        self, addresses: Sequence[str], push: PushConfig, channel: ChannelConfig | None = None
+    ) -> None:
+        self.sync = NcclWeightSync.from_config(push, channel)
+        self._addresses = list(addresses)
+        self._latest: tuple[int, Mapping[str, torch.Tensor]] | None = None
+        self._lock = asyncio.Lock()
+        self._resend: asyncio.Task[None] | None = None
+
+    async def push(self, weights: Mapping[str, torch.Tensor], policy_version: int) -> list[str]:
+        async with self._lock:
+            await self.sync.push_with_recovery(weights, policy_version, self._addresses)
+            self._latest = (policy_version, weights)
+        return []
+
+    def resync(self, address: str) -> None:
+        if self._latest is None or (self._resend is not None and not self._resend.done()):
+            return
+        logger.info("rollout %s needs the current weights again; re-sending them over the group", address)
+        self._resend = asyncio.get_running_loop().create_task(self._push_latest())
+
+    async def _push_latest(self) -> None:
+        async with self._lock:
+            assert self._latest is not None
+            version, weights = self._latest
+            try:
+                await self.sync.push_with_recovery(weights, version, self._addresses)
+            except WeightSyncError:
+                logger.exception("re-sending version %d failed; the next push tries again", version)
+
+    async def close(self) -> None:
+        if self._resend is not None:
+            self._resend.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._resend
+        await self.sync.close()
