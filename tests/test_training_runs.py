@@ -133,15 +133,18 @@ def final_cursor(run_dir: Path, steps: int) -> dict:
     return state["data"]
 
 
-def policy_version(address: str) -> int:
-    async def ask() -> int:
+def rollout_info(address: str) -> rollout_pb2.RolloutInfo:
+    async def ask() -> rollout_pb2.RolloutInfo:
         async with grpc.aio.insecure_channel(address) as channel:
-            info = await rollout_pb2_grpc.RolloutServiceStub(channel).GetInfo(
+            return await rollout_pb2_grpc.RolloutServiceStub(channel).GetInfo(
                 rollout_pb2.GetInfoRequest(), timeout=10
             )
-            return info.policy_version
 
     return asyncio.run(ask())
+
+
+def policy_version(address: str) -> int:
+    return rollout_info(address).policy_version
 
 
 def free_port() -> int:
@@ -240,9 +243,12 @@ def test_rollout_killed_mid_run_loses_no_prompt(
     port = free_port()
     rollout = deployment.add_rollout(port=port)
     run_dir = tmp_path / "run"
-    process = learner(run_dir, model, data, [rollout.address], "--max-steps", "12")
+    # longer completions: generation is most of a step, so the kill finds prompts in flight
+    flags = ("--max-steps", "12", "--set", "rollout.sampling.max_new_tokens=24")
+    process = learner(run_dir, model, data, [rollout.address], *flags)
     try:
         wait_for(lambda: steps_logged(run_dir) >= 2, 300, "two trained steps")
+        wait_for(lambda: rollout_info(rollout.address).in_flight_prompts > 0, 60, "prompts in flight")
         rollout.process.send_signal(signal.SIGKILL)
         rollout.process.wait()
         assert process.poll() is None, "the run ended before the rollout service was killed"
@@ -250,6 +256,7 @@ def test_rollout_killed_mid_run_loses_no_prompt(
         finish(process, run_dir)
     finally:
         process.kill()
+    assert "re-send" in (run_dir / "learner.log").read_text()  # the killed stream's prompts went again
     records = read_metrics(run_dir)
     assert [r["step"] for r in records] == list(range(1, 13))  # every step once, none repeated
     assert all(r["num_groups"] == 4 for r in records)  # each step trained exactly its 4 prompts
