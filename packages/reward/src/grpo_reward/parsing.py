@@ -27,7 +27,7 @@ import sympy
 
 from grpo_reward.answers import Answer, AnswerList, Bracketed, Chain, SetOf, Text, UnionOf
 from grpo_reward.limits import DEFAULT_LIMITS, AnswerTooLarge, Limits, ParseFailure
-from grpo_reward.tokenizer import END, Token, tokenize
+from grpo_reward.tokenizer import END, KNOWN_WORDS, Token, tokenize
 
 _RELATIONS: dict[str, Callable[..., sympy.Basic]] = {
     "=": sympy.Eq,
@@ -623,32 +623,8 @@ def _nesting_depth(text: str) -> int:
 
 
 _WORD_RUN = re.compile(r"(?<![\\a-zA-Z])[a-zA-Z]{3,}")
-_MATH_WORDS = {
-    "sqrt",
-    "sin",
-    "cos",
-    "tan",
-    "cot",
-    "sec",
-    "csc",
-    "arcsin",
-    "arccos",
-    "arctan",
-    "asin",
-    "acos",
-    "atan",
-    "sinh",
-    "cosh",
-    "tanh",
-    "log",
-    "exp",
-    "abs",
-    "inf",
-    "infty",
-    "infinity",
-    "and",
-    "cup",
-}
+# Function and set words are math, not prose; the tokenizer's list, where a run can match (3+ letters).
+_MATH_WORDS = frozenset(word for word in KNOWN_WORDS if len(word) >= 3)
 
 
 def looks_like_text(normalized: str) -> bool:
