@@ -15,6 +15,7 @@ import asyncio
 import contextlib
 import logging
 import zlib
+from collections import Counter
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 
@@ -118,6 +119,7 @@ class RolloutClient:
         # restarted process); a shared pool already routes it to the pusher, this is for others.
         self.on_stale_service = on_stale_service
         self._next = 0  # rotates which service gets the odd prompt among equally loaded ones
+        self.sent_prompts: Counter[str] = Counter()  # address -> prompts sent there (re-sends too)
 
     @property
     def addresses(self) -> list[str]:
@@ -261,6 +263,7 @@ class RolloutClient:
                 return
             for member, share in self._assign(members, batch):
                 member.outstanding += len(share)
+                self.sent_prompts[member.address] += len(share)
                 spawn(self._stream(member, share, min_policy_version, queue))
 
         try:

@@ -98,6 +98,7 @@ class WeightPusher:
         self._latest: tuple[int, dict[str, torch.Tensor]] | None = None
         self._progress = asyncio.Event()  # an acknowledgement or a membership change
         self._workers: dict[str, _Worker] = {}
+        self._retired: set[asyncio.Task] = set()  # workers of members that left, still stopping
         for member in self.pool.members:
             if member.version < 0:
                 member.version = initial_version  # what the services were started with
@@ -161,27 +162,21 @@ class WeightPusher:
         the pool still remembers its last acknowledgement; this is what the rollout client calls
         when the service answers FAILED_PRECONDITION (its weights are older than a request needs).
         """
-        member = self.pool.get(address)
-        if member is None:
-            return
         worker = self._workers.get(address)
         if worker is not None:
             worker.rejected_version = -1
-        if self.pool.required_version is None:  # nothing pushed through the pool yet
-            member.version = -1
-            self._on_change(member)
-        else:
-            self.pool.mark_stale(address)
+        self.pool.mark_stale(address)
 
     def _on_change(self, member: Member) -> None:
-        """Pool listener: a worker per member that is in the pool and not draining."""
-        current = self.pool.get(member.address) is member
+        """Pool listener: one worker per member that is in the pool and not draining."""
         worker = self._workers.get(member.address)
-        if not current or member.state is MemberState.DRAINING:
-            if worker is not None and (not current or worker.status.address == member.address):
+        if self.pool.get(member.address) is not member or member.state is MemberState.DRAINING:
+            if worker is not None:
+                del self._workers[member.address]
                 if worker.task is not None:
                     worker.task.cancel()
-                del self._workers[member.address]
+                    self._retired.add(worker.task)
+                    worker.task.add_done_callback(self._retired.discard)
         else:
             if worker is None:
                 worker = _Worker(ServiceStatus(member.address, acked_version=member.version))
@@ -253,7 +248,7 @@ class WeightPusher:
 
     async def close(self) -> None:
         self.pool.unsubscribe(self._on_change)
-        tasks = [w.task for w in self._workers.values() if w.task is not None]
+        tasks = [w.task for w in self._workers.values() if w.task is not None] + list(self._retired)
         self._workers.clear()
         for task in tasks:
             task.cancel()
