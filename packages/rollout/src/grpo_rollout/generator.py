@@ -134,6 +134,7 @@ class DistributedBucketSink(Protocol):
     """An NCCL weight update in progress on a backend (see `DistributedWeightReceiver`)."""
 
     version: int
+    done: bool  # ended: last bucket taken, a bucket failed, or abandoned
 
     async def receive_bucket(
         self,

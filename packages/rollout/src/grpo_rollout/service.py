@@ -343,7 +343,9 @@ class RolloutServicer(rollout_pb2_grpc.RolloutServiceServicer):
             paused = time.monotonic()
             try:
                 await update.sink.receive_bucket(bucket.names, bucket.dtypes, bucket.shapes, bucket.last)
-            except (WeightUpdateError, BackendError, ValueError) as exc:
+            except (WeightUpdateError, BackendError) as exc:
+                # ABORTED tells the learner that every engine answered after the broadcast (the group
+                # stays in step); UNAVAILABLE that some engine may not have taken part.
                 self._open_update = None
                 code = (
                     grpc.StatusCode.UNAVAILABLE if isinstance(exc, BackendError) else grpc.StatusCode.ABORTED
@@ -381,6 +383,8 @@ class RolloutServicer(rollout_pb2_grpc.RolloutServiceServicer):
                 raise RequestError(grpc.StatusCode.UNAVAILABLE, str(exc)) from exc
             update = self._open_update = _OpenUpdate(sink, bucket.version)
             return update
+        if update is not None and update.sink.done:  # ended without us (its caller was cancelled)
+            self._open_update = update = None
         if update is None or update.version != bucket.version or update.next_index != bucket.index:
             expected = (
                 f"the open update is version {update.version}, expecting bucket_index {update.next_index}"
