@@ -270,6 +270,37 @@ def test_bad_weight_updates_are_refused_and_the_model_stays_on_its_weights(
     assert before[0].completions[0].token_ids == after[0].completions[0].token_ids
 
 
+def test_an_applied_update_is_copied_so_its_memory_can_receive_the_next(
+    tiny_model_dir: Path, reward: RewardStandin
+) -> None:
+    """The service decodes update n+1 into update n's buffers; the model must own its weights."""
+    first, second = other_weights(tiny_model_dir, seed=3), other_weights(tiny_model_dir, seed=4)
+    prompts = [[1, 5, 6], [1, 7]]
+    expected_first = greedy_outputs(tiny_model_dir, first, prompts)
+    expected_second = greedy_outputs(tiny_model_dir, second, prompts)
+    assert expected_first != expected_second
+    req = request([token_prompt(f"p{i}", p) for i, p in enumerate(prompts)], **GREEDY)
+
+    def outputs(groups):
+        return [list(g.completions[0].token_ids) for g in sorted(groups, key=lambda g: g.prompt_id)]
+
+    async def scenario():
+        async with serving(config(tiny_model_dir, reward.address)) as client:
+            await client.stub.UpdateWeights(encode_state_dict(first, 1), timeout=30)
+            # all of `second` but the final chunk: written into the recycled memory, then refused
+            with pytest.raises(grpc.aio.AioRpcError):
+                await client.stub.UpdateWeights(
+                    iter(truncated(list(encode_state_dict(second, 2)))), timeout=30
+                )
+            after_refused = outputs(await client.generate(req))
+            await client.stub.UpdateWeights(encode_state_dict(second, 2), timeout=30)
+            return after_refused, outputs(await client.generate(req)), await client.version()
+
+    after_refused, after_second, version = run(scenario())
+    assert after_refused == expected_first  # the refused stream's bytes never reached the model
+    assert after_second == expected_second and version == 2
+
+
 def test_a_group_never_straddles_a_weight_update(tiny_model_dir: Path, reward: RewardStandin) -> None:
     new = other_weights(tiny_model_dir, seed=3)
     prompt = [1, 5, 6]

@@ -115,7 +115,9 @@ class Generator(Protocol):
         """Replace (a subset of) the weights and become `version`; all or nothing.
 
         Never applied while a generate call is running: the call finishes on the old weights.
-        Raises WeightUpdateError (nothing applied) when a tensor does not fit.
+        Raises WeightUpdateError (nothing applied) when a tensor does not fit. Keeps no reference
+        to `named_tensors` after returning (copy what you keep): the service writes the next
+        update into their memory.
         """
         ...
 

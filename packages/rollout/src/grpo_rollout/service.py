@@ -32,6 +32,7 @@ from dataclasses import dataclass
 
 import grpc
 from grpo.v1 import rollout_pb2, rollout_pb2_grpc
+from grpo_common.receive_buffers import ReceiveBuffers
 from grpo_common.weight_codec import WeightStreamDecoder, WeightStreamError
 
 from grpo_rollout.generator import (
@@ -93,6 +94,10 @@ class RolloutServicer(rollout_pb2_grpc.RolloutServiceServicer):
         self._in_flight_prompts = 0
         self._in_flight_requests = 0
         self._open_update: _OpenUpdate | None = None
+        # An update's tensors, once copied into the model, receive the next update: that keeps
+        # one update's worth of memory between updates (the peak of an update anyway) and spares
+        # faulting in fresh pages every step, the largest cost of receiving.
+        self._receive_buffers = ReceiveBuffers()
 
     # --- Generate -----------------------------------------------------------------------------
     async def Generate(
@@ -208,9 +213,12 @@ class RolloutServicer(rollout_pb2_grpc.RolloutServiceServicer):
 
     # --- UpdateWeights ------------------------------------------------------------------------
     async def UpdateWeights(
-        self, request_iterator: AsyncIterator[rollout_pb2.WeightChunk], context: grpc.aio.ServicerContext
+        self, request_iterator: AsyncIterator[bytes], context: grpc.aio.ServicerContext
     ) -> rollout_pb2.UpdateWeightsResponse:
-        decoder = WeightStreamDecoder(max_total_bytes=self._limits.max_update_bytes)
+        """Chunks arrive as their wire bytes (see app.py's registration) and are decoded in place."""
+        decoder = WeightStreamDecoder(
+            max_total_bytes=self._limits.max_update_bytes, buffers=self._receive_buffers
+        )
         started: float | None = None
         try:
             async for chunk in request_iterator:
@@ -241,6 +249,8 @@ class RolloutServicer(rollout_pb2_grpc.RolloutServiceServicer):
                 await context.abort(
                     grpc.StatusCode.UNAVAILABLE, f"{exc}; nothing was applied (still version {current})"
                 )
+            finally:  # the generator copied what it kept (Generator.load_weights' contract)
+                self._receive_buffers.recycle(decoded.tensors)
         applied = time.monotonic()
         logger.info(
             "policy version %d -> %d: %d tensors, %.1f MB, received in %.2f s, applied in %.2f s",
