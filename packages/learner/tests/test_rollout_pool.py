@@ -205,7 +205,8 @@ def test_a_quick_restart_is_noticed_by_its_version_and_resynced_before_prompts()
         first_life = PoolRollout()
         server = await start(first_life)
         port = server.port
-        pool = RolloutPool([server.address], settings=FAST)
+        # Never DOWN here: only the version it reports can tell that it restarted.
+        pool = RolloutPool([server.address], settings=replace(FAST, unhealthy_after=1000))
         pusher = WeightPusher(pool, deadline_s=5, initial_backoff_s=0.02)
         client = client_for(pool)
         second_life = PoolRollout()
@@ -265,7 +266,9 @@ def test_a_service_added_to_the_file_gets_weights_then_prompts(tmp_path):
             await pusher.push(WEIGHTS, 1)
             write_addresses_atomically(listing, [servers[0].address, servers[1].address])
             await wait_until(lambda: state(pool, servers[1].address) is MemberState.READY, what="joined")
-            groups = await collect(client, prompts("a", 10), min_version=1)
+            # min_version 0 (a staleness window would allow old weights): only the pool's gate
+            # keeps prompts away from it until its weights have landed.
+            groups = await collect(client, prompts("a", 10), min_version=0)
         finally:
             await client.close()
             await pusher.close()

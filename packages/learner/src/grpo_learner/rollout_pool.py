@@ -396,6 +396,7 @@ class RolloutPool:
         if (
             self.required_version is None
             or member.version < 0
+            or member.version_set_at == -math.inf  # assumed, never acknowledged: nothing to compare
             or member.push_in_flight
             or probe_started < member.version_set_at
             or reported == member.version
