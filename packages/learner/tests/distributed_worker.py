@@ -4,7 +4,7 @@ Launched by the tests under `python -m torch.distributed.run` (or as plain proce
 torchrun environment set by hand). Rank 0's group source is `SyntheticGroupSource`, so no rollout
 service is needed; the other ranks get the groups from rank 0 like in a real run.
 
-    python distributed_worker.py CONFIG.json [--pid-dir DIR] [--crash-at-step N]
+    python distributed_worker.py CONFIG.json [--crash-at-step N]
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from pathlib import Path
 import torch
 from grpo_common.logging_setup import configure_logging
 from grpo_learner.config import LearnerConfig
+from grpo_learner.distributed import RankFailure
 from grpo_learner.loop import run_training
 from grpo_learner.sources import StepBatch
 from grpo_learner.synthetic import SyntheticGroupSource
@@ -43,14 +44,10 @@ class CrashingSource(SyntheticGroupSource):
 def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("config", type=Path)
-    parser.add_argument("--pid-dir", type=Path, help="write this rank's pid to DIR/rank<R>.pid")
     parser.add_argument("--crash-at-step", type=int, default=-1, help="rank 0's source fails there")
     args = parser.parse_args()
     torch.set_num_threads(1)
     configure_logging("INFO")
-    if args.pid_dir is not None:
-        args.pid_dir.mkdir(parents=True, exist_ok=True)
-        (args.pid_dir / f"rank{RANK}.pid").write_text(str(os.getpid()))
     config = LearnerConfig.model_validate(json.loads(args.config.read_text()))
     try:
         source = CrashingSource(seed=SOURCE_SEED, crash_at=args.crash_at_step)
@@ -58,6 +55,9 @@ def main() -> int:
     except ValueError as exc:  # like `grpo train`: a bad setting or checkpoint is a message, exit 2
         print(f"rank {RANK}: {exc}", file=sys.stderr)
         return 2
+    except RankFailure as exc:  # like `grpo train`: the other ranks' fate as one message
+        print(f"{exc}", file=sys.stderr)
+        return 1
     print(json.dumps({"rank": int(RANK), "step": state.step}))
     return 0
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -18,6 +19,8 @@ from pathlib import Path
 import pytest
 import torch
 from distributed_worker import SOURCE_SEED
+from grpo_learner.checkpoint import latest_checkpoint
+from grpo_learner.cli import main
 from grpo_learner.config import LearnerConfig
 from grpo_learner.loop import run_training
 from grpo_learner.synthetic import SyntheticGroupSource
@@ -139,3 +142,76 @@ def test_two_processes_train_the_same_weights_as_one_on_the_same_global_batches(
     assert all(torch.equal(p, two[n]) for n, p in model.state_dict().items() if n in two)
     state = json.loads((export.parent / "trainer_state.json").read_text())
     assert state["world_size"] == 2 and state["step"] == STEPS and state["data"] == {"cursor": STEPS}
+
+
+def test_a_rank_that_dies_fails_the_job_within_the_timeout_with_a_message(tiny_model: str, tmp_path: Path):
+    # Plain processes, no torchrun agent that would tear the job down for us: rank 0 must notice.
+    run_dir = tmp_path / "run"
+    config = tmp_path / "config.json"
+    config.write_text(json.dumps(learner_config(tiny_model, run_dir, train={"max_steps": 500})))
+    port = str(free_port())
+    ranks = []
+    for rank in range(2):
+        env = {**child_env(), "RANK": str(rank), "LOCAL_RANK": str(rank), "WORLD_SIZE": "2"}
+        env.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=port)
+        log = (tmp_path / f"rank{rank}.log").open("w")
+        ranks.append(subprocess.Popen([sys.executable, str(WORKER), str(config)], env=env, stderr=log))
+    try:
+        deadline = time.monotonic() + 90
+        while not (run_dir / "metrics.jsonl").exists() or len(metrics(run_dir)) < 2:
+            assert time.monotonic() < deadline, (tmp_path / "rank0.log").read_text()[-3000:]
+            assert ranks[0].poll() is None, (tmp_path / "rank0.log").read_text()[-3000:]
+            time.sleep(0.1)
+        ranks[1].send_signal(signal.SIGKILL)  # like the OOM killer, mid-run
+        killed = time.monotonic()
+        code = ranks[0].wait(timeout=TIMEOUT_S + 30)
+        elapsed = time.monotonic() - killed
+    finally:
+        for process in ranks:
+            if process.poll() is None:
+                process.kill()
+    log = (tmp_path / "rank0.log").read_text()
+    assert code != 0
+    assert elapsed < TIMEOUT_S + 5, f"rank 0 took {elapsed:.1f} s to fail"
+    assert "rank 0 of 2" in log and "another rank died" in log and "Connection" in log, log[-3000:]
+    assert len(metrics(run_dir)) < 500
+
+
+@pytest.fixture(scope="module")
+def crashed_run(tiny_model, tmp_path_factory) -> Path:
+    """2 ranks; rank 0's group source fails at step 3, after the step-2 checkpoint."""
+    tmp = tmp_path_factory.mktemp("crashed")
+    crashed = torchrun(learner_config(tiny_model, tmp / "run"), tmp, "--crash-at-step", "3")
+    assert crashed.returncode != 0
+    assert "simulated learner crash at step 3" in crashed.stderr
+    # rank 1 was told why, rather than waiting for a timeout
+    assert "rank 1: rank 0 stopped the run: RuntimeError: simulated learner crash" in crashed.stderr
+    return tmp / "run"
+
+
+def test_resume_on_two_processes_reaches_the_uninterrupted_weights(
+    tiny_model: str, crashed_run: Path, two_process_run: Path
+):
+    assert latest_checkpoint(crashed_run / "checkpoints").name == "step-000002"
+    tmp = crashed_run.parent
+    resumed = torchrun(learner_config(tiny_model, crashed_run, checkpoint={"resume": True}), tmp)
+    assert resumed.returncode == 0, resumed.stderr[-4000:]
+    a, b = hf_export(two_process_run, STEPS), hf_export(crashed_run, STEPS)
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    state = json.loads((crashed_run / "checkpoints" / f"step-{STEPS:06d}" / "trainer_state.json").read_text())
+    assert state["data"] == {"cursor": STEPS} and state["world_size"] == 2
+    shards = sorted(p.name for p in (crashed_run / "checkpoints" / "step-000004" / "shards").iterdir())
+    assert shards == [".metadata", "__0_0.distcp", "__1_0.distcp"]
+
+
+def test_resuming_a_two_process_checkpoint_in_one_process_is_refused_naming_both_sizes(
+    tiny_model: str, crashed_run: Path, tmp_path: Path, capsys
+):
+    data = tmp_path / "problems.jsonl"
+    data.write_text(json.dumps({"question": "1+1?", "answer": "2"}) + "\n")
+    argv = ["train", "--model", tiny_model, "--data", str(data), "--rollout", "127.0.0.1:9"]
+    code = main([*argv, "--run-dir", str(crashed_run), "--resume", "--no-progress"])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "was written by 2 learner process(es) but this run has 1" in err
+    assert "--nproc 2" in err  # and what to do about it

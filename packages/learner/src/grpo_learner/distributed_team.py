@@ -116,6 +116,14 @@ def follow_leader(work: RankWork, link: CommandLink) -> TrainerState:
         work.run(kind, payload)
 
 
+def _collective_failure(exc: BaseException) -> bool:
+    """A lost or timed-out peer (NCCL raises DistError; gloo a RuntimeError naming itself)."""
+    text = str(exc).lower()
+    return isinstance(exc, dist.DistError) or any(
+        word in text for word in ("gloo", "nccl", "timed out", "connection")
+    )
+
+
 class LeaderTeam:
     """`TrainingTeam` for rank 0 of several: broadcast the command, then do the work here too."""
 
@@ -190,7 +198,7 @@ class LeaderTeam:
             return await asyncio.to_thread(self._send_and_run, kind, payload)
         except Exception as exc:
             self._in_step = False
-            if isinstance(exc, dist.DistError) or "gloo" in str(exc).lower():
+            if _collective_failure(exc):
                 raise RankFailure(failure_message(self.work.ranks, kind.name, exc)) from exc
             raise
         finally:
