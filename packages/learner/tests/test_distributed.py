@@ -215,3 +215,22 @@ def test_resuming_a_two_process_checkpoint_in_one_process_is_refused_naming_both
     err = capsys.readouterr().err
     assert "was written by 2 learner process(es) but this run has 1" in err
     assert "--nproc 2" in err  # and what to do about it
+
+
+def test_grpo_train_nproc_relaunches_under_torchrun_and_refuses_a_one_process_checkpoint(
+    tiny_model: str, one_process_run: Path, tmp_path: Path
+):
+    data = tmp_path / "problems.jsonl"
+    data.write_text(json.dumps({"question": "1+1?", "answer": "2"}) + "\n")
+    command = [
+        *(sys.executable, "-m", "grpo_learner", "train", "--nproc", "2", "--model", tiny_model),
+        *("--data", str(data), "--rollout", "127.0.0.1:9", "--run-dir", str(one_process_run)),
+        *("--resume", "--no-progress", "--set", f"distributed.timeout_s={TIMEOUT_S}"),
+    ]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=120, env=child_env())
+    assert done.returncode != 0
+    # both ranks refuse before training anything, then the launcher sums up
+    assert done.stderr.count("was written by 1 learner process(es) but this run has 2") == 2, done.stderr[
+        -3000:
+    ]
+    assert "grpo train: the 2 learner processes failed" in done.stderr

@@ -35,18 +35,27 @@ logger = logging.getLogger(__name__)
 def build_sharded_trainer(
     config: LearnerConfig, model_path: str, pad_token_id: int, ranks: Ranks
 ) -> tuple[Trainer, FsdpParallel]:
-    """Policy (and reference) loaded on this rank's device, then sharded; AdamW over the shards."""
+    """Policy (and reference) loaded on CPU, then sharded; AdamW over the shards.
+
+    fully_shard moves one unit (a decoder layer, then the root) at a time to the rank's device and
+    keeps only this rank's shard there, so the device never holds the whole model.
+    """
     settings = UpdateSettings.from_config(config, pad_token_id)
     parallel = FsdpParallel(ranks, settings.temperature, settings.chunk_tokens)
+    cpu = torch.device("cpu")
     model = load_policy(
         model_path,
-        ranks.device,
+        cpu,
         gradient_checkpointing=config.model.gradient_checkpointing,
         trust_remote_code=config.model.trust_remote_code,
     )
     parallel.wrap(model)
     reference = load_reference(
-        model_path, ranks.device, config.loss.beta, trust_remote_code=config.model.trust_remote_code
+        model_path,
+        cpu,
+        config.loss.beta,
+        trust_remote_code=config.model.trust_remote_code,
+        dtype=torch.bfloat16 if ranks.device.type == "cuda" else torch.float32,
     )
     if reference is not None:
         parallel.wrap(reference)
@@ -69,53 +78,76 @@ async def run_distributed_training(
 ) -> TrainerState:
     """Every rank calls this (run_training does when WORLD_SIZE > 1); returns the final state."""
     ranks = init_distributed(config.distributed.timeout_s, config.train.device)
+    # An exception skips the teardown on purpose: the group may be broken, and the process ends.
+    state = await _run_rank(
+        config,
+        ranks,
+        prompts,
+        model_path=model_path or config.model.name_or_path,
+        tokenizer_path=tokenizer_path,
+        addresses=addresses,
+        source=source,
+        progress=progress,
+        evaluator=evaluator,
+        eval_every=eval_every,
+    )
+    shutdown_distributed()
+    return state
+
+
+async def _run_rank(
+    config: LearnerConfig,
+    ranks: Ranks,
+    prompts: PromptSource | None,
+    *,
+    model_path: str,
+    tokenizer_path: str | None,
+    addresses: list[str] | None,
+    source: GroupSource | None,
+    progress: bool,
+    evaluator: Evaluator | None,
+    eval_every: int,
+) -> TrainerState:
+    seed_everything(config.train.seed)
+    checkpoint = latest_checkpoint(config.checkpoint_dir) if config.checkpoint.resume else None
+    if checkpoint is not None:
+        check_world_size(checkpoint, ranks.world_size)  # every rank fails alike, before any collective
+    tokenizer = load_run_tokenizer(config, model_path, tokenizer_path)
+    trainer, parallel = build_sharded_trainer(config, model_path, pad_id(tokenizer), ranks)
+    state = TrainerState(step=0, policy_version=0, world_size=ranks.world_size)
+    if checkpoint is not None:
+        root = parallel.root(trainer.model)
+        state = load_shards(checkpoint, root, trainer.optimizer, trainer.scheduler, ranks)
+        logger.info(
+            "rank %d resumed from %s (step %d, policy version %d)",
+            ranks.rank,
+            checkpoint,
+            state.step,
+            state.policy_version,
+        )
+    work = RankWork(trainer, parallel, ranks, config.checkpoint_dir)
+    link = CommandLink(ranks)
+    if not ranks.is_main:
+        return follow_leader(work, link)
+    team = LeaderTeam(work, link, keep_last=config.checkpoint.keep_last, tokenizer=tokenizer)
+    team.start()
     try:
-        model_path = model_path or config.model.name_or_path
-        seed_everything(config.train.seed)
-        checkpoint = latest_checkpoint(config.checkpoint_dir) if config.checkpoint.resume else None
-        if checkpoint is not None:
-            check_world_size(checkpoint, ranks.world_size)  # every rank fails alike, before any collective
-        tokenizer = load_run_tokenizer(config, model_path, tokenizer_path)
-        trainer, parallel = build_sharded_trainer(config, model_path, pad_id(tokenizer), ranks)
-        state = TrainerState(step=0, policy_version=0, world_size=ranks.world_size)
-        if checkpoint is not None:
-            state = load_shards(
-                checkpoint, parallel.root(trainer.model), trainer.optimizer, trainer.scheduler, ranks
-            )
-            logger.info(
-                "rank %d resumed from %s (step %d, policy version %d)",
-                ranks.rank,
-                checkpoint,
-                state.step,
-                state.policy_version,
-            )
-        work = RankWork(trainer, parallel, ranks, config.checkpoint_dir)
-        link = CommandLink(ranks)
-        if not ranks.is_main:
-            return follow_leader(work, link)
-        team = LeaderTeam(work, link, keep_last=config.checkpoint.keep_last, tokenizer=tokenizer)
-        team.start()
-        try:
-            state = await drive_training(
-                config,
-                trainer,
-                state,
-                team,
-                resumed=checkpoint is not None,
-                prompts=prompts,
-                addresses=addresses,
-                source=source,
-                tokenizer=tokenizer,
-                progress=progress,
-                evaluator=evaluator,
-                eval_every=eval_every,
-            )
-        except BaseException as exc:
-            await team.close(exc)
-            raise
-        await team.close(state=state)
-        return state
-    finally:
-        if ranks.device.type == "cuda":
-            torch.cuda.synchronize()
-        shutdown_distributed()
+        state = await drive_training(
+            config,
+            trainer,
+            state,
+            team,
+            resumed=checkpoint is not None,
+            prompts=prompts,
+            addresses=addresses,
+            source=source,
+            tokenizer=tokenizer,
+            progress=progress,
+            evaluator=evaluator,
+            eval_every=eval_every,
+        )
+    except BaseException as exc:
+        await team.close(exc)
+        raise
+    await team.close(state=state)
+    return state

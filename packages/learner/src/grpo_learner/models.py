@@ -32,15 +32,22 @@ def load_policy(
 
 
 def load_reference(
-    name_or_path: str, device: torch.device, beta: float, *, trust_remote_code: bool = False
+    name_or_path: str,
+    device: torch.device,
+    beta: float,
+    *,
+    trust_remote_code: bool = False,
+    dtype: torch.dtype | None = None,
 ) -> nn.Module | None:
     """The frozen initial policy for the KL term; None (no memory spent) when beta == 0.
 
-    Kept in bf16 on GPU (it only runs forward), fp32 on CPU.
+    Kept in bf16 on GPU (it only runs forward), fp32 on CPU, unless `dtype` says otherwise (the
+    distributed learner loads it on CPU in the dtype it will have on the GPU, then shards it).
     """
     if beta == 0:
         return None
-    dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
+    if dtype is None:
+        dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
     model = AutoModelForCausalLM.from_pretrained(
         name_or_path, dtype=dtype, trust_remote_code=trust_remote_code
     )
