@@ -1,8 +1,8 @@
-"""Scaling out: rollout throughput with 1 vs 2 rollout services (and, later, the learner on 1 vs 2 processes).
+"""Scaling out: rollout throughput with 1 vs 2 rollout services, learner throughput with 1 vs 2 processes.
 
-    uv run python benchmarks/scaling.py                      # rollout half, default sizes
-    uv run python benchmarks/scaling.py --quick              # fewer tokens, for a smoke run
-    uv run python benchmarks/scaling.py --services 1,2,3 --new-tokens 64
+    uv run python benchmarks/scaling.py                      # both halves
+    uv run python benchmarks/scaling.py --quick              # fewer tokens and steps, a smoke run
+    uv run python benchmarks/scaling.py --part rollout --services 1,2,3 --new-tokens 128
 
 Rollout half: every service is a real process started the way a user starts it (`grpo-reward serve`,
 `grpo-rollout serve --generator hf --device cpu --torch-threads 1`, serving the tiny Qwen2-shaped
@@ -14,15 +14,23 @@ warm-up round), scored by the real reward service. With one torch thread per ser
 can use N cores: on an idle machine with >= N free cores the ratio approaches N, and on a shared
 box it shows what the neighbours leave (the load average is printed).
 
-Learner half: `learner_half()` is the place for learner tokens/s with 1 vs 2 gloo processes; it
-needs the learner's torchrun entry point and reports that it is not measured until that exists.
+Learner half: the learner trains on the same synthetic global batches (grpo_learner.synthetic, no
+rollout service) as 1 process and as 2 gloo ranks under torchrun (FSDP2 on CPU, the learner's own
+distributed entry point: `run_training` under WORLD_SIZE=2); the figure is global batch tokens over
+rank 0's median step time (collectives included), first step not timed. A small Qwen2-shaped model
+(~3M params) so the update dominates; with one thread per process the ideal ratio is 2 on >= 2
+free cores.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
+import statistics
+import subprocess
+import sys
 import tempfile
 import time
 from dataclasses import dataclass
@@ -34,7 +42,7 @@ from grpo_learner.prompts import PromptItem
 from grpo_learner.rollout_client import RolloutClient
 from grpo_learner.rollout_pool import PoolSettings, RolloutPool
 from grpo_learner.service_processes import ServiceProcess, find_executable, start_service
-from rollout import SIZES, machine_info, save_model  # benchmarks/rollout.py: model + machine facts
+from rollout import SIZES, Size, machine_info, save_model  # benchmarks/rollout.py: model + machine facts
 
 
 @dataclass
@@ -163,14 +171,105 @@ def rollout_half(args: argparse.Namespace) -> list[RolloutFigure]:
     return figures
 
 
-def learner_half(args: argparse.Namespace) -> None:
-    """Learner tokens/s with 1 vs 2 gloo processes (torchrun): to be written against the learner's
-    distributed entry point once it is in the tree; until then this half reports that it is not
-    measured rather than timing a home-made stand-in."""
+# --- learner half: 1 vs 2 gloo processes -------------------------------------------------------
+
+# Big enough that the update, not Python overhead, dominates a step on one CPU thread.
+LEARNER_SIZE = Size("small", hidden=256, layers=4, heads=4, kv_heads=2, intermediate=768, vocab=1024)
+SYNTHETIC = {"num_groups": 8, "group_size": 8, "completion_length": (48, 64)}
+SOURCE_SEED = 5
+
+
+@dataclass
+class LearnerFigure:
+    processes: int
+    step_seconds: float  # median over the timed steps (rank 0's view: includes the collectives)
+    tokens_per_step: int  # prompt + completion tokens of the global batch
+
+    @property
+    def tokens_per_second(self) -> float:
+        return self.tokens_per_step / self.step_seconds
+
+
+def learner_config(model_dir: Path, run_dir: Path, steps: int) -> dict:
+    return {
+        "model": {"name_or_path": str(model_dir)},
+        "rollout": {"group_size": SYNTHETIC["group_size"]},
+        "optim": {"lr": 1e-4},
+        "loss": {"loss_type": "dapo"},
+        "train": {"max_steps": steps, "micro_batch_size": 8, "seed": 0, "device": "cpu"},
+        "checkpoint": {"interval": 10_000},
+        "run_dir": str(run_dir),
+        "tensorboard": False,
+    }
+
+
+def learner_rank(config_path: Path) -> None:
+    """One learner process (plain, or one rank under torchrun) training on synthetic groups."""
+    from grpo_learner.config import LearnerConfig
+    from grpo_learner.loop import run_training
+    from grpo_learner.synthetic import SyntheticGroupSource
+
+    torch.set_num_threads(1)
+    config = LearnerConfig.model_validate(json.loads(config_path.read_text()))
+    source = SyntheticGroupSource(seed=SOURCE_SEED, **SYNTHETIC)  # used by rank 0 only
+    asyncio.run(run_training(config, source=source, progress=False))
+
+
+def global_tokens_per_step(steps: int) -> list[int]:
+    from grpo_learner.synthetic import synthetic_groups
+
+    return [
+        sum(len(g.prompt_token_ids) + len(c.token_ids) for g in groups for c in g.completions)
+        for groups in (synthetic_groups(step, seed=SOURCE_SEED, **SYNTHETIC) for step in range(steps))
+    ]
+
+
+def run_learner(processes: int, model_dir: Path, tmp: Path, steps: int) -> LearnerFigure:
+    run_dir = tmp / f"learner-{processes}"
+    config_path = tmp / f"learner-{processes}.json"
+    config_path.write_text(json.dumps(learner_config(model_dir, run_dir, steps)))
+    worker = [str(Path(__file__).resolve()), "--learner-rank", str(config_path)]
+    if processes == 1:
+        command = [sys.executable, *worker]
+    else:
+        command = [
+            sys.executable, "-m", "torch.distributed.run", "--standalone",
+            "--nproc-per-node", str(processes), *worker,
+        ]  # fmt: skip
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+    done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=1800)
+    if done.returncode != 0:
+        raise RuntimeError(f"learner on {processes} process(es) failed:\n{done.stderr[-3000:]}")
+    records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    times = [r["step_time"] for r in records[1:]]  # the first step warms up (allocations, gloo)
+    tokens = global_tokens_per_step(steps)[1:]
+    return LearnerFigure(processes, statistics.median(times), round(statistics.mean(tokens)))
+
+
+def learner_half(args: argparse.Namespace) -> list[LearnerFigure]:
+    """Learner tokens/s with 1 vs 2 gloo processes on the same global batches (FSDP2 on CPU)."""
+    figures = []
+    with tempfile.TemporaryDirectory() as tmp:
+        model = Path(tmp) / "model"
+        params = save_model(LEARNER_SIZE, model)
+        print(
+            f"learner: {LEARNER_SIZE.name} Qwen2-shaped, {params / 1e6:.1f}M params, dapo, mu=1; "
+            f"{SYNTHETIC['num_groups']} groups x {SYNTHETIC['group_size']} completions of "
+            f"{SYNTHETIC['completion_length'][0]}-{SYNTHETIC['completion_length'][1]} tokens per step, "
+            f"{args.learner_steps} steps (first not timed), 1 torch thread per process"
+        )
+        for processes in (1, 2):
+            figure = run_learner(processes, model, Path(tmp), args.learner_steps)
+            figures.append(figure)
+            print(
+                f"{processes} learner process(es): {figure.step_seconds:6.2f} s per step (median) -> "
+                f"{figure.tokens_per_second:8.0f} tokens/s"
+            )
     print(
-        "learner 1 vs 2 gloo processes: not measured (the learner has no torchrun entry point in this "
-        "tree yet)"
+        f"learner throughput 2 vs 1 process(es): "
+        f"{figures[1].tokens_per_second / figures[0].tokens_per_second:.2f}x"
     )
+    return figures
 
 
 def main() -> None:
@@ -185,10 +284,15 @@ def main() -> None:
     parser.add_argument("--prompt-len", type=int, default=32)
     parser.add_argument("--new-tokens", type=int, default=64)
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--quick", action="store_true", help="16 new tokens, 1 round")
+    parser.add_argument("--learner-steps", type=int, default=4)
+    parser.add_argument("--quick", action="store_true", help="16 new tokens, 1 round, 3 learner steps")
+    parser.add_argument("--learner-rank", type=Path, help=argparse.SUPPRESS)  # internal: one learner process
     args = parser.parse_args()
+    if args.learner_rank is not None:
+        learner_rank(args.learner_rank)
+        return
     if args.quick:
-        args.new_tokens, args.rounds = 16, 1
+        args.new_tokens, args.rounds, args.learner_steps = 16, 1, 3
     torch.set_num_threads(1)
     print(machine_info(1).replace("(1 threads)", "(1 thread per rollout service)"))
     print(f"cores usable by this process: {len(os.sched_getaffinity(0))}")
