@@ -178,6 +178,7 @@ def test_a_service_that_dies_gets_no_prompts_and_when_back_gets_weights_before_p
             assert await pusher.push(WEIGHTS, 1) == []
             await server.stop(0)
             await wait_until(lambda: state(pool, address) is MemberState.DOWN, what="DOWN")
+            counts = pool.metrics()
             while_down = await collect(client, prompts("a", 6), min_version=1)
             behind = await pusher.push(WEIGHTS, 2)  # does not wait for the DOWN service
             # It restarts on its start-up weights (version 0) at the same address.
@@ -189,9 +190,15 @@ def test_a_service_that_dies_gets_no_prompts_and_when_back_gets_weights_before_p
             await pusher.close()
             await server.stop(0)
             await other_server.stop(0)
-        return first_life, second_life, other, while_down, behind, back, address
+        return first_life, second_life, other, while_down, behind, back, address, counts
 
-    first_life, second_life, other, while_down, behind, back, address = asyncio.run(scenario())
+    first_life, second_life, other, while_down, behind, back, address, counts = asyncio.run(scenario())
+    assert counts == {
+        "rollout/services_pending": 0.0,
+        "rollout/services_ready": 1.0,
+        "rollout/services_down": 1.0,
+        "rollout/services_draining": 0.0,
+    }
     assert first_life.generate_events() == [] and set(while_down) <= sent_to(other)
     assert [s.address for s in behind] == [address]
     assert second_life.events[0] == ("update", 2)  # the current weights first, no backlog ...

@@ -291,6 +291,13 @@ class RolloutPool:
         if old:
             await self.monitor.probe_loads(old, self.settings.load_timeout_s)
 
+    def metrics(self) -> dict[str, float]:
+        """How many services are in each state, for the step's metrics ("rollout/services_ready", ...)."""
+        counts = dict.fromkeys(MemberState, 0)
+        for member in self._members.values():
+            counts[member.state] += 1
+        return {f"rollout/services_{state.value}": float(n) for state, n in counts.items()}
+
     def describe(self) -> str:
         if not self._members:
             return "the pool is empty"
