@@ -92,7 +92,13 @@ def train_overrides(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    from grpo_learner.distributed import launched_distributed
+
     if args.config is None and args.model is None:
+        if launched_distributed():
+            raise ConfigError(
+                "under torchrun give --config or --model: the embedded default runs in one process"
+            )
         return cmd_train_embedded(args)
     from grpo_learner.config import load_learner_config
 
@@ -105,6 +111,9 @@ def cmd_train(args: argparse.Namespace) -> int:
     from grpo_learner.prompts import load_prompt_file, read_hub_rows
     from grpo_learner.service_processes import local_services
 
+    if int(os.environ.get("RANK", "0")) != 0:  # torchrun: the other ranks train what rank 0 sends
+        asyncio.run(run_training(config, progress=False))
+        return 0
     data = config.data
     rows = read_hub_rows(data.hub_name, data.hub_config, data.split) if data.hub_name else None
     prompts = load_prompt_file(
@@ -117,8 +126,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         rows=rows,
     )
     progress = not args.no_progress
-    rank = int(os.environ.get("RANK", "0"))  # under torchrun only rank 0 starts or talks to services
-    if config.rollout.addresses or rank != 0:
+    if config.rollout.addresses:
         state = asyncio.run(run_training(config, prompts, progress=progress))
     else:  # no services named: run them here, as child processes
         Path(config.run_dir).mkdir(parents=True, exist_ok=True)
@@ -127,8 +135,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         ) as services:
             addresses = [services[-1].address]
             state = asyncio.run(run_training(config, prompts, addresses=addresses, progress=progress))
-    if rank == 0:
-        print(f"trained {state.step} steps; policy version {state.policy_version}; run dir {config.run_dir}")
+    print(f"trained {state.step} steps; policy version {state.policy_version}; run dir {config.run_dir}")
     return 0
 
 
