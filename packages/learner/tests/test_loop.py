@@ -145,3 +145,25 @@ def test_loop_against_real_rollout_services_with_window_dynamic_sampling_and_pus
     assert json.loads((checkpoint / "trainer_state.json").read_text())["data"]["position"] >= 9
     png = plot_run(tmp_path / "run")
     assert png.stat().st_size > 10_000
+
+
+@dataclass
+class ThreadCountingSource(SyntheticGroupSource):
+    """Records how many threads torch uses while the run asks for each batch."""
+
+    threads_seen: list[int] | None = None
+
+    async def next_batch(self, step: int, policy_version: int) -> StepBatch:
+        self.threads_seen = [*(self.threads_seen or []), torch.get_num_threads()]
+        return await super().next_batch(step, policy_version)
+
+
+def test_train_torch_threads_sets_the_learners_thread_count(tmp_path: Path):
+    model_dir = save_tiny_model(tmp_path / "model")
+    source = ThreadCountingSource(seed=5)
+    try:  # this module runs at 1 thread; the setting must change that for the run
+        run = config(model_dir, tmp_path / "run", train={"max_steps": 2, "torch_threads": 2})
+        asyncio.run(run_training(run, source=source, progress=False))
+        assert source.threads_seen == [2, 2]
+    finally:
+        torch.set_num_threads(1)

@@ -167,6 +167,12 @@ class TrainConfig(_Section):
     max_refill_rounds: int = Field(3, ge=0, description="extra requests per step to fill a short batch")
     logprob_chunk_tokens: int = Field(4096, ge=1, description="tokens per lm_head chunk")
     device: str = Field("auto", description="auto: cuda if available, else cpu")
+    torch_threads: int | None = Field(
+        None,
+        ge=1,
+        description="CPU threads of the learner's torch ops (None: torch's default, one per core); cap it "
+        "when rollout or reward processes share the cores, or their threads and ours contend",
+    )
 
 
 class CheckpointConfig(_Section):

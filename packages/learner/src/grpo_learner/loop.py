@@ -177,6 +177,8 @@ async def run_training(
 
     Under torchrun (WORLD_SIZE > 1) every rank calls this; rank 0 alone uses `prompts`, `source`,
     `addresses` and `evaluator` (see distributed_training)."""
+    if config.train.torch_threads:
+        torch.set_num_threads(config.train.torch_threads)
     if launched_distributed():
         from grpo_learner.distributed_training import run_distributed_training
 
