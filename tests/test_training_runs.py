@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -209,7 +210,8 @@ def test_independent_services_two_rollouts_and_a_staleness_window(
     tmp_path: Path, model_and_data: tuple[Path, Path], deployment: Deployment
 ) -> None:
     model, data = model_and_data
-    addresses = [deployment.add_rollout("rollout-a").address, deployment.add_rollout("rollout-b").address]
+    services = [deployment.add_rollout("rollout-a"), deployment.add_rollout("rollout-b")]
+    addresses = [service.address for service in services]
     run_dir = tmp_path / "run"
     finish(
         learner(run_dir, model, data, addresses, "--max-steps", "3", "--set", "rollout.max_staleness=1"),
@@ -220,7 +222,11 @@ def test_independent_services_two_rollouts_and_a_staleness_window(
     assert [r["step"] for r in records] == [1, 2, 3]
     assert [r["policy_version"] for r in records] == [1, 2, 3]
     assert all(r["num_groups"] == 4 for r in records)
+    assert all(r["rollout/services_ready"] == 2 for r in records)
     assert [policy_version(a) for a in addresses] == [3, 3]  # the weights reached both services
+    for service in services:  # and both generated: each logs one line per Generate call it served
+        streamed = re.findall(r"Generate: (\d+) of \d+ groups streamed", service.log_path.read_text())
+        assert sum(int(n) for n in streamed) > 0, f"{service.name} generated nothing"
 
 
 def test_strictly_on_policy_run_trains_each_step_on_its_own_version(

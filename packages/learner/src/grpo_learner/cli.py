@@ -126,7 +126,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         rows=rows,
     )
     progress = not args.no_progress
-    if config.rollout.addresses:
+    if config.rollout.addresses or config.rollout.addresses_file:
         state = asyncio.run(run_training(config, prompts, progress=progress))
     else:  # no services named: run them here, as child processes
         Path(config.run_dir).mkdir(parents=True, exist_ok=True)

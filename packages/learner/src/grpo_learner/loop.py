@@ -32,9 +32,11 @@ from grpo_learner.distributed import launched_distributed
 from grpo_learner.feed import RolloutFeed
 from grpo_learner.metrics import MetricsLogger
 from grpo_learner.models import load_policy, load_reference, pick_device
+from grpo_learner.nccl_pusher import NcclWeightPusher
 from grpo_learner.optim import build_optimizer, build_scheduler
 from grpo_learner.prompts import PromptCursor, PromptSource
 from grpo_learner.rollout_client import RolloutClient
+from grpo_learner.rollout_pool import PoolSettings
 from grpo_learner.sources import GroupFilter, GroupSource
 from grpo_learner.team import SingleProcessTeam, TrainingTeam
 from grpo_learner.update import Trainer, UpdateSettings
@@ -53,7 +55,7 @@ async def train_loop(
     source: GroupSource,
     state: TrainerState,
     *,
-    pusher: WeightPusher | None = None,
+    pusher: WeightPusher | NcclWeightPusher | None = None,
     metrics: MetricsLogger | None = None,
     tokenizer=None,
     evaluator: Evaluator | None = None,
@@ -83,6 +85,8 @@ async def train_loop(
         elif state.policy_version % config.push.every == 0:
             behind = await pusher.push(await team.full_weights(), state.policy_version)
             step_metrics["push/services_behind"] = len(behind)
+            if isinstance(pusher, WeightPusher):
+                step_metrics.update(pusher.pool.metrics())
             source.weights_pushed(state.policy_version)
             served_version = state.policy_version
 
@@ -126,11 +130,12 @@ def build_feed(
     config: LearnerConfig,
     prompts: PromptSource,
     addresses: list[str],
-    pusher: WeightPusher | None = None,
+    pusher: WeightPusher | NcclWeightPusher | None = None,
 ) -> RolloutFeed:
     r = config.rollout
     client = RolloutClient(
-        addresses,
+        # one membership with the gRPC pusher: a service gets prompts only once it has the weights
+        pusher.pool if isinstance(pusher, WeightPusher) else addresses,
         group_size=r.group_size,
         sampling=r.sampling,
         channel_config=r.channel,
@@ -141,6 +146,7 @@ def build_feed(
         apply_chat_template=config.data.apply_chat_template,
         seed=config.train.seed,
         on_stale_service=pusher.resync if pusher is not None else None,
+        pool_settings=PoolSettings.from_config(r),
     )
     group_filter = GroupFilter(
         group_size=r.group_size,
@@ -253,14 +259,17 @@ async def drive_training(
 ) -> TrainerState:
     """The part of a run that talks to the world (rank 0): pusher, group source, metrics, the loop."""
     addresses = config.rollout.addresses if addresses is None else addresses
-    pusher = None
-    if addresses:
+    pusher: WeightPusher | NcclWeightPusher | None = None
+    if addresses and config.push.transport == "nccl":
+        pusher = NcclWeightPusher(addresses, config.push, config.rollout.channel)
+    elif addresses or config.rollout.addresses_file:
         pusher = WeightPusher(
             addresses,
             config.rollout.channel,
             deadline_s=config.push.deadline_s,
             bucket_bytes=config.push.bucket_bytes,
             dtype=getattr(torch, config.push.dtype) if config.push.dtype else None,
+            pool_settings=PoolSettings.from_config(config.rollout),
         )
     if source is None:
         if prompts is None:

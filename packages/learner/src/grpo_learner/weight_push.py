@@ -25,7 +25,7 @@ import grpc
 import torch
 from grpc import StatusCode
 from grpo_common.channel import ChannelConfig
-from grpo_common.weight_codec import DEFAULT_BUCKET_BYTES, encode_state_dict
+from grpo_common.weight_codec import DEFAULT_BUCKET_BYTES, encode_state_dict_wire, update_weights_method
 
 from grpo_learner.rollout_pool import Member, MemberState, PoolSettings, RolloutPool
 
@@ -216,8 +216,9 @@ class WeightPusher:
         start = time.perf_counter()
         member.push_in_flight = True
         try:
-            chunks = encode_state_dict(snapshot.items(), version, self.bucket_bytes)
-            response = await member.stub.UpdateWeights(chunks, timeout=self.deadline_s)
+            # pre-serialised chunks: one copy of the tensor bytes instead of protobuf's three
+            chunks = encode_state_dict_wire(snapshot.items(), version, self.bucket_bytes)
+            response = await update_weights_method(member.channel)(chunks, timeout=self.deadline_s)
         except (grpc.aio.AioRpcError, asyncio.CancelledError) as exc:
             if isinstance(exc, asyncio.CancelledError):
                 if (task := asyncio.current_task()) is not None and task.cancelling():

@@ -128,6 +128,7 @@ class RolloutServicer(rollout_pb2_grpc.RolloutServiceServicer):
             limits.stream_buffer_groups
         )
         runner = asyncio.create_task(self._run_batches(plan, queue))
+        started = time.monotonic()
         try:
             while (item := await queue.get()) is not None:
                 if isinstance(item, RequestError):
@@ -141,6 +142,14 @@ class RolloutServicer(rollout_pb2_grpc.RolloutServiceServicer):
                 await runner
             self._in_flight_prompts -= unsent
             self._in_flight_requests -= 1
+            # one line per call, like an access log: who got what from this service
+            logger.info(
+                "Generate: %d of %d groups streamed (group size %d) in %.2f s",
+                count - unsent,
+                count,
+                request.group_size,
+                time.monotonic() - started,
+            )
 
     async def _run_batches(self, plan: GeneratePlan, queue: asyncio.Queue) -> None:
         size = self._limits.batch_prompts
