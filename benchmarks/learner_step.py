@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import time
 from dataclasses import dataclass
 
@@ -26,41 +25,20 @@ from grpo_learner.config import OptimConfig
 from grpo_learner.optim import build_optimizer, build_scheduler
 from grpo_learner.synthetic import synthetic_groups
 from grpo_learner.update import Trainer, UpdateSettings, prepare_batch
-from transformers import AutoModelForCausalLM, Qwen2Config
+from model_shapes import SHAPES, ModelShape, machine_description  # benchmarks/model_shapes.py
+from transformers import AutoModelForCausalLM
 
 
 @dataclass(frozen=True)
-class Size:
-    name: str
-    hidden: int
-    layers: int
-    heads: int
-    kv_heads: int
-    intermediate: int
-    vocab: int
+class Workload:
+    """The synthetic batch one update trains on, per model shape."""
+
     groups: int
     group_size: int
-    completion: tuple[int, int]
+    completion: tuple[int, int]  # completion length range
 
 
-SIZES = {
-    "tiny": Size("tiny", 64, 2, 4, 2, 128, 1024, 8, 8, (24, 64)),
-    "100m": Size("100m", 768, 12, 12, 2, 2048, 32000, 4, 4, (32, 64)),
-}
-
-
-def machine_info() -> str:
-    cpu = platform.processor() or "unknown CPU"
-    try:
-        with open("/proc/cpuinfo") as f:
-            cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    return (
-        f"machine: {platform.machine()} {cpu}; {os.cpu_count()} logical cores; torch {torch.__version__} "
-        f"with {torch.get_num_threads()} threads; python {platform.python_version()}; "
-        f"load average {os.getloadavg()[0]:.1f} (other processes share these cores)"
-    )
+WORKLOADS = {"tiny": Workload(8, 8, (24, 64)), "100m": Workload(4, 4, (32, 64))}
 
 
 def matmul_flops(n: int = 1024, repeats: int = 10) -> float:
@@ -72,23 +50,13 @@ def matmul_flops(n: int = 1024, repeats: int = 10) -> float:
     return 2 * n**3 * repeats / (time.perf_counter() - start)
 
 
-def build(size: Size) -> torch.nn.Module:
-    config = Qwen2Config(
-        vocab_size=size.vocab,
-        hidden_size=size.hidden,
-        intermediate_size=size.intermediate,
-        num_hidden_layers=size.layers,
-        num_attention_heads=size.heads,
-        num_key_value_heads=size.kv_heads,
-        max_position_embeddings=1024,
-        tie_word_embeddings=True,
-        attn_implementation="sdpa",
-    )
+def build(size: ModelShape) -> torch.nn.Module:
+    config = size.qwen2_config(attn_implementation="sdpa")
     torch.manual_seed(0)
     return AutoModelForCausalLM.from_config(config, dtype=torch.float32).train()
 
 
-def run(size: Size, steps: int, micro_batch_size: int) -> None:
+def run(size: ModelShape, work: Workload, steps: int, micro_batch_size: int) -> None:
     model = build(size)
     params = sum(p.numel() for p in model.parameters())
     embedding = size.vocab * size.hidden
@@ -97,11 +65,11 @@ def run(size: Size, steps: int, micro_batch_size: int) -> None:
     trainer = Trainer(model, optimizer, build_scheduler(optimizer, OptimConfig(lr=1e-5), 100), settings)
     groups = synthetic_groups(
         0,
-        num_groups=size.groups,
-        group_size=size.group_size,
+        num_groups=work.groups,
+        group_size=work.group_size,
         vocab_size=size.vocab,
         prompt_length=(16, 48),
-        completion_length=size.completion,
+        completion_length=work.completion,
     )
     batch = prepare_batch(groups, settings, torch.device("cpu"))
     tokens = sum(int(mb.attention_mask.sum()) for mb in batch.micro_batches)
@@ -119,7 +87,7 @@ def run(size: Size, steps: int, micro_batch_size: int) -> None:
         times.append(time.perf_counter() - start)
     best = min(times)
     print(
-        f"{size.name:>5}: {params / 1e6:6.1f}M params, {len(groups) * size.group_size} sequences, "
+        f"{size.name:>5}: {params / 1e6:6.1f}M params, {len(groups) * work.group_size} sequences, "
         f"{tokens} tokens ({completion_tokens} completion), micro-batch {micro_batch_size}: "
         f"update {best:.3f} s (best of {steps}) -> {tokens / best:,.0f} tokens/s, "
         f"~{flops / best / 1e9:.1f} GFLOP/s"
@@ -135,10 +103,10 @@ def main() -> None:
     parser.add_argument("--micro-batch-size", type=int, default=8)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    print(machine_info())
+    print(machine_description(f"{torch.get_num_threads()} threads"))
     print(f"plain fp32 matmul (1024^3): {matmul_flops() / 1e9:.1f} GFLOP/s")
     for name in args.sizes.split(","):
-        run(SIZES[name], args.steps, args.micro_batch_size)
+        run(SHAPES[name], WORKLOADS[name], args.steps, args.micro_batch_size)
     print(f"plain fp32 matmul again:    {matmul_flops() / 1e9:.1f} GFLOP/s")
 
 

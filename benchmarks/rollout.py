@@ -4,12 +4,13 @@
     uv run python benchmarks/rollout.py --quick         # fewer tokens, for a smoke run
     uv run python benchmarks/rollout.py --sizes tiny --threads 2
 
-Models are Qwen2-shaped, built from configs with random weights (the same two sizes as
-benchmarks/learner_step.py). Generation: `prompts x group_size` sequences sampled as one batch at
-temperature 1 with EOS disabled, so every sequence runs the full `max_new_tokens`; the figure is
-completion tokens per second of wall time (prefill included). Weight update: a RolloutService
-process-local server on loopback, the state dict pushed with grpo_common's encoder over real gRPC;
-reported as the wall time of the UpdateWeights call and the service's own receive/apply split.
+Models are Qwen2-shaped, built from configs with random weights (shapes from
+benchmarks/model_shapes.py, as in learner_step.py). Generation: `prompts x group_size` sequences
+sampled as one batch at temperature 1 with EOS disabled, so every sequence runs the full
+`max_new_tokens`; the figure is completion tokens per second of wall time (prefill included).
+Weight update: a RolloutService process-local server on loopback, the state dict pushed as the
+learner pushes it (pre-serialised chunks over real gRPC); reported as the wall time of the
+UpdateWeights call and the service's own receive/apply split.
 On a shared machine wall-clock figures move with the neighbours' load: the load average is printed.
 """
 
@@ -17,66 +18,27 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
-import platform
 import tempfile
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import grpc
 import torch
-from grpo.v1 import rollout_pb2_grpc
 from grpo_common.server import ServerConfig
-from grpo_common.weight_codec import encode_state_dict
+from grpo_common.weight_codec import encode_state_dict_wire, update_weights_method
 from grpo_rollout.app import running_rollout
 from grpo_rollout.config import RewardSettings, RolloutConfig
 from grpo_rollout.generator import SamplingConfig
 from grpo_rollout.hf_generator import HFGenerator
+from model_shapes import SHAPES, ModelShape, machine_description  # benchmarks/model_shapes.py
 from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers
-from transformers import AutoModelForCausalLM, PreTrainedTokenizerFast, Qwen2Config
+from transformers import AutoModelForCausalLM, PreTrainedTokenizerFast
 
 
-@dataclass(frozen=True)
-class Size:
-    name: str
-    hidden: int
-    layers: int
-    heads: int
-    kv_heads: int
-    intermediate: int
-    vocab: int
-
-
-SIZES = {
-    "tiny": Size("tiny", 64, 2, 4, 2, 128, 1024),
-    "100m": Size("100m", 768, 12, 12, 2, 2048, 32000),
-}
-
-
-def machine_info(threads: int) -> str:
-    load = os.getloadavg() if hasattr(os, "getloadavg") else (float("nan"),) * 3
-    return (
-        f"machine: {platform.machine()} {platform.processor() or ''} | {os.cpu_count()} CPUs | "
-        f"load avg {load[0]:.1f} {load[1]:.1f} {load[2]:.1f} | torch {torch.__version__} "
-        f"({threads} threads) | python {platform.python_version()}"
-    )
-
-
-def save_model(size: Size, directory: Path) -> int:
+def save_model(shape: ModelShape, directory: Path) -> int:
     """Save a random Qwen2-shaped model plus a small char tokenizer; return the parameter count."""
-    config = Qwen2Config(
-        vocab_size=size.vocab,
-        hidden_size=size.hidden,
-        intermediate_size=size.intermediate,
-        num_hidden_layers=size.layers,
-        num_attention_heads=size.heads,
-        num_key_value_heads=size.kv_heads,
-        max_position_embeddings=1024,
-        tie_word_embeddings=True,
-        eos_token_id=None,  # never stop early: every sequence runs max_new_tokens
-        pad_token_id=0,
-    )
+    # eos_token_id=None: never stop early, every sequence runs max_new_tokens
+    config = shape.qwen2_config(eos_token_id=None, pad_token_id=0)
     torch.manual_seed(0)
     model = AutoModelForCausalLM.from_config(config)
     model.save_pretrained(directory)
@@ -120,10 +82,10 @@ async def bench_update(directory: Path, repeats: int) -> list[tuple[float, float
                 ("grpc.max_receive_message_length", 64 << 20),
             ],
         ) as channel:
-            stub = rollout_pb2_grpc.RolloutServiceStub(channel)
+            update_weights = update_weights_method(channel)
             for version in range(1, repeats + 1):
                 started = time.perf_counter()
-                answer = await stub.UpdateWeights(encode_state_dict(state, version), timeout=600)
+                answer = await update_weights(encode_state_dict_wire(state, version), timeout=600)
                 timings.append((time.perf_counter() - started, answer.receive_seconds, answer.apply_seconds))
     return timings
 
@@ -139,11 +101,11 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="fewer tokens and one update")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    print(machine_info(args.threads))
+    print(machine_description(f"{args.threads} threads"))
     prompts, group, prompt_len = 8, 8, 32
     new_tokens = 32 if args.quick else 128
     for name in args.sizes.split(","):
-        size = SIZES[name]
+        size = SHAPES[name]
         with tempfile.TemporaryDirectory() as tmp:
             directory = Path(tmp)
             params = save_model(size, directory)

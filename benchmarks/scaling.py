@@ -42,7 +42,8 @@ from grpo_learner.prompts import PromptItem
 from grpo_learner.rollout_client import RolloutClient
 from grpo_learner.rollout_pool import PoolSettings, RolloutPool
 from grpo_learner.service_processes import ServiceProcess, find_executable, start_service
-from rollout import SIZES, Size, machine_info, save_model  # benchmarks/rollout.py: model + machine facts
+from model_shapes import SHAPES, machine_description  # benchmarks/model_shapes.py
+from rollout import save_model  # benchmarks/rollout.py
 
 
 @dataclass
@@ -123,7 +124,7 @@ def rollout_half(args: argparse.Namespace) -> list[RolloutFigure]:
     figures = []
     with tempfile.TemporaryDirectory() as tmp:
         model = Path(tmp) / "model"
-        params = save_model(SIZES[args.size], model)
+        params = save_model(SHAPES[args.size], model)
         print(
             f"model: {args.size} Qwen2-shaped, {params / 1e6:.1f}M params, random weights, EOS disabled; "
             f"{args.prompts} prompts x {args.group} completions per round, prompt {args.prompt_len} tokens, "
@@ -173,8 +174,7 @@ def rollout_half(args: argparse.Namespace) -> list[RolloutFigure]:
 
 # --- learner half: 1 vs 2 gloo processes -------------------------------------------------------
 
-# Big enough that the update, not Python overhead, dominates a step on one CPU thread.
-LEARNER_SIZE = Size("small", hidden=256, layers=4, heads=4, kv_heads=2, intermediate=768, vocab=1024)
+LEARNER_SIZE = SHAPES["small"]
 SYNTHETIC = {"num_groups": 8, "group_size": 8, "completion_length": (48, 64)}
 SOURCE_SEED = 5
 
@@ -278,7 +278,7 @@ def main() -> None:
     )
     parser.add_argument("--part", choices=["rollout", "learner", "all"], default="all")
     parser.add_argument("--services", default="1,2", help="rollout service counts to compare")
-    parser.add_argument("--size", default="tiny", choices=sorted(SIZES))
+    parser.add_argument("--size", default="tiny", choices=sorted(SHAPES))
     parser.add_argument("--prompts", type=int, default=16, help="prompts per round (one Generate call)")
     parser.add_argument("--group", type=int, default=8)
     parser.add_argument("--prompt-len", type=int, default=32)
@@ -294,7 +294,7 @@ def main() -> None:
     if args.quick:
         args.new_tokens, args.rounds, args.learner_steps = 16, 1, 3
     torch.set_num_threads(1)
-    print(machine_info(1).replace("(1 threads)", "(1 thread per rollout service)"))
+    print(machine_description("1 thread per process"))
     print(f"cores usable by this process: {len(os.sched_getaffinity(0))}")
     if args.part in ("rollout", "all"):
         rollout_half(args)
