@@ -39,8 +39,8 @@ from pathlib import Path
 import torch
 from grpo_learner.config import SamplingConfig
 from grpo_learner.prompts import PromptItem
-from grpo_learner.rollout_client import RolloutClient
-from grpo_learner.rollout_pool import PoolSettings, RolloutPool
+from grpo_learner.rollouts.client import RolloutClient
+from grpo_learner.rollouts.pool import PoolSettings, RolloutPool
 from grpo_learner.service_processes import ServiceProcess, find_executable, start_service
 from model_shapes import SHAPES, machine_description  # benchmarks/model_shapes.py
 from rollout import save_model  # benchmarks/rollout.py

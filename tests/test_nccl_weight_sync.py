@@ -28,8 +28,8 @@ import torch
 from grpo.v1 import rollout_pb2, rollout_pb2_grpc
 from grpo_common.server import ServerConfig
 from grpo_learner.config import PushConfig
-from grpo_learner.nccl_pusher import NcclWeightPusher
-from grpo_learner.nccl_weight_sync import NcclWeightSync, WeightSyncError, WeightSyncSettings
+from grpo_learner.weight_sync.nccl_pusher import NcclWeightPusher
+from grpo_learner.weight_sync.nccl_sync import NcclWeightSync, WeightSyncError, WeightSyncSettings
 from grpo_rollout.app import running_rollout
 from grpo_rollout.config import LimitSettings, RewardSettings, RolloutConfig
 from safetensors import safe_open

@@ -19,9 +19,9 @@ import torch
 from grpo_common.server import ServerConfig
 from grpo_learner.config import SamplingConfig
 from grpo_learner.prompts import PromptItem
-from grpo_learner.rollout_client import RolloutClient
-from grpo_learner.rollout_pool import MemberState, PoolSettings, RolloutPool
-from grpo_learner.weight_push import WeightPusher
+from grpo_learner.rollouts.client import RolloutClient
+from grpo_learner.rollouts.pool import MemberState, PoolSettings, RolloutPool
+from grpo_learner.weight_sync.grpc_pusher import WeightPusher
 from grpo_reward.service.config import RewardServiceConfig
 from grpo_reward.service.server import start_reward_server
 from grpo_reward.verifier import Verifier

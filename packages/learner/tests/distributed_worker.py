@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 from grpo_common.logging_setup import configure_logging
 from grpo_learner.config import LearnerConfig
-from grpo_learner.distributed import RankFailure
+from grpo_learner.distributed.process_group import RankFailure
 from grpo_learner.loop import run_training
 from grpo_learner.sources import StepBatch
 from grpo_learner.synthetic import SyntheticGroupSource

@@ -11,12 +11,12 @@ import pytest
 import torch
 from grpo_learner.checkpoint import CheckpointMismatch, TrainerState, check_world_size
 from grpo_learner.config import OptimConfig
-from grpo_learner.group_codec import decode_groups, encode_groups
-from grpo_learner.launch import torchrun_command, without_nproc
+from grpo_learner.distributed.batch_codec import decode_groups, encode_groups
+from grpo_learner.distributed.sequence_shards import balanced_shards
+from grpo_learner.distributed.torchrun_launch import torchrun_command, without_nproc
 from grpo_learner.losses import LOSSES, LossSettings
 from grpo_learner.optim import build_optimizer, build_scheduler
 from grpo_learner.rollout_data import ScoredCompletion, ScoredGroup
-from grpo_learner.sequence_shards import balanced_shards
 from grpo_learner.synthetic import synthetic_groups
 from grpo_learner.update import Trainer, UpdateSettings, prepare_batch
 from learner_fixtures import tiny_qwen2

@@ -14,9 +14,9 @@ from grpo_learner.checkpoint import TrainerState
 from grpo_learner.config import LearnerConfig
 from grpo_learner.loop import build_feed, build_trainer, train_loop
 from grpo_learner.prompts import ListPromptSource, PromptItem
-from grpo_learner.rollout_pool import MemberState, RolloutPool
+from grpo_learner.rollouts.pool import MemberState, RolloutPool
 from grpo_learner.sources import StepBatch
-from grpo_learner.weight_push import WeightPusher
+from grpo_learner.weight_sync.grpc_pusher import WeightPusher
 from learner_fixtures import save_tiny_model
 from pool_rollout import PoolRollout, start, wait_until
 

@@ -7,7 +7,7 @@ import asyncio
 import pytest
 from grpo_learner.config import SamplingConfig
 from grpo_learner.prompts import PromptItem
-from grpo_learner.rollout_client import RolloutClient, RolloutError
+from grpo_learner.rollouts.client import RolloutClient, RolloutError
 from recording_rollout import RecordingRollout, start_recording_rollout
 
 PROMPTS = [PromptItem(id=f"q{i}", reference=str(i), token_ids=(1, 2, i + 3)) for i in range(10)]

@@ -13,18 +13,18 @@ from dataclasses import replace
 
 import pytest
 import torch
-from grpo_learner.address_book import (
+from grpo_learner.config import SamplingConfig
+from grpo_learner.prompts import PromptItem
+from grpo_learner.rollouts.address_book import (
     AddressError,
     parse_address,
     parse_address_lines,
     write_addresses_atomically,
 )
-from grpo_learner.config import SamplingConfig
-from grpo_learner.load_spread import water_fill
-from grpo_learner.prompts import PromptItem
-from grpo_learner.rollout_client import RolloutClient
-from grpo_learner.rollout_pool import MemberState, PoolSettings, RolloutPool
-from grpo_learner.weight_push import WeightPusher
+from grpo_learner.rollouts.client import RolloutClient
+from grpo_learner.rollouts.load_spread import water_fill
+from grpo_learner.rollouts.pool import MemberState, PoolSettings, RolloutPool
+from grpo_learner.weight_sync.grpc_pusher import WeightPusher
 from pool_rollout import PoolRollout, start, wait_until
 
 # Fast probes so that a test sees a state change within a few hundred milliseconds.
@@ -344,7 +344,7 @@ def test_bad_lines_in_the_file_are_logged_and_ignored(tmp_path, caplog):
             await server.stop(0)
         return server.address, first, second
 
-    with caplog.at_level(logging.WARNING, logger="grpo_learner.address_book"):
+    with caplog.at_level(logging.WARNING, logger="grpo_learner.rollouts.address_book"):
         address, first, second = asyncio.run(scenario())
     assert first == [address] and second == [address]
     assert "line 2: 'localhost' has no ':port'; line ignored" in caplog.text
@@ -371,7 +371,7 @@ def test_a_missing_addresses_file_keeps_the_current_services(tmp_path, caplog):
         finally:
             await pool.close()
 
-    with caplog.at_level(logging.WARNING, logger="grpo_learner.address_book"):
+    with caplog.at_level(logging.WARNING, logger="grpo_learner.rollouts.address_book"):
         kept, after = asyncio.run(scenario())
     assert kept == ["127.0.0.1:1", "127.0.0.1:2"] and after == ["127.0.0.1:2"]
     assert caplog.text.count("cannot be read") == 1

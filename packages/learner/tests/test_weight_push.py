@@ -6,8 +6,8 @@ import asyncio
 import socket
 
 import torch
-from grpo_learner.rollout_pool import PoolSettings
-from grpo_learner.weight_push import WeightPusher
+from grpo_learner.rollouts.pool import PoolSettings
+from grpo_learner.weight_sync.grpc_pusher import WeightPusher
 from learner_fixtures import tiny_qwen2
 from recording_rollout import RecordingRollout, start_recording_rollout
 

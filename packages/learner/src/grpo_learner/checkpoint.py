@@ -12,9 +12,10 @@ Layout of `CHECKPOINT_DIR/step-000120/`:
 No pickle anywhere. The directory is written under a temporary name and renamed into place, so a
 crash mid-write leaves no half checkpoint that `latest_checkpoint` could pick up.
 
-A learner on several processes writes a different layout (torch.distributed.checkpoint shards, see
-`sharded_checkpoint.py`) into the same `step-N` directories; `trainer_state.json` records the world
-size, and `check_world_size` refuses to resume a checkpoint with another number of processes.
+A learner on several processes writes a different layout (torch.distributed.checkpoint shards,
+see `distributed/sharded_checkpoint.py`) into the same `step-N` directories; `trainer_state.json`
+records the world size, and `check_world_size` refuses to resume a checkpoint with another number
+of processes.
 """
 
 from __future__ import annotations

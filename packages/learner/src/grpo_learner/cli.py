@@ -92,7 +92,7 @@ def train_overrides(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from grpo_learner.distributed import launched_distributed
+    from grpo_learner.distributed.process_group import launched_distributed
 
     if args.config is None and args.model is None:
         if launched_distributed():
@@ -163,7 +163,7 @@ def cmd_plot(args: argparse.Namespace) -> int:
 
 def cmd_train_processes(args: argparse.Namespace, argv: list[str]) -> int:
     """--nproc N > 1 outside torchrun: run this very command as N processes under torchrun."""
-    from grpo_learner.launch import relaunch
+    from grpo_learner.distributed.torchrun_launch import relaunch
 
     if args.nproc < 1:
         raise ConfigError(f"--nproc must be >= 1, got {args.nproc}")
@@ -183,7 +183,7 @@ def cmd_train_processes(args: argparse.Namespace, argv: list[str]) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from grpo_learner.distributed import RankFailure, launched_distributed
+    from grpo_learner.distributed.process_group import RankFailure, launched_distributed
 
     argv = sys.argv[1:] if argv is None else argv
     args = build_parser().parse_args(argv)

@@ -71,7 +71,7 @@ class RolloutConfig(_Section):
     max_backoff_s: float = Field(5.0, gt=0, description="cap of the re-send delay")
     sampling: SamplingConfig = Field(default_factory=SamplingConfig)
     channel: ChannelConfig = Field(default_factory=ChannelConfig)
-    # Many rollout services (grpo_learner.rollout_pool): health/load probes and hot-add/remove.
+    # Many rollout services (grpo_learner.rollouts.pool): health/load probes and hot-add/remove.
     addresses_file: Path | None = Field(
         None, description="host:port per line, re-read while training: new lines join, removed ones drain"
     )
@@ -189,7 +189,7 @@ class PushConfig(_Section):
     deadline_s: float = Field(120.0, gt=0, description="longest a push may hold up training")
     bucket_bytes: int = Field(DEFAULT_BUCKET_BYTES, ge=1024, description="weight-stream bucket size")
     dtype: Literal["float32", "bfloat16", "float16"] | None = Field(None, description="None: as trained")
-    # Weights over NCCL into SGLang engines (grpo_learner.nccl_weight_sync); "grpc" is the portable path.
+    # Weights over NCCL into SGLang engines (grpo_learner.weight_sync.nccl_sync); "grpc" is the portable path.
     transport: Literal["grpc", "nccl"] = Field(
         "grpc", description="nccl: rank 0 broadcasts into the SGLang engines' weight-update group"
     )

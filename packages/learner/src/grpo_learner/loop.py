@@ -11,7 +11,7 @@ config, a prompt source and explicit model/tokenizer paths and rollout addresses
 latest checkpoint when there is one.
 
 On several processes (torchrun) this loop runs on rank 0 only; the `team` carries each update,
-weight gather and checkpoint to the other ranks (`distributed_training.run_distributed_training`).
+weight gather and checkpoint to the other ranks (`distributed.training_run.run_distributed_training`).
 """
 
 from __future__ import annotations
@@ -28,19 +28,19 @@ from grpo_common.hf_tokenizer import load_tokenizer
 
 from grpo_learner.checkpoint import TrainerState, check_world_size, latest_checkpoint, load_training_state
 from grpo_learner.config import LearnerConfig
-from grpo_learner.distributed import launched_distributed
-from grpo_learner.feed import RolloutFeed
+from grpo_learner.distributed.process_group import launched_distributed
 from grpo_learner.metrics import MetricsLogger
 from grpo_learner.models import load_policy, load_reference, pick_device
-from grpo_learner.nccl_pusher import NcclWeightPusher
 from grpo_learner.optim import build_optimizer, build_scheduler
 from grpo_learner.prompts import PromptCursor, PromptSource
-from grpo_learner.rollout_client import RolloutClient
-from grpo_learner.rollout_pool import PoolSettings
+from grpo_learner.rollouts.client import RolloutClient
+from grpo_learner.rollouts.feed import RolloutFeed
+from grpo_learner.rollouts.pool import PoolSettings
 from grpo_learner.sources import GroupFilter, GroupSource
 from grpo_learner.team import SingleProcessTeam, TrainingTeam
 from grpo_learner.update import Trainer, UpdateSettings
-from grpo_learner.weight_push import WeightPusher
+from grpo_learner.weight_sync.grpc_pusher import WeightPusher
+from grpo_learner.weight_sync.nccl_pusher import NcclWeightPusher
 
 logger = logging.getLogger(__name__)
 
@@ -182,11 +182,11 @@ async def run_training(
     config.rollout.addresses) or a ready `source`. Resumes from the latest checkpoint if any.
 
     Under torchrun (WORLD_SIZE > 1) every rank calls this; rank 0 alone uses `prompts`, `source`,
-    `addresses` and `evaluator` (see distributed_training)."""
+    `addresses` and `evaluator` (see distributed.training_run)."""
     if config.train.torch_threads:
         torch.set_num_threads(config.train.torch_threads)
     if launched_distributed():
-        from grpo_learner.distributed_training import run_distributed_training
+        from grpo_learner.distributed.training_run import run_distributed_training
 
         return await run_distributed_training(
             config,

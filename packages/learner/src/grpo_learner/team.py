@@ -2,7 +2,7 @@
 
 The loop (`loop.train_loop`) runs on rank 0 only. The work that every rank must do in lockstep
 (an update, gathering full weights, writing a checkpoint) goes through a `TrainingTeam`:
-`SingleProcessTeam` simply does it here; `distributed_team.LeaderTeam` first tells the other ranks
+`SingleProcessTeam` simply does it here; `distributed.leader_team.LeaderTeam` first tells the other ranks
 to do the same, so the loop reads the same whether there is one process or many.
 """
 

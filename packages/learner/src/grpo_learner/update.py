@@ -27,10 +27,10 @@ from torch import nn
 from grpo_learner.advantages import compute_advantages, weighted_reward
 from grpo_learner.batching import MicroBatch, TrainSequence, collate, length_buckets
 from grpo_learner.config import LearnerConfig
+from grpo_learner.distributed.sequence_shards import balanced_shards
 from grpo_learner.losses import LOSSES, LossSettings, Normalizer, PolicyBatch, sampler_weights
 from grpo_learner.parallelism import Parallelism, SingleProcess
 from grpo_learner.rollout_data import SCALAR_REWARD, GroupError, ScoredGroup, reward_components
-from grpo_learner.sequence_shards import balanced_shards
 
 
 @dataclass(frozen=True)

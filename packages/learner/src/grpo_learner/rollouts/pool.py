@@ -39,8 +39,8 @@ from grpc_health.v1 import health_pb2_grpc
 from grpo.v1 import rollout_pb2_grpc
 from grpo_common.channel import ChannelConfig, create_channel
 
-from grpo_learner.address_book import AddressBook, parse_address
-from grpo_learner.pool_monitor import PoolMonitor, ProbeResult
+from grpo_learner.rollouts.address_book import AddressBook, parse_address
+from grpo_learner.rollouts.health_monitor import PoolMonitor, ProbeResult
 
 if TYPE_CHECKING:
     from grpo_learner.config import RolloutConfig

@@ -44,7 +44,7 @@ from grpo_learner.checkpoint import (
     set_rng_state,
     write_json,
 )
-from grpo_learner.distributed import Ranks
+from grpo_learner.distributed.process_group import Ranks
 
 logger = logging.getLogger(__name__)
 

@@ -1,6 +1,6 @@
 """Push weights from learner rank 0 into SGLang engines over an NCCL weight-update group.
 
-The portable path (`weight_push.WeightPusher`) streams bytes over gRPC; this one broadcasts GPU
+The portable path (`grpc_pusher.WeightPusher`) streams bytes over gRPC; this one broadcasts GPU
 tensors straight into the engines, coordinated through each rollout service so the learner never
 speaks SGLang's HTTP API:
 
@@ -43,8 +43,8 @@ from grpo.v1 import rollout_pb2, rollout_pb2_grpc
 from grpo_common.channel import ChannelConfig, create_channel
 from grpo_common.weight_codec import WeightStreamError, dtype_name
 
-from grpo_learner import weight_group
 from grpo_learner.config import PushConfig
+from grpo_learner.weight_sync import nccl_group as weight_group
 
 logger = logging.getLogger(__name__)
 

@@ -6,7 +6,7 @@ Each joins one process group: NCCL when the learner trains on CUDA, gloo on CPU 
 
 The group gets a short timeout (`distributed.timeout_s`) on purpose: a collective that waits longer
 than that means a rank died or hung, and the job should stop with a message saying so instead of
-hanging forever. Rank 0 keeps idle ranks alive while it waits for rollouts (see distributed_team),
+hanging forever. Rank 0 keeps idle ranks alive while it waits for rollouts (see leader_team),
 so slow generation never counts against that timeout.
 """
 

@@ -25,9 +25,9 @@ from grpo.v1 import reward_pb2, rollout_pb2
 from grpo_common.channel import ChannelConfig
 
 from grpo_learner.config import SamplingConfig
-from grpo_learner.load_spread import water_fill
 from grpo_learner.prompts import PromptItem
-from grpo_learner.rollout_pool import Member, PoolSettings, RolloutPool
+from grpo_learner.rollouts.load_spread import water_fill
+from grpo_learner.rollouts.pool import Member, PoolSettings, RolloutPool
 
 logger = logging.getLogger(__name__)
 

@@ -18,14 +18,14 @@ import torch
 
 from grpo_learner.checkpoint import TrainerState, check_world_size, latest_checkpoint
 from grpo_learner.config import LearnerConfig
-from grpo_learner.distributed import Ranks, init_distributed, shutdown_distributed
-from grpo_learner.distributed_team import CommandLink, LeaderTeam, RankWork, follow_leader
-from grpo_learner.fsdp import FsdpParallel
+from grpo_learner.distributed.fsdp import FsdpParallel
+from grpo_learner.distributed.leader_team import CommandLink, LeaderTeam, RankWork, follow_leader
+from grpo_learner.distributed.process_group import Ranks, init_distributed, shutdown_distributed
+from grpo_learner.distributed.sharded_checkpoint import load_shards
 from grpo_learner.loop import Evaluator, drive_training, load_run_tokenizer, pad_id, seed_everything
 from grpo_learner.models import load_policy, load_reference
 from grpo_learner.optim import build_optimizer, build_scheduler
 from grpo_learner.prompts import PromptSource
-from grpo_learner.sharded_checkpoint import load_shards
 from grpo_learner.sources import GroupSource
 from grpo_learner.update import Trainer, UpdateSettings
 

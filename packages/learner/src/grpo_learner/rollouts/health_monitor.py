@@ -2,7 +2,7 @@
 
 Every `interval_s` each member gets a `Health.Check` for "grpo.v1.RolloutService" and a `GetInfo`,
 concurrently, each with a short deadline, so one slow or hung service never delays the others or
-generation. The results go to the pool, which decides states (see rollout_pool). A DOWN member is
+generation. The results go to the pool, which decides states (see rollouts.pool). A DOWN member is
 probed on a fresh channel each time: gRPC's reconnect backoff on a channel whose server vanished
 grows to minutes, and a service that restarts should be back within one probe period.
 """
@@ -22,7 +22,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpo.v1 import rollout_pb2, rollout_pb2_grpc
 
 if TYPE_CHECKING:
-    from grpo_learner.rollout_pool import Member, RolloutPool
+    from grpo_learner.rollouts.pool import Member, RolloutPool
 
 logger = logging.getLogger(__name__)
 

@@ -23,7 +23,7 @@ import torch
 from grpo_common.channel import ChannelConfig
 
 from grpo_learner.config import PushConfig
-from grpo_learner.nccl_weight_sync import NcclWeightSync, WeightSyncError
+from grpo_learner.weight_sync.nccl_sync import NcclWeightSync, WeightSyncError
 
 logger = logging.getLogger(__name__)
 

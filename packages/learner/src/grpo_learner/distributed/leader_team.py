@@ -30,12 +30,12 @@ import torch
 import torch.distributed as dist
 
 from grpo_learner.checkpoint import TrainerState
-from grpo_learner.distributed import RankFailure, Ranks, failure_message
-from grpo_learner.fsdp import FsdpParallel
-from grpo_learner.full_weights import gather_full_state_dict
-from grpo_learner.group_codec import decode_groups, encode_groups
+from grpo_learner.distributed.batch_codec import decode_groups, encode_groups
+from grpo_learner.distributed.fsdp import FsdpParallel
+from grpo_learner.distributed.full_weights import gather_full_state_dict
+from grpo_learner.distributed.process_group import RankFailure, Ranks, failure_message
+from grpo_learner.distributed.sharded_checkpoint import complete, save_shards
 from grpo_learner.rollout_data import ScoredGroup
-from grpo_learner.sharded_checkpoint import complete, save_shards
 from grpo_learner.update import Trainer
 
 logger = logging.getLogger(__name__)

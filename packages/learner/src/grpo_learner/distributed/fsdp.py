@@ -28,7 +28,7 @@ from torch.distributed.fsdp import FSDPModule, fully_shard
 from torch.distributed.tensor import DTensor
 
 from grpo_learner.batching import MicroBatch
-from grpo_learner.distributed import Ranks
+from grpo_learner.distributed.process_group import Ranks
 from grpo_learner.logprobs import completion_logprobs
 
 _BATCH_FIELDS = [f.name for f in fields(MicroBatch)]

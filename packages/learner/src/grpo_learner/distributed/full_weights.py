@@ -15,7 +15,7 @@ import torch
 from torch import nn
 from torch.distributed.tensor import DTensor
 
-from grpo_learner.distributed import Ranks
+from grpo_learner.distributed.process_group import Ranks
 
 
 def gather_full_state_dict(model: nn.Module, ranks: Ranks) -> dict[str, torch.Tensor]:

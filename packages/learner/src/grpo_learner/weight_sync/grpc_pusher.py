@@ -27,7 +27,7 @@ from grpc import StatusCode
 from grpo_common.channel import ChannelConfig
 from grpo_common.weight_codec import DEFAULT_BUCKET_BYTES, encode_state_dict_wire, update_weights_method
 
-from grpo_learner.rollout_pool import Member, MemberState, PoolSettings, RolloutPool
+from grpo_learner.rollouts.pool import Member, MemberState, PoolSettings, RolloutPool
 
 logger = logging.getLogger(__name__)
 

@@ -1,0 +1,1 @@
+"""Getting new weights to the rollout services: gRPC byte streams, or an NCCL group into SGLang."""
