@@ -61,6 +61,15 @@ def test_push_every_beyond_the_staleness_window_is_refused():
     assert load(**{"push.every": 3, "rollout.max_staleness": 2}).push.every == 3
 
 
+def test_an_addresses_file_with_the_nccl_transport_is_refused():
+    nccl = {"push.transport": "nccl", "push.nccl_master_address": "10.0.0.2"}
+    with pytest.raises(
+        ConfigError, match=r"rollout\.addresses_file cannot be used with push\.transport='nccl'"
+    ):
+        load(**nccl, **{"rollout.addresses_file": "rollouts.txt"})
+    assert load(**nccl, **{"rollout.addresses": ["a:1"]}).push.transport == "nccl"
+
+
 def test_file_then_environment_then_flags(tmp_path: Path):
     path = tmp_path / "run.toml"
     path.write_text(

@@ -267,6 +267,11 @@ class LearnerConfig(_Section):
         weights = self.loss.advantage.reward_weights
         if weights and not any(w != 0 for w in weights.values()):
             raise ValueError("loss.advantage.reward_weights: every weight is 0, no reward would be learnt")
+        if self.push.transport == "nccl" and self.rollout.addresses_file is not None:
+            raise ValueError(
+                "rollout.addresses_file cannot be used with push.transport='nccl': the NCCL group is "
+                "formed once over rollout.addresses; list the services there, or use push.transport='grpc'"
+            )
         return self
 
     @property
