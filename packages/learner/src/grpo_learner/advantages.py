@@ -5,7 +5,8 @@ such tensor to advantages of the same shape; a combine mode decides whether comp
 before or after the estimator. Every estimator centres on the group mean, and a group whose rewards
 are all equal gets advantage exactly 0 (not a rounding residue divided by eps).
 
-Adding an estimator is one function plus `@register_advantage("name")`.
+Adding an estimator is one function plus `@register_advantage("name")` (or a plugin: an entry point in group
+`grpo.advantages`, or `module:function` as the name; see grpo_common.registry).
 """
 
 from __future__ import annotations
@@ -13,18 +14,12 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 
 import torch
+from grpo_common.registry import Registry
 from torch import Tensor
 
 AdvantageEstimator = Callable[[Tensor, float], Tensor]
-ADVANTAGE_ESTIMATORS: dict[str, AdvantageEstimator] = {}
-
-
-def register_advantage(name: str) -> Callable[[AdvantageEstimator], AdvantageEstimator]:
-    def add(fn: AdvantageEstimator) -> AdvantageEstimator:
-        ADVANTAGE_ESTIMATORS[name] = fn
-        return fn
-
-    return add
+ADVANTAGE_ESTIMATORS: Registry[AdvantageEstimator] = Registry("advantage estimator", "grpo.advantages")
+register_advantage = ADVANTAGE_ESTIMATORS.register
 
 
 def group_centered(rewards: Tensor) -> Tensor:
@@ -61,15 +56,8 @@ def unscaled(rewards: Tensor, eps: float) -> Tensor:
 
 Components = Mapping[str, Tensor]
 CombineMode = Callable[[Components, Mapping[str, float], AdvantageEstimator, float], Tensor]
-COMBINE_MODES: dict[str, CombineMode] = {}
-
-
-def register_combine(name: str) -> Callable[[CombineMode], CombineMode]:
-    def add(fn: CombineMode) -> CombineMode:
-        COMBINE_MODES[name] = fn
-        return fn
-
-    return add
+COMBINE_MODES: Registry[CombineMode] = Registry("combine mode")
+register_combine = COMBINE_MODES.register
 
 
 def weighted_reward(components: Components, weights: Mapping[str, float]) -> Tensor:

@@ -15,6 +15,7 @@ from typing import Any, Literal
 
 from grpo_common.channel import ChannelConfig
 from grpo_common.config import load_config
+from grpo_common.registry import Registry
 from grpo_common.weight_codec import DEFAULT_BUCKET_BYTES
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -279,9 +280,9 @@ class LearnerConfig(_Section):
         return self.checkpoint.dir or self.run_dir / "checkpoints"
 
 
-def _registered(name: str, registry: Mapping[str, Any], what: str) -> str:
-    if name not in registry:
-        raise ValueError(f"unknown {what} {name!r}; registered: {', '.join(sorted(registry))}")
+def _registered(name: str, registry: Registry[Any], what: str) -> str:
+    del what  # the registry names its own kind
+    registry.get_item(name)  # UnknownName (a ValueError) lists what is registered
     return name
 
 

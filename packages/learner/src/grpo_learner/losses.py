@@ -12,7 +12,8 @@ for gradient accumulation (and ranks); a loss returns *this micro-batch's share*
 so summing the backward of every micro-batch gives the gradient of the batch objective. The global
 counts it needs (sequences, tokens, micro-batches) come in a `Normalizer`.
 
-Adding a loss is one function plus `@register_loss("name")`.
+Adding a loss is one function plus `@register_loss("name")` (or a plugin: an entry point in group
+`grpo.losses`, or `module:function` as the name; see grpo_common.registry).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
+from grpo_common.registry import Registry
 from torch import Tensor
 
 
@@ -62,15 +64,8 @@ class LossOutput:
 
 
 LossFn = Callable[[PolicyBatch, Normalizer, LossSettings], LossOutput]
-LOSSES: dict[str, LossFn] = {}
-
-
-def register_loss(name: str) -> Callable[[LossFn], LossFn]:
-    def add(fn: LossFn) -> LossFn:
-        LOSSES[name] = fn
-        return fn
-
-    return add
+LOSSES: Registry[LossFn] = Registry("loss", "grpo.losses")
+register_loss = LOSSES.register
 
 
 # --- per-token pieces -------------------------------------------------------------------------
@@ -217,15 +212,8 @@ def cispo_loss(batch: PolicyBatch, norm: Normalizer, settings: LossSettings) -> 
 # --- sampler mismatch --------------------------------------------------------------------------
 
 SamplerLogRatio = Callable[[Tensor, Tensor], Tensor]
-SAMPLER_WEIGHT_LEVELS: dict[str, SamplerLogRatio] = {}
-
-
-def register_sampler_level(name: str) -> Callable[[SamplerLogRatio], SamplerLogRatio]:
-    def add(fn: SamplerLogRatio) -> SamplerLogRatio:
-        SAMPLER_WEIGHT_LEVELS[name] = fn
-        return fn
-
-    return add
+SAMPLER_WEIGHT_LEVELS: Registry[SamplerLogRatio] = Registry("sampler weight level")
+register_sampler_level = SAMPLER_WEIGHT_LEVELS.register
 
 
 @register_sampler_level("token")

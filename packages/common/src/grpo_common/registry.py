@@ -1,0 +1,136 @@
+"""One small registry pattern for every extension point: losses, advantages, reward tasks, environments,
+generator backends.
+
+A `Registry` maps names to implementations. Names come from three places, looked up in this order:
+
+1. built-ins, added with the `@registry.register("name")` decorator where they are defined;
+2. installed plugins: a package entry point in the registry's group (`[project.entry-points."grpo.tasks"]
+   my_task = "my_pkg.rewards:score"`), imported the first time its name is asked for;
+3. a dotted reference `module:attribute` (`my_rewards:score`), imported on demand, so a user's own module
+   works without packaging it.
+
+A registry is a read-only `Mapping` of what it knows by name (built-ins and entry points), so `name in
+registry`, `registry[name]` and `sorted(registry)` do what they look like; `registry[name]` also resolves
+`module:attribute`. Unknown names raise `UnknownName` (a `KeyError` and a `ValueError`), whose message lists
+what is registered, e.g. `unknown loss 'ppo'; registered: dapo, grpo, gspo`.
+"""
+
+from __future__ import annotations
+
+import importlib
+import threading
+from collections.abc import Callable, Iterator, Mapping
+from importlib.metadata import EntryPoint, entry_points
+from typing import Generic, TypeVar
+
+T = TypeVar("T")
+
+
+class UnknownName(KeyError, ValueError):
+    """A name that is neither registered, nor an installed entry point, nor an importable module:attr."""
+
+    def __str__(self) -> str:  # KeyError would print the message quoted
+        return str(self.args[0])
+
+
+class Registry(Mapping[str, T], Generic[T]):
+    """Named implementations of one kind (`kind` is used in messages: "loss", "reward task", ...)."""
+
+    def __init__(self, kind: str, entry_point_group: str | None = None) -> None:
+        self.kind = kind
+        self.entry_point_group = entry_point_group
+        self._items: dict[str, T] = {}
+        self._lock = threading.Lock()
+
+    # -- adding -----------------------------------------------------------------------------------------
+    def register(self, name: str) -> Callable[[T], T]:
+        """Decorator: `@LOSSES.register("grpo")` above the implementation."""
+
+        def add(item: T) -> T:
+            self.add(name, item)
+            return item
+
+        return add
+
+    def add(self, name: str, item: T) -> None:
+        """Register `item` as `name`, once: a second item under one name is a bug, not an override."""
+        if not name or ":" in name:
+            raise ValueError(f"{self.kind} name {name!r} must be non-empty and contain no ':'")
+        with self._lock:
+            existing = self._items.get(name)
+            if existing is not None and existing is not item:
+                raise ValueError(f"{self.kind} {name!r} is already registered ({_describe(existing)})")
+            self._items[name] = item
+
+    # -- finding ----------------------------------------------------------------------------------------
+    def get_item(self, name: str) -> T:
+        """The implementation called `name` (see the module docstring for the lookup order)."""
+        with self._lock:
+            item = self._items.get(name)
+        if item is not None:
+            return item
+        point = self._entry_points().get(name)
+        if point is not None:
+            loaded = point.load()
+            with self._lock:
+                return self._items.setdefault(name, loaded)
+        if ":" in name:
+            return self._import(name)
+        raise UnknownName(self.unknown_message(name))
+
+    def unknown_message(self, name: str) -> str:
+        known = ", ".join(sorted(self)) or "none"
+        plugin = f", an entry point in group {self.entry_point_group!r}" if self.entry_point_group else ""
+        return f"unknown {self.kind} {name!r}; registered: {known} (or name module:attribute{plugin})"
+
+    def _import(self, reference: str) -> T:
+        module_name, _, attribute = reference.partition(":")
+        if not module_name or not attribute:
+            raise UnknownName(f"{self.kind} {reference!r}: write a plugin reference as module:attribute")
+        try:
+            module = importlib.import_module(module_name)
+        except ImportError as error:
+            raise UnknownName(
+                f"{self.kind} {reference!r}: cannot import module {module_name!r}: {error}"
+            ) from None
+        item = module
+        for part in attribute.split("."):
+            if not hasattr(item, part):
+                raise UnknownName(f"{self.kind} {reference!r}: module {module_name!r} has no {attribute!r}")
+            item = getattr(item, part)
+        return item  # type: ignore[return-value]
+
+    def _entry_points(self) -> dict[str, EntryPoint]:
+        if self.entry_point_group is None:
+            return {}
+        return {point.name: point for point in entry_points(group=self.entry_point_group)}
+
+    # -- Mapping ----------------------------------------------------------------------------------------
+    def __getitem__(self, name: str) -> T:
+        return self.get_item(name)
+
+    def __contains__(self, name: object) -> bool:
+        if not isinstance(name, str):
+            return False
+        try:
+            self.get_item(name)
+        except UnknownName:
+            return False
+        return True
+
+    def __iter__(self) -> Iterator[str]:
+        with self._lock:
+            names = set(self._items)
+        return iter(sorted(names | set(self._entry_points())))
+
+    def __len__(self) -> int:
+        return sum(1 for _ in self)
+
+    def __repr__(self) -> str:
+        return f"Registry({self.kind!r}, {sorted(self)})"
+
+
+def _describe(item: object) -> str:
+    module = getattr(item, "__module__", None)
+    qualname = getattr(item, "__qualname__", None)
+    return f"{module}.{qualname}" if module and qualname else repr(item)
