@@ -7,21 +7,35 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class ScoreItem(_message.Message):
-    __slots__ = ("id", "completion", "reference", "task", "completion_tokens")
+    __slots__ = ("id", "completion", "reference", "task", "completion_tokens", "fields_json")
     ID_FIELD_NUMBER: _ClassVar[int]
     COMPLETION_FIELD_NUMBER: _ClassVar[int]
     REFERENCE_FIELD_NUMBER: _ClassVar[int]
     TASK_FIELD_NUMBER: _ClassVar[int]
     COMPLETION_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    FIELDS_JSON_FIELD_NUMBER: _ClassVar[int]
     id: str
     completion: str
     reference: str
     task: str
     completion_tokens: int
-    def __init__(self, id: _Optional[str] = ..., completion: _Optional[str] = ..., reference: _Optional[str] = ..., task: _Optional[str] = ..., completion_tokens: _Optional[int] = ...) -> None: ...
+    fields_json: str
+    def __init__(self, id: _Optional[str] = ..., completion: _Optional[str] = ..., reference: _Optional[str] = ..., task: _Optional[str] = ..., completion_tokens: _Optional[int] = ..., fields_json: _Optional[str] = ...) -> None: ...
+
+class RewardComponent(_message.Message):
+    __slots__ = ("name", "weight", "max_completion_tokens", "overlong_buffer_tokens")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    WEIGHT_FIELD_NUMBER: _ClassVar[int]
+    MAX_COMPLETION_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    OVERLONG_BUFFER_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    weight: float
+    max_completion_tokens: int
+    overlong_buffer_tokens: int
+    def __init__(self, name: _Optional[str] = ..., weight: _Optional[float] = ..., max_completion_tokens: _Optional[int] = ..., overlong_buffer_tokens: _Optional[int] = ...) -> None: ...
 
 class RewardSpec(_message.Message):
-    __slots__ = ("correctness_weight", "format_weight", "length_weight", "max_completion_tokens", "overlong_buffer_tokens", "fallback_last_number", "timeout_s")
+    __slots__ = ("correctness_weight", "format_weight", "length_weight", "max_completion_tokens", "overlong_buffer_tokens", "fallback_last_number", "timeout_s", "components")
     CORRECTNESS_WEIGHT_FIELD_NUMBER: _ClassVar[int]
     FORMAT_WEIGHT_FIELD_NUMBER: _ClassVar[int]
     LENGTH_WEIGHT_FIELD_NUMBER: _ClassVar[int]
@@ -29,6 +43,7 @@ class RewardSpec(_message.Message):
     OVERLONG_BUFFER_TOKENS_FIELD_NUMBER: _ClassVar[int]
     FALLBACK_LAST_NUMBER_FIELD_NUMBER: _ClassVar[int]
     TIMEOUT_S_FIELD_NUMBER: _ClassVar[int]
+    COMPONENTS_FIELD_NUMBER: _ClassVar[int]
     correctness_weight: float
     format_weight: float
     length_weight: float
@@ -36,7 +51,8 @@ class RewardSpec(_message.Message):
     overlong_buffer_tokens: int
     fallback_last_number: bool
     timeout_s: float
-    def __init__(self, correctness_weight: _Optional[float] = ..., format_weight: _Optional[float] = ..., length_weight: _Optional[float] = ..., max_completion_tokens: _Optional[int] = ..., overlong_buffer_tokens: _Optional[int] = ..., fallback_last_number: _Optional[bool] = ..., timeout_s: _Optional[float] = ...) -> None: ...
+    components: _containers.RepeatedCompositeFieldContainer[RewardComponent]
+    def __init__(self, correctness_weight: _Optional[float] = ..., format_weight: _Optional[float] = ..., length_weight: _Optional[float] = ..., max_completion_tokens: _Optional[int] = ..., overlong_buffer_tokens: _Optional[int] = ..., fallback_last_number: _Optional[bool] = ..., timeout_s: _Optional[float] = ..., components: _Optional[_Iterable[_Union[RewardComponent, _Mapping]]] = ...) -> None: ...
 
 class ScoreRequest(_message.Message):
     __slots__ = ("items", "spec")
@@ -47,7 +63,7 @@ class ScoreRequest(_message.Message):
     def __init__(self, items: _Optional[_Iterable[_Union[ScoreItem, _Mapping]]] = ..., spec: _Optional[_Union[RewardSpec, _Mapping]] = ...) -> None: ...
 
 class ScoreResult(_message.Message):
-    __slots__ = ("id", "reward", "correct", "extracted", "reason", "components")
+    __slots__ = ("id", "reward", "correct", "extracted", "reason", "components", "timed_out")
     class ComponentsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -61,13 +77,15 @@ class ScoreResult(_message.Message):
     EXTRACTED_FIELD_NUMBER: _ClassVar[int]
     REASON_FIELD_NUMBER: _ClassVar[int]
     COMPONENTS_FIELD_NUMBER: _ClassVar[int]
+    TIMED_OUT_FIELD_NUMBER: _ClassVar[int]
     id: str
     reward: float
     correct: bool
     extracted: str
     reason: str
     components: _containers.ScalarMap[str, float]
-    def __init__(self, id: _Optional[str] = ..., reward: _Optional[float] = ..., correct: _Optional[bool] = ..., extracted: _Optional[str] = ..., reason: _Optional[str] = ..., components: _Optional[_Mapping[str, float]] = ...) -> None: ...
+    timed_out: bool
+    def __init__(self, id: _Optional[str] = ..., reward: _Optional[float] = ..., correct: _Optional[bool] = ..., extracted: _Optional[str] = ..., reason: _Optional[str] = ..., components: _Optional[_Mapping[str, float]] = ..., timed_out: _Optional[bool] = ...) -> None: ...
 
 class ScoreResponse(_message.Message):
     __slots__ = ("results",)

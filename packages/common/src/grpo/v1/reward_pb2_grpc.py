@@ -47,7 +47,9 @@ class RewardServiceServicer:
     def Score(self, request, context):
         """Score every item of the batch. Results come back in request order.
         Errors: INVALID_ARGUMENT (empty or duplicate id, empty reference, batch over the server's limit,
-        a spec value out of range: the message names the item index and field), UNAUTHENTICATED.
+        an unknown task, fields_json that is not a JSON object or is over the size limit, a spec value
+        out of range or weights whose sum cannot be represented: the message names the item index and
+        field), UNAUTHENTICATED.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -20,18 +20,20 @@ FINISH_REASON_LENGTH: FinishReason
 FINISH_REASON_ABORT: FinishReason
 
 class Prompt(_message.Message):
-    __slots__ = ("id", "text", "token_ids", "reference", "task")
+    __slots__ = ("id", "text", "token_ids", "reference", "task", "fields_json")
     ID_FIELD_NUMBER: _ClassVar[int]
     TEXT_FIELD_NUMBER: _ClassVar[int]
     TOKEN_IDS_FIELD_NUMBER: _ClassVar[int]
     REFERENCE_FIELD_NUMBER: _ClassVar[int]
     TASK_FIELD_NUMBER: _ClassVar[int]
+    FIELDS_JSON_FIELD_NUMBER: _ClassVar[int]
     id: str
     text: str
     token_ids: _containers.RepeatedScalarFieldContainer[int]
     reference: str
     task: str
-    def __init__(self, id: _Optional[str] = ..., text: _Optional[str] = ..., token_ids: _Optional[_Iterable[int]] = ..., reference: _Optional[str] = ..., task: _Optional[str] = ...) -> None: ...
+    fields_json: str
+    def __init__(self, id: _Optional[str] = ..., text: _Optional[str] = ..., token_ids: _Optional[_Iterable[int]] = ..., reference: _Optional[str] = ..., task: _Optional[str] = ..., fields_json: _Optional[str] = ...) -> None: ...
 
 class SamplingParams(_message.Message):
     __slots__ = ("temperature", "top_p", "top_k", "max_new_tokens", "stop_token_ids", "seed")
@@ -66,7 +68,7 @@ class RolloutRequest(_message.Message):
     def __init__(self, prompts: _Optional[_Iterable[_Union[Prompt, _Mapping]]] = ..., group_size: _Optional[int] = ..., sampling: _Optional[_Union[SamplingParams, _Mapping]] = ..., min_policy_version: _Optional[int] = ..., reward_spec: _Optional[_Union[_reward_pb2.RewardSpec, _Mapping]] = ..., apply_chat_template: _Optional[bool] = ...) -> None: ...
 
 class Completion(_message.Message):
-    __slots__ = ("token_ids", "logprobs", "finish_reason", "text", "reward", "correct", "reward_components", "extracted_answer", "reward_reason")
+    __slots__ = ("token_ids", "logprobs", "finish_reason", "text", "reward", "correct", "reward_components", "extracted_answer", "reward_reason", "reward_timed_out")
     class RewardComponentsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -83,6 +85,7 @@ class Completion(_message.Message):
     REWARD_COMPONENTS_FIELD_NUMBER: _ClassVar[int]
     EXTRACTED_ANSWER_FIELD_NUMBER: _ClassVar[int]
     REWARD_REASON_FIELD_NUMBER: _ClassVar[int]
+    REWARD_TIMED_OUT_FIELD_NUMBER: _ClassVar[int]
     token_ids: _containers.RepeatedScalarFieldContainer[int]
     logprobs: _containers.RepeatedScalarFieldContainer[float]
     finish_reason: FinishReason
@@ -92,7 +95,8 @@ class Completion(_message.Message):
     reward_components: _containers.ScalarMap[str, float]
     extracted_answer: str
     reward_reason: str
-    def __init__(self, token_ids: _Optional[_Iterable[int]] = ..., logprobs: _Optional[_Iterable[float]] = ..., finish_reason: _Optional[_Union[FinishReason, str]] = ..., text: _Optional[str] = ..., reward: _Optional[float] = ..., correct: _Optional[bool] = ..., reward_components: _Optional[_Mapping[str, float]] = ..., extracted_answer: _Optional[str] = ..., reward_reason: _Optional[str] = ...) -> None: ...
+    reward_timed_out: bool
+    def __init__(self, token_ids: _Optional[_Iterable[int]] = ..., logprobs: _Optional[_Iterable[float]] = ..., finish_reason: _Optional[_Union[FinishReason, str]] = ..., text: _Optional[str] = ..., reward: _Optional[float] = ..., correct: _Optional[bool] = ..., reward_components: _Optional[_Mapping[str, float]] = ..., extracted_answer: _Optional[str] = ..., reward_reason: _Optional[str] = ..., reward_timed_out: _Optional[bool] = ...) -> None: ...
 
 class RolloutGroup(_message.Message):
     __slots__ = ("prompt_id", "prompt_token_ids", "completions", "policy_version", "generate_seconds", "score_seconds")
@@ -159,7 +163,7 @@ class GetInfoRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class RolloutInfo(_message.Message):
-    __slots__ = ("model", "backend", "policy_version", "in_flight_prompts", "in_flight_requests", "max_context_length", "eos_token_id", "pad_token_id", "weight_sync_ranks", "weight_sync_group")
+    __slots__ = ("model", "backend", "policy_version", "in_flight_prompts", "in_flight_requests", "max_context_length", "eos_token_id", "pad_token_id", "weight_sync_ranks", "weight_sync_group", "uptime_seconds", "busy_seconds")
     MODEL_FIELD_NUMBER: _ClassVar[int]
     BACKEND_FIELD_NUMBER: _ClassVar[int]
     POLICY_VERSION_FIELD_NUMBER: _ClassVar[int]
@@ -170,6 +174,8 @@ class RolloutInfo(_message.Message):
     PAD_TOKEN_ID_FIELD_NUMBER: _ClassVar[int]
     WEIGHT_SYNC_RANKS_FIELD_NUMBER: _ClassVar[int]
     WEIGHT_SYNC_GROUP_FIELD_NUMBER: _ClassVar[int]
+    UPTIME_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    BUSY_SECONDS_FIELD_NUMBER: _ClassVar[int]
     model: str
     backend: str
     policy_version: int
@@ -180,7 +186,9 @@ class RolloutInfo(_message.Message):
     pad_token_id: int
     weight_sync_ranks: int
     weight_sync_group: str
-    def __init__(self, model: _Optional[str] = ..., backend: _Optional[str] = ..., policy_version: _Optional[int] = ..., in_flight_prompts: _Optional[int] = ..., in_flight_requests: _Optional[int] = ..., max_context_length: _Optional[int] = ..., eos_token_id: _Optional[int] = ..., pad_token_id: _Optional[int] = ..., weight_sync_ranks: _Optional[int] = ..., weight_sync_group: _Optional[str] = ...) -> None: ...
+    uptime_seconds: float
+    busy_seconds: float
+    def __init__(self, model: _Optional[str] = ..., backend: _Optional[str] = ..., policy_version: _Optional[int] = ..., in_flight_prompts: _Optional[int] = ..., in_flight_requests: _Optional[int] = ..., max_context_length: _Optional[int] = ..., eos_token_id: _Optional[int] = ..., pad_token_id: _Optional[int] = ..., weight_sync_ranks: _Optional[int] = ..., weight_sync_group: _Optional[str] = ..., uptime_seconds: _Optional[float] = ..., busy_seconds: _Optional[float] = ...) -> None: ...
 
 class InitWeightSyncRequest(_message.Message):
     __slots__ = ("master_address", "master_port", "group_name", "backend", "rank_offset", "world_size")

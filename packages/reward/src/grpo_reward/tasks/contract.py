@@ -1,0 +1,49 @@
+"""The contract between the reward service and a reward task (built-in or plugin).
+
+    def score(completion: str, reference: str, **fields) -> float | bool | TaskScore
+
+`fields` are the dataset row's extra columns (grpo.v1.ScoreItem.fields_json), e.g. `tests` for code or
+`choices` for multiple choice. A float is the reward (correct when >= 1); a bool is correct/incorrect
+(reward 1/0); a `TaskScore` carries components and a reason as well. A task runs inside a killable worker
+process under the item's CPU-time limit, so it may be slow or crash: that costs its item, never the service.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from grpo_common.registry import Registry
+
+
+@dataclass(frozen=True)
+class TaskScore:
+    """A task's verdict on one completion.
+
+    `reward` is the task's score (1 = fully right, 0 = wrong; a graded task may give a fraction);
+    `correct` defaults to reward >= 1; `components` are named sub-scores logged as rewards/<name>/mean;
+    `extracted` is the answer the task read from the completion, if it reads one.
+    """
+
+    reward: float
+    correct: bool | None = None
+    components: Mapping[str, float] = field(default_factory=dict)
+    reason: str = ""
+    extracted: str | None = None
+
+
+ScoreFunction = Callable[..., "float | bool | TaskScore"]
+
+TASKS: Registry[ScoreFunction] = Registry("reward task", "grpo.tasks")
+
+
+def as_task_score(result: Any) -> TaskScore:
+    """A task's return value as a TaskScore; TypeError for anything the contract does not allow."""
+    if isinstance(result, TaskScore):
+        return result
+    if isinstance(result, bool):
+        return TaskScore(reward=1.0 if result else 0.0, correct=result)
+    if isinstance(result, int | float):
+        return TaskScore(reward=float(result))
+    raise TypeError(f"a reward task must return float, bool or TaskScore, not {type(result).__name__}")
