@@ -144,6 +144,25 @@ def rollout_info(address: str) -> rollout_pb2.RolloutInfo:
     return asyncio.run(ask())
 
 
+def wait_for_prompts_in_flight(address: str, timeout_s: float) -> None:
+    """Poll GetInfo over one channel every 10 ms: a step's generation can be shorter than one poll
+    through a fresh channel, so slow polling can miss every window and watch the run end instead."""
+
+    async def poll() -> bool:
+        deadline = time.monotonic() + timeout_s
+        async with grpc.aio.insecure_channel(address) as channel:
+            stub = rollout_pb2_grpc.RolloutServiceStub(channel)
+            while time.monotonic() < deadline:
+                info = await stub.GetInfo(rollout_pb2.GetInfoRequest(), timeout=10)
+                if info.in_flight_prompts > 0:
+                    return True
+                await asyncio.sleep(0.01)
+        return False
+
+    if not asyncio.run(poll()):
+        raise AssertionError(f"timed out after {timeout_s:.0f} s waiting for prompts in flight")
+
+
 def policy_version(address: str) -> int:
     return rollout_info(address).policy_version
 
@@ -254,7 +273,7 @@ def test_rollout_killed_mid_run_loses_no_prompt(
     process = learner(run_dir, model, data, [rollout.address], *flags)
     try:
         wait_for(lambda: steps_logged(run_dir) >= 2, 300, "two trained steps")
-        wait_for(lambda: rollout_info(rollout.address).in_flight_prompts > 0, 60, "prompts in flight")
+        wait_for_prompts_in_flight(rollout.address, 60)
         rollout.process.send_signal(signal.SIGKILL)
         rollout.process.wait()
         assert process.poll() is None, "the run ended before the rollout service was killed"
