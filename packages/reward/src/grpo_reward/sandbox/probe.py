@@ -112,7 +112,7 @@ def code_sandbox(
     )
 
 
-def announce(allow_unsafe: bool) -> IsolationStatus:
+def announce_code_sandbox(allow_unsafe: bool) -> IsolationStatus:
     """At service start-up: probe, log what `code` will do, and hand the opt-in to the worker processes
     (they inherit this process's environment; the sandboxed programs never see it)."""
     if allow_unsafe:
