@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 from grpo_reward.sandbox.probe import IsolationStatus, code_sandbox, unsafe_opt_in
+from grpo_reward.sandbox.runner import sandbox_pids
 from grpo_reward.tasks import TASKS, TaskScore
 from grpo_reward.tasks.code import extract_program
 
@@ -87,6 +88,7 @@ def test_fork_bomb() -> None:
         ["assert True"],
     )
     assert result.reward == 0.0 and ("time limit" in result.reason or "did not finish" in result.reason)
+    assert sandbox_pids() == []
 
 
 def test_infinite_loop_fails_its_test_and_the_next_test_still_runs() -> None:

@@ -21,7 +21,7 @@ from pathlib import Path
 import grpc
 import pytest
 from grpo.v1 import reward_pb2, reward_pb2_grpc
-from grpo_reward.sandbox.runner import SANDBOX_UID_BASE
+from grpo_reward.sandbox.runner import sandbox_pids
 
 SECRET = "hunter2-service-secret"
 WORKER = """
@@ -32,20 +32,6 @@ for line in sys.stdin:
     result = TASKS["code"](item["completion"], "", **item["fields"])
     print(json.dumps({"reward": result.reward, "reason": result.reason}), flush=True)
 """
-
-
-def sandbox_processes(worker_pid: int) -> list[int]:
-    """Live processes running as the sandbox uid of `worker_pid`."""
-    uid = SANDBOX_UID_BASE + worker_pid
-    found = []
-    for entry in Path("/proc").iterdir():
-        try:
-            lines = (entry / "status").read_text().splitlines() if entry.name.isdigit() else []
-        except OSError:
-            continue
-        if any(line.startswith("Uid:") and int(line.split()[1]) == uid for line in lines):
-            found.append(int(entry.name))
-    return found
 
 
 @pytest.fixture()
@@ -87,7 +73,7 @@ def test_hostile_programs_cost_their_item_and_the_worker_keeps_serving(worker: s
     )
     assert leaked["reward"] == 0.0 and "wrong output" in str(leaked["reason"])
     assert ask(worker, "print(input()[::-1])", [{"input": "abc", "output": "cba"}])["reward"] == 1.0
-    assert not Path("/etc/grpo-escape").exists() and sandbox_processes(worker.pid) == []
+    assert not Path("/etc/grpo-escape").exists() and sandbox_pids(worker.pid) == []
 
 
 def test_killing_the_worker_kills_its_sandbox(worker: subprocess.Popen[str]) -> None:
@@ -99,13 +85,13 @@ def test_killing_the_worker_kills_its_sandbox(worker: subprocess.Popen[str]) -> 
     worker.stdin.write(json.dumps(item) + "\n")
     worker.stdin.flush()
     deadline = time.monotonic() + 30
-    while len(sandbox_processes(worker.pid)) < 2:
+    while len(sandbox_pids(worker.pid)) < 2:
         assert time.monotonic() < deadline, "the sandboxed program never started"
         time.sleep(0.05)
     worker.send_signal(signal.SIGKILL)
     worker.wait()
     deadline = time.monotonic() + 5
-    while sandbox_processes(worker.pid):
+    while sandbox_pids(worker.pid):
         assert time.monotonic() < deadline, "the sandbox outlived its worker"
         time.sleep(0.05)
 

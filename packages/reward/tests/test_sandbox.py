@@ -14,28 +14,12 @@ from pathlib import Path
 import pytest
 from grpo_reward.sandbox import RunResult, Sandbox, SandboxLimits
 from grpo_reward.sandbox.probe import probe_isolation
-from grpo_reward.sandbox.runner import SANDBOX_UID_BASE
+from grpo_reward.sandbox.runner import SANDBOX_UID_BASE, sandbox_pids
 
 
 def _run(source: str, limits: SandboxLimits | None = None, stdin: bytes = b"") -> RunResult:
     sandbox = Sandbox(limits) if limits else Sandbox()
     return sandbox.run({"main.py": textwrap.dedent(source)}, ["main.py"], stdin)
-
-
-def processes_of_uid(uid: int) -> list[int]:
-    """Pids of live processes whose real uid is `uid` (read from /proc)."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            status = (entry / "status").read_text()
-        except OSError:
-            continue
-        uid_line = next(line for line in status.splitlines() if line.startswith("Uid:"))
-        if int(uid_line.split()[1]) == uid:
-            found.append(int(entry.name))
-    return found
 
 
 def test_the_probe_finds_full_isolation_on_this_kernel() -> None:
@@ -139,7 +123,7 @@ def test_a_fork_bomb_is_capped_and_fully_killed() -> None:
         limits,
     )
     assert not result.ok and time.monotonic() - started < 10
-    assert processes_of_uid(SANDBOX_UID_BASE + os.getpid()) == []
+    assert sandbox_pids() == []
 
 
 def test_a_sleeping_program_hits_the_wall_clock() -> None:
@@ -175,16 +159,15 @@ def test_the_sandbox_dies_with_its_worker() -> None:
         [sys.executable, "-c", "from grpo_reward.sandbox import Sandbox; "
          "Sandbox().run({'m.py': 'import os, time\\nos.fork(); time.sleep(60)'}, ['m.py'])"],
     )  # fmt: skip
-    uid = SANDBOX_UID_BASE + worker.pid
     deadline = time.monotonic() + 20
-    while len(processes_of_uid(uid)) < 2:
+    while len(sandbox_pids(worker.pid)) < 2:
         assert time.monotonic() < deadline and worker.poll() is None, "the sandboxed program never started"
         time.sleep(0.05)
     worker.kill()
     worker.wait()
     deadline = time.monotonic() + 5
-    while processes_of_uid(uid):
+    while sandbox_pids(worker.pid):
         assert time.monotonic() < deadline, (
-            f"sandboxed processes outlived their worker: {processes_of_uid(uid)}"
+            f"sandboxed processes outlived their worker: {sandbox_pids(worker.pid)}"
         )
         time.sleep(0.05)

@@ -1,7 +1,8 @@
 """The sandbox's first process: isolate, limit, drop privileges, then exec the untrusted program.
 
-Run as a script (`python -I -S launcher.py CONFIG_FD`), never imported by the service: it uses only the
-standard library so that it starts in milliseconds. It reads one JSON config from CONFIG_FD, then:
+Run as a script (`python -I -S -B -X utf8 launcher.py CONFIG_FD`), never imported by the service: it uses
+only the standard library so that it starts in milliseconds. It reads its config (a marshalled dict)
+from CONFIG_FD, then:
 
 1. asks for SIGKILL when its parent (the reward worker) dies, so a killed worker leaves nothing behind;
 2. with `isolate`, unshares new mount, network, PID, IPC and UTS namespaces (plus a user namespace when it
@@ -11,16 +12,17 @@ standard library so that it starts in milliseconds. It reads one JSON config fro
    throwaway working directory, mounts a /proc that shows only the sandbox's processes, and (as root) keeps
    the interpreter reachable for an unprivileged uid even if it lives under a private home directory;
 4. sets the rlimits, drops to the unprivileged `uid` (root only: root ignores RLIMIT_NPROC), re-arms the
-   parent-death signal (a uid change clears it) and execs the interpreter on the program with an empty
-   environment.
+   parent-death signal (a uid change clears it), empties the environment and runs the program's entry
+   script as __main__ in this same interpreter (no second start-up).
 
 The parent enforces the wall clock and output caps by SIGKILLing this process (see `runner.py`).
 """
 
 from __future__ import annotations
 
+import atexit
 import ctypes
-import json
+import marshal
 import os
 import resource
 import signal
@@ -141,7 +143,7 @@ def _set_limits(config: dict) -> None:
 
 
 def _become_program(config: dict, workdir: str) -> None:
-    """Write the program's files, limit, drop privileges and exec; never returns."""
+    """Write the program's files, limit, and drop privileges (the last step before the program runs)."""
     root = os.geteuid() == 0
     uid = config["uid"] if root else os.geteuid()
     for name, text in config["files"].items():
@@ -159,8 +161,44 @@ def _become_program(config: dict, workdir: str) -> None:
         os.setresgid(uid, uid, uid)
         os.setresuid(uid, uid, uid)
     _die_with_parent()  # a credential change cleared it
-    argv = [config["python"], "-I", "-S", "-B", "-X", "utf8", *config["argv"]]
-    os.execve(config["python"], argv, {})
+    os.environ.clear()
+
+
+def _run_program(argv: list) -> None:
+    """Run the entry script as __main__ in this (already unprivileged, limited) interpreter, a fork of the
+    launcher, so the program pays for no second interpreter start-up; exit as `python script` would
+    (waiting for its threads, running its atexit handlers) but skip the interpreter's slow finalisation."""
+    sys.argv = list(argv)
+    status = 0
+    try:
+        with open(argv[0], encoding="utf-8") as source:
+            code = compile(source.read(), argv[0], "exec")
+        exec(code, {"__name__": "__main__", "__file__": argv[0], "__builtins__": __builtins__})
+    except SystemExit as stop:
+        status = _exit_status(stop.code)
+    except BaseException:
+        import traceback
+
+        traceback.print_exc()
+        status = 1
+    try:
+        if "threading" in sys.modules:
+            sys.modules["threading"]._shutdown()
+        atexit._run_exitfuncs()
+        sys.stdout.flush()
+        sys.stderr.flush()
+    except BaseException:
+        status = status or 1
+    os._exit(status)
+
+
+def _exit_status(code: object) -> int:
+    if code is None:
+        return 0
+    if isinstance(code, int):
+        return code & 0xFF
+    print(code, file=sys.stderr)
+    return 1
 
 
 def _relay_exit(pid: int) -> None:
@@ -175,29 +213,27 @@ def _relay_exit(pid: int) -> None:
 
 
 def main() -> None:
-    config_fd = int(sys.argv[1])
-    with os.fdopen(config_fd, encoding="utf-8") as stream:
-        config = json.load(stream)
+    with os.fdopen(int(sys.argv[1]), "rb") as stream:
+        config = marshal.load(stream)  # written by the trusted parent; marshal needs no import
     resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
     _die_with_parent()
     if os.getppid() != config["parent_pid"]:  # the worker died before we armed the signal
         os._exit(EXIT_SETUP_FAILED)
     try:
-        if not config["isolate"]:
-            _become_program(config, config["workdir"])
-        _enter_namespaces()
-        pid = os.fork()
-        if pid == 0:
-            try:
-                _die_with_parent()
-                _become_program(config, _build_filesystem(config))
-            except BaseException as error:
-                print(f"sandbox setup failed: {error}", file=sys.stderr, flush=True)
-            os._exit(EXIT_SETUP_FAILED)
-        _relay_exit(pid)
-    except OSError as error:
+        if config["isolate"]:
+            _enter_namespaces()
+            pid = os.fork()
+            if pid:
+                _relay_exit(pid)
+            _die_with_parent()  # now PID 1 of the new namespace: dies with this launcher
+            workdir = _build_filesystem(config)
+        else:
+            workdir = config["workdir"]
+        _become_program(config, workdir)
+    except BaseException as error:
         print(f"sandbox setup failed: {error}", file=sys.stderr, flush=True)
         os._exit(EXIT_SETUP_FAILED)
+    _run_program(config["argv"])
 
 
 if __name__ == "__main__":

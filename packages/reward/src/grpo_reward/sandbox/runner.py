@@ -10,8 +10,8 @@ group dies, which a program that calls setsid() can leave.
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
+import marshal
 import os
 import selectors
 import shutil
@@ -87,7 +87,8 @@ class Sandbox:
         self.isolate = isolate
 
     def run(self, files: Mapping[str, str], argv: Sequence[str], stdin: bytes = b"") -> RunResult:
-        """Write `files` (name -> text) into a fresh working directory and run `python -I -S *argv` there.
+        """Write `files` (name -> text) into a fresh working directory and run the script `argv[0]` there
+        (as `python -I -S -B -X utf8 *argv` would).
 
         Raises SandboxError only when the sandbox could not be built; everything the program does,
         including crashing or exceeding a limit, is reported in the RunResult.
@@ -120,7 +121,7 @@ class Sandbox:
         started = time.monotonic()
         try:
             process = subprocess.Popen(
-                [python, "-I", "-S", "-B", str(LAUNCHER), str(config_read)],
+                [python, "-I", "-S", "-B", "-X", "utf8", str(LAUNCHER), str(config_read)],
                 stdin=subprocess.PIPE,
                 stdout=subprocess.PIPE,
                 stderr=subprocess.PIPE,
@@ -133,7 +134,7 @@ class Sandbox:
             os.close(config_read)
         try:
             with os.fdopen(config_write, "wb") as stream, contextlib.suppress(BrokenPipeError):
-                stream.write(json.dumps(config).encode())
+                stream.write(marshal.dumps(config))
             stdout, stderr, timed_out, exceeded = self._communicate(process, stdin, started)
         finally:
             _kill_group(process)
@@ -207,6 +208,26 @@ class Sandbox:
 def _joined(chunks: dict[int, list[bytes]], process: subprocess.Popen[bytes]) -> tuple[bytes, bytes]:
     assert process.stdout and process.stderr
     return b"".join(chunks[process.stdout.fileno()]), b"".join(chunks[process.stderr.fileno()])
+
+
+def sandbox_pids(worker_pid: int | None = None) -> list[int]:
+    """Live processes running as the sandbox uid of `worker_pid` (default: this process), read from /proc.
+
+    For monitoring and for tests: after `Sandbox.run` returns, or after its worker is killed, there are none.
+    """
+    uid = SANDBOX_UID_BASE + (os.getpid() if worker_pid is None else worker_pid)
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            status = (entry / "status").read_text()
+        except OSError:  # it exited while we looked
+            continue
+        uid_line = next((line for line in status.splitlines() if line.startswith("Uid:")), "Uid: -1")
+        if int(uid_line.split()[1]) == uid:
+            found.append(int(entry.name))
+    return found
 
 
 def _kill_group(process: subprocess.Popen[bytes]) -> None:
