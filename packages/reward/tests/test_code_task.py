@@ -46,6 +46,11 @@ def test_stdin_stdout_pairs_are_compared_by_the_service() -> None:
     assert result.reward == pytest.approx(2 / 3) and "test 2: wrong output" in result.reason
 
 
+def test_a_program_may_call_exit_and_read_stdin_through_sys() -> None:
+    program = "import sys\nn = int(sys.stdin.readline())\nprint(n * 2)\nexit(0)\nprint('not reached')\n"
+    assert code(program, [{"input": "21\n", "output": "42"}]).reward == 1.0
+
+
 def test_a_json_string_of_tests_is_accepted() -> None:
     assert code(ADD, '["assert add(1, 2) == 3"]').reward == 1.0  # type: ignore[arg-type]
 

@@ -15,6 +15,7 @@ deliberately introspects the harness's frames could forge them (see the README's
 
 from __future__ import annotations
 
+import builtins
 import io
 import json
 import os
@@ -56,7 +57,12 @@ def _run(test: dict[str, str], program: object, time_limit_s: float, out_cap: in
     return not error, out, error
 
 
+def _exit(code: object = None) -> None:
+    raise SystemExit(code)
+
+
 def main() -> None:
+    builtins.exit = builtins.quit = _exit  # `python -S` leaves them out; programs call exit() anyway
     job = json.loads(sys.stdin.read())
     sys.stdin.close()
     nonce = job.pop("nonce")
@@ -67,7 +73,7 @@ def main() -> None:
     out_cap = max(1024, job["output_bytes"] // max(1, len(tests)) - 200)
     for number, test in enumerate(tests):
         ok, out, error = _run(test, program, job["time_limit_s"], out_cap)
-        line = json.dumps({"i": number, "ok": ok, "out": out, "error": error})
+        line = json.dumps({"i": number, "ok": ok, "out": out, "error": error}, ensure_ascii=False)
         os.write(1, f"\n{nonce} {line}\n".encode())
 
 
