@@ -80,7 +80,7 @@ def test_killing_the_worker_kills_its_sandbox(worker: subprocess.Popen[str]) -> 
     assert worker.stdin
     item = {
         "completion": "```python\nimport os, time\nos.fork()\ntime.sleep(60)\n```",
-        "fields": {"tests": ["1"]},
+        "fields": {"tests": ["1"], "time_limit_s": 10},  # a 12 s wall clock: the kill is ours
     }
     worker.stdin.write(json.dumps(item) + "\n")
     worker.stdin.flush()

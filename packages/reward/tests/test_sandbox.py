@@ -155,10 +155,12 @@ def test_file_size_and_output_are_capped() -> None:
 
 def test_the_sandbox_dies_with_its_worker() -> None:
     """A worker-like process starts a sandboxed sleeper; SIGKILLing the worker must leave nothing behind."""
-    worker = subprocess.Popen(
-        [sys.executable, "-c", "from grpo_reward.sandbox import Sandbox; "
-         "Sandbox().run({'m.py': 'import os, time\\nos.fork(); time.sleep(60)'}, ['m.py'])"],
-    )  # fmt: skip
+    script = "from grpo_reward.sandbox import Sandbox, SandboxLimits\n"
+    script += "program = {'m.py': 'import os, time\\nos.fork(); time.sleep(60)'}\n"
+    script += (
+        "Sandbox(SandboxLimits(wall_s=60)).run(program, ['m.py'])\n"  # the kill must be ours, not the wall's
+    )
+    worker = subprocess.Popen([sys.executable, "-c", script])
     deadline = time.monotonic() + 20
     while len(sandbox_pids(worker.pid)) < 2:
         assert time.monotonic() < deadline and worker.poll() is None, "the sandboxed program never started"
