@@ -88,6 +88,7 @@ def _serve(args: argparse.Namespace) -> int:
         "max_batch_items": args.max_batch_items,
         "default_timeout_s": args.timeout_s,
         "log_level": args.log_level,
+        "allow_unsafe_code": args.allow_unsafe_code,
     }
     try:
         config = load_config(
@@ -97,6 +98,9 @@ def _serve(args: argparse.Namespace) -> int:
         print(f"grpo-reward serve: {error}", file=sys.stderr)
         return 2
     configure_logging(config.log_level)
+    from grpo_reward.sandbox.probe import announce_code_sandbox
+
+    announce_code_sandbox(config.allow_unsafe_code)  # probe the code sandbox once; workers inherit the opt-in
 
     def announce(running: Any) -> None:  # tests and launchers read the bound port from this line
         print(f"grpo-reward serving on {running.address}", flush=True)
@@ -129,6 +133,13 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--max-batch-items", type=int, help="largest batch one Score call may carry")
     serve.add_argument("--timeout-s", type=float, help="default per-item time limit in seconds")
     serve.add_argument("--log-level", help="DEBUG, INFO, WARNING, ...")
+    serve.add_argument(
+        "--allow-unsafe-code",
+        action="store_true",
+        default=None,
+        help="UNSAFE: let the code task run programs without network/PID/mount isolation when the kernel "
+        "refuses namespaces (rlimits, uid and empty environment still apply)",
+    )
     return parser
 
 

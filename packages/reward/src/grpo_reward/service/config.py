@@ -19,3 +19,7 @@ class RewardServiceConfig(BaseModel):
     max_batch_items: int = Field(4096, ge=1, description="largest number of items one Score call may carry")
     default_timeout_s: float = Field(1.0, gt=0, le=10, description="per-item time limit when a spec gives 0")
     log_level: str = "INFO"
+    allow_unsafe_code: bool = Field(
+        False,
+        description="run `code` programs with rlimits only, network open, where namespaces are unavailable",
+    )

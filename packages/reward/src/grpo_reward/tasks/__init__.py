@@ -8,6 +8,7 @@ points in group `grpo.tasks` or the `module:function` a reward service operator 
 
 from __future__ import annotations
 
+from grpo_reward.tasks import code as _code  # noqa: F401  (registers "code")
 from grpo_reward.tasks.contract import TASKS, ScoreFunction, TaskScore
 
 __all__ = ["TASKS", "ScoreFunction", "TaskScore"]

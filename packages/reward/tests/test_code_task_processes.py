@@ -1,0 +1,123 @@
+"""The `code` task in real processes: a worker-like process survives hostile programs and takes its
+sandbox down when it is killed; `grpo-reward serve` probes the sandbox at start-up and accepts the
+operator's unsafe flag.
+
+The service's worker dispatch cannot route `task="code"` yet (it grades math only), so the hostile items
+go through a real long-lived process that calls the registered task exactly as a worker will.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import grpc
+import pytest
+from grpo.v1 import reward_pb2, reward_pb2_grpc
+from grpo_reward.sandbox.runner import sandbox_pids
+
+SECRET = "hunter2-service-secret"
+WORKER = """
+import json, sys
+from grpo_reward.tasks import TASKS
+for line in sys.stdin:
+    item = json.loads(line)
+    result = TASKS["code"](item["completion"], "", **item["fields"])
+    print(json.dumps({"reward": result.reward, "reason": result.reason}), flush=True)
+"""
+
+
+@pytest.fixture()
+def worker() -> Iterator[subprocess.Popen[str]]:
+    environment = {**os.environ, "GRPO_TEST_SECRET": SECRET}
+    process = subprocess.Popen(
+        [sys.executable, "-c", WORKER],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+        env=environment,
+    )
+    yield process
+    process.kill()
+    process.wait()
+
+
+def ask(worker: subprocess.Popen[str], program: str, tests: list[object]) -> dict[str, object]:
+    assert worker.stdin and worker.stdout
+    item = {"completion": f"```python\n{program}\n```", "fields": {"tests": tests, "time_limit_s": 1}}
+    worker.stdin.write(json.dumps(item) + "\n")
+    worker.stdin.flush()
+    return json.loads(worker.stdout.readline())
+
+
+def test_hostile_programs_cost_their_item_and_the_worker_keeps_serving(worker: subprocess.Popen[str]) -> None:
+    hostile = {
+        "fork bomb": "import os\nwhile True:\n    try:\n        os.fork()\n    except OSError:\n        pass",
+        "infinite loop": "while True:\n    pass",
+        "10 GB": "x = bytearray(10 * 1024**3)",
+        "os.system": "import os\nassert os.system('echo hi > /etc/grpo-escape') == 0",
+    }
+    for name, program in hostile.items():
+        answer = ask(worker, program, ["assert True"])
+        assert answer["reward"] == 0.0, f"{name}: {answer}"
+        assert worker.poll() is None, f"{name} took the worker down"
+    leaked = ask(
+        worker, "import os\nprint(sorted(os.environ.values()))", [{"input": "", "output": f"['{SECRET}']"}]
+    )
+    assert leaked["reward"] == 0.0 and "wrong output" in str(leaked["reason"])
+    assert ask(worker, "print(input()[::-1])", [{"input": "abc", "output": "cba"}])["reward"] == 1.0
+    assert not Path("/etc/grpo-escape").exists() and sandbox_pids(worker.pid) == []
+
+
+def test_killing_the_worker_kills_its_sandbox(worker: subprocess.Popen[str]) -> None:
+    assert worker.stdin
+    item = {
+        "completion": "```python\nimport os, time\nos.fork()\ntime.sleep(60)\n```",
+        "fields": {"tests": ["1"], "time_limit_s": 10},  # a 12 s wall clock: the kill is ours
+    }
+    worker.stdin.write(json.dumps(item) + "\n")
+    worker.stdin.flush()
+    deadline = time.monotonic() + 30
+    while len(sandbox_pids(worker.pid)) < 2:
+        assert time.monotonic() < deadline, "the sandboxed program never started"
+        time.sleep(0.05)
+    worker.send_signal(signal.SIGKILL)
+    worker.wait()
+    deadline = time.monotonic() + 5
+    while sandbox_pids(worker.pid):
+        assert time.monotonic() < deadline, "the sandbox outlived its worker"
+        time.sleep(0.05)
+
+
+def test_the_service_probes_the_sandbox_at_start_up_and_takes_the_unsafe_flag() -> None:
+    command = [sys.executable, "-m", "grpo_reward.cli", "serve", "--port", "0", "--workers", "1"]
+    command += ["--allow-unsafe-code", "--log-level", "INFO"]
+    environment = {**os.environ, "GRPO_TEST_SECRET": SECRET}
+    process = subprocess.Popen(
+        command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=environment
+    )
+    lines: list[str] = []
+    assert process.stdout
+    threading.Thread(target=lambda: lines.extend(iter(process.stdout.readline, "")), daemon=True).start()
+    try:
+        deadline = time.monotonic() + 120
+        while not any("serving on" in line for line in lines):
+            assert process.poll() is None, f"grpo-reward serve exited: {lines}"
+            assert time.monotonic() < deadline, "grpo-reward serve did not report its port"
+            time.sleep(0.05)
+        assert any("code sandbox: network, PID and mount namespaces" in line for line in lines), lines
+        address = next(line for line in lines if "serving on" in line).split("serving on ")[1].strip()
+        with grpc.insecure_channel(address) as channel:
+            item = reward_pb2.ScoreItem(id="a", completion=r"\boxed{4}", reference="4")
+            results = reward_pb2_grpc.RewardServiceStub(channel).Score(reward_pb2.ScoreRequest(items=[item]))
+        assert results.results[0].correct
+    finally:
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=30) == 0
