@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
+
+import pytest
+from reward_fixtures import PLUGINS_DIR
 
 CLI = [sys.executable, "-m", "grpo_reward.cli"]
 
@@ -36,3 +40,29 @@ def test_check_file_prints_one_verdict_per_line_and_a_summary(tmp_path: Path) ->
     assert [(v["id"], v["correct"]) for v in verdicts] == [("p", True), ("q", False), ("r", False)]
     summary = json.loads(run.stderr.strip().splitlines()[-1])["summary"]
     assert (summary["items"], summary["correct"]) == (3, 1)
+
+
+def test_check_grades_any_task_with_fields_and_plugins_through_the_registry() -> None:
+    env = {**os.environ, "PYTHONPATH": str(PLUGINS_DIR)}
+    choice = subprocess.run([*CLI, "check", "--task", "choice", "--reference", "Paris", "--completion",
+                             "The answer is (B)", "--fields", json.dumps({"choices": ["London", "Paris"]})],
+                            capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert choice.returncode == 0, choice.stderr
+    verdict = json.loads(choice.stdout)
+    assert (verdict["correct"], verdict["reward"], verdict["extracted"]) == (True, 1.0, "B")
+    assert verdict["components"] == {"correctness": 1.0, "format": 1.0}
+    plugin = subprocess.run([*CLI, "check", "--task", "hostile_rewards:brevity", "--plugin",
+                             "hostile_rewards:brevity", "--reference", "-", "--completion", "x" * 40],
+                            capture_output=True, text=True, timeout=120, env=env)  # fmt: skip
+    assert plugin.returncode == 1, plugin.stderr  # reward 0.6 < 1: not correct
+    assert json.loads(plugin.stdout)["reward"] == pytest.approx(0.6)
+    command = [*CLI, "check", "--task", "os:system", "--reference", "-", "--completion", "ls"]
+    unloaded = subprocess.run(command, capture_output=True, text=True, timeout=120)
+    assert unloaded.returncode == 2 and "unknown reward task 'os:system'" in unloaded.stderr
+
+
+def test_serve_with_a_plugin_that_cannot_be_imported_exits_2_naming_it() -> None:
+    run = subprocess.run([*CLI, "serve", "--port", "0", "--plugin", "no_such_rewards_module"],
+                         capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert run.returncode == 2
+    assert "plugin 'no_such_rewards_module' failed to import" in run.stderr

@@ -11,12 +11,18 @@ import json
 import sys
 from collections import Counter
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from grpo_common.server_flags import add_server_flags, server_overrides
 
 from grpo_reward.service.config import DEFAULT_PORT
 from grpo_reward.verdict import Verdict
+
+
+def _refuse(message: str) -> NoReturn:
+    """Exit 2 (a usage error, distinct from 1 = not correct) with the message on stderr."""
+    print(message, file=sys.stderr)
+    raise SystemExit(2)
 
 
 def _load_plugins(args: argparse.Namespace) -> None:
@@ -25,7 +31,7 @@ def _load_plugins(args: argparse.Namespace) -> None:
     try:
         load_plugins(args.plugin)
     except PluginError as error:
-        raise SystemExit(f"grpo-reward: {error}") from None
+        _refuse(f"grpo-reward: {error}")
 
 
 def _item(completion: str, reference: str, task: str, fields: object, where: str) -> Any:
@@ -41,9 +47,9 @@ def _item(completion: str, reference: str, task: str, fields: object, where: str
         text = fields if isinstance(fields, str) else json.dumps(fields or {})
         return Item(completion, reference, task, parse_fields(text, FieldLimits()))
     except UnknownName as error:
-        raise SystemExit(f"{where}: {error}") from None
+        _refuse(f"{where}: {error}")
     except InvalidFields as error:
-        raise SystemExit(f"{where}: fields {error}") from None
+        _refuse(f"{where}: fields {error}")
 
 
 def _check_one(args: argparse.Namespace) -> int:

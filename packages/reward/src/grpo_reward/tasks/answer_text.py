@@ -16,8 +16,8 @@ def stated_answer(completion: str) -> tuple[str, bool]:
     """(answer, explicit): the explicit final answer (`\\boxed{}`, "The answer is ...") if there is one,
     else the whole completion stripped (explicit False)."""
     extraction = extract_answer(completion)
-    if extraction.answer is not None:
-        return extraction.answer, extraction.explicit
+    if extraction.answer is not None:  # "The answer is: X" may still carry its colon
+        return extraction.answer.lstrip(":：").strip(), extraction.explicit
     return completion.strip(), False
 
 
