@@ -43,11 +43,14 @@ def wall_backstop_s(limit_s: float) -> float:
 
 
 def process_cpu_s(pid: int) -> float | None:
-    """User + system CPU seconds of process `pid` (Linux /proc), None where that cannot be read."""
+    """User + system CPU seconds of process `pid` and of its children it has waited for (Linux /proc),
+    None where that cannot be read. A child still running (a sandboxed program) is not counted until it
+    is reaped: a task that runs children must limit them itself; the wall-clock backstop still holds."""
     try:
         with open(f"/proc/{pid}/stat", "rb") as stat:
             fields = stat.read().rsplit(b")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / _CLOCK_TICKS  # utime, stime (fields 14, 15)
+        ticks = sum(int(value) for value in fields[11:15])  # utime, stime, cutime, cstime (fields 14-17)
+        return ticks / _CLOCK_TICKS
     except (OSError, IndexError, ValueError):
         return None
 
