@@ -30,16 +30,19 @@ def test_check_file_prints_one_verdict_per_line_and_a_summary(tmp_path: Path) ->
         {"id": "p", "completion": r"\boxed{x^2+2x+1}", "reference": "(x+1)^2"},
         {"id": "q", "completion": r"\boxed{(1,2]}", "reference": "(1,2)"},
         {"id": "r", "completion": "no answer", "reference": "3"},
-    ]
+        {"id": "s", "completion": "The answer is (B)", "reference": "y", "task": "choice",
+         "fields": {"choices": ["x", "y"]}},
+    ]  # fmt: skip
     path = tmp_path / "items.jsonl"
     path.write_text("\n".join(json.dumps(item) for item in items) + "\n")
     run = subprocess.run([*CLI, "check", "--file", str(path), "--workers", "1"],
                          capture_output=True, text=True, timeout=180)  # fmt: skip
     assert run.returncode == 0, run.stderr
     verdicts = [json.loads(line) for line in run.stdout.splitlines()]
-    assert [(v["id"], v["correct"]) for v in verdicts] == [("p", True), ("q", False), ("r", False)]
+    expected = [("p", True), ("q", False), ("r", False), ("s", True)]  # s: task choice with its fields
+    assert [(v["id"], v["correct"]) for v in verdicts] == expected
     summary = json.loads(run.stderr.strip().splitlines()[-1])["summary"]
-    assert (summary["items"], summary["correct"]) == (3, 1)
+    assert (summary["items"], summary["correct"]) == (4, 2)
 
 
 def test_check_grades_any_task_with_fields_and_plugins_through_the_registry() -> None:
