@@ -1,10 +1,6 @@
-"""The `code` task in real processes: a worker-like process survives hostile programs and takes its
-sandbox down when it is killed; `grpo-reward serve` probes the sandbox at start-up and accepts the
-operator's unsafe flag.
-
-The service's worker dispatch cannot route `task="code"` yet (it grades math only), so the hostile items
-go through a real long-lived process that calls the registered task exactly as a worker will.
-"""
+"""The `code` task in real processes: a real `grpo-reward serve` grades hostile programs through its
+worker pool and keeps serving; a worker-like process takes its sandbox down when it is killed; the
+service probes the sandbox at start-up and accepts the operator's unsafe flag."""
 
 from __future__ import annotations
 
@@ -22,6 +18,7 @@ import grpc
 import pytest
 from grpo.v1 import reward_pb2, reward_pb2_grpc
 from grpo_reward.sandbox.runner import sandbox_pids
+from reward_fixtures import reward_server
 
 SECRET = "hunter2-service-secret"
 WORKER = """
@@ -121,3 +118,64 @@ def test_the_service_probes_the_sandbox_at_start_up_and_takes_the_unsafe_flag() 
     finally:
         process.send_signal(signal.SIGTERM)
         assert process.wait(timeout=30) == 0
+
+
+HOSTILE_PROGRAMS = {
+    "fork_bomb": "import os\nwhile True:\n    os.fork()",
+    "spin": "while True:\n    pass",
+    "allocate": "x = bytearray(10 * 1024**3)",
+    "environment": "import os\nassert 'GRPO_TEST_SECRET' in os.environ",
+    "socket": "import socket\nsocket.create_connection(('127.0.0.1', 22), timeout=1)",
+}
+# Programs whose harm would show outside the sandbox: they may "pass", their effects must not happen.
+MARKER = Path(__file__).resolve().parent / ".sandbox-escape-marker"
+VICTIM = Path(__file__).resolve().parent / ".sandbox-victim"
+ESCAPES = {
+    "os_system_writes": f"import os\nos.system('touch {MARKER}')\nopen('{MARKER}', 'w').write('x')",
+    "deletes": f"import os, shutil\nos.system('rm -f {VICTIM}')\nos.remove('{VICTIM}')",
+}
+
+
+def test_a_real_reward_service_grades_hostile_programs_through_its_workers_and_keeps_serving() -> None:
+    environment = {"GRPO_TEST_SECRET": SECRET}
+    MARKER.unlink(missing_ok=True)
+    VICTIM.write_text("must survive")
+    server = reward_server(["--workers", "2", "--log-level", "WARNING"], environment)
+    try:
+        with server as address, grpc.insecure_channel(address) as channel:
+            stub = reward_pb2_grpc.RewardServiceStub(channel)
+            fields = json.dumps({"tests": ["assert True"], "time_limit_s": 1})
+            items = [
+                reward_pb2.ScoreItem(
+                    id=name,
+                    task="code",
+                    completion=f"```python\n{program}\n```",
+                    fields_json=fields,
+                    reference="-",
+                )
+                for name, program in {**HOSTILE_PROGRAMS, **ESCAPES}.items()
+            ]
+            good = "```python\ndef add(a, b):\n    return a + b\n```"
+            items.append(
+                reward_pb2.ScoreItem(
+                    id="good",
+                    task="code",
+                    completion=good,
+                    reference="-",
+                    fields_json=json.dumps({"tests": ["assert add(2, 3) == 5", "assert add(1, 1) == 3"]}),
+                )
+            )
+            spec = reward_pb2.RewardSpec(timeout_s=10)
+            results = {r.id: r for r in stub.Score(reward_pb2.ScoreRequest(items=items, spec=spec)).results}
+            for name in HOSTILE_PROGRAMS:  # contained: no hostile program passes its (trivial) test
+                assert results[name].reward == 0.0, (name, results[name].reason)
+            assert results["good"].components["tests_passed"] == 0.5, results["good"].reason
+            assert results["good"].components["compiled"] == 1.0
+            math_item = reward_pb2.ScoreItem(id="m", completion=r"\boxed{4}", reference="4")
+            after = stub.Score(reward_pb2.ScoreRequest(items=[math_item]), timeout=60).results[0]
+            assert after.correct  # the service is unharmed
+        assert not MARKER.exists(), "a sandboxed program wrote outside its directory"
+        assert VICTIM.read_text() == "must survive", "a sandboxed program deleted a file outside"
+    finally:
+        MARKER.unlink(missing_ok=True)
+        VICTIM.unlink(missing_ok=True)
