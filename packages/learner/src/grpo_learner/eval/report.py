@@ -51,7 +51,8 @@ def write_outputs(out: Path, result: EvalResult, summary_record: Mapping[str, An
 def print_summary(summary_record: Mapping[str, Any], console: Console | None = None) -> None:
     console = console or Console()
     names = [k for k in summary_record if k == "greedy_accuracy" or "@" in k]
-    table = Table(title=f"{summary_record['model']} on {summary_record['data']}")
+    console.print(f"model: {summary_record['model']}\ndata:  {summary_record['data']}")
+    table = Table()
     table.add_column("metric")
     table.add_column("value", justify="right")
     for name in names:
