@@ -45,7 +45,6 @@ def bigram_model(directory: Path, after_boxed: dict[str, float]) -> Path:
     vocab = tokenizer.get_vocab()
     config = tiny_qwen2_config(tokenizer)  # the embedded default's shape, with its own lm_head
     config.tie_word_embeddings = False
-    config.num_hidden_layers = 1
     hidden = config.hidden_size
     assert config.vocab_size <= hidden  # one-hot embeddings
     model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
