@@ -168,3 +168,24 @@ def test_comparing_two_checkpoints_reports_the_paired_bootstrap_interval(assets:
     other = [float(r["correct"]) for r in _rows(out / "model_2" / "samples.jsonl")]
     assert sorted(zip(ordered, other, strict=True)) == sorted(zip(a, b, strict=True))
     assert (low, high) == pytest.approx(paired_bootstrap(ordered, other, seed=5))
+
+
+def test_grpo_train_with_an_eval_section_logs_eval_metrics_at_step_0_and_the_end(
+    assets: dict[str, Path],
+) -> None:
+    run_dir = assets["root"] / "train-run"
+    argv = ["train", "--model", str(assets["sevens"]), "--data", str(assets["data"]), "--max-steps", "2",
+            "--run-dir", str(run_dir), "--no-progress", *LIGHT_SERVICES,
+            "--set", "data.apply_chat_template=false", "--set", "tensorboard=false",
+            "--set", "train.device=cpu", "--set", "rollout.group_size=2",
+            "--set", "rollout.prompts_per_step=2",
+            "--set", "rollout.sampling.max_new_tokens=8", "--set", f"eval.data={assets['data']}",
+            "--set", "eval.every=5", "--set", "eval.greedy=true", "--set", "eval.samples=4",
+            "--set", "eval.k=[4]"]  # fmt: skip
+    assert main(argv) == 0
+    records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    evaluated = {r["step"]: r for r in records if "eval/greedy_accuracy" in r}
+    assert sorted(evaluated) == [0, 2]  # step 0 and the last step (every=5 is beyond the run)
+    for record in evaluated.values():
+        assert record["eval/greedy_accuracy"] == pytest.approx(1 / len(PROBLEMS))  # \boxed{7} everywhere
+        assert {"eval/pass@1", "eval/pass@4", "eval/maj@4"} <= set(record)

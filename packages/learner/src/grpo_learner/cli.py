@@ -162,7 +162,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
-def load_prompts(data: DataConfig, path: Path | None = None) -> ListPromptSource:
+def load_prompts(data: DataConfig, path: Path | str | None = None) -> ListPromptSource:
     """The problems of [data] (or of the file `path`, read with [data]'s fields, template and task)."""
     from grpo_learner.prompts import load_prompt_file, read_hub_rows
 
