@@ -189,7 +189,9 @@ def test_default_command_trains_reports_and_cleans_up(tmp_path: Path) -> None:
     assert all("reward" in r and "policy_version" in r for r in records[1:])
     assert (run_dir / "curves.png").stat().st_size > 0
     assert (run_dir / "checkpoints" / "step-000002" / "model" / "config.json").exists()
-    assert "held-out accuracy, after GRPO" in result.stdout
+    assert "after GRPO" in result.stdout and "maj@8" in result.stdout  # the before/after table
+    assert set(summary["heldout_before"]) == {"greedy_accuracy", "pass@1", "pass@8", "maj@8"}
+    assert len((run_dir / "heldout.jsonl").read_text().splitlines()) == summary["heldout_problems"]
     for name in ("reward", "rollout"):
         assert "serving on" in (run_dir / "services" / f"{name}.log").read_text()
     assert not processes_mentioning(str(run_dir)), "a child service outlived grpo train"

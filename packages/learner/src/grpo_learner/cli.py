@@ -3,6 +3,7 @@
     grpo train                                   the embedded default: tiny model, local services, CPU
     grpo train --config run.toml [--model M] [--data FILE] [--rollout HOST:PORT ...] [--set key=value ...]
     grpo train --nproc N ...                     the same on N learner processes (torchrun, FSDP2)
+    grpo eval --model M [--model M2 ...] --data FILE [--greedy] [--samples N --k 1,N] [--out DIR]
     grpo plot RUN_DIR [--output curves.png]
 
 Settings come from the file, then `GRPO_LEARNER_*` environment variables, then flags; the whole
@@ -19,10 +20,14 @@ import logging
 import os
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from grpo_common.config import ConfigError
 from grpo_common.logging_setup import configure_logging
+
+if TYPE_CHECKING:
+    from grpo_learner.config import DataConfig, LearnerConfig
+    from grpo_learner.prompts import ListPromptSource
 
 logger = logging.getLogger(__name__)
 
@@ -71,6 +76,28 @@ def build_parser() -> argparse.ArgumentParser:
         "--warmup-steps", type=int, default=None, help="embedded default only: supervised warm-up steps (500)"
     )
 
+    evaluate = commands.add_parser(
+        "eval", help="greedy accuracy, pass@k and maj@k of a model (or several, compared) on a problem file"
+    )
+    evaluate.add_argument(
+        "--model", action="append", help="HF hub name or local directory (repeat to compare checkpoints)"
+    )
+    evaluate.add_argument("--data", help="eval.data: JSONL or Parquet problems, read like training data")
+    evaluate.add_argument("--samples", type=int, help="eval.samples: N sampled completions per problem")
+    evaluate.add_argument("--k", help="eval.k: comma-separated k of pass@k and maj@k, e.g. 1,4,16")
+    evaluate.add_argument("--temperature", type=float, help="eval.temperature of the sampled completions")
+    evaluate.add_argument("--greedy", action="store_true", help="one greedy completion per problem")
+    evaluate.add_argument("--rollout", action="append", help="rollout service host:port (repeatable)")
+    evaluate.add_argument("--reward", help="eval.reward_address: reward service host:port for maj@k")
+    evaluate.add_argument("--max-problems", type=int, help="eval.max_problems: the first M problems")
+    evaluate.add_argument("--out", type=Path, help="write samples.jsonl and summary.json here")
+    evaluate.add_argument("--config", type=Path, help="TOML/YAML/JSON learner config ([eval], [data], ...)")
+    evaluate.add_argument(
+        "--set", action="append", metavar="KEY=VALUE", help="any setting, e.g. eval.k=[1,8]"
+    )
+    evaluate.add_argument("--seed", type=int, help="train.seed: sampling and bootstrap seed")
+    evaluate.add_argument("--no-progress", action="store_true", help="no progress bar")
+
     plot = commands.add_parser("plot", help="write a PNG of a run's curves")
     plot.add_argument("run_dir", type=Path)
     plot.add_argument("--output", type=Path, help="default: RUN_DIR/curves.png")
@@ -108,16 +135,48 @@ def cmd_train(args: argparse.Namespace) -> int:
             "no data: give --data FILE (JSONL or Parquet), or data.path / data.hub_name in the config"
         )
     from grpo_learner.loop import run_training
-    from grpo_learner.prompts import load_prompt_file, read_hub_rows
     from grpo_learner.service_processes import local_services
 
     if int(os.environ.get("RANK", "0")) != 0:  # torchrun: the other ranks train what rank 0 sends
         asyncio.run(run_training(config, progress=False))
         return 0
-    data = config.data
-    rows = read_hub_rows(data.hub_name, data.hub_config, data.split) if data.hub_name else None
-    prompts = load_prompt_file(
-        data.path or f"{data.hub_name}[{data.split}]",
+    if config.eval.every and config.eval.data is None:
+        raise ConfigError("eval.every is set but eval.data is not: name the held-out problems file")
+    prompts = load_prompts(config.data)
+    eval_prompts = load_prompts(config.data, config.eval.data) if config.eval.every else None
+    progress = not args.no_progress
+    if config.rollout.addresses or config.rollout.addresses_file:
+        evaluation = _training_evaluation(config, eval_prompts, config.rollout.addresses, None)
+        state = asyncio.run(run_training(config, prompts, progress=progress, **evaluation))
+    else:  # no services named: run them here, as child processes
+        Path(config.run_dir).mkdir(parents=True, exist_ok=True)
+        with local_services(
+            config.model.name_or_path, Path(config.run_dir), config.local_services
+        ) as services:
+            addresses = [services[-1].address]
+            evaluation = _training_evaluation(config, eval_prompts, addresses, services[0].address)
+            state = asyncio.run(
+                run_training(config, prompts, addresses=addresses, progress=progress, **evaluation)
+            )
+    print(f"trained {state.step} steps; policy version {state.policy_version}; run dir {config.run_dir}")
+    return 0
+
+
+def load_prompts(data: DataConfig, path: Path | str | None = None) -> ListPromptSource:
+    """The problems of [data] (or of the file `path`, read with [data]'s fields, template and task)."""
+    from grpo_learner.prompts import load_prompt_file, read_hub_rows
+
+    rows = None
+    if path is None and data.hub_name:
+        path, rows = (
+            f"{data.hub_name}[{data.split}]",
+            read_hub_rows(data.hub_name, data.hub_config, data.split),
+        )
+    path = path or data.path
+    if path is None:
+        raise ConfigError("no data: give --data FILE (JSONL or Parquet), or data.path / data.hub_name")
+    return load_prompt_file(
+        path,
         question_field=data.question_field,
         answer_field=data.answer_field,
         id_field=data.id_field,
@@ -125,18 +184,19 @@ def cmd_train(args: argparse.Namespace) -> int:
         task=data.task,
         rows=rows,
     )
-    progress = not args.no_progress
-    if config.rollout.addresses or config.rollout.addresses_file:
-        state = asyncio.run(run_training(config, prompts, progress=progress))
-    else:  # no services named: run them here, as child processes
-        Path(config.run_dir).mkdir(parents=True, exist_ok=True)
-        with local_services(
-            config.model.name_or_path, Path(config.run_dir), config.local_services
-        ) as services:
-            addresses = [services[-1].address]
-            state = asyncio.run(run_training(config, prompts, addresses=addresses, progress=progress))
-    print(f"trained {state.step} steps; policy version {state.policy_version}; run dir {config.run_dir}")
-    return 0
+
+
+def _training_evaluation(
+    config: LearnerConfig, prompts: ListPromptSource | None, addresses: list[str], reward: str | None
+) -> dict[str, Any]:
+    """run_training's evaluator/eval_every for [eval] (nothing when eval.every is 0)."""
+    if prompts is None:
+        return {}
+    from grpo_learner.eval.runner import training_evaluator
+
+    items = list(prompts.items)[: config.eval.max_problems]
+    evaluator = training_evaluator(config, items, addresses, config.eval.reward_address or reward)
+    return {"evaluator": evaluator, "eval_every": config.eval.every}
 
 
 def cmd_train_embedded(args: argparse.Namespace) -> int:
@@ -151,6 +211,49 @@ def cmd_train_embedded(args: argparse.Namespace) -> int:
     warmup = {} if args.warmup_steps is None else {"warmup_steps": args.warmup_steps}
     summary = asyncio.run(run_default(overrides, progress=not args.no_progress, **warmup))
     print_summary(summary)
+    return 0
+
+
+def eval_overrides(args: argparse.Namespace) -> dict[str, Any]:
+    try:
+        ks = [int(k) for k in args.k.split(",")] if args.k else None
+    except ValueError:
+        raise ConfigError(f"--k {args.k!r}: expected comma-separated integers, e.g. --k 1,4,16") from None
+    samples = args.samples if args.samples is not None else (max(ks) if ks else None)
+    flags = {
+        "model.name_or_path": args.model[0] if args.model else None,
+        "eval.data": args.data,
+        "eval.samples": samples,
+        "eval.k": ks,
+        "eval.temperature": args.temperature,
+        "eval.greedy": True if args.greedy else None,
+        "rollout.addresses": args.rollout,
+        "eval.reward_address": args.reward,
+        "eval.max_problems": args.max_problems,
+        "train.seed": args.seed,
+    }
+    return {**flags, **parse_set(args.set)}
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    """`grpo eval`: see grpo_learner.eval.command."""
+    from grpo_learner.config import load_learner_config
+    from grpo_learner.eval.command import evaluate_models
+
+    config = load_learner_config(args.config, eval_overrides(args))
+    if not config.eval.greedy and not config.eval.samples:
+        raise ConfigError("nothing to evaluate: give --greedy and/or --samples N (with --k 1,N)")
+    from grpo_learner.eval.buckets import BucketingError
+    from grpo_learner.rollouts.client import RolloutError
+    from grpo_learner.service_processes import ServiceStartError
+
+    models = args.model or [config.model.name_or_path]
+    prompts = load_prompts(config.data, config.eval.data)
+    try:
+        evaluate_models(config, models, prompts, out=args.out, progress=not args.no_progress)
+    except (BucketingError, RolloutError, ServiceStartError) as exc:
+        print(f"grpo eval: {exc}", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -191,7 +294,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "train" and args.nproc != 1 and not launched_distributed():
             return cmd_train_processes(args, argv)
-        return {"train": cmd_train, "plot": cmd_plot}[args.command](args)
+        return {"train": cmd_train, "eval": cmd_eval, "plot": cmd_plot}[args.command](args)
     except (ConfigError, FileNotFoundError, ValueError) as exc:
         print(f"grpo {args.command}: {exc}", file=sys.stderr)
         return 2

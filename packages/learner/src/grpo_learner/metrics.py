@@ -65,7 +65,7 @@ class MetricsLogger:
                 f"{short} {clean[key]:.3g}"
                 for key, short in (
                     ("reward", "reward"),
-                    ("eval/heldout_accuracy", "held-out acc"),
+                    ("eval/greedy_accuracy", "held-out acc"),
                     ("kl", "kl"),
                     ("tokens_per_second", "tok/s"),
                 )

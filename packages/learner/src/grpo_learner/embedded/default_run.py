@@ -4,9 +4,11 @@
    Hugging Face format under RUN_DIR/warmup;
 2. start `grpo-reward serve` and `grpo-rollout serve --model RUN_DIR/warmup` as child processes on
    free loopback ports;
-3. measure held-out greedy accuracy through the rollout service (the "before");
+3. write the held-out split to RUN_DIR/heldout.jsonl (`grpo eval --data` reads it) and evaluate it
+   through the services with the [eval] hook: greedy accuracy every 25 steps, and pass@1 / maj@8
+   over 8 samples per problem at step 0 (the "before") and at the end (the "after");
 4. run the ordinary GRPO training loop against those services;
-5. measure held-out accuracy again, write summary.json and the curves, print a table.
+5. write summary.json and the curves, print a table.
 """
 
 from __future__ import annotations
@@ -18,18 +20,18 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from grpo_common.config import deep_merge
+from grpo_common.config import ConfigError, deep_merge
 
 from grpo_learner.config import LearnerConfig
 from grpo_learner.embedded.model import build_tiny_model
 from grpo_learner.embedded.task import Problem, split_problems
 from grpo_learner.embedded.tokenizer import build_tokenizer
 from grpo_learner.embedded.warmup import supervised_warmup
-from grpo_learner.evaluation import greedy_accuracy
+from grpo_learner.eval.runner import training_evaluator
 from grpo_learner.loop import run_training
 from grpo_learner.metrics import read_metrics
 from grpo_learner.plot import plot_run
-from grpo_learner.prompts import ListPromptSource, PromptItem
+from grpo_learner.prompts import ListPromptSource, PromptItem, load_prompt_file
 from grpo_learner.service_processes import local_services
 
 logger = logging.getLogger(__name__)
@@ -51,15 +53,23 @@ EMBEDDED_DEFAULTS: dict[str, Any] = {
     "loss": {"loss_type": "grpo", "beta": 0.0},
     "train": {"max_steps": 300, "micro_batch_size": 256, "seed": 0, "device": "cpu"},
     "checkpoint": {"interval": 100, "keep_last": 1},
+    # eval.data unset: the held-out split; sampled metrics (8 per problem) only before and after
+    "eval": {"every": 25, "greedy": True, "samples": 8, "k": [8], "sample_every": 0},
     "local_services": {"reward_workers": 1, "torch_threads": 1},
     "run_dir": "runs/default",
 }
 
 
+HELDOUT_FILE = "heldout.jsonl"
+REPORTED = ("greedy_accuracy", "pass@1", "maj@8")  # the before/after figures of the end table
+
+
 @dataclass
 class RunSummary:
-    heldout_accuracy_before: float
+    heldout_accuracy_before: float  # greedy, = heldout_before["greedy_accuracy"]
     heldout_accuracy_after: float
+    heldout_before: dict[str, float]  # every eval/ metric at step 0, without the prefix
+    heldout_after: dict[str, float]  # ... and at the last step
     steps: int
     wall_seconds: float
     warmup_seconds: float
@@ -85,9 +95,17 @@ def prepare_warm_model(run_dir: Path, seed: int, warmup_steps: int) -> Path:
     logger.info("supervised warm-up: %d steps on %d problems", warmup_steps, len(train))
     supervised_warmup(model, tokenizer, train, steps=warmup_steps, seed=seed)
     model_dir = run_dir / "warmup"
+    model.generation_config.max_new_tokens = MAX_NEW_TOKENS  # `grpo eval`'s default for this model
     model.save_pretrained(model_dir)
     tokenizer.save_pretrained(model_dir)
     return model_dir
+
+
+def write_heldout(path: Path, problems: list[Problem]) -> Path:
+    """The held-out split as a problem file (question, answer) that `grpo eval --data` reads."""
+    rows = (json.dumps({"question": p.prompt, "answer": p.reference}) for p in problems)
+    path.write_text("".join(f"{row}\n" for row in rows))
+    return path
 
 
 async def run_default(
@@ -95,15 +113,17 @@ async def run_default(
     *,
     warmup_steps: int = WARMUP_STEPS,
     progress: bool = True,
-    eval_every: int = 25,
 ) -> RunSummary:
     started = time.monotonic()
     config = embedded_config(overrides)
+    if not (config.eval.every and config.eval.greedy):
+        raise ConfigError("the embedded default reports held-out accuracy: keep eval.every > 0, eval.greedy")
     run_dir = Path(config.run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     seed = config.train.seed
     train, heldout = split_problems(seed)
-    heldout_items = _prompt_items(heldout)
+    heldout_path = config.eval.data or write_heldout(run_dir / HELDOUT_FILE, heldout)
+    heldout_items = list(load_prompt_file(heldout_path).items)[: config.eval.max_problems]
 
     model_dir = run_dir / "warmup"
     if not (model_dir / "config.json").exists():
@@ -116,12 +136,7 @@ async def run_default(
     with local_services(str(model_dir), run_dir, config.local_services) as services:
         rollout = services[-1].address
 
-        async def evaluate(version: int) -> dict[str, float]:
-            accuracy = await greedy_accuracy(
-                rollout, heldout_items, max_new_tokens=MAX_NEW_TOKENS, min_policy_version=version
-            )
-            return {"eval/heldout_accuracy": accuracy}
-
+        evaluate = training_evaluator(config, heldout_items, [rollout], services[0].address)
         grpo_started = time.monotonic()
         state = await run_training(
             config,
@@ -130,17 +145,23 @@ async def run_default(
             addresses=[rollout],
             progress=progress,
             evaluator=evaluate,
-            eval_every=eval_every,
+            eval_every=config.eval.every,
         )
         grpo_seconds = time.monotonic() - grpo_started
 
     records = read_metrics(run_dir)
-    accuracy = [r["eval/heldout_accuracy"] for r in records if "eval/heldout_accuracy" in r]
-    before, after = accuracy[0], accuracy[-1]  # logged at step 0 (the warm-up model) and the last step
+    # logged at step 0 (the warm-up model) and at the last step, each with every eval/ metric
+    evaluated = [r for r in records if "eval/greedy_accuracy" in r]
+    before, after = (
+        {k.removeprefix("eval/"): v for k, v in r.items() if k.startswith("eval/")}
+        for r in (evaluated[0], evaluated[-1])
+    )
     tokens = [r["tokens_per_second"] for r in records if "tokens_per_second" in r]
     summary = RunSummary(
-        heldout_accuracy_before=before,
-        heldout_accuracy_after=after,
+        heldout_accuracy_before=before["greedy_accuracy"],
+        heldout_accuracy_after=after["greedy_accuracy"],
+        heldout_before=before,
+        heldout_after=after,
         steps=state.step,
         wall_seconds=time.monotonic() - started,
         warmup_seconds=warmup_seconds,

@@ -7,30 +7,33 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from grpo_learner.embedded.default_run import RunSummary
+from grpo_learner.embedded.default_run import HELDOUT_FILE, REPORTED, RunSummary
 
 
 def print_summary(summary: RunSummary, console: Console | None = None) -> None:
     console = console or Console()
     run_dir = Path(summary.run_dir)
     table = Table(title="GRPO on the embedded default (tiny model, synthetic arithmetic)")
-    table.add_column("")
-    table.add_column("value", justify="right")
-    table.add_row(
-        "held-out accuracy, warm-up model (greedy)", f"{100 * summary.heldout_accuracy_before:.1f}%"
-    )
-    table.add_row("held-out accuracy, after GRPO (greedy)", f"{100 * summary.heldout_accuracy_after:.1f}%")
-    gain = 100 * (summary.heldout_accuracy_after - summary.heldout_accuracy_before)
-    table.add_row("change", f"{gain:+.1f} points")
-    table.add_row("held-out problems", str(summary.heldout_problems))
-    table.add_row("GRPO steps", str(summary.steps))
-    table.add_row(
-        "wall time (warm-up / GRPO / total)",
-        f"{summary.warmup_seconds:.0f} s / {summary.grpo_seconds:.0f} s / {summary.wall_seconds:.0f} s",
-    )
-    table.add_row("learner tokens/s (mean)", f"{summary.tokens_per_second:.0f}")
+    table.add_column("held-out")
+    table.add_column("warm-up model", justify="right")
+    table.add_column("after GRPO", justify="right")
+    table.add_column("change", justify="right")
+    # greedy, pass@1, maj@8 by default; whatever else [eval] asked for after them
+    metrics = [m for m in REPORTED if m in summary.heldout_before]
+    metrics += [m for m in summary.heldout_before if m not in metrics]
+    for metric in (m for m in metrics if m in summary.heldout_after):
+        before, after = summary.heldout_before[metric], summary.heldout_after[metric]
+        label = "accuracy (greedy)" if metric == "greedy_accuracy" else metric
+        table.add_row(
+            label, f"{100 * before:.1f}%", f"{100 * after:.1f}%", f"{100 * (after - before):+.1f} points"
+        )
     console.print(table)
+    wall = f"{summary.warmup_seconds:.0f} s / {summary.grpo_seconds:.0f} s / {summary.wall_seconds:.0f} s"
+    console.print(f"held-out problems: {summary.heldout_problems}   GRPO steps: {summary.steps}")
+    console.print(f"wall time (warm-up / GRPO / total): {wall}")
+    console.print(f"learner tokens/s (mean): {summary.tokens_per_second:.0f}")
     console.print(f"summary:     {run_dir / 'summary.json'}")
+    console.print(f"held-out:    {run_dir / HELDOUT_FILE}  (grpo eval --data)")
     console.print(f"metrics:     {run_dir / 'metrics.jsonl'}  (TensorBoard: {run_dir / 'tensorboard'})")
     console.print(f"curves:      {run_dir / 'curves.png'}")
     console.print(f"checkpoints: {run_dir / 'checkpoints'}")
