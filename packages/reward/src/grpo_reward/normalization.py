@@ -43,10 +43,10 @@ _TEXT_WRAPPER = re.compile(r"\\(?:text|textbf|textit|textrm|textnormal|mbox|hbox
 _SPACING = re.compile(r"\\\\|\\(?:quad|qquad|enspace|thinspace|medspace|thickspace)(?![a-zA-Z])|\\[,;: ]|~")
 _LEFT_RIGHT = re.compile(r"\\(?:left|right|middle)(?![a-zA-Z])\s*(\.|\\?[()\[\]{}|]|\\[a-zA-Z]+)?")
 _DEGREES = re.compile(
-    r"\^\s*\{?\s*\\circ\s*\}?|\\circ(?![a-zA-Z])|\\degree(?![a-zA-Z])|\^\s*\{\s*\\text\{\s*o\s*\}\s*\}"
+    r"\^\s*+\{?\s*+\\circ\s*\}?|\\circ(?![a-zA-Z])|\\degree(?![a-zA-Z])|\^\s*\{\s*\\text\{\s*o\s*\}\s*\}"
 )
 _WHOLE_THOUSANDS = re.compile(r"^-?\d{1,3}(?:,\d{3})+(?:\.\d+)?$")
-_OVERLINE = re.compile(r"(\d*)\.(\d*)\\overline\{(\d+)\}")
+_OVERLINE = re.compile(r"(?<!\d)(\d*)\.(\d*)\\overline\{(\d+)\}")  # starts only where a digit run starts
 _IN_PREFIX = re.compile(r"^[a-zA-Z](?:_\{?\w+\}?)?\s*\\in\s*")
 
 _UNIT_WORDS = {
@@ -158,7 +158,9 @@ _UNIT_WORDS = {
     "sq.",
     "ft.",
 }
-_TRAILING_UNITS = re.compile(r"^(?P<value>.*?[\d}).])\s*(?P<units>(?:[a-zA-Z.]+(?:\s*\^\{?\d\}?)?\s*)+)$")
+_UNIT_WORD = re.compile(r"[a-zA-Z.]+")
+_WORD_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ.")
+_UNIT_ALPHABET = "".join(sorted(_WORD_CHARS)) + "0123456789^{} \t\n\r\f\v"
 
 
 def _replace_overline(match: re.Match[str]) -> str:
@@ -173,29 +175,70 @@ def _replace_overline(match: re.Match[str]) -> str:
 
 
 def _strip_math_delimiters(text: str) -> str:
-    text = text.strip()
+    """Strip `$...$`, `$$...$$`, `\\(...\\)`, `\\[...\\]` around the whole text, repeatedly, by index."""
+    start, end = _inner_span(text, 0, len(text))
     changed = True
-    while changed and text:
+    while changed and start < end:
         changed = False
         for opening, closing in (("$$", "$$"), ("$", "$"), (r"\(", r"\)"), (r"\[", r"\]")):
             if (
-                text.startswith(opening)
-                and text.endswith(closing)
-                and len(text) >= len(opening) + len(closing)
+                text.startswith(opening, start, end)
+                and text.endswith(closing, start, end)
+                and end - start >= len(opening) + len(closing)
             ):
-                text = text[len(opening) : len(text) - len(closing)].strip()
+                start, end = _inner_span(text, start + len(opening), end - len(closing))
                 changed = True
-    return text
+    return text[start:end]
+
+
+def _inner_span(text: str, start: int, end: int) -> tuple[int, int]:
+    """text[start:end] without its leading and trailing whitespace, as indices."""
+    while start < end and text[start].isspace():
+        start += 1
+    while end > start and text[end - 1].isspace():
+        end -= 1
+    return start, end
+
+
+def _unit_suffixes(text: str, start: int) -> list[bool]:
+    """unit[i - start]: whether text[i:] is a run of unit words, each maybe with a power (` cm^2`, `m^{3} s`).
+
+    That is the language of `\\s*(?:[a-zA-Z.]+(?:\\s*\\^\\{?[0-9]\\}?)?\\s*)+$`, decided for every suffix at
+    once by running its automaton right to left (a backtracking regex tried at each start is exponential).
+    States: 0 start, 1 after a word, 2 after a power, 3 after `^`, 4 after `^{`, 5 after a power's digit.
+    """
+    after = (False, True, True, False, False, True)  # acceptance from each state at the end of the text
+    unit = [False] * (len(text) + 1 - start)
+    for index in range(len(text) - 1, start - 1, -1):
+        char = text[index]
+        word, space, digit = char in _WORD_CHARS, char.isspace(), char in "0123456789"
+        after = (
+            (space and after[0]) or (word and after[1]),
+            ((space or word) and after[1]) or (char == "^" and after[3]),
+            (space and after[2]) or (word and after[1]),
+            (char == "{" and after[4]) or (digit and after[5]),
+            digit and after[5],
+            ((space or char == "}") and after[2]) or (word and after[1]),
+        )
+        unit[index - start] = after[0]
+    return unit
 
 
 def _strip_units(text: str) -> str:
-    """Remove unit words after a value: `5 cm^2` -> `5`, `12 dollars` -> `12`."""
-    match = _TRAILING_UNITS.match(text)
-    if not match:
-        return text
-    words = re.findall(r"[a-zA-Z.]+", match.group("units"))
-    if words and all(word.lower().strip(".") in _UNIT_WORDS or word == "." for word in words):
-        return match.group("value").strip()
+    """Remove unit words after a value: `5 cm^2` -> `5`, `12 dollars` -> `12` (linear in len(text)).
+
+    The value is the shortest prefix ending in a digit, `}`, `)` or `.` that unit words follow; when any of
+    those words is not a known unit the text is left as it is. Only the text's last run of characters that
+    can appear in units needs the automaton.
+    """
+    start = len(text.rstrip(_UNIT_ALPHABET))
+    unit = _unit_suffixes(text, start)
+    for end in range(max(start, 1), len(text)):
+        if unit[end - start] and (text[end - 1] in "})." or text[end - 1].isdecimal()):
+            words = _UNIT_WORD.findall(text, end)
+            if all(word.lower().strip(".") in _UNIT_WORDS or word == "." for word in words):
+                return text[:end].strip()
+            return text
     return text
 
 
