@@ -23,7 +23,7 @@ _BARE_ARGUMENT = re.compile(r"[^\s$]+")  # `\boxed 5`
 _BARE_BOX = re.compile(r"\\(?:boxed|fbox|framebox)(?![a-zA-Z])[ \t]*(?=[^\s${])")
 _BRACED_BOX = re.compile(r"\\(?:boxed|fbox|framebox)(?![a-zA-Z])[ \t]*\{")
 _FINAL_ANSWER_IS = re.compile(r"final answer is", re.I)
-_FINAL_ANSWER_GAP = re.compile(r"[ \t]*+:?[ \t]*+")
+_FINAL_ANSWER_GAP = re.compile(r"[ \t]*+[:：]?[ \t]*+")
 _HOPE = re.compile(r"I hope it is correct", re.I)
 _GSM8K = re.compile(r"####[ \t]*([^\n]+)")
 # Possessive quantifiers (`*+`, `++`) keep each attempt linear in the whitespace it meets.
@@ -150,9 +150,10 @@ def last_boxed(text: str) -> str | None:
 def _final_answer(text: str) -> str | None:
     """The answer of the last Minerva sentence, "final answer is X[. I hope it is correct]", to line end.
 
-    Group 1 of the last match of `final answer is[ \\t]*:?[ \\t]*(.+?)(?:\\.?[ \\t]*I hope it is correct|$)`
-    (case-insensitive, multi-line) computed in one pass: the lazy group ends where the first "I hope it is
-    correct" after its first character begins, less the blanks and one period before it, or at line end.
+    Group 1 of the last match of `final answer is[ \\t]*[:：]?[ \\t]*(.+?)(?:\\.?[ \\t]*I hope it is
+    correct|$)` (case-insensitive, multi-line), in one pass: the lazy group ends where the first "I hope
+    it is correct" after its first character begins, less the blanks and one period before it, or at the
+    end of the line.
     """
     last: str | None = None
     position, line_end = 0, -1
