@@ -24,7 +24,7 @@ from grpo_reward.normalization import normalize_answer
 
 CAP = DEFAULT_LIMITS.max_completion_chars
 BUDGET_S = 1.5
-TAIL = 19_990  # extraction's phrase forms read the last 20,000 characters
+TAIL = 19_970  # blanks that fit, with the phrase, in the last 20,000 characters (what phrase forms read)
 
 
 def _repeat(unit: str, end: str = "") -> str:
@@ -33,8 +33,8 @@ def _repeat(unit: str, end: str = "") -> str:
 
 
 def _tail(shape: str) -> str:
-    """A shape in the last 20,000 characters, after filler that fills the cap."""
-    return "x" * (CAP - len(shape)) + shape
+    """A shape in the last 20,000 characters, after a line of filler that fills the cap."""
+    return "x" * (CAP - len(shape) - 1) + "\n" + shape
 
 
 SHAPES: dict[str, Callable[[], str]] = {

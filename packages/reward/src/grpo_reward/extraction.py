@@ -2,9 +2,13 @@
 
 Explicit forms only, in order of how explicit they are: the last `\\boxed{}`/`\\fbox{}` (nested braces,
 doubled boxes), Minerva's "Final Answer: The final answer is $X$", GSM8K's `#### X`, and answer phrases
-("the answer is X", `**Answer:** X`). Multiple-choice answers such as `(C)` become the letter. When none of
-these is present nothing is extracted, so the completion is not correct, unless the caller asked for the
-last number as a fallback. Every scan is linear: no regex here can backtrack catastrophically.
+("the answer is X", "the answer is: X", `**Answer:** X`, "the correct option is (C)"). Multiple-choice
+answers such as `(C)` or `option B` become the letter. When none of these is present nothing is
+extracted, so the completion is not correct, unless the caller asked for the last number as a fallback.
+
+This runs on untrusted text outside the killable workers, so every scan is linear in the text's length:
+no regex here can backtrack on a long run (possessive quantifiers), and no loop rescans what an earlier
+step already read (tests/test_linear_time.py holds the shapes that once did).
 """
 
 from __future__ import annotations
