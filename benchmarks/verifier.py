@@ -34,6 +34,10 @@ ADVERSARIAL = {
     "hard integral": r"\boxed{\int_0^1 e^{x^{x^x}} \sin(x^{x}) dx}",
     "9^9^9^9": r"\boxed{9^{9^{9^{9}}}}",
     "huge binomial": r"\boxed{\binom{10^{100}}{10^{50}}}",
+    # shapes that once cost super-linear time before the worker (tests/test_linear_time.py has them all)
+    "1M chars of unclosed \\boxed{": r"\boxed{" * 142_857,
+    "'answer' + 20,000 blanks": "answer" + " " * 19_990 + "!",
+    "unit-like words after 1": r"\boxed{1 " + "a" * 3_900 + "!}",
 }
 
 

@@ -3,6 +3,8 @@
 Exactness first: rationals compare exactly, so `1/2004!` and `1/2006!`, `10^{-7}` and `2\\cdot10^{-7}`,
 `14917` and `14916` all differ. Irrational numbers compare by 60-digit evaluation with a relative gap of
 1e-40: far tighter than any real answer's distance from a wrong one and far looser than evaluation error.
+A rounded decimal reference (`3.14`) asks for the decimal, so an exact irrational that rounds to it
+(`\\pi`) is refused with a reason that says so, as Math-Verify and strict graders do.
 Expressions with variables compare by exact expansion, then by evaluation at fixed sample points.
 The reference's shape decides how containers compare: a reference interval makes `(1, 2)` an interval and
 accepts `1 < x < 2`; a reference point makes it an ordered pair; a reference set or list is unordered.
@@ -90,8 +92,8 @@ def _numbers_equal(reference: sympy.Expr, prediction: sympy.Expr, context: Conte
         decimals is not None
         and not prediction.is_Rational
         and gap <= sympy.Rational(1, 2) * sympy.Integer(10) ** -decimals
-    ):
-        return _yes(f"rounds to the reference's {decimals} decimals")
+    ):  # the reference's rounding says a decimal was asked for (Math-Verify and strict graders agree)
+        return _no(f"exact value given where a decimal rounded to {decimals} places was expected")
     return _no("different numbers")
 
 

@@ -28,6 +28,7 @@ _UNICODE = {
     "∈": r"\in ",
     "±": r"\pm ",
     "°": "",
+    "ℝ": r"\mathbb{R}",
     "\u00a0": " ",
     "\u2009": " ",
     "\u202f": " ",
@@ -43,10 +44,14 @@ _TEXT_WRAPPER = re.compile(r"\\(?:text|textbf|textit|textrm|textnormal|mbox|hbox
 _SPACING = re.compile(r"\\\\|\\(?:quad|qquad|enspace|thinspace|medspace|thickspace)(?![a-zA-Z])|\\[,;: ]|~")
 _LEFT_RIGHT = re.compile(r"\\(?:left|right|middle)(?![a-zA-Z])\s*(\.|\\?[()\[\]{}|]|\\[a-zA-Z]+)?")
 _DEGREES = re.compile(
-    r"\^\s*\{?\s*\\circ\s*\}?|\\circ(?![a-zA-Z])|\\degree(?![a-zA-Z])|\^\s*\{\s*\\text\{\s*o\s*\}\s*\}"
+    r"\^\s*+\{?\s*+\\circ\s*\}?|\\circ(?![a-zA-Z])|\\degree(?![a-zA-Z])|\^\s*\{\s*\\text\{\s*o\s*\}\s*\}"
 )
+# A number of degrees inside a trigonometric function is an angle: `\cos 30^\circ` is cos(π/6), not cos 30.
+_TRIG = re.compile(r"(?<![a-zA-Z])(?:sin|cos|tan|cot|sec|csc)(?![a-zA-Z])")
+_ANGLE = re.compile(r"(?<![\d.,])(\d+(?:\.\d+)?)\s*+(?:" + _DEGREES.pattern + ")")
+_REALS = re.compile(r"\\mathbb\s*(?:\{\s*R\s*\}|R(?![a-zA-Z]))(?!\s*\^)")  # ℝ as an answer: the real line
 _WHOLE_THOUSANDS = re.compile(r"^-?\d{1,3}(?:,\d{3})+(?:\.\d+)?$")
-_OVERLINE = re.compile(r"(\d*)\.(\d*)\\overline\{(\d+)\}")
+_OVERLINE = re.compile(r"(?<!\d)(\d*)\.(\d*)\\overline\{(\d+)\}")  # starts only where a digit run starts
 _IN_PREFIX = re.compile(r"^[a-zA-Z](?:_\{?\w+\}?)?\s*\\in\s*")
 
 _UNIT_WORDS = {
@@ -157,8 +162,57 @@ _UNIT_WORDS = {
     "rad",
     "sq.",
     "ft.",
+    "per",
+    "kilometer",
+    "kilometers",
+    "kilometre",
+    "kilometres",
+    "centimetre",
+    "centimetres",
+    "millimeter",
+    "millimeters",
+    "millimetre",
+    "millimetres",
+    "milliliter",
+    "milliliters",
+    "millilitre",
+    "millilitres",
+    "newton",
+    "newtons",
+    "joule",
+    "joules",
+    "watt",
+    "watts",
+    "volt",
+    "volts",
+    "ampere",
+    "amperes",
+    "amp",
+    "amps",
+    "ohm",
+    "ohms",
+    "pascal",
+    "pascals",
+    "hertz",
+    "calorie",
+    "calories",
+    "kcal",
+    "ton",
+    "tons",
+    "tonne",
+    "tonnes",
+    "acre",
+    "acres",
+    "hectare",
+    "hectares",
 }
-_TRAILING_UNITS = re.compile(r"^(?P<value>.*?[\d}).])\s*(?P<units>(?:[a-zA-Z.]+(?:\s*\^\{?\d\}?)?\s*)+)$")
+# Case-sensitive SI symbols that are also common letters: units only when a blank or `\text{}` sets them off.
+_UNIT_SYMBOLS = frozenset(
+    {"N", "J", "W", "V", "Pa", "kPa", "MPa", "Hz", "kHz", "kW", "MW", "kJ", "kN", "mA", "kWh"}
+)
+_UNIT_WORD = re.compile(r"[a-zA-Z.]+")
+_WORD_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ.")
+_UNIT_ALPHABET = "".join(sorted(_WORD_CHARS)) + "0123456789^{}/- \t\n\r\f\v"
 
 
 def _replace_overline(match: re.Match[str]) -> str:
@@ -173,46 +227,99 @@ def _replace_overline(match: re.Match[str]) -> str:
 
 
 def _strip_math_delimiters(text: str) -> str:
-    text = text.strip()
+    """Strip `$...$`, `$$...$$`, `\\(...\\)`, `\\[...\\]` around the whole text, repeatedly, by index."""
+    start, end = _inner_span(text, 0, len(text))
     changed = True
-    while changed and text:
+    while changed and start < end:
         changed = False
         for opening, closing in (("$$", "$$"), ("$", "$"), (r"\(", r"\)"), (r"\[", r"\]")):
             if (
-                text.startswith(opening)
-                and text.endswith(closing)
-                and len(text) >= len(opening) + len(closing)
+                text.startswith(opening, start, end)
+                and text.endswith(closing, start, end)
+                and end - start >= len(opening) + len(closing)
             ):
-                text = text[len(opening) : len(text) - len(closing)].strip()
+                start, end = _inner_span(text, start + len(opening), end - len(closing))
                 changed = True
-    return text
+    return text[start:end]
+
+
+def _inner_span(text: str, start: int, end: int) -> tuple[int, int]:
+    """text[start:end] without its leading and trailing whitespace, as indices."""
+    while start < end and text[start].isspace():
+        start += 1
+    while end > start and text[end - 1].isspace():
+        end -= 1
+    return start, end
+
+
+def _unit_suffixes(text: str, start: int) -> list[bool]:
+    """unit[i - start]: whether text[i:] is a run of unit words, maybe with powers (` cm^2`, ` m/s^{-2}`).
+
+    Words are `[a-zA-Z.]+`; a word may carry a power `^d`, `^{d}` or `^{-d}`; words are separated by blanks
+    or a `/`. Every suffix is decided at once by running the automaton right to left (a backtracking regex
+    tried at each start is exponential here). States: 0 start or after `/`, 1 after a word, 2 after a
+    power, 3 after `^`, 4 after `^{`, 5 after a power's digit, 6 after a power's minus sign.
+    """
+    after = (False, True, True, False, False, True, False)  # acceptance from each state at the text's end
+    unit = [False] * (len(text) + 1 - start)
+    for index in range(len(text) - 1, start - 1, -1):
+        char = text[index]
+        word, space, digit, slash = char in _WORD_CHARS, char.isspace(), char in "0123456789", char == "/"
+        after = (
+            (space and after[0]) or (word and after[1]),
+            ((space or word) and after[1]) or (char == "^" and after[3]) or (slash and after[0]),
+            (space and after[2]) or (word and after[1]) or (slash and after[0]),
+            (char == "{" and after[4]) or (digit and after[5]) or (char == "-" and after[6]),
+            (digit and after[5]) or (char == "-" and after[6]),
+            ((space or char == "}") and after[2]) or (word and after[1]) or (slash and after[0]),
+            digit and after[5],
+        )
+        unit[index - start] = after[0]
+    return unit
+
+
+def _is_unit(word: str, spaced: bool) -> bool:
+    """A unit word (any case), or an SI symbol such as `N` or `kPa` when a blank parts it from the value."""
+    return word == "." or word.lower().strip(".") in _UNIT_WORDS or (spaced and word in _UNIT_SYMBOLS)
 
 
 def _strip_units(text: str) -> str:
-    """Remove unit words after a value: `5 cm^2` -> `5`, `12 dollars` -> `12`."""
-    match = _TRAILING_UNITS.match(text)
-    if not match:
-        return text
-    words = re.findall(r"[a-zA-Z.]+", match.group("units"))
-    if words and all(word.lower().strip(".") in _UNIT_WORDS or word == "." for word in words):
-        return match.group("value").strip()
+    """Remove unit words after a value: `5 cm^2` -> `5`, `12 dollars` -> `12`, `3 m/s` -> `3` (linear time).
+
+    The value is the shortest prefix ending in a digit, `}`, `)` or `.` that unit words follow; when any of
+    those words is not a known unit the text is left as it is. Only the text's last run of characters that
+    can appear in units needs the automaton.
+    """
+    start = len(text.rstrip(_UNIT_ALPHABET))
+    unit = _unit_suffixes(text, start)
+    for end in range(max(start, 1), len(text)):
+        if unit[end - start] and (text[end - 1] in "})." or text[end - 1].isdecimal()):
+            spaced = text[end].isspace()
+            if all(_is_unit(word, spaced) for word in _UNIT_WORD.findall(text, end)):
+                return text[:end].strip()
+            return text
     return text
 
 
 def normalize_answer(text: str) -> str:
     """Canonical form of an answer string (see module docstring); pure and cheap."""
+    if "°" in text and _TRIG.search(text):
+        text = text.replace("°", r"^{\circ}")  # an angle in a trigonometric function: see _ANGLE
     for old, new in _UNICODE.items():
         if old in text:
             text = text.replace(old, new)
     text = _strip_math_delimiters(text)
-    text = text.replace(r"\$", "").replace(r"\%", "").replace("%", "")
+    text = text.replace(r"\$", "").replace(r"\textdollar", "").replace(r"\%", "").replace("%", "")
     text = text.replace("$", "")
     text = text.replace("{,}", "")
     text = re.sub(r"(\d)\\,(\d{3})(?!\d)", r"\1\2", text)
     text = re.sub(r"\\[dtc]frac(?![a-zA-Z])", r"\\frac", text)
     text = re.sub(r"\\[dt]binom(?![a-zA-Z])", r"\\binom", text)
     text = _LEFT_RIGHT.sub(lambda m: "" if (m.group(1) or ".") == "." else m.group(1), text)
+    if _TRIG.search(text):
+        text = _ANGLE.sub(r"(\1\\cdot\\frac{\\pi}{180})", text)
     text = _DEGREES.sub("", text)
+    text = _REALS.sub(r"(-\\infty, \\infty)", text)
     text = text.replace(r"\!", "")
     text = _SPACING.sub(lambda m: m.group(0) if m.group(0) == "\\\\" else " ", text)
     for _ in range(3):  # \text{ cm} -> " cm ": text wrappers lose their braces so words stay words

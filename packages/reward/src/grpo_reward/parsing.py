@@ -116,6 +116,7 @@ _ACCENTS = {
     r"\mathring",
 }
 _MIXED_NUMBER = re.compile(r"(?<![\d}^_.])(\d+)\s*\\frac\{(\d+)\}\{(\d+)\}")
+_SUCH_THAT = {r"\mid", ":", "|", r"\vert"}
 _INFINITY_WORDS = {r"\infty", r"\infinity", "oo", "inf", "infty", "infinity"}
 
 
@@ -458,6 +459,11 @@ class _Parser:
             argument = self.function_argument()
             return sympy.log(argument) if base is None else sympy.log(argument, base)
         if token.text == r"\{":
+            if self.peek().kind in ("word", "cmd") and self.peek(1).text in _SUCH_THAT:
+                self.index += 2  # set-builder `\{x \mid 2 \le x < 5\}`: the set is its condition
+                condition = self.item()
+                self.expect(r"\}")
+                return condition
             if self.at(r"\}"):
                 self.advance()
                 return SetOf(())
