@@ -122,8 +122,9 @@ def cmd_train(args: argparse.Namespace) -> int:
         answer_field=data.answer_field,
         id_field=data.id_field,
         prompt_template=data.prompt_template,
-        task=data.task,
+        task=config.reward.task,
         rows=rows,
+        max_fields_bytes=config.reward.max_fields_bytes,
     )
     progress = not args.no_progress
     if config.rollout.addresses or config.rollout.addresses_file:
