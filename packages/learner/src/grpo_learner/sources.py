@@ -5,8 +5,8 @@ was dropped and why. The filter admits a group only if it is valid (see `rollout
 requested size, is within the staleness window (policy_version >= current - max_staleness),
 under DAPO dynamic sampling carries signal (its rewards are not all equal), and, with
 `reward.on_timeout = "drop_group"` (the default), has no completion whose scoring timed out: a
-timeout is not a wrong answer, so the group is dropped (`groups/dropped_timeout`) and the feed asks
-for another prompt in its place. With `"zero"` such completions train as reward 0.
+timeout is not a wrong answer, so the group is dropped (`groups/dropped_timeout`) and the feed
+re-sends its prompt once (`rollouts/feed.py`). With `"zero"` such completions train as reward 0.
 """
 
 from __future__ import annotations
