@@ -5,7 +5,9 @@
 Both graders see the same labelled cases (packages/reward/tests/cases/math_cases.jsonl). Math-Verify gets
 the completion as is and the reference answer wrapped in `$...$` (its documented usage), and runs
 single-threaded in the main thread (its signal-based timeouts need that). grpo-reward runs as a `Verifier`
-with one worker per CPU, as a trainer would use it. Throughput is measured on the non-adversarial cases.
+with one worker per CPU, as a trainer would use it (task `math`, dispatched through the task registry).
+Throughput is measured on the non-adversarial cases. The load average is printed with the timeouts: the
+per-item limit counts worker CPU seconds, so load slows items down but should not time them out.
 """
 
 from __future__ import annotations
@@ -70,7 +72,11 @@ def main() -> None:
 
     with Verifier() as verifier:
         verifier.wait_ready(120)
-        ours = [v.correct for v in verifier.verify_many([(c["completion"], c["reference"]) for c in cases])]
+        graded_ours = verifier.verify_many([(c["completion"], c["reference"]) for c in cases])
+        ours = [verdict.correct for verdict in graded_ours]
+        load = os.getloadavg()[0]
+        pairs_graded = zip(cases, graded_ours, strict=True)
+        timeouts = sum(v.timed_out for case, v in pairs_graded if case["category"] != "adversarial")
         pairs = [(c["completion"], c["reference"]) for c in normal] * args.repeat
         start = time.perf_counter()
         verifier.verify_many(pairs)
@@ -95,7 +101,8 @@ def main() -> None:
     print(f"{'category':16} {'grpo-reward':>12} {'Math-Verify':>12}")
     for name in our_categories:
         print(f"{name:16} {our_categories[name]:>12} {their_categories.get(name, '-'):>12}")
-    print(f"{'ACCURACY':16} {our_accuracy:12.1%} {their_accuracy:12.1%}\n")
+    print(f"{'ACCURACY':16} {our_accuracy:12.1%} {their_accuracy:12.1%}")
+    print(f"normal cases timed out (grpo-reward, 1 s CPU limit): {timeouts}, load average {load:.1f}\n")
     print(f"throughput (normal cases x{args.repeat}):")
     print(f"  grpo-reward  {ours_rate:8.1f} items/s  ({os.cpu_count()} worker processes)")
     print(f"  Math-Verify  {theirs_rate:8.1f} items/s  (single-threaded)")

@@ -63,3 +63,18 @@ def test_entry_point_plugins_are_listed_and_loaded(monkeypatch) -> None:
     import math
 
     assert registry["plugged"] is math.sqrt
+
+
+def test_wire_lookups_import_nothing_but_find_loaded_references(tmp_path, monkeypatch) -> None:
+    (tmp_path / "wire_plugin_module.py").write_text("def score():\n    return 7\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    registry: Registry[object] = Registry("reward task", "grpo.test_registry")
+    with pytest.raises(UnknownName, match="must be loaded by the operator"):
+        registry.get_item("wire_plugin_module:score", import_references=False)
+    assert "wire_plugin_module" not in sys.modules
+    with pytest.raises(UnknownName):
+        registry.get_item("os:system", import_references=False)
+    registry.load_reference("wire_plugin_module:score")
+    assert registry.get_item("wire_plugin_module:score", import_references=False)() == 7
+    assert "wire_plugin_module:score" in list(registry)
+    sys.modules.pop("wire_plugin_module", None)

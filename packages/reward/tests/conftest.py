@@ -1,11 +1,16 @@
-"""Shared fixtures: one Verifier (two worker processes) for the whole reward test session."""
+"""Shared fixtures: one Verifier (two worker processes) for the whole reward test session; makes
+reward_fixtures.py importable under --import-mode=importlib."""
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from grpo_reward import Verifier
+
+sys.path.insert(0, str(Path(__file__).parent))
 
 
 @pytest.fixture(scope="session")

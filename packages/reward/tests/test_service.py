@@ -2,10 +2,6 @@
 
 from __future__ import annotations
 
-import signal
-import subprocess
-import sys
-import threading
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -13,6 +9,7 @@ from concurrent.futures import ThreadPoolExecutor
 import grpc
 import pytest
 from grpo.v1 import reward_pb2, reward_pb2_grpc
+from reward_fixtures import reward_server
 
 MAX_BATCH = 16
 HARD = r"\boxed{\int_0^1 e^{x^{x^x}} \sin(x^{x}) dx}"
@@ -20,21 +17,9 @@ HARD = r"\boxed{\int_0^1 e^{x^{x^x}} \sin(x^{x}) dx}"
 
 @pytest.fixture(scope="module")
 def address() -> Iterator[str]:
-    command = [sys.executable, "-m", "grpo_reward.cli", "serve", "--port", "0", "--workers", "2"]
-    command += ["--max-batch-items", str(MAX_BATCH), "--log-level", "WARNING"]
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
-    lines: list[str] = []
-    reader = threading.Thread(target=lambda: lines.extend(iter(process.stdout.readline, "")), daemon=True)
-    reader.start()
-    deadline = time.monotonic() + 120
-    while not any("serving on" in line for line in lines):
-        assert process.poll() is None, "grpo-reward serve exited before serving"
-        assert time.monotonic() < deadline, "grpo-reward serve did not report its port"
-        time.sleep(0.05)
-    bound = next(line for line in lines if "serving on" in line).split("serving on ")[1].strip()
-    yield bound
-    process.send_signal(signal.SIGTERM)
-    assert process.wait(timeout=30) == 0
+    flags = ["--workers", "2", "--max-batch-items", str(MAX_BATCH), "--log-level", "WARNING"]
+    with reward_server(flags) as bound:
+        yield bound
 
 
 @pytest.fixture(scope="module")

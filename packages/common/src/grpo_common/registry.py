@@ -9,6 +9,10 @@ A `Registry` maps names to implementations. Names come from three places, looked
 3. a dotted reference `module:attribute` (`my_rewards:score`), imported on demand, so a user's own module
    works without packaging it.
 
+Lookups of names that arrive from outside (a request on the wire) pass `import_references=False`: they
+find built-ins, entry points and the references the operator loaded with `load_reference`, and never import
+a module because a caller named it (`os:system` is refused, not imported).
+
 A registry is a read-only `Mapping` of what it knows by name (built-ins and entry points), so `name in
 registry`, `registry[name]` and `sorted(registry)` do what they look like; `registry[name]` also resolves
 `module:attribute`. Unknown names raise `UnknownName` (a `KeyError` and a `ValueError`), whose message lists
@@ -62,9 +66,23 @@ class Registry(Mapping[str, T], Generic[T]):
                 raise ValueError(f"{self.kind} {name!r} is already registered ({_describe(existing)})")
             self._items[name] = item
 
+    def load_reference(self, reference: str) -> T:
+        """Import `module:attribute` now and register it under that very name (an operator's `--plugin`).
+
+        Later lookups with `import_references=False` find it, so a service can run exactly the references
+        its operator chose and no others.
+        """
+        item = self._import(reference)
+        with self._lock:
+            return self._items.setdefault(reference, item)
+
     # -- finding ----------------------------------------------------------------------------------------
-    def get_item(self, name: str) -> T:
-        """The implementation called `name` (see the module docstring for the lookup order)."""
+    def get_item(self, name: str, *, import_references: bool = True) -> T:
+        """The implementation called `name` (see the module docstring for the lookup order).
+
+        With `import_references=False` (names from untrusted callers) a `module:attribute` that is not
+        already loaded is unknown instead of imported.
+        """
         with self._lock:
             item = self._items.get(name)
         if item is not None:
@@ -74,13 +92,18 @@ class Registry(Mapping[str, T], Generic[T]):
             loaded = point.load()
             with self._lock:
                 return self._items.setdefault(name, loaded)
-        if ":" in name:
+        if ":" in name and import_references:
             return self._import(name)
-        raise UnknownName(self.unknown_message(name))
+        raise UnknownName(self.unknown_message(name, import_references=import_references))
 
-    def unknown_message(self, name: str) -> str:
+    def unknown_message(self, name: str, *, import_references: bool = True) -> str:
         known = ", ".join(sorted(self)) or "none"
         plugin = f", an entry point in group {self.entry_point_group!r}" if self.entry_point_group else ""
+        if not import_references:
+            group = self.entry_point_group
+            installed = f" or installed as entry points in group {group!r}" if group else ""
+            others = f"others must be loaded by the operator{installed}"
+            return f"unknown {self.kind} {name!r}; known here: {known} ({others})"
         return f"unknown {self.kind} {name!r}; registered: {known} (or name module:attribute{plugin})"
 
     def _import(self, reference: str) -> T:

@@ -1,4 +1,7 @@
-"""`grpo-reward`: grade answers from the shell (`check`) or serve grpo.v1.RewardService (`serve`)."""
+"""`grpo-reward`: grade answers from the shell (`check`) or serve grpo.v1.RewardService (`serve`).
+
+Both dispatch through the one task registry (`grpo_reward.tasks.TASKS`) and load the same plugins.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +11,7 @@ import json
 import sys
 from collections import Counter
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from grpo_common.server_flags import add_server_flags, server_overrides
 
@@ -16,13 +19,51 @@ from grpo_reward.service.config import DEFAULT_PORT
 from grpo_reward.verdict import Verdict
 
 
+def _refuse(message: str) -> NoReturn:
+    """Exit 2 (a usage error, distinct from 1 = not correct) with the message on stderr."""
+    print(message, file=sys.stderr)
+    raise SystemExit(2)
+
+
+def _load_plugins(args: argparse.Namespace) -> None:
+    from grpo_reward.tasks.plugins import PluginError, load_plugins
+
+    try:
+        load_plugins(args.plugin)
+    except PluginError as error:
+        _refuse(f"grpo-reward: {error}")
+
+
+def _item(completion: str, reference: str, task: str, fields: object, where: str) -> Any:
+    """An Item checked like a request: the task must be known, the fields one JSON object."""
+    from grpo_common.registry import UnknownName
+
+    from grpo_reward.tasks import TASKS
+    from grpo_reward.tasks.fields import FieldLimits, InvalidFields, parse_fields
+    from grpo_reward.verifier import Item
+
+    try:
+        TASKS.get_item(task, import_references=False)
+        text = fields if isinstance(fields, str) else json.dumps(fields or {})
+        return Item(completion, reference, task, parse_fields(text, FieldLimits()))
+    except UnknownName as error:
+        _refuse(f"{where}: {error}")
+    except InvalidFields as error:
+        _refuse(f"{where}: fields {error}")
+
+
 def _check_one(args: argparse.Namespace) -> int:
     from grpo_reward.verifier import Verifier
 
+    _load_plugins(args)
+    item = _item(args.completion, args.reference, args.task, args.fields, "grpo-reward check")
     with Verifier(
-        workers=1, timeout_s=args.timeout_s, fallback_last_number=args.fallback_last_number
+        workers=1,
+        timeout_s=args.timeout_s,
+        fallback_last_number=args.fallback_last_number,
+        plugins=args.plugin,
     ) as verifier:
-        verdict = verifier.verify(args.completion, args.reference)
+        verdict = verifier.submit_item(item).result()
     print(json.dumps(verdict.to_dict(), ensure_ascii=False))
     return 0 if verdict.correct else 1
 
@@ -53,11 +94,21 @@ def _read_items(path: Path) -> list[dict[str, Any]]:
 def _check_file(args: argparse.Namespace) -> int:
     from grpo_reward.verifier import Verifier
 
+    _load_plugins(args)
     items = _read_items(args.file)
+    jobs = [
+        _item(item["completion"], item["reference"], item.get("task") or args.task, item.get("fields"),
+              f"{args.file}:{number}")
+        for number, item in enumerate(items, start=1)
+    ]  # fmt: skip
     with Verifier(
-        workers=args.workers, timeout_s=args.timeout_s, fallback_last_number=args.fallback_last_number
+        workers=args.workers,
+        timeout_s=args.timeout_s,
+        fallback_last_number=args.fallback_last_number,
+        plugins=args.plugin,
     ) as v:
-        verdicts: list[Verdict] = v.verify_many((item["completion"], item["reference"]) for item in items)
+        futures = [v.submit_item(job) for job in jobs]
+        verdicts: list[Verdict] = [future.result() for future in futures]
     reasons: Counter[str] = Counter()
     for item, verdict in zip(items, verdicts, strict=True):
         record = {"id": item["id"]} if "id" in item else {}
@@ -81,12 +132,16 @@ def _serve(args: argparse.Namespace) -> int:
 
     from grpo_reward.service.config import ENV_PREFIX, RewardServiceConfig
     from grpo_reward.service.server import serve
+    from grpo_reward.tasks.plugins import PluginError
 
     overrides = {
         **server_overrides(args),
         "workers": args.workers,
         "max_batch_items": args.max_batch_items,
         "default_timeout_s": args.timeout_s,
+        "plugins": args.plugin or None,
+        "worker_memory_mb": args.worker_memory_mb,
+        "max_fields_bytes": args.max_fields_bytes,
         "log_level": args.log_level,
     }
     try:
@@ -101,20 +156,32 @@ def _serve(args: argparse.Namespace) -> int:
     def announce(running: Any) -> None:  # tests and launchers read the bound port from this line
         print(f"grpo-reward serving on {running.address}", flush=True)
 
-    asyncio.run(serve(config, on_started=announce))
+    try:
+        asyncio.run(serve(config, on_started=announce))
+    except PluginError as error:
+        print(f"grpo-reward serve: {error}", file=sys.stderr)
+        return 2
     return 0
+
+
+_PLUGIN_HELP = "import MODULE (its @TASKS.register tasks) or register module:function; repeatable"
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="grpo-reward", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
 
-    check = commands.add_parser("check", help="verify one answer or a JSONL file of answers")
+    check = commands.add_parser("check", help="grade one answer or a JSONL file of answers")
     source = check.add_mutually_exclusive_group(required=True)
     source.add_argument("--completion", help="the model's completion text")
-    source.add_argument("--file", type=Path, help='JSONL of {"completion", "reference", "id"?}; - for stdin')
+    source.add_argument(
+        "--file", type=Path, help='JSONL of {"completion", "reference", "id"?, "task"?, "fields"?}; - = stdin'
+    )
     check.add_argument("--reference", help="the ground-truth answer (with --completion)")
-    check.add_argument("--timeout-s", type=float, default=1.0, help="per-item time limit (default 1)")
+    check.add_argument("--task", default="math", help="reward task name (default math)")
+    check.add_argument("--fields", default="", help="the row's fields as one JSON object")
+    check.add_argument("--plugin", action="append", default=[], help=_PLUGIN_HELP)
+    check.add_argument("--timeout-s", type=float, default=1.0, help="per-item CPU-time limit (default 1)")
     check.add_argument(
         "--workers", type=int, default=None, help="worker processes for --file (default: CPUs)"
     )
@@ -127,7 +194,10 @@ def build_parser() -> argparse.ArgumentParser:
     add_server_flags(serve, default_port=DEFAULT_PORT)
     serve.add_argument("--workers", type=int, help="verification worker processes (default: CPU count)")
     serve.add_argument("--max-batch-items", type=int, help="largest batch one Score call may carry")
-    serve.add_argument("--timeout-s", type=float, help="default per-item time limit in seconds")
+    serve.add_argument("--timeout-s", type=float, help="default per-item CPU-time limit in seconds")
+    serve.add_argument("--plugin", action="append", help=_PLUGIN_HELP)
+    serve.add_argument("--worker-memory-mb", type=int, help="address-space cap of each worker process")
+    serve.add_argument("--max-fields-bytes", type=int, help="largest ScoreItem.fields_json accepted")
     serve.add_argument("--log-level", help="DEBUG, INFO, WARNING, ...")
     return parser
 

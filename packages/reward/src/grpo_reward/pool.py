@@ -1,8 +1,11 @@
-"""A small pool of killable verification worker processes with a hard per-item time limit.
+"""A small pool of killable grading worker processes with a hard per-item time limit in CPU seconds.
 
 One dispatcher thread owns the workers: it hands each queued item to an idle worker, waits on the workers'
-pipes with a timeout equal to the nearest deadline, and kills (SIGKILL) and replaces any worker whose item
-runs past its budget. A worker that dies on its own is replaced too. Callers only ever see
+pipes until the earliest moment an item could have spent its budget, and kills (SIGKILL) and replaces any
+worker whose item has. The budget is CPU time of the worker (read from /proc/PID/stat), so a loaded machine
+that gives the worker less than a full core does not turn a correct answer into a timeout; a wall-clock
+backstop of `wall_backstop_s(limit)` still kills items that sleep or block. A worker that dies on its own
+is replaced too; its item, like a timed-out one, comes back with `timed_out` set. Callers only ever see
 `concurrent.futures.Future` objects, so the pool works from any thread and from asyncio
 (`asyncio.wrap_future`); nothing relies on signals in the calling thread.
 """
@@ -29,16 +32,42 @@ from grpo_reward.zygote import Zygote
 
 logger = logging.getLogger(__name__)
 
+DEFAULT_MEMORY_LIMIT_MB = 3072  # address-space cap of each worker (RLIMIT_AS)
+_CLOCK_TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+_MIN_POLL_S = 0.01
+
+
+def wall_backstop_s(limit_s: float) -> float:
+    """The wall-clock limit of an item with CPU limit `limit_s`: 10 x limit + 2 s (for sleeping tasks)."""
+    return 10 * limit_s + 2
+
+
+def process_cpu_s(pid: int) -> float | None:
+    """User + system CPU seconds of process `pid` and of its children it has waited for (Linux /proc),
+    None where that cannot be read. A child still running (a sandboxed program) is not counted until it
+    is reaped: a task that runs children must limit them itself; the wall-clock backstop still holds."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as stat:
+            fields = stat.read().rsplit(b")", 1)[1].split()
+        ticks = sum(int(value) for value in fields[11:15])  # utime, stime, cutime, cstime (fields 14-17)
+        return ticks / _CLOCK_TICKS
+    except (OSError, IndexError, ValueError):
+        return None
+
 
 @dataclass
 class Task:
-    """One queued verification and the future its verdict goes to."""
+    """One queued item (a task by name and its inputs) and the future its verdict goes to.
 
+    `on_timeout(reason)` makes the item's verdict when it runs out of time or its worker dies.
+    """
+
+    name: str
     completion: str
     reference: str
-    fallback_last_number: bool
+    fields: dict[str, Any]
     timeout_s: float
-    on_timeout: Callable[[float], Verdict]
+    on_timeout: Callable[[str], Verdict]
     future: Future[Verdict] = field(default_factory=Future)
 
 
@@ -49,7 +78,9 @@ class _Worker:
     ready: bool = False
     task: Task | None = None
     task_id: int = -1
-    deadline: float = 0.0
+    started: float = 0.0
+    cpu_at_start: float = 0.0
+    check_at: float = 0.0
 
 
 class WorkerPool:
@@ -118,7 +149,7 @@ class WorkerPool:
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.kill(worker.pid, signal.SIGKILL)
 
-    def _replace(self, index: int, verdict: Verdict | None) -> None:
+    def _replace(self, index: int, reason: str | None) -> None:
         """Kill worker `index`, start its successor, then resolve its task (so callers see the new worker)."""
         worker = self._workers[index]
         try:
@@ -128,8 +159,8 @@ class WorkerPool:
             if not self._closing:
                 self._workers[index] = self._start_worker()
         finally:
-            if worker.task is not None and verdict is not None and not worker.task.future.done():
-                worker.task.future.set_result(verdict)
+            if worker.task is not None and reason is not None and not worker.task.future.done():
+                worker.task.future.set_result(worker.task.on_timeout(reason))
 
     def _assign(self) -> None:
         for worker in self._workers:
@@ -144,13 +175,14 @@ class WorkerPool:
                     break
             worker.task_id = next(self._ids)
             worker.task = task
-            worker.deadline = time.monotonic() + task.timeout_s
+            worker.started = time.monotonic()
+            worker.cpu_at_start = self._cpu_s(worker)
+            worker.check_at = worker.started + task.timeout_s
             try:
-                worker.connection.send(
-                    (worker.task_id, task.completion, task.reference, task.fallback_last_number)
-                )
+                request = (worker.task_id, task.name, task.completion, task.reference, task.fields)
+                worker.connection.send(request)
             except (OSError, ValueError):
-                self._replace(self._workers.index(worker), Verdict(False, 0.0, None, "worker died; replaced"))
+                self._replace(self._workers.index(worker), "worker died before grading; replaced")
 
     def _drain_wake(self) -> None:
         try:
@@ -164,8 +196,8 @@ class WorkerPool:
         try:
             message = worker.connection.recv()
         except (EOFError, OSError):
-            logger.warning("verification worker %s died; replacing it", worker.pid)
-            self._replace(index, Verdict(False, 0.0, None, "worker died while verifying; replaced"))
+            logger.warning("grading worker %s died; replacing it", worker.pid)
+            self._replace(index, "worker died while grading (crashed or was killed); replaced")
             return
         if message[0] == "ready":
             worker.pid = message[1]
@@ -176,19 +208,39 @@ class WorkerPool:
             worker.task.future.set_result(verdict)
             worker.task = None
 
+    @staticmethod
+    def _cpu_s(worker: _Worker) -> float:
+        """The worker's CPU seconds so far; its wall-clock age where /proc cannot be read."""
+        measured = process_cpu_s(worker.pid) if worker.pid is not None else None
+        return time.monotonic() - worker.started if measured is None else measured
+
     def _expire(self) -> None:
+        """Kill workers whose item spent its CPU budget or reached the wall-clock backstop."""
         now = time.monotonic()
         for index, worker in enumerate(self._workers):
-            if worker.task is not None and now >= worker.deadline:
-                task = worker.task
-                logger.info("verification exceeded %.2f s; killing worker %s", task.timeout_s, worker.pid)
-                self._replace(index, task.on_timeout(task.timeout_s))
+            task = worker.task
+            if task is None or now < worker.check_at:
+                continue
+            wall_s = now - worker.started
+            backstop_s = wall_backstop_s(task.timeout_s)
+            if wall_s >= backstop_s:
+                logger.info("item ran %.1f s wall-clock; killing worker %s", wall_s, worker.pid)
+                self._replace(index, f"timeout: no result after {backstop_s:g} s wall-clock (blocked)")
+                continue
+            cpu_s = self._cpu_s(worker) - worker.cpu_at_start
+            if cpu_s >= task.timeout_s:
+                logger.info("item used %.2f s CPU; killing worker %s", cpu_s, worker.pid)
+                self._replace(index, f"timeout after {task.timeout_s:g} s CPU (too large or too hard)")
+                continue
+            # CPU time grows at most as fast as wall time (one thread): nothing can expire before this.
+            next_check = now + max(_MIN_POLL_S, task.timeout_s - cpu_s)
+            worker.check_at = min(next_check, worker.started + backstop_s)
 
     def _run(self) -> None:
         try:
             while not self._closing:
                 self._assign()
-                busy = [worker.deadline for worker in self._workers if worker.task is not None]
+                busy = [worker.check_at for worker in self._workers if worker.task is not None]
                 timeout = max(0.0, min(busy) - time.monotonic()) if busy else None
                 waitables: list[Any] = [self._wake_reader]
                 waitables += [worker.connection for worker in self._workers]
@@ -200,7 +252,7 @@ class WorkerPool:
                         self._receive(index)
                 self._expire()
         except Exception:  # never leave callers waiting forever on a dead dispatcher
-            logger.exception("verification dispatcher failed")
+            logger.exception("grading dispatcher failed")
         finally:
             self._shutdown()
 
@@ -211,11 +263,11 @@ class WorkerPool:
             self._queue.clear()
         for task in pending:
             if task.future.set_running_or_notify_cancel():
-                task.future.set_result(Verdict(False, 0.0, None, "verifier closed before this item ran"))
+                task.future.set_result(Verdict(False, 0.0, None, "the pool closed before this item ran"))
         for worker in self._workers:
             if worker.task is not None and not worker.task.future.done():
                 worker.task.future.set_result(
-                    Verdict(False, 0.0, None, "verifier closed before this item finished")
+                    Verdict(False, 0.0, None, "the pool closed before this item finished")
                 )
             with contextlib.suppress(OSError, ValueError):
                 worker.connection.send(None)

@@ -1,46 +1,121 @@
 """Reward components and how a RewardSpec weighs them (the semantics of grpo.v1.RewardSpec).
 
-    reward = correctness_weight * correctness + format_weight * format + length_weight * length
+    reward = sum_k weight_k * term_k        over the spec's components k
 
-- correctness: 1 if the extracted answer equals the reference, else 0.
-- format: 1 if a final answer was given in an explicit form (\\boxed{}, "####", "The answer is", ...), else 0.
+Terms:
+- correctness: the item's task reward (math: 1 if the extracted answer equals the reference, else 0).
+- format: the task's `format` sub-score: 1 if a final answer was given in an explicit form
+  (\\boxed{}, "####", "The answer is", ...), else 0.
 - length: DAPO's soft overlong punishment. With L = completion tokens, L_max = max_completion_tokens and
   B = overlong_buffer_tokens: 0 for L <= L_max - B, (L_max - B - L) / B for L_max - B < L <= L_max,
   and -1 beyond L_max. Unknown length (0 tokens) is never penalised.
+- any other name: the reward of the task of that name (a built-in, a loaded plugin or an entry point) on
+  the same completion, reference and fields.
+
+Without explicit components the v1.0 weights apply: correctness (weight correctness_weight, 1 when absent),
+format (format_weight, when non-zero), length (length_weight, when non-zero). An item that timed out in
+any of its tasks has reward 0, no components and `timed_out` set.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import replace
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from grpo_reward.verdict import Verdict
+from grpo_reward.tasks import TASKS
+from grpo_reward.verdict import Verdict, timed_out
 
 MAX_TIMEOUT_S = 10.0
+BUILT_IN_TERMS = ("correctness", "format", "length")
+_V1_WEIGHTS = {"correctness": "correctness_weight", "format": "format_weight", "length": "length_weight"}
 
 
-class RewardSpec(BaseModel):
-    """Which components count and how much; defaults are the documented defaults of an absent spec."""
+class Component(BaseModel):
+    """One weighted term; `origin` is the request field it came from (for error messages only)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    correctness_weight: float = Field(1.0, allow_inf_nan=False)
-    format_weight: float = Field(0.0, allow_inf_nan=False)
-    length_weight: float = Field(0.0, allow_inf_nan=False)
+    name: str = Field(min_length=1, max_length=200)
+    weight: float = Field(1.0, allow_inf_nan=False)
     max_completion_tokens: int = Field(0, ge=0)
     overlong_buffer_tokens: int = Field(0, ge=0)
-    fallback_last_number: bool = False
-    timeout_s: float = Field(1.0, gt=0, le=MAX_TIMEOUT_S, description="per-item verification time limit")
+    origin: str = ""
 
     @model_validator(mode="after")
-    def _length_needs_a_maximum(self) -> RewardSpec:
-        if self.length_weight != 0 and self.max_completion_tokens <= 0:
-            raise ValueError("length_weight needs max_completion_tokens > 0")
-        if self.overlong_buffer_tokens > self.max_completion_tokens:
-            raise ValueError("overlong_buffer_tokens must not exceed max_completion_tokens")
+    def _known_and_complete(self) -> Component:
+        if self.name == "length":
+            if self.max_completion_tokens <= 0:
+                raise ValueError("length needs max_completion_tokens > 0")
+            if self.overlong_buffer_tokens > self.max_completion_tokens:
+                raise ValueError("overlong_buffer_tokens must not exceed max_completion_tokens")
+        elif self.name not in BUILT_IN_TERMS:
+            TASKS.get_item(self.name, import_references=False)  # UnknownName is a ValueError: refused
         return self
+
+
+class RewardSpec(BaseModel):
+    """Which components count and how much; the defaults are those of an absent spec (plain correctness).
+
+    Built from `components`, or from the v1.0 keywords correctness_weight / format_weight / length_weight /
+    max_completion_tokens / overlong_buffer_tokens when no components are given.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    components: tuple[Component, ...] = (Component(name="correctness", origin="correctness_weight"),)
+    fallback_last_number: bool = False
+    timeout_s: float = Field(1.0, gt=0, le=MAX_TIMEOUT_S, description="per-item CPU-time limit")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_v1_weights(cls, values: Any) -> Any:
+        """The v1.0 weight keywords as components (absent correctness_weight means 1)."""
+        if not isinstance(values, dict) or not any(key in values for key in (*_V1_WEIGHTS.values(),)):
+            return values
+        values = dict(values)
+        if values.get("components"):
+            raise ValueError("give either components or the v1.0 weights, not both")
+        tokens = {
+            "max_completion_tokens": values.pop("max_completion_tokens", 0),
+            "overlong_buffer_tokens": values.pop("overlong_buffer_tokens", 0),
+        }
+        components = []
+        for name, key in _V1_WEIGHTS.items():
+            weight = values.pop(key, 1.0 if name == "correctness" else 0.0)
+            if not isinstance(weight, int | float) or not math.isfinite(weight):
+                raise ValueError(f"{key}: must be a finite number, got {weight!r}")
+            if name == "correctness" or weight != 0:
+                extra = tokens if name == "length" else {}
+                components.append({"name": name, "weight": weight, "origin": key, **extra})
+        values["components"] = components
+        return values
+
+    @model_validator(mode="after")
+    def _representable(self) -> RewardSpec:
+        """Names unique; the weights' absolute sum finite, so no reward of terms in [-1, 1] overflows."""
+        seen: set[str] = set()
+        total = 0.0
+        for index, component in enumerate(self.components):
+            where = component.origin or f"components[{index}]"
+            if component.name in seen:
+                raise ValueError(f"{where}: the component {component.name!r} appears twice")
+            seen.add(component.name)
+            total += abs(component.weight)
+            if not math.isfinite(total):
+                raise ValueError(
+                    f"{where}: the weights' sum cannot be represented (overflows at weight "
+                    f"{component.weight:g}); keep the sum of |weight| below 1e308"
+                )
+        return self
+
+    @property
+    def task_terms(self) -> tuple[str, ...]:
+        """Components that are reward tasks of their own (graded as separate items)."""
+        return tuple(c.name for c in self.components if c.name not in BUILT_IN_TERMS)
 
 
 def overlong_penalty(tokens: int, max_tokens: int, buffer_tokens: int) -> float:
@@ -55,18 +130,36 @@ def overlong_penalty(tokens: int, max_tokens: int, buffer_tokens: int) -> float:
     return (start - tokens) / buffer_tokens
 
 
-def apply_spec(verdict: Verdict, spec: RewardSpec, completion_tokens: int = 0) -> Verdict:
-    """The verdict with its reward and components computed under `spec`."""
-    correctness = 1.0 if verdict.correct else 0.0
-    components = {"correctness": correctness}
-    reward = spec.correctness_weight * correctness
-    if spec.format_weight != 0:
-        components["format"] = verdict.components.get("format", 0.0)
-        reward += spec.format_weight * components["format"]
-    if spec.length_weight != 0:
-        components["length"] = overlong_penalty(
-            completion_tokens, spec.max_completion_tokens, spec.overlong_buffer_tokens
-        )
-        reward += spec.length_weight * components["length"]
-    assert math.isfinite(reward)
+def _term(component: Component, verdict: Verdict, terms: Mapping[str, Verdict], tokens: int) -> float:
+    if component.name == "correctness":
+        return verdict.reward
+    if component.name == "format":
+        return verdict.components.get("format", 0.0)
+    if component.name == "length":
+        return overlong_penalty(tokens, component.max_completion_tokens, component.overlong_buffer_tokens)
+    return terms[component.name].reward
+
+
+def apply_spec(
+    verdict: Verdict, spec: RewardSpec, completion_tokens: int = 0, terms: Mapping[str, Verdict] | None = None
+) -> Verdict:
+    """The item's verdict with its reward and components computed under `spec`.
+
+    `verdict` is the item's own task's; `terms` the verdicts of the tasks named as components. The task's
+    sub-scores that are not built-in term names (e.g. code's tests_passed) are reported as they are.
+    """
+    terms = terms or {}
+    if verdict.timed_out:
+        return replace(verdict, reward=0.0, components={})
+    for name, term in terms.items():
+        if term.timed_out:
+            return timed_out(f"component {name!r}: {term.reason}", verdict.extracted)
+    components = {name: v for name, v in verdict.components.items() if name not in BUILT_IN_TERMS}
+    reward = 0.0
+    for component in spec.components:
+        value = _term(component, verdict, terms, completion_tokens)
+        components[component.name] = value
+        reward += component.weight * value
+    if not math.isfinite(reward):  # a task's reward times its weight overflowed: the task's fault, one item
+        return replace(verdict, reward=0.0, components=components, reason="the weighted reward overflowed")
     return replace(verdict, reward=reward, components=components)

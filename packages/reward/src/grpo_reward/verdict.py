@@ -10,9 +10,11 @@ from typing import Any
 class Verdict:
     """Whether a completion's final answer equals the reference, and why.
 
-    `reward` is the correctness reward (1.0 or 0.0) unless a reward spec combined several components;
+    `reward` is the task's reward (1.0 or 0.0 for math) unless a reward spec combined several components;
     `components` then holds each component before weighting. `extracted` is the answer text found in the
     completion (None when none was found); `reason` says in words how the decision was reached.
+    `timed_out` marks an item that ran past its time limit or whose worker died: its reward and
+    correctness say nothing about the answer.
     """
 
     correct: bool
@@ -20,6 +22,7 @@ class Verdict:
     extracted: str | None
     reason: str
     components: dict[str, float] = field(default_factory=dict)
+    timed_out: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict (used by the CLI)."""
@@ -29,3 +32,8 @@ class Verdict:
 def failed(reason: str, extracted: str | None = None) -> Verdict:
     """A not-correct verdict with zero reward."""
     return Verdict(correct=False, reward=0.0, extracted=extracted, reason=reason)
+
+
+def timed_out(reason: str, extracted: str | None = None) -> Verdict:
+    """A verdict that carries no information about the answer: the item ran out of time or its worker died."""
+    return Verdict(correct=False, reward=0.0, extracted=extracted, reason=reason, timed_out=True)

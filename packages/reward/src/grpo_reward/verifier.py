@@ -1,9 +1,10 @@
 """The public entry points: `Verifier` (batch, parallel, time-limited) and `verify` (one item).
 
-Every verification that needs sympy runs in a worker process with a hard time limit; answers that cannot
-blow up (plain numbers, identical strings, nothing extracted) are decided in the calling thread, which keeps
-GSM8K-style grading cheap. `verify` owns a short-lived one-worker Verifier when it needs one, so there is no
-hidden global pool to leak, to share across forks or to close; use a `Verifier` to grade many items.
+Every item is graded by a task from `grpo_reward.tasks.TASKS` (default `math`) in a worker process with a
+hard CPU-time limit. A task's `quick` path, when it has one (math: plain numbers, identical strings,
+nothing extracted), decides cheap items in the calling thread, which keeps GSM8K-style grading cheap.
+`verify` owns a short-lived one-worker Verifier when it needs one, so there is no hidden global pool to
+leak, to share across forks or to close; use a `Verifier` to grade many items.
 """
 
 from __future__ import annotations
@@ -12,36 +13,53 @@ import asyncio
 import logging
 import os
 import threading
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from concurrent.futures import Future
+from dataclasses import dataclass, field
 from functools import partial
+from typing import Any
 
-from grpo_reward.check import quick_check, timeout_verdict
-from grpo_reward.pool import Task, WorkerPool
-from grpo_reward.verdict import Verdict, failed
+from grpo_common.registry import UnknownName
+
+from grpo_reward.pool import DEFAULT_MEMORY_LIMIT_MB, Task, WorkerPool
+from grpo_reward.tasks import TASKS
+from grpo_reward.tasks.contract import TaskScore, Undecided, score_verdict
+from grpo_reward.tasks.math_verifier import MATH
+from grpo_reward.verdict import Verdict, failed, timed_out
 from grpo_reward.zygote import Zygote
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_TIMEOUT_S = 1.0
 MAX_TIMEOUT_S = 60.0
-DEFAULT_MEMORY_LIMIT_MB = 3072
+DEFAULT_TASK = "math"
 
 _zygote_lock = threading.Lock()
-_zygote: Zygote | None = None
+_zygotes: dict[tuple[int, tuple[str, ...]], Zygote] = {}
 
 
-def shared_zygote() -> Zygote:
-    """The process-wide worker factory, made on first use (like multiprocessing's forkserver).
+def shared_zygote(memory_limit_mb: int = DEFAULT_MEMORY_LIMIT_MB, plugins: Sequence[str] = ()) -> Zygote:
+    """The process-wide worker factory for these settings, made on first use (like a forkserver).
 
-    Sharing it means only the first Verifier of a process pays for importing sympy; later Verifiers, and the
-    workers that replace killed ones, are forks. It restarts itself if it died or after an os.fork.
+    Sharing it means only the first Verifier of a process pays for importing sympy (and the plugins);
+    later Verifiers, and the workers that replace killed ones, are forks. It restarts itself if it died or
+    after an os.fork.
     """
-    global _zygote
+    key = (memory_limit_mb, tuple(plugins))
     with _zygote_lock:
-        if _zygote is None:
-            _zygote = Zygote(DEFAULT_MEMORY_LIMIT_MB * 1024 * 1024)
-        return _zygote
+        if key not in _zygotes:
+            _zygotes[key] = Zygote(memory_limit_mb * 1024 * 1024, plugins)
+        return _zygotes[key]
+
+
+@dataclass(frozen=True)
+class Item:
+    """One thing to grade: a completion, its reference, the task's name and the row's fields."""
+
+    completion: str
+    reference: str
+    task: str = DEFAULT_TASK
+    fields: Mapping[str, Any] = field(default_factory=dict)
 
 
 def _done(verdict: Verdict) -> Future[Verdict]:
@@ -50,11 +68,17 @@ def _done(verdict: Verdict) -> Future[Verdict]:
     return future
 
 
-class Verifier:
-    """Verify answers in parallel across `workers` processes, each item under a hard time limit.
+def _on_timeout(pending: Undecided, reason: str) -> Verdict:
+    return timed_out(reason, pending.extracted)
 
-    Use as a context manager (or call `close`). Thread-safe; `averify_many` is the asyncio form.
-    Parsed references are cached per worker, so repeated references (a GRPO group) parse once per worker.
+
+class Verifier:
+    """Grade items in parallel across `workers` processes, each item under a hard CPU-time limit.
+
+    Use as a context manager (or call `close`). Thread-safe; `averify_items` is the asyncio form.
+    `plugins` are imported by the workers' zygote before it forks (see `grpo_reward.tasks.plugins`);
+    the caller imports them itself too (`load_plugins`) to name their tasks. Parsed math references are
+    cached per worker, so repeated references (a GRPO group) parse once per worker.
     """
 
     def __init__(
@@ -64,11 +88,13 @@ class Verifier:
         timeout_s: float = DEFAULT_TIMEOUT_S,
         fallback_last_number: bool = False,
         zygote: Zygote | None = None,
+        plugins: Sequence[str] = (),
+        memory_limit_mb: int = DEFAULT_MEMORY_LIMIT_MB,
     ) -> None:
         self.timeout_s = _checked_timeout(timeout_s)
         self.fallback_last_number = fallback_last_number
         self.workers = workers or os.cpu_count() or 1
-        self._pool = WorkerPool(self.workers, zygote=zygote or shared_zygote())
+        self._pool = WorkerPool(self.workers, zygote=zygote or shared_zygote(memory_limit_mb, plugins))
 
     def __enter__(self) -> Verifier:
         return self
@@ -88,6 +114,37 @@ class Verifier:
         """Process ids of the current worker processes."""
         return self._pool.worker_pids()
 
+    def submit_item(
+        self, item: Item, *, timeout_s: float | None = None, fallback_last_number: bool | None = None
+    ) -> Future[Verdict]:
+        """Start grading one item; the future resolves to its Verdict (never to an exception).
+
+        The task is found among the registered and loaded tasks only: a name is never imported here.
+        """
+        if not isinstance(item.completion, str) or not isinstance(item.reference, str):
+            return _done(failed("completion and reference must be strings"))
+        try:
+            function = TASKS.get_item(item.task, import_references=False)
+        except UnknownName as error:
+            return _done(failed(str(error)))
+        limit = self.timeout_s if timeout_s is None else _checked_timeout(timeout_s)
+        fields = dict(item.fields)
+        if self.fallback_last_number if fallback_last_number is None else fallback_last_number:
+            fields.setdefault("fallback_last_number", True)
+        pending = Undecided()
+        quick = getattr(function, "quick", None)
+        if quick is not None:
+            try:
+                outcome = quick(item.completion, item.reference, **fields)
+                if isinstance(outcome, TaskScore):
+                    return _done(score_verdict(outcome))
+                pending = outcome
+            except Exception as error:  # defensive: the quick path must never take a caller down
+                logger.exception("quick path of task %r failed", item.task)
+                return _done(failed(f"internal error: {type(error).__name__}"))
+        task = Task(item.task, item.completion, item.reference, fields, limit, partial(_on_timeout, pending))
+        return self._pool.submit(task)
+
     def submit(
         self,
         completion: str,
@@ -96,20 +153,10 @@ class Verifier:
         timeout_s: float | None = None,
         fallback_last_number: bool | None = None,
     ) -> Future[Verdict]:
-        """Start verifying one item; the future resolves to its Verdict (never to an exception)."""
-        if not isinstance(completion, str) or not isinstance(reference, str):
-            return _done(failed("completion and reference must be strings"))
-        limit = self.timeout_s if timeout_s is None else _checked_timeout(timeout_s)
-        fallback = self.fallback_last_number if fallback_last_number is None else fallback_last_number
-        try:
-            quick = quick_check(completion, reference, fallback_last_number=fallback)
-        except Exception as error:  # defensive: the quick path must never take a caller down
-            logger.exception("quick check failed")
-            return _done(failed(f"internal error: {type(error).__name__}"))
-        if isinstance(quick, Verdict):
-            return _done(quick)
-        task = Task(completion, reference, fallback, limit, on_timeout=partial(timeout_verdict, quick))
-        return self._pool.submit(task)
+        """`submit_item` for the default task (math)."""
+        return self.submit_item(
+            Item(completion, reference), timeout_s=timeout_s, fallback_last_number=fallback_last_number
+        )
 
     def verify(self, completion: str, reference: str, *, timeout_s: float | None = None) -> Verdict:
         """Verify one item and wait for its verdict."""
@@ -130,19 +177,28 @@ class Verifier:
         fallback_last_number: bool | None = None,
     ) -> list[Verdict]:
         """`verify_many` for asyncio: never blocks the event loop on a worker."""
+        pairs = [Item(completion, reference) for completion, reference in items]
+        return await self.averify_items(pairs, timeout_s=timeout_s, fallback_last_number=fallback_last_number)
+
+    async def averify_items(
+        self,
+        items: Sequence[Item],
+        *,
+        timeout_s: float | None = None,
+        fallback_last_number: bool | None = None,
+    ) -> list[Verdict]:
+        """Grade items of any tasks from asyncio; verdicts in input order, the event loop never blocked."""
         loop = asyncio.get_running_loop()
         submit = partial(self._submit_all, items, timeout_s, fallback_last_number)
-        futures = await loop.run_in_executor(
-            None, submit
-        )  # extraction of long completions stays off the loop
+        futures = await loop.run_in_executor(None, submit)  # quick paths of long texts stay off the loop
         return list(await asyncio.gather(*(asyncio.wrap_future(future) for future in futures)))
 
     def _submit_all(
-        self, items: Sequence[tuple[str, str]], timeout_s: float | None, fallback_last_number: bool | None
+        self, items: Sequence[Item], timeout_s: float | None, fallback_last_number: bool | None
     ) -> list[Future[Verdict]]:
         return [
-            self.submit(completion, reference, timeout_s=timeout_s, fallback_last_number=fallback_last_number)
-            for completion, reference in items
+            self.submit_item(item, timeout_s=timeout_s, fallback_last_number=fallback_last_number)
+            for item in items
         ]
 
 
@@ -164,9 +220,9 @@ def verify(completion: str, reference: str, *, timeout_s: float = DEFAULT_TIMEOU
             return failed("completion and reference must be strings")
         if not (0 < timeout_s <= MAX_TIMEOUT_S):
             return failed(f"timeout_s must be in (0, {MAX_TIMEOUT_S}], got {timeout_s}")
-        quick = quick_check(completion, reference)
-        if isinstance(quick, Verdict):
-            return quick
+        quick = MATH.quick(completion, reference)
+        if isinstance(quick, TaskScore):
+            return score_verdict(quick)
         with Verifier(workers=1, timeout_s=timeout_s) as verifier:
             return verifier.verify(completion, reference)
     except Exception as error:

@@ -1,7 +1,8 @@
-"""A preloaded, single-threaded process that forks verification workers on request.
+"""A preloaded, single-threaded process that forks grading workers on request.
 
 Importing sympy takes seconds; forking a process that has already imported it takes milliseconds. The zygote
-is started once (`grpo_reward.zygote.main`), imports the verifier, and forks a worker whenever a client
+is started once (`grpo_reward.zygote.main`), imports the verifier, every built-in task, the operator's
+plugins and the installed `grpo.tasks` entry points, and forks a worker whenever a client
 sends it one end of a socket pair. Unlike multiprocessing's spawn/forkserver it never re-imports the caller's
 `__main__` (a script without an `if __name__ == "__main__"` guard just works), and unlike plain fork it is
 safe from any thread of a multi-threaded caller (gRPC, asyncio executors). Workers are the zygote's children:
@@ -18,6 +19,7 @@ import socket
 import subprocess
 import sys
 import threading
+from collections.abc import Sequence
 from multiprocessing.connection import Connection
 
 logger = logging.getLogger(__name__)
@@ -34,11 +36,13 @@ def _die_with_parent() -> None:
         pass
 
 
-def serve(control: socket.socket, memory_limit_bytes: int) -> None:
+def serve(control: socket.socket, memory_limit_bytes: int, plugins: list[str]) -> None:
     """The zygote loop: for each fd received on `control`, fork a worker that serves it."""
     from grpo_reward.check import check
+    from grpo_reward.tasks.plugins import load_plugins
     from grpo_reward.worker import worker_main
 
+    load_plugins(plugins)  # before any fork, so that every worker has every task
     check(r"so \boxed{(x+1)^2}", "x^2+2x+1")  # warm sympy's caches once, for every future worker
     signal.signal(signal.SIGCHLD, signal.SIG_IGN)
     while True:
@@ -67,8 +71,9 @@ _BOOT = "from grpo_reward.zygote import main; main()"
 class Zygote:
     """Client side: starts the zygote process and asks it for workers (thread-safe)."""
 
-    def __init__(self, memory_limit_bytes: int) -> None:
+    def __init__(self, memory_limit_bytes: int, plugins: Sequence[str] = ()) -> None:
         self._memory_limit = memory_limit_bytes
+        self._plugins = list(plugins)
         self._lock = threading.Lock()
         self._process: subprocess.Popen[bytes] | None = None
         self._control: socket.socket | None = None
@@ -77,7 +82,7 @@ class Zygote:
     def _start(self) -> None:
         ours, theirs = socket.socketpair()
         self._process = subprocess.Popen(
-            [sys.executable, "-c", _BOOT, str(theirs.fileno()), str(self._memory_limit)],
+            [sys.executable, "-c", _BOOT, str(theirs.fileno()), str(self._memory_limit), *self._plugins],
             pass_fds=[theirs.fileno()],
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
@@ -85,7 +90,7 @@ class Zygote:
         )
         theirs.close()
         self._control = ours
-        logger.debug("started verification zygote %s", self._process.pid)
+        logger.debug("started grading zygote %s", self._process.pid)
 
     def spawn_worker(self) -> Connection:
         """A connection to a newly forked worker; the worker sends ("ready", pid) once it is serving."""
@@ -94,7 +99,7 @@ class Zygote:
             if self._process is None or self._process.poll() is not None or os.getpid() != self._owner_pid:
                 self._owner_pid = os.getpid()
                 self._start()
-            assert self._control is not None
+            assert self._control is not None  # set by _start (internal state, not request data)
             try:
                 socket.send_fds(self._control, [b"F"], [theirs.fileno()])
             except OSError:
@@ -119,7 +124,7 @@ class Zygote:
 
 
 def main() -> None:
-    """Entry point of the zygote process: argv = control fd, worker memory limit in bytes."""
+    """Entry point of the zygote process: argv = control fd, worker memory limit in bytes, plugins..."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     control = socket.socket(fileno=int(sys.argv[1]))
-    serve(control, int(sys.argv[2]))
+    serve(control, int(sys.argv[2]), sys.argv[3:])

@@ -5,6 +5,9 @@ from __future__ import annotations
 from grpo_common.server import ServerConfig
 from pydantic import BaseModel, ConfigDict, Field
 
+from grpo_reward.pool import DEFAULT_MEMORY_LIMIT_MB
+from grpo_reward.tasks.fields import DEFAULT_MAX_BYTES, DEFAULT_MAX_DEPTH
+
 DEFAULT_PORT = 50053
 ENV_PREFIX = "GRPO_REWARD_"
 
@@ -17,5 +20,13 @@ class RewardServiceConfig(BaseModel):
     server: ServerConfig = Field(default_factory=lambda: ServerConfig(port=DEFAULT_PORT))
     workers: int | None = Field(None, ge=1, description="verification worker processes (default: CPU count)")
     max_batch_items: int = Field(4096, ge=1, description="largest number of items one Score call may carry")
-    default_timeout_s: float = Field(1.0, gt=0, le=10, description="per-item time limit when a spec gives 0")
+    default_timeout_s: float = Field(
+        1.0, gt=0, le=10, description="per-item CPU-time limit in seconds when a spec gives 0"
+    )
+    plugins: list[str] = Field(
+        default_factory=list, description="modules (or module:function) whose reward tasks to load"
+    )
+    worker_memory_mb: int = Field(DEFAULT_MEMORY_LIMIT_MB, ge=64, description="address-space cap per worker")
+    max_fields_bytes: int = Field(DEFAULT_MAX_BYTES, ge=2, description="largest ScoreItem.fields_json")
+    max_fields_depth: int = Field(DEFAULT_MAX_DEPTH, ge=1, description="deepest nesting in fields_json")
     log_level: str = "INFO"

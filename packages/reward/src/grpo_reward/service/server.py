@@ -1,4 +1,4 @@
-"""Run the RewardService: a Verifier (worker processes) behind grpo_common's standard gRPC server."""
+"""Run the RewardService: a Verifier (worker processes with every task) behind grpo_common's gRPC server."""
 
 from __future__ import annotations
 
@@ -9,6 +9,8 @@ from grpo_common.server import RunningServer, registration, serve_until_signalle
 
 from grpo_reward.service.config import RewardServiceConfig
 from grpo_reward.service.servicer import SERVICE_NAME, RewardServicer, add_reward_servicer
+from grpo_reward.tasks.fields import FieldLimits
+from grpo_reward.tasks.plugins import load_plugins
 from grpo_reward.verifier import Verifier
 
 logger = logging.getLogger(__name__)
@@ -17,7 +19,10 @@ logger = logging.getLogger(__name__)
 async def start_reward_server(config: RewardServiceConfig, verifier: Verifier) -> RunningServer:
     """Start serving `verifier` as grpo.v1.RewardService; returns once the port is bound."""
     servicer = RewardServicer(
-        verifier, max_batch_items=config.max_batch_items, default_timeout_s=config.default_timeout_s
+        verifier,
+        max_batch_items=config.max_batch_items,
+        default_timeout_s=config.default_timeout_s,
+        field_limits=FieldLimits(max_bytes=config.max_fields_bytes, max_depth=config.max_fields_depth),
     )
     return await start_server([registration(servicer, add_reward_servicer, SERVICE_NAME)], config.server)
 
@@ -25,8 +30,17 @@ async def start_reward_server(config: RewardServiceConfig, verifier: Verifier) -
 async def serve(
     config: RewardServiceConfig, on_started: Callable[[RunningServer], None] | None = None
 ) -> None:
-    """Serve until SIGTERM/SIGINT, then drain in-flight calls and stop the workers."""
-    with Verifier(workers=config.workers, timeout_s=config.default_timeout_s) as verifier:
+    """Load the plugins, serve until SIGTERM/SIGINT, then drain in-flight calls and stop the workers.
+
+    Raises PluginError (before binding the port) when a plugin or an entry point cannot be loaded.
+    """
+    load_plugins(config.plugins)  # here, to name their tasks; the workers' zygote imports them too
+    with Verifier(
+        workers=config.workers,
+        timeout_s=config.default_timeout_s,
+        plugins=config.plugins,
+        memory_limit_mb=config.worker_memory_mb,
+    ) as verifier:
         if not verifier.wait_ready(timeout_s=120):
             logger.warning("verification workers are slow to start; serving anyway")
         running = await start_reward_server(config, verifier)

@@ -1,17 +1,19 @@
-"""RewardService.Score: validate, verify in the worker pool (never on the event loop), weigh by the spec."""
+"""RewardService.Score: validate, grade each item's task in the worker pool (never on the event loop),
+weigh the components by the spec."""
 
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import grpc
 from grpo.v1 import reward_pb2
 
-from grpo_reward.service.convert import InvalidRequest, result_to_proto, spec_from_proto, validate_items
+from grpo_reward.service.convert import InvalidRequest, items_from_proto, result_to_proto, spec_from_proto
 from grpo_reward.service.wire import locate_invalid_utf8
 from grpo_reward.spec import apply_spec
+from grpo_reward.tasks.fields import FieldLimits
 from grpo_reward.verifier import Verifier
 
 logger = logging.getLogger(__name__)
@@ -37,32 +39,50 @@ def deserialize_score_request(data: bytes) -> reward_pb2.ScoreRequest | Undecoda
 class RewardServicer:
     """Scores batches with a shared Verifier; see grpo.v1.RewardService for the contract."""
 
-    def __init__(self, verifier: Verifier, *, max_batch_items: int, default_timeout_s: float) -> None:
+    def __init__(
+        self,
+        verifier: Verifier,
+        *,
+        max_batch_items: int,
+        default_timeout_s: float,
+        field_limits: FieldLimits | None = None,
+    ) -> None:
         self._verifier = verifier
         self._max_batch_items = max_batch_items
         self._default_timeout_s = default_timeout_s
+        self._field_limits = field_limits or FieldLimits()
 
     async def Score(
         self, request: reward_pb2.ScoreRequest | UndecodableRequest, context: grpc.aio.ServicerContext
     ) -> reward_pb2.ScoreResponse:
         if isinstance(request, UndecodableRequest):
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, request.message)
-        assert isinstance(request, reward_pb2.ScoreRequest)
+            return reward_pb2.ScoreResponse()  # not reached: abort raises
         try:
             spec = spec_from_proto(request, self._default_timeout_s)
-            validate_items(request, self._max_batch_items)
+            items = items_from_proto(request, self._max_batch_items, self._field_limits)
         except InvalidRequest as error:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(error))
-        pairs = [(item.completion, item.reference) for item in request.items]
-        verdicts = await self._verifier.averify_many(
-            pairs, timeout_s=spec.timeout_s, fallback_last_number=spec.fallback_last_number
+            return reward_pb2.ScoreResponse()  # not reached: abort raises
+        # each item once for its own task, then once per task named as a component
+        jobs = items + [replace(item, task=name) for name in spec.task_terms for item in items]
+        verdicts = await self._verifier.averify_items(
+            jobs, timeout_s=spec.timeout_s, fallback_last_number=spec.fallback_last_number
         )
-        results = [
-            result_to_proto(item.id, apply_spec(verdict, spec, item.completion_tokens))
-            for item, verdict in zip(request.items, verdicts, strict=True)
-        ]
-        correct = sum(result.correct for result in results)
-        logger.debug("scored %d items (%d correct)", len(results), correct)
+        count = len(items)
+        results = []
+        for index, item in enumerate(request.items):
+            terms = {
+                name: verdicts[count * (1 + number) + index] for number, name in enumerate(spec.task_terms)
+            }
+            scored = apply_spec(verdicts[index], spec, item.completion_tokens, terms)
+            results.append(result_to_proto(item.id, scored))
+        logger.debug(
+            "scored %d items (%d correct, %d timed out)",
+            len(results),
+            sum(result.correct for result in results),
+            sum(result.timed_out for result in results),
+        )
         return reward_pb2.ScoreResponse(results=results)
 
 

@@ -6,15 +6,22 @@
 `choices` for multiple choice. A float is the reward (correct when >= 1); a bool is correct/incorrect
 (reward 1/0); a `TaskScore` carries components and a reason as well. A task runs inside a killable worker
 process under the item's CPU-time limit, so it may be slow or crash: that costs its item, never the service.
+
+A task may also have a `quick(completion, reference, **fields)` method returning a `TaskScore` or
+`Undecided`: it runs in the service process, before any worker, so it must be provably cheap (linear in
+the input, no sympy, no user code). The math task uses it to grade plain numbers without a worker.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from grpo_common.registry import Registry
+
+from grpo_reward.verdict import Verdict
 
 
 @dataclass(frozen=True)
@@ -33,6 +40,13 @@ class TaskScore:
     extracted: str | None = None
 
 
+@dataclass(frozen=True)
+class Undecided:
+    """A quick path that could not decide; what it learned stays for the item's timeout verdict."""
+
+    extracted: str | None = None
+
+
 ScoreFunction = Callable[..., "float | bool | TaskScore"]
 
 TASKS: Registry[ScoreFunction] = Registry("reward task", "grpo.tasks")
@@ -47,3 +61,14 @@ def as_task_score(result: Any) -> TaskScore:
     if isinstance(result, int | float):
         return TaskScore(reward=float(result))
     raise TypeError(f"a reward task must return float, bool or TaskScore, not {type(result).__name__}")
+
+
+def score_verdict(score: TaskScore) -> Verdict:
+    """The Verdict of a task's score; ValueError when the reward or a component is not a finite number."""
+    values = {"reward": score.reward, **{f"components[{name!r}]": v for name, v in score.components.items()}}
+    for name, value in values.items():
+        if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+            raise ValueError(f"{name} must be a finite number, got {value!r}")
+    correct = score.reward >= 1 if score.correct is None else bool(score.correct)
+    components = {str(name): float(value) for name, value in score.components.items()}
+    return Verdict(correct, float(score.reward), score.extracted, score.reason, components)
