@@ -1,9 +1,11 @@
 """Composed and custom rewards through real service processes, as a user runs them.
 
-- a learner [reward] section weighting `format` and `length` beside correctness (normalize_then_sum):
-  the spec travels with every request, every component is logged as `rewards/<name>/mean`;
 - examples/custom-reward installed into the reward service's environment only (`uv pip install
-  --target`, PYTHONPATH), its entry point weighed together with `math` correctness.
+  --target`, PYTHONPATH; found through its `grpo.tasks` entry point), weighed together with `math`
+  correctness, `format` and the `length` penalty under normalize_then_sum: the spec travels with every
+  request and every component is logged as `rewards/<name>/mean`;
+- a task that never returns: its items time out, are counted as `reward/timeouts`, and their groups
+  are dropped and re-sent once, never trained on as zeros.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from grpo_learner.service_processes import find_executable, start_service
 pytestmark = pytest.mark.slow
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "custom-reward"
+TEST_PLUGINS = Path(__file__).resolve().parent / "reward_plugins"
 STEPS = 2
 
 # 4 prompts x 4 completions of <= 8 tokens per step: small enough for 2 shared CPU cores.
@@ -66,7 +69,8 @@ def model_and_data(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path
 def rollout_address(
     tmp_path_factory: pytest.TempPathFactory, model_and_data: tuple[Path, Path]
 ) -> Iterator[str]:
-    """A reward service with examples/custom-reward installed in its environment alone, and a rollout."""
+    """A reward service with examples/custom-reward installed in its environment alone (and the
+    stalling test task loaded with --plugin), and a rollout service."""
     root = tmp_path_factory.mktemp("services")
     uv = shutil.which("uv")
     assert uv is not None, "this test installs examples/custom-reward with uv; put uv on PATH"
@@ -75,8 +79,9 @@ def rollout_address(
         [uv, "pip", "install", "--offline", "--quiet", "--target", str(target), str(EXAMPLE)],
         check=True, timeout=120,
     )  # fmt: skip
-    path = os.pathsep.join(p for p in (str(target), os.environ.get("PYTHONPATH", "")) if p)
+    path = os.pathsep.join(p for p in (str(target), str(TEST_PLUGINS), os.environ.get("PYTHONPATH", "")) if p)
     reward_argv = [find_executable("grpo-reward"), "serve", "--workers", "1"]
+    reward_argv += ["--plugin", "stall_rewards:stall"]
     services = [start_service("reward", reward_argv, root, env={"PYTHONPATH": path})]
     try:
         rollout_argv = [
@@ -90,62 +95,68 @@ def rollout_address(
             service.stop(timeout_s=5)
 
 
-def train(run_dir: Path, assets: tuple[Path, Path], rollout: str, reward_section: str) -> list[dict]:
-    """`grpo train` on `rollout` with RUN plus `reward_section`; its metrics, one full batch per step."""
+def train(run_dir: Path, assets: tuple[Path, Path], rollout: str, settings: str, *flags: str) -> list[dict]:
+    """`grpo train` on `rollout` with RUN plus `settings` and `flags`; the metrics records of the run."""
     run_dir.mkdir(parents=True)
     config = run_dir / "run.toml"
-    top = f"run_dir = {str(run_dir)!r}\ntensorboard = false\n{reward_section}\n"
+    top = f"run_dir = {str(run_dir)!r}\ntensorboard = false\n{settings}\n"
     config.write_text(RUN.replace("[data]", f"{top}[data]", 1))
     model, data = assets
     argv = [
         find_executable("grpo"), "train", "--config", str(config), "--model", str(model),
-        "--data", str(data), "--rollout", rollout, "--max-steps", str(STEPS), "--no-progress",
+        "--data", str(data), "--rollout", rollout, "--max-steps", str(STEPS), "--no-progress", *flags,
     ]  # fmt: skip
     result = subprocess.run(argv, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
-    records = read_metrics(run_dir)
-    assert len(records) == STEPS
-    for record in records:  # no group refused, e.g. for a component the service did not compute
-        assert record["num_groups"] == 4, (run_dir, record)
-        assert record.get("groups/dropped_invalid", 0) == 0
-        assert record["reward/timeouts"] == 0
-        assert 0 <= record["rewards/correctness/mean"] <= 1
-    return records
+    return read_metrics(run_dir)
 
 
-FORMAT_AND_LENGTH = """
+COMPOSED = """
 [reward]
 components = [
   {name = "correctness", weight = 1.0},
   {name = "format", weight = 0.1},
   {name = "length", weight = 1.0, max_completion_tokens = 6, overlong_buffer_tokens = 2},
+  {name = "brevity", weight = 0.5},
 ]
 [loss.advantage]
 combine = "normalize_then_sum"
 """
 
 
-def test_format_and_length_are_weighted_and_logged_per_component(
+def test_a_plugin_reward_trains_with_math_format_and_length(
     tmp_path: Path, model_and_data: tuple[Path, Path], rollout_address: str
 ) -> None:
-    records = train(tmp_path / "run", model_and_data, rollout_address, FORMAT_AND_LENGTH)
-    assert all(0 <= r["rewards/format/mean"] <= 1 for r in records)
-    assert all(-1 <= r["rewards/length/mean"] <= 0 for r in records)
+    records = train(tmp_path / "run", model_and_data, rollout_address, COMPOSED)
+    assert len(records) == STEPS
+    for record in records:  # no group refused, e.g. for a component the service did not compute
+        assert record["num_groups"] == 4, record
+        assert record.get("groups/dropped_invalid", 0) == 0
+        assert record["reward/timeouts"] == 0
+        assert 0 <= record["rewards/correctness/mean"] <= 1
+        assert 0 <= record["rewards/format/mean"] <= 1
+        assert -1 <= record["rewards/length/mean"] <= 0
+        assert 0 <= record["rewards/brevity/mean"] <= 1
     # 8-token completions against a 6-token maximum: the penalty is really computed.
     assert min(r["rewards/length/mean"] for r in records) < 0
 
 
-PLUGIN_WITH_MATH = """
+STALLING = """
 [reward]
-components = [{name = "correctness", weight = 1.0}, {name = "brevity", weight = 0.5}]
+components = [{name = "correctness", weight = 1.0}, {name = "stall_rewards:stall", weight = 1.0}]
+timeout_s = 0.2
 """
 
 
-@pytest.mark.xfail(
-    strict=True, reason="the reward service dispatches plugin components from the tasks branch on (merge)"
-)
-def test_an_installed_plugin_reward_trains_together_with_math(
+def test_timed_out_scores_are_counted_and_their_groups_never_trained_on(
     tmp_path: Path, model_and_data: tuple[Path, Path], rollout_address: str
 ) -> None:
-    records = train(tmp_path / "run", model_and_data, rollout_address, PLUGIN_WITH_MATH)
-    assert all(0 <= r["rewards/brevity/mean"] <= 1 for r in records)
+    records = train(
+        tmp_path / "run", model_and_data, rollout_address, STALLING,
+        "--set", "train.max_refill_rounds=1", "--set", "train.max_steps=1",
+    )  # fmt: skip
+    (record,) = records
+    # 4 groups of 4 timed out, were re-sent once (refill) and timed out again: 8 dropped, none trained.
+    assert record["reward/timeouts"] == 32, record
+    assert record["groups/dropped_timeout"] == 8
+    assert "num_groups" not in record  # the step had no trainable group: weights unchanged
