@@ -30,3 +30,14 @@ def test_tiny_default_example_matches_the_embedded_defaults() -> None:
 def test_there_are_cpu_gpu_and_multi_machine_recipes() -> None:
     names = {p.name for p in RECIPES}
     assert {"qwen2.5-0.5b-cpu.toml", "qwen2.5-0.5b-sglang-1gpu.toml", "multi-machine.toml"} <= names
+
+
+def test_the_dapo_recipe_sends_the_overlong_penalty() -> None:
+    from grpo_learner.rollouts.client import reward_spec_to_proto
+
+    config = load_learner_config(EXAMPLES / "qwen2.5-0.5b-sglang-1gpu.toml", {})
+    spec = reward_spec_to_proto(config.reward)
+    assert [c.name for c in spec.components] == ["correctness", "length"]
+    length = spec.components[1]
+    assert (length.max_completion_tokens, length.overlong_buffer_tokens) == (1024, 256)
+    assert length.max_completion_tokens == config.rollout.sampling.max_new_tokens

@@ -28,6 +28,7 @@ class RecordingRollout(rollout_pb2_grpc.RolloutServiceServicer):
     drop_once: set = field(default_factory=set)  # not answered the first time they are asked
     bad_prompt_ids: set = field(default_factory=set)  # answered with a malformed group
     rewards_for: object = None  # callable(prompt_id, index) -> reward
+    timed_out_for: object = None  # callable(prompt_id, index) -> bool: scoring "ran past its limit"
 
     async def UpdateWeights(self, request_iterator, context):
         if self.fail_next_updates > 0:
@@ -80,6 +81,7 @@ class RecordingRollout(rollout_pb2_grpc.RolloutServiceServicer):
             length = 2 + (seed + i) % 5
             tokens = [1 + (seed >> (i % 16) + j) % 40 for j in range(length)]
             reward = self.rewards_for(prompt.id, i) if self.rewards_for else float((seed + i) % 2)
+            timed_out = bool(self.timed_out_for and self.timed_out_for(prompt.id, i))
             logprobs = [-0.5] * length
             if prompt.id in self.bad_prompt_ids:
                 logprobs = logprobs[:-1]
@@ -87,9 +89,10 @@ class RecordingRollout(rollout_pb2_grpc.RolloutServiceServicer):
                 rollout_pb2.Completion(
                     token_ids=tokens,
                     logprobs=logprobs,
-                    reward=reward,
+                    reward=0.0 if timed_out else reward,
                     finish_reason=rollout_pb2.FINISH_REASON_STOP,
-                    reward_components={"correct": reward},
+                    reward_components={} if timed_out else {"correct": reward},
+                    reward_timed_out=timed_out,
                 )
             )
         return rollout_pb2.RolloutGroup(

@@ -3,7 +3,8 @@
 Used until grpo_reward's own server can be started here; it follows reward.proto: results in
 request order, INVALID_ARGUMENT for empty/duplicate ids. The verdict is deliberately simple (the
 reference appears in the completion). Knobs: `fail_next` calls answer UNAVAILABLE, `delay_s`
-slows each call; every request is recorded.
+slows each call, items whose id is in `timed_out_ids` come back timed out (v1.1: reward 0,
+`timed_out`); every request is recorded.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ class RewardStandin(reward_pb2_grpc.RewardServiceServicer):
         self.fail_next = 0
         self.fail_after: int | None = None  # answer UNAVAILABLE from this call number on
         self.delay_s = 0.0
+        self.timed_out_ids: set[str] = set()
         self._lock = threading.Lock()
         self._server: grpc.Server | None = None
         self.address = ""
@@ -43,6 +45,9 @@ class RewardStandin(reward_pb2_grpc.RewardServiceServicer):
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, "items: empty or duplicate id")
         response = reward_pb2.ScoreResponse()
         for item in request.items:
+            if item.id in self.timed_out_ids:
+                response.results.add(id=item.id, reason="timeout after 1 s", timed_out=True)
+                continue
             correct = bool(item.reference) and item.reference in item.completion
             result = response.results.add(
                 id=item.id,

@@ -26,7 +26,7 @@ from grpo_common.config import ConfigError
 from grpo_common.logging_setup import configure_logging
 
 if TYPE_CHECKING:
-    from grpo_learner.config import DataConfig, LearnerConfig
+    from grpo_learner.config import LearnerConfig
     from grpo_learner.prompts import ListPromptSource
 
 logger = logging.getLogger(__name__)
@@ -142,8 +142,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         return 0
     if config.eval.every and config.eval.data is None:
         raise ConfigError("eval.every is set but eval.data is not: name the held-out problems file")
-    prompts = load_prompts(config.data)
-    eval_prompts = load_prompts(config.data, config.eval.data) if config.eval.every else None
+    prompts = load_prompts(config)
+    eval_prompts = load_prompts(config, config.eval.data) if config.eval.every else None
     progress = not args.no_progress
     if config.rollout.addresses or config.rollout.addresses_file:
         evaluation = _training_evaluation(config, eval_prompts, config.rollout.addresses, None)
@@ -162,10 +162,12 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
-def load_prompts(data: DataConfig, path: Path | str | None = None) -> ListPromptSource:
-    """The problems of [data] (or of the file `path`, read with [data]'s fields, template and task)."""
+def load_prompts(config: LearnerConfig, path: Path | str | None = None) -> ListPromptSource:
+    """The problems of [data] (or of the file `path`, read with [data]'s fields and template, and
+    [reward]'s default task and field size limit)."""
     from grpo_learner.prompts import load_prompt_file, read_hub_rows
 
+    data = config.data
     rows = None
     if path is None and data.hub_name:
         path, rows = (
@@ -181,8 +183,9 @@ def load_prompts(data: DataConfig, path: Path | str | None = None) -> ListPrompt
         answer_field=data.answer_field,
         id_field=data.id_field,
         prompt_template=data.prompt_template,
-        task=data.task,
+        task=config.reward.task,
         rows=rows,
+        max_fields_bytes=config.reward.max_fields_bytes,
     )
 
 
@@ -248,7 +251,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from grpo_learner.service_processes import ServiceStartError
 
     models = args.model or [config.model.name_or_path]
-    prompts = load_prompts(config.data, config.eval.data)
+    prompts = load_prompts(config, config.eval.data)
     try:
         evaluate_models(config, models, prompts, out=args.out, progress=not args.no_progress)
     except (BucketingError, RolloutError, ServiceStartError) as exc:

@@ -1,8 +1,8 @@
 """The learner's one typed configuration, validated in full before any model is loaded.
 
-Sections mirror the modules that read them: `model`, `data`, `rollout` (+ `sampling`), `optim`,
-`loss` (+ `advantage`, `sampler_correction`), `train`, `checkpoint`, `push`, `distributed`,
-`eval`, and `run_dir`.
+Sections mirror the modules that read them: `model`, `data`, `reward`, `rollout` (+ `sampling`), `optim`,
+`loss` (+ `advantage`, `sampler_correction`), `train`, `checkpoint`, `push`, `distributed`, `eval`,
+and `run_dir`.
 Load it with `load_learner_config` (TOML/YAML file < `GRPO_LEARNER_*` environment < CLI overrides).
 A bad value fails here with the field named, e.g. `loss.loss_type: unknown loss 'ppo'; registered:
 bnpo, cispo, dapo, dr_grpo, grpo, gspo`.
@@ -10,6 +10,8 @@ bnpo, cispo, dapo, dr_grpo, grpo, gspo`.
 
 from __future__ import annotations
 
+import logging
+import math
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
@@ -24,6 +26,8 @@ from grpo_learner.advantages import ADVANTAGE_ESTIMATORS, COMBINE_MODES
 from grpo_learner.losses import LOSSES, SAMPLER_WEIGHT_LEVELS
 
 ENV_PREFIX = "GRPO_LEARNER_"
+
+logger = logging.getLogger(__name__)
 
 
 class _Section(BaseModel):
@@ -46,10 +50,87 @@ class DataConfig(_Section):
     question_field: str | None = Field(None, description="default: first of question/problem/prompt")
     answer_field: str | None = Field(None, description="default: first of answer/solution")
     id_field: str | None = Field(None, description="default: the row number")
-    task: str = Field("", description="verifier task name passed to the reward service ('' = math)")
     prompt_template: str = Field("{question}", description="formatted with question=...")
     apply_chat_template: bool = True
     shuffle: bool = True
+
+
+# --- [reward]: what the reward service computes, sent as grpo.v1.RewardSpec with every request -------
+
+BUILTIN_COMPONENTS = ("correctness", "format", "length")
+
+
+class RewardComponentConfig(_Section):
+    """One weighted term: a built-in (correctness, format, length) or a reward task by name.
+
+    `name` may be any task the reward service knows: a built-in task, an entry point of group
+    `grpo.tasks`, or `module:function`; its reward on the same completion is the term.
+    """
+
+    name: str = Field(..., min_length=1, max_length=200)
+    weight: float = Field(1.0, allow_inf_nan=False)
+    max_completion_tokens: int | None = Field(None, gt=0, description="length only: L_max")
+    overlong_buffer_tokens: int = Field(0, ge=0, description="length only: the soft buffer B")
+
+    @model_validator(mode="after")
+    def _length_fields(self) -> RewardComponentConfig:
+        if self.name == "length":
+            if self.max_completion_tokens is None:
+                raise ValueError("the length component needs max_completion_tokens (> 0)")
+            if self.overlong_buffer_tokens > self.max_completion_tokens:
+                raise ValueError(
+                    f"length: overlong_buffer_tokens {self.overlong_buffer_tokens} exceeds "
+                    f"max_completion_tokens {self.max_completion_tokens}"
+                )
+        elif self.max_completion_tokens is not None or self.overlong_buffer_tokens:
+            raise ValueError(
+                f"component {self.name!r}: max_completion_tokens / overlong_buffer_tokens apply to "
+                "'length' only"
+            )
+        return self
+
+
+class RewardConfig(_Section):
+    """The reward of every completion: reward = sum_k weight_k * term_k over `components`.
+
+    Empty `components`: the reward service's default (correctness alone, weight 1).
+    """
+
+    task: str = Field(
+        "", description="default reward task of every row ('' = math); a row's own `task` column wins"
+    )
+    components: list[RewardComponentConfig] = Field(default_factory=list)
+    timeout_s: float = Field(
+        0.0, ge=0, le=10, description="per-item CPU-time limit of scoring; 0: the reward server's default"
+    )
+    fallback_last_number: bool = Field(False, description="math: take the last number if no explicit answer")
+    on_timeout: Literal["drop_group", "zero"] = Field(
+        "drop_group",
+        description="a completion whose scoring timed out: drop its group (re-sent when the feed refills) "
+        "or train on it as reward 0",
+    )
+    max_fields_bytes: int = Field(
+        1 << 20, ge=2, description="largest JSON of a row's extra columns (the reward server's default)"
+    )
+
+    @field_validator("components")
+    @classmethod
+    def _unique_names(cls, components: list[RewardComponentConfig]) -> list[RewardComponentConfig]:
+        names = [c.name for c in components]
+        repeated = sorted({n for n in names if names.count(n) > 1})
+        if repeated:
+            raise ValueError(f"each component may appear once; repeated: {repeated}")
+        return components
+
+    @model_validator(mode="after")
+    def _representable(self) -> RewardConfig:
+        if not math.isfinite(sum(abs(c.weight) for c in self.components)):
+            raise ValueError("the component weights' sum is not a finite number")
+        return self
+
+    def component_weights(self) -> dict[str, float]:
+        """name -> weight of every component, as the reward service applies them."""
+        return {c.name: c.weight for c in self.components}
 
 
 class SamplingConfig(_Section):
@@ -301,6 +382,7 @@ class EvalConfig(_Section):
 class LearnerConfig(_Section):
     model: ModelConfig
     data: DataConfig = Field(default_factory=DataConfig)
+    reward: RewardConfig = Field(default_factory=RewardConfig)
     rollout: RolloutConfig = Field(default_factory=RolloutConfig)
     optim: OptimConfig = Field(default_factory=OptimConfig)
     loss: LossConfig = Field(default_factory=LossConfig)
@@ -312,6 +394,46 @@ class LearnerConfig(_Section):
     eval: EvalConfig = Field(default_factory=EvalConfig)
     run_dir: Path = Path("runs/default")
     tensorboard: bool = True
+
+    @model_validator(mode="before")
+    @classmethod
+    def _data_task_moved(cls, values: Any) -> Any:
+        """`data.task` (before [reward] existed) is read as `reward.task`; both at once must agree."""
+        if not isinstance(values, dict) or not isinstance(values.get("data"), dict):
+            return values
+        if "task" not in values["data"]:
+            return values
+        data = dict(values["data"])
+        task = data.pop("task")
+        reward = dict(values.get("reward") or {})
+        if "task" in reward and reward["task"] != task:
+            raise ValueError(
+                f"data.task {task!r} and reward.task {reward['task']!r} disagree; data.task is the old "
+                "name of reward.task: keep only reward.task"
+            )
+        logger.warning("data.task is now reward.task; reading data.task = %r as reward.task", task)
+        reward["task"] = task
+        return {**values, "data": data, "reward": reward}
+
+    @model_validator(mode="after")
+    def _rewards_weighed_exist(self) -> LearnerConfig:
+        """Every name in loss.advantage.reward_weights must be computed: `reward` or a [reward] component.
+
+        With combine = normalize_then_sum and no reward_weights, the [reward] components' weights are
+        the advantage weights (each component normalised alone), so the weights are given once.
+        """
+        advantage = self.loss.advantage
+        computed = set(self.reward.component_weights()) or {"correctness"}
+        unknown = sorted(set(advantage.reward_weights) - computed - {"reward"})
+        if unknown:
+            raise ValueError(
+                f"loss.advantage.reward_weights names {unknown}, which the reward service is not asked "
+                f"to compute; add them to reward.components (computed now: {sorted(computed)}, plus "
+                "'reward', the weighted sum)"
+            )
+        if advantage.combine == "normalize_then_sum" and not advantage.reward_weights:
+            advantage.reward_weights = self.reward.component_weights()
+        return self
 
     @model_validator(mode="after")
     def _consistent(self) -> LearnerConfig:

@@ -33,7 +33,7 @@ from grpo_learner.metrics import MetricsLogger
 from grpo_learner.models import load_policy, load_reference, pick_device
 from grpo_learner.optim import build_optimizer, build_scheduler
 from grpo_learner.prompts import PromptCursor, PromptSource
-from grpo_learner.rollouts.client import RolloutClient
+from grpo_learner.rollouts.client import RolloutClient, reward_spec_to_proto
 from grpo_learner.rollouts.feed import RolloutFeed
 from grpo_learner.rollouts.pool import PoolSettings
 from grpo_learner.sources import GroupFilter, GroupSource
@@ -144,6 +144,7 @@ def build_feed(
         backoff_s=r.backoff_s,
         max_backoff_s=r.max_backoff_s,
         apply_chat_template=config.data.apply_chat_template,
+        reward_spec=reward_spec_to_proto(config.reward),
         seed=config.train.seed,
         on_stale_service=pusher.resync if pusher is not None else None,
         pool_settings=PoolSettings.from_config(r),
@@ -154,6 +155,8 @@ def build_feed(
         reward_weights=UpdateSettings.from_config(config).reward_weights,
         combine=config.loss.advantage.combine,
         dynamic_sampling=config.train.dynamic_sampling,
+        on_timeout=config.reward.on_timeout,
+        required_components=tuple(config.reward.component_weights()),
     )
     cursor = PromptCursor(prompts, seed=config.train.seed, shuffle=config.data.shuffle)
     return RolloutFeed(

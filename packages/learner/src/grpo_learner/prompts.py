@@ -9,6 +9,10 @@ services see, and enough to rebuild the prompt after a restart.
 File layouts understood without configuration (override with `data.question_field` etc.):
   GSM8K  {"question": ..., "answer": "... #### 42"}   the reference keeps the full answer (`#### 42`)
   MATH   {"problem": ..., "solution": "... \\boxed{5}"} (or an "answer" column when present)
+
+Every other column of a row travels to the reward task as its keyword fields (`fields_json`, e.g.
+`tests` for code, `choices` for multiple choice), and a `task` column names the row's own reward
+task (mixed-task datasets); rows without one use `reward.task`.
 """
 
 from __future__ import annotations
@@ -16,12 +20,14 @@ from __future__ import annotations
 import json
 import random
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Protocol
 
 QUESTION_FIELDS = ("question", "problem", "prompt")
 ANSWER_FIELDS = ("answer", "solution", "reference")
+TASK_FIELD = "task"
+MAX_FIELDS_BYTES = 1 << 20  # grpo.v1.ScoreItem.fields_json: the reward server's default limit
 
 
 @dataclass(frozen=True)
@@ -31,6 +37,7 @@ class PromptItem:
     text: str = ""  # exactly one of text / token_ids
     token_ids: tuple[int, ...] = ()
     task: str = ""
+    fields_json: str = ""  # the row's extra columns as one JSON object ("" = none)
 
 
 class PromptSource(Protocol):
@@ -90,6 +97,41 @@ def read_hub_rows(name: str, config_name: str | None, split: str) -> list[dict[s
     return datasets.load_dataset(name, config_name, split=split).to_list()
 
 
+def row_task(row: dict[str, Any], default: str, where: str) -> str:
+    """The row's own `task` column if it has one (and it is not empty), else `default`."""
+    task = row.get(TASK_FIELD)
+    if task is None or task == "":
+        return default
+    if not isinstance(task, str):
+        raise ValueError(f"{where}: column {TASK_FIELD!r} must be a task name (a string), got {task!r}")
+    return task
+
+
+def row_fields(row: dict[str, Any], used: set[str], max_bytes: int, where: str) -> str:
+    """The columns not in `used` as one JSON object ("" when none), at most `max_bytes` of UTF-8.
+
+    Checked here so that a bad row fails at start-up naming the row, not mid-run in the reward service.
+    """
+    extra = {name: value for name, value in row.items() if name not in used}
+    if not extra:
+        return ""
+    try:
+        text = json.dumps(extra, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+    except (TypeError, ValueError) as exc:
+        raise ValueError(
+            f"{where}: its extra columns {sorted(extra)} cannot be sent as JSON fields ({exc}); "
+            "convert them to strings, numbers, lists or objects, or drop them from the data"
+        ) from None
+    size = len(text.encode())
+    if size > max_bytes:
+        raise ValueError(
+            f"{where}: its extra columns {sorted(extra)} are {size} bytes of JSON, over "
+            f"reward.max_fields_bytes = {max_bytes}; drop large columns or raise the limit (on the "
+            "reward server too)"
+        )
+    return text
+
+
 def load_prompt_file(
     path: Path | str,
     *,
@@ -99,23 +141,35 @@ def load_prompt_file(
     prompt_template: str = "{question}",
     task: str = "",
     rows: list[dict[str, Any]] | None = None,
+    max_fields_bytes: int = MAX_FIELDS_BYTES,
 ) -> ListPromptSource:
     """Read a JSONL/Parquet problem file (or given `rows`, labelled `path` in errors) into prompts.
 
-    Prompts stay text; the rollout service tokenises them with the model's tokenizer.
+    Prompts stay text; the rollout service tokenises them with the model's tokenizer. `task` is the
+    default reward task; columns other than question, answer, id and task become the row's fields.
     """
     rows = read_rows(Path(path)) if rows is None else rows
     if not rows:
         raise ValueError(f"data.path {path} holds no rows")
     q = _pick(rows[0], question_field, QUESTION_FIELDS, "question", path)
     a = _pick(rows[0], answer_field, ANSWER_FIELDS, "answer", path)
+    used = {q, a, TASK_FIELD} | ({id_field} if id_field else set())
     items = []
     for index, row in enumerate(rows):
         if row.get(q) is None or row.get(a) is None:
             raise ValueError(f"{path}: row {index} has no {q!r} or {a!r}")
         row_id = str(row[id_field]) if id_field else str(index)
+        where = f"{path}: row {index} (id {row_id!r})"
         text = prompt_template.format(question=row[q])
-        items.append(PromptItem(id=row_id, reference=str(row[a]), text=text, task=task))
+        items.append(
+            PromptItem(
+                id=row_id,
+                reference=str(row[a]),
+                text=text,
+                task=row_task(row, task, where),
+                fields_json=row_fields(row, used, max_fields_bytes, where),
+            )
+        )
     return ListPromptSource(items)
 
 
@@ -141,7 +195,7 @@ class PromptCursor:
                 random.Random(f"{self.seed}:{epoch}").shuffle(self._order)
             self._epoch = epoch
         item = self.source[self._order[offset]]
-        return PromptItem(f"{item.id}@{draw}", item.reference, item.text, item.token_ids, item.task)
+        return replace(item, id=f"{item.id}@{draw}")
 
     def take(self, count: int) -> list[tuple[int, PromptItem]]:
         draws = [(n, self.item_at(n)) for n in range(self.position, self.position + count)]

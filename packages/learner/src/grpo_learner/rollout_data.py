@@ -4,6 +4,9 @@ Conversion validates everything the math relies on, so a malformed group never r
 fewer than 2 completions, a completion whose token and logprob counts differ, an empty prompt or
 completion, NaN/inf rewards or logprobs, a reward component the config weighs but the group lacks.
 The loop logs a `GroupError` and skips the group.
+
+A completion whose scoring timed out (`reward_timed_out`) carries no verdict: its reward and every
+component read as 0, and by default its whole group is dropped (`reward.on_timeout`, see sources.py).
 """
 
 from __future__ import annotations
@@ -31,9 +34,12 @@ class ScoredCompletion:
     components: Mapping[str, float] = field(default_factory=dict)
     truncated: bool = False  # hit max_new_tokens
     correct: bool = False
+    timed_out: bool = False  # the reward service ran past its limit: the reward 0 is no verdict
 
     def component(self, name: str) -> float:
-        return self.reward if name == SCALAR_REWARD else self.components[name]
+        if name == SCALAR_REWARD:
+            return self.reward
+        return self.components.get(name, 0.0) if self.timed_out else self.components[name]
 
 
 @dataclass(frozen=True)
@@ -47,6 +53,11 @@ class ScoredGroup:
     def rewards(self) -> list[float]:
         return [c.reward for c in self.completions]
 
+    @property
+    def timeouts(self) -> int:
+        """Completions whose scoring ran past the reward service's time limit."""
+        return sum(c.timed_out for c in self.completions)
+
 
 def group_from_proto(message: rollout_pb2.RolloutGroup) -> ScoredGroup:
     """The one conversion from the wire type; raises GroupError for anything the learner cannot use."""
@@ -58,6 +69,7 @@ def group_from_proto(message: rollout_pb2.RolloutGroup) -> ScoredGroup:
             components=dict(c.reward_components),
             truncated=c.finish_reason == rollout_pb2.FINISH_REASON_LENGTH,
             correct=c.correct,
+            timed_out=c.reward_timed_out,
         )
         for c in message.completions
     )
@@ -94,10 +106,11 @@ def validate_group(group: ScoredGroup, component_names: Iterable[str] = ()) -> N
             if not math.isfinite(value):
                 raise GroupError(f"{at}: reward component {name!r} is {value}")
         for name in component_names:
-            if name != SCALAR_REWARD and name not in completion.components:
+            if name != SCALAR_REWARD and name not in completion.components and not completion.timed_out:
                 raise GroupError(
-                    f"{at}: reward component {name!r} (weighted in loss.advantage.reward_weights) is "
-                    f"missing; the completion has {sorted(completion.components) or 'none'}"
+                    f"{at}: reward component {name!r} (in reward.components or weighted in "
+                    f"loss.advantage.reward_weights) is missing; the completion has "
+                    f"{sorted(completion.components) or 'none'}: does the reward service compute it?"
                 )
         bad = [lp for lp in completion.sampler_logprobs if not (math.isfinite(lp) and lp <= 1e-4)]
         if bad:

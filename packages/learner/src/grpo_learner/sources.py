@@ -2,8 +2,11 @@
 
 The loop asks a source for step n's batch and gets a `StepBatch`: the groups to train on plus what
 was dropped and why. The filter admits a group only if it is valid (see `rollout_data`), has the
-requested size, is within the staleness window (policy_version >= current - max_staleness) and,
-under DAPO dynamic sampling, carries signal (its rewards are not all equal).
+requested size, is within the staleness window (policy_version >= current - max_staleness),
+under DAPO dynamic sampling carries signal (its rewards are not all equal), and, with
+`reward.on_timeout = "drop_group"` (the default), has no completion whose scoring timed out: a
+timeout is not a wrong answer, so the group is dropped (`groups/dropped_timeout`) and the feed
+re-sends its prompt once (`rollouts/feed.py`). With `"zero"` such completions train as reward 0.
 """
 
 from __future__ import annotations
@@ -11,7 +14,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 from grpo_learner.advantages import groups_with_signal
 from grpo_learner.rollout_data import GroupError, ScoredGroup, reward_components, validate_group
@@ -27,6 +30,7 @@ class StepBatch:
     zero_std: int = 0  # valid, in-window groups whose rewards were all equal
     considered: int = 0  # valid, in-window groups (the denominator of frac_reward_zero_std)
     refill_rounds: int = 0
+    timeouts: int = 0  # completions received for this step whose scoring timed out (kept or dropped)
 
     def metrics(self) -> dict[str, float]:
         out = {f"groups/dropped_{reason}": float(n) for reason, n in sorted(self.dropped.items())}
@@ -34,7 +38,22 @@ class StepBatch:
             out["frac_reward_zero_std"] = self.zero_std / self.considered
         out["groups/received"] = float(self.received)
         out["groups/refill_rounds"] = float(self.refill_rounds)
+        out["reward/timeouts"] = float(self.timeouts)
+        out.update(component_means(self.groups))
         return out
+
+
+def component_means(groups: list[ScoredGroup]) -> dict[str, float]:
+    """`rewards/<name>/mean` (TRL's name) of every reward component over the trained completions.
+
+    A mean is over the completions that carry the component (a timed-out one may carry none).
+    """
+    values: dict[str, list[float]] = {}
+    for group in groups:
+        for completion in group.completions:
+            for name, value in completion.components.items():
+                values.setdefault(name, []).append(value)
+    return {f"rewards/{name}/mean": sum(v) / len(v) for name, v in sorted(values.items())}
 
 
 class GroupSource(Protocol):
@@ -56,15 +75,19 @@ class GroupFilter:
     reward_weights: Mapping[str, float]
     combine: str = "sum_then_normalize"
     dynamic_sampling: bool = False
+    on_timeout: Literal["drop_group", "zero"] = "drop_group"
+    # The [reward] components: each must come back on every completion (a reward service that does
+    # not compute one, e.g. a v1.0 server and a plugin term, would otherwise go unnoticed).
+    required_components: tuple[str, ...] = ()
 
     def has_signal(self, group: ScoredGroup) -> bool:
         components = reward_components([group], self.reward_weights)
         return bool(groups_with_signal(components, self.reward_weights, self.combine)[0])
 
     def reject_reason(self, group: ScoredGroup, policy_version: int) -> str | None:
-        """None to admit the group, else why it is dropped: invalid, stale or zero_std."""
+        """None to admit the group, else why it is dropped: invalid, timeout, stale or zero_std."""
         try:
-            validate_group(group, self.reward_weights)
+            validate_group(group, [*self.reward_weights, *self.required_components])
             if len(group.completions) != self.group_size:
                 raise GroupError(
                     f"group for prompt {group.prompt_id!r}: {len(group.completions)} completions, "
@@ -73,6 +96,8 @@ class GroupFilter:
         except GroupError as exc:
             logger.warning("skipping a bad group: %s", exc)
             return "invalid"
+        if self.on_timeout == "drop_group" and group.timeouts:
+            return "timeout"
         if policy_version - group.policy_version > self.max_staleness:
             return "stale"
         if self.dynamic_sampling and not self.has_signal(group):

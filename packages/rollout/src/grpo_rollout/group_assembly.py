@@ -1,6 +1,8 @@
 """Completions + reward verdicts -> the wire's RolloutGroup; one place converts at the edge.
 
-A group is sent only whole: G completions from one weight version, each with its score.
+A group is sent only whole: G completions from one weight version, each with its score. The row's
+fields go to the reward service with every item; a score that timed out stays marked as such
+(`reward_timed_out`), so the learner does not read its 0 as a wrong answer.
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ def score_items(
             reference=prompt.reference,
             task=prompt.task,
             completion_tokens=len(completion.token_ids),
+            fields_json=prompt.fields_json,
         )
         for j, (completion, text) in enumerate(zip(completions, texts, strict=True))
     ]
@@ -74,6 +77,7 @@ def assemble_group(
             reward=result.reward,
             correct=result.correct,
             reward_reason=result.reason,
+            reward_timed_out=result.timed_out,
         )
         out.reward_components.update(result.components)
         if result.HasField("extracted"):

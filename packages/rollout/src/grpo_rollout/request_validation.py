@@ -7,6 +7,7 @@ author can fix the request without reading this code.
 
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import dataclass
 
@@ -36,6 +37,7 @@ class PreparedPrompt:
     token_ids: list[int]
     reference: str
     task: str
+    fields_json: str = ""  # the row's extra columns, passed through to ScoreItem.fields_json
 
 
 @dataclass(frozen=True)
@@ -71,6 +73,25 @@ def sampling_config(params: rollout_pb2.SamplingParams, vocab_size: int) -> Samp
     )
 
 
+def check_fields_json(field: str, fields_json: str) -> None:
+    """ "" or one JSON object (the reward task's keyword fields); its size limit is the reward server's.
+
+    Checked before generating, so a malformed row costs no generation.
+    """
+    if not fields_json:
+        return
+    try:
+        fields = json.loads(fields_json)
+    except ValueError as exc:  # JSONDecodeError, or a nesting too deep to decode
+        raise invalid(f"{field}.fields_json is not valid JSON ({str(exc)[:120]})") from None
+    except RecursionError:
+        raise invalid(f"{field}.fields_json is nested too deeply to decode") from None
+    if not isinstance(fields, dict):
+        raise invalid(
+            f"{field}.fields_json must be a JSON object (column -> value), got {type(fields).__name__}"
+        )
+
+
 def prepare_prompt(
     index: int, prompt: rollout_pb2.Prompt, encoder: PromptEncoder, chat: bool, vocab_size: int
 ) -> PreparedPrompt:
@@ -90,7 +111,8 @@ def prepare_prompt(
         token_ids = encoder.encode(prompt.text, chat)
         if not token_ids:
             raise invalid(f"{field}.text tokenises to nothing")
-    return PreparedPrompt(prompt.id, token_ids, prompt.reference, prompt.task)
+    check_fields_json(field, prompt.fields_json)
+    return PreparedPrompt(prompt.id, token_ids, prompt.reference, prompt.task, prompt.fields_json)
 
 
 def validate_request(

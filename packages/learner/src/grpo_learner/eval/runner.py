@@ -15,6 +15,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from grpo.v1 import reward_pb2
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from grpo_learner.config import LearnerConfig, RolloutConfig, SamplingConfig
@@ -22,6 +23,7 @@ from grpo_learner.eval.buckets import assign_buckets, reward_service_judge
 from grpo_learner.eval.estimators import ProblemResult, mean_metrics
 from grpo_learner.eval.sampling import Request, Sample, generate, greedy_sampling
 from grpo_learner.prompts import PromptItem
+from grpo_learner.rollouts.client import reward_spec_to_proto
 
 if TYPE_CHECKING:  # the loop imports torch; `grpo eval` does not need it
     from grpo_learner.loop import Evaluator
@@ -37,6 +39,7 @@ class EvalSettings:
     sampling: SamplingConfig  # of the sampled completions (greedy ones use it at temperature 0)
     apply_chat_template: bool
     seed: int
+    reward_spec: reward_pb2.RewardSpec  # the run's [reward]: tasks, time limit, components as in training
 
     @classmethod
     def from_config(cls, config: LearnerConfig, model: str | None = None) -> EvalSettings:
@@ -55,6 +58,7 @@ class EvalSettings:
             sampling=sampling,
             apply_chat_template=config.data.apply_chat_template,
             seed=config.train.seed,
+            reward_spec=reward_spec_to_proto(config.reward),
         )
 
     def describe_sampling(self) -> dict[str, float | int | bool]:
@@ -128,7 +132,7 @@ async def run_evaluation(
 
     def request(kind: str, completions: int, sampling: SamplingConfig) -> Request:
         chat, seed = settings.apply_chat_template, settings.seed
-        return Request(kind, completions, sampling, chat, seed, min_policy_version)
+        return Request(kind, completions, sampling, chat, seed, min_policy_version, settings.reward_spec)
 
     requests = [request("greedy", 1, greedy_sampling(settings.sampling))] if settings.greedy else []
     if n:

@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 
-from grpo.v1 import rollout_pb2
+from grpo.v1 import reward_pb2, rollout_pb2
 
 from grpo_learner.config import RolloutConfig, SamplingConfig
 from grpo_learner.prompts import PromptItem
@@ -49,6 +49,7 @@ class Request:
     apply_chat_template: bool
     seed: int
     min_policy_version: int = 0
+    reward_spec: reward_pb2.RewardSpec | None = None  # None: the reward service's defaults
 
 
 def greedy_sampling(sampling: SamplingConfig) -> SamplingConfig:
@@ -90,6 +91,7 @@ async def generate(
         apply_chat_template=request.apply_chat_template,
         seed=request.seed,
         pool_settings=PoolSettings.from_config(rollout),
+        reward_spec=request.reward_spec,
     )
     out: dict[str, list[Sample]] = {}
     try:

@@ -24,7 +24,7 @@ from grpc import StatusCode
 from grpo.v1 import reward_pb2, rollout_pb2
 from grpo_common.channel import ChannelConfig
 
-from grpo_learner.config import SamplingConfig
+from grpo_learner.config import RewardConfig, SamplingConfig
 from grpo_learner.prompts import PromptItem
 from grpo_learner.rollouts.load_spread import water_fill
 from grpo_learner.rollouts.pool import Member, PoolSettings, RolloutPool
@@ -40,8 +40,41 @@ class RolloutError(RuntimeError):
 
 def prompt_to_proto(item: PromptItem) -> rollout_pb2.Prompt:
     return rollout_pb2.Prompt(
-        id=item.id, text=item.text, token_ids=list(item.token_ids), reference=item.reference, task=item.task
+        id=item.id,
+        text=item.text,
+        token_ids=list(item.token_ids),
+        reference=item.reference,
+        task=item.task,
+        fields_json=item.fields_json,
     )
+
+
+def reward_spec_to_proto(reward: RewardConfig) -> reward_pb2.RewardSpec:
+    """The [reward] section as the RewardSpec every RolloutRequest carries (v1.1 `components`).
+
+    The built-in terms are also written to the v1.0 fields (correctness_weight always present), which a
+    v1.1 server ignores when `components` is set: a v1.0 reward service then computes the same reward
+    for specs of built-ins alone instead of silently falling back to correctness only.
+    """
+    spec = reward_pb2.RewardSpec(
+        correctness_weight=1.0, fallback_last_number=reward.fallback_last_number, timeout_s=reward.timeout_s
+    )
+    if not reward.components:
+        return spec
+    spec.correctness_weight = 0.0
+    for component in reward.components:
+        term = spec.components.add(name=component.name, weight=component.weight)
+        if component.name == "length":
+            term.max_completion_tokens = component.max_completion_tokens or 0
+            term.overlong_buffer_tokens = component.overlong_buffer_tokens
+            spec.length_weight = component.weight
+            spec.max_completion_tokens = term.max_completion_tokens
+            spec.overlong_buffer_tokens = term.overlong_buffer_tokens
+        elif component.name == "correctness":
+            spec.correctness_weight = component.weight
+        elif component.name == "format":
+            spec.format_weight = component.weight
+    return spec
 
 
 def sampling_to_proto(sampling: SamplingConfig, seed: int | None = None) -> rollout_pb2.SamplingParams:

@@ -6,8 +6,10 @@ least that version have been pushed, so no group is older than the window allows
 strictly on-policy: step s is requested after the weights of version s are pushed).
 
 Filling a batch: step s's groups pass the admission filter (`sources.GroupFilter`); if fewer than
-`prompts_per_step` survive (bad, stale or, under dynamic sampling, zero-variance groups), the feed
-asks for the shortfall again, at most `max_refill_rounds` times, then trains on what it has.
+`prompts_per_step` survive (bad, stale, with a reward timeout or, under dynamic sampling,
+zero-variance groups), the feed asks for the shortfall again, at most `max_refill_rounds` times,
+then trains on what it has. A group dropped for a reward timeout is re-sent once (its prompt is
+the first of the next request: it is scored afresh); other shortfalls draw new prompts.
 Surplus groups are carried to the next step (and filtered again there).
 
 State for checkpoints: the cursor position plus the draws requested but not yet trained on; after a
@@ -57,7 +59,8 @@ class RolloutFeed:
         self._invalid: Counter[int] = Counter()
         self._in_flight: dict[int, list[int]] = {}  # step -> draws requested for it
         self._tasks: dict[int, list[asyncio.Task]] = {}
-        self._resend: list[int] = []  # draws restored from a checkpoint
+        self._resend: list[int] = []  # draws to request first: restored from a checkpoint, or timed out
+        self._timed_out: set[int] = set()  # draws already re-sent once after a reward timeout
 
     # --- requests ---------------------------------------------------------------------------
 
@@ -79,6 +82,12 @@ class RolloutFeed:
             except GroupError as exc:
                 logger.warning("skipping a bad group: %s", exc)
                 self._invalid[step] += 1
+
+    def _resend_once(self, draw: int) -> None:
+        """Queue a timed-out prompt for one more try; a second timeout drops it for good."""
+        if draw not in self._timed_out:
+            self._timed_out.add(draw)
+            self._resend.append(draw)
 
     def _fill_window(self, step: int) -> None:
         """Request every step in [step, step + k] whose weights have been pushed."""
@@ -110,11 +119,14 @@ class RolloutFeed:
             received = self._groups.get(step, [])
             dropped["invalid"] += self._invalid.pop(step, 0)
             for group in received[seen:]:
+                batch.timeouts += group.timeouts
                 reason = self.filter.reject_reason(group, policy_version)
                 if reason is None:
                     batch.groups.append(group)
                 else:
                     dropped[reason] += 1
+                if reason == "timeout":
+                    self._resend_once(draw_of(group.prompt_id))
                 if reason in (None, "zero_std"):
                     batch.considered += 1
                     batch.zero_std += not self.filter.has_signal(group)
