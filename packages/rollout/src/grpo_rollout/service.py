@@ -225,8 +225,12 @@ class RolloutServicer(rollout_pb2_grpc.RolloutServiceServicer):
         self, request_iterator: AsyncIterator[bytes], context: grpc.aio.ServicerContext
     ) -> rollout_pb2.UpdateWeightsResponse:
         """Chunks arrive as their wire bytes (see app.py's registration) and are decoded in place."""
+        # The model's specs: a stream claiming a tensor the model lacks is refused before any
+        # memory is claimed for it; non-finite floats are refused too (the decoder's default).
         decoder = WeightStreamDecoder(
-            max_total_bytes=self._limits.max_update_bytes, buffers=self._receive_buffers
+            max_total_bytes=self._limits.max_update_bytes,
+            buffers=self._receive_buffers,
+            expected=self._generator.parameter_specs(),
         )
         started: float | None = None
         try:
