@@ -305,23 +305,23 @@ class RolloutServicer(rollout_pb2_grpc.RolloutServiceServicer):
         generator = self._generator
         return generator if isinstance(generator, DistributedWeightReceiver) else None
 
-    async def _require_receiver(self, context: grpc.aio.ServicerContext) -> DistributedWeightReceiver:
+    def _require_receiver(self) -> DistributedWeightReceiver:
+        """The backend's group receiver, or RequestError(UNIMPLEMENTED) when it cannot join one."""
         receiver = self._receiver()
         if receiver is None or receiver.weight_sync_ranks() == 0:
             backend = self._generator.info().backend
-            await context.abort(
+            raise RequestError(
                 grpc.StatusCode.UNIMPLEMENTED,
                 f"this rollout service's {backend!r} backend cannot join a weight-update group "
                 "(RolloutInfo.weight_sync_ranks is 0); push weights with UpdateWeights instead",
             )
-        assert receiver is not None
         return receiver
 
     async def InitWeightSync(
         self, request: rollout_pb2.InitWeightSyncRequest, context: grpc.aio.ServicerContext
     ) -> rollout_pb2.InitWeightSyncResponse:
-        receiver = await self._require_receiver(context)
         try:
+            receiver = self._require_receiver()
             group = validate_init(request, receiver.weight_sync_ranks())
         except RequestError as exc:
             await context.abort(exc.code, exc.message)
@@ -345,8 +345,8 @@ class RolloutServicer(rollout_pb2_grpc.RolloutServiceServicer):
     async def UpdateWeightsDistributed(
         self, request: rollout_pb2.DistributedWeightsRequest, context: grpc.aio.ServicerContext
     ) -> rollout_pb2.UpdateWeightsResponse:
-        receiver = await self._require_receiver(context)
         try:
+            receiver = self._require_receiver()
             bucket = validate_bucket(request, self._generator.parameter_specs())
         except RequestError as exc:
             await context.abort(exc.code, exc.message)
