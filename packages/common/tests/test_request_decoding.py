@@ -2,8 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
+
+import grpc
 from grpo.v1 import reward_pb2, rollout_pb2
-from grpo_common.request_decoding import UndecodableRequest, describe_undecodable, safe_deserializer
+from grpo_common.request_decoding import (
+    UndecodableRequest,
+    describe_undecodable,
+    guard_handler,
+    safe_deserializer,
+)
 
 
 def _with_bad_text(message: bytes, good: str) -> bytes:
@@ -36,3 +44,43 @@ def test_malformed_bytes_say_what_is_wrong_and_the_deserializer_never_raises() -
         assert isinstance(answer, UndecodableRequest)
         assert "not a valid grpo.v1.RolloutRequest (malformed protobuf" in answer.message, answer.message
     assert decode(b"") == rollout_pb2.RolloutRequest()
+
+
+def test_a_streaming_handler_that_writes_with_context_write_still_works() -> None:
+    """guard_handler wraps both styles of server-streaming handler: async generators and coroutines."""
+
+    class Context:
+        def __init__(self) -> None:
+            self.written: list[str] = []
+
+        async def write(self, message: str) -> None:
+            self.written.append(message)
+
+        async def abort(self, code: grpc.StatusCode, details: str) -> None:
+            raise RuntimeError(f"{code.name}: {details}")
+
+    async def writes(request: str, context: Context) -> None:
+        await context.write(request + "!")
+
+    async def yields(request: str, context: Context):
+        yield request + "?"
+
+    async def scenario() -> tuple[list[str], list[str], str]:
+        outputs = []
+        for behaviour in (writes, yields):
+            handler = guard_handler(
+                grpc.unary_stream_rpc_method_handler(behaviour, request_deserializer=bytes.decode),
+                rollout_pb2.GetInfoRequest.DESCRIPTOR,
+            )
+            context = Context()
+            yielded = [response async for response in handler.unary_stream("hi", context)]
+            outputs.append(context.written + yielded)
+        try:
+            async for _ in handler.unary_stream(UndecodableRequest("broken"), Context()):
+                pass
+        except RuntimeError as refused:
+            return outputs[0], outputs[1], str(refused)
+        return outputs[0], outputs[1], ""
+
+    wrote, yielded, refused = asyncio.run(scenario())
+    assert wrote == ["hi!"] and yielded == ["hi?"] and refused == "INVALID_ARGUMENT: broken"

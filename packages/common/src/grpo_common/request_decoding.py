@@ -101,6 +101,15 @@ async def _refuse(context: grpc.aio.ServicerContext, request: UndecodableRequest
     await context.abort(grpc.StatusCode.INVALID_ARGUMENT, request.message)
 
 
+async def _responses(result: Any) -> AsyncIterator[Any]:
+    """A streaming handler's responses: it yields them, or (a coroutine) writes them with context.write."""
+    if inspect.isawaitable(result):
+        await result
+        return
+    async for response in result:
+        yield response
+
+
 async def _checked(requests: AsyncIterator[Any], context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
     async for request in requests:
         if isinstance(request, UndecodableRequest):
@@ -117,7 +126,7 @@ def guard_handler(handler: grpc.RpcMethodHandler, descriptor: Descriptor) -> grp
         if handler.response_streaming:
 
             async def stream_stream(requests: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
-                async for response in behaviour(_checked(requests, context), context):
+                async for response in _responses(behaviour(_checked(requests, context), context)):
                     yield response
 
             wrapped: Callable[..., Any] = stream_stream
@@ -133,7 +142,7 @@ def guard_handler(handler: grpc.RpcMethodHandler, descriptor: Descriptor) -> grp
         async def unary_stream(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
             if isinstance(request, UndecodableRequest):
                 await _refuse(context, request)
-            async for response in behaviour(request, context):
+            async for response in _responses(behaviour(request, context)):
                 yield response
 
         wrapped = unary_stream
