@@ -10,6 +10,8 @@ paths are measured: "wire", what the learner and the rollout service use (chunks
 straight from their wire bytes, grpo_common.weight_wire, into memory the previous update left,
 grpo_common.receive_buffers), and "protobuf", the generated message
 classes on both sides (encode_state_dict and the generated deserializer), for comparison.
+"wire-unchecked" is "wire" without the receiver's refusal of NaN / inf tensors
+(`allow_non_finite`), so one run shows what that check costs.
 Both figures come from the same run on the same machine, so their ratio is what the codec and
 gRPC cost on top of moving the bytes. On a shared, busy machine wall-clock rates swing with the
 neighbours' load, so the CPU seconds per GiB that the sender and the receiver process spent (all
@@ -48,6 +50,7 @@ from grpo_common.weight_codec import (
 )
 
 MIB = 1024 * 1024
+PATHS = ("wire", "wire-unchecked", "protobuf")
 
 
 def transformer_state_dict(target_bytes: int, dtype: torch.dtype) -> dict[str, torch.Tensor]:
@@ -87,11 +90,12 @@ class _SinkServicer(rollout_pb2_grpc.RolloutServiceServicer):
     service does once it has copied an update into its model.
     """
 
-    def __init__(self, buffers: ReceiveBuffers | None = None) -> None:
+    def __init__(self, buffers: ReceiveBuffers | None = None, allow_non_finite: bool = False) -> None:
         self.buffers = buffers
+        self.allow_non_finite = allow_non_finite
 
     async def UpdateWeights(self, request_iterator, context):
-        decoder = WeightStreamDecoder(buffers=self.buffers)
+        decoder = WeightStreamDecoder(buffers=self.buffers, allow_non_finite=self.allow_non_finite)
         try:
             async for chunk in request_iterator:
                 decoder.feed(chunk)
@@ -106,7 +110,7 @@ class _SinkServicer(rollout_pb2_grpc.RolloutServiceServicer):
 
 
 def _receiver(max_message_bytes: int, ports: mp.Queue) -> None:
-    """The receiving process: two gRPC servers (wire, protobuf) and a raw TCP sink; runs until killed."""
+    """The receiving process: a gRPC server per path and a raw TCP sink; runs until killed."""
     torch.set_num_threads(1)
     listener = socket.create_server(("127.0.0.1", 0))
     name = rollout_pb2.DESCRIPTOR.services_by_name["RolloutService"].full_name
@@ -114,10 +118,17 @@ def _receiver(max_message_bytes: int, ports: mp.Queue) -> None:
     config = ServerConfig(max_message_bytes=max_message_bytes)
 
     async def main() -> None:
-        wire = registration(_SinkServicer(ReceiveBuffers()), add, name, {"UpdateWeights": read_weight_chunk})
-        running_wire = await start_server([wire], config)
-        running_protobuf = await start_server([registration(_SinkServicer(), add, name)], config)
-        ports.put((running_wire.port, running_protobuf.port, listener.getsockname()[1]))
+        raw_chunks = {"UpdateWeights": read_weight_chunk}
+        wire = registration(_SinkServicer(ReceiveBuffers()), add, name, raw_chunks)
+        unchecked = registration(
+            _SinkServicer(ReceiveBuffers(), allow_non_finite=True), add, name, raw_chunks
+        )
+        running = [await start_server([service], config) for service in (wire, unchecked)]
+        running.append(await start_server([registration(_SinkServicer(), add, name)], config))
+        ports.put(
+            {path: r.port for path, r in zip(PATHS, running, strict=True)}
+            | {"raw": listener.getsockname()[1]}
+        )
         loop = asyncio.get_running_loop()
         while True:
             conn, _ = await loop.run_in_executor(None, listener.accept)
@@ -170,7 +181,7 @@ async def grpc_seconds(
 ) -> float:
     channel = create_channel(f"127.0.0.1:{port}", ChannelConfig(max_message_bytes=max_message_bytes))
     async with channel:
-        if path == "wire":
+        if path.startswith("wire"):
             call = update_weights_method(channel)
             chunks = encode_state_dict_wire(tensors, 1, bucket_bytes)
         else:
@@ -215,22 +226,20 @@ def measure(transfer: Callable[[], float], receiver_pid: int, repeats: int) -> M
 
 
 def compare_buckets(
-    tensors: dict[str, torch.Tensor], ports: tuple[int, int, int], receiver_pid: int, args: argparse.Namespace
+    tensors: dict[str, torch.Tensor], ports: dict[str, int], receiver_pid: int, args: argparse.Namespace
 ) -> None:
     """For each bucket size and path: gRPC+codec, with raw TCP measured right before and after it."""
-    wire_port, protobuf_port, raw_port = ports
     max_message_bytes = (max(args.buckets) + 8) * MIB
     nbytes = sum(t.nbytes for t in tensors.values())
     gib = nbytes / 1024**3
-    raw_transfer = functools.partial(raw_tcp_seconds, raw_port, tensors)
+    raw_transfer = functools.partial(raw_tcp_seconds, ports["raw"], tensors)
     for bucket, path in itertools.product(args.buckets, args.paths):
-        port = wire_port if path == "wire" else protobuf_port
-        send = functools.partial(grpc_seconds, port, tensors, bucket * MIB, max_message_bytes, path)
+        send = functools.partial(grpc_seconds, ports[path], tensors, bucket * MIB, max_message_bytes, path)
         raw = measure(raw_transfer, receiver_pid, args.repeats)
         run = measure(lambda send=send: asyncio.run(send()), receiver_pid, args.repeats)
         raw = min(raw, measure(raw_transfer, receiver_pid, 1), key=lambda m: m.seconds)
         print(
-            f"  bucket {bucket:3d} MiB, {path:8s}: gRPC+codec {nbytes / run.seconds / 1e9:5.2f} GB/s, "
+            f"  bucket {bucket:3d} MiB, {path:14s}: gRPC+codec {nbytes / run.seconds / 1e9:5.2f} GB/s, "
             "raw TCP "
             f"{nbytes / raw.seconds / 1e9:5.2f} GB/s, ratio {raw.seconds / run.seconds:4.0%} | CPU s/GiB: "
             f"gRPC sender {run.sender_cpu / gib:4.2f} receiver {run.receiver_cpu / gib:4.2f}, "
@@ -244,9 +253,7 @@ def main() -> None:
     parser.add_argument("--gib", type=float, default=1.0, help="state dict size per dtype")
     parser.add_argument("--buckets", type=int, nargs="+", default=[4, 16, 32, 64], help="bucket sizes, MiB")
     parser.add_argument("--repeats", type=int, default=2, help="best of N for each figure")
-    parser.add_argument(
-        "--paths", nargs="+", default=["wire", "protobuf"], choices=["wire", "protobuf"], help="gRPC paths"
-    )
+    parser.add_argument("--paths", nargs="+", default=["wire", "protobuf"], choices=PATHS, help="gRPC paths")
     args = parser.parse_args()
     torch.set_num_threads(1)
     # The 64 MiB bucket needs room above the 64 MiB default limit for the message framing.

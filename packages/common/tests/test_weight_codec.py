@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -15,6 +17,7 @@ from grpo_common.weight_codec import (
     decode_stream,
     encode_state_dict,
 )
+from grpo_common.weight_wire import ChunkView, PieceView, write_chunk
 
 Chunks = list[rollout_pb2.WeightChunk]
 
@@ -52,7 +55,8 @@ def test_round_trip_is_bit_exact(dtype, bucket_bytes) -> None:
         "strided": _special_values(dtype)[::3],  # non-contiguous, with storage offset gaps
     }
     assert not state["transposed"].is_contiguous() and not state["strided"].is_contiguous()
-    decoded = decode_stream(encode_state_dict(state, policy_version=5, bucket_bytes=bucket_bytes))
+    chunks = encode_state_dict(state, policy_version=5, bucket_bytes=bucket_bytes)
+    decoded = decode_stream(chunks, allow_non_finite=True)  # NaN and inf travel bit-exact when allowed
     assert decoded.policy_version == 5
     assert decoded.total_bytes == sum(t.numel() * t.element_size() for t in state.values())
     _assert_bit_exact(decoded.tensors, state)
@@ -285,3 +289,37 @@ def test_large_tensors_decode_into_writable_memory_that_outlives_the_decoder() -
     assert torch.equal(received, big)
     received.mul_(2)  # writable in place, like a parameter the receiver copies into its model
     assert torch.equal(received, big * 2)
+
+
+def _peak_rss_after_reset() -> int:
+    """VmHWM right after resetting it to the current RSS (Linux: `5 > /proc/self/clear_refs`)."""
+    Path("/proc/self/clear_refs").write_text("5")
+    return _peak_rss()
+
+
+def _peak_rss() -> int:
+    line = next(x for x in Path("/proc/self/status").read_text().splitlines() if x.startswith("VmHWM:"))
+    return int(line.split()[1]) * 1024
+
+
+def test_memory_is_committed_as_bytes_arrive_not_as_claimed() -> None:
+    """A tensor the receiver does expect, 512 MiB of it claimed, 64 bytes sent: 64 bytes held."""
+    shape = (128 * 1024 * 1024,)
+    expected = {"embed.weight": SimpleNamespace(shape=shape, dtype=torch.float32)}
+    decoder = WeightStreamDecoder(expected=expected)
+    start = _peak_rss_after_reset()
+    decoder.feed(write_chunk(ChunkView(1, [PieceView("embed.weight", "float32", shape, 0, bytes(64), None)])))
+    assert _peak_rss() - start < 32 * 1024 * 1024
+
+
+def test_non_finite_floats_are_refused_naming_the_tensor_and_element() -> None:
+    values = torch.arange(5000, dtype=torch.float32)
+    values[4321] = float("nan")
+    with pytest.raises(
+        WeightStreamError, match=r"tensor 'w' holds non-finite values \(element 4321 is nan\)"
+    ):
+        decode_stream(encode_state_dict({"w": values}, 1, bucket_bytes=4097))  # pieces end mid-element
+    huge = torch.full((1000,), 3e38)  # every element finite, their sum is not: the exact test decides
+    assert (
+        decode_stream(encode_state_dict({"h": huge, "i": torch.tensor([2**62])}, 1)).tensors["h"].equal(huge)
+    )

@@ -20,6 +20,7 @@ from grpo.v1 import reward_pb2, reward_pb2_grpc
 class RewardStandin(reward_pb2_grpc.RewardServiceServicer):
     def __init__(self) -> None:
         self.requests: list[reward_pb2.ScoreRequest] = []
+        self.authorizations: list[str | None] = []  # each call's `authorization` metadata
         self.fail_next = 0
         self.fail_after: int | None = None  # answer UNAVAILABLE from this call number on
         self.delay_s = 0.0
@@ -33,6 +34,7 @@ class RewardStandin(reward_pb2_grpc.RewardServiceServicer):
     ) -> reward_pb2.ScoreResponse:
         with self._lock:
             self.requests.append(request)
+            self.authorizations.append(dict(context.invocation_metadata()).get("authorization"))
             calls = len(self.requests)
             fail = self.fail_next > 0 or (self.fail_after is not None and calls > self.fail_after)
             self.fail_next -= int(self.fail_next > 0)

@@ -354,6 +354,10 @@ class Handler(BaseHTTPRequestHandler):
         if "seed" in params[0]:
             self._send(400, {"error": "unknown sampling param 'seed' (SGLang uses sampling_seed)"})
             return
+        refusal = next((r for r in map(sampling_refusal, params) if r), None)
+        if refusal:  # SGLang's SamplingParams.verify answers 400 with its message
+            self._send(400, {"error": refusal})
+            return
         outputs = [self._one(ids, p) for ids, p in zip(inputs, params, strict=True)]
         self._send(200, outputs if batched else outputs[0])
 
@@ -388,6 +392,17 @@ class Handler(BaseHTTPRequestHandler):
                 "output_token_logprobs": [[predicted_logprob(k), t, None] for k, t in enumerate(tokens)],
             },
         }
+
+
+def sampling_refusal(params: dict[str, Any]) -> str | None:
+    """SGLang's SamplingParams.verify for the float fields: what it refuses, with its wording."""
+    temperature = float(params.get("temperature", 1.0))
+    top_p = float(params.get("top_p", 1.0))
+    if not temperature >= 0.0:  # NaN fails this too
+        return f"temperature must be non-negative, got {temperature}."
+    if not 0.0 < top_p <= 1.0:
+        return f"top_p must be in (0, 1], got {top_p}."
+    return None
 
 
 class StandinServer:

@@ -9,6 +9,7 @@ update of the same tensor writes into the same memory.
 
 from __future__ import annotations
 
+import contextlib
 import mmap
 from collections.abc import Mapping
 
@@ -18,20 +19,39 @@ import torch
 _POPULATE_MIN_BYTES = 1024 * 1024
 
 
+# Linux's MADV_POPULATE_WRITE (5.14+; Python 3.11's mmap module does not name it yet).
+_MADV_POPULATE_WRITE = getattr(mmap, "MADV_POPULATE_WRITE", 23)
+
+
 def allocate(nbytes: int) -> tuple[torch.Tensor, memoryview]:
     """Uninitialised uint8 storage for a received tensor and a writable view of it.
 
     Not bytearray(n): that zero-fills, touching every page once before the data lands. Large
-    tensors get an anonymous mapping populated up front (MAP_POPULATE), which costs the kernel
-    one call instead of a page fault per 4 KiB when the bytes are copied in: about a third less
-    CPU for the receiver, measured on the 2-core test box. The tensor keeps the mapping alive.
+    tensors get an anonymous mapping that holds no memory yet: `populate` commits each range just
+    before its bytes are copied in, one kernel call instead of a page fault per 4 KiB (about a
+    third less CPU for the receiver, measured on the 2-core test box), and only as the bytes
+    arrive, so a sender that claims a big tensor and sends 100 bytes makes the receiver hold 100
+    bytes, not the claim. The tensor keeps the mapping alive.
     """
-    if nbytes >= _POPULATE_MIN_BYTES and hasattr(mmap, "MAP_POPULATE"):
-        flags = mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS | mmap.MAP_POPULATE
-        mapping = mmap.mmap(-1, nbytes, flags=flags)
+    if nbytes >= _POPULATE_MIN_BYTES:
+        mapping = mmap.mmap(-1, nbytes, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
         return torch.frombuffer(mapping, dtype=torch.uint8), memoryview(mapping)
     storage = torch.empty(nbytes, dtype=torch.uint8)
     return storage, memoryview(storage.numpy()) if nbytes else memoryview(bytearray())
+
+
+def populate(buffer: memoryview, start: int, stop: int) -> None:
+    """Commit the pages of `buffer[start:stop]` before writing them, if `allocate` mapped it.
+
+    Recycled or small buffers are plain memory and left alone; without MADV_POPULATE_WRITE (older
+    kernels) the pages fault in as they are written, which is correct, just slower.
+    """
+    mapping = buffer.obj
+    if not isinstance(mapping, mmap.mmap) or stop <= start:
+        return
+    first = start - start % mmap.PAGESIZE
+    with contextlib.suppress(OSError):
+        mapping.madvise(_MADV_POPULATE_WRITE, first, stop - first)
 
 
 class ReceiveBuffers:

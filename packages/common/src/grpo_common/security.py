@@ -89,9 +89,8 @@ def _read_pem(path: Path, what: str) -> bytes:
 
 
 def server_credentials(tls: TLSConfig) -> grpc.ServerCredentials | None:
-    if not tls.enabled:
+    if tls.cert is None or tls.key is None:  # TLSConfig's validator allows only both or neither
         return None
-    assert tls.cert is not None and tls.key is not None
     client_ca = _read_pem(tls.client_ca, "tls.client_ca") if tls.client_ca else None
     return grpc.ssl_server_credentials(
         [(_read_pem(tls.key, "tls.key"), _read_pem(tls.cert, "tls.cert"))],

@@ -2,9 +2,10 @@
 
 What every service gets without asking: `grpc.health.v1` (per service and overall), server
 reflection (so `grpcurl` works), explicit message size limits (over-limit messages are refused with
-RESOURCE_EXHAUSTED naming the limit), keepalive, TLS and token auth when configured, a loopback bind
-by default, and a graceful shutdown on SIGTERM/SIGINT that marks the service NOT_SERVING first and
-lets in-flight calls finish within a grace period.
+RESOURCE_EXHAUSTED naming the limit), undecodable request bodies answered INVALID_ARGUMENT naming
+the field (`grpo_common.request_decoding`; never UNKNOWN), keepalive, TLS and token auth when
+configured, a loopback bind by default, and a graceful shutdown on SIGTERM/SIGINT that marks the
+service NOT_SERVING first and lets in-flight calls finish within a grace period.
 """
 
 from __future__ import annotations
@@ -19,11 +20,13 @@ from pathlib import Path
 from typing import Any
 
 import grpc
+from google.protobuf import descriptor_pool
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1.health import aio as health_aio
 from grpc_reflection.v1alpha import reflection
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
+from grpo_common.request_decoding import guard_handler
 from grpo_common.security import TLSConfig, TokenAuthServerInterceptor, read_token, server_credentials
 
 logger = logging.getLogger(__name__)
@@ -70,13 +73,12 @@ def registration(
     reflection report, e.g. `registration(servicer, reward_pb2_grpc.add_RewardServiceServicer_to_server,
     reward_pb2.DESCRIPTOR.services_by_name["RewardService"].full_name)`.
     `request_deserializers` replaces the generated deserializer of the named methods
-    ({"UpdateWeights": read_weight_chunk}); every other method is registered as generated.
+    ({"UpdateWeights": read_weight_chunk}). Every method's deserializer is made safe
+    (`request_decoding.guard_handler`): a body it cannot decode is answered INVALID_ARGUMENT.
     """
-    if not request_deserializers:
-        return ServiceRegistration(full_name=full_name, add_to_server=lambda server: add_fn(servicer, server))
 
     def add_to_server(server: grpc.aio.Server) -> None:
-        rewriter = _DeserializerRewriter(server, dict(request_deserializers))
+        rewriter = _DeserializerRewriter(server, full_name, dict(request_deserializers or {}))
         add_fn(servicer, rewriter)
         rewriter.check_applied(full_name)
 
@@ -88,11 +90,15 @@ class _DeserializerRewriter:
 
     Generated `add_XServicer_to_server` functions build one `{method: handler}` dict and pass it to
     `add_generic_rpc_handlers` (wrapped) and to `add_registered_method_handlers` (as is); the dict
-    is the public part, so handlers are rewritten there and both registrations made from it.
+    is the public part, so handlers are rewritten there and both registrations made from it. Each
+    method's input type comes from the service's descriptor, so a new method is guarded unasked.
     """
 
-    def __init__(self, server: grpc.aio.Server, deserializers: dict[str, Callable[[bytes], Any]]) -> None:
+    def __init__(
+        self, server: grpc.aio.Server, full_name: str, deserializers: dict[str, Callable[[bytes], Any]]
+    ) -> None:
         self._server = server
+        self._methods = descriptor_pool.Default().FindServiceByName(full_name).methods_by_name
         self._deserializers = deserializers
         self._applied = False
 
@@ -106,9 +112,12 @@ class _DeserializerRewriter:
         if unknown:
             raise ValueError(f"{service} has no method(s) {sorted(unknown)} to give a deserializer")
         rewritten = {
-            name: handler._replace(request_deserializer=self._deserializers[name])
-            if name in self._deserializers
-            else handler
+            name: guard_handler(
+                handler._replace(
+                    request_deserializer=self._deserializers.get(name, handler.request_deserializer)
+                ),
+                self._methods[name].input_type,
+            )
             for name, handler in handlers.items()
         }
         self._server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(service, rewritten),))

@@ -7,6 +7,11 @@ Every tensor travels as its raw row-major bytes with dtype and shape, and a CRC-
 bytes on the piece that completes it. The final chunk carries totals, so a truncated stream is
 detected. The decoder builds fresh tensors and hands them over only when the whole stream has
 verified, so a receiver that applies the result never ends up half-updated.
+
+What a receiver is protected from: a stream that claims tensors its model does not have (with
+`expected`, refused at the first piece, before any memory is claimed; memory is committed only as
+bytes arrive), and floating tensors holding NaN or infinities (one diverged learner step would
+otherwise become every rollout's weights; refused unless `allow_non_finite`).
 """
 
 from __future__ import annotations
@@ -21,7 +26,7 @@ import torch
 from grpo.v1 import rollout_pb2
 
 from grpo_common.allocator import keep_freed_buffers
-from grpo_common.receive_buffers import ReceiveBuffers, allocate
+from grpo_common.receive_buffers import ReceiveBuffers, allocate, populate
 from grpo_common.weight_wire import ChunkView, PieceView, WireFormatError, read_chunk, write_chunk
 
 # Chosen with benchmarks/weight_transfer.py (1 GiB fp32/bf16 over gRPC loopback, 2-core box):
@@ -180,12 +185,18 @@ class _PartialTensor:
 class WeightStreamDecoder:
     """Feed chunks in order, then `finish()`; any inconsistency raises WeightStreamError.
 
-    `max_total_bytes` bounds the memory a sender can make the receiver allocate. With `buffers`,
-    tensors are written into memory an earlier update left there (see ReceiveBuffers).
+    `max_total_bytes` bounds the memory a sender can make the receiver allocate. With `expected`
+    (the receiver's tensor specs; empty = unknown), a tensor the model does not have, or has with
+    another shape or dtype, is refused at its first piece, before its memory is claimed. With
+    `buffers`, tensors are written into memory an earlier update left there (see ReceiveBuffers).
+    Floating tensors with a NaN or an infinity are refused unless `allow_non_finite`: the check
+    runs on each piece's elements right after they are copied in, while they are in cache.
     """
 
     max_total_bytes: int | None = None
     buffers: ReceiveBuffers | None = None
+    expected: Mapping[str, TensorLike] | None = None
+    allow_non_finite: bool = False
     _version: int | None = None
     _done: dict[str, torch.Tensor] = field(default_factory=dict)
     _partial: _PartialTensor | None = None
@@ -240,8 +251,11 @@ class WeightStreamDecoder:
                 f"tensor {piece.name!r}: {end} bytes received but dtype {piece.dtype} and shape "
                 f"{list(partial.shape)} need {len(partial.buffer)}"
             )
+        populate(partial.buffer, partial.filled, end)
         partial.buffer[partial.filled : end] = piece.data
         partial.crc = zlib.crc32(piece.data, partial.crc)
+        if not self.allow_non_finite and partial.dtype.is_floating_point:
+            _check_finite(partial, partial.filled, end)
         partial.filled = end
         if end == len(partial.buffer):
             if piece.crc32 is None:
@@ -271,6 +285,8 @@ class WeightStreamDecoder:
         shape = tuple(piece.shape)
         if any(dim < 0 for dim in shape):
             raise WeightStreamError(f"tensor {piece.name!r}: negative dimension in shape {list(shape)}")
+        if self.expected:
+            check_spec(piece.name, shape, dtype, self.expected)
         numel = 1
         for dim in shape:
             numel *= dim
@@ -314,8 +330,35 @@ class WeightStreamDecoder:
                 f"stream truncated{where}: the final chunk (last=true) never arrived after "
                 f"{len(self._done)} complete tensors"
             )
-        assert self._version is not None
-        return DecodedWeights(self._version, self._done, self._bytes)
+        return DecodedWeights(self._version or 0, self._done, self._bytes)
+
+
+def _check_finite(partial: _PartialTensor, start: int, stop: int) -> None:
+    """Raise if an element completed by the bytes [start, stop) is NaN or infinite.
+
+    Elements are checked once, when their last byte lands (a piece may end inside an element):
+    [floor(start / size), floor(stop / size)) in elements. A finite sum proves every element
+    finite (NaN and inf propagate) at the cost of one read, ~10 GB/s on one core, in the tensor's
+    own dtype (an fp32 accumulator for bf16 runs 8x slower). Only a non-finite sum, which huge but
+    finite values can also give (fp16 overflows at 65504), pays for the exact element-wise test.
+    """
+    size = _ITEMSIZE[partial.dtype]
+    first, last = start // size, stop // size
+    if last <= first:
+        return
+    values = partial.storage[first * size : last * size].view(partial.dtype)
+    try:
+        total = values.sum()
+    except RuntimeError:  # float8 has no sum on CPU
+        values = values.float()
+        total = values.sum()
+    if bool(torch.isfinite(total)) or bool(torch.isfinite(values).all()):
+        return
+    bad = int((~torch.isfinite(values)).nonzero()[0, 0]) + first
+    raise WeightStreamError(
+        f"tensor {partial.name!r} holds non-finite values (element {bad} is "
+        f"{values.float()[bad - first].item()}); a diverged training step? refused, nothing was applied"
+    )
 
 
 def _to_tensor(partial: _PartialTensor) -> torch.Tensor:
@@ -325,9 +368,12 @@ def _to_tensor(partial: _PartialTensor) -> torch.Tensor:
 
 
 def decode_stream(
-    chunks: Iterable[rollout_pb2.WeightChunk | ChunkView | bytes], max_total_bytes: int | None = None
+    chunks: Iterable[rollout_pb2.WeightChunk | ChunkView | bytes],
+    max_total_bytes: int | None = None,
+    *,
+    allow_non_finite: bool = False,
 ) -> DecodedWeights:
-    decoder = WeightStreamDecoder(max_total_bytes=max_total_bytes)
+    decoder = WeightStreamDecoder(max_total_bytes=max_total_bytes, allow_non_finite=allow_non_finite)
     for chunk in chunks:
         decoder.feed(chunk)
     return decoder.finish()
@@ -349,15 +395,22 @@ def check_compatible(received: Mapping[str, torch.Tensor], expected: Mapping[str
     A receiver calls this before applying anything; a partial update (a subset of names) is allowed.
     """
     for name, tensor in received.items():
-        target = expected.get(name)
-        if target is None:
-            raise WeightStreamError(f"unknown tensor name {name!r}: the model has no such parameter")
-        if tuple(target.shape) != tuple(tensor.shape):
-            raise WeightStreamError(
-                f"tensor {name!r}: shape {list(tensor.shape)} does not match the model's {list(target.shape)}"
-            )
-        if target.dtype != tensor.dtype:
-            raise WeightStreamError(
-                f"tensor {name!r}: dtype {dtype_name(tensor.dtype)} does not match the model's "
-                f"{DTYPE_NAMES.get(target.dtype, str(target.dtype))}"
-            )
+        check_spec(name, tuple(tensor.shape), tensor.dtype, expected)
+
+
+def check_spec(
+    name: str, shape: tuple[int, ...], dtype: torch.dtype, expected: Mapping[str, TensorLike]
+) -> None:
+    """Raise unless `expected` has a tensor `name` of this shape and dtype."""
+    target = expected.get(name)
+    if target is None:
+        raise WeightStreamError(f"unknown tensor name {name!r}: the model has no such parameter")
+    if tuple(target.shape) != tuple(shape):
+        raise WeightStreamError(
+            f"tensor {name!r}: shape {list(shape)} does not match the model's {list(target.shape)}"
+        )
+    if target.dtype != dtype:
+        raise WeightStreamError(
+            f"tensor {name!r}: dtype {dtype_name(dtype)} does not match the model's "
+            f"{DTYPE_NAMES.get(target.dtype, str(target.dtype))}"
+        )

@@ -145,7 +145,7 @@ def write_chunk(chunk: ChunkView) -> bytes:
 # --- reading ------------------------------------------------------------------------------------
 
 
-def _read_varint(buf: memoryview, pos: int, end: int) -> tuple[int, int]:
+def read_varint(buf: memoryview, pos: int, end: int) -> tuple[int, int]:
     result = shift = 0
     while True:
         if pos >= end:
@@ -164,20 +164,20 @@ def _signed(value: int) -> int:
     return value - (1 << 64) if value >= 1 << 63 else value
 
 
-def _read_len(buf: memoryview, pos: int, end: int, what: str) -> tuple[int, int]:
-    size, pos = _read_varint(buf, pos, end)
+def read_len(buf: memoryview, pos: int, end: int, what: str) -> tuple[int, int]:
+    size, pos = read_varint(buf, pos, end)
     if pos + size > end:
         raise WireFormatError(f"{what} claims {size} bytes, only {end - pos} remain in the message")
     return pos, pos + size
 
 
-def _skip(buf: memoryview, key: int, pos: int, end: int) -> int:
+def skip_field(buf: memoryview, key: int, pos: int, end: int) -> int:
     """Skip a field this reader does not know (a newer sender may add fields)."""
     wire_type = key & 7
     if wire_type == _VARINT:
-        return _read_varint(buf, pos, end)[1]
+        return read_varint(buf, pos, end)[1]
     if wire_type == _LEN:
-        return _read_len(buf, pos, end, f"field {key >> 3}")[1]
+        return read_len(buf, pos, end, f"field {key >> 3}")[1]
     width = {_I64: 8, _I32: 4}.get(wire_type)
     if width is None or pos + width > end:
         raise WireFormatError(f"field {key >> 3} has an unsupported or truncated wire type {wire_type}")
@@ -198,31 +198,31 @@ def _read_piece(buf: memoryview, pos: int, end: int) -> PieceView:
     data: memoryview = buf[0:0]
     crc: int | None = None
     while pos < end:
-        key, pos = _read_varint(buf, pos, end)
+        key, pos = read_varint(buf, pos, end)
         if key == _PIECE_DATA:
-            start, pos = _read_len(buf, pos, end, "piece data")
+            start, pos = read_len(buf, pos, end, "piece data")
             data = buf[start:pos]
         elif key == _PIECE_NAME:
-            start, pos = _read_len(buf, pos, end, "piece name")
+            start, pos = read_len(buf, pos, end, "piece name")
             name = _text(buf, start, pos, "piece name")
         elif key == _PIECE_DTYPE:
-            start, pos = _read_len(buf, pos, end, "piece dtype")
+            start, pos = read_len(buf, pos, end, "piece dtype")
             dtype = _text(buf, start, pos, "piece dtype")
         elif key == _PIECE_SHAPE_PACKED:
-            start, pos = _read_len(buf, pos, end, "piece shape")
+            start, pos = read_len(buf, pos, end, "piece shape")
             while start < pos:
-                dim, start = _read_varint(buf, start, pos)
+                dim, start = read_varint(buf, start, pos)
                 shape.append(_signed(dim))
         elif key == _PIECE_SHAPE:
-            dim, pos = _read_varint(buf, pos, end)
+            dim, pos = read_varint(buf, pos, end)
             shape.append(_signed(dim))
         elif key == _PIECE_OFFSET:
-            offset, pos = _read_varint(buf, pos, end)
+            offset, pos = read_varint(buf, pos, end)
         elif key == _PIECE_CRC:
-            value, pos = _read_varint(buf, pos, end)
+            value, pos = read_varint(buf, pos, end)
             crc = value & 0xFFFFFFFF
         else:
-            pos = _skip(buf, key, pos, end)
+            pos = skip_field(buf, key, pos, end)
     return PieceView(name, dtype, tuple(shape), offset, data, crc)
 
 
@@ -235,21 +235,21 @@ def read_chunk(raw: bytes | memoryview) -> ChunkView:
     last = False
     pieces: list[PieceView] = []
     while pos < end:
-        key, pos = _read_varint(buf, pos, end)
+        key, pos = read_varint(buf, pos, end)
         if key == _CHUNK_PIECE:
-            start, pos = _read_len(buf, pos, end, "tensor piece")
+            start, pos = read_len(buf, pos, end, "tensor piece")
             pieces.append(_read_piece(buf, start, pos))
         elif key == _CHUNK_VERSION:
-            value, pos = _read_varint(buf, pos, end)
+            value, pos = read_varint(buf, pos, end)
             version = _signed(value)
         elif key == _CHUNK_LAST:
-            value, pos = _read_varint(buf, pos, end)
+            value, pos = read_varint(buf, pos, end)
             last = value != 0
         elif key == _CHUNK_TENSORS:
-            value, pos = _read_varint(buf, pos, end)
+            value, pos = read_varint(buf, pos, end)
             tensors = value & 0xFFFFFFFF
         elif key == _CHUNK_BYTES:
-            total, pos = _read_varint(buf, pos, end)
+            total, pos = read_varint(buf, pos, end)
         else:
-            pos = _skip(buf, key, pos, end)
+            pos = skip_field(buf, key, pos, end)
     return ChunkView(version, pieces, last, tensors, total)

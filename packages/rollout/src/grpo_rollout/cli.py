@@ -36,6 +36,9 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--generator", choices=["hf", "sglang"], help="generation backend (default hf)")
     serve.add_argument("--reward-address", help="host:port of the RewardService")
     serve.add_argument(
+        "--reward-tls-ca", type=Path, help="PEM CA bundle to trust for the RewardService (turns TLS on)"
+    )
+    serve.add_argument(
         "--sglang-url", action="append", help="SGLang worker URL (repeat for several); none = launch one"
     )
     serve.add_argument("--sglang-router-url", help="SGLang router URL for generation")
@@ -53,6 +56,7 @@ def config_from_args(args: argparse.Namespace) -> RolloutConfig:
         "model": args.model,
         "generator": args.generator,
         "reward.address": args.reward_address,
+        "reward.channel.tls.ca": args.reward_tls_ca,
         "sglang.urls": args.sglang_url,
         "sglang.router_url": args.sglang_router_url,
         "sglang.weight_dir": args.weight_dir,

@@ -91,6 +91,17 @@ class RolloutConfig(_Strict):
     log_level: str = "INFO"
 
     @model_validator(mode="after")
+    def _one_token_both_directions(self) -> RolloutConfig:
+        """The token this service requires is the one it sends to the reward service, unless told otherwise.
+
+        A deployment shares one token (README: "Each service alone"); without this, `--auth-token` on
+        `grpo-rollout serve` protected the service while its own Score calls went out without one.
+        """
+        if self.reward.channel.auth_token is None and self.server.auth_token is not None:
+            self.reward.channel.auth_token = self.server.auth_token
+        return self
+
+    @model_validator(mode="after")
     def _sglang_router_needs_workers(self) -> RolloutConfig:
         if self.sglang.router_url and not self.sglang.urls:
             raise ValueError(

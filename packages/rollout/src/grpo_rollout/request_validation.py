@@ -16,6 +16,7 @@ from grpo.v1 import reward_pb2, rollout_pb2
 
 from grpo_rollout.generator import GeneratorInfo, SamplingConfig
 from grpo_rollout.prompt_encoding import PromptEncoder
+from grpo_rollout.sampling import GREEDY_TEMPERATURE_BELOW, is_greedy
 
 
 class RequestError(Exception):
@@ -52,7 +53,8 @@ def sampling_config(params: rollout_pb2.SamplingParams, vocab_size: int) -> Samp
     """Proto sampling params -> SamplingConfig, mapping the proto's "0 means off" conventions."""
     if not math.isfinite(params.temperature) or params.temperature < 0:
         raise invalid(
-            f"sampling.temperature must be a finite number >= 0 (0 = greedy), got {params.temperature}"
+            f"sampling.temperature must be a finite number >= 0 (below {GREEDY_TEMPERATURE_BELOW:g} = "
+            f"greedy), got {params.temperature}"
         )
     if not math.isfinite(params.top_p) or not 0 <= params.top_p <= 1:
         raise invalid(f"sampling.top_p must be in (0, 1] (0 = off), got {params.top_p}")
@@ -65,7 +67,7 @@ def sampling_config(params: rollout_pb2.SamplingParams, vocab_size: int) -> Samp
             raise invalid(f"sampling.stop_token_ids: {token} is outside the vocabulary [0, {vocab_size})")
     return SamplingConfig(
         max_new_tokens=params.max_new_tokens,
-        temperature=float(params.temperature),
+        temperature=0.0 if is_greedy(params.temperature) else float(params.temperature),
         top_p=float(params.top_p) if params.top_p > 0 else 1.0,
         top_k=params.top_k if params.top_k > 0 else -1,
         stop_token_ids=tuple(params.stop_token_ids),

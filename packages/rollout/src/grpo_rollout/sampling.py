@@ -9,6 +9,16 @@ from __future__ import annotations
 
 import torch
 
+# SGLang's `_SAMPLING_EPS` (sglang/srt/sampling/sampling_params.py): a temperature below it is greedy
+# (SGLang sets temperature 1 and top_k 1). Both backends share the boundary, so one request means the
+# same thing on either; it also keeps `logits / temperature` finite (1e-45 would overflow to inf).
+GREEDY_TEMPERATURE_BELOW = 1e-6
+
+
+def is_greedy(temperature: float) -> bool:
+    """True for 0 and every temperature under SGLang's greedy threshold (denormals included)."""
+    return temperature < GREEDY_TEMPERATURE_BELOW
+
 
 def filter_top_k_top_p(scaled_logits: torch.Tensor, top_k: int, top_p: float) -> torch.Tensor:
     """Set logits outside the top-k and outside the top-p nucleus to -inf (at least one token stays).
@@ -39,10 +49,10 @@ def sample_next_tokens(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Pick one token per row of `logits` [batch, vocab]; return (token ids, their logprobs), both [batch].
 
-    Greedy (temperature 0) takes the argmax and reports temperature-1 logprobs.
+    Greedy (`is_greedy(temperature)`) takes the argmax and reports temperature-1 logprobs.
     """
     logits = logits.float()
-    if temperature == 0.0:
+    if is_greedy(temperature):
         logprobs = torch.log_softmax(logits, dim=-1)
         tokens = torch.argmax(logits, dim=-1)
     else:

@@ -225,8 +225,12 @@ class RolloutServicer(rollout_pb2_grpc.RolloutServiceServicer):
         self, request_iterator: AsyncIterator[bytes], context: grpc.aio.ServicerContext
     ) -> rollout_pb2.UpdateWeightsResponse:
         """Chunks arrive as their wire bytes (see app.py's registration) and are decoded in place."""
+        # The model's specs: a stream claiming a tensor the model lacks is refused before any
+        # memory is claimed for it; non-finite floats are refused too (the decoder's default).
         decoder = WeightStreamDecoder(
-            max_total_bytes=self._limits.max_update_bytes, buffers=self._receive_buffers
+            max_total_bytes=self._limits.max_update_bytes,
+            buffers=self._receive_buffers,
+            expected=self._generator.parameter_specs(),
         )
         started: float | None = None
         try:
@@ -301,23 +305,23 @@ class RolloutServicer(rollout_pb2_grpc.RolloutServiceServicer):
         generator = self._generator
         return generator if isinstance(generator, DistributedWeightReceiver) else None
 
-    async def _require_receiver(self, context: grpc.aio.ServicerContext) -> DistributedWeightReceiver:
+    def _require_receiver(self) -> DistributedWeightReceiver:
+        """The backend's group receiver, or RequestError(UNIMPLEMENTED) when it cannot join one."""
         receiver = self._receiver()
         if receiver is None or receiver.weight_sync_ranks() == 0:
             backend = self._generator.info().backend
-            await context.abort(
+            raise RequestError(
                 grpc.StatusCode.UNIMPLEMENTED,
                 f"this rollout service's {backend!r} backend cannot join a weight-update group "
                 "(RolloutInfo.weight_sync_ranks is 0); push weights with UpdateWeights instead",
             )
-        assert receiver is not None
         return receiver
 
     async def InitWeightSync(
         self, request: rollout_pb2.InitWeightSyncRequest, context: grpc.aio.ServicerContext
     ) -> rollout_pb2.InitWeightSyncResponse:
-        receiver = await self._require_receiver(context)
         try:
+            receiver = self._require_receiver()
             group = validate_init(request, receiver.weight_sync_ranks())
         except RequestError as exc:
             await context.abort(exc.code, exc.message)
@@ -341,8 +345,8 @@ class RolloutServicer(rollout_pb2_grpc.RolloutServiceServicer):
     async def UpdateWeightsDistributed(
         self, request: rollout_pb2.DistributedWeightsRequest, context: grpc.aio.ServicerContext
     ) -> rollout_pb2.UpdateWeightsResponse:
-        receiver = await self._require_receiver(context)
         try:
+            receiver = self._require_receiver()
             bucket = validate_bucket(request, self._generator.parameter_specs())
         except RequestError as exc:
             await context.abort(exc.code, exc.message)

@@ -87,15 +87,17 @@ class RewardServicer:
 
 
 def add_reward_servicer(servicer: RewardServicer, server: Any) -> None:
-    """Register the servicer with a deserializer that names undecodable items instead of failing opaquely."""
-    handler = grpc.method_handlers_generic_handler(
-        SERVICE_NAME,
-        {
-            "Score": grpc.unary_unary_rpc_method_handler(
-                servicer.Score,
-                request_deserializer=deserialize_score_request,
-                response_serializer=reward_pb2.ScoreResponse.SerializeToString,
-            )
-        },
-    )
-    server.add_generic_rpc_handlers((handler,))
+    """Register Score the way generated code does, with a deserializer that names undecodable items.
+
+    Through `grpo_common.server.registration` every method's deserializer is guarded as well
+    (undecodable bodies -> INVALID_ARGUMENT), so this one only adds the reward-specific wording.
+    """
+    handlers = {
+        "Score": grpc.unary_unary_rpc_method_handler(
+            servicer.Score,
+            request_deserializer=deserialize_score_request,
+            response_serializer=reward_pb2.ScoreResponse.SerializeToString,
+        )
+    }
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE_NAME, handlers),))
+    server.add_registered_method_handlers(SERVICE_NAME, handlers)
