@@ -213,3 +213,113 @@ def test_sampler_weights_multiply_the_policy_term():
     batch.sampler_weights = torch.tensor([[0.5, 2.0], [1.0, 1.0]], dtype=torch.float64)
     out = LOSSES["dapo"](batch, one_batch_norm(), LossSettings())
     assert out.loss.item() == pytest.approx((-1.2 * 0.5 - 1.0 * 2.0 + 0.8) / 3, abs=1e-12)
+
+
+# --- fully masked sequences (e.g. loss.mask_truncated) -----------------------------------------
+
+MICRO_BATCHES = ([0, 1], [2, 3], [4, 5])
+MASKED_ROWS = [1, 4]  # in different micro-batches; row 1 shares its micro-batch with a counted row
+# The naive formulas of every built-in loss; a loss registered later must add its own here.
+NAIVE_LOSSES = ("grpo", "bnpo", "dr_grpo", "dapo", "gspo", "cispo")
+
+
+def naive_loss_with_micro_batches(loss_type, logp, old, adv, mask, ref, settings, max_len):
+    """BNPO's formula depends on the micro-batches: the mean of their token means (an empty one: 0)."""
+    if loss_type != "bnpo":
+        return naive_batch_loss(loss_type, logp, old, adv, mask, ref, settings, max_len)
+    parts = []
+    for rows in MICRO_BATCHES:
+        terms = [
+            -torch.minimum(
+                torch.exp(logp[i, t] - old[i, t]) * adv[i],
+                torch.clamp(
+                    torch.exp(logp[i, t] - old[i, t]), 1 - settings.epsilon_low, 1 + settings.epsilon_high
+                )
+                * adv[i],
+            )
+            for i in rows
+            for t in range(mask.shape[1])
+            if mask[i, t] > 0
+        ]
+        parts.append(sum(terms) / len(terms) if terms else 0.0)
+    return sum(parts) / len(MICRO_BATCHES)
+
+
+def masked_case(seed: int):
+    logp, old, ref, mask, adv = random_case(seed)
+    mask = mask.clone()
+    mask[MASKED_ROWS] = 0.0
+    return logp, old, ref, mask, adv
+
+
+def micro_batched_loss(loss_type, logp, old, adv, mask, ref, settings, sampler=None):
+    norm = Normalizer(
+        total_sequences=6,
+        total_tokens=max(1, int(mask.sum())),
+        num_micro_batches=len(MICRO_BATCHES),
+        max_completion_length=9,
+    )
+    total = 0.0
+    for rows in MICRO_BATCHES:
+        weights = sampler[rows] if sampler is not None else None
+        batch = PolicyBatch(logp[rows], old[rows], adv[rows], mask[rows], ref[rows], weights)
+        total = total + LOSSES[loss_type](batch, norm, settings).loss
+    return total
+
+
+def test_every_registered_loss_has_a_naive_reference_implementation():
+    assert set(LOSSES) <= set(NAIVE_LOSSES), "add the new loss's formula to naive_batch_loss"
+
+
+@pytest.mark.parametrize("loss_type", NAIVE_LOSSES)
+@pytest.mark.parametrize("beta", [0.0, 0.04])
+def test_fully_masked_rows_match_the_naive_loop_that_skips_them(loss_type, beta):
+    settings = LossSettings(
+        0.2, 4.0 if loss_type == "cispo" else 0.28, None, beta if loss_type != "bnpo" else 0
+    )
+    logp, old, ref, mask, adv = masked_case(5)
+    total = micro_batched_loss(loss_type, logp, old, adv, mask, ref, settings)
+    (grad,) = torch.autograd.grad(total, logp)
+    naive = naive_loss_with_micro_batches(loss_type, logp, old, adv, mask, ref, settings, max_len=9)
+    (naive_grad,) = torch.autograd.grad(naive, logp)
+    assert total.item() == pytest.approx(naive.item(), abs=1e-9)
+    assert torch.allclose(grad, naive_grad, atol=1e-9, rtol=0)
+    assert torch.count_nonzero(grad[MASKED_ROWS]) == 0
+
+
+@pytest.mark.parametrize("loss_type", sorted(LOSSES))
+def test_fully_masked_rows_add_exactly_nothing_whatever_they_hold(loss_type):
+    """For every registered loss (plugins included): rewriting a fully masked row's logprobs,
+    old/ref logprobs, advantage and sampler weights changes neither the value nor any gradient."""
+    settings = LossSettings(0.2, 0.28, 1.5, 0.04)
+    logp, old, ref, mask, adv = masked_case(6)
+    sampler = torch.rand(mask.shape, dtype=torch.float64, generator=torch.Generator().manual_seed(1)) + 0.5
+    sampler = sampler * mask
+    total = micro_batched_loss(loss_type, logp, old, adv, mask, ref, settings, sampler)
+    (grad,) = torch.autograd.grad(total, logp)
+
+    gen = torch.Generator().manual_seed(2)
+    other_logp = logp.detach().clone()
+    other_old, other_ref, other_adv = old.clone(), ref.clone(), adv.clone()
+    for tensor, scale in ((other_logp, 2.0), (other_old, 2.0), (other_ref, 2.0)):
+        tensor[MASKED_ROWS] = (
+            -torch.rand(len(MASKED_ROWS), mask.shape[1], generator=gen, dtype=torch.float64) * scale
+        )
+    other_adv[MASKED_ROWS] = torch.tensor([7.0, -5.0], dtype=torch.float64)
+    other_logp.requires_grad_(True)
+    for weights in (sampler, None):  # with and without a sampler correction
+        base = (
+            total
+            if weights is sampler
+            else micro_batched_loss(loss_type, logp, old, adv, mask, ref, settings)
+        )
+        other = micro_batched_loss(
+            loss_type, other_logp, other_old, other_adv, mask, other_ref, settings, weights
+        )
+        assert other.item() == base.item()
+    (other_grad,) = torch.autograd.grad(
+        micro_batched_loss(loss_type, other_logp, other_old, other_adv, mask, other_ref, settings, sampler),
+        other_logp,
+    )
+    assert torch.equal(other_grad, grad)
+    assert torch.count_nonzero(grad[MASKED_ROWS]) == 0
