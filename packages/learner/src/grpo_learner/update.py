@@ -29,6 +29,7 @@ from grpo_learner.batching import MicroBatch, TrainSequence, collate, length_buc
 from grpo_learner.config import LearnerConfig
 from grpo_learner.distributed.sequence_shards import balanced_shards
 from grpo_learner.losses import LOSSES, LossSettings, Normalizer, PolicyBatch, sampler_weights
+from grpo_learner.nonfinite import gradient_error, nonfinite_parameters, parameter_error
 from grpo_learner.parallelism import Parallelism, SingleProcess
 from grpo_learner.rollout_data import SCALAR_REWARD, GroupError, ScoredGroup, reward_components
 
@@ -253,11 +254,21 @@ class Trainer:
         return {key: value if key == "loss" else value / tokens for key, value in sums.items()}
 
     def optimizer_step(self) -> float:
-        """Clip, step, schedule; returns the gradient norm before clipping."""
+        """Clip, step, schedule; returns the gradient norm before clipping.
+
+        Raises NonFiniteUpdate (see nonfinite.py) before the step when a gradient is NaN/inf (the
+        parameters stay as they were) and after it when a parameter is."""
         params = [p for p in self.model.parameters() if p.grad is not None]
         max_norm = self.settings.max_grad_norm if self.settings.max_grad_norm is not None else math.inf
         grad_norm = self.parallel.clip_grad_norm(params, max_norm) if params else 0.0
+        if not math.isfinite(grad_norm):  # the same global norm on every rank: all stop alike
+            self.optimizer.zero_grad(set_to_none=True)
+            raise gradient_error(grad_norm)
         self.optimizer.step()
+        bad = nonfinite_parameters(self.model.named_parameters())
+        total = self.parallel.sum_across_ranks({"nonfinite_parameters": float(len(bad))})
+        if total["nonfinite_parameters"]:
+            raise parameter_error(bad, int(total["nonfinite_parameters"]))
         self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
         return grad_norm
