@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 import random
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import replace
 from pathlib import Path
@@ -32,6 +33,7 @@ from grpo_learner.distributed.process_group import launched_distributed
 from grpo_learner.metrics import MetricsLogger
 from grpo_learner.models import load_policy, load_reference, pick_device
 from grpo_learner.optim import build_optimizer, build_scheduler
+from grpo_learner.phase_timer import PhaseTimer, rollout_timing
 from grpo_learner.prompts import PromptCursor, PromptSource
 from grpo_learner.rollouts.client import RolloutClient
 from grpo_learner.rollouts.feed import RolloutFeed
@@ -71,19 +73,25 @@ async def train_loop(
     if evaluator is not None and eval_every and state.step == 0 and metrics is not None:
         metrics.log(0, await evaluator(served_version))  # the starting point of the curves
     for step in range(state.step, config.train.max_steps):
-        batch = await source.next_batch(step, state.policy_version)
+        step_start = time.perf_counter()
+        timer = PhaseTimer()
+        with timer.phase("wait_rollouts"):
+            batch = await source.next_batch(step, state.policy_version)
+        step_metrics: dict[str, float] = {}
         if batch.groups:
-            step_metrics = await team.update(batch.groups)
+            with timer.phase("update"):
+                step_metrics = await team.update(batch.groups)
+            step_metrics.update(rollout_timing(batch.groups))
         else:
             logger.warning("step %d: no trainable group; weights unchanged", step)
-            step_metrics = {}
         state = replace(state, step=step + 1, policy_version=state.policy_version + 1)
 
         if pusher is None:
             source.weights_pushed(state.policy_version)
             served_version = state.policy_version
         elif state.policy_version % config.push.every == 0:
-            behind = await pusher.push(await team.full_weights(), state.policy_version)
+            with timer.phase("push"):
+                behind = await pusher.push(await team.full_weights(), state.policy_version)
             step_metrics["push/services_behind"] = len(behind)
             if isinstance(pusher, WeightPusher):
                 step_metrics.update(pusher.pool.metrics())
@@ -92,15 +100,19 @@ async def train_loop(
 
         last_step = state.step == config.train.max_steps
         if evaluator is not None and eval_every and (state.step % eval_every == 0 or last_step):
-            step_metrics.update(await evaluator(served_version))
+            with timer.phase("evaluate"):
+                step_metrics.update(await evaluator(served_version))
+        if state.step % config.checkpoint.interval == 0 or last_step:
+            state = replace(state, data=source.state_dict())
+            with timer.phase("checkpoint"):
+                await team.save_checkpoint(state)
 
         if metrics is not None:
+            step_metrics.update(timer.metrics())
+            step_metrics["timing/step"] = time.perf_counter() - step_start
             metrics.log(
                 state.step, {**step_metrics, **batch.metrics(), "policy_version": state.policy_version}
             )
-        if state.step % config.checkpoint.interval == 0 or last_step:
-            state = replace(state, data=source.state_dict())
-            await team.save_checkpoint(state)
     return state
 
 

@@ -28,9 +28,10 @@ from grpo_learner.advantages import compute_advantages, weighted_reward
 from grpo_learner.batching import MicroBatch, TrainSequence, collate, length_buckets
 from grpo_learner.config import LearnerConfig
 from grpo_learner.distributed.sequence_shards import balanced_shards
-from grpo_learner.losses import LOSSES, LossSettings, Normalizer, PolicyBatch, sampler_weights
+from grpo_learner.losses import LOSSES, LossOutput, LossSettings, Normalizer, PolicyBatch, sampler_weights
 from grpo_learner.nonfinite import gradient_error, nonfinite_parameters, parameter_error
 from grpo_learner.parallelism import Parallelism, SingleProcess
+from grpo_learner.phase_timer import PhaseTimer, device_sync
 from grpo_learner.rollout_data import SCALAR_REWARD, GroupError, ScoredGroup, reward_components
 
 
@@ -213,38 +214,27 @@ class Trainer:
             return self.parallel.logprobs(model, mb, self.settings.temperature, self.settings.chunk_tokens)
 
     @torch.no_grad()
-    def _frozen_logprobs(self, model: nn.Module, batch: PreparedBatch) -> list[torch.Tensor]:
-        return [self._logprobs(model, mb)[0] for mb in batch.micro_batches]
+    def _frozen_logprobs(
+        self, model: nn.Module, batch: PreparedBatch, timer: PhaseTimer | None = None
+    ) -> list[torch.Tensor]:
+        with (timer or PhaseTimer()).phase("forward"):
+            return [self._logprobs(model, mb)[0] for mb in batch.micro_batches]
 
     def accumulate_gradients(
         self,
         batch: PreparedBatch,
         old: list[torch.Tensor] | None = None,
         ref: list[torch.Tensor] | None = None,
+        timer: PhaseTimer | None = None,
     ) -> dict[str, float]:
         """Backward of every micro-batch's loss share (gradients add up to the batch gradient)."""
-        s = self.settings
+        timer = timer or PhaseTimer()
         sums: dict[str, float] = {"loss": 0.0, "entropy": 0.0}
         for index, mb in enumerate(batch.micro_batches):
-            logprobs, entropy = self._logprobs(self.model, mb)
-            old_logprobs = old[index] if old is not None else logprobs.detach()
-            policy_batch = PolicyBatch(
-                logprobs=logprobs,
-                old_logprobs=old_logprobs,
-                advantages=mb.advantages,
-                mask=mb.loss_mask,
-                ref_logprobs=ref[index] if ref is not None else None,
-                sampler_weights=sampler_weights(
-                    old_logprobs,
-                    mb.sampler_logprobs,
-                    mb.loss_mask,
-                    s.sampler_mode,
-                    s.sampler_level,
-                    s.sampler_cap,
-                ),
-            )
-            out = self.loss_fn(policy_batch, batch.normalizer, s.loss)
-            out.loss.backward()
+            with timer.phase("forward"):
+                entropy, out = self._micro_batch_loss(batch, mb, index, old, ref)
+            with timer.phase("backward"):
+                out.loss.backward()
             sums["loss"] += float(out.loss.detach())
             sums["entropy"] += float((entropy * mb.loss_mask).sum())
             for key, value in out.token_sums.items():
@@ -252,6 +242,35 @@ class Trainer:
         sums = self.parallel.sum_across_ranks(sums)
         tokens = batch.normalizer.total_tokens
         return {key: value if key == "loss" else value / tokens for key, value in sums.items()}
+
+    def _micro_batch_loss(
+        self,
+        batch: PreparedBatch,
+        mb: MicroBatch,
+        index: int,
+        old: list[torch.Tensor] | None,
+        ref: list[torch.Tensor] | None,
+    ) -> tuple[torch.Tensor, LossOutput]:
+        """Forward of one micro-batch: its token entropies and its loss share."""
+        s = self.settings
+        logprobs, entropy = self._logprobs(self.model, mb)
+        old_logprobs = old[index] if old is not None else logprobs.detach()
+        policy_batch = PolicyBatch(
+            logprobs=logprobs,
+            old_logprobs=old_logprobs,
+            advantages=mb.advantages,
+            mask=mb.loss_mask,
+            ref_logprobs=ref[index] if ref is not None else None,
+            sampler_weights=sampler_weights(
+                old_logprobs,
+                mb.sampler_logprobs,
+                mb.loss_mask,
+                s.sampler_mode,
+                s.sampler_level,
+                s.sampler_cap,
+            ),
+        )
+        return entropy, self.loss_fn(policy_batch, batch.normalizer, s.loss)
 
     def optimizer_step(self) -> float:
         """Clip, step, schedule; returns the gradient norm before clipping.
@@ -276,19 +295,21 @@ class Trainer:
     def update(self, groups: Sequence[ScoredGroup]) -> dict[str, float]:
         """mu optimizer steps on `groups`; returns TRL-named metrics (means over the mu passes)."""
         start = time.perf_counter()
+        timer = PhaseTimer(sync=device_sync(self.device))
         self.model.train()
         batch = prepare_batch(
             groups, self.settings, self.device, self.parallel.rank, self.parallel.world_size
         )
         mu = self.settings.num_iterations
-        old = self._frozen_logprobs(self.model, batch) if mu > 1 else None
-        ref = self._frozen_logprobs(self.reference, batch) if self.reference is not None else None
+        old = self._frozen_logprobs(self.model, batch, timer) if mu > 1 else None
+        ref = self._frozen_logprobs(self.reference, batch, timer) if self.reference is not None else None
         totals: dict[str, float] = {}
         lr = self.optimizer.param_groups[0]["lr"]
         for _ in range(mu):
             self.optimizer.zero_grad(set_to_none=True)
-            stats = self.accumulate_gradients(batch, old, ref)
-            stats["grad_norm"] = self.optimizer_step()
+            stats = self.accumulate_gradients(batch, old, ref, timer)
+            with timer.phase("optimizer"):
+                stats["grad_norm"] = self.optimizer_step()
             for key, value in stats.items():
                 totals[key] = totals.get(key, 0.0) + value / mu
         step_time = time.perf_counter() - start
@@ -296,6 +317,7 @@ class Trainer:
         return {
             **batch.metrics,
             **totals,
+            **timer.metrics(),
             "learning_rate": lr,
             "step_time": step_time,
             "tokens_per_second": tokens / step_time,
