@@ -62,3 +62,12 @@ def save_tiny_model(directory, seed: int = 0) -> str:
     tiny_qwen2(seed).save_pretrained(directory)
     tokenizer.save_pretrained(directory)
     return str(directory)
+
+
+def token_prompts(count: int):
+    """`count` prompts p0, p1, ... given as token ids (no tokenizer needed), reference "0"."""
+    from grpo_learner.prompts import ListPromptSource, PromptItem
+
+    return ListPromptSource(
+        [PromptItem(id=f"p{i}", reference="0", token_ids=(2, 3, 4 + i)) for i in range(count)]
+    )

@@ -13,9 +13,8 @@ from grpo_learner.config import OptimConfig
 from grpo_learner.loop import run_training
 from grpo_learner.nonfinite import NonFiniteUpdate
 from grpo_learner.optim import build_optimizer, build_scheduler
-from grpo_learner.prompts import ListPromptSource, PromptItem
 from grpo_learner.update import Trainer, UpdateSettings
-from learner_fixtures import group, save_tiny_model, tiny_qwen2
+from learner_fixtures import group, save_tiny_model, tiny_qwen2, token_prompts
 from recording_rollout import RecordingRollout, start_recording_rollout
 from safetensors.torch import load_file
 from test_loop import config
@@ -27,9 +26,7 @@ def test_nan_from_the_model_stops_the_run_before_the_push_and_keeps_the_last_goo
     tmp_path: Path,
 ):
     model_dir = save_tiny_model(tmp_path / "model")
-    prompts = ListPromptSource(
-        [PromptItem(id=f"p{i}", reference="0", token_ids=(2, 3, 4 + i)) for i in range(12)]
-    )
+    prompts = token_prompts(12)
     cfg = config(
         model_dir,
         tmp_path / "run",

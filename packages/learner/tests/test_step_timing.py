@@ -9,8 +9,7 @@ from pathlib import Path
 import torch
 from grpo_learner.loop import run_training
 from grpo_learner.metrics import TimingTotals
-from grpo_learner.prompts import ListPromptSource, PromptItem
-from learner_fixtures import save_tiny_model
+from learner_fixtures import save_tiny_model, token_prompts
 from recording_rollout import RecordingRollout, start_recording_rollout
 from rich.console import Console
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
@@ -24,9 +23,7 @@ UPDATE_SPLIT = ("timing/forward", "timing/backward", "timing/optimizer")
 
 def test_every_step_logs_its_phases_and_they_fit_in_the_step(tmp_path: Path):
     model_dir = save_tiny_model(tmp_path / "model")
-    prompts = ListPromptSource(
-        [PromptItem(id=f"p{i}", reference="0", token_ids=(2, 3, 4 + i)) for i in range(6)]
-    )
+    prompts = token_prompts(6)
     cfg = config(
         model_dir,
         tmp_path / "run",
