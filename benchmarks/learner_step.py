@@ -38,7 +38,11 @@ class Workload:
     completion: tuple[int, int]  # completion length range
 
 
-WORKLOADS = {"tiny": Workload(8, 8, (24, 64)), "100m": Workload(4, 4, (32, 64))}
+WORKLOADS = {
+    "tiny": Workload(8, 8, (24, 64)),
+    "small": Workload(8, 8, (24, 64)),
+    "100m": Workload(4, 4, (32, 64)),
+}
 
 
 def matmul_flops(n: int = 1024, repeats: int = 10) -> float:
@@ -80,17 +84,18 @@ def run(size: ModelShape, work: Workload, steps: int, micro_batch_size: int) -> 
     )
     flops = 6 * (params - embedding) * tokens + 8 * embedding * completion_tokens + attention
     trainer.update(groups)  # warm-up
-    times = []
+    runs = []
     for _ in range(steps):
         start = time.perf_counter()
-        trainer.update(groups)
-        times.append(time.perf_counter() - start)
-    best = min(times)
+        metrics = trainer.update(groups)
+        runs.append((time.perf_counter() - start, metrics))
+    best, metrics = min(runs, key=lambda run: run[0])
+    split = " / ".join(f"{metrics[f'timing/{phase}']:.3f}" for phase in ("forward", "backward", "optimizer"))
     print(
         f"{size.name:>5}: {params / 1e6:6.1f}M params, {len(groups) * work.group_size} sequences, "
         f"{tokens} tokens ({completion_tokens} completion), micro-batch {micro_batch_size}: "
-        f"update {best:.3f} s (best of {steps}) -> {tokens / best:,.0f} tokens/s, "
-        f"~{flops / best / 1e9:.1f} GFLOP/s"
+        f"update {best:.3f} s (best of {steps}; forward / backward / optimizer {split} s) -> "
+        f"{tokens / best:,.0f} tokens/s, ~{flops / best / 1e9:.1f} GFLOP/s"
     )
 
 

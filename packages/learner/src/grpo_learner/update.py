@@ -200,7 +200,7 @@ class Trainer:
         self.scheduler = scheduler
         self.settings = settings
         self.reference = reference
-        self.parallel = parallel or SingleProcess()
+        self.parallel = parallel or SingleProcess(settings.temperature, settings.chunk_tokens)
         self.device = next(model.parameters()).device
         self.loss_fn = LOSSES[settings.loss_type]
 
@@ -209,16 +209,18 @@ class Trainer:
             return torch.autocast("cuda", dtype=torch.bfloat16)
         return contextlib.nullcontext()
 
-    def _logprobs(self, model: nn.Module, mb: MicroBatch) -> tuple[torch.Tensor, torch.Tensor]:
+    def _logprobs(
+        self, model: nn.Module, mb: MicroBatch, with_entropy: bool = True
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
         with self._autocast():
-            return self.parallel.logprobs(model, mb, self.settings.temperature, self.settings.chunk_tokens)
+            return self.parallel.logprobs(model, mb, with_entropy)
 
     @torch.no_grad()
     def _frozen_logprobs(
         self, model: nn.Module, batch: PreparedBatch, timer: PhaseTimer | None = None
     ) -> list[torch.Tensor]:
         with (timer or PhaseTimer()).phase("forward"):
-            return [self._logprobs(model, mb)[0] for mb in batch.micro_batches]
+            return [self._logprobs(model, mb, with_entropy=False)[0] for mb in batch.micro_batches]
 
     def accumulate_gradients(
         self,
