@@ -21,7 +21,7 @@ import time
 from dataclasses import dataclass
 
 import torch
-from grpo_learner.config import OptimConfig
+from grpo_learner.config import LearnerConfig, OptimConfig
 from grpo_learner.optim import build_optimizer, build_scheduler
 from grpo_learner.synthetic import synthetic_groups
 from grpo_learner.update import Trainer, UpdateSettings, prepare_batch
@@ -64,7 +64,15 @@ def run(size: ModelShape, work: Workload, steps: int, micro_batch_size: int) -> 
     model = build(size)
     params = sum(p.numel() for p in model.parameters())
     embedding = size.vocab * size.hidden
-    settings = UpdateSettings(loss_type="dapo", micro_batch_size=micro_batch_size, max_completion_length=64)
+    config = LearnerConfig.model_validate(
+        {
+            "model": {"name_or_path": size.name},
+            "loss": {"loss_type": "dapo"},
+            "train": {"micro_batch_size": micro_batch_size},
+            "rollout": {"sampling": {"max_new_tokens": 64}},
+        }
+    )
+    settings = UpdateSettings.from_config(config)
     optimizer = build_optimizer(model, OptimConfig(lr=1e-5))
     trainer = Trainer(model, optimizer, build_scheduler(optimizer, OptimConfig(lr=1e-5), 100), settings)
     groups = synthetic_groups(

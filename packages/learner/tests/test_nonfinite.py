@@ -13,8 +13,8 @@ from grpo_learner.config import OptimConfig
 from grpo_learner.loop import run_training
 from grpo_learner.nonfinite import NonFiniteUpdate
 from grpo_learner.optim import build_optimizer, build_scheduler
-from grpo_learner.update import Trainer, UpdateSettings
-from learner_fixtures import group, save_tiny_model, tiny_qwen2, token_prompts
+from grpo_learner.update import Trainer
+from learner_fixtures import group, save_tiny_model, tiny_qwen2, token_prompts, update_settings
 from recording_rollout import RecordingRollout, start_recording_rollout
 from safetensors.torch import load_file
 from test_loop import config
@@ -70,7 +70,7 @@ def test_an_optimizer_step_that_leaves_inf_in_a_parameter_names_it():
     optim = OptimConfig(lr=1e-3, max_grad_norm=1.0)
     optimizer = build_optimizer(model, optim)
     trainer = Trainer(
-        model, optimizer, build_scheduler(optimizer, optim, 4), UpdateSettings(micro_batch_size=4)
+        model, optimizer, build_scheduler(optimizer, optim, 4), update_settings(micro_batch_size=4)
     )
     batch = [group((2, 3), [(5, 6, 7), (8, 9)], [1.0, 0.0])]
     trainer.update(batch)  # a good step passes

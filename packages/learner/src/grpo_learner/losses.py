@@ -20,18 +20,28 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import torch
 from grpo_common.registry import Registry
 from torch import Tensor
 
+if TYPE_CHECKING:
+    from grpo_learner.config import LossConfig
+
 
 @dataclass(frozen=True)
 class LossSettings:
-    epsilon_low: float = 0.2
-    epsilon_high: float = 0.2
-    delta: float | None = None
-    beta: float = 0.0
+    """The loss's constants, copied from the validated `loss` config (its defaults live there)."""
+
+    epsilon_low: float
+    epsilon_high: float
+    delta: float | None
+    beta: float
+
+    @classmethod
+    def from_config(cls, loss: LossConfig) -> LossSettings:
+        return cls(loss.epsilon_low, loss.epsilon_high, loss.delta, loss.beta)
 
 
 @dataclass(frozen=True)

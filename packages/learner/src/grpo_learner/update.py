@@ -19,7 +19,7 @@ import contextlib
 import math
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 from torch import nn
@@ -37,30 +37,33 @@ from grpo_learner.rollout_data import SCALAR_REWARD, GroupError, ScoredGroup, re
 
 @dataclass(frozen=True)
 class UpdateSettings:
-    loss_type: str = "grpo"
-    loss: LossSettings = field(default_factory=LossSettings)
-    num_iterations: int = 1
-    micro_batch_size: int = 8
-    temperature: float = 1.0
-    max_completion_length: int = 256
-    mask_truncated: bool = False
-    reward_weights: dict[str, float] = field(default_factory=lambda: {SCALAR_REWARD: 1.0})
-    scaling: str = "group"
-    combine: str = "sum_then_normalize"
-    advantage_eps: float = 1e-4
-    sampler_mode: str = "none"
-    sampler_level: str = "token"
-    sampler_cap: float = 2.0
-    max_grad_norm: float | None = 1.0
-    chunk_tokens: int = 4096
-    pad_token_id: int = 0
+    """What one update needs, copied from the validated config (`from_config`; the defaults live
+    there, nowhere else)."""
+
+    loss_type: str
+    loss: LossSettings
+    num_iterations: int
+    micro_batch_size: int
+    temperature: float
+    max_completion_length: int
+    mask_truncated: bool
+    reward_weights: dict[str, float]
+    scaling: str
+    combine: str
+    advantage_eps: float
+    sampler_mode: str
+    sampler_level: str
+    sampler_cap: float
+    max_grad_norm: float | None
+    chunk_tokens: int
+    pad_token_id: int
 
     @classmethod
     def from_config(cls, config: LearnerConfig, pad_token_id: int = 0) -> UpdateSettings:
         loss = config.loss
         return cls(
             loss_type=loss.loss_type,
-            loss=LossSettings(loss.epsilon_low, loss.epsilon_high, loss.delta, loss.beta),
+            loss=LossSettings.from_config(loss),
             num_iterations=loss.num_iterations,
             micro_batch_size=config.train.micro_batch_size,
             temperature=config.rollout.sampling.temperature,
