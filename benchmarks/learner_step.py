@@ -21,7 +21,7 @@ import time
 from dataclasses import dataclass
 
 import torch
-from grpo_learner.config import OptimConfig
+from grpo_learner.config import LearnerConfig, OptimConfig
 from grpo_learner.optim import build_optimizer, build_scheduler
 from grpo_learner.synthetic import synthetic_groups
 from grpo_learner.update import Trainer, UpdateSettings, prepare_batch
@@ -38,7 +38,11 @@ class Workload:
     completion: tuple[int, int]  # completion length range
 
 
-WORKLOADS = {"tiny": Workload(8, 8, (24, 64)), "100m": Workload(4, 4, (32, 64))}
+WORKLOADS = {
+    "tiny": Workload(8, 8, (24, 64)),
+    "small": Workload(8, 8, (24, 64)),
+    "100m": Workload(4, 4, (32, 64)),
+}
 
 
 def matmul_flops(n: int = 1024, repeats: int = 10) -> float:
@@ -60,7 +64,15 @@ def run(size: ModelShape, work: Workload, steps: int, micro_batch_size: int) -> 
     model = build(size)
     params = sum(p.numel() for p in model.parameters())
     embedding = size.vocab * size.hidden
-    settings = UpdateSettings(loss_type="dapo", micro_batch_size=micro_batch_size, max_completion_length=64)
+    config = LearnerConfig.model_validate(
+        {
+            "model": {"name_or_path": size.name},
+            "loss": {"loss_type": "dapo"},
+            "train": {"micro_batch_size": micro_batch_size},
+            "rollout": {"sampling": {"max_new_tokens": 64}},
+        }
+    )
+    settings = UpdateSettings.from_config(config)
     optimizer = build_optimizer(model, OptimConfig(lr=1e-5))
     trainer = Trainer(model, optimizer, build_scheduler(optimizer, OptimConfig(lr=1e-5), 100), settings)
     groups = synthetic_groups(
@@ -80,17 +92,18 @@ def run(size: ModelShape, work: Workload, steps: int, micro_batch_size: int) -> 
     )
     flops = 6 * (params - embedding) * tokens + 8 * embedding * completion_tokens + attention
     trainer.update(groups)  # warm-up
-    times = []
+    runs = []
     for _ in range(steps):
         start = time.perf_counter()
-        trainer.update(groups)
-        times.append(time.perf_counter() - start)
-    best = min(times)
+        metrics = trainer.update(groups)
+        runs.append((time.perf_counter() - start, metrics))
+    best, metrics = min(runs, key=lambda run: run[0])
+    split = " / ".join(f"{metrics[f'timing/{phase}']:.3f}" for phase in ("forward", "backward", "optimizer"))
     print(
         f"{size.name:>5}: {params / 1e6:6.1f}M params, {len(groups) * work.group_size} sequences, "
         f"{tokens} tokens ({completion_tokens} completion), micro-batch {micro_batch_size}: "
-        f"update {best:.3f} s (best of {steps}) -> {tokens / best:,.0f} tokens/s, "
-        f"~{flops / best / 1e9:.1f} GFLOP/s"
+        f"update {best:.3f} s (best of {steps}; forward / backward / optimizer {split} s) -> "
+        f"{tokens / best:,.0f} tokens/s, ~{flops / best / 1e9:.1f} GFLOP/s"
     )
 
 

@@ -62,3 +62,40 @@ def save_tiny_model(directory, seed: int = 0) -> str:
     tiny_qwen2(seed).save_pretrained(directory)
     tokenizer.save_pretrained(directory)
     return str(directory)
+
+
+def token_prompts(count: int):
+    """`count` prompts p0, p1, ... given as token ids (no tokenizer needed), reference "0"."""
+    from grpo_learner.prompts import ListPromptSource, PromptItem
+
+    return ListPromptSource(
+        [PromptItem(id=f"p{i}", reference="0", token_ids=(2, 3, 4 + i)) for i in range(count)]
+    )
+
+
+def default_config(**sections):
+    """A validated learner config with only the model named (plus `sections`): the one source of
+    every default the settings dataclasses copy."""
+    from grpo_learner.config import LearnerConfig
+
+    return LearnerConfig.model_validate({"model": {"name_or_path": "tiny-qwen2"}, **sections})
+
+
+def loss_settings(*values, **overrides):
+    """LossSettings from the config defaults; positional values in field order, as in the formula."""
+    from dataclasses import fields, replace
+
+    from grpo_learner.losses import LossSettings
+
+    names = [f.name for f in fields(LossSettings)][: len(values)]
+    given = dict(zip(names, values, strict=True))
+    return replace(LossSettings.from_config(default_config().loss), **given, **overrides)
+
+
+def update_settings(**overrides):
+    """UpdateSettings from the config defaults, with `overrides`."""
+    from dataclasses import replace
+
+    from grpo_learner.update import UpdateSettings
+
+    return replace(UpdateSettings.from_config(default_config()), **overrides)

@@ -15,18 +15,17 @@ from grpo_learner.checkpoint import (
     save_checkpoint,
 )
 from grpo_learner.config import OptimConfig
-from grpo_learner.losses import LossSettings
 from grpo_learner.optim import build_optimizer, build_scheduler
 from grpo_learner.synthetic import synthetic_groups
-from grpo_learner.update import Trainer, UpdateSettings
-from learner_fixtures import tiny_qwen2
+from grpo_learner.update import Trainer
+from learner_fixtures import loss_settings, tiny_qwen2, update_settings
 from transformers import AutoModelForCausalLM
 
 torch.set_num_threads(1)
 
 OPTIM = OptimConfig(lr=3e-3, warmup_steps=2, schedule="cosine", weight_decay=0.1, max_grad_norm=0.5)
-SETTINGS = UpdateSettings(
-    loss_type="dapo", num_iterations=2, micro_batch_size=5, loss=LossSettings(0.2, 0.28)
+SETTINGS = update_settings(
+    loss_type="dapo", num_iterations=2, micro_batch_size=5, loss=loss_settings(0.2, 0.28)
 )
 STEPS = 4
 

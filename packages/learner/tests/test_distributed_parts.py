@@ -14,12 +14,12 @@ from grpo_learner.config import OptimConfig
 from grpo_learner.distributed.batch_codec import decode_groups, encode_groups
 from grpo_learner.distributed.sequence_shards import balanced_shards
 from grpo_learner.distributed.torchrun_launch import torchrun_command, without_nproc
-from grpo_learner.losses import LOSSES, LossSettings
+from grpo_learner.losses import LOSSES
 from grpo_learner.optim import build_optimizer, build_scheduler
 from grpo_learner.rollout_data import ScoredCompletion, ScoredGroup
 from grpo_learner.synthetic import synthetic_groups
-from grpo_learner.update import Trainer, UpdateSettings, prepare_batch
-from learner_fixtures import tiny_qwen2
+from grpo_learner.update import Trainer, prepare_batch
+from learner_fixtures import loss_settings, tiny_qwen2, update_settings
 
 torch.set_num_threads(1)
 CPU = torch.device("cpu")
@@ -38,7 +38,7 @@ def test_balanced_shards_deal_every_sequence_once_with_counts_within_one():
 
 def test_sharded_batches_have_equal_micro_batch_counts_and_batch_wide_counts():
     groups = synthetic_groups(0, seed=1, num_groups=3, group_size=4)  # 12 sequences
-    settings = UpdateSettings(micro_batch_size=5)
+    settings = update_settings(micro_batch_size=5)
     whole = prepare_batch(groups, settings, CPU)
     ranks = [prepare_batch(groups, settings, CPU, rank, 2) for rank in range(2)]
     assert len(ranks[0].micro_batches) == len(ranks[1].micro_batches) == 2  # 6 sequences each
@@ -51,7 +51,7 @@ def test_sharded_batches_have_equal_micro_batch_counts_and_batch_wide_counts():
     assert rows == 12
     # 7 sequences, 3 per micro-batch: ranks get 4 and 3 -> 2 and 1 micro-batches, plus one filler
     small = synthetic_groups(0, seed=1, num_groups=1, group_size=7)
-    parts = [prepare_batch(small, UpdateSettings(micro_batch_size=3), CPU, r, 2) for r in range(2)]
+    parts = [prepare_batch(small, update_settings(micro_batch_size=3), CPU, r, 2) for r in range(2)]
     assert [len(p.micro_batches) for p in parts] == [2, 2]
     fillers = [mb for p in parts for mb in p.micro_batches if mb.loss_mask.sum() == 0]
     assert len(fillers) == 1 and fillers[0].input_ids.shape == (1, 2)  # one pad prompt + one pad token
@@ -64,7 +64,7 @@ def make_trainer(loss_type: str) -> Trainer:
     reference = tiny_qwen2(seed=1).requires_grad_(False)
     optimizer = build_optimizer(model, OptimConfig(lr=1e-3))
     scheduler = build_scheduler(optimizer, OptimConfig(lr=1e-3), total_optimizer_steps=4)
-    settings = UpdateSettings(loss_type=loss_type, micro_batch_size=3, loss=LossSettings(beta=1.0))
+    settings = update_settings(loss_type=loss_type, micro_batch_size=3, loss=loss_settings(beta=1.0))
     return Trainer(model, optimizer, scheduler, settings, reference)
 
 

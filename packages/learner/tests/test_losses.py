@@ -8,12 +8,12 @@ import pytest
 import torch
 from grpo_learner.losses import (
     LOSSES,
-    LossSettings,
     Normalizer,
     PolicyBatch,
     k3_kl,
     sampler_weights,
 )
+from learner_fixtures import loss_settings
 
 # Two sequences: seq 0 has ratios [1.5, 1] and A=+1; seq 1 has one real token, ratio 0.5, A=-1.
 LOGP = torch.tensor([[-1.0, -2.0], [-0.5, 0.0]], dtype=torch.float64)
@@ -43,19 +43,19 @@ def one_batch_norm() -> Normalizer:
     ],
 )
 def test_losses_match_hand_computed_numbers(loss_type: str, expected: float):
-    out = LOSSES[loss_type](hand_batch(), one_batch_norm(), LossSettings(0.2, 0.2))
+    out = LOSSES[loss_type](hand_batch(), one_batch_norm(), loss_settings(0.2, 0.2))
     assert out.loss.item() == pytest.approx(expected, abs=1e-12)
 
 
 def test_clip_ratio_counts_low_and_high_clipped_tokens():
-    out = LOSSES["grpo"](hand_batch(), one_batch_norm(), LossSettings(0.2, 0.2))
+    out = LOSSES["grpo"](hand_batch(), one_batch_norm(), loss_settings(0.2, 0.2))
     assert out.token_sums["clip_ratio/high_mean"] == 1  # seq 0 token 0: r=1.5 > 1.2 with A > 0
     assert out.token_sums["clip_ratio/low_mean"] == 1  # seq 1 token 0: r=0.5 < 0.8 with A < 0
     assert out.token_sums["clip_ratio/region_mean"] == 2
 
 
 def test_clip_higher_uses_separate_upper_bound():
-    out = LOSSES["grpo"](hand_batch(), one_batch_norm(), LossSettings(0.2, 0.28))
+    out = LOSSES["grpo"](hand_batch(), one_batch_norm(), loss_settings(0.2, 0.28))
     # seq 0 token 0: min(1.5, 1.28) = 1.28
     assert out.loss.item() == pytest.approx(((-1.28 - 1.0) / 2 + 0.8) / 2, abs=1e-12)
 
@@ -64,15 +64,15 @@ def test_delta_caps_the_unclipped_ratio_for_negative_advantages():
     logp = torch.tensor([[-1.0]], dtype=torch.float64)
     batch = PolicyBatch(logp, logp - math.log(3.0), torch.tensor([-1.0], dtype=torch.float64), MASK[:1, :1])
     norm = Normalizer(1, 1, 1, 1)
-    assert LOSSES["grpo"](batch, norm, LossSettings()).loss.item() == pytest.approx(3.0)
-    assert LOSSES["grpo"](batch, norm, LossSettings(delta=1.4)).loss.item() == pytest.approx(1.4)
+    assert LOSSES["grpo"](batch, norm, loss_settings()).loss.item() == pytest.approx(3.0)
+    assert LOSSES["grpo"](batch, norm, loss_settings(delta=1.4)).loss.item() == pytest.approx(1.4)
 
 
 def test_k3_kl_matches_formula_and_is_added_with_beta():
     assert k3_kl(torch.tensor(-1.0), torch.tensor(-2.0)).item() == pytest.approx(math.exp(-1) + 1 - 1)
     batch = hand_batch()
     batch.ref_logprobs = LOGP - 1.0  # ref - logp = -1 everywhere: KL = e^-1 per token
-    out = LOSSES["dapo"](batch, one_batch_norm(), LossSettings(beta=0.5))
+    out = LOSSES["dapo"](batch, one_batch_norm(), loss_settings(beta=0.5))
     assert out.loss.item() == pytest.approx((-1.2 - 1.0 + 0.8) / 3 + 0.5 * math.exp(-1), abs=1e-12)
     assert out.token_sums["kl"] == pytest.approx(3 * math.exp(-1))
 
@@ -80,7 +80,7 @@ def test_k3_kl_matches_formula_and_is_added_with_beta():
 def test_ratio_is_exactly_one_and_nothing_clips_when_policy_unchanged():
     logp = torch.randn(3, 5, dtype=torch.float64, requires_grad=True)
     batch = PolicyBatch(logp, logp.detach(), torch.tensor([1.0, -1.0, 0.5]), torch.ones(3, 5))
-    out = LOSSES["grpo"](batch, Normalizer(3, 15, 1, 5), LossSettings())
+    out = LOSSES["grpo"](batch, Normalizer(3, 15, 1, 5), loss_settings())
     assert torch.equal(torch.exp(logp - logp.detach()), torch.ones(3, 5, dtype=torch.float64))
     assert out.token_sums["clip_ratio/region_mean"] == 0
     # With r = 1 the GRPO loss is -mean_i A_i (token mean of a constant).
@@ -151,11 +151,13 @@ def random_case(seed: int):
 
 
 @pytest.mark.parametrize("loss_type", ["grpo", "dr_grpo", "dapo", "gspo", "cispo"])
-@pytest.mark.parametrize("settings", [LossSettings(0.2, 0.28, None, 0.0), LossSettings(0.1, 0.3, 1.5, 0.04)])
+@pytest.mark.parametrize(
+    "settings", [loss_settings(0.2, 0.28, None, 0.0), loss_settings(0.1, 0.3, 1.5, 0.04)]
+)
 def test_micro_batched_losses_match_naive_loops_in_value_and_gradient(loss_type, settings):
     """Summing the micro-batch shares gives the batch loss of the formula, and its gradient."""
     if loss_type == "cispo":
-        settings = LossSettings(settings.epsilon_low, 4.0, settings.delta, settings.beta)
+        settings = loss_settings(settings.epsilon_low, 4.0, settings.delta, settings.beta)
     logp, old, ref, mask, adv = random_case(3)
     norm = Normalizer(
         total_sequences=6, total_tokens=int(mask.sum()), num_micro_batches=3, max_completion_length=9
@@ -173,7 +175,7 @@ def test_micro_batched_losses_match_naive_loops_in_value_and_gradient(loss_type,
 
 def test_bnpo_is_the_mean_of_micro_batch_token_means():
     logp, old, _ref, mask, adv = random_case(4)
-    settings = LossSettings()
+    settings = loss_settings()
     norm = Normalizer(6, int(mask.sum()), 2, 7)
     total = 0.0
     naive_parts = []
@@ -211,5 +213,115 @@ def test_sampler_weights_truncate_and_mask_at_the_cap():
 def test_sampler_weights_multiply_the_policy_term():
     batch = hand_batch()
     batch.sampler_weights = torch.tensor([[0.5, 2.0], [1.0, 1.0]], dtype=torch.float64)
-    out = LOSSES["dapo"](batch, one_batch_norm(), LossSettings())
+    out = LOSSES["dapo"](batch, one_batch_norm(), loss_settings())
     assert out.loss.item() == pytest.approx((-1.2 * 0.5 - 1.0 * 2.0 + 0.8) / 3, abs=1e-12)
+
+
+# --- fully masked sequences (e.g. loss.mask_truncated) -----------------------------------------
+
+MICRO_BATCHES = ([0, 1], [2, 3], [4, 5])
+MASKED_ROWS = [1, 4]  # in different micro-batches; row 1 shares its micro-batch with a counted row
+# The naive formulas of every built-in loss; a loss registered later must add its own here.
+NAIVE_LOSSES = ("grpo", "bnpo", "dr_grpo", "dapo", "gspo", "cispo")
+
+
+def naive_loss_with_micro_batches(loss_type, logp, old, adv, mask, ref, settings, max_len):
+    """BNPO's formula depends on the micro-batches: the mean of their token means (an empty one: 0)."""
+    if loss_type != "bnpo":
+        return naive_batch_loss(loss_type, logp, old, adv, mask, ref, settings, max_len)
+    parts = []
+    for rows in MICRO_BATCHES:
+        terms = [
+            -torch.minimum(
+                torch.exp(logp[i, t] - old[i, t]) * adv[i],
+                torch.clamp(
+                    torch.exp(logp[i, t] - old[i, t]), 1 - settings.epsilon_low, 1 + settings.epsilon_high
+                )
+                * adv[i],
+            )
+            for i in rows
+            for t in range(mask.shape[1])
+            if mask[i, t] > 0
+        ]
+        parts.append(sum(terms) / len(terms) if terms else 0.0)
+    return sum(parts) / len(MICRO_BATCHES)
+
+
+def masked_case(seed: int):
+    logp, old, ref, mask, adv = random_case(seed)
+    mask = mask.clone()
+    mask[MASKED_ROWS] = 0.0
+    return logp, old, ref, mask, adv
+
+
+def micro_batched_loss(loss_type, logp, old, adv, mask, ref, settings, sampler=None):
+    norm = Normalizer(
+        total_sequences=6,
+        total_tokens=max(1, int(mask.sum())),
+        num_micro_batches=len(MICRO_BATCHES),
+        max_completion_length=9,
+    )
+    total = 0.0
+    for rows in MICRO_BATCHES:
+        weights = sampler[rows] if sampler is not None else None
+        batch = PolicyBatch(logp[rows], old[rows], adv[rows], mask[rows], ref[rows], weights)
+        total = total + LOSSES[loss_type](batch, norm, settings).loss
+    return total
+
+
+def test_every_registered_loss_has_a_naive_reference_implementation():
+    assert set(LOSSES) <= set(NAIVE_LOSSES), "add the new loss's formula to naive_batch_loss"
+
+
+@pytest.mark.parametrize("loss_type", NAIVE_LOSSES)
+@pytest.mark.parametrize("beta", [0.0, 0.04])
+def test_fully_masked_rows_match_the_naive_loop_that_skips_them(loss_type, beta):
+    settings = loss_settings(
+        0.2, 4.0 if loss_type == "cispo" else 0.28, None, beta if loss_type != "bnpo" else 0
+    )
+    logp, old, ref, mask, adv = masked_case(5)
+    total = micro_batched_loss(loss_type, logp, old, adv, mask, ref, settings)
+    (grad,) = torch.autograd.grad(total, logp)
+    naive = naive_loss_with_micro_batches(loss_type, logp, old, adv, mask, ref, settings, max_len=9)
+    (naive_grad,) = torch.autograd.grad(naive, logp)
+    assert total.item() == pytest.approx(naive.item(), abs=1e-9)
+    assert torch.allclose(grad, naive_grad, atol=1e-9, rtol=0)
+    assert torch.count_nonzero(grad[MASKED_ROWS]) == 0
+
+
+@pytest.mark.parametrize("loss_type", sorted(LOSSES))
+def test_fully_masked_rows_add_exactly_nothing_whatever_they_hold(loss_type):
+    """For every registered loss (plugins included): rewriting a fully masked row's logprobs,
+    old/ref logprobs, advantage and sampler weights changes neither the value nor any gradient."""
+    settings = loss_settings(0.2, 0.28, 1.5, 0.04)
+    logp, old, ref, mask, adv = masked_case(6)
+    sampler = torch.rand(mask.shape, dtype=torch.float64, generator=torch.Generator().manual_seed(1)) + 0.5
+    sampler = sampler * mask
+    total = micro_batched_loss(loss_type, logp, old, adv, mask, ref, settings, sampler)
+    (grad,) = torch.autograd.grad(total, logp)
+
+    gen = torch.Generator().manual_seed(2)
+    other_logp = logp.detach().clone()
+    other_old, other_ref, other_adv = old.clone(), ref.clone(), adv.clone()
+    for tensor, scale in ((other_logp, 2.0), (other_old, 2.0), (other_ref, 2.0)):
+        tensor[MASKED_ROWS] = (
+            -torch.rand(len(MASKED_ROWS), mask.shape[1], generator=gen, dtype=torch.float64) * scale
+        )
+    other_adv[MASKED_ROWS] = torch.tensor([7.0, -5.0], dtype=torch.float64)
+    other_logp.requires_grad_(True)
+    for weights in (sampler, None):  # with and without a sampler correction
+        base = (
+            total
+            if weights is sampler
+            else micro_batched_loss(loss_type, logp, old, adv, mask, ref, settings)
+        )
+        other = micro_batched_loss(
+            loss_type, other_logp, other_old, other_adv, mask, other_ref, settings, weights
+        )
+        assert other.item() == base.item()
+    (other_grad,) = torch.autograd.grad(
+        micro_batched_loss(loss_type, other_logp, other_old, other_adv, mask, other_ref, settings, sampler),
+        other_logp,
+    )
+    assert torch.equal(other_grad, grad)
+    assert torch.count_nonzero(grad[MASKED_ROWS]) == 0

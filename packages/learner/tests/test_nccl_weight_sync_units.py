@@ -7,7 +7,8 @@ import asyncio
 import pytest
 import torch
 from grpo_learner.config import PushConfig
-from grpo_learner.weight_sync.nccl_sync import NcclWeightSync, WeightSyncError, iter_buckets, with_last
+from grpo_learner.weight_sync.nccl_streaming import iter_buckets, with_last
+from grpo_learner.weight_sync.nccl_sync import NcclWeightSync, WeightSyncError
 from pydantic import ValidationError
 
 

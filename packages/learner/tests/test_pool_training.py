@@ -10,9 +10,10 @@ import asyncio
 from pathlib import Path
 
 import torch
+from grpo_learner.assembly import build_trainer
 from grpo_learner.checkpoint import TrainerState
 from grpo_learner.config import LearnerConfig
-from grpo_learner.loop import build_feed, build_trainer, train_loop
+from grpo_learner.loop import build_feed, train_loop
 from grpo_learner.prompts import ListPromptSource, PromptItem
 from grpo_learner.rollouts.pool import MemberState, RolloutPool
 from grpo_learner.sources import StepBatch

@@ -9,10 +9,9 @@ import torch
 from grpo_learner.batching import collate
 from grpo_learner.config import OptimConfig
 from grpo_learner.logprobs import completion_logprobs
-from grpo_learner.losses import LossSettings
 from grpo_learner.optim import build_optimizer, build_scheduler
 from grpo_learner.update import Trainer, UpdateSettings, prepare_batch
-from learner_fixtures import group, tiny_qwen2
+from learner_fixtures import group, loss_settings, tiny_qwen2, update_settings
 
 torch.set_num_threads(1)
 
@@ -28,7 +27,7 @@ def make_trainer(settings: UpdateSettings, lr: float = 1e-2, reference=None) -> 
 
 
 def sequence_logprobs(model, g) -> list[float]:
-    batch = prepare_batch([g], UpdateSettings(micro_batch_size=64), torch.device("cpu"))
+    batch = prepare_batch([g], update_settings(micro_batch_size=64), torch.device("cpu"))
     # one micro-batch, sorted by length: map back through the completion ids
     (mb,) = batch.micro_batches
     with torch.no_grad():
@@ -43,7 +42,7 @@ def sequence_logprobs(model, g) -> list[float]:
 @pytest.mark.parametrize("loss_type", ["grpo", "bnpo", "dr_grpo", "dapo", "gspo", "cispo"])
 def test_one_step_raises_positive_and_lowers_negative_completions(loss_type: str):
     g = group((1, 2, 3), [*POSITIVE, *NEGATIVE], [1.0, 1.0, 0.0, 0.0])
-    trainer = make_trainer(UpdateSettings(loss_type=loss_type, micro_batch_size=2), lr=1e-3)
+    trainer = make_trainer(update_settings(loss_type=loss_type, micro_batch_size=2), lr=1e-3)
     before = sequence_logprobs(trainer.model, g)
     metrics = trainer.update([g])
     after = sequence_logprobs(trainer.model, g)
@@ -55,7 +54,7 @@ def test_one_step_raises_positive_and_lowers_negative_completions(loss_type: str
 
 def test_zero_variance_groups_give_zero_gradient_and_leave_weights_unchanged():
     groups = [group((1, 2), [*POSITIVE, *NEGATIVE], [1.0] * 4), group((3,), POSITIVE + POSITIVE, [0.0] * 4)]
-    trainer = make_trainer(UpdateSettings(micro_batch_size=3))
+    trainer = make_trainer(update_settings(micro_batch_size=3))
     batch = prepare_batch(groups, trainer.settings, torch.device("cpu"))
     assert all(mb.advantages.abs().sum() == 0 for mb in batch.micro_batches)
     trainer.accumulate_gradients(batch)
@@ -71,7 +70,7 @@ def test_zero_variance_groups_give_zero_gradient_and_leave_weights_unchanged():
 def test_ratio_is_exactly_one_when_nothing_changed():
     """Old logprobs (no grad) and the first pass (with grad) agree bit for bit, so r = 1."""
     g = group((1, 2, 3), [*POSITIVE, *NEGATIVE], [1.0, 0.0, 1.0, 0.0])
-    trainer = make_trainer(UpdateSettings(micro_batch_size=2, temperature=0.7))
+    trainer = make_trainer(update_settings(micro_batch_size=2, temperature=0.7))
     batch = prepare_batch([g], trainer.settings, torch.device("cpu"))
     old = trainer._frozen_logprobs(trainer.model, batch)
     for mb, old_lp in zip(batch.micro_batches, old, strict=True):
@@ -81,7 +80,7 @@ def test_ratio_is_exactly_one_when_nothing_changed():
 
 def test_sampler_logprobs_equal_to_the_learners_give_unit_weights():
     g = group((1, 2, 3), [*POSITIVE, *NEGATIVE], [1.0, 0.0, 1.0, 0.0])
-    trainer = make_trainer(UpdateSettings(micro_batch_size=4))
+    trainer = make_trainer(update_settings(micro_batch_size=4))
     (mb,) = prepare_batch([g], trainer.settings, torch.device("cpu")).micro_batches
     with torch.no_grad():
         learner, _ = completion_logprobs(trainer.model, mb)
@@ -99,7 +98,7 @@ def test_gradient_does_not_depend_on_micro_batch_size(loss_type: str):
     ]
     grads = []
     for micro in (1, 3, 8):
-        trainer = make_trainer(UpdateSettings(loss_type=loss_type, micro_batch_size=micro))
+        trainer = make_trainer(update_settings(loss_type=loss_type, micro_batch_size=micro))
         trainer.accumulate_gradients(prepare_batch(groups, trainer.settings, torch.device("cpu")))
         grads.append(torch.cat([p.grad.flatten() for p in trainer.model.parameters()]))
     assert torch.allclose(grads[0], grads[1], atol=1e-6) and torch.allclose(grads[0], grads[2], atol=1e-6)
@@ -108,7 +107,7 @@ def test_gradient_does_not_depend_on_micro_batch_size(loss_type: str):
 def test_micro_batches_are_length_bucketed():
     completions = [(5,) * n for n in (9, 1, 8, 2, 7, 3, 6, 4)]
     g = group((1, 2), completions, [float(i % 2) for i in range(8)])
-    batch = prepare_batch([g], UpdateSettings(micro_batch_size=2), torch.device("cpu"))
+    batch = prepare_batch([g], update_settings(micro_batch_size=2), torch.device("cpu"))
     widths = [mb.completion_ids.shape[1] for mb in batch.micro_batches]
     assert widths == [2, 4, 7, 9]  # lengths 1,2 | 3,4 | 6,7 | 8,9
     padding = sum(int((~mb.completion_mask).sum()) for mb in batch.micro_batches)
@@ -117,7 +116,7 @@ def test_micro_batches_are_length_bucketed():
 
 def test_truncated_completions_are_masked_when_asked():
     g = group((1, 2), POSITIVE + NEGATIVE, [1.0, 0.0, 1.0, 0.0], truncated=(True, False, False, False))
-    settings = UpdateSettings(micro_batch_size=8, mask_truncated=True)
+    settings = update_settings(micro_batch_size=8, mask_truncated=True)
     (mb,) = prepare_batch([g], settings, torch.device("cpu")).micro_batches
     row = next(i for i in range(4) if mb.completion_ids[i, :4].tolist() == list(POSITIVE[0]))
     assert mb.loss_mask[row].sum() == 0 and mb.completion_mask[row].sum() == 4
@@ -127,7 +126,7 @@ def test_truncated_completions_are_masked_when_asked():
 
 def test_kl_term_uses_reference_and_beta_requires_one():
     g = group((1, 2, 3), [*POSITIVE, *NEGATIVE], [1.0, 0.0, 1.0, 0.0])
-    settings = UpdateSettings(loss=LossSettings(beta=0.1), num_iterations=2, micro_batch_size=2)
+    settings = update_settings(loss=loss_settings(beta=0.1), num_iterations=2, micro_batch_size=2)
     with pytest.raises(ValueError, match="reference"):
         make_trainer(settings)
     reference = tiny_qwen2(seed=0).eval().requires_grad_(False)

@@ -20,18 +20,28 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import torch
 from grpo_common.registry import Registry
 from torch import Tensor
 
+if TYPE_CHECKING:
+    from grpo_learner.config import LossConfig
+
 
 @dataclass(frozen=True)
 class LossSettings:
-    epsilon_low: float = 0.2
-    epsilon_high: float = 0.2
-    delta: float | None = None
-    beta: float = 0.0
+    """The loss's constants, copied from the validated `loss` config (its defaults live there)."""
+
+    epsilon_low: float
+    epsilon_high: float
+    delta: float | None
+    beta: float
+
+    @classmethod
+    def from_config(cls, loss: LossConfig) -> LossSettings:
+        return cls(loss.epsilon_low, loss.epsilon_high, loss.delta, loss.beta)
 
 
 @dataclass(frozen=True)
@@ -125,6 +135,14 @@ def sequence_token_means(values: Tensor, mask: Tensor) -> Tensor:
     return (values * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1)
 
 
+def counted_sequences(mask: Tensor) -> Tensor:
+    """[N]: 1 for a sequence with at least one counted token, 0 for a fully masked one.
+
+    Sequence-level terms must be multiplied by it: a fully masked sequence has a mean log-ratio of
+    0, so its ratio is 1 and its surrogate would be -A_i, not the 0 it must contribute."""
+    return (mask.sum(dim=1) > 0).to(mask.dtype)
+
+
 # --- the registered objectives -----------------------------------------------------------------
 
 
@@ -168,7 +186,7 @@ def dapo_loss(batch: PolicyBatch, norm: Normalizer, settings: LossSettings) -> L
 @register_loss("gspo")
 def gspo_loss(batch: PolicyBatch, norm: Normalizer, settings: LossSettings) -> LossOutput:
     """GSPO (Zheng et al. 2025): sequence ratio s_i = exp(1/|o_i| sum_t (logp - old)),
-    L = 1/B sum_i [-min(s~_i A_i, clip(s_i) A_i) + beta 1/|o_i| sum_t KL_t]."""
+    L = 1/B sum_{i: |o_i| > 0} [-min(s~_i A_i, clip(s_i) A_i) + beta 1/|o_i| sum_t KL_t]."""
     mean_log_ratio = sequence_token_means(batch.logprobs - batch.old_logprobs, batch.mask)
     seq_weight = None
     if batch.sampler_weights is not None:  # constant per sequence for sequence levels; mean for token
@@ -183,7 +201,7 @@ def gspo_loss(batch: PolicyBatch, norm: Normalizer, settings: LossSettings) -> L
         kl = k3_kl(batch.logprobs, batch.ref_logprobs)
         sums["kl"] = float((kl.detach() * batch.mask).sum())
         per_sequence = per_sequence + settings.beta * sequence_token_means(kl, batch.mask)
-    loss = per_sequence.sum() * norm.world_size / norm.total_sequences
+    loss = (per_sequence * counted_sequences(batch.mask)).sum() * norm.world_size / norm.total_sequences
     return LossOutput(loss, sums)
 
 

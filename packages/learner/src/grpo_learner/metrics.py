@@ -15,7 +15,11 @@ import time
 from collections.abc import Mapping
 from pathlib import Path
 
+from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.table import Table
+
+from grpo_learner.phase_timer import LEARNER_PHASES, PREFIX, UPDATE_PHASES
 
 logger = logging.getLogger(__name__)
 
@@ -40,6 +44,7 @@ class MetricsLogger:
             from torch.utils.tensorboard import SummaryWriter
 
             self._writer = SummaryWriter(log_dir=str(run_dir / "tensorboard"))
+        self._timing = TimingTotals()
         self._progress: Progress | None = None
         if progress:
             self._progress = Progress(
@@ -55,6 +60,7 @@ class MetricsLogger:
 
     def log(self, step: int, metrics: Mapping[str, float]) -> None:
         clean = {k: float(v) for k, v in metrics.items() if isinstance(v, int | float) and math.isfinite(v)}
+        self._timing.add(clean)
         self._file.write(json.dumps({"step": step, "time": time.time(), **clean}) + "\n")
         self._file.flush()
         if self._writer is not None:
@@ -78,9 +84,50 @@ class MetricsLogger:
     def close(self) -> None:
         if self._progress is not None:
             self._progress.stop()
+            if self._timing.steps:
+                Console().print(self._timing.table())
+        elif self._timing.steps:
+            logger.info("mean seconds per step: %s", self._timing.means())
         if self._writer is not None:
             self._writer.close()
         self._file.close()
+
+
+class TimingTotals:
+    """Sums of the `timing/*` metrics over the logged steps: the end-of-run table."""
+
+    def __init__(self) -> None:
+        self.steps = 0
+        self.sums: dict[str, float] = {}
+
+    def add(self, metrics: Mapping[str, float]) -> None:
+        if f"{PREFIX}step" not in metrics:
+            return
+        self.steps += 1
+        for key, value in metrics.items():
+            if key.startswith(PREFIX):
+                self.sums[key] = self.sums.get(key, 0.0) + value
+
+    def means(self) -> dict[str, float]:
+        return {key: round(value / self.steps, 4) for key, value in self.sums.items()}
+
+    def table(self) -> Table:
+        """Mean seconds per step of each phase and its share of the step's wall time."""
+        means = self.means()
+        step = means.get(f"{PREFIX}step", 0.0)
+        table = Table(title=f"{self.steps} steps: where the time went (mean)")
+        table.add_column("phase")
+        table.add_column("s/step", justify="right")
+        table.add_column("of the step", justify="right")
+        rows = [(name, name) for name in LEARNER_PHASES[:2]]
+        rows += [(name, f"  {name}") for name in UPDATE_PHASES]
+        rows += [(name, name) for name in (*LEARNER_PHASES[2:], "step", "generate", "score")]
+        for name, label in rows:
+            if (key := f"{PREFIX}{name}") in means:
+                overlaps = name in ("generate", "score")  # rollout side: not a share of the learner's step
+                share = f"{100 * means[key] / step:.0f}%" if step and not overlaps else ""
+                table.add_row(label, f"{means[key]:.3f}", share)
+        return table
 
 
 def read_metrics(run_dir: Path) -> list[dict[str, float]]:

@@ -10,6 +10,7 @@ torch.distributed / FSDP2 one. Which sequences a rank trains on is decided in `p
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import dataclass
 from typing import Protocol
 
 import torch
@@ -24,24 +25,28 @@ class Parallelism(Protocol):
     world_size: int
 
     def logprobs(
-        self, model: nn.Module, batch: MicroBatch, temperature: float, chunk_tokens: int
-    ) -> tuple[Tensor, Tensor]: ...
+        self, model: nn.Module, batch: MicroBatch, with_entropy: bool = True
+    ) -> tuple[Tensor, Tensor | None]:
+        """Completion logprobs at the run's temperature (and entropies when asked)."""
 
     def sum_across_ranks(self, values: dict[str, float]) -> dict[str, float]: ...
 
     def clip_grad_norm(self, params: Iterable[nn.Parameter], max_norm: float) -> float: ...
 
 
+@dataclass(frozen=True)
 class SingleProcess:
     """One process, one plain model."""
 
-    rank = 0
-    world_size = 1
+    temperature: float
+    chunk_tokens: int
+    rank: int = 0
+    world_size: int = 1
 
     def logprobs(
-        self, model: nn.Module, batch: MicroBatch, temperature: float, chunk_tokens: int
-    ) -> tuple[Tensor, Tensor]:
-        return completion_logprobs(model, batch, temperature, chunk_tokens)
+        self, model: nn.Module, batch: MicroBatch, with_entropy: bool = True
+    ) -> tuple[Tensor, Tensor | None]:
+        return completion_logprobs(model, batch, self.temperature, self.chunk_tokens, with_entropy)
 
     def sum_across_ranks(self, values: dict[str, float]) -> dict[str, float]:
         return values

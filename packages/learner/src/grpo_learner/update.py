@@ -19,7 +19,7 @@ import contextlib
 import math
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 from torch import nn
@@ -28,37 +28,42 @@ from grpo_learner.advantages import compute_advantages, weighted_reward
 from grpo_learner.batching import MicroBatch, TrainSequence, collate, length_buckets
 from grpo_learner.config import LearnerConfig
 from grpo_learner.distributed.sequence_shards import balanced_shards
-from grpo_learner.losses import LOSSES, LossSettings, Normalizer, PolicyBatch, sampler_weights
+from grpo_learner.losses import LOSSES, LossOutput, LossSettings, Normalizer, PolicyBatch, sampler_weights
+from grpo_learner.nonfinite import gradient_error, nonfinite_parameters, parameter_error
 from grpo_learner.parallelism import Parallelism, SingleProcess
+from grpo_learner.phase_timer import PhaseTimer, device_sync
 from grpo_learner.rollout_data import SCALAR_REWARD, GroupError, ScoredGroup, reward_components
 
 
 @dataclass(frozen=True)
 class UpdateSettings:
-    loss_type: str = "grpo"
-    loss: LossSettings = field(default_factory=LossSettings)
-    num_iterations: int = 1
-    micro_batch_size: int = 8
-    temperature: float = 1.0
-    max_completion_length: int = 256
-    mask_truncated: bool = False
-    reward_weights: dict[str, float] = field(default_factory=lambda: {SCALAR_REWARD: 1.0})
-    scaling: str = "group"
-    combine: str = "sum_then_normalize"
-    advantage_eps: float = 1e-4
-    sampler_mode: str = "none"
-    sampler_level: str = "token"
-    sampler_cap: float = 2.0
-    max_grad_norm: float | None = 1.0
-    chunk_tokens: int = 4096
-    pad_token_id: int = 0
+    """What one update needs, copied from the validated config (`from_config`; the defaults live
+    there, nowhere else)."""
+
+    loss_type: str
+    loss: LossSettings
+    num_iterations: int
+    micro_batch_size: int
+    temperature: float
+    max_completion_length: int
+    mask_truncated: bool
+    reward_weights: dict[str, float]
+    scaling: str
+    combine: str
+    advantage_eps: float
+    sampler_mode: str
+    sampler_level: str
+    sampler_cap: float
+    max_grad_norm: float | None
+    chunk_tokens: int
+    pad_token_id: int
 
     @classmethod
     def from_config(cls, config: LearnerConfig, pad_token_id: int = 0) -> UpdateSettings:
         loss = config.loss
         return cls(
             loss_type=loss.loss_type,
-            loss=LossSettings(loss.epsilon_low, loss.epsilon_high, loss.delta, loss.beta),
+            loss=LossSettings.from_config(loss),
             num_iterations=loss.num_iterations,
             micro_batch_size=config.train.micro_batch_size,
             temperature=config.rollout.sampling.temperature,
@@ -198,7 +203,7 @@ class Trainer:
         self.scheduler = scheduler
         self.settings = settings
         self.reference = reference
-        self.parallel = parallel or SingleProcess()
+        self.parallel = parallel or SingleProcess(settings.temperature, settings.chunk_tokens)
         self.device = next(model.parameters()).device
         self.loss_fn = LOSSES[settings.loss_type]
 
@@ -207,43 +212,34 @@ class Trainer:
             return torch.autocast("cuda", dtype=torch.bfloat16)
         return contextlib.nullcontext()
 
-    def _logprobs(self, model: nn.Module, mb: MicroBatch) -> tuple[torch.Tensor, torch.Tensor]:
+    def _logprobs(
+        self, model: nn.Module, mb: MicroBatch, with_entropy: bool = True
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
         with self._autocast():
-            return self.parallel.logprobs(model, mb, self.settings.temperature, self.settings.chunk_tokens)
+            return self.parallel.logprobs(model, mb, with_entropy)
 
     @torch.no_grad()
-    def _frozen_logprobs(self, model: nn.Module, batch: PreparedBatch) -> list[torch.Tensor]:
-        return [self._logprobs(model, mb)[0] for mb in batch.micro_batches]
+    def _frozen_logprobs(
+        self, model: nn.Module, batch: PreparedBatch, timer: PhaseTimer | None = None
+    ) -> list[torch.Tensor]:
+        with (timer or PhaseTimer()).phase("forward"):
+            return [self._logprobs(model, mb, with_entropy=False)[0] for mb in batch.micro_batches]
 
     def accumulate_gradients(
         self,
         batch: PreparedBatch,
         old: list[torch.Tensor] | None = None,
         ref: list[torch.Tensor] | None = None,
+        timer: PhaseTimer | None = None,
     ) -> dict[str, float]:
         """Backward of every micro-batch's loss share (gradients add up to the batch gradient)."""
-        s = self.settings
+        timer = timer or PhaseTimer()
         sums: dict[str, float] = {"loss": 0.0, "entropy": 0.0}
         for index, mb in enumerate(batch.micro_batches):
-            logprobs, entropy = self._logprobs(self.model, mb)
-            old_logprobs = old[index] if old is not None else logprobs.detach()
-            policy_batch = PolicyBatch(
-                logprobs=logprobs,
-                old_logprobs=old_logprobs,
-                advantages=mb.advantages,
-                mask=mb.loss_mask,
-                ref_logprobs=ref[index] if ref is not None else None,
-                sampler_weights=sampler_weights(
-                    old_logprobs,
-                    mb.sampler_logprobs,
-                    mb.loss_mask,
-                    s.sampler_mode,
-                    s.sampler_level,
-                    s.sampler_cap,
-                ),
-            )
-            out = self.loss_fn(policy_batch, batch.normalizer, s.loss)
-            out.loss.backward()
+            with timer.phase("forward"):
+                entropy, out = self._micro_batch_loss(batch, mb, index, old, ref)
+            with timer.phase("backward"):
+                out.loss.backward()
             sums["loss"] += float(out.loss.detach())
             sums["entropy"] += float((entropy * mb.loss_mask).sum())
             for key, value in out.token_sums.items():
@@ -252,12 +248,51 @@ class Trainer:
         tokens = batch.normalizer.total_tokens
         return {key: value if key == "loss" else value / tokens for key, value in sums.items()}
 
+    def _micro_batch_loss(
+        self,
+        batch: PreparedBatch,
+        mb: MicroBatch,
+        index: int,
+        old: list[torch.Tensor] | None,
+        ref: list[torch.Tensor] | None,
+    ) -> tuple[torch.Tensor, LossOutput]:
+        """Forward of one micro-batch: its token entropies and its loss share."""
+        s = self.settings
+        logprobs, entropy = self._logprobs(self.model, mb)
+        old_logprobs = old[index] if old is not None else logprobs.detach()
+        policy_batch = PolicyBatch(
+            logprobs=logprobs,
+            old_logprobs=old_logprobs,
+            advantages=mb.advantages,
+            mask=mb.loss_mask,
+            ref_logprobs=ref[index] if ref is not None else None,
+            sampler_weights=sampler_weights(
+                old_logprobs,
+                mb.sampler_logprobs,
+                mb.loss_mask,
+                s.sampler_mode,
+                s.sampler_level,
+                s.sampler_cap,
+            ),
+        )
+        return entropy, self.loss_fn(policy_batch, batch.normalizer, s.loss)
+
     def optimizer_step(self) -> float:
-        """Clip, step, schedule; returns the gradient norm before clipping."""
+        """Clip, step, schedule; returns the gradient norm before clipping.
+
+        Raises NonFiniteUpdate (see nonfinite.py) before the step when a gradient is NaN/inf (the
+        parameters stay as they were) and after it when a parameter is."""
         params = [p for p in self.model.parameters() if p.grad is not None]
         max_norm = self.settings.max_grad_norm if self.settings.max_grad_norm is not None else math.inf
         grad_norm = self.parallel.clip_grad_norm(params, max_norm) if params else 0.0
+        if not math.isfinite(grad_norm):  # the same global norm on every rank: all stop alike
+            self.optimizer.zero_grad(set_to_none=True)
+            raise gradient_error(grad_norm)
         self.optimizer.step()
+        bad = nonfinite_parameters(self.model.named_parameters())
+        total = self.parallel.sum_across_ranks({"nonfinite_parameters": float(len(bad))})
+        if total["nonfinite_parameters"]:
+            raise parameter_error(bad, int(total["nonfinite_parameters"]))
         self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
         return grad_norm
@@ -265,19 +300,21 @@ class Trainer:
     def update(self, groups: Sequence[ScoredGroup]) -> dict[str, float]:
         """mu optimizer steps on `groups`; returns TRL-named metrics (means over the mu passes)."""
         start = time.perf_counter()
+        timer = PhaseTimer(sync=device_sync(self.device))
         self.model.train()
         batch = prepare_batch(
             groups, self.settings, self.device, self.parallel.rank, self.parallel.world_size
         )
         mu = self.settings.num_iterations
-        old = self._frozen_logprobs(self.model, batch) if mu > 1 else None
-        ref = self._frozen_logprobs(self.reference, batch) if self.reference is not None else None
+        old = self._frozen_logprobs(self.model, batch, timer) if mu > 1 else None
+        ref = self._frozen_logprobs(self.reference, batch, timer) if self.reference is not None else None
         totals: dict[str, float] = {}
         lr = self.optimizer.param_groups[0]["lr"]
         for _ in range(mu):
             self.optimizer.zero_grad(set_to_none=True)
-            stats = self.accumulate_gradients(batch, old, ref)
-            stats["grad_norm"] = self.optimizer_step()
+            stats = self.accumulate_gradients(batch, old, ref, timer)
+            with timer.phase("optimizer"):
+                stats["grad_norm"] = self.optimizer_step()
             for key, value in stats.items():
                 totals[key] = totals.get(key, 0.0) + value / mu
         step_time = time.perf_counter() - start
@@ -285,6 +322,7 @@ class Trainer:
         return {
             **batch.metrics,
             **totals,
+            **timer.metrics(),
             "learning_rate": lr,
             "step_time": step_time,
             "tokens_per_second": tokens / step_time,

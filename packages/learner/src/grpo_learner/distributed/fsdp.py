@@ -43,9 +43,9 @@ class CompletionLogprobs(nn.Module):
         self.temperature = temperature
         self.chunk_tokens = chunk_tokens
 
-    def forward(self, *tensors: Tensor) -> tuple[Tensor, Tensor]:
+    def forward(self, *tensors: Tensor, with_entropy: bool = True) -> tuple[Tensor, Tensor | None]:
         batch = MicroBatch(**dict(zip(_BATCH_FIELDS, tensors, strict=True)))
-        return completion_logprobs(self.lm, batch, self.temperature, self.chunk_tokens)
+        return completion_logprobs(self.lm, batch, self.temperature, self.chunk_tokens, with_entropy)
 
 
 def decoder_layers(lm: nn.Module) -> list[nn.Module]:
@@ -105,10 +105,11 @@ class FsdpParallel:
         return self.roots[id(lm)]
 
     def logprobs(
-        self, model: nn.Module, batch: MicroBatch, temperature: float, chunk_tokens: int
-    ) -> tuple[Tensor, Tensor]:
-        del temperature, chunk_tokens  # fixed in the root at wrap time
-        return self.root(model)(*(getattr(batch, name) for name in _BATCH_FIELDS))
+        self, model: nn.Module, batch: MicroBatch, with_entropy: bool = True
+    ) -> tuple[Tensor, Tensor | None]:
+        """Through the model's FSDP root (temperature and chunking fixed there at wrap time)."""
+        tensors = (getattr(batch, name) for name in _BATCH_FIELDS)
+        return self.root(model)(*tensors, with_entropy=with_entropy)
 
     def sum_across_ranks(self, values: dict[str, float]) -> dict[str, float]:
         keys = sorted(values)  # the same keys on every rank: the loss decides them, not the data

@@ -8,6 +8,7 @@ from rich.console import Console
 from rich.table import Table
 
 from grpo_learner.embedded.default_run import HELDOUT_FILE, REPORTED, RunSummary
+from grpo_learner.metrics import TimingTotals, read_metrics
 
 
 def print_summary(summary: RunSummary, console: Console | None = None) -> None:
@@ -32,9 +33,23 @@ def print_summary(summary: RunSummary, console: Console | None = None) -> None:
     console.print(f"held-out problems: {summary.heldout_problems}   GRPO steps: {summary.steps}")
     console.print(f"wall time (warm-up / GRPO / total): {wall}")
     console.print(f"learner tokens/s (mean): {summary.tokens_per_second:.0f}")
+    if (split := phase_split(run_dir)) is not None:
+        console.print(f"s/step: wait rollouts / update / push: {split}")
     console.print(f"summary:     {run_dir / 'summary.json'}")
     console.print(f"held-out:    {run_dir / HELDOUT_FILE}  (grpo eval --data)")
     console.print(f"metrics:     {run_dir / 'metrics.jsonl'}  (TensorBoard: {run_dir / 'tensorboard'})")
     console.print(f"curves:      {run_dir / 'curves.png'}")
     console.print(f"checkpoints: {run_dir / 'checkpoints'}")
     console.print(f"service logs: {run_dir / 'services'}")
+
+
+def phase_split(run_dir: Path) -> str | None:
+    """Mean seconds per step the learner waited for rollouts, updated and pushed (metrics.jsonl)."""
+    totals = TimingTotals()
+    for record in read_metrics(run_dir):
+        totals.add(record)
+    if not totals.steps:
+        return None
+    means = totals.means()
+    phases = ("wait_rollouts", "update", "push")
+    return " / ".join(f"{means.get(f'timing/{name}', 0.0):.2f}" for name in phases)

@@ -28,6 +28,7 @@ from grpo_common.channel import ChannelConfig
 from grpo_common.weight_codec import DEFAULT_BUCKET_BYTES, encode_state_dict_wire, update_weights_method
 
 from grpo_learner.rollouts.pool import Member, MemberState, PoolSettings, RolloutPool
+from grpo_learner.weight_sync.push_protocol import ServiceStatus
 
 logger = logging.getLogger(__name__)
 
@@ -49,15 +50,6 @@ def snapshot_state_dict(
 
 
 @dataclass
-class ServiceStatus:
-    address: str
-    acked_version: int = 0  # the version the service confirmed it uses (-1: unknown)
-    failures: int = 0  # consecutive failed attempts
-    last_error: str = ""
-    last_push_seconds: float = 0.0
-
-
-@dataclass
 class _Worker:
     status: ServiceStatus
     task: asyncio.Task | None = None
@@ -66,7 +58,7 @@ class _Worker:
 
 
 class WeightPusher:
-    """Use inside a running event loop; `await close()` when done.
+    """`WeightPush` over gRPC. Use inside a running event loop; `await close()` when done.
 
     `addresses` is a list of host:port (the pusher then owns a pool of its own) or the
     `RolloutPool` shared with the `RolloutClient`.
@@ -154,6 +146,9 @@ class WeightPusher:
                 status.last_error or "no answer within the deadline",
             )
         return behind
+
+    def metrics(self) -> dict[str, float]:
+        return self.pool.metrics()
 
     def resync(self, address: str) -> None:
         """Forget what `address` acknowledged and send it the newest weights again.

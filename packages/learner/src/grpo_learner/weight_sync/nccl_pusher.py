@@ -23,28 +23,40 @@ import torch
 from grpo_common.channel import ChannelConfig
 
 from grpo_learner.config import PushConfig
+from grpo_learner.rollouts.pool import RolloutPool
 from grpo_learner.weight_sync.nccl_sync import NcclWeightSync, WeightSyncError
+from grpo_learner.weight_sync.push_protocol import ServiceStatus
 
 logger = logging.getLogger(__name__)
 
 
 class NcclWeightPusher:
-    """Use inside a running event loop; `await close()` when done."""
+    """`WeightPush` over NCCL. Use inside a running event loop; `await close()` when done."""
 
     def __init__(
-        self, addresses: Sequence[str], push: PushConfig, channel: ChannelConfig | None = None
+        self,
+        addresses: Sequence[str] | RolloutPool,
+        push: PushConfig,
+        channel: ChannelConfig | None = None,
     ) -> None:
         self.sync = NcclWeightSync.from_config(push, channel)
-        self._addresses = list(addresses)
+        # The group is formed once over the listed services (config refuses an addresses file).
+        self.pool = addresses if isinstance(addresses, RolloutPool) else None
+        if self.pool is not None:
+            self.pool.retain()
+        self._addresses = list(self.pool.addresses if self.pool is not None else addresses)
         self._latest: tuple[int, Mapping[str, torch.Tensor]] | None = None
         self._lock = asyncio.Lock()
         self._resend: asyncio.Task[None] | None = None
 
-    async def push(self, weights: Mapping[str, torch.Tensor], policy_version: int) -> list[str]:
+    async def push(self, weights: Mapping[str, torch.Tensor], policy_version: int) -> list[ServiceStatus]:
         async with self._lock:
             await self.sync.push_with_recovery(weights, policy_version, self._addresses)
             self._latest = (policy_version, weights)
         return []
+
+    def metrics(self) -> dict[str, float]:
+        return self.pool.metrics() if self.pool is not None else {}
 
     def resync(self, address: str) -> None:
         if self._latest is None or (self._resend is not None and not self._resend.done()):
@@ -67,3 +79,5 @@ class NcclWeightPusher:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._resend
         await self.sync.close()
+        if self.pool is not None:
+            await self.pool.release()

@@ -1,0 +1,41 @@
+"""`push.transport` -> the pusher that implements it: a registry, so a transport is one function."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from grpo_common.registry import Registry
+
+from grpo_learner.config import LearnerConfig
+from grpo_learner.rollouts.pool import RolloutPool
+from grpo_learner.weight_sync.grpc_pusher import WeightPusher
+from grpo_learner.weight_sync.nccl_pusher import NcclWeightPusher
+from grpo_learner.weight_sync.push_protocol import WeightPush
+
+PusherFactory = Callable[[LearnerConfig, RolloutPool], WeightPush]
+PUSH_TRANSPORTS: Registry[PusherFactory] = Registry("weight push transport")
+register_transport = PUSH_TRANSPORTS.register
+
+
+@register_transport("grpc")
+def grpc_pusher(config: LearnerConfig, pool: RolloutPool) -> WeightPush:
+    """Bucketed UpdateWeights streams to every service in parallel (see grpc_pusher.py)."""
+    push = config.push
+    return WeightPusher(
+        pool,
+        deadline_s=push.deadline_s,
+        bucket_bytes=push.bucket_bytes,
+        dtype=getattr(torch, push.dtype) if push.dtype else None,
+    )
+
+
+@register_transport("nccl")
+def nccl_pusher(config: LearnerConfig, pool: RolloutPool) -> WeightPush:
+    """A broadcast into the SGLang engines' weight-update group (see nccl_sync.py)."""
+    return NcclWeightPusher(pool, config.push, config.rollout.channel)
+
+
+def build_pusher(config: LearnerConfig, pool: RolloutPool) -> WeightPush:
+    """The one way a run gets its pusher, over the pool its rollout client shares."""
+    return PUSH_TRANSPORTS[config.push.transport](config, pool)
