@@ -100,6 +100,9 @@ class RecordingRollout(rollout_pb2_grpc.RolloutServiceServicer):
             prompt_token_ids=prompt_ids,
             completions=completions,
             policy_version=self.policy_version,
+            # what a real service reports for the batch behind the group (fixed: nothing is generated)
+            generate_seconds=0.25,
+            score_seconds=0.05,
         )
 
     async def GetInfo(self, request, context):

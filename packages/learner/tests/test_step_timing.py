@@ -49,6 +49,8 @@ def test_every_step_logs_its_phases_and_they_fit_in_the_step(tmp_path: Path):
         assert record["timing/update"] > 0 and record["timing/push"] > 0
         assert sum(record[name] for name in LEARNER_OWN) <= record["timing/step"]
         assert sum(record[name] for name in UPDATE_SPLIT) <= record["timing/update"]
+        # the rollout side's seconds, from the groups (RolloutGroup.generate_seconds / score_seconds)
+        assert record["timing/generate"] == 0.25 and record["timing/score"] == 0.05
     (events,) = (tmp_path / "run" / "tensorboard").glob("events.out.tfevents.*")
     scalars = EventAccumulator(str(events)).Reload().Tags()["scalars"]
     assert {*LEARNER_OWN, *UPDATE_SPLIT, "timing/step"} <= set(scalars)
@@ -71,13 +73,24 @@ def test_the_end_of_run_table_shows_each_phase_and_its_share_of_the_step():
 
 
 def test_rollout_timing_takes_the_longest_batch_behind_the_groups():
-    from types import SimpleNamespace
-
+    from grpo.v1 import rollout_pb2
     from grpo_learner.phase_timer import rollout_timing
+    from grpo_learner.rollout_data import group_from_proto
 
-    groups = [SimpleNamespace(generate_seconds=g, score_seconds=s) for g, s in ((1.5, 0.2), (2.5, 0.1))]
+    def group(prompt_id: str, generate: float, score: float):
+        completion = rollout_pb2.Completion(token_ids=[5], logprobs=[-0.5], reward=1.0)
+        message = rollout_pb2.RolloutGroup(
+            prompt_id=prompt_id,
+            prompt_token_ids=[1, 2],
+            completions=[completion, completion],
+            generate_seconds=generate,
+            score_seconds=score,
+        )
+        return group_from_proto(message)
+
+    groups = [group("a", 1.5, 0.2), group("b", 2.5, 0.1)]
     assert rollout_timing(groups) == {"timing/generate": 2.5, "timing/score": 0.2}
-    assert rollout_timing([SimpleNamespace()]) == {}  # groups without the rollout side's seconds
+    assert rollout_timing([]) == {}
 
 
 def test_the_embedded_table_shows_the_learners_phase_split(tmp_path: Path):

@@ -26,6 +26,8 @@ from dataclasses import dataclass, field
 
 import torch
 
+from grpo_learner.rollout_data import ScoredGroup
+
 PREFIX = "timing/"
 # The learner's phases that together take no more than `timing/step` (they never overlap).
 LEARNER_PHASES = ("wait_rollouts", "update", "push", "evaluate", "checkpoint")
@@ -61,14 +63,12 @@ class PhaseTimer:
         return {f"{PREFIX}{name}": value for name, value in self.seconds.items()}
 
 
-def rollout_timing(groups: Sequence[object]) -> dict[str, float]:
+def rollout_timing(groups: Sequence[ScoredGroup]) -> dict[str, float]:
     """timing/generate and timing/score: the longest batch behind `groups` (a batch's seconds are
-    repeated on each of its groups, so a sum would count them several times). Empty when the groups
-    do not carry the rollout side's seconds."""
-    out: dict[str, float] = {}
-    for phase in ("generate", "score"):
-        values = [getattr(g, f"{phase}_seconds", None) for g in groups]
-        known = [float(v) for v in values if v is not None]
-        if known:
-            out[f"{PREFIX}{phase}"] = max(known)
-    return out
+    repeated on each of its groups, so a sum would count them several times). Empty without groups."""
+    if not groups:
+        return {}
+    return {
+        f"{PREFIX}generate": max(g.generate_seconds for g in groups),
+        f"{PREFIX}score": max(g.score_seconds for g in groups),
+    }

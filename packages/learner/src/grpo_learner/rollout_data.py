@@ -48,6 +48,9 @@ class ScoredGroup:
     prompt_token_ids: tuple[int, ...]
     completions: tuple[ScoredCompletion, ...]
     policy_version: int
+    # Wall seconds of the rollout batch that produced the group (repeated on each group of the batch).
+    generate_seconds: float = 0.0
+    score_seconds: float = 0.0
 
     @property
     def rewards(self) -> list[float]:
@@ -78,6 +81,8 @@ def group_from_proto(message: rollout_pb2.RolloutGroup) -> ScoredGroup:
         prompt_token_ids=tuple(message.prompt_token_ids),
         completions=completions,
         policy_version=message.policy_version,
+        generate_seconds=message.generate_seconds,
+        score_seconds=message.score_seconds,
     )
     validate_group(group)
     return group
