@@ -25,7 +25,6 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
-import os
 import statistics
 import subprocess
 import sys
@@ -47,9 +46,12 @@ SHAPES = {
 }
 
 
-def trl_worker(directory: Path, shape: RunShape, steps: int, output: Path) -> None:
+def trl_worker(directory: Path, shape: RunShape, steps: int, threads: int | None, output: Path) -> None:
     """Run TRL in this process and write {"seconds_per_step": ...} to `output`."""
     import torch
+
+    if threads:
+        torch.set_num_threads(threads)
     from datasets import Dataset
     from grpo_reward.verifier import Verifier
     from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
@@ -109,11 +111,11 @@ def trl_worker(directory: Path, shape: RunShape, steps: int, output: Path) -> No
     output.write_text(json.dumps({"seconds_per_step": statistics.median(gaps), "steps_timed": len(gaps)}))
 
 
-def run_trl(directory: Path, shape: RunShape, steps: int) -> float:
+def run_trl(directory: Path, shape: RunShape, steps: int, threads: int | None) -> float:
     output = directory / "trl.json"
     output.unlink(missing_ok=True)
     command = [sys.executable, __file__, "--trl-worker", str(directory), "--shapes", shape.name]
-    command += ["--steps", str(steps)]
+    command += ["--steps", str(steps)] + (["--trl-threads", str(threads)] if threads else [])
     with (directory / "trl.log").open("wb") as log:
         code = subprocess.run(command, stdout=log, stderr=subprocess.STDOUT, timeout=3600).returncode
     if code != 0:
@@ -122,7 +124,9 @@ def run_trl(directory: Path, shape: RunShape, steps: int) -> float:
     return json.loads(output.read_text())["seconds_per_step"]
 
 
-def compare(shape: RunShape, pairs: int, steps: int, stalenesses: list[int], root: Path) -> None:
+def compare(
+    shape: RunShape, pairs: int, steps: int, stalenesses: list[int], trl_threads: int | None, root: Path
+) -> None:
     directory = root / shape.name
     directory.mkdir()
     params = write_assets(shape, directory)
@@ -134,7 +138,7 @@ def compare(shape: RunShape, pairs: int, steps: int, stalenesses: list[int], roo
     )
     ratios: dict[int, list[float]] = {k: [] for k in stalenesses}
     for pair in range(pairs):
-        trl = run_trl(directory, shape, steps)
+        trl = run_trl(directory, shape, steps, trl_threads)
         line = [f"pair {pair + 1}: TRL {trl:.3f} s/step"]
         for staleness in stalenesses:
             run_dir = directory / f"ours-s{staleness}-{pair}"
@@ -165,16 +169,26 @@ def main() -> None:
         "--staleness", default="0,1", help="our rollout.max_staleness values, comma-separated"
     )
     parser.add_argument("--quick", action="store_true", help="1 pair of 4 steps per shape")
+    parser.add_argument(
+        "--trl-threads",
+        type=int,
+        help="torch threads of the TRL process (default: torch's, one per core); on a loaded machine "
+        "one thread per process is what keeps spinning thread pools from slowing every process down",
+    )
     parser.add_argument("--trl-worker", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.trl_worker is not None:
-        trl_worker(args.trl_worker, SHAPES[args.shapes], args.steps, args.trl_worker / "trl.json")
+        trl_worker(
+            args.trl_worker, SHAPES[args.shapes], args.steps, args.trl_threads, args.trl_worker / "trl.json"
+        )
         return
     pairs, steps = (1, 4) if args.quick else (args.pairs, args.steps)
-    print(machine_description(f"torch default threads; {os.cpu_count()} cores"), flush=True)
+    trl_threads = f"TRL {args.trl_threads or 'default'} torch threads"
+    print(machine_description(f"{trl_threads}; ours: see grpo train's CPU split"), flush=True)
     with tempfile.TemporaryDirectory() as tmp:
         for name in args.shapes.split(","):
-            compare(SHAPES[name], pairs, steps, [int(s) for s in args.staleness.split(",")], Path(tmp))
+            stalenesses = [int(s) for s in args.staleness.split(",")]
+            compare(SHAPES[name], pairs, steps, stalenesses, args.trl_threads, Path(tmp))
 
 
 if __name__ == "__main__":
