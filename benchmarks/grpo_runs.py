@@ -51,6 +51,7 @@ class RunFigures:
     steps_timed: int
     phases: dict[str, float] = field(default_factory=dict)  # timing/* means, seconds per step
     tokens_per_second: float = float("nan")  # the learner's own figure (mean over timed steps)
+    rollout_idle: float = float("nan")  # mean rollout/idle_fraction over timed steps
     records: list[dict] = field(default_factory=list)
 
 
@@ -117,11 +118,13 @@ def figures_from(run_dir: Path) -> RunFigures:
     gaps = [b["time"] - a["time"] for a, b in itertools.pairwise(records)][1:]
     timed = records[2:]
     phases = sorted({k for r in timed for k in r if k.startswith("timing/")})
+    idle = [r["rollout/idle_fraction"] for r in timed if "rollout/idle_fraction" in r]
     return RunFigures(
         seconds_per_step=statistics.median(gaps),
         steps_timed=len(gaps),
         phases={k: statistics.fmean(r[k] for r in timed if k in r) for k in phases},
         tokens_per_second=statistics.fmean(r.get("tokens_per_second", float("nan")) for r in timed),
+        rollout_idle=statistics.fmean(idle) if idle else float("nan"),
         records=records,
     )
 
@@ -152,7 +155,9 @@ def run_grpo(
 
 
 def phase_line(figures: RunFigures) -> str:
-    """`generate 0.41 s, update 0.62 s, ...` from the timing/* means (or a note that there are none)."""
-    if not figures.phases:
-        return "no timing/* metrics in this version's metrics.jsonl"
-    return ", ".join(f"{k.removeprefix('timing/')} {v:.3f} s" for k, v in figures.phases.items())
+    """`generate 0.41 s, update 0.62 s, ..., rollout idle 0.35` from the timing/* means and the
+    rollout services' idle fraction (or a note that the learner logs no timing/* keys)."""
+    phases = [f"{k.removeprefix('timing/')} {v:.3f} s" for k, v in figures.phases.items()]
+    if not phases:
+        phases = ["no timing/* metrics in this version's metrics.jsonl"]
+    return ", ".join([*phases, f"rollout idle {figures.rollout_idle:.2f}"])
