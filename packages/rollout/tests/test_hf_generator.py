@@ -40,7 +40,7 @@ def recompute_logprobs(generator: HFGenerator, prompt: list[int], tokens: list[i
     return torch.log_softmax(logits / scale, -1).gather(-1, torch.tensor(tokens)[:, None]).squeeze(-1)
 
 
-@pytest.mark.parametrize("temperature", [0.0, 0.7, 1.3])
+@pytest.mark.parametrize("temperature", [0.0, 0.7, 1.0, 1.3])
 def test_logprobs_are_temperature_scaled_and_taken_before_top_k_top_p(
     generator: HFGenerator, temperature: float
 ) -> None:

@@ -4,6 +4,12 @@
 talks gRPC on a free loopback port: the same binaries and flags a user starts by hand on separate
 machines. The children live in their own session (Ctrl-C reaches only the launcher, which stops
 them in order) and get SIGTERM from the kernel if the launcher dies, so none is ever orphaned.
+
+CPU threads: an `hf` rollout service on the CPU shares the cores with the learner (the launcher's
+own process). With `max_staleness >= 1` both compute at once, and two torch thread pools of one
+thread per core each oversubscribe the cores (their spinning workers slow each other down), so
+the cores are split (`cpu_thread_split`): the rollout service gets `local_services.torch_threads`,
+else half the cores, and the learner the rest, unless `train.torch_threads` says otherwise.
 """
 
 from __future__ import annotations
@@ -20,6 +26,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+
+import torch
 
 from grpo_learner.config import LocalServicesConfig
 
@@ -49,6 +57,25 @@ def find_executable(name: str) -> str:
             f"pip install {name}) or start the service elsewhere and pass its address with --rollout"
         )
     return found
+
+
+@dataclass(frozen=True)
+class ThreadSplit:
+    rollout: int | None  # --torch-threads of the rollout service (None: leave it to torch)
+    learner: int | None  # torch threads of this process, the learner (None: leave it to torch)
+
+
+def cpu_thread_split(config: LocalServicesConfig, cores: int | None = None) -> ThreadSplit:
+    """Share the cores between an `hf` rollout service on the CPU and the learner (see the module doc).
+
+    rollout = `torch_threads` if set, else max(1, cores // 2); learner = max(1, cores - rollout).
+    A rollout service on a GPU (or SGLang) leaves both alone.
+    """
+    if config.generator != "hf" or config.device != "cpu":
+        return ThreadSplit(rollout=config.torch_threads, learner=None)
+    cores = cores or os.cpu_count() or 1
+    rollout = config.torch_threads or max(1, cores // 2)
+    return ThreadSplit(rollout=rollout, learner=max(1, cores - rollout))
 
 
 @dataclass
@@ -131,9 +158,18 @@ def _tail(path: Path, lines: int = 20) -> str:
 
 @contextmanager
 def local_services(model: str, run_dir: Path, config: LocalServicesConfig) -> Iterator[list[ServiceProcess]]:
-    """A reward service and a rollout service serving `model`, stopped (rollout first) on exit."""
+    """A reward service and a rollout service serving `model`, stopped (rollout first) on exit.
+
+    Also caps this process's torch threads to the learner's share of the cores while they run
+    (`cpu_thread_split`; `train.torch_threads`, applied later by the training loop, still wins).
+    """
     state_dir = run_dir / "services"
     services: list[ServiceProcess] = []
+    split = cpu_thread_split(config)
+    threads_before = torch.get_num_threads()
+    if split.learner is not None:
+        torch.set_num_threads(split.learner)
+        logger.info("CPU threads: rollout service %d, learner %d", split.rollout, split.learner)
     try:
         reward = start_service(
             "reward",
@@ -153,8 +189,8 @@ def local_services(model: str, run_dir: Path, config: LocalServicesConfig) -> It
             rollout_argv += ["--device", config.device]
             if config.dtype:
                 rollout_argv += ["--dtype", config.dtype]
-            if config.torch_threads:
-                rollout_argv += ["--torch-threads", str(config.torch_threads)]
+            if split.rollout:
+                rollout_argv += ["--torch-threads", str(split.rollout)]
         rollout_argv += config.rollout_args
         services.append(
             start_service("rollout", rollout_argv, state_dir, ready_timeout_s=config.ready_timeout_s)
@@ -163,3 +199,4 @@ def local_services(model: str, run_dir: Path, config: LocalServicesConfig) -> It
     finally:
         for service in reversed(services):
             service.stop()
+        torch.set_num_threads(threads_before)

@@ -159,60 +159,84 @@ class HFGenerator:
     def _sample(
         self, prompts: list[list[int]], n: int, sampling: SamplingConfig
     ) -> list[tuple[list[int], list[float], FinishReason]]:
+        """Prefill every prompt once, repeat its cache n times, then decode one token per step.
+
+        Per step there is no Python work per row and no allocation that grows with the step: the
+        attention mask and the token/logprob buffers are allocated once for the whole call and
+        written in place; the only host sync is the stop check (skipped when nothing can stop).
+        """
         device = self._device
         generator = None
         if sampling.seed is not None:
             generator = torch.Generator(device=device).manual_seed(sampling.seed)
         stop_ids = torch.tensor(sorted({*self._eos_token_ids, *sampling.stop_token_ids}), device=device)
+        max_new = sampling.max_new_tokens
 
-        # Prefill each prompt once, left-padded, then repeat its cache for the n completions.
+        # One left-padded mask for the call: the prompt columns, then one column per new token.
         width = max(len(p) for p in prompts)
-        input_ids = torch.full((len(prompts), width), self._pad_token_id, dtype=torch.long, device=device)
-        mask = torch.zeros((len(prompts), width), dtype=torch.long, device=device)
+        input_ids = torch.full((len(prompts), width), self._pad_token_id, dtype=torch.long)
+        mask = torch.ones((len(prompts), width + max_new), dtype=torch.long)
         for i, prompt in enumerate(prompts):
-            input_ids[i, width - len(prompt) :] = torch.tensor(prompt, device=device)
-            mask[i, width - len(prompt) :] = 1
-        positions = (mask.cumsum(-1) - 1).clamp(min=0)
+            input_ids[i, width - len(prompt) :] = torch.tensor(prompt)
+            mask[i, : width - len(prompt)] = 0
+        input_ids, mask = input_ids.to(device), mask.to(device)
+        positions = (mask[:, :width].cumsum(-1) - 1).clamp(min=0)
         out = self._model(
-            input_ids=input_ids, attention_mask=mask, position_ids=positions, use_cache=True, logits_to_keep=1
+            input_ids=input_ids,
+            attention_mask=mask[:, :width],
+            position_ids=positions,
+            use_cache=True,
+            logits_to_keep=1,
         )
         cache = out.past_key_values
         logits = out.logits[:, -1, :].repeat_interleave(n, dim=0)
         if n > 1:
             cache.batch_repeat_interleave(n)
         mask = mask.repeat_interleave(n, dim=0)
-        next_position = positions[:, -1].repeat_interleave(n) + 1
+        next_position = positions[:, -1:].repeat_interleave(n, dim=0) + 1
 
         total = len(prompts) * n
-        tokens_out = torch.full((total, sampling.max_new_tokens), -1, dtype=torch.long)
-        logprobs_out = torch.zeros((total, sampling.max_new_tokens), dtype=torch.float32)
-        lengths = torch.full((total,), sampling.max_new_tokens, dtype=torch.long)
+        tokens_out = torch.zeros((total, max_new), dtype=torch.long, device=device)
+        logprobs_out = torch.zeros((total, max_new), dtype=torch.float32, device=device)
+        lengths = torch.full((total,), max_new, dtype=torch.long)
         stopped = torch.zeros(total, dtype=torch.bool)
-        active = torch.arange(total)  # original row of each row still in the batch
+        active = torch.arange(total, device=device)  # original row of each row still in the batch
+        everyone = True  # no row has left: write whole columns instead of scattering
 
-        for step in range(sampling.max_new_tokens):
+        for step in range(max_new):
             tokens, logprobs = sample_next_tokens(
                 logits, sampling.temperature, sampling.top_k, sampling.top_p, generator
             )
-            tokens_out[active, step] = tokens.cpu()
-            logprobs_out[active, step] = logprobs.cpu()
-            hit_stop = torch.isin(tokens, stop_ids).cpu()
-            if hit_stop.any():
-                done = active[hit_stop]
-                lengths[done] = step + 1
-                stopped[done] = True
-            if step + 1 == sampling.max_new_tokens or bool(hit_stop.all()):
+            if everyone:
+                tokens_out[:, step] = tokens
+                logprobs_out[:, step] = logprobs
+            else:
+                tokens_out[active, step] = tokens
+                logprobs_out[active, step] = logprobs
+            if step + 1 == max_new:
                 break
-            if hit_stop.any():
-                keep = (~hit_stop).nonzero().squeeze(-1)
-                cache.batch_select_indices(keep.to(device))
-                active, tokens = active[keep], tokens[keep.to(device)]
-                mask, next_position = mask[keep.to(device)], next_position[keep.to(device)]
-            mask = torch.cat([mask, mask.new_ones((mask.shape[0], 1))], dim=-1)
+            if stop_ids.numel():
+                hit_stop = torch.isin(tokens, stop_ids)
+                hit_cpu = hit_stop.cpu()
+                if hit_cpu.any():
+                    done = active[hit_stop].cpu()
+                    lengths[done] = step + 1
+                    stopped[done] = True
+                    if hit_cpu.all():
+                        break
+                    keep = (~hit_stop).nonzero().squeeze(-1)
+                    cache.batch_select_indices(keep)
+                    active, tokens, mask, next_position = (
+                        active[keep],
+                        tokens[keep],
+                        mask[keep],
+                        next_position[keep],
+                    )
+                    everyone = False
             out = self._model(
                 input_ids=tokens.unsqueeze(-1),
-                attention_mask=mask,
-                position_ids=next_position.unsqueeze(-1),
+                attention_mask=mask[:, : width + step + 1],
+                position_ids=next_position,
                 past_key_values=cache,
                 use_cache=True,
             )
@@ -220,11 +244,10 @@ class HFGenerator:
             logits = out.logits[:, -1, :]
             next_position = next_position + 1
 
+        token_rows, logprob_rows = tokens_out.cpu().tolist(), logprobs_out.cpu().tolist()
         return [
-            (
-                tokens_out[row, : lengths[row]].tolist(),
-                logprobs_out[row, : lengths[row]].tolist(),
-                FinishReason.STOP if stopped[row] else FinishReason.LENGTH,
+            (tokens[:length], logprobs[:length], FinishReason.STOP if stop else FinishReason.LENGTH)
+            for tokens, logprobs, length, stop in zip(
+                token_rows, logprob_rows, lengths.tolist(), stopped.tolist(), strict=True
             )
-            for row in range(total)
         ]

@@ -49,15 +49,28 @@ def sample_next_tokens(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Pick one token per row of `logits` [batch, vocab]; return (token ids, their logprobs), both [batch].
 
-    Greedy (`is_greedy(temperature)`) takes the argmax and reports temperature-1 logprobs.
+    Greedy (`is_greedy(temperature)`: 0 and anything below SGLang's threshold) takes the argmax and
+    reports temperature-1 logprobs. The logprob of the chosen token is
+    `scaled[token] - logsumexp(scaled)`: one reduction and a gather, no [batch, vocab] log-softmax
+    kept around.
+
+    Sampling is by inverse CDF: one uniform `u` per row and the first token whose cumulative
+    (filtered, unnormalised) probability exceeds `u * total`. It draws from exactly the
+    distribution `torch.multinomial` would, with one random number per row instead of a pass over
+    the vocabulary per draw (multinomial was a third of the hf backend's time per token on CPU).
+    The cumulative sum is taken in float64 so that a 150k-token vocabulary adds no visible error.
     """
     logits = logits.float()
-    if is_greedy(temperature):
-        logprobs = torch.log_softmax(logits, dim=-1)
-        tokens = torch.argmax(logits, dim=-1)
+    greedy = is_greedy(temperature)
+    scaled = logits if greedy or temperature == 1.0 else logits / temperature
+    log_normaliser = torch.logsumexp(scaled, dim=-1, keepdim=True)
+    if greedy:
+        tokens = torch.argmax(scaled, dim=-1)
     else:
-        scaled = logits / temperature
-        logprobs = torch.log_softmax(scaled, dim=-1)
-        probs = torch.softmax(filter_top_k_top_p(scaled, top_k, top_p), dim=-1)
-        tokens = torch.multinomial(probs, num_samples=1, generator=generator).squeeze(-1)
-    return tokens, logprobs.gather(-1, tokens.unsqueeze(-1)).squeeze(-1)
+        weights = torch.exp(filter_top_k_top_p(scaled, top_k, top_p) - log_normaliser)
+        cdf = weights.to(torch.float64).cumsum_(dim=-1)
+        u = torch.rand((cdf.shape[0], 1), generator=generator, device=cdf.device, dtype=torch.float64)
+        tokens = torch.searchsorted(cdf, u * cdf[:, -1:], right=True).squeeze(-1)
+        tokens = tokens.clamp_(max=cdf.shape[-1] - 1)  # u * total rounded up to the total itself
+    chosen = scaled.gather(-1, tokens.unsqueeze(-1)) - log_normaliser
+    return tokens, chosen.squeeze(-1)

@@ -35,6 +35,7 @@ from grpo.v1 import rollout_pb2, rollout_pb2_grpc
 from grpo_common.receive_buffers import ReceiveBuffers
 from grpo_common.weight_codec import WeightStreamDecoder, WeightStreamError
 
+from grpo_rollout.busy_clock import BusyClock
 from grpo_rollout.generator import (
     BackendError,
     DistributedBucketSink,
@@ -94,6 +95,7 @@ class RolloutServicer(rollout_pb2_grpc.RolloutServiceServicer):
         self._in_flight_prompts = 0
         self._in_flight_requests = 0
         self._open_update: _OpenUpdate | None = None
+        self._busy = BusyClock()  # GetInfo's uptime_seconds / busy_seconds
         # An update's tensors, once copied into the model, receive the next update: that keeps
         # one update's worth of memory between updates (the peak of an update anyway) and spares
         # faulting in fresh pages every step, the largest cost of receiving.
@@ -179,9 +181,10 @@ class RolloutServicer(rollout_pb2_grpc.RolloutServiceServicer):
         try:
             async with self._generation_slots:
                 started = time.monotonic()
-                completions = await self._generator.generate(
-                    [p.token_ids for p in prompts], plan.group_size, sampling
-                )
+                with self._busy.busy():
+                    completions = await self._generator.generate(
+                        [p.token_ids for p in prompts], plan.group_size, sampling
+                    )
                 generate_seconds = time.monotonic() - started
             whole = []
             for prompt, group in zip(prompts, completions, strict=True):
@@ -194,7 +197,8 @@ class RolloutServicer(rollout_pb2_grpc.RolloutServiceServicer):
                     )
             items = [item for prompt, group, texts in whole for item in score_items(prompt, group, texts)]
             started = time.monotonic()
-            results = await self._reward.score(items, plan.reward_spec) if items else []
+            with self._busy.busy():
+                results = await self._reward.score(items, plan.reward_spec) if items else []
             score_seconds = time.monotonic() - started
         except RewardUnavailable as exc:
             raise RequestError(grpc.StatusCode.UNAVAILABLE, f"{exc}; no unscored group was sent") from exc
@@ -287,6 +291,7 @@ class RolloutServicer(rollout_pb2_grpc.RolloutServiceServicer):
         self, request: rollout_pb2.GetInfoRequest, context: grpc.aio.ServicerContext
     ) -> rollout_pb2.RolloutInfo:
         info = self._generator.info()
+        uptime, busy = self._busy.read()
         return rollout_pb2.RolloutInfo(
             model=info.model,
             backend=info.backend,
@@ -298,6 +303,8 @@ class RolloutServicer(rollout_pb2_grpc.RolloutServiceServicer):
             pad_token_id=info.pad_token_id,
             weight_sync_ranks=receiver.weight_sync_ranks() if (receiver := self._receiver()) else 0,
             weight_sync_group=receiver.weight_sync_group() if receiver else "",
+            uptime_seconds=uptime,
+            busy_seconds=busy,
         )
 
     # --- weights over a collective group -------------------------------------------------------

@@ -98,6 +98,9 @@ class Member:
     own_at_probe: int = 0  # our outstanding prompts when that probe was sent
     info_at: float = -math.inf
     outstanding: int = 0
+    # Utilisation: GetInfo's (uptime_seconds, busy_seconds) at the last metrics() and at the last probe.
+    busy_mark: tuple[float, float] | None = None
+    busy_latest: tuple[float, float] | None = None
     # Failures.
     probe_failures: int = 0
     stream_failures: int = 0
@@ -292,11 +295,26 @@ class RolloutPool:
             await self.monitor.probe_loads(old, self.settings.load_timeout_s)
 
     def metrics(self) -> dict[str, float]:
-        """How many services are in each state, for the step's metrics ("rollout/services_ready", ...)."""
+        """How many services are in each state ("rollout/services_ready", ...) and how idle they were.
+
+        `rollout/idle_fraction` covers the time since the previous call, from the services' own
+        clocks (GetInfo's uptime/busy seconds at the probes closest to the two calls), summed over
+        the services that reported both times: `1 - Σ Δbusy / Σ Δuptime`. It is left out until two
+        probes with those figures (v1.1) have come back.
+        """
         counts = dict.fromkeys(MemberState, 0)
+        busy = uptime = 0.0
         for member in self._members.values():
             counts[member.state] += 1
-        return {f"rollout/services_{state.value}": float(n) for state, n in counts.items()}
+            mark, latest = member.busy_mark, member.busy_latest
+            if mark is not None and latest is not None and latest[0] > mark[0]:
+                uptime += latest[0] - mark[0]
+                busy += latest[1] - mark[1]
+            member.busy_mark = latest
+        figures = {f"rollout/services_{state.value}": float(n) for state, n in counts.items()}
+        if uptime > 0:
+            figures["rollout/idle_fraction"] = min(1.0, max(0.0, 1.0 - busy / uptime))
+        return figures
 
     def describe(self) -> str:
         if not self._members:
@@ -349,6 +367,11 @@ class RolloutPool:
             member.reported_version = result.info.policy_version
             member.own_at_probe = result.own_at_start
             member.info_at = time.monotonic()
+            if result.info.uptime_seconds > 0:  # 0: a service from before v1.1
+                latest = (result.info.uptime_seconds, result.info.busy_seconds)
+                if member.busy_latest is not None and latest[0] < member.busy_latest[0]:
+                    member.busy_mark = None  # it restarted: its clock began again
+                member.busy_latest = latest
             self._check_version(member, result.info.policy_version, result.started)
         if result.load_only:
             return

@@ -1,0 +1,195 @@
+"""TRL's GRPOTrainer against `grpo train` on the same model, data and step shape, in the same run.
+
+    uv run --group bench python benchmarks/vs_trl.py            # 3 shapes x 3 alternating pairs
+    uv run --group bench python benchmarks/vs_trl.py --quick    # 1 pair, few steps: a smoke run
+    uv run --group bench python benchmarks/vs_trl.py --shapes long --pairs 2 --staleness 0,1
+
+Per shape one model (Qwen2 from a config, random weights, the embedded default's character
+tokenizer) and one dataset (the embedded arithmetic problems) are written once; then TRL and ours
+run alternately, each in its own process so neither inherits the other's threads or caches:
+
+- TRL: `GRPOTrainer` on CPU with transformers generation, `num_generations = G`, a batch of
+  `prompts x G` completions per step (`per_device_train_batch_size`), beta 0, one iteration;
+  reward: the same verifier our reward service runs (`grpo_reward.Verifier`), in process.
+- ours: `grpo train` with its own local reward and rollout services (child processes on
+  loopback gRPC, as a user gets them), at each `--staleness` given.
+
+Seconds per step are the median gap between consecutive steps, the first step left out; the
+ratio is ours / TRL, per pair, and its median over pairs is the figure to quote (the machine is
+shared: single pairs move a lot). Our phase split comes from metrics.jsonl's `timing/*` keys when
+the learner logs them. Both sample at temperature 1 with no top-k / top-p.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from grpo_runs import RunShape, phase_line, run_grpo, write_assets  # benchmarks/grpo_runs.py
+from model_shapes import ModelShape, machine_description  # benchmarks/model_shapes.py
+
+# The issue's table: 3.2M params / 32 new tokens, 0.8M (the embedded default's model) / 12 new
+# tokens; and GSM8K-like prompt lengths (>= 128 prompt tokens), where prompt cost matters.
+SMALL = ModelShape("3m", hidden=256, layers=4, heads=4, kv_heads=2, intermediate=768, vocab=0)
+TINY = ModelShape("1m", hidden=128, layers=4, heads=4, kv_heads=2, intermediate=384, vocab=0)
+SHAPES = {
+    "3m": RunShape("3m", SMALL, max_new_tokens=32),
+    "1m": RunShape("1m", TINY, max_new_tokens=12),
+    "long": RunShape("long", TINY, max_new_tokens=32, prompt_tokens=160),
+}
+
+
+def trl_worker(directory: Path, shape: RunShape, steps: int, threads: int | None, output: Path) -> None:
+    """Run TRL in this process and write {"seconds_per_step": ...} to `output`."""
+    import torch
+
+    if threads:
+        torch.set_num_threads(threads)
+    from datasets import Dataset
+    from grpo_reward.verifier import Verifier
+    from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
+    from trl import GRPOConfig, GRPOTrainer
+
+    tokenizer = AutoTokenizer.from_pretrained(directory / "model")
+    model = AutoModelForCausalLM.from_pretrained(directory / "model", dtype=torch.float32)
+    rows = [json.loads(line) for line in (directory / "problems.jsonl").read_text().splitlines()]
+    dataset = Dataset.from_list([{"prompt": r["question"], "answer": r["answer"]} for r in rows])
+    verifier = Verifier(workers=1)
+    verifier.wait_ready(timeout_s=60)
+
+    def correctness(completions: list[str], answer: list[str], **_: object) -> list[float]:
+        return [v.reward for v in verifier.verify_many(zip(completions, answer, strict=True))]
+
+    stamps: list[float] = []
+
+    class StepClock(TrainerCallback):
+        def on_step_end(self, args, state, control, **kwargs):  # type: ignore[no-untyped-def]
+            stamps.append(time.perf_counter())
+
+    with tempfile.TemporaryDirectory() as out_dir:
+        config = GRPOConfig(
+            output_dir=out_dir,
+            per_device_train_batch_size=shape.prompts_per_step * shape.group_size,
+            num_generations=shape.group_size,
+            gradient_accumulation_steps=1,
+            max_completion_length=shape.max_new_tokens,
+            max_steps=steps,
+            beta=0.0,
+            num_iterations=1,
+            loss_type="grpo",
+            temperature=1.0,
+            top_p=1.0,
+            top_k=0,
+            learning_rate=1e-5,
+            lr_scheduler_type="constant",
+            logging_steps=1,
+            report_to="none",
+            save_strategy="no",
+            use_cpu=True,
+            bf16=False,
+            disable_tqdm=True,
+            seed=0,
+        )
+        trainer = GRPOTrainer(
+            model=model,
+            reward_funcs=correctness,
+            args=config,
+            train_dataset=dataset,
+            processing_class=tokenizer,
+            callbacks=[StepClock()],
+        )
+        trainer.train()
+    verifier.close()
+    gaps = [b - a for a, b in itertools.pairwise(stamps)][1:]
+    output.write_text(json.dumps({"seconds_per_step": statistics.median(gaps), "steps_timed": len(gaps)}))
+
+
+def run_trl(directory: Path, shape: RunShape, steps: int, threads: int | None) -> float:
+    output = directory / "trl.json"
+    output.unlink(missing_ok=True)
+    command = [sys.executable, __file__, "--trl-worker", str(directory), "--shapes", shape.name]
+    command += ["--steps", str(steps)] + (["--trl-threads", str(threads)] if threads else [])
+    with (directory / "trl.log").open("wb") as log:
+        code = subprocess.run(command, stdout=log, stderr=subprocess.STDOUT, timeout=3600).returncode
+    if code != 0:
+        tail = (directory / "trl.log").read_text(errors="replace")[-3000:]
+        raise RuntimeError(f"TRL exited with {code}; its log ends with:\n{tail}")
+    return json.loads(output.read_text())["seconds_per_step"]
+
+
+def compare(
+    shape: RunShape, pairs: int, steps: int, stalenesses: list[int], trl_threads: int | None, root: Path
+) -> None:
+    directory = root / shape.name
+    directory.mkdir()
+    params = write_assets(shape, directory)
+    prompt = f"prompts of {shape.prompt_tokens}+ tokens" if shape.prompt_tokens else "short prompts"
+    print(
+        f"\n== {shape.name}: {params / 1e6:.2f}M params, {shape.prompts_per_step} prompts x G "
+        f"{shape.group_size}, {shape.max_new_tokens} new tokens, {prompt}, {steps} steps per run",
+        flush=True,
+    )
+    ratios: dict[int, list[float]] = {k: [] for k in stalenesses}
+    for pair in range(pairs):
+        trl = run_trl(directory, shape, steps, trl_threads)
+        line = [f"pair {pair + 1}: TRL {trl:.3f} s/step"]
+        for staleness in stalenesses:
+            run_dir = directory / f"ours-s{staleness}-{pair}"
+            settings = (f"rollout.max_staleness={staleness}", "local_services.reward_workers=1")
+            ours = run_grpo(shape, directory, run_dir, steps, *settings)
+            ratios[staleness].append(ours.seconds_per_step / trl)
+            line.append(
+                f"ours (max_staleness {staleness}) {ours.seconds_per_step:.3f} s/step "
+                f"= {ours.seconds_per_step / trl:.2f}x TRL [{phase_line(ours)}]"
+            )
+        print("; ".join(line), flush=True)
+    for staleness, values in ratios.items():
+        print(
+            f"{shape.name}: ours / TRL at max_staleness {staleness}: median {statistics.median(values):.2f}x "
+            f"over {len(values)} pair(s) (each: {', '.join(f'{v:.2f}' for v in values)})",
+            flush=True,
+        )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--shapes", default=",".join(SHAPES), help=f"comma-separated, of {sorted(SHAPES)}")
+    parser.add_argument("--pairs", type=int, default=3, help="alternating TRL / ours runs per shape")
+    parser.add_argument("--steps", type=int, default=12, help="training steps per run (the first is warm-up)")
+    parser.add_argument(
+        "--staleness", default="0,1", help="our rollout.max_staleness values, comma-separated"
+    )
+    parser.add_argument("--quick", action="store_true", help="1 pair of 4 steps per shape")
+    parser.add_argument(
+        "--trl-threads",
+        type=int,
+        help="torch threads of the TRL process (default: torch's, one per core); on a loaded machine "
+        "one thread per process is what keeps spinning thread pools from slowing every process down",
+    )
+    parser.add_argument("--trl-worker", type=Path, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.trl_worker is not None:
+        trl_worker(
+            args.trl_worker, SHAPES[args.shapes], args.steps, args.trl_threads, args.trl_worker / "trl.json"
+        )
+        return
+    pairs, steps = (1, 4) if args.quick else (args.pairs, args.steps)
+    trl_threads = f"TRL {args.trl_threads or 'default'} torch threads"
+    print(machine_description(f"{trl_threads}; ours: see grpo train's CPU split"), flush=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        for name in args.shapes.split(","):
+            stalenesses = [int(s) for s in args.staleness.split(",")]
+            compare(SHAPES[name], pairs, steps, stalenesses, args.trl_threads, Path(tmp))
+
+
+if __name__ == "__main__":
+    main()
