@@ -2,7 +2,7 @@
 
 Sections mirror the modules that read them: `model`, `data`, `reward`, `rollout` (+ `sampling`), `optim`,
 `loss` (+ `advantage`, `sampler_correction`), `train`, `checkpoint`, `push`, `distributed`, `eval`,
-and `run_dir`.
+and `run_dir` (`reward` and `eval` are defined in reward_config.py and eval_config.py).
 Load it with `load_learner_config` (TOML/YAML file < `GRPO_LEARNER_*` environment < CLI overrides).
 A bad value fails here with the field named, e.g. `loss.loss_type: unknown loss 'ppo'; registered:
 bnpo, cispo, dapo, dr_grpo, grpo, gspo`.
@@ -11,7 +11,6 @@ bnpo, cispo, dapo, dr_grpo, grpo, gspo`.
 from __future__ import annotations
 
 import logging
-import math
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
@@ -20,19 +19,17 @@ from grpo_common.channel import ChannelConfig
 from grpo_common.config import load_config
 from grpo_common.registry import Registry
 from grpo_common.weight_codec import DEFAULT_BUCKET_BYTES
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from grpo_learner.advantages import ADVANTAGE_ESTIMATORS, COMBINE_MODES
+from grpo_learner.config_section import Section as _Section
+from grpo_learner.eval_config import EvalConfig
 from grpo_learner.losses import LOSSES, SAMPLER_WEIGHT_LEVELS
+from grpo_learner.reward_config import RewardConfig
 
 ENV_PREFIX = "GRPO_LEARNER_"
 
 logger = logging.getLogger(__name__)
-
-
-class _Section(BaseModel):
-    # A misspelt key is an error, not a silently ignored setting.
-    model_config = ConfigDict(extra="forbid")
 
 
 class ModelConfig(_Section):
@@ -56,81 +53,6 @@ class DataConfig(_Section):
 
 
 # --- [reward]: what the reward service computes, sent as grpo.v1.RewardSpec with every request -------
-
-BUILTIN_COMPONENTS = ("correctness", "format", "length")
-
-
-class RewardComponentConfig(_Section):
-    """One weighted term: a built-in (correctness, format, length) or a reward task by name.
-
-    `name` may be any task the reward service knows: a built-in task, an entry point of group
-    `grpo.tasks`, or `module:function`; its reward on the same completion is the term.
-    """
-
-    name: str = Field(..., min_length=1, max_length=200)
-    weight: float = Field(1.0, allow_inf_nan=False)
-    max_completion_tokens: int | None = Field(None, gt=0, description="length only: L_max")
-    overlong_buffer_tokens: int = Field(0, ge=0, description="length only: the soft buffer B")
-
-    @model_validator(mode="after")
-    def _length_fields(self) -> RewardComponentConfig:
-        if self.name == "length":
-            if self.max_completion_tokens is None:
-                raise ValueError("the length component needs max_completion_tokens (> 0)")
-            if self.overlong_buffer_tokens > self.max_completion_tokens:
-                raise ValueError(
-                    f"length: overlong_buffer_tokens {self.overlong_buffer_tokens} exceeds "
-                    f"max_completion_tokens {self.max_completion_tokens}"
-                )
-        elif self.max_completion_tokens is not None or self.overlong_buffer_tokens:
-            raise ValueError(
-                f"component {self.name!r}: max_completion_tokens / overlong_buffer_tokens apply to "
-                "'length' only"
-            )
-        return self
-
-
-class RewardConfig(_Section):
-    """The reward of every completion: reward = sum_k weight_k * term_k over `components`.
-
-    Empty `components`: the reward service's default (correctness alone, weight 1).
-    """
-
-    task: str = Field(
-        "", description="default reward task of every row ('' = math); a row's own `task` column wins"
-    )
-    components: list[RewardComponentConfig] = Field(default_factory=list)
-    timeout_s: float = Field(
-        0.0, ge=0, le=10, description="per-item CPU-time limit of scoring; 0: the reward server's default"
-    )
-    fallback_last_number: bool = Field(False, description="math: take the last number if no explicit answer")
-    on_timeout: Literal["drop_group", "zero"] = Field(
-        "drop_group",
-        description="a completion whose scoring timed out: drop its group (re-sent when the feed refills) "
-        "or train on it as reward 0",
-    )
-    max_fields_bytes: int = Field(
-        1 << 20, ge=2, description="largest JSON of a row's extra columns (the reward server's default)"
-    )
-
-    @field_validator("components")
-    @classmethod
-    def _unique_names(cls, components: list[RewardComponentConfig]) -> list[RewardComponentConfig]:
-        names = [c.name for c in components]
-        repeated = sorted({n for n in names if names.count(n) > 1})
-        if repeated:
-            raise ValueError(f"each component may appear once; repeated: {repeated}")
-        return components
-
-    @model_validator(mode="after")
-    def _representable(self) -> RewardConfig:
-        if not math.isfinite(sum(abs(c.weight) for c in self.components)):
-            raise ValueError("the component weights' sum is not a finite number")
-        return self
-
-    def component_weights(self) -> dict[str, float]:
-        """name -> weight of every component, as the reward service applies them."""
-        return {c.name: c.weight for c in self.components}
 
 
 class SamplingConfig(_Section):
@@ -325,60 +247,6 @@ class DistributedConfig(_Section):
         "fails the job after at most this long (rank 0 keeps idle ranks alive while it waits for "
         "rollouts, so generation time does not count)",
     )
-
-
-class EvalConfig(_Section):
-    """Evaluation: during `grpo train` (every `every` steps) and the settings of `grpo eval`.
-
-    Problems are read like [data] (its field names, prompt template, task and chat template) from
-    `data`; the metrics are defined in grpo_learner.eval.estimators.
-    """
-
-    data: Path | None = Field(
-        None,
-        description="JSONL/Parquet problems; None: the embedded default's held-out split (grpo eval: "
-        "data.path)",
-    )
-    every: int = Field(0, ge=0, description="grpo train: steps between evaluations; 0: no evaluation")
-    greedy: bool = Field(False, description="one greedy completion per problem: greedy_accuracy")
-    samples: int = Field(0, ge=0, description="N sampled completions per problem (pass@k, maj@k); 0: none")
-    k: list[int] = Field(
-        default_factory=list, description="k of pass@k and maj@k, each <= samples; empty: 1 and samples"
-    )
-    sample_every: int | None = Field(
-        None,
-        ge=0,
-        description="grpo train: steps between sampled evaluations (None: every `every`; "
-        "0: only at step 0 and the end)",
-    )
-    temperature: float | None = Field(None, gt=0, description="sampled: None = rollout.sampling.temperature")
-    max_new_tokens: int | None = Field(
-        None,
-        gt=0,
-        description="None: the model's generation_config.json max_new_tokens, else "
-        "rollout.sampling.max_new_tokens",
-    )
-    max_problems: int | None = Field(None, ge=1, description="evaluate the first M problems only")
-    reward_address: str | None = Field(
-        None,
-        description="host:port of the reward service that buckets answers for maj@k (default: the local one)",
-    )
-
-    @model_validator(mode="after")
-    def _consistent(self) -> EvalConfig:
-        bad = [k for k in self.k if not 1 <= k <= self.samples]
-        if bad:
-            raise ValueError(f"k {bad}: each k must be in 1..samples ({self.samples}); raise eval.samples")
-        if self.every and not (self.greedy or self.samples):
-            raise ValueError("eval.every is set but nothing is evaluated: set eval.greedy or eval.samples")
-        return self
-
-    @property
-    def ks(self) -> list[int]:
-        """The k values reported: the ones asked, else 1 and N."""
-        if not self.samples:
-            return []
-        return sorted(set(self.k or [1, self.samples]))
 
 
 class LearnerConfig(_Section):

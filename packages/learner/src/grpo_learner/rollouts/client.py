@@ -24,8 +24,9 @@ from grpc import StatusCode
 from grpo.v1 import reward_pb2, rollout_pb2
 from grpo_common.channel import ChannelConfig
 
-from grpo_learner.config import RewardConfig, SamplingConfig
+from grpo_learner.config import SamplingConfig
 from grpo_learner.prompts import PromptItem
+from grpo_learner.reward_config import RewardConfig
 from grpo_learner.rollouts.load_spread import water_fill
 from grpo_learner.rollouts.pool import Member, PoolSettings, RolloutPool
 
