@@ -133,7 +133,8 @@ async def run_default(
         update={"model": config.model.model_copy(update={"name_or_path": str(model_dir)})}
     )
 
-    with local_services(str(model_dir), run_dir, config.local_services) as services:
+    overlapping = config.rollout.max_staleness > 0
+    with local_services(str(model_dir), run_dir, config.local_services, overlapping=overlapping) as services:
         rollout = services[-1].address
 
         evaluate = training_evaluator(config, heldout_items, [rollout], services[0].address)
