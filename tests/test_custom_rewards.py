@@ -72,8 +72,8 @@ def rollout_address(
     """A reward service with examples/custom-reward installed in its environment alone (and the
     stalling test task loaded with --plugin), and a rollout service."""
     root = tmp_path_factory.mktemp("services")
-    uv = shutil.which("uv")
-    assert uv is not None, "this test installs examples/custom-reward with uv; put uv on PATH"
+    uv = os.environ.get("UV") or shutil.which("uv")  # `uv run` names itself in $UV
+    assert uv is not None, "this test installs examples/custom-reward with uv; run it under `uv run`"
     target = root / "plugins"
     subprocess.run(
         [uv, "pip", "install", "--offline", "--quiet", "--target", str(target), str(EXAMPLE)],
