@@ -5,10 +5,11 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 
+from grpo.v1 import reward_pb2_grpc
 from grpo_common.server import RunningServer, registration, serve_until_signalled, start_server
 
 from grpo_reward.service.config import RewardServiceConfig
-from grpo_reward.service.servicer import SERVICE_NAME, RewardServicer, add_reward_servicer
+from grpo_reward.service.servicer import SERVICE_NAME, RewardServicer
 from grpo_reward.tasks.fields import FieldLimits
 from grpo_reward.tasks.plugins import load_plugins
 from grpo_reward.verifier import Verifier
@@ -24,7 +25,10 @@ async def start_reward_server(config: RewardServiceConfig, verifier: Verifier) -
         default_timeout_s=config.default_timeout_s,
         field_limits=FieldLimits(max_bytes=config.max_fields_bytes, max_depth=config.max_fields_depth),
     )
-    return await start_server([registration(servicer, add_reward_servicer, SERVICE_NAME)], config.server)
+    return await start_server(
+        [registration(servicer, reward_pb2_grpc.add_RewardServiceServicer_to_server, SERVICE_NAME)],
+        config.server,
+    )
 
 
 async def serve(

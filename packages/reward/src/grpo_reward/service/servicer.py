@@ -4,14 +4,12 @@ weigh the components by the spec."""
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, replace
-from typing import Any
+from dataclasses import replace
 
 import grpc
 from grpo.v1 import reward_pb2
 
 from grpo_reward.service.convert import InvalidRequest, items_from_proto, result_to_proto, spec_from_proto
-from grpo_reward.service.wire import locate_invalid_utf8
 from grpo_reward.spec import apply_spec
 from grpo_reward.tasks.fields import FieldLimits
 from grpo_reward.verifier import Verifier
@@ -19,21 +17,6 @@ from grpo_reward.verifier import Verifier
 logger = logging.getLogger(__name__)
 
 SERVICE_NAME = reward_pb2.DESCRIPTOR.services_by_name["RewardService"].full_name
-
-
-@dataclass(frozen=True)
-class UndecodableRequest:
-    """What the deserializer hands the handler when protobuf refused the bytes (e.g. invalid UTF-8)."""
-
-    message: str
-
-
-def deserialize_score_request(data: bytes) -> reward_pb2.ScoreRequest | UndecodableRequest:
-    """ScoreRequest.FromString that turns a decode failure into a value the handler can answer precisely."""
-    try:
-        return reward_pb2.ScoreRequest.FromString(data)
-    except Exception:  # protobuf's DecodeError type differs between implementations
-        return UndecodableRequest(locate_invalid_utf8(data))
 
 
 class RewardServicer:
@@ -53,11 +36,10 @@ class RewardServicer:
         self._field_limits = field_limits or FieldLimits()
 
     async def Score(
-        self, request: reward_pb2.ScoreRequest | UndecodableRequest, context: grpc.aio.ServicerContext
+        self, request: reward_pb2.ScoreRequest, context: grpc.aio.ServicerContext
     ) -> reward_pb2.ScoreResponse:
-        if isinstance(request, UndecodableRequest):
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, request.message)
-            return reward_pb2.ScoreResponse()  # not reached: abort raises
+        # an undecodable body never gets here: grpo_common.server.registration guards every method
+        # (INVALID_ARGUMENT naming the field, e.g. "items[3].completion is not valid UTF-8")
         try:
             spec = spec_from_proto(request, self._default_timeout_s)
             items = items_from_proto(request, self._max_batch_items, self._field_limits)
@@ -84,20 +66,3 @@ class RewardServicer:
             sum(result.timed_out for result in results),
         )
         return reward_pb2.ScoreResponse(results=results)
-
-
-def add_reward_servicer(servicer: RewardServicer, server: Any) -> None:
-    """Register Score the way generated code does, with a deserializer that names undecodable items.
-
-    Through `grpo_common.server.registration` every method's deserializer is guarded as well
-    (undecodable bodies -> INVALID_ARGUMENT), so this one only adds the reward-specific wording.
-    """
-    handlers = {
-        "Score": grpc.unary_unary_rpc_method_handler(
-            servicer.Score,
-            request_deserializer=deserialize_score_request,
-            response_serializer=reward_pb2.ScoreResponse.SerializeToString,
-        )
-    }
-    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE_NAME, handlers),))
-    server.add_registered_method_handlers(SERVICE_NAME, handlers)
