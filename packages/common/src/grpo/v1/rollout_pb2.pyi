@@ -20,20 +20,34 @@ FINISH_REASON_LENGTH: FinishReason
 FINISH_REASON_ABORT: FinishReason
 
 class Prompt(_message.Message):
-    __slots__ = ("id", "text", "token_ids", "reference", "task", "fields_json")
+    __slots__ = ("id", "text", "token_ids", "reference", "task", "fields_json", "environment")
     ID_FIELD_NUMBER: _ClassVar[int]
     TEXT_FIELD_NUMBER: _ClassVar[int]
     TOKEN_IDS_FIELD_NUMBER: _ClassVar[int]
     REFERENCE_FIELD_NUMBER: _ClassVar[int]
     TASK_FIELD_NUMBER: _ClassVar[int]
     FIELDS_JSON_FIELD_NUMBER: _ClassVar[int]
+    ENVIRONMENT_FIELD_NUMBER: _ClassVar[int]
     id: str
     text: str
     token_ids: _containers.RepeatedScalarFieldContainer[int]
     reference: str
     task: str
     fields_json: str
-    def __init__(self, id: _Optional[str] = ..., text: _Optional[str] = ..., token_ids: _Optional[_Iterable[int]] = ..., reference: _Optional[str] = ..., task: _Optional[str] = ..., fields_json: _Optional[str] = ...) -> None: ...
+    environment: str
+    def __init__(self, id: _Optional[str] = ..., text: _Optional[str] = ..., token_ids: _Optional[_Iterable[int]] = ..., reference: _Optional[str] = ..., task: _Optional[str] = ..., fields_json: _Optional[str] = ..., environment: _Optional[str] = ...) -> None: ...
+
+class EnvironmentSpec(_message.Message):
+    __slots__ = ("name", "max_turns", "max_turn_tokens", "config_json")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    MAX_TURNS_FIELD_NUMBER: _ClassVar[int]
+    MAX_TURN_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    CONFIG_JSON_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    max_turns: int
+    max_turn_tokens: int
+    config_json: str
+    def __init__(self, name: _Optional[str] = ..., max_turns: _Optional[int] = ..., max_turn_tokens: _Optional[int] = ..., config_json: _Optional[str] = ...) -> None: ...
 
 class SamplingParams(_message.Message):
     __slots__ = ("temperature", "top_p", "top_k", "max_new_tokens", "stop_token_ids", "seed")
@@ -52,23 +66,25 @@ class SamplingParams(_message.Message):
     def __init__(self, temperature: _Optional[float] = ..., top_p: _Optional[float] = ..., top_k: _Optional[int] = ..., max_new_tokens: _Optional[int] = ..., stop_token_ids: _Optional[_Iterable[int]] = ..., seed: _Optional[int] = ...) -> None: ...
 
 class RolloutRequest(_message.Message):
-    __slots__ = ("prompts", "group_size", "sampling", "min_policy_version", "reward_spec", "apply_chat_template")
+    __slots__ = ("prompts", "group_size", "sampling", "min_policy_version", "reward_spec", "apply_chat_template", "environment")
     PROMPTS_FIELD_NUMBER: _ClassVar[int]
     GROUP_SIZE_FIELD_NUMBER: _ClassVar[int]
     SAMPLING_FIELD_NUMBER: _ClassVar[int]
     MIN_POLICY_VERSION_FIELD_NUMBER: _ClassVar[int]
     REWARD_SPEC_FIELD_NUMBER: _ClassVar[int]
     APPLY_CHAT_TEMPLATE_FIELD_NUMBER: _ClassVar[int]
+    ENVIRONMENT_FIELD_NUMBER: _ClassVar[int]
     prompts: _containers.RepeatedCompositeFieldContainer[Prompt]
     group_size: int
     sampling: SamplingParams
     min_policy_version: int
     reward_spec: _reward_pb2.RewardSpec
     apply_chat_template: bool
-    def __init__(self, prompts: _Optional[_Iterable[_Union[Prompt, _Mapping]]] = ..., group_size: _Optional[int] = ..., sampling: _Optional[_Union[SamplingParams, _Mapping]] = ..., min_policy_version: _Optional[int] = ..., reward_spec: _Optional[_Union[_reward_pb2.RewardSpec, _Mapping]] = ..., apply_chat_template: _Optional[bool] = ...) -> None: ...
+    environment: EnvironmentSpec
+    def __init__(self, prompts: _Optional[_Iterable[_Union[Prompt, _Mapping]]] = ..., group_size: _Optional[int] = ..., sampling: _Optional[_Union[SamplingParams, _Mapping]] = ..., min_policy_version: _Optional[int] = ..., reward_spec: _Optional[_Union[_reward_pb2.RewardSpec, _Mapping]] = ..., apply_chat_template: _Optional[bool] = ..., environment: _Optional[_Union[EnvironmentSpec, _Mapping]] = ...) -> None: ...
 
 class Completion(_message.Message):
-    __slots__ = ("token_ids", "logprobs", "finish_reason", "text", "reward", "correct", "reward_components", "extracted_answer", "reward_reason", "reward_timed_out")
+    __slots__ = ("token_ids", "logprobs", "finish_reason", "text", "reward", "correct", "reward_components", "extracted_answer", "reward_reason", "reward_timed_out", "loss_mask", "episode")
     class RewardComponentsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -86,6 +102,8 @@ class Completion(_message.Message):
     EXTRACTED_ANSWER_FIELD_NUMBER: _ClassVar[int]
     REWARD_REASON_FIELD_NUMBER: _ClassVar[int]
     REWARD_TIMED_OUT_FIELD_NUMBER: _ClassVar[int]
+    LOSS_MASK_FIELD_NUMBER: _ClassVar[int]
+    EPISODE_FIELD_NUMBER: _ClassVar[int]
     token_ids: _containers.RepeatedScalarFieldContainer[int]
     logprobs: _containers.RepeatedScalarFieldContainer[float]
     finish_reason: FinishReason
@@ -96,7 +114,29 @@ class Completion(_message.Message):
     extracted_answer: str
     reward_reason: str
     reward_timed_out: bool
-    def __init__(self, token_ids: _Optional[_Iterable[int]] = ..., logprobs: _Optional[_Iterable[float]] = ..., finish_reason: _Optional[_Union[FinishReason, str]] = ..., text: _Optional[str] = ..., reward: _Optional[float] = ..., correct: _Optional[bool] = ..., reward_components: _Optional[_Mapping[str, float]] = ..., extracted_answer: _Optional[str] = ..., reward_reason: _Optional[str] = ..., reward_timed_out: _Optional[bool] = ...) -> None: ...
+    loss_mask: _containers.RepeatedScalarFieldContainer[bool]
+    episode: EpisodeStats
+    def __init__(self, token_ids: _Optional[_Iterable[int]] = ..., logprobs: _Optional[_Iterable[float]] = ..., finish_reason: _Optional[_Union[FinishReason, str]] = ..., text: _Optional[str] = ..., reward: _Optional[float] = ..., correct: _Optional[bool] = ..., reward_components: _Optional[_Mapping[str, float]] = ..., extracted_answer: _Optional[str] = ..., reward_reason: _Optional[str] = ..., reward_timed_out: _Optional[bool] = ..., loss_mask: _Optional[_Iterable[bool]] = ..., episode: _Optional[_Union[EpisodeStats, _Mapping]] = ...) -> None: ...
+
+class EpisodeStats(_message.Message):
+    __slots__ = ("turns", "tool_calls", "tool_errors", "tool_seconds", "model_tokens", "environment_tokens", "turn_limit_reached", "environment_reward")
+    TURNS_FIELD_NUMBER: _ClassVar[int]
+    TOOL_CALLS_FIELD_NUMBER: _ClassVar[int]
+    TOOL_ERRORS_FIELD_NUMBER: _ClassVar[int]
+    TOOL_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    MODEL_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    ENVIRONMENT_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    TURN_LIMIT_REACHED_FIELD_NUMBER: _ClassVar[int]
+    ENVIRONMENT_REWARD_FIELD_NUMBER: _ClassVar[int]
+    turns: int
+    tool_calls: int
+    tool_errors: int
+    tool_seconds: float
+    model_tokens: int
+    environment_tokens: int
+    turn_limit_reached: bool
+    environment_reward: float
+    def __init__(self, turns: _Optional[int] = ..., tool_calls: _Optional[int] = ..., tool_errors: _Optional[int] = ..., tool_seconds: _Optional[float] = ..., model_tokens: _Optional[int] = ..., environment_tokens: _Optional[int] = ..., turn_limit_reached: _Optional[bool] = ..., environment_reward: _Optional[float] = ...) -> None: ...
 
 class RolloutGroup(_message.Message):
     __slots__ = ("prompt_id", "prompt_token_ids", "completions", "policy_version", "generate_seconds", "score_seconds")
@@ -115,18 +155,30 @@ class RolloutGroup(_message.Message):
     def __init__(self, prompt_id: _Optional[str] = ..., prompt_token_ids: _Optional[_Iterable[int]] = ..., completions: _Optional[_Iterable[_Union[Completion, _Mapping]]] = ..., policy_version: _Optional[int] = ..., generate_seconds: _Optional[float] = ..., score_seconds: _Optional[float] = ...) -> None: ...
 
 class WeightChunk(_message.Message):
-    __slots__ = ("policy_version", "pieces", "last", "total_tensors", "total_bytes")
+    __slots__ = ("policy_version", "pieces", "last", "total_tensors", "total_bytes", "lora_adapter")
     POLICY_VERSION_FIELD_NUMBER: _ClassVar[int]
     PIECES_FIELD_NUMBER: _ClassVar[int]
     LAST_FIELD_NUMBER: _ClassVar[int]
     TOTAL_TENSORS_FIELD_NUMBER: _ClassVar[int]
     TOTAL_BYTES_FIELD_NUMBER: _ClassVar[int]
+    LORA_ADAPTER_FIELD_NUMBER: _ClassVar[int]
     policy_version: int
     pieces: _containers.RepeatedCompositeFieldContainer[TensorPiece]
     last: bool
     total_tensors: int
     total_bytes: int
-    def __init__(self, policy_version: _Optional[int] = ..., pieces: _Optional[_Iterable[_Union[TensorPiece, _Mapping]]] = ..., last: _Optional[bool] = ..., total_tensors: _Optional[int] = ..., total_bytes: _Optional[int] = ...) -> None: ...
+    lora_adapter: LoraAdapterSpec
+    def __init__(self, policy_version: _Optional[int] = ..., pieces: _Optional[_Iterable[_Union[TensorPiece, _Mapping]]] = ..., last: _Optional[bool] = ..., total_tensors: _Optional[int] = ..., total_bytes: _Optional[int] = ..., lora_adapter: _Optional[_Union[LoraAdapterSpec, _Mapping]] = ...) -> None: ...
+
+class LoraAdapterSpec(_message.Message):
+    __slots__ = ("rank", "alpha", "target_modules")
+    RANK_FIELD_NUMBER: _ClassVar[int]
+    ALPHA_FIELD_NUMBER: _ClassVar[int]
+    TARGET_MODULES_FIELD_NUMBER: _ClassVar[int]
+    rank: int
+    alpha: float
+    target_modules: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, rank: _Optional[int] = ..., alpha: _Optional[float] = ..., target_modules: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class TensorPiece(_message.Message):
     __slots__ = ("name", "dtype", "shape", "offset", "data", "crc32")
