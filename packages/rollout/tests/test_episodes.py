@@ -15,9 +15,8 @@ from typing import Any
 import grpc
 import pytest
 import rollout_scripted_envs
-import torch
 from grpo.v1 import rollout_pb2
-from grpo_learner.logprobs import token_logprobs
+from grpo_rollout.cli import main
 from grpo_rollout.generator import SamplingConfig
 from grpo_rollout.hf_generator import HFGenerator
 from rollout_reward_standin import RewardStandin
@@ -227,32 +226,11 @@ def test_bad_environment_requests_are_refused_with_the_field_named(
     assert not isinstance(after, grpc.aio.AioRpcError) and after[0].completions[0].episode.turns == 2
 
 
-def test_sampler_logprobs_of_model_tokens_match_the_learners_recomputation(
-    tiny_model_dir: Path, reward: RewardStandin
+def test_serve_stops_with_the_plugin_named_when_it_cannot_be_loaded(
+    tiny_model_dir: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    prompt = [1, 5, 6]
-    (groups,) = run(
-        tiny_model_dir,
-        reward,
-        episode_request(
-            [token_prompt("p", prompt)], {"done_after": 3}, temperature=1.0, seed=7, group_size=3
-        ),
-    )
-    model = HFGenerator.from_pretrained(tiny_model_dir).model
-    checked = 0
-    for completion in groups[0].completions:
-        assert completion.episode.turns >= 2 or completion.episode.environment_tokens == 0
-        ids = torch.tensor([prompt + list(completion.token_ids)])
-        with torch.no_grad():
-            hidden = model.get_decoder()(input_ids=ids).last_hidden_state[0]
-            positions = torch.arange(len(prompt) - 1, ids.shape[1] - 1)
-            recomputed, _ = token_logprobs(
-                hidden[positions], ids[0, len(prompt) :], model.get_output_embeddings(), 1.0, 4096, False
-            )
-        for sampler, learner, mine in zip(
-            completion.logprobs, recomputed.tolist(), completion.loss_mask, strict=True
-        ):
-            if mine:
-                assert sampler == pytest.approx(learner, abs=1e-4)
-                checked += 1
-    assert checked >= 10
+    argv = ["serve", "--model", str(tiny_model_dir), "--reward-address", "127.0.0.1:1", "--port", "0"]
+    assert main([*argv, "--plugin", "no_such_environments_module"]) == 1
+    assert "plugin 'no_such_environments_module' failed to import" in caplog.text
+    assert main([*argv, "--plugin", "rollout_scripted_envs:Missing"]) == 1
+    assert "has no 'Missing'" in caplog.text
