@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from pathlib import Path
 from typing import Any
 
@@ -18,8 +19,12 @@ import rollout_scripted_envs
 from grpo.v1 import rollout_pb2
 from grpo_rollout.cli import main
 from grpo_rollout.config import SGLangSettings
+from grpo_rollout.environments import ENVIRONMENTS
+from grpo_rollout.environments.episode_runner import EpisodeBatchSettings, run_episodes
 from grpo_rollout.generator import SamplingConfig
 from grpo_rollout.hf_generator import HFGenerator
+from grpo_rollout.prompt_encoding import PromptEncoder
+from grpo_rollout.request_validation import PreparedPrompt, RequestEnvironments
 from rollout_reward_standin import RewardStandin
 from rollout_service_harness import config, request, serving, token_prompt
 from rollout_sglang_standin import StandinServer, predicted_logprob, predicted_tokens
@@ -283,3 +288,33 @@ def test_sglang_episodes_continue_by_input_ids_against_the_standin(
         ]
         assert mine == pytest.approx(expected)
         assert completion.episode.turns == 2 and completion.episode.environment_tokens == 2 * len(observation)
+
+
+def test_turns_waiting_together_go_to_the_backend_as_one_batch(
+    tiny_model_dir: Path, tokenizer: PreTrainedTokenizerFast
+) -> None:
+    generator = HFGenerator.from_pretrained(tiny_model_dir)
+    calls: list[tuple[int, int]] = []  # (prompts, n) of every generate call
+
+    async def generate(prompts, n, sampling):
+        calls.append((len(prompts), n))
+        return await generator.generate(prompts, n, sampling)
+
+    ENVIRONMENTS.load_reference(ENV)  # what --plugin does
+    spec = rollout_pb2.EnvironmentSpec(name=ENV, max_turn_tokens=4)
+    environments = RequestEnvironments(spec, PromptEncoder(tokenizer))
+    prompts = [
+        PreparedPrompt(f"p{i}", [1, 5 + i], "7", "", environment=environments.get("environment.name", ENV))
+        for i in range(4)
+    ]
+    settings = EpisodeBatchSettings(
+        PromptEncoder(tokenizer), (tokenizer.eos_token_id,), len(tokenizer), gather_s=2.0
+    )
+    sampling = SamplingConfig(max_new_tokens=20, temperature=0.0)
+    started = time.monotonic()
+    groups = asyncio.run(run_episodes(prompts, 3, sampling, generate, settings))
+    assert time.monotonic() - started < 2.0  # never waited out the window
+    # Turn 1: the 4 prompts once each with n = 3; turn 2: all 12 episodes in one call (the batcher
+    # flushes as soon as every live episode waits, long before its 2 s window).
+    assert calls == [(4, 3), (12, 1)]
+    assert all(e.stats.turns == 2 for group in groups for e in group)
