@@ -46,7 +46,7 @@ def loss_inputs(seed: int):
 
 
 def garbage_off_mask(tensor: torch.Tensor, mask: torch.Tensor, value: float) -> torch.Tensor:
-    """`tensor` where the mask is 1; elsewhere a wild value (a positive 'logprob' overflows exp)."""
+    """`tensor` where the mask is 1; elsewhere `value`."""
     return torch.where(mask > 0, tensor, torch.full_like(tensor, value))
 
 
@@ -69,7 +69,8 @@ def batch_loss(loss_type, logp, old, ref, sampler, adv, mask, level: str | None)
 @pytest.mark.parametrize("level", [None, "token", "sequence", "geometric"])
 def test_environment_token_values_cannot_change_any_loss_or_gradient(loss_type, level):
     """Same tokens in context; the env tokens' logprobs, old, ref and sampler logprobs rewritten to
-    garbage (including +80: exp overflows): value and every gradient are bit-identical."""
+    garbage (+-800: exp overflows to inf, and inf * 0 is NaN; NaN itself): value and every
+    gradient are bit-identical."""
     mask = episode_mask()
     logp, old, ref, sampler, adv = loss_inputs(7)
     clean_logp = logp.clone().requires_grad_(True)
@@ -80,9 +81,9 @@ def test_environment_token_values_cannot_change_any_loss_or_gradient(loss_type, 
     dirty = batch_loss(
         loss_type,
         dirty_logp,
-        garbage_off_mask(old, mask, 80.0),
-        garbage_off_mask(ref, mask, -90.0),
-        garbage_off_mask(sampler, mask, 0.0),  # what an env token carries on the wire
+        garbage_off_mask(old, mask, -800.0),
+        garbage_off_mask(ref, mask, 800.0),
+        garbage_off_mask(sampler, mask, float("nan")),
         adv,
         mask,
         level,

@@ -101,19 +101,14 @@ def read_hub_rows(name: str, config_name: str | None, split: str) -> list[dict[s
     return datasets.load_dataset(name, config_name, split=split).to_list()
 
 
-def row_name(row: dict[str, Any], column: str, default: str, where: str) -> str:
-    """The row's own `column` (a name: `task`, `env`) if it has one and it is not empty, else `default`."""
+def row_name(row: dict[str, Any], column: str, default: str, where: str, what: str) -> str:
+    """The row's own `column` (the name of a `what`) if it has one and it is not empty, else `default`."""
     name = row.get(column)
     if name is None or name == "":
         return default
     if not isinstance(name, str):
-        raise ValueError(f"{where}: column {column!r} must be a name (a string), got {name!r}")
+        raise ValueError(f"{where}: column {column!r} must be {what} name (a string), got {name!r}")
     return name
-
-
-def row_task(row: dict[str, Any], default: str, where: str) -> str:
-    """The row's own `task` column if it has one (and it is not empty), else `default`."""
-    return row_name(row, TASK_FIELD, default, where)
 
 
 def row_fields(row: dict[str, Any], used: set[str], max_bytes: int, where: str) -> str:
@@ -176,9 +171,9 @@ def load_prompt_file(
                 id=row_id,
                 reference=str(row[a]),
                 text=text,
-                task=row_task(row, task, where),
+                task=row_name(row, TASK_FIELD, task, where, "a task"),
                 fields_json=row_fields(row, used, max_fields_bytes, where),
-                environment=row_name(row, ENV_FIELD, "", where),
+                environment=row_name(row, ENV_FIELD, "", where, "an environment"),
             )
         )
     return ListPromptSource(items)
