@@ -29,6 +29,7 @@ import multiprocessing as mp
 import os
 import platform
 import socket
+import statistics
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -51,6 +52,7 @@ from grpo_common.weight_codec import (
 
 MIB = 1024 * 1024
 PATHS = ("wire", "wire-unchecked", "protobuf")
+CPU = ("sender_cpu", "receiver_cpu")
 
 
 def transformer_state_dict(target_bytes: int, dtype: torch.dtype) -> dict[str, torch.Tensor]:
@@ -211,39 +213,45 @@ class Measurement:
     receiver_cpu: float
 
 
-def measure(transfer: Callable[[], float], receiver_pid: int, repeats: int) -> Measurement:
-    """The fastest of `repeats` transfers, with its CPU cost on both sides."""
-    best: Measurement | None = None
-    for _ in range(repeats):
-        sender, receiver = time.process_time(), cpu_seconds(receiver_pid)
-        seconds = transfer()
-        time.sleep(0.05)  # let the receiver's last accounting tick land
-        run = Measurement(seconds, time.process_time() - sender, cpu_seconds(receiver_pid) - receiver)
-        if best is None or run.seconds < best.seconds:
-            best = run
-    assert best is not None
-    return best
+def measure(transfer: Callable[[], float], receiver_pid: int) -> Measurement:
+    """One transfer, with its CPU cost on both sides."""
+    sender, receiver = time.process_time(), cpu_seconds(receiver_pid)
+    seconds = transfer()
+    time.sleep(0.05)  # let the receiver's last accounting tick land
+    return Measurement(seconds, time.process_time() - sender, cpu_seconds(receiver_pid) - receiver)
 
 
 def compare_buckets(
     tensors: dict[str, torch.Tensor], ports: dict[str, int], receiver_pid: int, args: argparse.Namespace
 ) -> None:
-    """For each bucket size and path: gRPC+codec, with raw TCP measured right before and after it."""
+    """For each bucket size and path: `pairs` alternating runs, raw TCP then gRPC+codec.
+
+    Neighbours' load drifts over seconds; a raw run and the gRPC run right after it see about the
+    same machine, so each pair gives one fair ratio (raw seconds / gRPC seconds), and the median
+    of the pairs' ratios is the figure. Rates and CPU per GiB are medians over the same runs.
+    """
     max_message_bytes = (max(args.buckets) + 8) * MIB
     nbytes = sum(t.nbytes for t in tensors.values())
     gib = nbytes / 1024**3
     raw_transfer = functools.partial(raw_tcp_seconds, ports["raw"], tensors)
     for bucket, path in itertools.product(args.buckets, args.paths):
         send = functools.partial(grpc_seconds, ports[path], tensors, bucket * MIB, max_message_bytes, path)
-        raw = measure(raw_transfer, receiver_pid, args.repeats)
-        run = measure(lambda send=send: asyncio.run(send()), receiver_pid, args.repeats)
-        raw = min(raw, measure(raw_transfer, receiver_pid, 1), key=lambda m: m.seconds)
+        runs = [
+            (measure(raw_transfer, receiver_pid), measure(lambda s=send: asyncio.run(s()), receiver_pid))
+            for _ in range(args.pairs)
+        ]
+        ratios = sorted(raw.seconds / run.seconds for raw, run in runs)
+        rate = [nbytes / statistics.median(pair[side].seconds for pair in runs) / 1e9 for side in (0, 1)]
+        cpu = [
+            {attr: statistics.median(getattr(pair[side], attr) for pair in runs) / gib for attr in CPU}
+            for side in (0, 1)
+        ]
         print(
-            f"  bucket {bucket:3d} MiB, {path:14s}: gRPC+codec {nbytes / run.seconds / 1e9:5.2f} GB/s, "
-            "raw TCP "
-            f"{nbytes / raw.seconds / 1e9:5.2f} GB/s, ratio {raw.seconds / run.seconds:4.0%} | CPU s/GiB: "
-            f"gRPC sender {run.sender_cpu / gib:4.2f} receiver {run.receiver_cpu / gib:4.2f}, "
-            f"raw sender {raw.sender_cpu / gib:4.2f} receiver {raw.receiver_cpu / gib:4.2f}",
+            f"  bucket {bucket:3d} MiB, {path:14s}: ratio {statistics.median(ratios):4.0%} "
+            f"(pairs {' '.join(f'{r:.0%}' for r in ratios)}) | gRPC+codec {rate[1]:5.2f} GB/s, "
+            f"raw TCP {rate[0]:5.2f} GB/s | CPU s/GiB: gRPC sender {cpu[1]['sender_cpu']:4.2f} "
+            f"receiver {cpu[1]['receiver_cpu']:4.2f}, raw sender {cpu[0]['sender_cpu']:4.2f} "
+            f"receiver {cpu[0]['receiver_cpu']:4.2f} | load {os.getloadavg()[0]:.2f}",
             flush=True,
         )
 
@@ -252,7 +260,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--gib", type=float, default=1.0, help="state dict size per dtype")
     parser.add_argument("--buckets", type=int, nargs="+", default=[4, 16, 32, 64], help="bucket sizes, MiB")
-    parser.add_argument("--repeats", type=int, default=2, help="best of N for each figure")
+    parser.add_argument("--pairs", type=int, default=5, help="alternating raw/gRPC runs per figure")
     parser.add_argument("--paths", nargs="+", default=["wire", "protobuf"], choices=PATHS, help="gRPC paths")
     args = parser.parse_args()
     torch.set_num_threads(1)
