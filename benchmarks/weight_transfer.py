@@ -1,7 +1,7 @@
 """How fast does a state dict cross a real gRPC loopback connection, next to a plain TCP socket?
 
     uv run python benchmarks/weight_transfer.py            # ~1 GiB fp32 and bf16, buckets 4/16/32/64 MiB
-    uv run python benchmarks/weight_transfer.py --gib 0.25 --buckets 16 32
+    uv run python benchmarks/weight_transfer.py --gib 0.25 --buckets 4 --pairs 15 --paths wire wire-unchecked
 
 The receiver runs in its own process (as a rollout service would): gRPC servers whose
 UpdateWeights decodes every chunk with WeightStreamDecoder (checksums and all) and answers with the
@@ -12,10 +12,11 @@ grpo_common.receive_buffers), and "protobuf", the generated message
 classes on both sides (encode_state_dict and the generated deserializer), for comparison.
 "wire-unchecked" is "wire" without the receiver's refusal of NaN / inf tensors
 (`allow_non_finite`), so one run shows what that check costs.
-Both figures come from the same run on the same machine, so their ratio is what the codec and
-gRPC cost on top of moving the bytes. On a shared, busy machine wall-clock rates swing with the
-neighbours' load, so the CPU seconds per GiB that the sender and the receiver process spent (all
-their threads) are printed too: those do not. The state dict mixes tensor sizes like a
+Raw TCP and gRPC run in alternating pairs (`--pairs`, raw first), and the figure is the median of
+the pairs' ratios (raw seconds / gRPC seconds): what the codec and gRPC cost on top of moving the
+bytes. On a shared, busy machine wall-clock rates swing with the neighbours' load, so the CPU
+seconds per GiB that the sender and the receiver process spent (all their threads) are printed
+too: those swing far less. The state dict mixes tensor sizes like a
 decoder-only transformer: big embeddings, mid-size projections, tiny norms.
 """
 
@@ -132,18 +133,24 @@ def _receiver(max_message_bytes: int, ports: mp.Queue) -> None:
             | {"raw": listener.getsockname()[1]}
         )
         loop = asyncio.get_running_loop()
+        kept = bytearray()
         while True:
             conn, _ = await loop.run_in_executor(None, listener.accept)
-            await loop.run_in_executor(None, _drain, conn)
+            kept = await loop.run_in_executor(None, _drain, conn, kept)
 
     asyncio.run(main())
 
 
-def _drain(conn: socket.socket) -> None:
-    """Read an 8-byte length, then that many bytes into one buffer, then acknowledge with one byte."""
+def _drain(conn: socket.socket, kept: bytearray) -> bytearray:
+    """Read an 8-byte length and a mode byte, then that many bytes into one buffer; acknowledge.
+
+    Mode 0 reads into fresh memory (as issue 11's figures were taken), mode 1 into the buffer the
+    previous transfer left (`kept`, returned for the next one), as the gRPC "wire" path does.
+    """
     with conn:
-        total = int.from_bytes(_recv_exact(conn, 8), "little")
-        buffer = bytearray(total)
+        header = _recv_exact(conn, 9)
+        total = int.from_bytes(header[:8], "little")
+        buffer = kept if header[8] == 1 and len(kept) >= total else bytearray(total)
         view = memoryview(buffer)
         got = 0
         while got < total:
@@ -152,6 +159,7 @@ def _drain(conn: socket.socket) -> None:
                 raise ConnectionError("sender closed early")
             got += n
         conn.sendall(b"k")
+    return buffer if header[8] == 1 else kept
 
 
 def _recv_exact(conn: socket.socket, n: int) -> bytes:
@@ -164,13 +172,13 @@ def _recv_exact(conn: socket.socket, n: int) -> bytes:
     return data
 
 
-def raw_tcp_seconds(port: int, tensors: dict[str, torch.Tensor]) -> float:
+def raw_tcp_seconds(port: int, tensors: dict[str, torch.Tensor], reused: bool) -> float:
     """Send every tensor's bytes over one plain socket; time until the receiver acknowledges."""
     views = [memoryview(t.contiguous().view(torch.uint8).numpy()) for t in tensors.values()]
     total = sum(v.nbytes for v in views)
     start = time.perf_counter()
     with socket.create_connection(("127.0.0.1", port)) as conn:
-        conn.sendall(total.to_bytes(8, "little"))
+        conn.sendall(total.to_bytes(8, "little") + bytes((int(reused),)))
         for view in views:
             conn.sendall(view)
         if conn.recv(1) != b"k":
@@ -233,7 +241,7 @@ def compare_buckets(
     max_message_bytes = (max(args.buckets) + 8) * MIB
     nbytes = sum(t.nbytes for t in tensors.values())
     gib = nbytes / 1024**3
-    raw_transfer = functools.partial(raw_tcp_seconds, ports["raw"], tensors)
+    raw_transfer = functools.partial(raw_tcp_seconds, ports["raw"], tensors, args.raw == "reused")
     for bucket, path in itertools.product(args.buckets, args.paths):
         send = functools.partial(grpc_seconds, ports[path], tensors, bucket * MIB, max_message_bytes, path)
         runs = [
@@ -261,6 +269,12 @@ def main() -> None:
     parser.add_argument("--gib", type=float, default=1.0, help="state dict size per dtype")
     parser.add_argument("--buckets", type=int, nargs="+", default=[4, 16, 32, 64], help="bucket sizes, MiB")
     parser.add_argument("--pairs", type=int, default=5, help="alternating raw/gRPC runs per figure")
+    parser.add_argument(
+        "--raw",
+        choices=["fresh", "reused"],
+        default="fresh",
+        help="raw TCP reads into fresh memory (issue 11's baseline) or into the last transfer's buffer",
+    )
     parser.add_argument("--paths", nargs="+", default=["wire", "protobuf"], choices=PATHS, help="gRPC paths")
     args = parser.parse_args()
     torch.set_num_threads(1)
