@@ -1,7 +1,7 @@
 """How fast does a state dict cross a real gRPC loopback connection, next to a plain TCP socket?
 
     uv run python benchmarks/weight_transfer.py            # ~1 GiB fp32 and bf16, buckets 4/16/32/64 MiB
-    uv run python benchmarks/weight_transfer.py --gib 0.25 --buckets 16 32
+    uv run python benchmarks/weight_transfer.py --gib 0.25 --buckets 4 --pairs 15 --paths wire wire-unchecked
 
 The receiver runs in its own process (as a rollout service would): gRPC servers whose
 UpdateWeights decodes every chunk with WeightStreamDecoder (checksums and all) and answers with the
@@ -12,10 +12,11 @@ grpo_common.receive_buffers), and "protobuf", the generated message
 classes on both sides (encode_state_dict and the generated deserializer), for comparison.
 "wire-unchecked" is "wire" without the receiver's refusal of NaN / inf tensors
 (`allow_non_finite`), so one run shows what that check costs.
-Both figures come from the same run on the same machine, so their ratio is what the codec and
-gRPC cost on top of moving the bytes. On a shared, busy machine wall-clock rates swing with the
-neighbours' load, so the CPU seconds per GiB that the sender and the receiver process spent (all
-their threads) are printed too: those do not. The state dict mixes tensor sizes like a
+Raw TCP and gRPC run in alternating pairs (`--pairs`, raw first), and the figure is the median of
+the pairs' ratios (raw seconds / gRPC seconds): what the codec and gRPC cost on top of moving the
+bytes. On a shared, busy machine wall-clock rates swing with the neighbours' load, so the CPU
+seconds per GiB that the sender and the receiver process spent (all their threads) are printed
+too: those swing far less. The state dict mixes tensor sizes like a
 decoder-only transformer: big embeddings, mid-size projections, tiny norms.
 """
 
@@ -29,6 +30,7 @@ import multiprocessing as mp
 import os
 import platform
 import socket
+import statistics
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -51,6 +53,7 @@ from grpo_common.weight_codec import (
 
 MIB = 1024 * 1024
 PATHS = ("wire", "wire-unchecked", "protobuf")
+CPU = ("sender_cpu", "receiver_cpu")
 
 
 def transformer_state_dict(target_bytes: int, dtype: torch.dtype) -> dict[str, torch.Tensor]:
@@ -130,18 +133,24 @@ def _receiver(max_message_bytes: int, ports: mp.Queue) -> None:
             | {"raw": listener.getsockname()[1]}
         )
         loop = asyncio.get_running_loop()
+        kept = bytearray()
         while True:
             conn, _ = await loop.run_in_executor(None, listener.accept)
-            await loop.run_in_executor(None, _drain, conn)
+            kept = await loop.run_in_executor(None, _drain, conn, kept)
 
     asyncio.run(main())
 
 
-def _drain(conn: socket.socket) -> None:
-    """Read an 8-byte length, then that many bytes into one buffer, then acknowledge with one byte."""
+def _drain(conn: socket.socket, kept: bytearray) -> bytearray:
+    """Read an 8-byte length and a mode byte, then that many bytes into one buffer; acknowledge.
+
+    Mode 0 reads into fresh memory (as issue 11's figures were taken), mode 1 into the buffer the
+    previous transfer left (`kept`, returned for the next one), as the gRPC "wire" path does.
+    """
     with conn:
-        total = int.from_bytes(_recv_exact(conn, 8), "little")
-        buffer = bytearray(total)
+        header = _recv_exact(conn, 9)
+        total = int.from_bytes(header[:8], "little")
+        buffer = kept if header[8] == 1 and len(kept) >= total else bytearray(total)
         view = memoryview(buffer)
         got = 0
         while got < total:
@@ -150,6 +159,7 @@ def _drain(conn: socket.socket) -> None:
                 raise ConnectionError("sender closed early")
             got += n
         conn.sendall(b"k")
+    return buffer if header[8] == 1 else kept
 
 
 def _recv_exact(conn: socket.socket, n: int) -> bytes:
@@ -162,13 +172,13 @@ def _recv_exact(conn: socket.socket, n: int) -> bytes:
     return data
 
 
-def raw_tcp_seconds(port: int, tensors: dict[str, torch.Tensor]) -> float:
+def raw_tcp_seconds(port: int, tensors: dict[str, torch.Tensor], reused: bool) -> float:
     """Send every tensor's bytes over one plain socket; time until the receiver acknowledges."""
     views = [memoryview(t.contiguous().view(torch.uint8).numpy()) for t in tensors.values()]
     total = sum(v.nbytes for v in views)
     start = time.perf_counter()
     with socket.create_connection(("127.0.0.1", port)) as conn:
-        conn.sendall(total.to_bytes(8, "little"))
+        conn.sendall(total.to_bytes(8, "little") + bytes((int(reused),)))
         for view in views:
             conn.sendall(view)
         if conn.recv(1) != b"k":
@@ -211,39 +221,45 @@ class Measurement:
     receiver_cpu: float
 
 
-def measure(transfer: Callable[[], float], receiver_pid: int, repeats: int) -> Measurement:
-    """The fastest of `repeats` transfers, with its CPU cost on both sides."""
-    best: Measurement | None = None
-    for _ in range(repeats):
-        sender, receiver = time.process_time(), cpu_seconds(receiver_pid)
-        seconds = transfer()
-        time.sleep(0.05)  # let the receiver's last accounting tick land
-        run = Measurement(seconds, time.process_time() - sender, cpu_seconds(receiver_pid) - receiver)
-        if best is None or run.seconds < best.seconds:
-            best = run
-    assert best is not None
-    return best
+def measure(transfer: Callable[[], float], receiver_pid: int) -> Measurement:
+    """One transfer, with its CPU cost on both sides."""
+    sender, receiver = time.process_time(), cpu_seconds(receiver_pid)
+    seconds = transfer()
+    time.sleep(0.05)  # let the receiver's last accounting tick land
+    return Measurement(seconds, time.process_time() - sender, cpu_seconds(receiver_pid) - receiver)
 
 
 def compare_buckets(
     tensors: dict[str, torch.Tensor], ports: dict[str, int], receiver_pid: int, args: argparse.Namespace
 ) -> None:
-    """For each bucket size and path: gRPC+codec, with raw TCP measured right before and after it."""
+    """For each bucket size and path: `pairs` alternating runs, raw TCP then gRPC+codec.
+
+    Neighbours' load drifts over seconds; a raw run and the gRPC run right after it see about the
+    same machine, so each pair gives one fair ratio (raw seconds / gRPC seconds), and the median
+    of the pairs' ratios is the figure. Rates and CPU per GiB are medians over the same runs.
+    """
     max_message_bytes = (max(args.buckets) + 8) * MIB
     nbytes = sum(t.nbytes for t in tensors.values())
     gib = nbytes / 1024**3
-    raw_transfer = functools.partial(raw_tcp_seconds, ports["raw"], tensors)
+    raw_transfer = functools.partial(raw_tcp_seconds, ports["raw"], tensors, args.raw == "reused")
     for bucket, path in itertools.product(args.buckets, args.paths):
         send = functools.partial(grpc_seconds, ports[path], tensors, bucket * MIB, max_message_bytes, path)
-        raw = measure(raw_transfer, receiver_pid, args.repeats)
-        run = measure(lambda send=send: asyncio.run(send()), receiver_pid, args.repeats)
-        raw = min(raw, measure(raw_transfer, receiver_pid, 1), key=lambda m: m.seconds)
+        runs = [
+            (measure(raw_transfer, receiver_pid), measure(lambda s=send: asyncio.run(s()), receiver_pid))
+            for _ in range(args.pairs)
+        ]
+        ratios = sorted(raw.seconds / run.seconds for raw, run in runs)
+        rate = [nbytes / statistics.median(pair[side].seconds for pair in runs) / 1e9 for side in (0, 1)]
+        cpu = [
+            {attr: statistics.median(getattr(pair[side], attr) for pair in runs) / gib for attr in CPU}
+            for side in (0, 1)
+        ]
         print(
-            f"  bucket {bucket:3d} MiB, {path:14s}: gRPC+codec {nbytes / run.seconds / 1e9:5.2f} GB/s, "
-            "raw TCP "
-            f"{nbytes / raw.seconds / 1e9:5.2f} GB/s, ratio {raw.seconds / run.seconds:4.0%} | CPU s/GiB: "
-            f"gRPC sender {run.sender_cpu / gib:4.2f} receiver {run.receiver_cpu / gib:4.2f}, "
-            f"raw sender {raw.sender_cpu / gib:4.2f} receiver {raw.receiver_cpu / gib:4.2f}",
+            f"  bucket {bucket:3d} MiB, {path:14s}: ratio {statistics.median(ratios):4.0%} "
+            f"(pairs {' '.join(f'{r:.0%}' for r in ratios)}) | gRPC+codec {rate[1]:5.2f} GB/s, "
+            f"raw TCP {rate[0]:5.2f} GB/s | CPU s/GiB: gRPC sender {cpu[1]['sender_cpu']:4.2f} "
+            f"receiver {cpu[1]['receiver_cpu']:4.2f}, raw sender {cpu[0]['sender_cpu']:4.2f} "
+            f"receiver {cpu[0]['receiver_cpu']:4.2f} | load {os.getloadavg()[0]:.2f}",
             flush=True,
         )
 
@@ -252,7 +268,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--gib", type=float, default=1.0, help="state dict size per dtype")
     parser.add_argument("--buckets", type=int, nargs="+", default=[4, 16, 32, 64], help="bucket sizes, MiB")
-    parser.add_argument("--repeats", type=int, default=2, help="best of N for each figure")
+    parser.add_argument("--pairs", type=int, default=5, help="alternating raw/gRPC runs per figure")
+    parser.add_argument(
+        "--raw",
+        choices=["fresh", "reused"],
+        default="fresh",
+        help="raw TCP reads into fresh memory (issue 11's baseline) or into the last transfer's buffer",
+    )
     parser.add_argument("--paths", nargs="+", default=["wire", "protobuf"], choices=PATHS, help="gRPC paths")
     args = parser.parse_args()
     torch.set_num_threads(1)

@@ -323,3 +323,43 @@ def test_non_finite_floats_are_refused_naming_the_tensor_and_element() -> None:
     assert (
         decode_stream(encode_state_dict({"h": huge, "i": torch.tensor([2**62])}, 1)).tensors["h"].equal(huge)
     )
+
+
+def test_a_nan_in_the_last_element_of_a_bf16_tensor_split_across_chunks_is_refused() -> None:
+    """A bf16 tensor over several 256 KiB check blocks, split across two chunks mid-element."""
+    values = torch.linspace(-1.0, 1.0, 300_000).to(torch.bfloat16)  # 600 KB: three check blocks
+    values[-1] = float("nan")
+    bucket = values.nbytes // 2 + 1  # an odd bucket: the first piece ends inside an element
+    chunks = list(encode_state_dict({"w": values}, 1, bucket_bytes=bucket))
+    assert len([p for c in chunks for p in c.pieces if p.name == "w"]) == 2
+    with pytest.raises(
+        WeightStreamError, match=r"tensor 'w' holds non-finite values \(element 299999 is nan\)"
+    ):
+        decode_stream(chunks)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
+def test_an_infinity_straddling_a_check_block_boundary_is_refused(dtype: torch.dtype) -> None:
+    """The element cut by the first 256 KiB check block boundary of a piece starting mid-element."""
+    values = torch.zeros(400_000, dtype=dtype)
+    bucket = 300_001  # pieces at bytes 0, 300001, ...: the second starts inside an element
+    bad = (bucket + 256 * 1024) // values.element_size()
+    assert bad * values.element_size() < bucket + 256 * 1024  # the element spans the boundary
+    values[bad] = float("-inf")
+    with pytest.raises(
+        WeightStreamError, match=rf"tensor 'w' holds non-finite values \(element {bad} is -inf\)"
+    ):
+        decode_stream(encode_state_dict({"w": values}, 1, bucket_bytes=bucket))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
+def test_negative_zero_subnormals_and_the_largest_finite_values_are_accepted(dtype: torch.dtype) -> None:
+    info = torch.finfo(dtype)
+    subnormals = [info.smallest_normal / 4, -info.smallest_normal * info.eps]  # the last: the smallest
+    edge = [0.0, -0.0, *subnormals, info.max, -info.max, info.max]
+    values = torch.tensor(edge, dtype=dtype).repeat(40_000)
+    assert (values[2:4] != 0).all() and (values[2:4].abs() < info.smallest_normal).all()
+    assert torch.isfinite(values).all() and not torch.isfinite(values.sum())  # the exact test decides
+    tensors = {"w": values}
+    decoded = decode_stream(encode_state_dict(tensors, 1, bucket_bytes=100_001)).tensors
+    _assert_bit_exact(decoded, tensors)
