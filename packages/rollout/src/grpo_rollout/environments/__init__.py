@@ -16,7 +16,7 @@ from grpo_rollout.environments.contract import (
 )
 
 # The built-ins register themselves on import (after the contract, which they import).
-from grpo_rollout.environments import calculator  # noqa: F401  isort: skip
+from grpo_rollout.environments import calculator, python_tool  # noqa: F401  isort: skip
 
 __all__ = [
     "DEFAULT_MAX_TURNS",
