@@ -6,8 +6,9 @@ group reports the exact prompt tokens the model saw.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 from grpo_common.hf_tokenizer import load_tokenizer
 from transformers import PreTrainedTokenizerBase
@@ -29,11 +30,34 @@ class PromptEncoder:
     def eos_token_id(self) -> int | None:
         return self._tokenizer.eos_token_id
 
-    def encode(self, text: str, chat: bool) -> list[int]:
-        """Token ids of a prompt; with `chat` (and a template) as one user turn plus the generation prompt."""
+    def render_tool_turn(self, content: str) -> str:
+        """What the chat template puts after the model's turn for a tool message holding `content`.
+
+        Rendered as a delta: the conversation [user, assistant MARKER, tool content] with the generation
+        prompt, from just after MARKER. So it holds the template's end of the assistant turn (the model's
+        turn stopped on `</tool_call>`, before it), the tool turn and the next assistant header.
+        """
+        marker = "grpo-assistant-turn-end-marker"
+        messages = [
+            {"role": "user", "content": "."},
+            {"role": "assistant", "content": marker},
+            {"role": "tool", "content": content},
+        ]
+        rendered = self._tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+        delta = rendered[rendered.index(marker) + len(marker) :]
+        if content not in delta:
+            raise ValueError("this model's chat template does not render tool messages")
+        return delta
+
+    def encode(self, text: str, chat: bool, tools: Sequence[Mapping[str, Any]] | None = None) -> list[int]:
+        """Token ids of a prompt; with `chat` (and a template) as one user turn plus the generation prompt,
+        the template given `tools` (an environment's JSON schemas) when there are any."""
         if chat and self.has_chat_template:
             rendered = self._tokenizer.apply_chat_template(
-                [{"role": "user", "content": text}], add_generation_prompt=True, tokenize=False
+                [{"role": "user", "content": text}],
+                tools=list(tools) if tools else None,
+                add_generation_prompt=True,
+                tokenize=False,
             )
             return list(self._tokenizer(rendered, add_special_tokens=False)["input_ids"])
         return list(self._tokenizer(text, add_special_tokens=True)["input_ids"])

@@ -19,19 +19,22 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from grpo_reward.sandbox.limits import DEFAULT_SANDBOX_LIMITS, SandboxLimits
+from grpo_common.sandbox.limits import DEFAULT_SANDBOX_LIMITS, SandboxLimits
 
 logger = logging.getLogger(__name__)
 
 LAUNCHER = Path(__file__).with_name("launcher.py")
 SANDBOX_UID_BASE = 1_000_000_000
-"""As root, a run drops to uid SANDBOX_UID_BASE + the worker's pid: unprivileged, unique to the worker,
-so RLIMIT_NPROC counts only this run's processes and no two concurrent runs can signal each other."""
+"""As root, a run drops to uid SANDBOX_UID_BASE + the calling thread's kernel id (the worker's pid on its
+main thread): unprivileged and unique to the thread, which runs one program at a time, so RLIMIT_NPROC
+counts only this run's processes (a fork bomb in one rollout episode cannot starve another's) and no two
+concurrent runs can signal each other."""
 EXIT_SETUP_FAILED = 120  # launcher.EXIT_SETUP_FAILED (the launcher imports nothing from here)
 SETUP_FAILED_PREFIX = "sandbox setup failed: "
 
@@ -103,7 +106,7 @@ class Sandbox:
                 **self.limits.as_launcher_config(),
                 "isolate": self.isolate,
                 "parent_pid": os.getpid(),
-                "uid": SANDBOX_UID_BASE + os.getpid(),
+                "uid": SANDBOX_UID_BASE + threading.get_native_id(),
                 "python": python,
                 "prefix": prefix,
                 "files": dict(files),
@@ -211,11 +214,12 @@ def _joined(chunks: dict[int, list[bytes]], process: subprocess.Popen[bytes]) ->
 
 
 def sandbox_pids(worker_pid: int | None = None) -> list[int]:
-    """Live processes running as the sandbox uid of `worker_pid` (default: this process), read from /proc.
+    """Live processes running as the sandbox uid of the thread `worker_pid` (default: the calling thread; a
+    process's pid is its main thread's id), read from /proc.
 
     For monitoring and for tests: after `Sandbox.run` returns, or after its worker is killed, there are none.
     """
-    uid = SANDBOX_UID_BASE + (os.getpid() if worker_pid is None else worker_pid)
+    uid = SANDBOX_UID_BASE + (threading.get_native_id() if worker_pid is None else worker_pid)
     found = []
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():

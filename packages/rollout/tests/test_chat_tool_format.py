@@ -1,0 +1,69 @@
+"""The chat tool-call format with a Qwen2.5-style tokenizer built here: tools in the prompt, the call read
+from `<tool_call>` JSON, the observation as the template's rendering of a tool message."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from grpo_rollout.environments import ENVIRONMENTS, EpisodeStart, ModelTurn
+from grpo_rollout.prompt_encoding import PromptEncoder
+from rollout_testkit import build_tokenizer
+
+QWEN_STYLE_TEMPLATE = (  # Qwen2.5's shape, newlines after a tag written as expressions (HF trims them)
+    "{% if tools %}<|im_start|>system\nTools:\n<tools>{% for tool in tools %}{{ '\\n' + tool | tojson }}"
+    "{% endfor %}{{ '\\n</tools><|im_end|>\\n' }}{% endif %}"
+    "{% for message in messages %}"
+    "{% if message.role == 'tool' %}"
+    "{% if loop.first or messages[loop.index0 - 1].role != 'tool' %}<|im_start|>user{% endif %}"
+    "{{ '\\n<tool_response>\\n' + message.content + '\\n</tool_response>' }}"
+    "{% if loop.last or messages[loop.index0 + 1].role != 'tool' %}{{ '<|im_end|>\\n' }}{% endif %}"
+    "{% else %}<|im_start|>{{ message.role }}\n{{ message.content }}<|im_end|>\n{% endif %}"
+    "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+
+
+@pytest.fixture(scope="module")
+def encoder() -> PromptEncoder:
+    tokenizer = build_tokenizer()
+    tokenizer.add_special_tokens(
+        {"additional_special_tokens": ["<|im_start|>", "<|im_end|>", "<tool_call>", "</tool_call>"]}
+    )
+    tokenizer.add_tokens(["\n", '"', "[", "]"])  # the char vocabulary lacks what JSON schemas need
+    tokenizer.chat_template = QWEN_STYLE_TEMPLATE
+    return PromptEncoder(tokenizer)
+
+
+def test_the_prompt_carries_the_environments_tools(encoder: PromptEncoder) -> None:
+    environment = ENVIRONMENTS.get_item("calculator", import_references=False)({"format": "chat"})
+    assert environment.stop_strings == ("</tool_call>",)
+    ids = encoder.encode("what is 12*34?", chat=True, tools=environment.tools)
+    text = encoder._tokenizer.decode(ids)
+    assert '"name": "calculator"' in text and '"expression"' in text
+    assert text.endswith("what is 12*34?<|im_end|>\n<|im_start|>assistant\n")
+    assert "<tools>" not in encoder._tokenizer.decode(encoder.encode("hi", chat=True))  # no tools: as before
+
+
+def test_the_observation_is_the_templates_tool_turn(encoder: PromptEncoder) -> None:
+    assert encoder.render_tool_turn("408") == (
+        "<|im_end|>\n<|im_start|>user\n<tool_response>\n408\n</tool_response><|im_end|>\n<|im_start|>assistant\n"
+    )
+    environment = ENVIRONMENTS.get_item("calculator", import_references=False)({"format": "chat"})
+    start = EpisodeStart("p", "q", (1,), "408", {}, 0, render_tool_message=encoder.render_tool_turn)
+    call = json.dumps({"name": "calculator", "arguments": {"expression": "12*34"}})
+    turn = ModelTurn((1,), f"<tool_call>{call}</tool_call>", 0, "</tool_call>")
+    result = environment.step(environment.reset(start), turn)
+    assert result.observation == encoder.render_tool_turn("408") and result.tool_errors == 0
+    bad = ModelTurn((1,), '<tool_call>{"name": "python", "arguments": {}}</tool_call>', 0, "</tool_call>")
+    refused = environment.step(environment.reset(start), bad)
+    assert refused.tool_errors == 1 and "unknown tool 'python'" in refused.observation
+
+
+def test_the_chat_format_without_a_template_says_what_to_do() -> None:
+    environment = ENVIRONMENTS.get_item("calculator", import_references=False)({"format": "chat"})
+    start = EpisodeStart("p", "q", (1,), "408", {}, 0)
+    turn = ModelTurn(
+        (1,), '<tool_call>{"name": "calculator", "arguments": {"expression": "1"}}</tool_call>', 0, None
+    )
+    with pytest.raises(RuntimeError, match="apply_chat_template"):
+        environment.step(environment.reset(start), turn)
