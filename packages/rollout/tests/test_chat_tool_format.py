@@ -67,3 +67,22 @@ def test_the_chat_format_without_a_template_says_what_to_do() -> None:
     )
     with pytest.raises(RuntimeError, match="apply_chat_template"):
         environment.step(environment.reset(start), turn)
+
+
+def test_a_chat_request_renders_tools_in_the_prompt_and_tool_turns_with_the_template(
+    encoder: PromptEncoder,
+) -> None:
+    """The runner's side of the seam: what prepare_prompt / episode_start hand the environment."""
+    from grpo.v1 import rollout_pb2
+    from grpo_rollout.environments.episode import episode_start
+    from grpo_rollout.request_validation import RequestEnvironments, prepare_prompt
+
+    spec = rollout_pb2.EnvironmentSpec(name="calculator", config_json='{"format": "chat"}')
+    prompt = rollout_pb2.Prompt(id="p", text="what is 12*34?", reference="408")
+    vocab = len(encoder._tokenizer)
+    chat = prepare_prompt(0, prompt, encoder, True, vocab, RequestEnvironments(spec, encoder))
+    assert '"name": "calculator"' in encoder._tokenizer.decode(chat.token_ids)
+    assert episode_start(chat, 0, encoder).render_tool_message is not None
+    plain = prepare_prompt(0, prompt, encoder, False, vocab, RequestEnvironments(spec, encoder))
+    assert "<tools>" not in encoder._tokenizer.decode(plain.token_ids)
+    assert episode_start(plain, 0, encoder).render_tool_message is None

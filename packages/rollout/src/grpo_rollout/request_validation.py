@@ -44,6 +44,7 @@ class PreparedPrompt:
     task: str
     fields_json: str = ""  # the row's extra columns, passed through to ScoreItem.fields_json
     environment: EpisodeEnvironment | None = None  # None = single-turn (one generation per completion)
+    chat: bool = False  # rendered with the chat template (so tool turns are rendered by it too)
 
 
 @dataclass(frozen=True)
@@ -210,14 +211,16 @@ def prepare_prompt(
         bad = next((t for t in token_ids if not 0 <= t < vocab_size), None)
         if bad is not None:
             raise invalid(f"{field}.token_ids: {bad} is outside the vocabulary [0, {vocab_size})")
-    else:
-        token_ids = encoder.encode(prompt.text, chat)
+    environment = environments.for_prompt(field, prompt.environment) if environments else None
+    if not prompt.token_ids:
+        tools = environment.environment.tools if environment is not None else None
+        token_ids = encoder.encode(prompt.text, chat, tools)
         if not token_ids:
             raise invalid(f"{field}.text tokenises to nothing")
     check_fields_json(field, prompt.fields_json)
-    environment = environments.for_prompt(field, prompt.environment) if environments else None
+    rendered_as_chat = chat and encoder.has_chat_template and not prompt.token_ids
     return PreparedPrompt(
-        prompt.id, token_ids, prompt.reference, prompt.task, prompt.fields_json, environment
+        prompt.id, token_ids, prompt.reference, prompt.task, prompt.fields_json, environment, rendered_as_chat
     )
 
 

@@ -98,6 +98,7 @@ def episode_start(prompt: PreparedPrompt, index: int, encoder: PromptEncoder) ->
         reference=prompt.reference,
         fields=json.loads(prompt.fields_json) if prompt.fields_json else {},
         episode_index=index,
+        render_tool_message=encoder.render_tool_turn if prompt.chat else None,
     )
 
 
