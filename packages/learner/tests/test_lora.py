@@ -124,3 +124,39 @@ def test_a_lora_checkpoint_does_not_resume_as_full_fine_tuning(tmp_path: Path, m
         check_checkpoint_kind(tmp_path / "model", LoraConfig())
     with pytest.raises(ValueError, match="full fine-tuning checkpoint"):
         check_checkpoint_kind(Path(model_dir), LoraConfig(rank=4))
+
+
+def test_grpo_export_merge_writes_a_hf_model_with_the_lora_models_logits(
+    tmp_path: Path, model_dir: str, capsys
+):
+    from grpo_common.hf_tokenizer import load_tokenizer
+    from grpo_learner.checkpoint import TrainerState, save_checkpoint
+    from grpo_learner.cli import main
+    from transformers import AutoModelForCausalLM
+
+    trainer = build_trainer(lora_config(model_dir), model_dir, 0, model_dir)
+    for step in range(2):
+        trainer.update(synthetic_groups(step, seed=1))
+    path = save_checkpoint(
+        tmp_path / "checkpoints",
+        TrainerState(2, 2),
+        trainer.model,
+        trainer.optimizer,
+        trainer.scheduler,
+        load_tokenizer(model_dir),
+    )
+    out = tmp_path / "merged"
+    assert main(["export", "--merge", str(path), str(out)]) == 0
+    assert not (out / "adapter_config.json").exists() and (out / "tokenizer.json").is_file()
+    merged = AutoModelForCausalLM.from_pretrained(out, dtype=torch.float32).eval()
+    trainer.model.eval()
+    ids = torch.tensor([[1, 5, 9, 13, 17, 21, 25, 29], [2, 4, 6, 8, 10, 12, 14, 16]])
+    with torch.no_grad():
+        expected, got = trainer.model(input_ids=ids).logits, merged(input_ids=ids).logits
+        base = (
+            AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).eval()(input_ids=ids).logits
+        )
+    assert torch.allclose(got, expected, atol=1e-5), float((got - expected).abs().max())
+    assert not torch.allclose(got, base, atol=1e-3)  # the adapters' training is in the export
+    assert main(["export", "--merge", model_dir, str(tmp_path / "again")]) == 2
+    assert "full fine-tuning checkpoint: nothing to merge" in capsys.readouterr().err
