@@ -219,7 +219,7 @@ def test_default_command_with_lora_pushes_merged_weights_and_exports(tmp_path: P
     out = tmp_path / "merged"
     exported = subprocess.run(
         [find_executable("grpo"), "export", "--merge", str(checkpoint), str(out)],
-        capture_output=True, text=True, timeout=120,
+        capture_output=True, text=True, timeout=300,
     )  # fmt: skip
     assert exported.returncode == 0, exported.stderr[-3000:]
     merged = AutoModelForCausalLM.from_pretrained(out)
