@@ -21,12 +21,14 @@ from pathlib import Path
 
 import grpc
 import pytest
+import torch
 from grpo.v1 import rollout_pb2, rollout_pb2_grpc
 from grpo_learner.embedded.model import build_tiny_model
 from grpo_learner.embedded.task import split_problems
 from grpo_learner.embedded.tokenizer import build_tokenizer
 from grpo_learner.metrics import read_metrics
 from grpo_learner.service_processes import ServiceProcess, find_executable, start_service
+from transformers import AutoModelForCausalLM
 
 pytestmark = pytest.mark.slow
 
@@ -195,6 +197,35 @@ def test_default_command_trains_reports_and_cleans_up(tmp_path: Path) -> None:
     for name in ("reward", "rollout"):
         assert "serving on" in (run_dir / "services" / f"{name}.log").read_text()
     assert not processes_mentioning(str(run_dir)), "a child service outlived grpo train"
+
+
+def test_default_command_with_lora_pushes_merged_weights_and_exports(tmp_path: Path) -> None:
+    """The embedded default with [model.lora]: the hf rollout service takes the merged weights every
+    step (no service behind), checkpoints hold adapters, `grpo export --merge` loads as a plain model."""
+    run_dir = tmp_path / "lora"
+    result = subprocess.run(
+        [find_executable("grpo"), "train", "--warmup-steps", "30", "--max-steps", "2",
+         "--run-dir", str(run_dir), "--no-progress", "--set", "tensorboard=false",
+         "--set", "model.lora.rank=8", "--set", "loss.beta=0.04", "--set", "optim.lr=2e-3"],
+        capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert 0 < summary["trainable_parameters"] < summary["total_parameters"] / 5
+    records = [r for r in read_metrics(run_dir) if "push/services_behind" in r]
+    assert len(records) == 2 and all(r["push/services_behind"] == 0 and r["kl"] >= 0 for r in records)
+    checkpoint = run_dir / "checkpoints" / "step-000002"
+    assert (checkpoint / "model" / "adapter_model.safetensors").is_file()
+    out = tmp_path / "merged"
+    exported = subprocess.run(
+        [find_executable("grpo"), "export", "--merge", str(checkpoint), str(out)],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert exported.returncode == 0, exported.stderr[-3000:]
+    merged = AutoModelForCausalLM.from_pretrained(out)
+    warm = AutoModelForCausalLM.from_pretrained(run_dir / "warmup")
+    assert merged.state_dict().keys() == warm.state_dict().keys()
+    assert not all(torch.equal(v, warm.state_dict()[k]) for k, v in merged.state_dict().items())
 
 
 def processes_mentioning(text: str) -> list[int]:

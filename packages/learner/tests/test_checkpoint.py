@@ -1,4 +1,4 @@
-"""Checkpoints: HF-loadable model, atomic writes, keep-last-K, exact resume on CPU."""
+"""Checkpoints: HF-loadable model (or LoRA adapters), atomic writes, keep-last-K, exact resume on CPU."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from grpo_learner.assembly import build_trainer, resume_state, seed_everything
 from grpo_learner.checkpoint import (
     TrainerState,
     latest_checkpoint,
@@ -18,7 +19,7 @@ from grpo_learner.config import OptimConfig
 from grpo_learner.optim import build_optimizer, build_scheduler
 from grpo_learner.synthetic import synthetic_groups
 from grpo_learner.update import Trainer
-from learner_fixtures import loss_settings, tiny_qwen2, update_settings
+from learner_fixtures import default_config, loss_settings, save_tiny_model, tiny_qwen2, update_settings
 from transformers import AutoModelForCausalLM
 
 torch.set_num_threads(1)
@@ -102,3 +103,47 @@ def test_checkpoint_model_loads_with_from_pretrained_and_has_no_pickle(tmp_path:
     assert not list(path.rglob("*.bin")) and not list(path.rglob("*.pt"))
     state = load_training_state(path, trainer.optimizer, trainer.scheduler)
     assert state == TrainerState(7, 7, data={"cursor": 3})
+
+
+def test_lora_resume_is_bit_identical_to_training_straight_through(tmp_path: Path):
+    """Adapters in peft's format + optimizer/RNG state; dropout on the adapters draws from the RNG."""
+    model_dir = save_tiny_model(tmp_path / "base")
+    config = default_config(
+        model={"name_or_path": model_dir, "lora": {"rank": 4, "dropout": 0.1}},
+        optim=OPTIM.model_dump(),
+        loss={"loss_type": "dapo", "num_iterations": 2, "epsilon_high": 0.28, "beta": 0.04},
+        train={"max_steps": STEPS, "micro_batch_size": 5, "device": "cpu"},
+    )
+    seed_everything(0)
+    straight = build_trainer(config, model_dir, 0, model_dir)
+    train(straight, range(STEPS))
+
+    seed_everything(0)
+    first = build_trainer(config, model_dir, 0, model_dir)
+    train(first, range(STEPS // 2))
+    path = save_checkpoint(
+        tmp_path / "checkpoints",
+        TrainerState(STEPS // 2, STEPS // 2),
+        first.model,
+        first.optimizer,
+        first.scheduler,
+    )
+    del first
+    assert sorted(p.name for p in (path / "model").iterdir()) == [
+        "README.md",
+        "adapter_config.json",
+        "adapter_model.safetensors",
+    ]
+
+    torch.manual_seed(1234)
+    resumed = build_trainer(config, str(path / "model"), 0, model_dir)  # base + the saved adapters
+    state = resume_state(path, resumed)
+    assert state.step == STEPS // 2
+    train(resumed, range(state.step, STEPS))
+
+    a, b = straight.model.state_dict(), resumed.model.state_dict()
+    assert a.keys() == b.keys() and any(".lora_B." in k for k in a)
+    assert all(torch.equal(a[k], b[k]) for k in a), [k for k in a if not torch.equal(a[k], b[k])]
+    assert not torch.equal(
+        a["base_model.model.model.layers.0.mlp.up_proj.lora_B.default.weight"], torch.zeros(64, 4)
+    )

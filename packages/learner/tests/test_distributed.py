@@ -234,3 +234,40 @@ def test_grpo_train_nproc_relaunches_under_torchrun_and_refuses_a_one_process_ch
         -3000:
     ]
     assert "grpo train: the 2 learner processes failed" in done.stderr
+
+
+LORA = {"lora": {"rank": 4, "alpha": 8}}  # on every linear layer of the decoder; beta > 0: no reference
+
+
+def adapters(run_dir: Path, step: int) -> dict[str, torch.Tensor]:
+    return load_file(run_dir / "checkpoints" / f"step-{step:06d}" / "model" / "adapter_model.safetensors")
+
+
+@pytest.fixture(scope="module")
+def two_process_lora_run(tiny_model, tmp_path_factory) -> Path:
+    tmp = tmp_path_factory.mktemp("two-lora")
+    done = torchrun(learner_config(tiny_model, tmp / "run", model=LORA), tmp)
+    assert done.returncode == 0, done.stderr[-4000:]
+    return tmp / "run"
+
+
+def test_two_processes_train_the_same_lora_adapters_as_one(
+    tiny_model: str, two_process_lora_run: Path, tmp_path
+):
+    """FSDP2 units of frozen base weights and trainable adapters: sharded, trained, summed right."""
+    run_dir = tmp_path / "one"
+    config = LearnerConfig.model_validate(learner_config(tiny_model, run_dir, model=LORA))
+    asyncio.run(run_training(config, source=SyntheticGroupSource(seed=SOURCE_SEED), progress=False))
+    for step in (2, STEPS):
+        one, two = adapters(run_dir, step), adapters(two_process_lora_run, step)
+        assert one.keys() == two.keys() and len(one) == 2 * 7 * 2  # 2 layers x 7 linear x (A, B)
+        worst = max(float((one[k] - two[k]).abs().max()) for k in one)
+        assert worst < 1e-5, f"step {step}: adapters differ by up to {worst}"
+        moved = max(float(one[k].abs().max()) for k in one if ".lora_B." in k)  # B starts at 0
+        assert moved > 1e-3
+    for a, b in zip(metrics(run_dir), metrics(two_process_lora_run), strict=True):
+        for key in ("loss", "entropy", "kl", "grad_norm"):
+            assert b[key] == pytest.approx(a[key], rel=1e-4, abs=1e-7), key
+    first = metrics(two_process_lora_run)[0]
+    assert first["model/trainable_parameters"] < first["model/total_parameters"] / 2
+    assert first["model/total_parameters"] == metrics(run_dir)[0]["model/total_parameters"]

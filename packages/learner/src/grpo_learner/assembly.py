@@ -1,7 +1,7 @@
 """Building a run's parts, the same code for one process and for each of N ranks (torchrun).
 
     ranks = None (one process) or this rank's facts (distributed.process_group.init_distributed)
-    build_trainer  policy (+ reference), sharded with FSDP2 when there are ranks; AdamW; schedule
+    build_trainer  policy (+ reference, or LoRA adapters on it), FSDP2-sharded with ranks; AdamW; schedule
     resume_state   the latest checkpoint's state into the trainer (HF + optimizer, or DCP shards)
 
 `loop.run_training` calls these; nothing here talks to the rollout services.
@@ -21,6 +21,7 @@ from grpo_learner.config import LearnerConfig
 from grpo_learner.distributed.fsdp import FsdpParallel
 from grpo_learner.distributed.process_group import Ranks
 from grpo_learner.distributed.sharded_checkpoint import load_shards
+from grpo_learner.lora.adapters import add_adapters, is_adapter_dir, load_adapters
 from grpo_learner.models import load_policy, load_reference, pick_device
 from grpo_learner.optim import build_optimizer, build_scheduler
 from grpo_learner.update import Trainer, UpdateSettings
@@ -52,6 +53,11 @@ def build_trainer(
 ) -> Trainer:
     """The policy from `model_path`, the reference (beta > 0) from `reference_path`, AdamW.
 
+    With [model.lora]: the base model from `reference_path`, its adapters from `model_path` when it
+    is an adapter directory (a checkpoint's `model/`), else fresh ones; no reference model (the
+    base under the adapters is the reference, see lora/adapters.py). Adapters are added before
+    sharding, so FSDP2 shards base weights and adapters alike.
+
     With `ranks` both are loaded on CPU and sharded: fully_shard moves one unit (a decoder layer,
     then the root) at a time to the rank's device and keeps only this rank's shard there, so the
     device never holds the whole model.
@@ -60,17 +66,23 @@ def build_trainer(
     parallel = FsdpParallel(ranks, settings.temperature, settings.chunk_tokens) if ranks else None
     device = torch.device("cpu") if ranks else pick_device(config.train.device)
     trust = config.model.trust_remote_code
+    lora = config.model.lora
     model = load_policy(
-        model_path,
+        reference_path if lora.enabled else model_path,
         device,
         gradient_checkpointing=config.model.gradient_checkpointing,
         trust_remote_code=trust,
     )
-    # On CPU before sharding, the reference gets the dtype it will have on the rank's device.
-    reference_dtype = None if ranks is None else torch.bfloat16 if ranks.device.type == "cuda" else None
-    reference = load_reference(
-        reference_path, device, config.loss.beta, trust_remote_code=trust, dtype=reference_dtype
-    )
+    reference = None
+    if lora.enabled:  # the reference is the base model under the adapters: nothing more to load
+        resumed = is_adapter_dir(model_path)
+        model = load_adapters(model, model_path, lora) if resumed else add_adapters(model, lora)
+    else:
+        # On CPU before sharding, the reference gets the dtype it will have on the rank's device.
+        reference_dtype = None if ranks is None else torch.bfloat16 if ranks.device.type == "cuda" else None
+        reference = load_reference(
+            reference_path, device, config.loss.beta, trust_remote_code=trust, dtype=reference_dtype
+        )
     if parallel is not None:
         parallel.wrap(model)
         if reference is not None:

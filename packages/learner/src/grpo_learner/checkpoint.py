@@ -2,7 +2,10 @@
 
 Layout of `CHECKPOINT_DIR/step-000120/`:
   model/                    save_pretrained (safetensors + config) and the tokenizer: loadable by
-                            AutoModelForCausalLM.from_pretrained, and servable by SGLang as is
+                            AutoModelForCausalLM.from_pretrained, and servable by SGLang as is;
+                            with [model.lora] peft's adapters only (adapter_config.json +
+                            adapter_model.safetensors), resumed on the run's base model
+                            (`grpo export --merge` writes the merged model)
   optimizer.safetensors     every optimizer state tensor (AdamW moments, step counts)
   optimizer.json            param groups and non-tensor state
   scheduler.json            the LR scheduler's state_dict

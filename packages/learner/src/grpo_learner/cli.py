@@ -4,6 +4,7 @@
     grpo train --config run.toml [--model M] [--data FILE] [--rollout HOST:PORT ...] [--set key=value ...]
     grpo train --nproc N ...                     the same on N learner processes (torchrun, FSDP2)
     grpo eval --model M [--model M2 ...] --data FILE [--greedy] [--samples N --k 1,N] [--out DIR]
+    grpo export RUN_DIR/checkpoints/step-N OUT [--merge]   LoRA adapters folded into a plain HF model
     grpo plot RUN_DIR [--output curves.png]
 
 Settings come from the file, then `GRPO_LEARNER_*` environment variables, then flags; the whole
@@ -97,6 +98,17 @@ def build_parser() -> argparse.ArgumentParser:
     )
     evaluate.add_argument("--seed", type=int, help="train.seed: sampling and bootstrap seed")
     evaluate.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+    export = commands.add_parser("export", help="a checkpoint's model as its own directory (LoRA: --merge)")
+    export.add_argument("checkpoint", type=Path, help="RUN_DIR/checkpoints/step-N (or its model/)")
+    export.add_argument("out", type=Path, help="the new directory")
+    export.add_argument(
+        "--merge", action="store_true", help="fold LoRA adapters into the base model: a plain HF model"
+    )
+    export.add_argument(
+        "--base", help="the base model of the adapters (default: as adapter_config.json says)"
+    )
+    export.add_argument("--trust-remote-code", action="store_true")
 
     plot = commands.add_parser("plot", help="write a PNG of a run's curves")
     plot.add_argument("run_dir", type=Path)
@@ -270,6 +282,17 @@ def cmd_plot(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_export(args: argparse.Namespace) -> int:
+    """`grpo export`: see grpo_learner.lora.export."""
+    from grpo_learner.lora.export import export_checkpoint
+
+    out = export_checkpoint(
+        args.checkpoint, args.out, merge=args.merge, base=args.base, trust_remote_code=args.trust_remote_code
+    )
+    print(out)
+    return 0
+
+
 def cmd_train_processes(args: argparse.Namespace, argv: list[str]) -> int:
     """--nproc N > 1 outside torchrun: run this very command as N processes under torchrun."""
     from grpo_learner.distributed.torchrun_launch import relaunch
@@ -300,8 +323,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "train" and args.nproc != 1 and not launched_distributed():
             return cmd_train_processes(args, argv)
-        return {"train": cmd_train, "eval": cmd_eval, "plot": cmd_plot}[args.command](args)
-    except (ConfigError, FileNotFoundError, ValueError) as exc:
+        commands = {"train": cmd_train, "eval": cmd_eval, "export": cmd_export, "plot": cmd_plot}
+        return commands[args.command](args)
+    except (ConfigError, FileNotFoundError, FileExistsError, ValueError) as exc:
         print(f"grpo {args.command}: {exc}", file=sys.stderr)
         return 2
     except RankFailure as exc:

@@ -25,6 +25,7 @@ from grpo_learner.advantages import ADVANTAGE_ESTIMATORS, COMBINE_MODES
 from grpo_learner.config_section import Section as _Section
 from grpo_learner.environment_config import EnvironmentConfig
 from grpo_learner.eval_config import EvalConfig
+from grpo_learner.lora.config import LoraConfig
 from grpo_learner.losses import LOSSES, SAMPLER_WEIGHT_LEVELS
 from grpo_learner.reward_config import RewardConfig
 
@@ -38,6 +39,7 @@ class ModelConfig(_Section):
     tokenizer: str | None = Field(None, description="defaults to name_or_path")
     gradient_checkpointing: bool = False
     trust_remote_code: bool = False
+    lora: LoraConfig = Field(default_factory=LoraConfig)  # [model.lora], see lora/config.py
 
 
 class DataConfig(_Section):

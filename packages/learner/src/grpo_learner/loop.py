@@ -35,6 +35,7 @@ from grpo_learner.distributed.process_group import (
     shutdown_distributed,
 )
 from grpo_learner.distributed.training_run import follow, training_team
+from grpo_learner.lora.adapters import check_checkpoint_kind, parameter_counts
 from grpo_learner.metrics import MetricsLogger
 from grpo_learner.phase_timer import PhaseTimer, rollout_timing
 from grpo_learner.prompts import PromptCursor, PromptSource
@@ -73,8 +74,12 @@ async def train_loop(
         await pusher.push(await team.full_weights(), state.policy_version)
     source.weights_pushed(state.policy_version)
     served_version = state.policy_version  # the newest weights the rollout services have
+    counts = parameter_counts(trainer.model)
+    logger.info("policy: %d trainable of %d parameters", counts.trainable, counts.total)
+    header = counts.metrics()  # model/trainable_parameters, model/total_parameters: first record only
     if evaluator is not None and eval_every and state.step == 0 and metrics is not None:
-        metrics.log(0, await evaluator(served_version))  # the starting point of the curves
+        metrics.log(0, {**header, **await evaluator(served_version)})  # the starting point of the curves
+        header = {}
     for step in range(state.step, config.train.max_steps):
         step_start = time.perf_counter()
         timer = PhaseTimer()
@@ -113,8 +118,10 @@ async def train_loop(
             step_metrics.update(timer.metrics())
             step_metrics["timing/step"] = time.perf_counter() - step_start
             metrics.log(
-                state.step, {**step_metrics, **batch.metrics(), "policy_version": state.policy_version}
+                state.step,
+                {**header, **step_metrics, **batch.metrics(), "policy_version": state.policy_version},
             )
+            header = {}
     return state
 
 
@@ -192,8 +199,10 @@ async def run_training(
     checkpoint = latest_checkpoint(config.checkpoint_dir) if config.checkpoint.resume else None
     if checkpoint is not None:  # every rank fails alike, before any collective
         check_world_size(checkpoint, ranks.world_size if ranks is not None else 1)
+        check_checkpoint_kind(checkpoint / "model", config.model.lora)
     tokenizer = load_run_tokenizer(config, model_path, tokenizer_path)
-    # One process resumes the policy from the checkpoint's HF export; ranks from their DCP shards.
+    # One process resumes the policy from the checkpoint's HF export (LoRA: its adapters, on the
+    # base model); ranks from their DCP shards.
     policy_path = str(checkpoint / "model") if checkpoint is not None and ranks is None else model_path
     trainer = build_trainer(config, policy_path, pad_id(tokenizer), model_path, ranks)
     state = resume_state(checkpoint, trainer, ranks)

@@ -16,6 +16,7 @@ from typing import Any, Protocol
 import torch
 
 from grpo_learner.checkpoint import TrainerState, save_checkpoint
+from grpo_learner.lora.merge import merged_state_dict
 from grpo_learner.rollout_data import ScoredGroup
 from grpo_learner.update import Trainer
 
@@ -25,7 +26,7 @@ class TrainingTeam(Protocol):
         """One GRPO update on `groups` (every rank); rank 0's metrics."""
 
     async def full_weights(self) -> Mapping[str, torch.Tensor]:
-        """Every weight whole, by its Hugging Face name (for the weight push)."""
+        """Every weight whole, by its Hugging Face name (for the weight push; LoRA adapters merged)."""
 
     async def save_checkpoint(self, state: TrainerState) -> Path: ...
 
@@ -47,7 +48,7 @@ class SingleProcessTeam:
         return await asyncio.to_thread(self.trainer.update, groups)
 
     async def full_weights(self) -> Mapping[str, torch.Tensor]:
-        return self.trainer.model.state_dict()
+        return merged_state_dict(self.trainer.model)  # with LoRA: adapters folded in, base names
 
     async def save_checkpoint(self, state: TrainerState) -> Path:
         t = self.trainer

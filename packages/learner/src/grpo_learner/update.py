@@ -2,7 +2,7 @@
 
     advantages from rewards -> sequences -> length-bucketed micro-batches
     old logprobs once (only when mu > 1; with mu = 1 pi_old is the current policy, detached)
-    reference logprobs once (only when beta > 0)
+    reference logprobs once (only when beta > 0; LoRA: the same model, adapters disabled)
     mu times: for each micro-batch: logprobs -> loss share -> backward;  clip grads; AdamW; schedule
 
 The loss function comes from the `LOSSES` registry by name; nothing here branches on the loss type.
@@ -28,6 +28,7 @@ from grpo_learner.advantages import compute_advantages, weighted_reward
 from grpo_learner.batching import MicroBatch, TrainSequence, collate, length_buckets
 from grpo_learner.config import LearnerConfig
 from grpo_learner.distributed.sequence_shards import balanced_shards
+from grpo_learner.lora.adapters import adapters_disabled, has_adapters
 from grpo_learner.losses import LOSSES, LossOutput, LossSettings, Normalizer, PolicyBatch, sampler_weights
 from grpo_learner.nonfinite import gradient_error, nonfinite_parameters, parameter_error
 from grpo_learner.parallelism import Parallelism, SingleProcess
@@ -188,7 +189,8 @@ def _shard_micro_batches(
 
 
 class Trainer:
-    """Holds the policy, its optimizer and schedule, and an optional frozen reference model."""
+    """Holds the policy, its optimizer and schedule, and an optional frozen reference model (with
+    LoRA adapters on the policy and no reference, the reference is the policy with them disabled)."""
 
     def __init__(
         self,
@@ -199,8 +201,8 @@ class Trainer:
         reference: nn.Module | None = None,
         parallel: Parallelism | None = None,
     ) -> None:
-        if settings.loss.beta > 0 and reference is None:
-            raise ValueError("loss.beta > 0 needs a reference model; pass reference=")
+        if settings.loss.beta > 0 and reference is None and not has_adapters(model):
+            raise ValueError("loss.beta > 0 needs a reference model (or LoRA adapters); pass reference=")
         self.model = model
         self.optimizer = optimizer
         self.scheduler = scheduler
@@ -227,6 +229,13 @@ class Trainer:
     ) -> list[torch.Tensor]:
         with (timer or PhaseTimer()).phase("forward"):
             return [self._logprobs(model, mb, with_entropy=False)[0] for mb in batch.micro_batches]
+
+    def reference_logprobs(self, batch: PreparedBatch, timer: PhaseTimer | None = None) -> list[torch.Tensor]:
+        """From the reference model, or (LoRA, no reference) from the policy with its adapters off."""
+        if self.reference is not None:
+            return self._frozen_logprobs(self.reference, batch, timer)
+        with adapters_disabled(self.model):
+            return self._frozen_logprobs(self.model, batch, timer)
 
     def accumulate_gradients(
         self,
@@ -310,7 +319,8 @@ class Trainer:
         )
         mu = self.settings.num_iterations
         old = self._frozen_logprobs(self.model, batch, timer) if mu > 1 else None
-        ref = self._frozen_logprobs(self.reference, batch, timer) if self.reference is not None else None
+        wants_reference = self.reference is not None or self.settings.loss.beta > 0
+        ref = self.reference_logprobs(batch, timer) if wants_reference else None
         totals: dict[str, float] = {}
         lr = self.optimizer.param_groups[0]["lr"]
         for _ in range(mu):

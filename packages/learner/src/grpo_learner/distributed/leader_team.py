@@ -35,6 +35,7 @@ from grpo_learner.distributed.fsdp import FsdpParallel
 from grpo_learner.distributed.full_weights import gather_full_state_dict
 from grpo_learner.distributed.process_group import RankFailure, Ranks, failure_message
 from grpo_learner.distributed.sharded_checkpoint import complete, save_shards
+from grpo_learner.lora.merge import merged_state_dict
 from grpo_learner.rollout_data import ScoredGroup
 from grpo_learner.update import Trainer
 
@@ -152,7 +153,8 @@ class LeaderTeam:
         return await self._command(Command.UPDATE, encode_groups(groups))
 
     async def full_weights(self) -> Mapping[str, torch.Tensor]:
-        return await self._command(Command.GATHER)
+        gathered = await self._command(Command.GATHER)
+        return merged_state_dict(self.work.trainer.model, gathered)  # LoRA: folded in on rank 0
 
     async def save_checkpoint(self, state: TrainerState) -> Path:
         full = await self._command(Command.CHECKPOINT, json.dumps({"step": state.step}).encode())

@@ -77,6 +77,8 @@ class RunSummary:
     tokens_per_second: float
     heldout_problems: int
     run_dir: str
+    trainable_parameters: int  # of the policy: every weight, or the LoRA adapters ([model.lora])
+    total_parameters: int
 
 
 def embedded_config(overrides: dict[str, Any]) -> LearnerConfig:
@@ -158,6 +160,7 @@ async def run_default(
         for r in (evaluated[0], evaluated[-1])
     )
     tokens = [r["tokens_per_second"] for r in records if "tokens_per_second" in r]
+    counts = next(r for r in records if "model/trainable_parameters" in r)  # this run's first record
     summary = RunSummary(
         heldout_accuracy_before=before["greedy_accuracy"],
         heldout_accuracy_after=after["greedy_accuracy"],
@@ -170,6 +173,8 @@ async def run_default(
         tokens_per_second=sum(tokens) / len(tokens) if tokens else 0.0,
         heldout_problems=len(heldout_items),
         run_dir=str(run_dir),
+        trainable_parameters=int(counts["model/trainable_parameters"]),
+        total_parameters=int(counts["model/total_parameters"]),
     )
     (run_dir / "summary.json").write_text(json.dumps(asdict(summary), indent=2) + "\n")
     plot_run(run_dir)

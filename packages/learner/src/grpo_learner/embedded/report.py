@@ -33,6 +33,8 @@ def print_summary(summary: RunSummary, console: Console | None = None) -> None:
     console.print(f"held-out problems: {summary.heldout_problems}   GRPO steps: {summary.steps}")
     console.print(f"wall time (warm-up / GRPO / total): {wall}")
     console.print(f"learner tokens/s (mean): {summary.tokens_per_second:.0f}")
+    trained = f"{summary.trainable_parameters:,} of {summary.total_parameters:,}"
+    console.print(f"trainable parameters: {trained}")
     if (split := phase_split(run_dir)) is not None:
         console.print(f"s/step: wait rollouts / update / push: {split}")
     console.print(f"summary:     {run_dir / 'summary.json'}")
