@@ -48,6 +48,4 @@ def test_adapter_mode_needs_the_grpc_transport():
 
     assert default_config(push={"lora_mode": "adapter"}).push.lora_mode == "adapter"
     with pytest.raises(ValidationError, match="needs push\\.transport = 'grpc'"):
-        default_config(
-            push={"lora_mode": "adapter", "transport": "nccl", "nccl_master_address": "127.0.0.1"}
-        )
+        default_config(push={"lora_mode": "adapter", "transport": "nccl", "nccl_master_address": "127.0.0.1"})
