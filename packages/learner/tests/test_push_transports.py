@@ -40,3 +40,12 @@ def test_each_transport_is_built_over_the_shared_pool_and_releases_it(push, kind
 
 def test_every_configurable_transport_has_a_factory():
     assert set(PUSH_TRANSPORTS) == {"grpc", "nccl"}
+
+
+def test_adapter_mode_needs_the_grpc_transport():
+    import pytest
+    from pydantic import ValidationError
+
+    assert default_config(push={"lora_mode": "adapter"}).push.lora_mode == "adapter"
+    with pytest.raises(ValidationError, match="needs push\\.transport = 'grpc'"):
+        default_config(push={"lora_mode": "adapter", "transport": "nccl", "nccl_master_address": "127.0.0.1"})

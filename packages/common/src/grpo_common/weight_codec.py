@@ -17,7 +17,7 @@ otherwise become every rollout's weights; refused unless `allow_non_finite`).
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -95,8 +95,11 @@ def encode_chunk_views(
     tensors: Mapping[str, torch.Tensor] | Iterable[tuple[str, torch.Tensor]],
     policy_version: int,
     bucket_bytes: int = DEFAULT_BUCKET_BYTES,
+    lora_adapter: rollout_pb2.LoraAdapterSpec | None = None,
 ) -> Iterator[ChunkView]:
     """The chunks of one update as views on the tensors' bytes; the last has `last=True` and totals.
+
+    With `lora_adapter` every chunk carries it: the tensors are that adapter's, under peft's names.
 
     Tensors are converted one at a time, so peak extra memory is about one tensor plus one bucket.
     A chunk's data stay valid until the next chunk is requested.
@@ -117,7 +120,7 @@ def encode_chunk_views(
         offset = 0
         while True:
             if used >= bucket_bytes:
-                yield ChunkView(policy_version, pieces)
+                yield ChunkView(policy_version, pieces, lora_adapter=lora_adapter)
                 pieces = []
                 used = 0
             take = min(bucket_bytes - used, len(data) - offset)
@@ -131,7 +134,7 @@ def encode_chunk_views(
                 break
         total_tensors += 1
         total_bytes += len(data)
-    yield ChunkView(policy_version, pieces, True, total_tensors, total_bytes)
+    yield ChunkView(policy_version, pieces, True, total_tensors, total_bytes, lora_adapter)
 
 
 def encode_state_dict(
@@ -148,12 +151,13 @@ def encode_state_dict_wire(
     tensors: Mapping[str, torch.Tensor] | Iterable[tuple[str, torch.Tensor]],
     policy_version: int,
     bucket_bytes: int = DEFAULT_BUCKET_BYTES,
+    lora_adapter: rollout_pb2.LoraAdapterSpec | None = None,
 ) -> Iterator[bytes]:
     """The chunks of one update already serialised, for `update_weights_method(channel)`.
 
     The same bytes protobuf would produce, with one copy of the tensor data instead of three.
     """
-    for view in encode_chunk_views(tensors, policy_version, bucket_bytes):
+    for view in encode_chunk_views(tensors, policy_version, bucket_bytes, lora_adapter):
         yield write_chunk(view)
 
 
@@ -171,6 +175,7 @@ class DecodedWeights:
     policy_version: int
     tensors: dict[str, torch.Tensor]
     total_bytes: int
+    lora_adapter: rollout_pb2.LoraAdapterSpec | None = None  # an adapter stream: peft names
 
 
 @dataclass
@@ -202,7 +207,11 @@ class WeightStreamDecoder:
     buffers: ReceiveBuffers | None = None
     expected: Mapping[str, TensorLike] | None = None
     allow_non_finite: bool = False
+    # An adapter stream's expected tensors from its spec (raise ValueError to refuse the spec);
+    # None: this receiver takes no adapter streams.
+    adapter_expected: Callable[[rollout_pb2.LoraAdapterSpec], Mapping[str, TensorLike]] | None = None
     _version: int | None = None
+    _adapter: rollout_pb2.LoraAdapterSpec | None = None
     _done: dict[str, torch.Tensor] = field(default_factory=dict)
     _partial: _PartialTensor | None = None
     _bytes: int = 0
@@ -223,7 +232,9 @@ class WeightStreamDecoder:
         if self._finished:
             raise WeightStreamError("chunk received after the final chunk (last=true)")
         if self._version is None:
-            self._version = chunk.policy_version
+            self._start_stream(chunk)
+        elif chunk.lora_adapter != self._adapter:
+            raise WeightStreamError("lora_adapter changed inside one stream; send it on every chunk")
         elif chunk.policy_version != self._version:
             raise WeightStreamError(
                 f"policy_version changed inside one stream: {self._version} then {chunk.policy_version}"
@@ -232,6 +243,20 @@ class WeightStreamDecoder:
             self._feed_piece(piece)
         if chunk.last:
             self._finish_stream(chunk)
+
+    def _start_stream(self, chunk: ChunkView) -> None:
+        self._version = chunk.policy_version
+        if chunk.lora_adapter is None:
+            return
+        if self.adapter_expected is None:
+            raise WeightStreamError(
+                "this receiver cannot serve a LoRA adapter stream (lora_adapter is set); send merged weights"
+            )
+        try:
+            self.expected = self.adapter_expected(chunk.lora_adapter)
+        except ValueError as exc:
+            raise WeightStreamError(f"lora_adapter: {exc}") from None
+        self._adapter = chunk.lora_adapter
 
     def _feed_piece(self, piece: PieceView) -> None:
         partial = self._partial
@@ -340,7 +365,7 @@ class WeightStreamDecoder:
                 f"stream truncated{where}: the final chunk (last=true) never arrived after "
                 f"{len(self._done)} complete tensors"
             )
-        return DecodedWeights(self._version or 0, self._done, self._bytes)
+        return DecodedWeights(self._version or 0, self._done, self._bytes, self._adapter)
 
 
 def _check_finite(partial: _PartialTensor, start: int, stop: int) -> None:

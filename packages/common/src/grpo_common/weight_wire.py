@@ -17,6 +17,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from google.protobuf.message import DecodeError
 from grpo.v1 import rollout_pb2
 
 
@@ -45,6 +46,7 @@ class ChunkView:
     last: bool = False
     total_tensors: int = 0
     total_bytes: int = 0
+    lora_adapter: rollout_pb2.LoraAdapterSpec | None = None  # (v1.2) an adapter stream
 
     @classmethod
     def from_proto(cls, chunk: rollout_pb2.WeightChunk) -> ChunkView:
@@ -59,7 +61,8 @@ class ChunkView:
             )
             for p in chunk.pieces
         ]
-        return cls(chunk.policy_version, pieces, chunk.last, chunk.total_tensors, chunk.total_bytes)
+        adapter = chunk.lora_adapter if chunk.HasField("lora_adapter") else None
+        return cls(chunk.policy_version, pieces, chunk.last, chunk.total_tensors, chunk.total_bytes, adapter)
 
     def to_proto(self) -> rollout_pb2.WeightChunk:
         chunk = rollout_pb2.WeightChunk(
@@ -68,6 +71,8 @@ class ChunkView:
             total_tensors=self.total_tensors,
             total_bytes=self.total_bytes,
         )
+        if self.lora_adapter is not None:
+            chunk.lora_adapter.CopyFrom(self.lora_adapter)
         for p in self.pieces:
             piece = chunk.pieces.add(name=p.name, dtype=p.dtype, shape=p.shape, offset=p.offset)
             piece.data = bytes(p.data)
@@ -79,6 +84,7 @@ class ChunkView:
 # Wire types and the (field number << 3 | wire type) keys of the fields we read and write.
 _VARINT, _I64, _LEN, _I32 = 0, 1, 2, 5
 _CHUNK_VERSION, _CHUNK_PIECE, _CHUNK_LAST, _CHUNK_TENSORS, _CHUNK_BYTES = 0x08, 0x12, 0x18, 0x20, 0x28
+_CHUNK_LORA_ADAPTER = 0x32
 _PIECE_NAME, _PIECE_DTYPE, _PIECE_SHAPE_PACKED, _PIECE_SHAPE, _PIECE_OFFSET, _PIECE_DATA, _PIECE_CRC = (
     0x0A,
     0x12,
@@ -139,6 +145,8 @@ def write_chunk(chunk: ChunkView) -> bytes:
         parts.append(bytes((_CHUNK_TENSORS,)) + _varint(chunk.total_tensors))
     if chunk.total_bytes:
         parts.append(bytes((_CHUNK_BYTES,)) + _varint(chunk.total_bytes))
+    if chunk.lora_adapter is not None:
+        parts.append(_len_field(_CHUNK_LORA_ADAPTER, chunk.lora_adapter.SerializeToString()))
     return b"".join(parts)
 
 
@@ -234,6 +242,7 @@ def read_chunk(raw: bytes | memoryview) -> ChunkView:
     version = tensors = total = 0
     last = False
     pieces: list[PieceView] = []
+    adapter: rollout_pb2.LoraAdapterSpec | None = None
     while pos < end:
         key, pos = read_varint(buf, pos, end)
         if key == _CHUNK_PIECE:
@@ -250,6 +259,13 @@ def read_chunk(raw: bytes | memoryview) -> ChunkView:
             tensors = value & 0xFFFFFFFF
         elif key == _CHUNK_BYTES:
             total, pos = read_varint(buf, pos, end)
+        elif key == _CHUNK_LORA_ADAPTER:
+            start, pos = read_len(buf, pos, end, "lora_adapter")
+            adapter = rollout_pb2.LoraAdapterSpec()
+            try:
+                adapter.ParseFromString(bytes(buf[start:pos]))
+            except DecodeError:
+                raise WireFormatError("lora_adapter is not a well-formed LoraAdapterSpec") from None
         else:
             pos = skip_field(buf, key, pos, end)
-    return ChunkView(version, pieces, last, tensors, total)
+    return ChunkView(version, pieces, last, tensors, total, adapter)

@@ -210,6 +210,10 @@ class PushConfig(_Section):
     nccl_backend: Literal["nccl", "gloo"] = Field("nccl", description="gloo: CPU tensors (tests only)")
     nccl_bucket_bytes: int = Field(1 << 30, ge=1024, description="bytes per broadcast bucket (0.5-2 GB)")
     nccl_timeout_s: float = Field(600.0, gt=0, description="rendezvous, broadcast and RPC deadline")
+    lora_mode: Literal["merged", "adapter"] = Field(
+        "merged",
+        description="a LoRA policy: merged targeted tensors, or the adapter itself (sglang, grpc only)",
+    )
 
     @model_validator(mode="after")
     def _nccl_needs_an_address(self) -> PushConfig:
@@ -217,6 +221,11 @@ class PushConfig(_Section):
             raise ValueError(
                 "push.transport = 'nccl' needs push.nccl_master_address: the learner's address as the "
                 "SGLang engines reach it"
+            )
+        if self.transport == "nccl" and self.lora_mode == "adapter":
+            raise ValueError(
+                "push.lora_mode = 'adapter' needs push.transport = 'grpc': the NCCL group carries model "
+                "weights only"
             )
         return self
 

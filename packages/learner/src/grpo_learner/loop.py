@@ -257,7 +257,7 @@ async def drive_training(
     addresses = config.rollout.addresses if addresses is None else addresses
     has_services = bool(addresses or config.rollout.addresses_file)
     pool = RolloutPool.from_config(config.rollout, addresses) if has_services or source is None else None
-    pusher = build_pusher(config, pool) if has_services and pool is not None else None
+    pusher = build_pusher(config, pool, trainer.model) if has_services and pool is not None else None
     if source is None:
         if prompts is None or pool is None:
             raise ValueError("run_training needs prompts (or a ready group source)")

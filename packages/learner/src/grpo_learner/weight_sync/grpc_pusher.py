@@ -10,6 +10,11 @@ draining services get no pushes (and are not waited for).
 
 The snapshot is a detached CPU copy taken at push time, so the optimizer may change the live
 parameters while slow services are still streaming. Transport: `grpo_common.weight_codec` buckets.
+
+What travels is the `PushSelection`'s (push_selection.py): a service that has none of our weights
+yet (first push, joined, DOWN and back, resynced) gets `everything`, one that took an earlier push
+only what has `changed` (for LoRA the merged targeted tensors). The snapshot is cumulative: each
+push copies only the changed tensors and shares the untouched ones with the previous snapshot.
 """
 
 from __future__ import annotations
@@ -28,7 +33,8 @@ from grpo_common.channel import ChannelConfig
 from grpo_common.weight_codec import DEFAULT_BUCKET_BYTES, encode_state_dict_wire, update_weights_method
 
 from grpo_learner.rollouts.pool import Member, MemberState, PoolSettings, RolloutPool
-from grpo_learner.weight_sync.push_protocol import ServiceStatus
+from grpo_learner.weight_sync.push_protocol import PushCounter, ServiceStatus
+from grpo_learner.weight_sync.push_selection import FullWeights, PushSelection
 
 logger = logging.getLogger(__name__)
 
@@ -55,6 +61,14 @@ class _Worker:
     task: asyncio.Task | None = None
     wake: asyncio.Event = field(default_factory=asyncio.Event)
     rejected_version: int = -1
+    has_base: bool = False  # took one of our pushes whole: later ones may send the changed tensors only
+
+
+@dataclass(frozen=True)
+class _Snapshot:
+    version: int
+    tensors: dict[str, torch.Tensor]  # everything a fresh service needs, as of `version`
+    changed: tuple[str, ...]  # the names an up-to-date service needs
 
 
 class WeightPusher:
@@ -76,7 +90,10 @@ class WeightPusher:
         max_backoff_s: float = 10.0,
         initial_version: int = 0,
         pool_settings: PoolSettings | None = None,
+        selection: PushSelection | None = None,
     ) -> None:
+        self.selection = selection or FullWeights()
+        self.counter = PushCounter()
         self.deadline_s = deadline_s
         self.bucket_bytes = bucket_bytes
         self.dtype = dtype
@@ -87,7 +104,7 @@ class WeightPusher:
         else:
             self.pool = RolloutPool(addresses, channel_config, pool_settings)
         self.pool.retain()
-        self._latest: tuple[int, dict[str, torch.Tensor]] | None = None
+        self._latest: _Snapshot | None = None
         self._progress = asyncio.Event()  # an acknowledgement or a membership change
         self._workers: dict[str, _Worker] = {}
         self._retired: set[asyncio.Task] = set()  # workers of members that left, still stopping
@@ -112,11 +129,11 @@ class WeightPusher:
         """Services that have not confirmed the newest pushed version (DOWN ones included)."""
         if self._latest is None:
             return []
-        return [s for s in self.statuses if s.acked_version < self._latest[0]]
+        return [s for s in self.statuses if s.acked_version < self._latest.version]
 
     async def push(self, state_dict: Mapping[str, torch.Tensor], policy_version: int) -> list[ServiceStatus]:
         """Send `policy_version` to every service; wait at most deadline_s; return those still behind."""
-        self._latest = (policy_version, snapshot_state_dict(state_dict, self.dtype))
+        self._latest = self._snapshot(state_dict, policy_version)
         self.pool.require_version(policy_version)
         for worker in self._workers.values():
             worker.wake.set()
@@ -147,8 +164,16 @@ class WeightPusher:
             )
         return behind
 
+    def _snapshot(self, state_dict: Mapping[str, torch.Tensor], version: int) -> _Snapshot:
+        if self._latest is None:
+            tensors = snapshot_state_dict(self.selection.everything(state_dict), self.dtype)
+            changed = tuple(self.selection.changed(state_dict))
+            return _Snapshot(version, tensors, changed)
+        fresh = snapshot_state_dict(self.selection.changed(state_dict), self.dtype)
+        return _Snapshot(version, {**self._latest.tensors, **fresh}, tuple(fresh))
+
     def metrics(self) -> dict[str, float]:
-        return self.pool.metrics()
+        return {**self.pool.metrics(), **self.counter.take()}
 
     def resync(self, address: str) -> None:
         """Forget what `address` acknowledged and send it the newest weights again.
@@ -160,6 +185,7 @@ class WeightPusher:
         worker = self._workers.get(address)
         if worker is not None:
             worker.rejected_version = -1
+            worker.has_base = False
         self.pool.mark_stale(address)
 
     def _on_change(self, member: Member) -> None:
@@ -179,6 +205,8 @@ class WeightPusher:
                     self._run(member.address, worker), name=f"push-{member.address}"
                 )
                 self._workers[member.address] = worker
+            if member.state is MemberState.DOWN or member.version < 0:
+                worker.has_base = False  # it may come back restarted, on other weights
             worker.wake.set()
         self._progress.set()
 
@@ -191,10 +219,13 @@ class WeightPusher:
                 member = self.pool.get(address)
                 if member is None or member.state in (MemberState.DOWN, MemberState.DRAINING):
                     break  # the pool wakes us when it is back
-                version, snapshot = self._latest
+                snapshot = self._latest
+                version = snapshot.version
                 if member.version >= version or worker.rejected_version >= version:
                     break
-                if await self._send(member, worker, version, snapshot):
+                if member.version < 0:
+                    worker.has_base = False
+                if await self._send(member, worker, snapshot):
                     backoff = self.initial_backoff_s
                     continue
                 if worker.rejected_version >= version:
@@ -204,15 +235,20 @@ class WeightPusher:
                 worker.wake.clear()
                 backoff = min(backoff * 2, self.max_backoff_s)
 
-    async def _send(
-        self, member: Member, worker: _Worker, version: int, snapshot: dict[str, torch.Tensor]
-    ) -> bool:
+    async def _send(self, member: Member, worker: _Worker, snapshot: _Snapshot) -> bool:
         status = worker.status
+        version = snapshot.version
         start = time.perf_counter()
         member.push_in_flight = True
+        if worker.has_base:
+            tensors = {name: snapshot.tensors[name] for name in snapshot.changed}
+        else:
+            tensors = snapshot.tensors
         try:
             # pre-serialised chunks: one copy of the tensor bytes instead of protobuf's three
-            chunks = encode_state_dict_wire(snapshot.items(), version, self.bucket_bytes)
+            chunks = encode_state_dict_wire(
+                tensors.items(), version, self.bucket_bytes, lora_adapter=self.selection.lora_adapter
+            )
             response = await update_weights_method(member.channel)(chunks, timeout=self.deadline_s)
         except (grpc.aio.AioRpcError, asyncio.CancelledError) as exc:
             if isinstance(exc, asyncio.CancelledError):
@@ -237,6 +273,8 @@ class WeightPusher:
         status.failures = 0
         status.last_error = ""
         status.last_push_seconds = time.perf_counter() - start
+        worker.has_base = True
+        self.counter.add(tensors.values())
         self.pool.weights_delivered(member, response.policy_version)
         self._progress.set()
         logger.debug("pushed v%d to %s in %.2f s", version, member.address, status.last_push_seconds)

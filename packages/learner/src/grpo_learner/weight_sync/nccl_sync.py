@@ -32,7 +32,7 @@ import contextlib
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Literal, TypeVar
 
@@ -376,29 +376,6 @@ class NcclWeightSync:
         except grpc.aio.AioRpcError:
             return True
         return any(info.weight_sync_group != self.group_name for info in infos)
-
-    async def push_with_recovery(
-        self, weights: Mapping[str, torch.Tensor], version: int, addresses: Sequence[str] | None = None
-    ) -> SyncReport:
-        """`push`, after (re)forming the group if needed; once more after a reconnect if it fails.
-
-        A rollout service that restarted lost its rank, so the whole group is formed again. Raises
-        WeightSyncError if the second try fails too: the caller must not advance its version.
-        """
-        addresses = list(addresses or self._addresses)
-        for attempt in (1, 2):
-            if attempt == 2 or await self.needs_reconnect():
-                await self.close()
-                await self.connect(addresses)
-            try:
-                return await self.push(weights.items(), version)
-            except WeightSyncError as exc:
-                if attempt == 2:
-                    raise
-                logger.warning(
-                    "push of version %d failed (%s); reconnecting and trying once more", version, exc
-                )
-        raise AssertionError("unreachable")
 
     # --- close ------------------------------------------------------------------------------------
     async def close(self) -> None:

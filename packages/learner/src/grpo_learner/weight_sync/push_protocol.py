@@ -8,7 +8,7 @@ client also uses, so membership (who is READY, who left) is decided in one place
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -22,6 +22,25 @@ class ServiceStatus:
     failures: int = 0  # consecutive failed attempts
     last_error: str = ""
     last_push_seconds: float = 0.0
+
+
+@dataclass
+class PushCounter:
+    """`push/bytes` and `push/tensors`: tensor bytes and tensors delivered since the last `take()`
+    (summed over services), so a run shows what a push costs (a LoRA push: the targeted tensors)."""
+
+    bytes: int = 0
+    tensors: int = 0
+
+    def add(self, tensors: Iterable[torch.Tensor]) -> None:
+        for tensor in tensors:
+            self.bytes += tensor.numel() * tensor.element_size()
+            self.tensors += 1
+
+    def take(self) -> dict[str, float]:
+        taken = {"push/bytes": float(self.bytes), "push/tensors": float(self.tensors)}
+        self.bytes = self.tensors = 0
+        return taken
 
 
 class WeightPush(Protocol):
