@@ -9,6 +9,10 @@
    over 8 samples per problem at step 0 (the "before") and at the end (the "after");
 4. run the ordinary GRPO training loop against those services;
 5. write summary.json and the curves, print a table.
+
+The same steps serve every embedded task (grpo_learner.embedded.tasks: `[embedded] task = ...` in a
+config file): the task gives the problems, the warm-up transcripts, the tokenizer's extra tokens and
+the settings it needs on top of EMBEDDED_DEFAULTS.
 """
 
 from __future__ import annotations
@@ -24,7 +28,8 @@ from grpo_common.config import ConfigError, deep_merge
 
 from grpo_learner.config import LearnerConfig
 from grpo_learner.embedded.model import build_tiny_model
-from grpo_learner.embedded.task import Problem, split_problems
+from grpo_learner.embedded.task import Problem
+from grpo_learner.embedded.tasks import EmbeddedConfig
 from grpo_learner.embedded.tokenizer import build_tokenizer
 from grpo_learner.embedded.warmup import supervised_warmup
 from grpo_learner.eval.runner import training_evaluator
@@ -36,10 +41,8 @@ from grpo_learner.service_processes import local_services
 
 logger = logging.getLogger(__name__)
 
-WARMUP_STEPS = 500
-MAX_NEW_TOKENS = 12
-
-# The learner settings of the default run; any of them can be overridden from the CLI / a file.
+# The learner settings of the default run (an embedded task adds its own over them); any of them can be
+# overridden from the CLI / a file.
 EMBEDDED_DEFAULTS: dict[str, Any] = {
     "model": {"name_or_path": "(built by the embedded default)"},
     "data": {"apply_chat_template": False},
@@ -47,7 +50,7 @@ EMBEDDED_DEFAULTS: dict[str, Any] = {
         "group_size": 8,
         "prompts_per_step": 32,
         "max_staleness": 0,
-        "sampling": {"temperature": 0.7, "max_new_tokens": MAX_NEW_TOKENS},
+        "sampling": {"temperature": 0.7, "max_new_tokens": 12},
     },
     "optim": {"lr": 2e-4, "warmup_steps": 5, "schedule": "constant", "max_grad_norm": 1.0},
     "loss": {"loss_type": "grpo", "beta": 0.0},
@@ -66,6 +69,7 @@ REPORTED = ("greedy_accuracy", "pass@1", "maj@8")  # the before/after figures of
 
 @dataclass
 class RunSummary:
+    task: str  # the embedded task (EMBEDDED_TASKS)
     heldout_accuracy_before: float  # greedy, = heldout_before["greedy_accuracy"]
     heldout_accuracy_after: float
     heldout_before: dict[str, float]  # every eval/ metric at step 0, without the prefix
@@ -79,23 +83,27 @@ class RunSummary:
     run_dir: str
 
 
-def embedded_config(overrides: dict[str, Any]) -> LearnerConfig:
-    return LearnerConfig.model_validate(deep_merge(EMBEDDED_DEFAULTS, overrides))
+def embedded_config(overrides: dict[str, Any], embedded: EmbeddedConfig | None = None) -> LearnerConfig:
+    """EMBEDDED_DEFAULTS < the task's own settings < `overrides`, validated."""
+    task = (embedded or EmbeddedConfig()).embedded_task
+    return LearnerConfig.model_validate(deep_merge(deep_merge(EMBEDDED_DEFAULTS, task.settings), overrides))
 
 
 def _prompt_items(problems: list[Problem]) -> list[PromptItem]:
     return [PromptItem(id=p.id, reference=p.reference, text=p.prompt) for p in problems]
 
 
-def prepare_warm_model(run_dir: Path, seed: int, warmup_steps: int) -> Path:
+def prepare_warm_model(run_dir: Path, config: LearnerConfig, embedded: EmbeddedConfig) -> Path:
     """Build, warm up and save the tiny model + tokenizer; returns the HF directory."""
-    tokenizer = build_tokenizer()
+    task, seed = embedded.embedded_task, config.train.seed
+    tokenizer = build_tokenizer(task.extra_tokens)
     model = build_tiny_model(tokenizer, seed)
-    train, _ = split_problems(seed)
-    logger.info("supervised warm-up: %d steps on %d problems", warmup_steps, len(train))
-    supervised_warmup(model, tokenizer, train, steps=warmup_steps, seed=seed)
+    train, _ = task.split(seed)
+    logger.info("supervised warm-up (%s): %d steps on %d problems", embedded.task, embedded.steps, len(train))
+    supervised_warmup(model, tokenizer, train, task.transcript, steps=embedded.steps, seed=seed)
     model_dir = run_dir / "warmup"
-    model.generation_config.max_new_tokens = MAX_NEW_TOKENS  # `grpo eval`'s default for this model
+    # `grpo eval`'s default for this model
+    model.generation_config.max_new_tokens = config.rollout.sampling.max_new_tokens
     model.save_pretrained(model_dir)
     tokenizer.save_pretrained(model_dir)
     return model_dir
@@ -111,23 +119,23 @@ def write_heldout(path: Path, problems: list[Problem]) -> Path:
 async def run_default(
     overrides: dict[str, Any],
     *,
-    warmup_steps: int = WARMUP_STEPS,
+    embedded: EmbeddedConfig | None = None,
     progress: bool = True,
 ) -> RunSummary:
     started = time.monotonic()
-    config = embedded_config(overrides)
+    embedded = embedded or EmbeddedConfig()
+    config = embedded_config(overrides, embedded)
     if not (config.eval.every and config.eval.greedy):
         raise ConfigError("the embedded default reports held-out accuracy: keep eval.every > 0, eval.greedy")
     run_dir = Path(config.run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    seed = config.train.seed
-    train, heldout = split_problems(seed)
+    train, heldout = embedded.embedded_task.split(config.train.seed)
     heldout_path = config.eval.data or write_heldout(run_dir / HELDOUT_FILE, heldout)
     heldout_items = list(load_prompt_file(heldout_path).items)[: config.eval.max_problems]
 
     model_dir = run_dir / "warmup"
     if not (model_dir / "config.json").exists():
-        prepare_warm_model(run_dir, seed, warmup_steps)
+        prepare_warm_model(run_dir, config, embedded)
     warmup_seconds = time.monotonic() - started
     config = config.model_copy(
         update={"model": config.model.model_copy(update={"name_or_path": str(model_dir)})}
@@ -159,6 +167,7 @@ async def run_default(
     )
     tokens = [r["tokens_per_second"] for r in records if "tokens_per_second" in r]
     summary = RunSummary(
+        task=embedded.task,
         heldout_accuracy_before=before["greedy_accuracy"],
         heldout_accuracy_after=after["greedy_accuracy"],
         heldout_before=before,

@@ -1,4 +1,4 @@
-"""The table `grpo train` prints at the end of the embedded default run."""
+"""The table `grpo train` prints at the end of an embedded run."""
 
 from __future__ import annotations
 
@@ -8,13 +8,14 @@ from rich.console import Console
 from rich.table import Table
 
 from grpo_learner.embedded.default_run import HELDOUT_FILE, REPORTED, RunSummary
+from grpo_learner.embedded.tasks import EMBEDDED_TASKS
 from grpo_learner.metrics import TimingTotals, read_metrics
 
 
 def print_summary(summary: RunSummary, console: Console | None = None) -> None:
     console = console or Console()
     run_dir = Path(summary.run_dir)
-    table = Table(title="GRPO on the embedded default (tiny model, synthetic arithmetic)")
+    table = Table(title=EMBEDDED_TASKS[summary.task].title)
     table.add_column("held-out")
     table.add_column("warm-up model", justify="right")
     table.add_column("after GRPO", justify="right")
