@@ -17,8 +17,8 @@ import sys
 import time
 from collections.abc import Callable
 
-from grpo_reward.sandbox import Sandbox
-from grpo_reward.sandbox.probe import probe_isolation
+from grpo_common.sandbox import Sandbox
+from grpo_common.sandbox.probe import probe_isolation
 from grpo_reward.tasks import TASKS
 from model_shapes import machine_description  # benchmarks/model_shapes.py
 

@@ -138,7 +138,10 @@ def naive_batch_loss(loss_type, logp, old, adv, mask, ref, settings, max_len):
     raise AssertionError(loss_type)
 
 
-def random_case(seed: int):
+def random_case(seed: int, episodes: bool = False):
+    """Random logprobs and right-padded masks; with `episodes`, some rows also hold environment
+    tokens (mask 0 between and after model turns) whose old/ref logprobs are garbage (+5: not even a
+    logprob), which the naive loop skips like padding."""
     gen = torch.Generator().manual_seed(seed)
     n, t = 6, 7
     logp = (-torch.rand(n, t, generator=gen, dtype=torch.float64) * 3).requires_grad_(True)
@@ -146,6 +149,13 @@ def random_case(seed: int):
     ref = logp.detach() + torch.randn(n, t, generator=gen, dtype=torch.float64) * 0.3
     lengths = torch.randint(1, t + 1, (n,), generator=gen)
     mask = (torch.arange(t).unsqueeze(0) < lengths.unsqueeze(1)).double()
+    if episodes:
+        lengths = torch.full((n,), t)
+        mask = torch.ones(n, t, dtype=torch.float64)
+        for row, env in {0: [2, 3], 1: [1, 5, 6], 3: [4], 4: [1, 2, 3, 4, 5]}.items():
+            mask[row, env] = 0.0
+        old = torch.where(mask > 0, old, 5.0)
+        ref = torch.where(mask > 0, ref, 5.0)
     adv = torch.randn(n, generator=gen, dtype=torch.float64)
     return logp, old, ref, mask, adv
 
@@ -154,11 +164,13 @@ def random_case(seed: int):
 @pytest.mark.parametrize(
     "settings", [loss_settings(0.2, 0.28, None, 0.0), loss_settings(0.1, 0.3, 1.5, 0.04)]
 )
-def test_micro_batched_losses_match_naive_loops_in_value_and_gradient(loss_type, settings):
-    """Summing the micro-batch shares gives the batch loss of the formula, and its gradient."""
+@pytest.mark.parametrize("episodes", [False, True])
+def test_micro_batched_losses_match_naive_loops_in_value_and_gradient(loss_type, settings, episodes):
+    """Summing the micro-batch shares gives the batch loss of the formula, and its gradient; with
+    multi-turn episodes the formula's |o_i| and token counts are the model's tokens only."""
     if loss_type == "cispo":
         settings = loss_settings(settings.epsilon_low, 4.0, settings.delta, settings.beta)
-    logp, old, ref, mask, adv = random_case(3)
+    logp, old, ref, mask, adv = random_case(3, episodes)
     norm = Normalizer(
         total_sequences=6, total_tokens=int(mask.sum()), num_micro_batches=3, max_completion_length=9
     )
@@ -173,8 +185,9 @@ def test_micro_batched_losses_match_naive_loops_in_value_and_gradient(loss_type,
     assert torch.allclose(grad, naive_grad, atol=1e-6, rtol=0)
 
 
-def test_bnpo_is_the_mean_of_micro_batch_token_means():
-    logp, old, _ref, mask, adv = random_case(4)
+@pytest.mark.parametrize("episodes", [False, True])
+def test_bnpo_is_the_mean_of_micro_batch_token_means(episodes):
+    logp, old, _ref, mask, adv = random_case(4, episodes)
     settings = loss_settings()
     norm = Normalizer(6, int(mask.sum()), 2, 7)
     total = 0.0

@@ -8,8 +8,9 @@ import socket
 from pathlib import Path
 
 import pytest
-from grpo_reward.sandbox.probe import IsolationStatus, code_sandbox, unsafe_opt_in
-from grpo_reward.sandbox.runner import sandbox_pids
+from grpo_common.sandbox.probe import IsolationStatus
+from grpo_common.sandbox.runner import sandbox_pids
+from grpo_reward.code_sandbox.policy import code_sandbox, unsafe_opt_in
 from grpo_reward.tasks import TASKS, TaskScore
 from grpo_reward.tasks.code import extract_program
 

@@ -17,7 +17,7 @@ from pathlib import Path
 import grpc
 import pytest
 from grpo.v1 import reward_pb2, reward_pb2_grpc
-from grpo_reward.sandbox.runner import sandbox_pids
+from grpo_common.sandbox.runner import sandbox_pids
 from reward_fixtures import reward_server
 
 SECRET = "hunter2-service-secret"

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import importlib
 import threading
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from importlib.metadata import EntryPoint, entry_points
 from typing import Generic, TypeVar
 
@@ -35,6 +35,10 @@ class UnknownName(KeyError, ValueError):
 
     def __str__(self) -> str:  # KeyError would print the message quoted
         return str(self.args[0])
+
+
+class PluginError(RuntimeError):
+    """An operator's plugin that cannot be loaded; the message names it and says why."""
 
 
 class Registry(Mapping[str, T], Generic[T]):
@@ -75,6 +79,34 @@ class Registry(Mapping[str, T], Generic[T]):
         item = self._import(reference)
         with self._lock:
             return self._items.setdefault(reference, item)
+
+    def load_plugins(self, plugins: Sequence[str]) -> list[str]:
+        """Load an operator's `--plugin`s and every installed entry point; the names now known.
+
+        `module:attribute` is registered under that name (`load_reference`); a bare `module` is imported,
+        for its `@register` calls. Entry points are loaded now, so a broken one stops start-up with its
+        name instead of failing the first call that uses it. Raises PluginError naming the plugin.
+        """
+        for plugin in plugins:
+            try:
+                if ":" in plugin:
+                    self.load_reference(plugin)
+                else:
+                    importlib.import_module(plugin)
+            except UnknownName as error:
+                raise PluginError(f"plugin {plugin!r}: {error}") from None
+            except Exception as error:  # an import can fail in any way; name the plugin, not a traceback
+                problem = f"{type(error).__name__}: {error}"
+                raise PluginError(f"plugin {plugin!r} failed to import: {problem}") from None
+        for name in list(self):
+            try:
+                self.get_item(name)
+            except Exception as error:
+                raise PluginError(
+                    f"entry point {name!r} in group {self.entry_point_group!r} failed to load: "
+                    f"{type(error).__name__}: {error}"
+                ) from None
+        return sorted(self)
 
     # -- finding ----------------------------------------------------------------------------------------
     def get_item(self, name: str, *, import_references: bool = True) -> T:

@@ -23,6 +23,7 @@ from pydantic import Field, field_validator, model_validator
 
 from grpo_learner.advantages import ADVANTAGE_ESTIMATORS, COMBINE_MODES
 from grpo_learner.config_section import Section as _Section
+from grpo_learner.environment_config import EnvironmentConfig
 from grpo_learner.eval_config import EvalConfig
 from grpo_learner.losses import LOSSES, SAMPLER_WEIGHT_LEVELS
 from grpo_learner.reward_config import RewardConfig
@@ -75,6 +76,7 @@ class RolloutConfig(_Section):
     backoff_s: float = Field(0.5, gt=0, description="first re-send delay, doubled per attempt")
     max_backoff_s: float = Field(5.0, gt=0, description="cap of the re-send delay")
     sampling: SamplingConfig = Field(default_factory=SamplingConfig)
+    environment: EnvironmentConfig = Field(default_factory=EnvironmentConfig)  # environment_config.py
     channel: ChannelConfig = Field(default_factory=ChannelConfig)
     # Many rollout services (grpo_learner.rollouts.pool): health/load probes and hot-add/remove.
     addresses_file: Path | None = Field(

@@ -107,8 +107,9 @@ def completion_logprobs(
     chunk_tokens: int = 4096,
     with_entropy: bool = True,
 ) -> tuple[Tensor, Tensor | None]:
-    """`[N, T]` logprobs (with grad when enabled) and entropies of the completion tokens; 0 on padding.
-    The entropies are None when `with_entropy` is False (pi_old and reference passes need none).
+    """`[N, T]` logprobs (with grad when enabled) and entropies of the model's completion tokens; 0 on
+    padding and on environment tokens (context only: never projected through lm_head). The entropies
+    are None when `with_entropy` is False (pi_old and reference passes need none).
 
     Assumes a causal LM whose logits are `lm_head(decoder(...).last_hidden_state)` (Llama, Qwen,
     Mistral...). The token at completion position j of row i is predicted at `prompt_len_i + j - 1`.
@@ -116,7 +117,7 @@ def completion_logprobs(
     decoder = model.get_decoder()
     lm_head = model.get_output_embeddings()
     hidden = decoder(input_ids=batch.input_ids, attention_mask=batch.attention_mask).last_hidden_state
-    rows, cols = batch.completion_mask.nonzero(as_tuple=True)
+    rows, cols = batch.model_mask.nonzero(as_tuple=True)
     positions = batch.prompt_lengths[rows] + cols - 1
     logprobs, entropy = token_logprobs(
         hidden[rows, positions],
@@ -126,7 +127,7 @@ def completion_logprobs(
         chunk_tokens,
         with_entropy,
     )
-    mask = batch.completion_mask
+    mask = batch.model_mask
     full_logprobs = torch.zeros(mask.shape, dtype=logprobs.dtype, device=logprobs.device)
     full_logprobs = full_logprobs.masked_scatter(mask, logprobs)
     if entropy is None:

@@ -38,7 +38,7 @@ from grpo_learner.distributed.training_run import follow, training_team
 from grpo_learner.metrics import MetricsLogger
 from grpo_learner.phase_timer import PhaseTimer, rollout_timing
 from grpo_learner.prompts import PromptCursor, PromptSource
-from grpo_learner.rollouts.client import RolloutClient, reward_spec_to_proto
+from grpo_learner.rollouts.client import RolloutClient, environment_to_proto, reward_spec_to_proto
 from grpo_learner.rollouts.feed import RolloutFeed
 from grpo_learner.rollouts.pool import PoolSettings, RolloutPool
 from grpo_learner.sources import GroupFilter, GroupSource
@@ -138,6 +138,7 @@ def build_feed(
         max_backoff_s=r.max_backoff_s,
         apply_chat_template=config.data.apply_chat_template,
         reward_spec=reward_spec_to_proto(config.reward),
+        environment=environment_to_proto(r.environment),
         seed=config.train.seed,
         on_stale_service=pusher.resync if pusher is not None else None,
         pool_settings=PoolSettings.from_config(r),

@@ -58,12 +58,27 @@ class Normalizer:
 
 @dataclass
 class PolicyBatch:
+    """What a loss reads. Off the mask (padding, environment tokens of an episode, masked sequences)
+    the given old/ref logprobs and sampler weights are replaced at construction by neutral values:
+    old = ref = logp (ratio 1, KL 0) and weight 0. So whatever those positions held (an environment
+    token's wire logprob is 0, not a sampler logprob) can reach a loss neither through a ratio nor
+    through an overflow (inf * 0 = NaN); only the mask itself decides what counts."""
+
     logprobs: Tensor  # [N, T] with grad
     old_logprobs: Tensor  # [N, T] detached
     advantages: Tensor  # [N]
     mask: Tensor  # [N, T] float, 1 on completion tokens that count
     ref_logprobs: Tensor | None = None  # [N, T] detached, when beta > 0
     sampler_weights: Tensor | None = None  # [N, T] detached importance weights vs the sampler
+
+    def __post_init__(self) -> None:
+        counted = self.mask > 0
+        neutral = self.logprobs.detach()
+        self.old_logprobs = torch.where(counted, self.old_logprobs, neutral)
+        if self.ref_logprobs is not None:
+            self.ref_logprobs = torch.where(counted, self.ref_logprobs, neutral)
+        if self.sampler_weights is not None:
+            self.sampler_weights = torch.where(counted, self.sampler_weights, 0.0)
 
 
 @dataclass
@@ -257,10 +272,12 @@ def sampler_weights(
 ) -> Tensor | None:
     """Importance weights w = pi_old / pi_sampler correcting for the sampler (stale or numerically
     different weights). truncate: min(w, cap) (TIS); mask: 1 if 1/cap <= w <= cap else 0.
-    0 on padding; None when the correction is off."""
+    0 off the mask (padding, environment tokens: their wire logprob 0 never enters a ratio, not even a
+    sequence one); None when the correction is off."""
     if mode == "none":
         return None
-    log_w = SAMPLER_WEIGHT_LEVELS[level](old_logprobs - sampler_logprobs, mask).detach()
+    log_ratio = torch.where(mask > 0, old_logprobs - sampler_logprobs, 0.0)
+    log_w = SAMPLER_WEIGHT_LEVELS[level](log_ratio, mask).detach()
     weight = torch.exp(log_w)
     if mode == "truncate":
         return torch.clamp(weight, max=cap) * mask

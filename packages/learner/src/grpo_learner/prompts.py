@@ -11,8 +11,10 @@ File layouts understood without configuration (override with `data.question_fiel
   MATH   {"problem": ..., "solution": "... \\boxed{5}"} (or an "answer" column when present)
 
 Every other column of a row travels to the reward task as its keyword fields (`fields_json`, e.g.
-`tests` for code, `choices` for multiple choice), and a `task` column names the row's own reward
-task (mixed-task datasets); rows without one use `reward.task`.
+`tests` for code, `choices` for multiple choice), a `task` column names the row's own reward
+task (mixed-task datasets; rows without one use `reward.task`), and an `env` column the row's own
+environment of multi-turn episodes (`none`: single-turn; rows without one use
+`rollout.environment.name`).
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from typing import Any, Protocol
 QUESTION_FIELDS = ("question", "problem", "prompt")
 ANSWER_FIELDS = ("answer", "solution", "reference")
 TASK_FIELD = "task"
+ENV_FIELD = "env"
 MAX_FIELDS_BYTES = 1 << 20  # grpo.v1.ScoreItem.fields_json: the reward server's default limit
 
 
@@ -38,6 +41,7 @@ class PromptItem:
     token_ids: tuple[int, ...] = ()
     task: str = ""
     fields_json: str = ""  # the row's extra columns as one JSON object ("" = none)
+    environment: str = ""  # the row's `env` column ("" = the run's rollout.environment.name)
 
 
 class PromptSource(Protocol):
@@ -97,14 +101,14 @@ def read_hub_rows(name: str, config_name: str | None, split: str) -> list[dict[s
     return datasets.load_dataset(name, config_name, split=split).to_list()
 
 
-def row_task(row: dict[str, Any], default: str, where: str) -> str:
-    """The row's own `task` column if it has one (and it is not empty), else `default`."""
-    task = row.get(TASK_FIELD)
-    if task is None or task == "":
+def row_name(row: dict[str, Any], column: str, default: str, where: str, what: str) -> str:
+    """The row's own `column` (the name of a `what`) if it has one and it is not empty, else `default`."""
+    name = row.get(column)
+    if name is None or name == "":
         return default
-    if not isinstance(task, str):
-        raise ValueError(f"{where}: column {TASK_FIELD!r} must be a task name (a string), got {task!r}")
-    return task
+    if not isinstance(name, str):
+        raise ValueError(f"{where}: column {column!r} must be {what} name (a string), got {name!r}")
+    return name
 
 
 def row_fields(row: dict[str, Any], used: set[str], max_bytes: int, where: str) -> str:
@@ -146,14 +150,15 @@ def load_prompt_file(
     """Read a JSONL/Parquet problem file (or given `rows`, labelled `path` in errors) into prompts.
 
     Prompts stay text; the rollout service tokenises them with the model's tokenizer. `task` is the
-    default reward task; columns other than question, answer, id and task become the row's fields.
+    default reward task; an `env` column is the row's environment; columns other than question,
+    answer, id, task and env become the row's fields.
     """
     rows = read_rows(Path(path)) if rows is None else rows
     if not rows:
         raise ValueError(f"data.path {path} holds no rows")
     q = _pick(rows[0], question_field, QUESTION_FIELDS, "question", path)
     a = _pick(rows[0], answer_field, ANSWER_FIELDS, "answer", path)
-    used = {q, a, TASK_FIELD} | ({id_field} if id_field else set())
+    used = {q, a, TASK_FIELD, ENV_FIELD} | ({id_field} if id_field else set())
     items = []
     for index, row in enumerate(rows):
         if row.get(q) is None or row.get(a) is None:
@@ -166,8 +171,9 @@ def load_prompt_file(
                 id=row_id,
                 reference=str(row[a]),
                 text=text,
-                task=row_task(row, task, where),
+                task=row_name(row, TASK_FIELD, task, where, "a task"),
                 fields_json=row_fields(row, used, max_fields_bytes, where),
+                environment=row_name(row, ENV_FIELD, "", where, "an environment"),
             )
         )
     return ListPromptSource(items)

@@ -2,8 +2,14 @@
 
 Conversion validates everything the math relies on, so a malformed group never reaches a loss:
 fewer than 2 completions, a completion whose token and logprob counts differ, an empty prompt or
-completion, NaN/inf rewards or logprobs, a reward component the config weighs but the group lacks.
-The loop logs a `GroupError` and skips the group.
+completion, NaN/inf rewards or logprobs, a reward component the config weighs but the group lacks, a
+loss mask (v1.2) whose length is not the completion's or that marks no token as the model's.
+The loop logs a `GroupError`, skips the group and counts it (`groups/dropped_invalid`).
+
+Multi-turn episodes (v1.2): `loss_mask[i]` says token i was sampled by the model (trained on) or
+inserted by the environment (context only: weight 0 in every loss, token count, entropy, KL and
+sampler correction; its wire logprob, 0, is never read). An empty mask (v1.0/v1.1 senders) means
+every token is the model's.
 
 A completion whose scoring timed out (`reward_timed_out`) carries no verdict: its reward and every
 component read as 0, and by default its whole group is dropped (`reward.on_timeout`, see sources.py).
@@ -17,6 +23,8 @@ from dataclasses import dataclass, field
 
 import torch
 from grpo.v1 import rollout_pb2
+
+from grpo_learner.episodes import EpisodeStats
 
 # The name under which the completion's scalar reward is available as a component.
 SCALAR_REWARD = "reward"
@@ -35,6 +43,17 @@ class ScoredCompletion:
     truncated: bool = False  # hit max_new_tokens
     correct: bool = False
     timed_out: bool = False  # the reward service ran past its limit: the reward 0 is no verdict
+    loss_mask: tuple[bool, ...] = ()  # True: the model's token; empty: every token is the model's
+    episode: EpisodeStats | None = None  # set when the completion is a multi-turn episode
+
+    @property
+    def model_mask(self) -> tuple[bool, ...]:
+        """One flag per token, True where the model sampled it (the tokens that are trained on)."""
+        return self.loss_mask or (True,) * len(self.token_ids)
+
+    @property
+    def model_tokens(self) -> int:
+        return sum(self.model_mask)
 
     def component(self, name: str) -> float:
         if name == SCALAR_REWARD:
@@ -73,6 +92,8 @@ def group_from_proto(message: rollout_pb2.RolloutGroup) -> ScoredGroup:
             truncated=c.finish_reason == rollout_pb2.FINISH_REASON_LENGTH,
             correct=c.correct,
             timed_out=c.reward_timed_out,
+            loss_mask=tuple(c.loss_mask),
+            episode=EpisodeStats.from_proto(c.episode) if c.HasField("episode") else None,
         )
         for c in message.completions
     )
@@ -105,6 +126,7 @@ def validate_group(group: ScoredGroup, component_names: Iterable[str] = ()) -> N
             raise GroupError(
                 f"{at}: {len(completion.token_ids)} token_ids but {len(completion.sampler_logprobs)} logprobs"
             )
+        _validate_loss_mask(completion, at)
         if not math.isfinite(completion.reward):
             raise GroupError(f"{at}: reward is {completion.reward}")
         for name, value in completion.components.items():
@@ -117,9 +139,23 @@ def validate_group(group: ScoredGroup, component_names: Iterable[str] = ()) -> N
                     f"loss.advantage.reward_weights) is missing; the completion has "
                     f"{sorted(completion.components) or 'none'}: does the reward service compute it?"
                 )
-        bad = [lp for lp in completion.sampler_logprobs if not (math.isfinite(lp) and lp <= 1e-4)]
+        pairs = zip(completion.sampler_logprobs, completion.model_mask, strict=True)
+        bad = [lp for lp, model in pairs if model and not (math.isfinite(lp) and lp <= 1e-4)]
         if bad:
             raise GroupError(f"{at}: logprobs must be finite and <= 0, got {bad[:3]}")
+
+
+def _validate_loss_mask(completion: ScoredCompletion, at: str) -> None:
+    """An empty mask is every token the model's; otherwise one flag per token, at least one True."""
+    if not completion.loss_mask:
+        return
+    if len(completion.loss_mask) != len(completion.token_ids):
+        raise GroupError(
+            f"{at}: loss_mask has {len(completion.loss_mask)} entries for {len(completion.token_ids)} "
+            "token_ids; it needs one per token (or none: every token the model's)"
+        )
+    if not any(completion.loss_mask):
+        raise GroupError(f"{at}: loss_mask marks no token as the model's; there is nothing to train on")
 
 
 def reward_components(groups: Iterable[ScoredGroup], names: Iterable[str]) -> dict[str, torch.Tensor]:

@@ -87,7 +87,9 @@ class PreparedBatch:
     micro_batches: list[MicroBatch]
     normalizer: Normalizer
     metrics: dict[str, float]  # reward statistics, known before any forward pass
-    input_tokens: int = 0  # prompt + completion tokens of the whole batch (all ranks)
+    # prompt + completion tokens of the whole batch (all ranks), environment tokens included: the
+    # forward and backward passes process them as they do the prompt's (tokens_per_second)
+    input_tokens: int = 0
 
 
 def prepare_batch(
@@ -117,6 +119,7 @@ def prepare_batch(
             sampler_logprobs=completion.sampler_logprobs,
             advantage=float(advantages[g, c]),
             counts=not (settings.mask_truncated and completion.truncated),
+            model_mask=completion.loss_mask,
         )
         for g, group in enumerate(groups)
         for c, completion in enumerate(group.completions)
@@ -136,7 +139,7 @@ def prepare_batch(
         micro_batches, normalizer = _shard_micro_batches(sequences, settings, device, rank, world_size)
     rewards = weighted_reward(components, settings.reward_weights)
     group_std = rewards.std(dim=1)
-    lengths = [len(c.token_ids) for g in groups for c in g.completions]
+    lengths = [c.model_tokens for g in groups for c in g.completions]  # the model's tokens only
     truncated = [c.truncated for g in groups for c in g.completions]
     metrics = {
         "reward": float(rewards.mean()),
@@ -177,7 +180,7 @@ def _shard_micro_batches(
     micro_batches += [collate([filler], settings.pad_token_id).to(device)] * missing
     normalizer = Normalizer(
         total_sequences=len(sequences),
-        total_tokens=max(1, sum(len(s.completion_ids) for s in sequences if s.counts)),
+        total_tokens=max(1, sum(s.model_tokens for s in sequences if s.counts)),
         num_micro_batches=sum(counts),
         max_completion_length=settings.max_completion_length,
     )

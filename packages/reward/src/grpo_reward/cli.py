@@ -153,7 +153,7 @@ def _serve(args: argparse.Namespace) -> int:
         print(f"grpo-reward serve: {error}", file=sys.stderr)
         return 2
     configure_logging(config.log_level)
-    from grpo_reward.sandbox.probe import announce_code_sandbox
+    from grpo_reward.code_sandbox.policy import announce_code_sandbox
 
     announce_code_sandbox(config.allow_unsafe_code)  # probe the code sandbox once; workers inherit the opt-in
 

@@ -18,6 +18,7 @@ from grpo_common.server import RunningServer, registration, start_server
 from grpo_common.weight_codec import read_weight_chunk
 
 from grpo_rollout.config import RolloutConfig
+from grpo_rollout.environments.plugins import load_plugins
 from grpo_rollout.generator import Generator
 from grpo_rollout.prompt_encoding import PromptEncoder
 from grpo_rollout.reward_client import RewardClient
@@ -81,6 +82,7 @@ async def build_generator(config: RolloutConfig, stack: contextlib.AsyncExitStac
 @contextlib.asynccontextmanager
 async def running_rollout(config: RolloutConfig) -> AsyncIterator[RunningRollout]:
     """Start everything; on exit stop the server (gracefully), then the backend and clients."""
+    load_plugins(config.plugins)  # PluginError (a RuntimeError) before anything heavy starts
     async with contextlib.AsyncExitStack() as stack:
         generator = await build_generator(config, stack)
         encoder = await asyncio.to_thread(PromptEncoder.from_pretrained, config.model)

@@ -1,6 +1,7 @@
 """`grpo-rollout serve`: run a RolloutService.
 
     grpo-rollout serve --model ./tiny --reward-address 127.0.0.1:50051 --port 0
+    grpo-rollout serve --model ./tiny --reward-address 127.0.0.1:50051 --plugin my_envs:Calculator
     grpo-rollout serve --model Qwen/Qwen2.5-0.5B-Instruct --generator sglang \\
         --sglang-url http://gpu1:30000 --sglang-url http://gpu2:30000 --reward-address reward:50051
 
@@ -47,6 +48,12 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--device", help="hf: torch device (default cpu)")
     serve.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], help="hf: model dtype")
     serve.add_argument("--torch-threads", type=int, help="hf: CPU threads for torch")
+    serve.add_argument(
+        "--plugin",
+        action="append",
+        help="environment plugin: module:attr (a factory, named so in requests) or a module that "
+        "registers environments; repeatable",
+    )
     serve.add_argument("--log-level", help="DEBUG, INFO, WARNING, ...")
     return parser
 
@@ -64,6 +71,7 @@ def config_from_args(args: argparse.Namespace) -> RolloutConfig:
         "hf.device": args.device,
         "hf.dtype": args.dtype,
         "hf.torch_threads": args.torch_threads,
+        "plugins": args.plugin,
         "log_level": args.log_level,
     }
     return load_config(RolloutConfig, config_file=args.config, env_prefix=ENV_PREFIX, overrides=overrides)

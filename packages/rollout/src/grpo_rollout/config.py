@@ -88,6 +88,11 @@ class RolloutConfig(_Strict):
     hf: HFSettings = Field(default_factory=HFSettings)
     sglang: SGLangSettings = Field(default_factory=SGLangSettings)
     limits: LimitSettings = Field(default_factory=LimitSettings)
+    plugins: list[str] = Field(
+        default_factory=list,
+        description="environment plugins loaded at start-up: module:attr (registered under that name) "
+        "or a module whose @ENVIRONMENTS.register calls add environments",
+    )
     log_level: str = "INFO"
 
     @model_validator(mode="after")

@@ -3,6 +3,10 @@
 A group is sent only whole: G completions from one weight version, each with its score. The row's
 fields go to the reward service with every item; a score that timed out stays marked as such
 (`reward_timed_out`), so the learner does not read its 0 as a wrong answer.
+
+A multi-turn episode (`EpisodeCompletion`) also carries its loss mask (True = the model's token) and
+its EpisodeStats; the reward service scores the decoded whole episode, and the environment's reward is
+added: `reward = score + environment_reward`, reported as reward_components["environment"].
 """
 
 from __future__ import annotations
@@ -11,6 +15,7 @@ from collections.abc import Sequence
 
 from grpo.v1 import reward_pb2, rollout_pb2
 
+from grpo_rollout.environments.episode import EpisodeCompletion
 from grpo_rollout.generator import FinishReason, GeneratedCompletion
 from grpo_rollout.request_validation import PreparedPrompt
 
@@ -30,7 +35,7 @@ def item_id(prompt: PreparedPrompt, index: int) -> str:
 
 
 def score_items(
-    prompt: PreparedPrompt, completions: Sequence[GeneratedCompletion], texts: Sequence[str]
+    prompt: PreparedPrompt, completions: Sequence[Completion], texts: Sequence[str]
 ) -> list[reward_pb2.ScoreItem]:
     return [
         reward_pb2.ScoreItem(
@@ -45,8 +50,11 @@ def score_items(
     ]
 
 
-def group_version(completions: Sequence[GeneratedCompletion]) -> int:
-    versions = {c.weight_version for c in completions}
+Completion = GeneratedCompletion | EpisodeCompletion
+
+
+def group_version(completions: Sequence[Completion]) -> int:
+    versions = {v for c in completions for v in getattr(c, "weight_versions", None) or {c.weight_version}}
     if len(versions) != 1:
         raise MixedVersionGroup(f"completions come from weight versions {sorted(versions)}")
     return versions.pop()
@@ -54,7 +62,7 @@ def group_version(completions: Sequence[GeneratedCompletion]) -> int:
 
 def assemble_group(
     prompt: PreparedPrompt,
-    completions: Sequence[GeneratedCompletion],
+    completions: Sequence[Completion],
     texts: Sequence[str],
     results: Sequence[reward_pb2.ScoreResult],
     generate_seconds: float,
@@ -82,4 +90,27 @@ def assemble_group(
         out.reward_components.update(result.components)
         if result.HasField("extracted"):
             out.extracted_answer = result.extracted
+        if isinstance(completion, EpisodeCompletion):
+            add_episode(out, completion)
     return group
+
+
+def add_episode(out: rollout_pb2.Completion, episode: EpisodeCompletion) -> None:
+    """The mask, the stats and the environment's reward of one episode onto its Completion."""
+    stats = episode.stats
+    out.loss_mask.extend(episode.loss_mask)
+    out.episode.CopyFrom(
+        rollout_pb2.EpisodeStats(
+            turns=stats.turns,
+            tool_calls=stats.tool_calls,
+            tool_errors=stats.tool_errors,
+            tool_seconds=stats.tool_seconds,
+            model_tokens=stats.model_tokens,
+            environment_tokens=stats.environment_tokens,
+            turn_limit_reached=stats.turn_limit_reached,
+            environment_reward=stats.environment_reward,
+        )
+    )
+    if stats.environment_reward:
+        out.reward += stats.environment_reward
+        out.reward_components["environment"] = stats.environment_reward

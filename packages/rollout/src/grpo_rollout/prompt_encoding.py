@@ -38,5 +38,10 @@ class PromptEncoder:
             return list(self._tokenizer(rendered, add_special_tokens=False)["input_ids"])
         return list(self._tokenizer(text, add_special_tokens=True)["input_ids"])
 
-    def decode(self, token_ids: Sequence[int]) -> str:
-        return self._tokenizer.decode(list(token_ids), skip_special_tokens=True)
+    def encode_plain(self, text: str) -> list[int]:
+        """Token ids of `text` alone, no special tokens added (an observation, a stop string)."""
+        return list(self._tokenizer(text, add_special_tokens=False)["input_ids"])
+
+    def decode(self, token_ids: Sequence[int], *, keep_special: bool = False) -> str:
+        """Text of `token_ids`; `keep_special` keeps markup tokens (what an environment reads)."""
+        return self._tokenizer.decode(list(token_ids), skip_special_tokens=not keep_special)

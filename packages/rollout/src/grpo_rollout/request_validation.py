@@ -10,10 +10,14 @@ from __future__ import annotations
 import json
 import math
 from dataclasses import dataclass
+from typing import Any
 
 import grpc
 from grpo.v1 import reward_pb2, rollout_pb2
+from grpo_common.registry import UnknownName
 
+from grpo_rollout.environments.contract import DEFAULT_MAX_TURNS, ENVIRONMENTS, SINGLE_TURN, Environment
+from grpo_rollout.environments.settings import EpisodeEnvironment
 from grpo_rollout.generator import GeneratorInfo, SamplingConfig
 from grpo_rollout.prompt_encoding import PromptEncoder
 from grpo_rollout.sampling import GREEDY_TEMPERATURE_BELOW, is_greedy
@@ -39,6 +43,7 @@ class PreparedPrompt:
     reference: str
     task: str
     fields_json: str = ""  # the row's extra columns, passed through to ScoreItem.fields_json
+    environment: EpisodeEnvironment | None = None  # None = single-turn (one generation per completion)
 
 
 @dataclass(frozen=True)
@@ -94,8 +99,104 @@ def check_fields_json(field: str, fields_json: str) -> None:
         )
 
 
+MAX_CONFIG_JSON_BYTES = 64 * 1024  # EnvironmentSpec.config_json: settings, not data
+
+
+def environment_config(spec: rollout_pb2.EnvironmentSpec) -> dict[str, Any]:
+    """EnvironmentSpec.config_json -> the dict the factory gets ("" = {})."""
+    if len(spec.config_json.encode()) > MAX_CONFIG_JSON_BYTES:
+        raise invalid(
+            f"environment.config_json is {len(spec.config_json.encode())} bytes; the limit is "
+            f"{MAX_CONFIG_JSON_BYTES} (it holds settings; put data in the rows)"
+        )
+    if not spec.config_json:
+        return {}
+    try:
+        config = json.loads(spec.config_json)
+    except ValueError as exc:
+        raise invalid(f"environment.config_json is not valid JSON ({str(exc)[:120]})") from None
+    except RecursionError:
+        raise invalid("environment.config_json is nested too deeply to decode") from None
+    if not isinstance(config, dict):
+        raise invalid(f"environment.config_json must be a JSON object, got {type(config).__name__}")
+    return config
+
+
+class RequestEnvironments:
+    """The environments one request uses, built on first use: one instance per name per request.
+
+    The request's EnvironmentSpec (limits, config) applies to every environment it names, the
+    request's own and the rows' (`Prompt.environment`). Names are looked up with
+    `import_references=False`: a caller never makes the service import a module.
+    """
+
+    def __init__(self, spec: rollout_pb2.EnvironmentSpec, encoder: PromptEncoder) -> None:
+        if spec.max_turns < 0:
+            raise invalid(
+                f"environment.max_turns must be >= 1 (0 = {DEFAULT_MAX_TURNS}), got {spec.max_turns}"
+            )
+        if spec.max_turn_tokens < 0:
+            raise invalid(
+                "environment.max_turn_tokens must be > 0 (0 = the remaining budget), "
+                f"got {spec.max_turn_tokens}"
+            )
+        self._spec = spec
+        self._encoder = encoder
+        self._config: dict[str, Any] | None = None
+        self._built: dict[str, EpisodeEnvironment] = {}
+        if spec.name not in SINGLE_TURN:
+            self.get("environment.name", spec.name)
+
+    def for_prompt(self, field: str, name: str) -> EpisodeEnvironment | None:
+        if not name:
+            return (
+                self.get("environment.name", self._spec.name) if self._spec.name not in SINGLE_TURN else None
+            )
+        return None if name in SINGLE_TURN else self.get(f"{field}.environment", name)
+
+    def get(self, field: str, name: str) -> EpisodeEnvironment:
+        if name not in self._built:
+            self._built[name] = self._build(field, name)
+        return self._built[name]
+
+    def _build(self, field: str, name: str) -> EpisodeEnvironment:
+        try:
+            factory = ENVIRONMENTS.get_item(name, import_references=False)
+        except UnknownName as exc:
+            raise invalid(f"{field}: {exc}") from None
+        if self._config is None:
+            self._config = environment_config(self._spec)
+        try:
+            environment = factory(self._config)
+        except Exception as exc:  # the factory's refusal of its settings, in its words
+            raise invalid(f"environment {name!r} refused environment.config_json: {exc}") from None
+        if not isinstance(environment, Environment):
+            raise RequestError(
+                grpc.StatusCode.FAILED_PRECONDITION,
+                f"environment {name!r}: its factory returned {type(environment).__name__}, which lacks "
+                "stop_strings / tools / reset / step (the Environment protocol); fix the plugin",
+            )
+        stops: dict[int, str] = {}
+        for stop in environment.stop_strings:
+            ids = self._encoder.encode_plain(stop)
+            if len(ids) != 1:
+                raise invalid(
+                    f"environment {name!r}: stop string {stop!r} is {len(ids)} tokens of this model's "
+                    "tokenizer, not exactly one; a turn must end on a token boundary (add it as a token)"
+                )
+            stops[ids[0]] = stop
+        return EpisodeEnvironment(
+            name, environment, stops, self._spec.max_turns or DEFAULT_MAX_TURNS, self._spec.max_turn_tokens
+        )
+
+
 def prepare_prompt(
-    index: int, prompt: rollout_pb2.Prompt, encoder: PromptEncoder, chat: bool, vocab_size: int
+    index: int,
+    prompt: rollout_pb2.Prompt,
+    encoder: PromptEncoder,
+    chat: bool,
+    vocab_size: int,
+    environments: RequestEnvironments | None = None,
 ) -> PreparedPrompt:
     field = f"prompts[{index}]"
     if not prompt.id:
@@ -114,7 +215,10 @@ def prepare_prompt(
         if not token_ids:
             raise invalid(f"{field}.text tokenises to nothing")
     check_fields_json(field, prompt.fields_json)
-    return PreparedPrompt(prompt.id, token_ids, prompt.reference, prompt.task, prompt.fields_json)
+    environment = environments.for_prompt(field, prompt.environment) if environments else None
+    return PreparedPrompt(
+        prompt.id, token_ids, prompt.reference, prompt.task, prompt.fields_json, environment
+    )
 
 
 def validate_request(
@@ -136,6 +240,7 @@ def validate_request(
     if request.group_size > max_group_size:
         raise invalid(f"group_size {request.group_size} exceeds this service's limit of {max_group_size}")
     sampling = sampling_config(request.sampling, info.vocab_size)
+    environments = RequestEnvironments(request.environment, encoder)
     seen: set[str] = set()
     prompts = []
     for index, prompt in enumerate(request.prompts):
@@ -144,7 +249,9 @@ def validate_request(
                 f"prompts[{index}].id {prompt.id!r} is a duplicate; ids must be unique in a request"
             )
         seen.add(prompt.id)
-        prompts.append(prepare_prompt(index, prompt, encoder, request.apply_chat_template, info.vocab_size))
+        prompts.append(
+            prepare_prompt(index, prompt, encoder, request.apply_chat_template, info.vocab_size, environments)
+        )
     longest = max(prompts, key=lambda p: len(p.token_ids))
     if len(longest.token_ids) + sampling.max_new_tokens > info.max_context_length:
         raise invalid(

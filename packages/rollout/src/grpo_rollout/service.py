@@ -27,7 +27,7 @@ import contextlib
 import dataclasses
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 
 import grpc
@@ -36,11 +36,15 @@ from grpo_common.receive_buffers import ReceiveBuffers
 from grpo_common.weight_codec import WeightStreamDecoder, WeightStreamError
 
 from grpo_rollout.busy_clock import BusyClock
+from grpo_rollout.environments.episode import EpisodeCompletion
+from grpo_rollout.environments.episode_runner import EpisodeBatchSettings, run_episodes
 from grpo_rollout.generator import (
     BackendError,
     DistributedBucketSink,
     DistributedWeightReceiver,
+    GeneratedCompletion,
     Generator,
+    SamplingConfig,
     WeightsUnusable,
     WeightUpdateError,
 )
@@ -48,6 +52,7 @@ from grpo_rollout.group_assembly import MixedVersionGroup, assemble_group, group
 from grpo_rollout.prompt_encoding import PromptEncoder
 from grpo_rollout.request_validation import GeneratePlan, PreparedPrompt, RequestError, validate_request
 from grpo_rollout.reward_client import RewardClient, RewardRefused, RewardUnavailable
+from grpo_rollout.version_gate import VersionGate
 from grpo_rollout.weight_sync_requests import Bucket, validate_bucket, validate_init
 
 logger = logging.getLogger(__name__)
@@ -92,6 +97,7 @@ class RolloutServicer(rollout_pb2_grpc.RolloutServiceServicer):
         self._limits = limits or ServiceLimits()
         self._generation_slots = asyncio.Semaphore(self._limits.max_concurrent_batches)
         self._update_lock = asyncio.Lock()
+        self._episode_gate = VersionGate()  # episode batches share it, a weight push takes it alone
         self._in_flight_prompts = 0
         self._in_flight_requests = 0
         self._open_update: _OpenUpdate | None = None
@@ -179,13 +185,9 @@ class RolloutServicer(rollout_pb2_grpc.RolloutServiceServicer):
         if sampling.seed is not None:
             sampling = dataclasses.replace(sampling, seed=(sampling.seed + batch_index * SEED_STRIDE) % 2**64)
         try:
-            async with self._generation_slots:
-                started = time.monotonic()
-                with self._busy.busy():
-                    completions = await self._generator.generate(
-                        [p.token_ids for p in prompts], plan.group_size, sampling
-                    )
-                generate_seconds = time.monotonic() - started
+            started = time.monotonic()
+            completions = await self._generate_groups(plan, prompts, sampling)
+            generate_seconds = time.monotonic() - started
             whole = []
             for prompt, group in zip(prompts, completions, strict=True):
                 try:
@@ -224,6 +226,38 @@ class RolloutServicer(rollout_pb2_grpc.RolloutServiceServicer):
             groups.append(assemble_group(prompt, group, texts, scored, generate_seconds, score_seconds))
         return groups
 
+    async def _generate_groups(
+        self, plan: GeneratePlan, prompts: list[PreparedPrompt], sampling: SamplingConfig
+    ) -> list[list[GeneratedCompletion] | list[EpisodeCompletion]]:
+        """G completions per prompt: one generate call for single-turn prompts, episodes for the rest."""
+        single = [p for p in prompts if p.environment is None]
+        episodic = [p for p in prompts if p.environment is not None]
+        groups: dict[str, list] = {}
+        if single:
+            results = await self._generate_call([p.token_ids for p in single], plan.group_size, sampling)
+            groups.update({p.id: g for p, g in zip(single, results, strict=True)})
+        if episodic:
+            info = self._generator.info()
+            settings = EpisodeBatchSettings(
+                self._encoder,
+                info.eos_token_ids,
+                info.vocab_size,
+                max_calls=self._limits.max_concurrent_batches,
+            )
+            async with self._episode_gate.shared():  # no weight push inside the batch (episode_runner)
+                results = await run_episodes(
+                    episodic, plan.group_size, sampling, self._generate_call, settings
+                )
+            groups.update({p.id: g for p, g in zip(episodic, results, strict=True)})
+        return [groups[p.id] for p in prompts]
+
+    async def _generate_call(
+        self, prompts_token_ids: Sequence[Sequence[int]], n: int, sampling: SamplingConfig
+    ) -> list[list[GeneratedCompletion]]:
+        async with self._generation_slots:
+            with self._busy.busy():
+                return await self._generator.generate(prompts_token_ids, n, sampling)
+
     # --- UpdateWeights ------------------------------------------------------------------------
     async def UpdateWeights(
         self, request_iterator: AsyncIterator[bytes], context: grpc.aio.ServicerContext
@@ -257,7 +291,8 @@ class RolloutServicer(rollout_pb2_grpc.RolloutServiceServicer):
                     f"policy_version {decoded.policy_version} is negative; versions start at 0",
                 )
             try:
-                await self._generator.load_weights(decoded.tensors, decoded.policy_version)
+                async with self._episode_gate.exclusive():  # after running episode batches
+                    await self._generator.load_weights(decoded.tensors, decoded.policy_version)
             except WeightUpdateError as exc:
                 await context.abort(
                     grpc.StatusCode.INVALID_ARGUMENT, f"{exc}; nothing was applied (still version {current})"

@@ -27,6 +27,7 @@ def _group_to_json(group: ScoredGroup) -> dict[str, Any]:
                 "components": dict(c.components),
                 "truncated": c.truncated,
                 "correct": c.correct,
+                "loss_mask": list(c.loss_mask),
             }
             for c in group.completions
         ],
@@ -46,6 +47,7 @@ def _group_from_json(data: dict[str, Any]) -> ScoredGroup:
                 components=dict(c["components"]),
                 truncated=c["truncated"],
                 correct=c["correct"],
+                loss_mask=tuple(c["loss_mask"]),
             )
             for c in data["completions"]
         ),

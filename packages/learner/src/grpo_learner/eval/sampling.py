@@ -17,7 +17,7 @@ from grpo.v1 import reward_pb2, rollout_pb2
 
 from grpo_learner.config import RolloutConfig, SamplingConfig
 from grpo_learner.prompts import PromptItem
-from grpo_learner.rollouts.client import RolloutClient
+from grpo_learner.rollouts.client import RolloutClient, environment_to_proto
 from grpo_learner.rollouts.pool import PoolSettings
 
 PROMPTS_PER_CALL = 1024  # well under a rollout service's default limit of 4096 prompts in flight
@@ -92,6 +92,7 @@ async def generate(
         seed=request.seed,
         pool_settings=PoolSettings.from_config(rollout),
         reward_spec=request.reward_spec,
+        environment=environment_to_proto(rollout.environment),  # held-out problems get the same tools
     )
     out: dict[str, list[Sample]] = {}
     try:

@@ -25,6 +25,7 @@ from grpo.v1 import reward_pb2, rollout_pb2
 from grpo_common.channel import ChannelConfig
 
 from grpo_learner.config import SamplingConfig
+from grpo_learner.environment_config import EnvironmentConfig
 from grpo_learner.prompts import PromptItem
 from grpo_learner.reward_config import RewardConfig
 from grpo_learner.rollouts.load_spread import water_fill
@@ -47,6 +48,7 @@ def prompt_to_proto(item: PromptItem) -> rollout_pb2.Prompt:
         reference=item.reference,
         task=item.task,
         fields_json=item.fields_json,
+        environment=item.environment,
     )
 
 
@@ -76,6 +78,19 @@ def reward_spec_to_proto(reward: RewardConfig) -> reward_pb2.RewardSpec:
         elif component.name == "format":
             spec.format_weight = component.weight
     return spec
+
+
+def environment_to_proto(environment: EnvironmentConfig) -> rollout_pb2.EnvironmentSpec:
+    """The [rollout.environment] section as the EnvironmentSpec every RolloutRequest carries (v1.2).
+
+    Sent even without a name: rows with an `env` column then run their episodes under its max_turns,
+    max_turn_tokens and config, and the other rows stay single-turn ("" = single-turn)."""
+    return rollout_pb2.EnvironmentSpec(
+        name=environment.name,
+        max_turns=environment.max_turns,
+        max_turn_tokens=environment.max_turn_tokens or 0,
+        config_json=environment.config_json(),
+    )
 
 
 def sampling_to_proto(sampling: SamplingConfig, seed: int | None = None) -> rollout_pb2.SamplingParams:
@@ -126,6 +141,7 @@ class RolloutClient:
         max_backoff_s: float = 30.0,
         apply_chat_template: bool = True,
         reward_spec: reward_pb2.RewardSpec | None = None,
+        environment: rollout_pb2.EnvironmentSpec | None = None,
         seed: int | None = None,
         on_stale_service: Callable[[str], None] | None = None,
         pool_settings: PoolSettings | None = None,
@@ -148,6 +164,7 @@ class RolloutClient:
         self.max_backoff_s = max_backoff_s
         self.apply_chat_template = apply_chat_template
         self.reward_spec = reward_spec
+        self.environment = environment  # None: single-turn (v1.1 requests)
         self.seed = seed
         # Called with the address of a service whose weights are older than a request needs (a
         # restarted process); a shared pool already routes it to the pusher, this is for others.
@@ -169,6 +186,8 @@ class RolloutClient:
         )
         if self.reward_spec is not None:
             request.reward_spec.CopyFrom(self.reward_spec)
+        if self.environment is not None:
+            request.environment.CopyFrom(self.environment)
         return request
 
     def _request_seed(self, prompts: Sequence[PromptItem]) -> int | None:

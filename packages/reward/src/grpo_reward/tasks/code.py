@@ -7,7 +7,7 @@ the last fenced block of any kind. `tests` (a list, or that list as a JSON strin
 strings (`"assert add(2, 3) == 5"`, run in the program's namespace) and/or stdin/stdout pairs
 (`{"input": "2 3\\n", "output": "5\\n"}`, compared line by line with trailing whitespace and blank lines
 ignored). Optional field `time_limit_s` is the per-test limit (default 1 s, at most 10).
-All tests run in one sandboxed process (see grpo_reward.sandbox.harness), so an item costs one sandbox
+All tests run in one sandboxed process (see grpo_reward.code_sandbox.harness), so an item costs one sandbox
 start whatever its number of tests; the worker's per-item time limit still bounds the whole item.
 """
 
@@ -22,14 +22,16 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from grpo_reward.sandbox.limits import DEFAULT_SANDBOX_LIMITS
-from grpo_reward.sandbox.probe import code_sandbox, probe_isolation, unsafe_opt_in
-from grpo_reward.sandbox.runner import RunResult, SandboxError
+from grpo_common.sandbox.limits import DEFAULT_SANDBOX_LIMITS
+from grpo_common.sandbox.probe import probe_isolation
+from grpo_common.sandbox.runner import RunResult, SandboxError
+
+from grpo_reward.code_sandbox.policy import code_sandbox, unsafe_opt_in
 from grpo_reward.tasks.contract import TASKS, TaskScore
 
 logger = logging.getLogger(__name__)
 
-HARNESS = Path(__file__).parents[1] / "sandbox" / "harness.py"
+HARNESS = Path(__file__).parents[1] / "code_sandbox" / "harness.py"
 MAX_PROGRAM_CHARS = 100_000
 MAX_TESTS = 256
 DEFAULT_TEST_TIME_S = 1.0

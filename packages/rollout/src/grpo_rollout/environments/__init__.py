@@ -15,6 +15,9 @@ from grpo_rollout.environments.contract import (
     StepResult,
 )
 
+# The built-ins register themselves on import (after the contract, which they import).
+from grpo_rollout.environments import calculator  # noqa: F401  isort: skip
+
 __all__ = [
     "DEFAULT_MAX_TURNS",
     "ENVIRONMENTS",

@@ -43,6 +43,9 @@ class EpisodeStart:
     reference: str  # the row's ground truth (also what the reward service gets)
     fields: Mapping[str, Any]  # the row's extra columns (Prompt.fields_json)
     episode_index: int  # which of the group's G episodes (0 .. G-1)
+    # The text the model's chat template puts after the model's turn for a tool message with this content
+    # (PromptEncoder.render_tool_turn), given when the request applies the chat template; None otherwise.
+    render_tool_message: Callable[[str], str] | None = None
 
 
 @dataclass(frozen=True)

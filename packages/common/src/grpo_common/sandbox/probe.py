@@ -3,9 +3,9 @@
 The probe runs a real program through the isolated sandbox and checks, from inside, that it is PID 1 of
 its own namespace, not root, sees an empty environment, and cannot reach a TCP listener the probe opens on
 loopback. Anything short of that (no unshare permission in a container, no mount_setattr on an old kernel)
-means "unavailable", with the reason. The operator's explicit unsafe opt-in is the service setting
-`allow_unsafe_code` (`--allow-unsafe-code`), which reaches the worker processes as the environment
-variable the config also reads, ALLOW_UNSAFE_ENV.
+means "unavailable", with the reason. Where it is unavailable a service runs untrusted programs only when
+its operator opted in explicitly (`unsafe_opt_in` reads the service's own environment variable, e.g. the
+reward service's `--allow-unsafe-code`), and then with rlimits only (`choose_sandbox`).
 """
 
 from __future__ import annotations
@@ -20,12 +20,10 @@ from dataclasses import dataclass
 
 from pydantic import TypeAdapter, ValidationError
 
-from grpo_reward.sandbox.limits import DEFAULT_SANDBOX_LIMITS, SandboxLimits
-from grpo_reward.sandbox.runner import Sandbox, SandboxError
+from grpo_common.sandbox.limits import DEFAULT_SANDBOX_LIMITS, SandboxLimits
+from grpo_common.sandbox.runner import Sandbox, SandboxError
 
 logger = logging.getLogger(__name__)
-
-ALLOW_UNSAFE_ENV = "GRPO_REWARD_ALLOW_UNSAFE_CODE"
 
 _PROBE = """
 import json, os, socket, sys
@@ -85,43 +83,25 @@ def probe_isolation() -> IsolationStatus:
     return IsolationStatus(True, "network, PID and mount namespaces, unprivileged uid, empty environment")
 
 
-def unsafe_opt_in(environ: Mapping[str, str] | None = None) -> bool:
-    """Whether the operator passed the explicit unsafe flag (ALLOW_UNSAFE_ENV, as pydantic reads a bool)."""
-    raw = (os.environ if environ is None else environ).get(ALLOW_UNSAFE_ENV, "")
+def unsafe_opt_in(variable: str, environ: Mapping[str, str] | None = None) -> bool:
+    """Whether the operator set the explicit unsafe flag `variable` (a boolean as pydantic reads one)."""
+    raw = (os.environ if environ is None else environ).get(variable, "")
     if not raw:
         return False
     try:
         return TypeAdapter(bool).validate_python(raw)
     except ValidationError:
-        logger.warning("%s=%r is not a boolean; treating it as false", ALLOW_UNSAFE_ENV, raw)
+        logger.warning("%s=%r is not a boolean; treating it as false", variable, raw)
         return False
 
 
-def code_sandbox(
+def choose_sandbox(
     status: IsolationStatus, allow_unsafe: bool, limits: SandboxLimits = DEFAULT_SANDBOX_LIMITS
-) -> Sandbox | str:
-    """The sandbox the `code` task may use, or the refusal message when it may not run programs at all."""
+) -> Sandbox | None:
+    """The isolated sandbox where the kernel allows it, an rlimits-only one where the operator opted in,
+    else None (the caller refuses to run programs, saying `status.reason`)."""
     if status.available:
         return Sandbox(limits)
     if allow_unsafe:
         return Sandbox(limits, isolate=False)
-    return (
-        f"the code task is refused: {status.reason}. Run the reward service where unprivileged "
-        f"namespaces are allowed, or pass --allow-unsafe-code ({ALLOW_UNSAFE_ENV}=1) to run programs "
-        "with rlimits only and the network open"
-    )
-
-
-def announce_code_sandbox(allow_unsafe: bool) -> IsolationStatus:
-    """At service start-up: probe, log what `code` will do, and hand the opt-in to the worker processes
-    (they inherit this process's environment; the sandboxed programs never see it)."""
-    if allow_unsafe:
-        os.environ[ALLOW_UNSAFE_ENV] = "1"
-    status = probe_isolation()
-    if status.available:
-        logger.info("code sandbox: %s", status.reason)
-    elif allow_unsafe:
-        logger.warning("code sandbox NOT isolated (--allow-unsafe-code): %s", status.reason)
-    else:
-        logger.warning("%s", code_sandbox(status, allow_unsafe=False))
-    return status
+    return None

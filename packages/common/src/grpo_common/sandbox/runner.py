@@ -24,7 +24,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from grpo_reward.sandbox.limits import DEFAULT_SANDBOX_LIMITS, SandboxLimits
+from grpo_common.sandbox.limits import DEFAULT_SANDBOX_LIMITS, SandboxLimits
 
 logger = logging.getLogger(__name__)
 

@@ -33,7 +33,7 @@ class SandboxLimits:
                 raise ValueError(f"sandbox limit {name} must be positive, got {value}")
 
     def as_launcher_config(self) -> dict[str, Any]:
-        """The rlimits as the launcher script reads them (it imports nothing from grpo_reward)."""
+        """The rlimits as the launcher script reads them (it imports nothing from grpo_common)."""
         return {
             "cpu_s": self.cpu_s,
             "memory_bytes": self.memory_bytes,

@@ -12,9 +12,9 @@ import time
 from pathlib import Path
 
 import pytest
-from grpo_reward.sandbox import RunResult, Sandbox, SandboxLimits
-from grpo_reward.sandbox.probe import probe_isolation
-from grpo_reward.sandbox.runner import SANDBOX_UID_BASE, sandbox_pids
+from grpo_common.sandbox import RunResult, Sandbox, SandboxLimits
+from grpo_common.sandbox.probe import probe_isolation
+from grpo_common.sandbox.runner import SANDBOX_UID_BASE, sandbox_pids
 
 
 def _run(source: str, limits: SandboxLimits | None = None, stdin: bytes = b"") -> RunResult:
@@ -155,7 +155,7 @@ def test_file_size_and_output_are_capped() -> None:
 
 def test_the_sandbox_dies_with_its_worker() -> None:
     """A worker-like process starts a sandboxed sleeper; SIGKILLing the worker must leave nothing behind."""
-    script = "from grpo_reward.sandbox import Sandbox, SandboxLimits\n"
+    script = "from grpo_common.sandbox import Sandbox, SandboxLimits\n"
     script += "program = {'m.py': 'import os, time\\nos.fork(); time.sleep(60)'}\n"
     script += (
         "Sandbox(SandboxLimits(wall_s=60)).run(program, ['m.py'])\n"  # the kill must be ours, not the wall's

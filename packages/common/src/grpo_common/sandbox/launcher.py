@@ -4,7 +4,7 @@ Run as a script (`python -I -S -B -X utf8 launcher.py CONFIG_FD`), never importe
 only the standard library so that it starts in milliseconds. It reads its config (a marshalled dict)
 from CONFIG_FD, then:
 
-1. asks for SIGKILL when its parent (the reward worker) dies, so a killed worker leaves nothing behind;
+1. asks for SIGKILL when its parent (e.g. a reward worker) dies, so a killed worker leaves nothing behind;
 2. with `isolate`, unshares new mount, network, PID, IPC and UTS namespaces (plus a user namespace when it
    is not root) and forks: the child is PID 1 of the new PID namespace, so when it dies the kernel kills
    every process the program started, wherever it went (setsid cannot escape a PID namespace);

@@ -1,0 +1,224 @@
+"""One multi-turn episode: model turns and environment steps, appended token by token.
+
+The loop is the contract's (environments/contract.py): after each model turn the episode ends on EOS or
+a request stop token, or when the budget (SamplingParams.max_new_tokens, model + environment tokens) is
+spent; otherwise the environment steps, its observation's tokens are appended, and the episode ends when
+it says done or after `max_turns` model turns. Tokens are the truth: `token_ids` is the generator's ids
+and the observations' ids concatenated, nothing is ever decoded and re-encoded; `loss_mask` is True
+exactly on the generator's ids, and the environment's tokens carry logprob 0.
+
+`reset` and `step` run in the request batch's own worker threads (one per episode at most, never the
+default executor the hf backend generates in), so a slow tool holds up its own episode only. Any
+exception they raise ends the episode as a tool error; it never fails the request.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from concurrent.futures import Executor
+from dataclasses import dataclass, field
+from typing import Any
+
+from grpo_rollout.environments.contract import EpisodeStart, ModelTurn, StepResult
+from grpo_rollout.environments.settings import EpisodeEnvironment
+from grpo_rollout.generator import FinishReason, GeneratedCompletion
+from grpo_rollout.prompt_encoding import PromptEncoder
+from grpo_rollout.request_validation import PreparedPrompt
+
+logger = logging.getLogger(__name__)
+
+# (context token ids, max_new_tokens, stop token ids) -> one model turn
+TurnSampler = Callable[[list[int], int, tuple[int, ...]], Awaitable[GeneratedCompletion]]
+
+
+@dataclass
+class EpisodeStats:
+    """EpisodeStats of rollout.proto, gathered while the episode runs."""
+
+    turns: int = 0
+    tool_calls: int = 0
+    tool_errors: int = 0
+    tool_seconds: float = 0.0
+    model_tokens: int = 0
+    environment_tokens: int = 0
+    turn_limit_reached: bool = False
+    environment_reward: float = 0.0
+
+
+@dataclass
+class EpisodeCompletion:
+    """A finished episode; shaped like GeneratedCompletion plus the mask and the stats."""
+
+    token_ids: list[int] = field(default_factory=list)
+    logprobs: list[float] = field(default_factory=list)
+    loss_mask: list[bool] = field(default_factory=list)
+    finish_reason: FinishReason = FinishReason.STOP
+    weight_versions: set[int] = field(default_factory=set)  # one element unless an update slipped in
+    stats: EpisodeStats = field(default_factory=EpisodeStats)
+
+    @property
+    def weight_version(self) -> int:
+        return min(self.weight_versions) if self.weight_versions else 0
+
+    def add_model_turn(self, turn: GeneratedCompletion) -> None:
+        self.token_ids += turn.token_ids
+        self.logprobs += turn.logprobs
+        self.loss_mask += [True] * len(turn.token_ids)
+        self.weight_versions.add(turn.weight_version)
+        self.stats.turns += 1
+        self.stats.model_tokens += len(turn.token_ids)
+
+    def add_observation(self, token_ids: Sequence[int]) -> None:
+        self.token_ids += token_ids
+        self.logprobs += [0.0] * len(token_ids)
+        self.loss_mask += [False] * len(token_ids)
+        self.stats.environment_tokens += len(token_ids)
+
+
+@dataclass(frozen=True)
+class EpisodeContext:
+    """What every episode of one request shares."""
+
+    encoder: PromptEncoder
+    budget: int  # SamplingParams.max_new_tokens: model + environment tokens after the prompt
+    request_stop_ids: frozenset[int]  # EOS and the request's stop_token_ids: the model is done
+    vocab_size: int
+    steps: Executor  # runs reset / step: a thread per episode, apart from the generator's
+
+
+def episode_start(prompt: PreparedPrompt, index: int, encoder: PromptEncoder) -> EpisodeStart:
+    return EpisodeStart(
+        prompt_id=prompt.id,
+        prompt_text=encoder.decode(prompt.token_ids, keep_special=True),
+        prompt_token_ids=tuple(prompt.token_ids),
+        reference=prompt.reference,
+        fields=json.loads(prompt.fields_json) if prompt.fields_json else {},
+        episode_index=index,
+    )
+
+
+async def run_episode(
+    prompt: PreparedPrompt,
+    index: int,
+    first_turn: GeneratedCompletion,
+    sample: TurnSampler,
+    shared: EpisodeContext,
+) -> EpisodeCompletion:
+    """Episode `index` of `prompt`'s group, whose first model turn is already sampled."""
+    env = prompt.environment
+    assert env is not None, "run_episode needs a prompt with an environment"
+    episode = EpisodeCompletion()
+    state = await _reset(env, episode_start(prompt, index, shared.encoder), shared.steps, episode)
+    turn = first_turn
+    while True:
+        episode.add_model_turn(turn)
+        remaining = shared.budget - len(episode.token_ids)
+        last = turn.token_ids[-1] if turn.token_ids else None
+        if turn.finish_reason is FinishReason.ABORT:
+            episode.finish_reason = FinishReason.ABORT
+            return episode
+        if turn.finish_reason is FinishReason.STOP and last in shared.request_stop_ids:
+            return episode  # the model is done
+        if remaining <= 0:
+            episode.finish_reason = FinishReason.LENGTH
+            return episode
+        if state is _BROKEN:
+            return episode  # reset failed: the model's first turn is the whole episode
+        model_turn = _model_turn(turn, episode.stats.turns - 1, env, shared)
+        result = await _step(env, state, model_turn, shared.steps, episode)
+        if result is None:
+            return episode  # step raised: a tool error ends the episode
+        observation = _observation_ids(result, env, shared, episode)
+        if observation is None:
+            return episode
+        if len(observation) > remaining:
+            episode.add_observation(observation[:remaining])
+            episode.finish_reason = FinishReason.LENGTH
+            return episode
+        episode.add_observation(observation)
+        if result.done:
+            return episode
+        if episode.stats.turns >= env.max_turns:
+            episode.stats.turn_limit_reached = True
+            return episode
+        remaining -= len(observation)
+        if remaining <= 0:
+            episode.finish_reason = FinishReason.LENGTH
+            return episode
+        context = [*prompt.token_ids, *episode.token_ids]
+        turn = await sample(context, env.turn_tokens(remaining), env.stop_token_ids)
+
+
+_BROKEN = object()  # the state of an episode whose reset raised
+
+
+async def _reset(
+    env: EpisodeEnvironment, start: EpisodeStart, steps: Executor, episode: EpisodeCompletion
+) -> Any:
+    started = time.monotonic()
+    try:
+        return await asyncio.get_running_loop().run_in_executor(steps, env.environment.reset, start)
+    except Exception as exc:
+        logger.warning(
+            "environment %r: reset of %s#%d raised %r", env.name, start.prompt_id, start.episode_index, exc
+        )
+        episode.stats.tool_errors += 1
+        return _BROKEN
+    finally:
+        episode.stats.tool_seconds += time.monotonic() - started
+
+
+async def _step(
+    env: EpisodeEnvironment, state: Any, turn: ModelTurn, steps: Executor, episode: EpisodeCompletion
+) -> StepResult | None:
+    started = time.monotonic()
+    try:
+        result = await asyncio.get_running_loop().run_in_executor(steps, env.environment.step, state, turn)
+        if not isinstance(result, StepResult):
+            raise TypeError(f"step returned {type(result).__name__}, not a StepResult")
+    except Exception as exc:
+        logger.warning("environment %r: step %d raised %r; the episode ends", env.name, turn.index, exc)
+        episode.stats.tool_errors += 1
+        return None
+    finally:
+        episode.stats.tool_seconds += time.monotonic() - started
+    episode.stats.tool_calls += result.tool_calls
+    episode.stats.tool_errors += result.tool_errors
+    episode.stats.environment_reward += result.reward
+    if result.info:
+        logger.debug("environment %r step %d: %s", env.name, turn.index, dict(result.info))
+    return result
+
+
+def _model_turn(
+    turn: GeneratedCompletion, index: int, env: EpisodeEnvironment, shared: EpisodeContext
+) -> ModelTurn:
+    last = turn.token_ids[-1] if turn.token_ids else None
+    stop = (
+        env.stop_strings.get(last) if turn.finish_reason is FinishReason.STOP and last is not None else None
+    )
+    return ModelTurn(
+        token_ids=tuple(turn.token_ids),
+        text=shared.encoder.decode(turn.token_ids, keep_special=True),
+        index=index,
+        stop_string=stop,
+    )
+
+
+def _observation_ids(
+    result: StepResult, env: EpisodeEnvironment, shared: EpisodeContext, episode: EpisodeCompletion
+) -> list[int] | None:
+    """The observation's token ids (given, or its text encoded alone); None (a tool error) if unusable."""
+    if result.observation_token_ids is not None:
+        ids = [int(t) for t in result.observation_token_ids]
+        bad = next((t for t in ids if not 0 <= t < shared.vocab_size), None)
+        if bad is not None:
+            logger.warning("environment %r: observation token %d is outside the vocabulary", env.name, bad)
+            episode.stats.tool_errors += 1
+            return None
+        return ids
+    return shared.encoder.encode_plain(result.observation) if result.observation else []

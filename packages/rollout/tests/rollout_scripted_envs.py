@@ -1,0 +1,60 @@
+"""Environments for the episode tests, loaded into real rollout services with `--plugin` (or
+`ENVIRONMENTS.load_reference` in-process). Each takes its settings from EnvironmentSpec.config_json.
+
+- `FixedObservation`: answers every turn with `observation` (default " ok:") and says done after
+  `done_after` steps (default 2); `stop_string` (default "|") ends a model turn; `step_sleep_s` makes
+  the steps of episode `slow_episode` of every group sleep; `raise_on_step` makes that step raise;
+  `reward` is its per-step reward. Every step appends (episode index, start, end) to `STEP_LOG`,
+  which the in-process tests read.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from typing import Any
+
+from grpo_rollout.environments import EpisodeStart, ModelTurn, StepResult
+
+STEP_LOG: list[tuple[int, float, float]] = []  # (episode index, monotonic start, end) of every step
+
+
+class FixedObservation:
+    tools: tuple = ()
+
+    def __init__(self, config: Mapping[str, Any]) -> None:
+        unknown = set(config) - {
+            "observation", "done_after", "stop_string", "step_sleep_s", "slow_episode", "raise_on_step",
+            "reward", "observation_token_ids",
+        }  # fmt: skip
+        if unknown:
+            raise ValueError(f"unknown settings {sorted(unknown)}")
+        self.observation = str(config.get("observation", " ok:"))
+        self.observation_token_ids = config.get("observation_token_ids")
+        self.done_after = int(config.get("done_after", 2))
+        self.stop_strings = (str(config.get("stop_string", "|")),)
+        self.step_sleep_s = float(config.get("step_sleep_s", 0.0))
+        self.slow_episode = int(config.get("slow_episode", -1))
+        self.raise_on_step = int(config.get("raise_on_step", -1))
+        self.reward = float(config.get("reward", 0.0))
+
+    def reset(self, start: EpisodeStart) -> dict[str, Any]:
+        return {"episode": start.episode_index, "steps": 0, "turns": []}
+
+    def step(self, state: dict[str, Any], turn: ModelTurn) -> StepResult:
+        started = time.monotonic()
+        state["turns"].append(turn.token_ids)
+        if turn.index == self.raise_on_step:
+            raise RuntimeError("the tool crashed")
+        if state["episode"] == self.slow_episode:
+            time.sleep(self.step_sleep_s)
+        state["steps"] += 1
+        STEP_LOG.append((state["episode"], started, time.monotonic()))
+        return StepResult(
+            observation=self.observation,
+            observation_token_ids=self.observation_token_ids,
+            done=state["steps"] >= self.done_after,
+            reward=self.reward,
+            tool_calls=1,
+            tool_errors=0,
+        )

@@ -1,0 +1,236 @@
+"""Multi-turn episodes through a real RolloutService (hf backend, tiny model) on loopback gRPC.
+
+The environment is `rollout_scripted_envs.FixedObservation`, loaded the way an operator's `--plugin`
+loads it (`ENVIRONMENTS.load_reference`, here through RolloutConfig.plugins). Greedy decoding makes the
+tiny model's turns deterministic (it repeats its last token), which the tests use to pick stop strings.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+from typing import Any
+
+import grpc
+import pytest
+import rollout_scripted_envs
+from grpo.v1 import rollout_pb2
+from grpo_rollout.cli import main
+from grpo_rollout.generator import SamplingConfig
+from grpo_rollout.hf_generator import HFGenerator
+from rollout_reward_standin import RewardStandin
+from rollout_service_harness import config, request, serving, token_prompt
+from transformers import PreTrainedTokenizerFast
+
+ENV = "rollout_scripted_envs:FixedObservation"
+OBSERVATION = " ok:"
+
+
+@pytest.fixture
+def reward():
+    standin = RewardStandin().start()
+    yield standin
+    standin.stop()
+
+
+def episode_request(
+    prompts: list[rollout_pb2.Prompt],
+    settings: dict[str, Any] | None = None,
+    max_turns: int = 0,
+    max_turn_tokens: int = 5,
+    name: str = ENV,
+    **sampling: Any,
+) -> rollout_pb2.RolloutRequest:
+    sampling.setdefault("temperature", 0.0)
+    sampling.setdefault("max_new_tokens", 24)
+    built = request(prompts, **sampling)
+    built.environment.CopyFrom(
+        rollout_pb2.EnvironmentSpec(
+            name=name,
+            max_turns=max_turns,
+            max_turn_tokens=max_turn_tokens,
+            config_json=json.dumps(settings or {}),
+        )
+    )
+    return built
+
+
+def run(model_dir: Path, reward: RewardStandin, *requests: rollout_pb2.RolloutRequest, **limits: Any):
+    """Serve, send each request in turn, return each one's groups (or the RpcError it raised)."""
+    cfg = config(model_dir, reward.address, **limits).model_copy(update={"plugins": [ENV]})
+
+    async def scenario():
+        answers = []
+        async with serving(cfg) as client:
+            for one in requests:
+                try:
+                    answers.append(await client.generate(one))
+                except grpc.aio.AioRpcError as error:
+                    answers.append(error)
+        return answers
+
+    return asyncio.run(scenario())
+
+
+def segments(completion: rollout_pb2.Completion) -> list[tuple[bool, list[int]]]:
+    """(is the model's, token ids) runs of a completion, in order."""
+    runs: list[tuple[bool, list[int]]] = []
+    for token, mine in zip(completion.token_ids, completion.loss_mask, strict=True):
+        if runs and runs[-1][0] == mine:
+            runs[-1][1].append(token)
+        else:
+            runs.append((mine, [token]))
+    return runs
+
+
+def test_episode_is_exactly_the_generators_tokens_then_the_observations_tokens(
+    tiny_model_dir: Path, reward: RewardStandin, tokenizer: PreTrainedTokenizerFast
+) -> None:
+    prompt = [1, 5, 6]
+    (groups,) = run(tiny_model_dir, reward, episode_request([token_prompt("p", prompt)]))
+    observation = tokenizer(OBSERVATION, add_special_tokens=False)["input_ids"]
+    # Replay the episode with the backend alone: turn 1 from the prompt, turn 2 from prompt + turn 1 +
+    # observation. Greedy, so the service's episode must be exactly these ids, nothing re-encoded.
+    generator = HFGenerator.from_pretrained(tiny_model_dir)
+    greedy = SamplingConfig(
+        max_new_tokens=5, temperature=0.0, stop_token_ids=(tokenizer.convert_tokens_to_ids("|"),)
+    )
+    turn1 = generator.generate_sync([prompt], 1, greedy)[0][0].token_ids
+    turn2 = generator.generate_sync([prompt + turn1 + observation], 1, greedy)[0][0].token_ids
+    expected = turn1 + observation + turn2 + observation
+
+    (group,) = groups
+    assert len(group.completions) == 2
+    for completion in group.completions:
+        assert list(completion.token_ids) == expected
+        assert list(completion.loss_mask) == [True] * 5 + [False] * 4 + [True] * 5 + [False] * 4
+        assert [
+            lp for lp, mine in zip(completion.logprobs, completion.loss_mask, strict=True) if not mine
+        ] == [0.0] * 8
+        assert all(lp < 0 for lp, mine in zip(completion.logprobs, completion.loss_mask, strict=True) if mine)
+        stats = completion.episode
+        assert (stats.turns, stats.tool_calls, stats.tool_errors) == (2, 2, 0)
+        assert (stats.model_tokens, stats.environment_tokens, stats.turn_limit_reached) == (10, 8, False)
+        assert stats.tool_seconds >= 0
+        assert completion.finish_reason == rollout_pb2.FINISH_REASON_STOP
+        assert completion.text == tokenizer.decode(expected, skip_special_tokens=True)
+    # the reward service scored the decoded whole episode
+    assert {item.completion for item in reward.requests[-1].items} == {group.completions[0].text}
+
+
+def test_turn_limit_budget_tool_error_and_environment_reward(
+    tiny_model_dir: Path, reward: RewardStandin, tokenizer: PreTrainedTokenizerFast
+) -> None:
+    prompt = [token_prompt("p", [1, 5, 6])]
+    observation = tokenizer(OBSERVATION, add_special_tokens=False)["input_ids"]
+    limited, budget, crashed, rewarded = run(
+        tiny_model_dir,
+        reward,
+        episode_request(prompt, {"done_after": 5}, max_turns=2),
+        episode_request(prompt, max_new_tokens=7),  # 5 model tokens, then 2 of the 4 observation tokens
+        episode_request(prompt, {"raise_on_step": 1}),
+        episode_request(prompt, {"reward": 0.25}),
+    )
+    for completion in limited[0].completions:
+        assert completion.episode.turns == 2 and completion.episode.turn_limit_reached
+        assert [mine for mine, _ in segments(completion)] == [True, False, True, False]
+    for completion in budget[0].completions:
+        assert len(completion.token_ids) == 7
+        assert completion.finish_reason == rollout_pb2.FINISH_REASON_LENGTH
+        assert segments(completion)[1] == (False, observation[:2])
+        assert (completion.episode.model_tokens, completion.episode.environment_tokens) == (5, 2)
+    for completion in crashed[0].completions:  # step 0 answered, step 1 raised: the episode ends there
+        assert (completion.episode.turns, completion.episode.tool_errors) == (2, 1)
+        assert [mine for mine, _ in segments(completion)] == [True, False, True]
+        assert completion.finish_reason == rollout_pb2.FINISH_REASON_STOP
+    for completion in rewarded[0].completions:
+        assert completion.episode.environment_reward == pytest.approx(0.5)
+        assert completion.reward_components["environment"] == pytest.approx(0.5)
+        assert completion.reward == pytest.approx(completion.reward_components["correctness"] + 0.5)
+
+
+def test_a_turn_ends_on_the_environments_stop_string(
+    tiny_model_dir: Path, reward: RewardStandin, tokenizer: PreTrainedTokenizerFast
+) -> None:
+    # Greedy, the tiny model repeats the prompt's last token ("3" = id 6): with "3" as the stop
+    # string every model turn is that one token, and the environment sees it as the stop string.
+    (groups,) = run(
+        tiny_model_dir, reward, episode_request([token_prompt("p", [1, 5, 6])], {"stop_string": "3"})
+    )
+    three = tokenizer.convert_tokens_to_ids("3")
+    for completion in groups[0].completions:
+        model_turns = [ids for mine, ids in segments(completion) if mine]
+        assert model_turns[0] == [three]
+        assert completion.episode.model_tokens == sum(len(t) for t in model_turns)
+
+
+def test_rows_choose_their_environment_and_none_means_single_turn(
+    tiny_model_dir: Path, reward: RewardStandin
+):
+    single = token_prompt("single", [1, 5, 6])
+    single.environment = "none"
+    episodic = token_prompt("episodic", [1, 7])
+    plain = request([token_prompt("plain", [1, 8])], max_new_tokens=24, temperature=0.0)
+    plain.environment.max_turn_tokens = 5  # no environment.name: single-turn but for this row
+    plain.prompts[0].environment = ENV
+    (mixed, row_chosen) = run(tiny_model_dir, reward, episode_request([single, episodic]), plain)
+    by_id = {g.prompt_id: g for g in mixed}
+    assert all(not c.loss_mask and not c.HasField("episode") for c in by_id["single"].completions)
+    assert all(c.episode.turns == 2 for c in by_id["episodic"].completions)
+    assert all(c.episode.turns == 2 for c in row_chosen[0].completions)
+
+
+def test_a_slow_tool_step_does_not_hold_up_the_other_episodes(tiny_model_dir: Path, reward: RewardStandin):
+    slow_s = 1.5
+    rollout_scripted_envs.STEP_LOG.clear()
+    settings = {"slow_episode": 0, "step_sleep_s": slow_s}
+    (groups,) = run(
+        tiny_model_dir, reward, episode_request([token_prompt("p", [1, 5, 6])], settings, group_size=4)
+    )
+    log = rollout_scripted_envs.STEP_LOG
+    slow_first_step_ended = min(end for episode, _, end in log if episode == 0)
+    fast_last_step_ended = max(end for episode, _, end in log if episode != 0)
+    # The 3 fast episodes took their 2nd model turn (and finished) while episode 0's first step slept.
+    assert fast_last_step_ended < slow_first_step_ended
+    assert all(c.episode.turns == 2 for c in groups[0].completions)
+    assert groups[0].completions[0].episode.tool_seconds >= 2 * slow_s * 0.9
+
+
+@pytest.mark.parametrize(
+    ("spec", "prompt_environment", "words"),
+    [
+        (dict(name="no-such-env"), "", ["environment.name", "no-such-env", ENV]),
+        (dict(name=ENV), "os:system", ["prompts[0].environment", "os:system"]),
+        (dict(name=ENV, max_turns=-1), "", ["environment.max_turns"]),
+        (dict(name=ENV, max_turn_tokens=-2), "", ["environment.max_turn_tokens"]),
+        (dict(name=ENV, config_json="[1]"), "", ["environment.config_json", "JSON object"]),
+        (dict(name=ENV, config_json="{"), "", ["environment.config_json", "not valid JSON"]),
+        (dict(name=ENV, config_json='{"colour": 1}'), "", ["refused", "unknown settings", "colour"]),
+        (dict(name=ENV, config_json='{"stop_string": "ok"}'), "", ["stop string 'ok'", "2 tokens"]),
+        (dict(name=ENV, config_json=json.dumps({"x": "y" * 70_000})), "", ["config_json", "limit"]),
+    ],
+)
+def test_bad_environment_requests_are_refused_with_the_field_named(
+    tiny_model_dir: Path, reward: RewardStandin, spec: dict, prompt_environment: str, words: list[str]
+) -> None:
+    bad = request([token_prompt("p", [1, 5, 6])])
+    bad.environment.CopyFrom(rollout_pb2.EnvironmentSpec(**spec))
+    bad.prompts[0].environment = prompt_environment
+    good = episode_request([token_prompt("p", [1, 5, 6])])
+    error, after = run(tiny_model_dir, reward, bad, good)
+    assert isinstance(error, grpc.aio.AioRpcError)
+    assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
+    for word in words:
+        assert word in error.details()
+    assert not isinstance(after, grpc.aio.AioRpcError) and after[0].completions[0].episode.turns == 2
+
+
+def test_serve_stops_with_the_plugin_named_when_it_cannot_be_loaded(
+    tiny_model_dir: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    argv = ["serve", "--model", str(tiny_model_dir), "--reward-address", "127.0.0.1:1", "--port", "0"]
+    assert main([*argv, "--plugin", "no_such_environments_module"]) == 1
+    assert "plugin 'no_such_environments_module' failed to import" in caplog.text
+    assert main([*argv, "--plugin", "rollout_scripted_envs:Missing"]) == 1
+    assert "has no 'Missing'" in caplog.text
