@@ -6,7 +6,9 @@
    free loopback ports;
 3. write the held-out split to RUN_DIR/heldout.jsonl (`grpo eval --data` reads it) and evaluate it
    through the services with the [eval] hook: greedy accuracy every 25 steps, and pass@1 / maj@8
-   over 8 samples per problem at step 0 (the "before") and at the end (the "after");
+   over 8 samples per problem at step 0 (the "before") and at the end (the "after"); with an
+   environment ([rollout.environment]) also the greedy accuracy of the same weights without it
+   (`greedy_accuracy_without_environment`: what the model does without its tool), before and after;
 4. run the ordinary GRPO training loop against those services;
 5. write summary.json and the curves, print a table.
 
@@ -20,7 +22,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +34,8 @@ from grpo_learner.embedded.task import Problem
 from grpo_learner.embedded.tasks import EmbeddedConfig
 from grpo_learner.embedded.tokenizer import build_tokenizer
 from grpo_learner.embedded.warmup import supervised_warmup
-from grpo_learner.eval.runner import training_evaluator
+from grpo_learner.environment_config import EnvironmentConfig
+from grpo_learner.eval.runner import EvalSettings, run_evaluation, training_evaluator
 from grpo_learner.loop import run_training
 from grpo_learner.metrics import read_metrics
 from grpo_learner.plot import plot_run
@@ -65,6 +68,7 @@ EMBEDDED_DEFAULTS: dict[str, Any] = {
 
 HELDOUT_FILE = "heldout.jsonl"
 REPORTED = ("greedy_accuracy", "pass@1", "maj@8")  # the before/after figures of the end table
+WITHOUT_ENVIRONMENT = "greedy_accuracy_without_environment"
 
 
 @dataclass
@@ -72,7 +76,9 @@ class RunSummary:
     task: str  # the embedded task (EMBEDDED_TASKS)
     heldout_accuracy_before: float  # greedy, = heldout_before["greedy_accuracy"]
     heldout_accuracy_after: float
-    heldout_before: dict[str, float]  # every eval/ metric at step 0, without the prefix
+    heldout_before: dict[
+        str, float
+    ]  # every eval/ metric at step 0, without the prefix (+ WITHOUT_ENVIRONMENT)
     heldout_after: dict[str, float]  # ... and at the last step
     steps: int
     wall_seconds: float
@@ -116,6 +122,19 @@ def write_heldout(path: Path, problems: list[Problem]) -> Path:
     return path
 
 
+async def greedy_without_environment(
+    config: LearnerConfig, items: list[PromptItem], address: str, version: int
+) -> float:
+    """Greedy held-out accuracy of weights `version` as single-turn generations: the run's environment
+    (its tool) switched off, the model left to answer alone."""
+    alone = config.rollout.model_copy(update={"environment": EnvironmentConfig()})
+    settings = replace(EvalSettings.from_config(config), samples=0)
+    result = await run_evaluation(
+        items, settings, [address], alone, None, sampled=False, min_policy_version=version
+    )
+    return result.metrics["greedy_accuracy"]
+
+
 async def run_default(
     overrides: dict[str, Any],
     *,
@@ -146,6 +165,8 @@ async def run_default(
         rollout = services[-1].address
 
         evaluate = training_evaluator(config, heldout_items, [rollout], services[0].address)
+        with_tool = config.rollout.environment.enabled
+        alone = [await greedy_without_environment(config, heldout_items, rollout, 0)] if with_tool else []
         grpo_started = time.monotonic()
         state = await run_training(
             config,
@@ -157,6 +178,10 @@ async def run_default(
             eval_every=config.eval.every,
         )
         grpo_seconds = time.monotonic() - grpo_started
+        if with_tool:
+            alone.append(
+                await greedy_without_environment(config, heldout_items, rollout, state.policy_version)
+            )
 
     records = read_metrics(run_dir)
     # logged at step 0 (the warm-up model) and at the last step, each with every eval/ metric
@@ -165,6 +190,8 @@ async def run_default(
         {k.removeprefix("eval/"): v for k, v in r.items() if k.startswith("eval/")}
         for r in (evaluated[0], evaluated[-1])
     )
+    if alone:
+        before[WITHOUT_ENVIRONMENT], after[WITHOUT_ENVIRONMENT] = alone
     tokens = [r["tokens_per_second"] for r in records if "tokens_per_second" in r]
     summary = RunSummary(
         task=embedded.task,

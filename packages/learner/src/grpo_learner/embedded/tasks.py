@@ -57,9 +57,16 @@ EMBEDDED_TASKS.add(
         title="GRPO on the embedded tool-use task (tiny model, multiplication, a calculator)",
         split=multiplication_problems,
         transcript=partial(tool_transcript, tool_rate=TOOL_RATE),
-        warmup_steps=300,
+        warmup_steps=200,
         extra_tokens=TOOL_TOKENS,
-        settings={"run_dir": "runs/tool-use", "rollout": {"sampling": {"max_new_tokens": 32}}},
+        # the episode budget (max_new_tokens) counts the calculator's tokens too
+        settings={
+            "run_dir": "runs/tool-use",
+            "rollout": {
+                "sampling": {"max_new_tokens": 32},
+                "environment": {"name": "calculator", "max_turns": 3},
+            },
+        },
     ),
 )
 
