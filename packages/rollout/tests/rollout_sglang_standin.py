@@ -6,7 +6,11 @@ meta_info (finish_reason {type, matched|length|message}, output_token_logprobs [
 weight_version). Control endpoints answer {"success", "message"} with 200 / 400.
 
 Generation is a deterministic function of (prompt, sampling_seed, weight version), so tests can
-predict it. Knobs for failures: `healthy`, `fail_updates`, `abort_next`, `reject_distributed`.
+predict it. Started on a checkpoint directory, it also reads the model's EOS ids (always a stop, unless
+`ignore_eos`) and context length (a longer input + max_new_tokens is refused, 400) from its config.json,
+as SGLang does. Each /generate stands alone, so a multi-turn episode is what SGLang sees too: a new
+request per turn with the longer input_ids, logprobs for the new output tokens only. Knobs for
+failures: `healthy`, `fail_updates`, `abort_next`, `reject_distributed`.
 Every call is logged in order in `calls`. Runs in a thread (`StandinServer`) or as a process
 (`python this.py --port P`).
 
@@ -89,9 +93,25 @@ def init_custom_process_group(
     return pg
 
 
+def model_limits(model_path: str) -> tuple[set[int], int | None]:
+    """EOS ids and context length from `model_path/config.json`, as SGLang reads them at start-up.
+
+    A stand-in started on a name that is not a checkpoint directory has neither: it never stops on
+    EOS and takes any length (what the single-turn tests predict).
+    """
+    config_file = Path(model_path) / "config.json"
+    if not config_file.is_file():
+        return set(), None
+    config = json.loads(config_file.read_text())
+    eos = config.get("eos_token_id")
+    eos_ids = set(eos) if isinstance(eos, list) else ({eos} if isinstance(eos, int) else set())
+    return eos_ids, config.get("max_position_embeddings")
+
+
 class StandinState:
     def __init__(self, model_path: str = "standin-model") -> None:
         self.model_path = model_path
+        self.eos_token_ids, self.context_length = model_limits(model_path)
         self.weight_version = "0"
         self.healthy = True
         self.fail_updates = False
@@ -358,6 +378,14 @@ class Handler(BaseHTTPRequestHandler):
         if refusal:  # SGLang's SamplingParams.verify answers 400 with its message
             self._send(400, {"error": refusal})
             return
+        limit = self.state.context_length
+        for ids, p in zip(inputs, params, strict=True):
+            if limit is not None and len(ids) + int(p["max_new_tokens"]) > limit:
+                # SGLang refuses the whole request with 400 (its own wording differs)
+                total = len(ids) + int(p["max_new_tokens"])
+                message = f"requested {total} tokens, above the model's context length of {limit}"
+                self._send(400, {"error": message})
+                return
         outputs = [self._one(ids, p) for ids, p in zip(inputs, params, strict=True)]
         self._send(200, outputs if batched else outputs[0])
 
@@ -368,6 +396,8 @@ class Handler(BaseHTTPRequestHandler):
         tokens = predicted_tokens(input_ids, int(params.get("sampling_seed", 0)), version, max_new)
         finish: dict[str, Any] = {"type": "length", "length": max_new}
         stops = set(params.get("stop_token_ids") or [])
+        if not params.get("ignore_eos"):
+            stops |= state.eos_token_ids  # SGLang always stops on the model's EOS
         for k, token in enumerate(tokens):
             if token in stops:
                 tokens = tokens[: k + 1]

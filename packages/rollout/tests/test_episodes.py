@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from pathlib import Path
 from typing import Any
 
@@ -17,10 +18,16 @@ import pytest
 import rollout_scripted_envs
 from grpo.v1 import rollout_pb2
 from grpo_rollout.cli import main
+from grpo_rollout.config import SGLangSettings
+from grpo_rollout.environments import ENVIRONMENTS
+from grpo_rollout.environments.episode_runner import EpisodeBatchSettings, run_episodes
 from grpo_rollout.generator import SamplingConfig
 from grpo_rollout.hf_generator import HFGenerator
+from grpo_rollout.prompt_encoding import PromptEncoder
+from grpo_rollout.request_validation import PreparedPrompt, RequestEnvironments
 from rollout_reward_standin import RewardStandin
 from rollout_service_harness import config, request, serving, token_prompt
+from rollout_sglang_standin import StandinServer, predicted_logprob, predicted_tokens
 from transformers import PreTrainedTokenizerFast
 
 ENV = "rollout_scripted_envs:FixedObservation"
@@ -234,3 +241,80 @@ def test_serve_stops_with_the_plugin_named_when_it_cannot_be_loaded(
     assert "plugin 'no_such_environments_module' failed to import" in caplog.text
     assert main([*argv, "--plugin", "rollout_scripted_envs:Missing"]) == 1
     assert "has no 'Missing'" in caplog.text
+
+
+def standin_turn(context: list[int], max_new: int, stops: set[int]) -> list[int]:
+    """What the SGLang stand-in answers for one turn (no sampling_seed: 0; weights version 0)."""
+    tokens = predicted_tokens(context, 0, 0, max_new)
+    end = next((k + 1 for k, t in enumerate(tokens) if t in stops), len(tokens))
+    return tokens[:end]
+
+
+def test_sglang_episodes_continue_by_input_ids_against_the_standin(
+    tiny_model_dir: Path, reward: RewardStandin, tokenizer: PreTrainedTokenizerFast, tmp_path: Path
+) -> None:
+    prompt = [1, 5, 6]
+    observation = tokenizer(OBSERVATION, add_special_tokens=False)["input_ids"]
+    stops = {tokenizer.convert_tokens_to_ids("|"), tokenizer.eos_token_id}
+    with StandinServer(model_path=str(tiny_model_dir)) as server:
+        cfg = config(tiny_model_dir, reward.address).model_copy(
+            update={
+                "generator": "sglang",
+                "sglang": SGLangSettings(urls=[server.url], weight_dir=tmp_path / "weights"),
+                "plugins": [ENV],
+            }
+        )
+
+        async def scenario() -> list[rollout_pb2.RolloutGroup]:
+            async with serving(cfg) as client:
+                return await client.generate(episode_request([token_prompt("p", prompt)], temperature=1.0))
+
+        (group,) = asyncio.run(scenario())
+        generates = [payload for path, payload in server.state.calls if path == "/generate"]
+    turn1 = standin_turn(prompt, 5, stops)
+    turn2 = standin_turn(prompt + turn1 + observation, 5, stops)
+    # Turn 1: one request carrying the group's G sequences of the shared prompt; turn 2: a new
+    # /generate per episode whose input_ids are the prompt, turn 1's output ids and the observation's ids.
+    assert generates[0]["input_ids"] == [prompt, prompt]
+    assert all(call["input_ids"] == [prompt + turn1 + observation] for call in generates[1:])
+    assert all(
+        stops - {tokenizer.eos_token_id} <= set(p["stop_token_ids"]) for p in generates[1]["sampling_params"]
+    )
+    for completion in group.completions:
+        assert list(completion.token_ids) == turn1 + observation + turn2 + observation
+        mine = [lp for lp, m in zip(completion.logprobs, completion.loss_mask, strict=True) if m]
+        expected = [predicted_logprob(k) for k in range(len(turn1))] + [
+            predicted_logprob(k) for k in range(len(turn2))
+        ]
+        assert mine == pytest.approx(expected)
+        assert completion.episode.turns == 2 and completion.episode.environment_tokens == 2 * len(observation)
+
+
+def test_turns_waiting_together_go_to_the_backend_as_one_batch(
+    tiny_model_dir: Path, tokenizer: PreTrainedTokenizerFast
+) -> None:
+    generator = HFGenerator.from_pretrained(tiny_model_dir)
+    calls: list[tuple[int, int]] = []  # (prompts, n) of every generate call
+
+    async def generate(prompts, n, sampling):
+        calls.append((len(prompts), n))
+        return await generator.generate(prompts, n, sampling)
+
+    ENVIRONMENTS.load_reference(ENV)  # what --plugin does
+    spec = rollout_pb2.EnvironmentSpec(name=ENV, max_turn_tokens=4)
+    environments = RequestEnvironments(spec, PromptEncoder(tokenizer))
+    prompts = [
+        PreparedPrompt(f"p{i}", [1, 5 + i], "7", "", environment=environments.get("environment.name", ENV))
+        for i in range(4)
+    ]
+    settings = EpisodeBatchSettings(
+        PromptEncoder(tokenizer), (tokenizer.eos_token_id,), len(tokenizer), gather_s=2.0
+    )
+    sampling = SamplingConfig(max_new_tokens=20, temperature=0.0)
+    started = time.monotonic()
+    groups = asyncio.run(run_episodes(prompts, 3, sampling, generate, settings))
+    assert time.monotonic() - started < 2.0  # never waited out the window
+    # Turn 1: the 4 prompts once each with n = 3; turn 2: all 12 episodes in one call (the batcher
+    # flushes as soon as every live episode waits, long before its 2 s window).
+    assert calls == [(4, 3), (12, 1)]
+    assert all(e.stats.turns == 2 for group in groups for e in group)

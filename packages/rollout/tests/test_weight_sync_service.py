@@ -214,8 +214,8 @@ def test_an_update_left_open_is_abandoned_and_generation_resumes(
 
         async def scenario():
             async with serving(sglang_config(tiny_model_dir, reward, [server.url], tmp_path)) as client:
-                servicer = client.rollout.servicer
-                servicer._limits = dataclasses.replace(servicer._limits, distributed_update_idle_s=0.3)
+                updates = client.rollout.servicer._distributed  # the open-update watchdog reads its limits
+                updates._limits = dataclasses.replace(updates._limits, distributed_update_idle_s=0.3)
                 await client.stub.InitWeightSync(init_request(world_size=2), timeout=10)
                 await receive(client, [server], bucket(last=False, policy_version=7))
                 for _ in range(200):

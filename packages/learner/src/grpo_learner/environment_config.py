@@ -5,8 +5,8 @@ acts, the environment answers, until the model stops, the environment is done, `
 turns were taken or rollout.sampling.max_new_tokens, which counts model and environment tokens, is
 spent). A row's own `env` column overrides the name for that row ("none": single-turn). The rollout
 service finds environments by name (built-ins, entry points, `grpo-rollout serve --plugin`): the
-learner cannot check a name it does not run, so an unknown one is refused by the service
-(INVALID_ARGUMENT, naming what is registered) on the first request.
+learner cannot check a name it does not run, so the service does (a refused request stops the run
+with its message).
 """
 
 from __future__ import annotations

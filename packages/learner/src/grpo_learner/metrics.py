@@ -3,7 +3,8 @@
 Names follow TRL (`reward`, `reward_std`, `frac_reward_zero_std`, `kl`, `entropy`,
 `clip_ratio/low_mean`, `clip_ratio/high_mean`, `completions/mean_length`,
 `completions/clipped_ratio`, `step_time`, `tokens_per_second`, `policy_version`) so dashboards and
-habits carry over. JSONL is the source of truth (`grpo plot` reads it); TensorBoard is optional.
+habits carry over; multi-turn runs add `episode/*` (episodes.py), printed in a table of their own
+at the end. JSONL is the source of truth (`grpo plot` reads it); TensorBoard is optional.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
+from grpo_learner.episodes import EpisodeTable
 from grpo_learner.phase_timer import LEARNER_PHASES, PREFIX, UPDATE_PHASES
 
 logger = logging.getLogger(__name__)
@@ -45,6 +47,7 @@ class MetricsLogger:
 
             self._writer = SummaryWriter(log_dir=str(run_dir / "tensorboard"))
         self._timing = TimingTotals()
+        self._episodes = EpisodeTable()  # multi-turn runs only: empty otherwise, and not printed
         self._progress: Progress | None = None
         if progress:
             self._progress = Progress(
@@ -61,6 +64,7 @@ class MetricsLogger:
     def log(self, step: int, metrics: Mapping[str, float]) -> None:
         clean = {k: float(v) for k, v in metrics.items() if isinstance(v, int | float) and math.isfinite(v)}
         self._timing.add(clean)
+        self._episodes.add(clean)
         self._file.write(json.dumps({"step": step, "time": time.time(), **clean}) + "\n")
         self._file.flush()
         if self._writer is not None:
@@ -86,8 +90,13 @@ class MetricsLogger:
             self._progress.stop()
             if self._timing.steps:
                 Console().print(self._timing.table())
-        elif self._timing.steps:
-            logger.info("mean seconds per step: %s", self._timing.means())
+            if self._episodes.steps:
+                Console().print(self._episodes.table())
+        else:
+            if self._timing.steps:
+                logger.info("mean seconds per step: %s", self._timing.means())
+            if self._episodes.steps:
+                logger.info("episodes, mean per step: %s", self._episodes.means())
         if self._writer is not None:
             self._writer.close()
         self._file.close()

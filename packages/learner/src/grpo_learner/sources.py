@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
 from grpo_learner.advantages import groups_with_signal
+from grpo_learner.episodes import episode_metrics
 from grpo_learner.rollout_data import GroupError, ScoredGroup, reward_components, validate_group
 
 logger = logging.getLogger(__name__)
@@ -40,6 +41,7 @@ class StepBatch:
         out["groups/refill_rounds"] = float(self.refill_rounds)
         out["reward/timeouts"] = float(self.timeouts)
         out.update(component_means(self.groups))
+        out.update(episode_metrics(c.episode for g in self.groups for c in g.completions))
         return out
 
 

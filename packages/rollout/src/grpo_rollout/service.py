@@ -13,11 +13,10 @@ streamed stay valid (the learner re-sends the missing prompt ids).
 Weight updates are decoded and verified while generation goes on; only the final swap waits for
 running batches (the generator's gate), so no group mixes two versions.
 
-Weights over a collective group (InitWeightSync, UpdateWeightsDistributed; backends that implement
-`DistributedWeightReceiver`): the service only coordinates, the tensors go from the learner's
-broadcast straight into the engines. One update spans several RPCs (one per bucket); the service
-keeps it open between them with generation paused, and abandons it if the next bucket does not
-come within `distributed_update_idle_s`.
+Prompts with an environment (request or row) run as multi-turn episodes instead of one generate call
+(environments/episode_runner.py); a weight push waits for running episode batches (`_episode_gate`).
+
+Weights over a collective group (InitWeightSync, UpdateWeightsDistributed): distributed_updates.py.
 """
 
 from __future__ import annotations
@@ -36,12 +35,11 @@ from grpo_common.receive_buffers import ReceiveBuffers
 from grpo_common.weight_codec import WeightStreamDecoder, WeightStreamError
 
 from grpo_rollout.busy_clock import BusyClock
+from grpo_rollout.distributed_updates import DistributedUpdates
 from grpo_rollout.environments.episode import EpisodeCompletion
 from grpo_rollout.environments.episode_runner import EpisodeBatchSettings, run_episodes
 from grpo_rollout.generator import (
     BackendError,
-    DistributedBucketSink,
-    DistributedWeightReceiver,
     GeneratedCompletion,
     Generator,
     SamplingConfig,
@@ -53,7 +51,6 @@ from grpo_rollout.prompt_encoding import PromptEncoder
 from grpo_rollout.request_validation import GeneratePlan, PreparedPrompt, RequestError, validate_request
 from grpo_rollout.reward_client import RewardClient, RewardRefused, RewardUnavailable
 from grpo_rollout.version_gate import VersionGate
-from grpo_rollout.weight_sync_requests import Bucket, validate_bucket, validate_init
 
 logger = logging.getLogger(__name__)
 
@@ -73,16 +70,6 @@ class ServiceLimits:
     distributed_update_idle_s: float = 600.0  # an open NCCL update with no next bucket is abandoned
 
 
-@dataclass
-class _OpenUpdate:
-    """A distributed update between two bucket RPCs."""
-
-    sink: DistributedBucketSink
-    version: int
-    next_index: int = 0
-    watchdog: asyncio.Task[None] | None = None
-
-
 class RolloutServicer(rollout_pb2_grpc.RolloutServiceServicer):
     def __init__(
         self,
@@ -100,7 +87,7 @@ class RolloutServicer(rollout_pb2_grpc.RolloutServiceServicer):
         self._episode_gate = VersionGate()  # episode batches share it, a weight push takes it alone
         self._in_flight_prompts = 0
         self._in_flight_requests = 0
-        self._open_update: _OpenUpdate | None = None
+        self._distributed = DistributedUpdates(generator, self._update_lock, self._limits)
         self._busy = BusyClock()  # GetInfo's uptime_seconds / busy_seconds
         # An update's tensors, once copied into the model, receive the next update: that keeps
         # one update's worth of memory between updates (the peak of an update anyway) and spares
@@ -327,6 +314,7 @@ class RolloutServicer(rollout_pb2_grpc.RolloutServiceServicer):
     ) -> rollout_pb2.RolloutInfo:
         info = self._generator.info()
         uptime, busy = self._busy.read()
+        receiver = self._distributed.receiver()
         return rollout_pb2.RolloutInfo(
             model=info.model,
             backend=info.backend,
@@ -336,150 +324,21 @@ class RolloutServicer(rollout_pb2_grpc.RolloutServiceServicer):
             max_context_length=info.max_context_length,
             eos_token_id=info.eos_token_ids[0] if info.eos_token_ids else -1,
             pad_token_id=info.pad_token_id,
-            weight_sync_ranks=receiver.weight_sync_ranks() if (receiver := self._receiver()) else 0,
+            weight_sync_ranks=receiver.weight_sync_ranks()
+            if (receiver := self._distributed.receiver())
+            else 0,
             weight_sync_group=receiver.weight_sync_group() if receiver else "",
             uptime_seconds=uptime,
             busy_seconds=busy,
         )
 
-    # --- weights over a collective group -------------------------------------------------------
-    def _receiver(self) -> DistributedWeightReceiver | None:
-        generator = self._generator
-        return generator if isinstance(generator, DistributedWeightReceiver) else None
-
-    def _require_receiver(self) -> DistributedWeightReceiver:
-        """The backend's group receiver, or RequestError(UNIMPLEMENTED) when it cannot join one."""
-        receiver = self._receiver()
-        if receiver is None or receiver.weight_sync_ranks() == 0:
-            backend = self._generator.info().backend
-            raise RequestError(
-                grpc.StatusCode.UNIMPLEMENTED,
-                f"this rollout service's {backend!r} backend cannot join a weight-update group "
-                "(RolloutInfo.weight_sync_ranks is 0); push weights with UpdateWeights instead",
-            )
-        return receiver
-
+    # --- weights over a collective group (distributed_updates.py) ----------------------------
     async def InitWeightSync(
         self, request: rollout_pb2.InitWeightSyncRequest, context: grpc.aio.ServicerContext
     ) -> rollout_pb2.InitWeightSyncResponse:
-        try:
-            receiver = self._require_receiver()
-            group = validate_init(request, receiver.weight_sync_ranks())
-        except RequestError as exc:
-            await context.abort(exc.code, exc.message)
-        async with self._update_lock:
-            await self._abandon_open_update(f"InitWeightSync for group {group.group_name!r}")
-            try:
-                ranks = await receiver.init_weights_update_group(
-                    group.master_address,
-                    group.master_port,
-                    group.rank_offset,
-                    group.world_size,
-                    group.group_name,
-                    group.backend,
-                )
-            except WeightUpdateError as exc:
-                await context.abort(grpc.StatusCode.ABORTED, f"{exc}; check the learner's side of the group")
-            except BackendError as exc:
-                await context.abort(grpc.StatusCode.UNAVAILABLE, str(exc))
-        return rollout_pb2.InitWeightSyncResponse(ranks=ranks)
+        return await self._distributed.init(request, context)
 
     async def UpdateWeightsDistributed(
         self, request: rollout_pb2.DistributedWeightsRequest, context: grpc.aio.ServicerContext
     ) -> rollout_pb2.UpdateWeightsResponse:
-        try:
-            receiver = self._require_receiver()
-            bucket = validate_bucket(request, self._generator.parameter_specs())
-        except RequestError as exc:
-            await context.abort(exc.code, exc.message)
-        async with self._update_lock:
-            joined = receiver.weight_sync_group()
-            if bucket.group_name != joined:
-                await context.abort(
-                    grpc.StatusCode.FAILED_PRECONDITION,
-                    f"weight-update group {bucket.group_name!r} is not initialised on this service "
-                    f"(joined: {joined or 'none'}); call InitWeightSync first",
-                )
-            started = time.monotonic()
-            try:
-                update = await self._bucket_target(receiver, bucket)
-            except RequestError as exc:
-                await context.abort(exc.code, exc.message)
-            paused = time.monotonic()
-            try:
-                await update.sink.receive_bucket(bucket.names, bucket.dtypes, bucket.shapes, bucket.last)
-            except (WeightUpdateError, BackendError) as exc:
-                # ABORTED tells the learner that every engine answered after the broadcast (the group
-                # stays in step); UNAVAILABLE that some engine may not have taken part.
-                self._open_update = None
-                code = (
-                    grpc.StatusCode.UNAVAILABLE if isinstance(exc, BackendError) else grpc.StatusCode.ABORTED
-                )
-                await context.abort(code, f"{exc}; start the update again at bucket_index 0")
-            received = time.monotonic()
-            if bucket.last:
-                self._open_update = None
-                logger.info(
-                    "policy version %d over group %r: %d bucket(s)", bucket.version, joined, bucket.index + 1
-                )
-            else:
-                update.next_index += 1
-                update.watchdog = asyncio.create_task(self._watch(update))
-            resumed = time.monotonic()
-        return rollout_pb2.UpdateWeightsResponse(
-            policy_version=self._generator.info().weight_version,
-            tensors=len(bucket.names),
-            bytes=bucket.nbytes,
-            receive_seconds=received - paused,
-            apply_seconds=(paused - started) + (resumed - received),
-        )
-
-    async def _bucket_target(self, receiver: DistributedWeightReceiver, bucket: Bucket) -> _OpenUpdate:
-        """The open update this bucket continues, or a new one for bucket 0 (under _update_lock)."""
-        update = self._open_update
-        if bucket.index == 0:
-            if update is not None:
-                await self._abandon_open_update(f"bucket 0 of version {bucket.version} started a new update")
-            try:
-                sink = await receiver.begin_distributed_update(bucket.version, bucket.group_name)
-            except WeightUpdateError as exc:
-                raise RequestError(grpc.StatusCode.FAILED_PRECONDITION, str(exc)) from exc
-            except BackendError as exc:
-                raise RequestError(grpc.StatusCode.UNAVAILABLE, str(exc)) from exc
-            update = self._open_update = _OpenUpdate(sink, bucket.version)
-            return update
-        if update is not None and update.sink.done:  # ended without us (its caller was cancelled)
-            self._open_update = update = None
-        if update is None or update.version != bucket.version or update.next_index != bucket.index:
-            expected = (
-                f"the open update is version {update.version}, expecting bucket_index {update.next_index}"
-                if update is not None
-                else "no update is open"
-            )
-            raise RequestError(
-                grpc.StatusCode.FAILED_PRECONDITION,
-                f"bucket_index {bucket.index} of version {bucket.version} does not continue an update "
-                f"({expected}); start the update again at bucket_index 0",
-            )
-        if update.watchdog is not None:
-            update.watchdog.cancel()
-            update.watchdog = None
-        return update
-
-    async def _abandon_open_update(self, reason: str) -> None:
-        """End the open update without adopting its version (caller holds _update_lock)."""
-        update, self._open_update = self._open_update, None
-        if update is None:
-            return
-        if update.watchdog is not None:
-            update.watchdog.cancel()
-        await update.sink.abandon(reason)
-
-    async def _watch(self, update: _OpenUpdate) -> None:
-        """Abandon `update` if its next bucket does not arrive in time (a learner that went away)."""
-        idle = self._limits.distributed_update_idle_s
-        await asyncio.sleep(idle)
-        async with self._update_lock:
-            if self._open_update is update:
-                update.watchdog = None  # this task: do not cancel ourselves
-                await self._abandon_open_update(f"no bucket {update.next_index} within {idle:.0f} s")
+        return await self._distributed.bucket(request, context)
