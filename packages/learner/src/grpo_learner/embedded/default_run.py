@@ -26,6 +26,7 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
+import torch
 from grpo_common.config import ConfigError, deep_merge
 
 from grpo_learner.config import LearnerConfig
@@ -102,6 +103,8 @@ def _prompt_items(problems: list[Problem]) -> list[PromptItem]:
 def prepare_warm_model(run_dir: Path, config: LearnerConfig, embedded: EmbeddedConfig) -> Path:
     """Build, warm up and save the tiny model + tokenizer; returns the HF directory."""
     task, seed = embedded.embedded_task, config.train.seed
+    if config.train.torch_threads:  # the learner's threads, as the training loop will set them
+        torch.set_num_threads(config.train.torch_threads)
     tokenizer = build_tokenizer(task.extra_tokens)
     model = build_tiny_model(tokenizer, seed)
     train, _ = task.split(seed)
