@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -68,11 +69,29 @@ def make_trainer(loss_type: str) -> Trainer:
     return Trainer(model, optimizer, scheduler, settings, reference)
 
 
+def with_episode_masks(groups: list[ScoredGroup]) -> list[ScoredGroup]:
+    """The groups as multi-turn episodes: every third completion token (from the second) is the
+    environment's."""
+    return [
+        replace(
+            g,
+            completions=tuple(
+                replace(c, loss_mask=tuple(i % 3 != 1 for i in range(len(c.token_ids))))
+                for c in g.completions
+            ),
+        )
+        for g in groups
+    ]
+
+
 @pytest.mark.parametrize("loss_type", sorted(set(LOSSES) - {"bnpo"}))
-def test_rank_loss_shares_and_gradients_add_up_to_the_one_process_ones(loss_type: str):
-    """What FSDP's summed reduce-scatter relies on. (bnpo is a mean over micro-batches, and ranks cut
-    different micro-batches than one process does, so it is not exactly the one-process loss.)"""
+@pytest.mark.parametrize("episodes", [False, True])
+def test_rank_loss_shares_and_gradients_add_up_to_the_one_process_ones(loss_type: str, episodes: bool):
+    """What FSDP's summed reduce-scatter relies on (with episodes: the ranks' token counts are model
+    tokens too). (bnpo is a mean over micro-batches, and ranks cut different micro-batches than one
+    process does, so it is not exactly the one-process loss.)"""
     groups = synthetic_groups(2, seed=4, num_groups=3, group_size=3)  # 9 sequences over 2 ranks
+    groups = with_episode_masks(groups) if episodes else groups
     trainer = make_trainer(loss_type)
     ref = trainer._frozen_logprobs
     whole_batch = prepare_batch(groups, trainer.settings, CPU)
@@ -95,7 +114,14 @@ def test_groups_survive_the_bytes_between_ranks_exactly():
             "p-1",
             (1, 2, 3),
             (
-                ScoredCompletion((4, 5), (-0.1, -(0.1 + 0.2)), 1 / 3, {"even": 0.5}, truncated=True),
+                ScoredCompletion(
+                    (4, 5),
+                    (-0.1, -(0.1 + 0.2)),
+                    1 / 3,
+                    {"even": 0.5},
+                    truncated=True,
+                    loss_mask=(True, False),
+                ),
                 ScoredCompletion((6,), (-1e-12,), -2.5, {"even": 0.0}, correct=True),
             ),
             policy_version=7,

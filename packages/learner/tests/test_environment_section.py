@@ -33,16 +33,12 @@ def test_the_section_from_a_file_becomes_the_environment_spec(tmp_path: Path):
     spec = environment_to_proto(environment)
     assert (spec.name, spec.max_turns, spec.max_turn_tokens) == ("calculator", 4, 64)
     assert json.loads(spec.config_json) == {"time_limit_s": 2.5, "operators": ["+", "*"]}
-    assert environment.enabled
 
 
 def test_no_section_is_single_turn_with_the_protos_defaults():
     environment = load_learner_config(overrides={"model.name_or_path": "m"}, environ={}).rollout.environment
     spec = environment_to_proto(environment)
-    assert not environment.enabled
     assert (spec.name, spec.max_turns, spec.max_turn_tokens, spec.config_json) == ("", 8, 0, "")
-    none = environment.model_copy(update={"name": "none"})
-    assert not none.enabled
 
 
 @pytest.mark.parametrize(

@@ -83,6 +83,8 @@ def test_the_end_table_shows_first_last_and_mean():
     assert "2 steps with multi-turn episodes" in text
     row = next(line for line in text.splitlines() if "episode/tool_calls" in line)
     assert [cell.strip() for cell in row.split("│")[1:-1]] == ["episode/tool_calls", "1", "3", "2"]
+    table.add(episode_metrics([stats(1, 0, 0, 0.0, False)]))  # no tool call: no seconds_per_tool_call
+    assert table.means()["episode/seconds_per_tool_call"] == 0.15  # (0.2 + 0.1) / the 2 steps with it
 
 
 class EpisodeRollout(RecordingRollout):

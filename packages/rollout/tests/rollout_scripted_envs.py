@@ -3,9 +3,9 @@
 
 - `FixedObservation`: answers every turn with `observation` (default " ok:") and says done after
   `done_after` steps (default 2); `stop_string` (default "|") ends a model turn; `step_sleep_s` makes
-  the steps of episode `slow_episode` of every group sleep; `raise_on_step` makes that step raise;
-  `reward` is its per-step reward. Every step appends (episode index, start, end) to `STEP_LOG`,
-  which the in-process tests read.
+  the steps of episode `slow_episode` of every group sleep (`"all"`: every episode's); `raise_on_step`
+  makes that step raise; `reward` is its per-step reward. Every step appends (episode index, start,
+  end) to `STEP_LOG`, which the in-process tests read.
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ class FixedObservation:
         self.done_after = int(config.get("done_after", 2))
         self.stop_strings = (str(config.get("stop_string", "|")),)
         self.step_sleep_s = float(config.get("step_sleep_s", 0.0))
-        self.slow_episode = int(config.get("slow_episode", -1))
+        self.slow_episode = config.get("slow_episode", -1)  # an episode index, or "all"
         self.raise_on_step = int(config.get("raise_on_step", -1))
         self.reward = float(config.get("reward", 0.0))
 
@@ -46,7 +46,7 @@ class FixedObservation:
         state["turns"].append(turn.token_ids)
         if turn.index == self.raise_on_step:
             raise RuntimeError("the tool crashed")
-        if state["episode"] == self.slow_episode:
+        if self.slow_episode in (state["episode"], "all"):
             time.sleep(self.step_sleep_s)
         state["steps"] += 1
         STEP_LOG.append((state["episode"], started, time.monotonic()))

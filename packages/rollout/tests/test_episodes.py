@@ -17,6 +17,7 @@ import grpc
 import pytest
 import rollout_scripted_envs
 from grpo.v1 import rollout_pb2
+from grpo_common.weight_codec import encode_state_dict
 from grpo_rollout.cli import main
 from grpo_rollout.config import SGLangSettings
 from grpo_rollout.environments import ENVIRONMENTS
@@ -28,6 +29,7 @@ from grpo_rollout.request_validation import PreparedPrompt, RequestEnvironments
 from rollout_reward_standin import RewardStandin
 from rollout_service_harness import config, request, serving, token_prompt
 from rollout_sglang_standin import StandinServer, predicted_logprob, predicted_tokens
+from rollout_testkit import other_weights
 from transformers import PreTrainedTokenizerFast
 
 ENV = "rollout_scripted_envs:FixedObservation"
@@ -318,3 +320,27 @@ def test_turns_waiting_together_go_to_the_backend_as_one_batch(
     # flushes as soon as every live episode waits, long before its 2 s window).
     assert calls == [(4, 3), (12, 1)]
     assert all(e.stats.turns == 2 for group in groups for e in group)
+
+
+def test_a_weight_push_waits_for_running_episodes_so_no_group_mixes_versions(
+    tiny_model_dir: Path, reward: RewardStandin
+) -> None:
+    # Every episode's first step sleeps 1 s; the push arrives during it. Without the episode gate
+    # the second turns would run on version 1 and the group would be dropped as mixed.
+    settings = {"slow_episode": "all", "step_sleep_s": 1.0}
+    cfg = config(tiny_model_dir, reward.address).model_copy(update={"plugins": [ENV]})
+    weights = other_weights(tiny_model_dir, seed=3)
+
+    async def scenario():
+        async with serving(cfg) as client:
+            episodes = asyncio.create_task(
+                client.generate(episode_request([token_prompt("p", [1, 5, 6])], settings))
+            )
+            await asyncio.sleep(0.4)
+            pushed = await client.stub.UpdateWeights(encode_state_dict(weights, 1), timeout=30)
+            return await episodes, pushed, episodes.done()
+
+    groups, pushed, finished_first = asyncio.run(scenario())
+    assert pushed.policy_version == 1 and finished_first  # the push returned only after the batch
+    (group,) = groups
+    assert group.policy_version == 0 and all(c.episode.turns == 2 for c in group.completions)

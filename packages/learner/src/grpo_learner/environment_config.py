@@ -18,8 +18,6 @@ from pydantic import Field, field_validator
 
 from grpo_learner.config_section import Section as _Section
 
-SINGLE_TURN = "none"  # also the meaning of ""
-
 
 class EnvironmentConfig(_Section):
     name: str = Field(
@@ -52,11 +50,6 @@ class EnvironmentConfig(_Section):
                 f"cannot be sent as JSON ({exc}); use strings, numbers, booleans, lists and tables"
             ) from None
         return config
-
-    @property
-    def enabled(self) -> bool:
-        """Whether rows without an `env` column run as episodes."""
-        return self.name not in ("", SINGLE_TURN)
 
     def config_json(self) -> str:
         """`config` as EnvironmentSpec.config_json ("" for an empty table: the proto's {})."""

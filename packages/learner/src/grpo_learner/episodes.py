@@ -80,6 +80,7 @@ class EpisodeTable:
         self.first: dict[str, float] = {}
         self.last: dict[str, float] = {}
         self.sums: dict[str, float] = {}
+        self.counts: dict[str, int] = {}  # steps that had the metric (seconds_per_tool_call may be absent)
 
     def add(self, metrics: Mapping[str, float]) -> None:
         values = {k: v for k, v in metrics.items() if k.startswith(PREFIX) or k == ENVIRONMENT_REWARD}
@@ -91,9 +92,10 @@ class EpisodeTable:
         self.last = dict(values)
         for key, value in values.items():
             self.sums[key] = self.sums.get(key, 0.0) + value
+            self.counts[key] = self.counts.get(key, 0) + 1
 
     def means(self) -> dict[str, float]:
-        return {key: round(value / self.steps, 4) for key, value in self.sums.items()}
+        return {key: round(value / self.counts[key], 4) for key, value in self.sums.items()}
 
     def table(self) -> Table:
         table = Table(title=f"{self.steps} steps with multi-turn episodes")

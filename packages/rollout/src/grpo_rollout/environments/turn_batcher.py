@@ -88,6 +88,15 @@ class TurnBatcher:
                     await task
 
     async def _loop(self) -> None:
+        try:
+            await self._gather_and_flush()
+        except Exception as exc:  # a bug here must fail the waiting episodes, not hang them
+            for turn in self._pending:
+                if not turn.answer.done():
+                    turn.answer.set_exception(exc)
+            raise
+
+    async def _gather_and_flush(self) -> None:
         loop = asyncio.get_running_loop()
         while True:
             while not self._pending:
