@@ -9,9 +9,11 @@ import pytest
 from grpo_common.config import deep_merge
 from grpo_learner.config import load_learner_config
 from grpo_learner.embedded.default_run import EMBEDDED_DEFAULTS, embedded_config
+from grpo_learner.embedded.tasks import EmbeddedConfig
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
-RECIPES = sorted(p for p in EXAMPLES.glob("*.toml") if p.name != "tiny-default.toml")
+EMBEDDED = ("tiny-default.toml", "tool-use.toml")  # embedded runs: no model named, one is built
+RECIPES = sorted(p for p in EXAMPLES.glob("*.toml") if p.name not in EMBEDDED)
 
 
 @pytest.mark.parametrize("recipe", RECIPES, ids=lambda p: p.name)
@@ -25,6 +27,14 @@ def test_tiny_default_example_matches_the_embedded_defaults() -> None:
     written = tomllib.loads((EXAMPLES / "tiny-default.toml").read_text())
     assert deep_merge(EMBEDDED_DEFAULTS, written) == EMBEDDED_DEFAULTS
     assert embedded_config(written).train.max_steps == EMBEDDED_DEFAULTS["train"]["max_steps"]
+
+
+def test_tool_use_example_is_an_embedded_run_of_the_tool_use_task() -> None:
+    written = tomllib.loads((EXAMPLES / "tool-use.toml").read_text())
+    embedded = EmbeddedConfig.model_validate(written.pop("embedded"))
+    assert embedded.task == "tool-use"
+    config = embedded_config(written, embedded)
+    assert config.train.max_steps == written["train"]["max_steps"]
 
 
 def test_there_are_cpu_gpu_and_multi_machine_recipes() -> None:

@@ -1,6 +1,7 @@
 """`grpo`: the learner's command line.
 
     grpo train                                   the embedded default: tiny model, local services, CPU
+    grpo train --config examples/tool-use.toml   an embedded run of another task ([embedded] task = ...)
     grpo train --config run.toml [--model M] [--data FILE] [--rollout HOST:PORT ...] [--set key=value ...]
     grpo train --nproc N ...                     the same on N learner processes (torchrun, FSDP2)
     grpo eval --model M [--model M2 ...] --data FILE [--greedy] [--samples N --k 1,N] [--out DIR]
@@ -74,7 +75,10 @@ def build_parser() -> argparse.ArgumentParser:
         "under torchrun with FSDP2; for several machines run torchrun -m grpo_learner train yourself",
     )
     train.add_argument(
-        "--warmup-steps", type=int, default=None, help="embedded default only: supervised warm-up steps (500)"
+        "--warmup-steps",
+        type=int,
+        default=None,
+        help="embedded runs only: embedded.warmup_steps, the supervised warm-up steps (default: the task's)",
     )
 
     evaluate = commands.add_parser(
@@ -130,15 +134,36 @@ def train_overrides(args: argparse.Namespace) -> dict[str, Any]:
     return {**flags, **parse_set(args.set)}
 
 
+def embedded_settings(args: argparse.Namespace) -> dict[str, Any] | None:
+    """The settings of an embedded run (no --model, and no --config or one with an [embedded] section),
+    else None: the embedded run builds its own model, so naming one is an error there."""
+    from grpo_common.config import read_config_file
+
+    settings = read_config_file(args.config) if args.config is not None else {}
+    if args.config is not None and "embedded" not in settings:
+        return None
+    if not isinstance(settings.get("embedded", {}), dict):
+        raise ConfigError(f'{args.config}: embedded must be a table, e.g. [embedded] task = "tool-use"')
+    if args.model is not None:
+        if args.config is None:
+            return None
+        raise ConfigError(
+            f"{args.config} has an [embedded] section, which builds its own model: drop --model"
+        )
+    return settings
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     from grpo_learner.distributed.process_group import launched_distributed
 
-    if args.config is None and args.model is None:
+    settings = embedded_settings(args)
+    if settings is not None:
         if launched_distributed():
             raise ConfigError(
-                "under torchrun give --config or --model: the embedded default runs in one process"
+                "under torchrun give --model or a --config without [embedded]: an embedded run "
+                "runs in one process"
             )
-        return cmd_train_embedded(args)
+        return cmd_train_embedded(args, settings)
     from grpo_learner.config import load_learner_config
 
     config = load_learner_config(args.config, train_overrides(args))
@@ -217,17 +242,30 @@ def _training_evaluation(
     return {"evaluator": evaluator, "eval_every": config.eval.every}
 
 
-def cmd_train_embedded(args: argparse.Namespace) -> int:
-    """No model named: build the tiny default, start local services, train, report before/after."""
-    from grpo_common.config import dotted_to_nested
+def cmd_train_embedded(args: argparse.Namespace, settings: dict[str, Any]) -> int:
+    """No model named: build the task's tiny model, start local services, train, report before/after.
+
+    `settings`: the config file's (its [embedded] section says which task), under the flags."""
+    from grpo_common.config import deep_merge, dotted_to_nested
+    from pydantic import ValidationError
 
     from grpo_learner.embedded.default_run import embedded_config, run_default
     from grpo_learner.embedded.report import print_summary
+    from grpo_learner.embedded.tasks import EmbeddedConfig
 
-    overrides = dotted_to_nested(train_overrides(args))
-    embedded_config(overrides)  # validate every setting before building anything
-    warmup = {} if args.warmup_steps is None else {"warmup_steps": args.warmup_steps}
-    summary = asyncio.run(run_default(overrides, progress=not args.no_progress, **warmup))
+    settings = dict(settings)
+    section = settings.pop("embedded", {})
+    if args.warmup_steps is not None:
+        section = {**section, "warmup_steps": args.warmup_steps}
+    try:
+        embedded = EmbeddedConfig.model_validate(section)
+    except ValidationError as exc:
+        where = args.config or "--warmup-steps"
+        problems = "; ".join(f"embedded.{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+        raise ConfigError(f"{where}: {problems}") from None
+    overrides = deep_merge(settings, dotted_to_nested(train_overrides(args)))
+    embedded_config(overrides, embedded)  # validate every setting before building anything
+    summary = asyncio.run(run_default(overrides, embedded=embedded, progress=not args.no_progress))
     print_summary(summary)
     return 0
 
@@ -299,10 +337,10 @@ def cmd_train_processes(args: argparse.Namespace, argv: list[str]) -> int:
 
     if args.nproc < 1:
         raise ConfigError(f"--nproc must be >= 1, got {args.nproc}")
-    if args.config is None and args.model is None:
+    if embedded_settings(args) is not None:
         raise ConfigError(
-            "--nproc needs --config or --model: the embedded default (tiny model, local services) "
-            "runs in one process"
+            "--nproc needs --model or a --config without [embedded]: an embedded run (tiny model, "
+            "local services) runs in one process"
         )
     code = relaunch(argv, args.nproc)
     if code != 0:

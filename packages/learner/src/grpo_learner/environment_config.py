@@ -51,6 +51,11 @@ class EnvironmentConfig(_Section):
             ) from None
         return config
 
+    @property
+    def enabled(self) -> bool:
+        """Whether rows without an `env` column run as episodes (the embedded tool-use run asks)."""
+        return self.name not in ("", "none")
+
     def config_json(self) -> str:
         """`config` as EnvironmentSpec.config_json ("" for an empty table: the proto's {})."""
         if not self.config:

@@ -5,6 +5,7 @@ turns, tool calls and errors, seconds spent in the environment, model vs environ
 loss never reads them (the loss mask does that job, see rollout_data.py); they become metrics:
 
     episode/turns, episode/tool_calls, episode/tool_errors        means per episode
+    episode/with_tool_calls                                       share of episodes with a tool call
     episode/model_tokens, episode/environment_tokens              means per episode
     episode/tool_seconds, episode/tool_seconds_mean               sum over the step's episodes, mean
     episode/seconds_per_tool_call                                 tool seconds / tool calls (if any call)
@@ -58,6 +59,7 @@ def episode_metrics(episodes: Iterable[EpisodeStats | None]) -> dict[str, float]
         f"{PREFIX}turns": sum(e.turns for e in stats) / n,
         f"{PREFIX}tool_calls": tool_calls / n,
         f"{PREFIX}tool_errors": sum(e.tool_errors for e in stats) / n,
+        f"{PREFIX}with_tool_calls": sum(e.tool_calls > 0 for e in stats) / n,
         f"{PREFIX}tool_seconds": tool_seconds,
         f"{PREFIX}tool_seconds_mean": tool_seconds / n,
         f"{PREFIX}model_tokens": sum(e.model_tokens for e in stats) / n,

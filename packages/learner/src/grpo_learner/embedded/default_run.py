@@ -6,9 +6,15 @@
    free loopback ports;
 3. write the held-out split to RUN_DIR/heldout.jsonl (`grpo eval --data` reads it) and evaluate it
    through the services with the [eval] hook: greedy accuracy every 25 steps, and pass@1 / maj@8
-   over 8 samples per problem at step 0 (the "before") and at the end (the "after");
+   over 8 samples per problem at step 0 (the "before") and at the end (the "after"); with an
+   environment ([rollout.environment]) also the greedy accuracy of the same weights without it
+   (`greedy_accuracy_without_environment`: what the model does without its tool), before and after;
 4. run the ordinary GRPO training loop against those services;
 5. write summary.json and the curves, print a table.
+
+The same steps serve every embedded task (grpo_learner.embedded.tasks: `[embedded] task = ...` in a
+config file): the task gives the problems, the warm-up transcripts, the tokenizer's extra tokens and
+the settings it needs on top of EMBEDDED_DEFAULTS.
 """
 
 from __future__ import annotations
@@ -16,18 +22,21 @@ from __future__ import annotations
 import json
 import logging
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
+import torch
 from grpo_common.config import ConfigError, deep_merge
 
 from grpo_learner.config import LearnerConfig
 from grpo_learner.embedded.model import build_tiny_model
-from grpo_learner.embedded.task import Problem, split_problems
+from grpo_learner.embedded.task import Problem
+from grpo_learner.embedded.tasks import EmbeddedConfig
 from grpo_learner.embedded.tokenizer import build_tokenizer
 from grpo_learner.embedded.warmup import supervised_warmup
-from grpo_learner.eval.runner import training_evaluator
+from grpo_learner.environment_config import EnvironmentConfig
+from grpo_learner.eval.runner import EvalSettings, run_evaluation, training_evaluator
 from grpo_learner.loop import run_training
 from grpo_learner.metrics import read_metrics
 from grpo_learner.plot import plot_run
@@ -36,10 +45,8 @@ from grpo_learner.service_processes import local_services
 
 logger = logging.getLogger(__name__)
 
-WARMUP_STEPS = 500
-MAX_NEW_TOKENS = 12
-
-# The learner settings of the default run; any of them can be overridden from the CLI / a file.
+# The learner settings of the default run (an embedded task adds its own over them); any of them can be
+# overridden from the CLI / a file.
 EMBEDDED_DEFAULTS: dict[str, Any] = {
     "model": {"name_or_path": "(built by the embedded default)"},
     "data": {"apply_chat_template": False},
@@ -47,7 +54,7 @@ EMBEDDED_DEFAULTS: dict[str, Any] = {
         "group_size": 8,
         "prompts_per_step": 32,
         "max_staleness": 0,
-        "sampling": {"temperature": 0.7, "max_new_tokens": MAX_NEW_TOKENS},
+        "sampling": {"temperature": 0.7, "max_new_tokens": 12},
     },
     "optim": {"lr": 2e-4, "warmup_steps": 5, "schedule": "constant", "max_grad_norm": 1.0},
     "loss": {"loss_type": "grpo", "beta": 0.0},
@@ -62,13 +69,17 @@ EMBEDDED_DEFAULTS: dict[str, Any] = {
 
 HELDOUT_FILE = "heldout.jsonl"
 REPORTED = ("greedy_accuracy", "pass@1", "maj@8")  # the before/after figures of the end table
+WITHOUT_ENVIRONMENT = "greedy_accuracy_without_environment"
 
 
 @dataclass
 class RunSummary:
+    task: str  # the embedded task (EMBEDDED_TASKS)
     heldout_accuracy_before: float  # greedy, = heldout_before["greedy_accuracy"]
     heldout_accuracy_after: float
-    heldout_before: dict[str, float]  # every eval/ metric at step 0, without the prefix
+    heldout_before: dict[
+        str, float
+    ]  # every eval/ metric at step 0, without the prefix (+ WITHOUT_ENVIRONMENT)
     heldout_after: dict[str, float]  # ... and at the last step
     steps: int
     wall_seconds: float
@@ -81,23 +92,29 @@ class RunSummary:
     total_parameters: int
 
 
-def embedded_config(overrides: dict[str, Any]) -> LearnerConfig:
-    return LearnerConfig.model_validate(deep_merge(EMBEDDED_DEFAULTS, overrides))
+def embedded_config(overrides: dict[str, Any], embedded: EmbeddedConfig | None = None) -> LearnerConfig:
+    """EMBEDDED_DEFAULTS < the task's own settings < `overrides`, validated."""
+    task = (embedded or EmbeddedConfig()).embedded_task
+    return LearnerConfig.model_validate(deep_merge(deep_merge(EMBEDDED_DEFAULTS, task.settings), overrides))
 
 
 def _prompt_items(problems: list[Problem]) -> list[PromptItem]:
     return [PromptItem(id=p.id, reference=p.reference, text=p.prompt) for p in problems]
 
 
-def prepare_warm_model(run_dir: Path, seed: int, warmup_steps: int) -> Path:
+def prepare_warm_model(run_dir: Path, config: LearnerConfig, embedded: EmbeddedConfig) -> Path:
     """Build, warm up and save the tiny model + tokenizer; returns the HF directory."""
-    tokenizer = build_tokenizer()
+    task, seed = embedded.embedded_task, config.train.seed
+    if config.train.torch_threads:  # the learner's threads, as the training loop will set them
+        torch.set_num_threads(config.train.torch_threads)
+    tokenizer = build_tokenizer(task.extra_tokens)
     model = build_tiny_model(tokenizer, seed)
-    train, _ = split_problems(seed)
-    logger.info("supervised warm-up: %d steps on %d problems", warmup_steps, len(train))
-    supervised_warmup(model, tokenizer, train, steps=warmup_steps, seed=seed)
+    train, _ = task.split(seed)
+    logger.info("supervised warm-up (%s): %d steps on %d problems", embedded.task, embedded.steps, len(train))
+    supervised_warmup(model, tokenizer, train, task.transcript, steps=embedded.steps, seed=seed)
     model_dir = run_dir / "warmup"
-    model.generation_config.max_new_tokens = MAX_NEW_TOKENS  # `grpo eval`'s default for this model
+    # `grpo eval`'s default for this model
+    model.generation_config.max_new_tokens = config.rollout.sampling.max_new_tokens
     model.save_pretrained(model_dir)
     tokenizer.save_pretrained(model_dir)
     return model_dir
@@ -110,26 +127,39 @@ def write_heldout(path: Path, problems: list[Problem]) -> Path:
     return path
 
 
+async def greedy_without_environment(
+    config: LearnerConfig, items: list[PromptItem], address: str, version: int
+) -> float:
+    """Greedy held-out accuracy of weights `version` as single-turn generations: the run's environment
+    (its tool) switched off, the model left to answer alone."""
+    alone = config.rollout.model_copy(update={"environment": EnvironmentConfig()})
+    settings = replace(EvalSettings.from_config(config), samples=0)
+    result = await run_evaluation(
+        items, settings, [address], alone, None, sampled=False, min_policy_version=version
+    )
+    return result.metrics["greedy_accuracy"]
+
+
 async def run_default(
     overrides: dict[str, Any],
     *,
-    warmup_steps: int = WARMUP_STEPS,
+    embedded: EmbeddedConfig | None = None,
     progress: bool = True,
 ) -> RunSummary:
     started = time.monotonic()
-    config = embedded_config(overrides)
+    embedded = embedded or EmbeddedConfig()
+    config = embedded_config(overrides, embedded)
     if not (config.eval.every and config.eval.greedy):
         raise ConfigError("the embedded default reports held-out accuracy: keep eval.every > 0, eval.greedy")
     run_dir = Path(config.run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    seed = config.train.seed
-    train, heldout = split_problems(seed)
+    train, heldout = embedded.embedded_task.split(config.train.seed)
     heldout_path = config.eval.data or write_heldout(run_dir / HELDOUT_FILE, heldout)
     heldout_items = list(load_prompt_file(heldout_path).items)[: config.eval.max_problems]
 
     model_dir = run_dir / "warmup"
     if not (model_dir / "config.json").exists():
-        prepare_warm_model(run_dir, seed, warmup_steps)
+        prepare_warm_model(run_dir, config, embedded)
     warmup_seconds = time.monotonic() - started
     config = config.model_copy(
         update={"model": config.model.model_copy(update={"name_or_path": str(model_dir)})}
@@ -140,6 +170,8 @@ async def run_default(
         rollout = services[-1].address
 
         evaluate = training_evaluator(config, heldout_items, [rollout], services[0].address)
+        with_tool = config.rollout.environment.enabled
+        alone = [await greedy_without_environment(config, heldout_items, rollout, 0)] if with_tool else []
         grpo_started = time.monotonic()
         state = await run_training(
             config,
@@ -151,6 +183,10 @@ async def run_default(
             eval_every=config.eval.every,
         )
         grpo_seconds = time.monotonic() - grpo_started
+        if with_tool:
+            alone.append(
+                await greedy_without_environment(config, heldout_items, rollout, state.policy_version)
+            )
 
     records = read_metrics(run_dir)
     # logged at step 0 (the warm-up model) and at the last step, each with every eval/ metric
@@ -159,9 +195,12 @@ async def run_default(
         {k.removeprefix("eval/"): v for k, v in r.items() if k.startswith("eval/")}
         for r in (evaluated[0], evaluated[-1])
     )
+    if alone:
+        before[WITHOUT_ENVIRONMENT], after[WITHOUT_ENVIRONMENT] = alone
     tokens = [r["tokens_per_second"] for r in records if "tokens_per_second" in r]
     counts = next(r for r in records if "model/trainable_parameters" in r)  # this run's first record
     summary = RunSummary(
+        task=embedded.task,
         heldout_accuracy_before=before["greedy_accuracy"],
         heldout_accuracy_after=after["greedy_accuracy"],
         heldout_before=before,

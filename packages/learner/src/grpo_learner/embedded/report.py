@@ -1,4 +1,4 @@
-"""The table `grpo train` prints at the end of the embedded default run."""
+"""The table `grpo train` prints at the end of an embedded run."""
 
 from __future__ import annotations
 
@@ -7,24 +7,41 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from grpo_learner.embedded.default_run import HELDOUT_FILE, REPORTED, RunSummary
+from grpo_learner.embedded.default_run import HELDOUT_FILE, REPORTED, WITHOUT_ENVIRONMENT, RunSummary
+from grpo_learner.embedded.tasks import EMBEDDED_TASKS
+from grpo_learner.episodes import ENVIRONMENT_REWARD
+from grpo_learner.episodes import PREFIX as EPISODE
 from grpo_learner.metrics import TimingTotals, read_metrics
+
+LABELS = {"greedy_accuracy": "accuracy (greedy)", WITHOUT_ENVIRONMENT: "greedy, without the tool"}
+# The episodes' tool use (means over the held-out episodes); the other episode/ figures are in summary.json.
+EPISODE_ROWS = {
+    f"{EPISODE}with_tool_calls": "episodes calling the tool",
+    f"{EPISODE}tool_calls": "tool calls per episode",
+    f"{EPISODE}tool_errors": "tool errors per episode",
+    f"{EPISODE}turns": "turns per episode",
+}
 
 
 def print_summary(summary: RunSummary, console: Console | None = None) -> None:
     console = console or Console()
     run_dir = Path(summary.run_dir)
-    table = Table(title="GRPO on the embedded default (tiny model, synthetic arithmetic)")
+    table = Table(title=EMBEDDED_TASKS[summary.task].title)
     table.add_column("held-out")
     table.add_column("warm-up model", justify="right")
     table.add_column("after GRPO", justify="right")
     table.add_column("change", justify="right")
-    # greedy, pass@1, maj@8 by default; whatever else [eval] asked for after them
+    # greedy, pass@1, maj@8 by default; whatever else [eval] asked for after them; then tool use
     metrics = [m for m in REPORTED if m in summary.heldout_before]
-    metrics += [m for m in summary.heldout_before if m not in metrics]
+    episodes = (EPISODE, ENVIRONMENT_REWARD)
+    metrics += [m for m in summary.heldout_before if m not in metrics and not m.startswith(episodes)]
+    metrics += [m for m in EPISODE_ROWS if m in summary.heldout_before]
     for metric in (m for m in metrics if m in summary.heldout_after):
         before, after = summary.heldout_before[metric], summary.heldout_after[metric]
-        label = "accuracy (greedy)" if metric == "greedy_accuracy" else metric
+        label = LABELS.get(metric) or EPISODE_ROWS.get(metric) or metric
+        if metric.startswith(EPISODE) and metric != f"{EPISODE}with_tool_calls":  # counts, not shares
+            table.add_row(label, f"{before:.2f}", f"{after:.2f}", f"{after - before:+.2f}")
+            continue
         table.add_row(
             label, f"{100 * before:.1f}%", f"{100 * after:.1f}%", f"{100 * (after - before):+.1f} points"
         )

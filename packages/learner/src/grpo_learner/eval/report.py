@@ -1,8 +1,9 @@
 """What `grpo eval` writes and prints: samples.jsonl, summary.json and a table.
 
 samples.jsonl has one line per completion: problem_id, kind ("greedy" or "sampled"),
-sample_index, text, extracted (null when no answer was found), correct, reward, timed_out and,
-for sampled ones, bucket (the maj@k vote bucket; -1: no answer). Every figure of summary.json can
+sample_index, text, extracted (null when no answer was found), correct, reward, timed_out, episode
+(a multi-turn episode's turns, tool calls, ...; null when single-turn) and, for sampled ones, bucket
+(the maj@k vote bucket; -1: no answer). Every figure of summary.json can
 be recomputed from it with the definitions in estimators.py.
 """
 

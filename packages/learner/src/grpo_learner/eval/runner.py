@@ -3,7 +3,9 @@
 Used three ways: `grpo eval` (eval/command.py), the `[eval]` hook during `grpo train`
 (`training_evaluator`, called by the loop with the policy version the services serve), and the
 embedded default's before/after. The verifier's verdicts come with the completions (the rollout
-service scores them); the vote buckets come from the reward service (buckets.py).
+service scores them); the vote buckets come from the reward service (buckets.py). With
+[rollout.environment] the problems run as episodes in it, as in training, and the metrics add the
+episodes' `episode/*` means (grpo_learner.episodes) over the greedy completions (else the sampled).
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from grpo.v1 import reward_pb2
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from grpo_learner.config import LearnerConfig, RolloutConfig, SamplingConfig
+from grpo_learner.episodes import episode_metrics
 from grpo_learner.eval.buckets import assign_buckets, reward_service_judge
 from grpo_learner.eval.estimators import ProblemResult, mean_metrics
 from grpo_learner.eval.sampling import Request, Sample, generate, greedy_sampling
@@ -168,7 +171,10 @@ async def run_evaluation(
         for rows, bs in zip(sampled_rows, buckets, strict=True)
         for s, b in zip(rows, bs, strict=True)
     ]
-    return EvalResult(problems, [*greedy, *voted], mean_metrics(problems, settings.ks if n else ()))
+    metrics = mean_metrics(problems, settings.ks if n else ())
+    # multi-turn: the tool use of the greedy episodes (else of the sampled ones), as in training
+    metrics |= episode_metrics(s.episode for s in (greedy or [s for row in sampled_rows for s in row]))
+    return EvalResult(problems, [*greedy, *voted], metrics)
 
 
 def samples_due(version: int, sample_every: int | None, last: int) -> bool:

@@ -16,6 +16,7 @@ from dataclasses import dataclass, replace
 from grpo.v1 import reward_pb2, rollout_pb2
 
 from grpo_learner.config import RolloutConfig, SamplingConfig
+from grpo_learner.episodes import EpisodeStats
 from grpo_learner.prompts import PromptItem
 from grpo_learner.rollouts.client import RolloutClient, environment_to_proto
 from grpo_learner.rollouts.pool import PoolSettings
@@ -37,6 +38,7 @@ class Sample:
     reward: float
     timed_out: bool = False
     bucket: int | None = None  # sampled: its maj@k vote bucket (-1: no answer extracted)
+    episode: EpisodeStats | None = None  # a multi-turn episode's turns, tool calls, ... (v1.2)
 
 
 @dataclass(frozen=True)
@@ -68,6 +70,7 @@ def _sample(problem_id: str, kind: str, index: int, completion: rollout_pb2.Comp
         correct=completion.correct,
         reward=completion.reward,
         timed_out=completion.reward_timed_out,
+        episode=EpisodeStats.from_proto(completion.episode) if completion.HasField("episode") else None,
     )
 
 
