@@ -6,9 +6,9 @@ For each of full fine-tuning and LoRA (rank r on every linear layer of the decod
 beta = 0.04, a fresh child process builds a Qwen2-shaped model from a config (random weights, fp32),
 runs one warm-up `Trainer.update` and `--steps` timed ones on the same synthetic batch, and reports:
 
-- peak resident memory of the process above what it held after its imports (`ru_maxrss`: weights + gradients + AdamW state + activations
-  + the reference copy, which full fine-tuning needs for beta > 0 and LoRA does not: its reference is
-  the same model with adapters disabled);
+- peak resident memory of the process above what it held after its imports (`ru_maxrss`: weights
+  + gradients + AdamW state + activations + the reference copy, which full fine-tuning needs for
+  beta > 0 and LoRA does not: its reference is the same model with adapters disabled);
 - update tokens/s (prompt + completion tokens per second of update, best of the timed steps);
 - trainable parameters, and the bytes a bf16 weight push sends after the first one (full: every
   tensor; LoRA: the merged targeted tensors, `LoraLayout.changed_names`).
