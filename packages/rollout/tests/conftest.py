@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -12,6 +13,7 @@ from transformers import PreTrainedTokenizerFast
 # Test helper modules (rollout_*.py) live next to this file; pytest runs in importlib mode.
 sys.path.insert(0, str(Path(__file__).parent))
 
+from rollout_reward_standin import RewardStandin
 from rollout_testkit import build_model_dir, build_tokenizer
 
 torch.set_num_threads(1)
@@ -30,3 +32,11 @@ def tiny_llama_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def tokenizer() -> PreTrainedTokenizerFast:
     return build_tokenizer()
+
+
+@pytest.fixture
+def reward() -> Iterator[RewardStandin]:
+    """A reward service stand-in on a loopback port, for tests that run a rollout service."""
+    standin = RewardStandin().start()
+    yield standin
+    standin.stop()

@@ -13,6 +13,7 @@ from grpo.v1 import rollout_pb2, rollout_pb2_grpc
 from grpo_common.server import ServerConfig
 from grpo_rollout.app import RunningRollout, running_rollout
 from grpo_rollout.config import LimitSettings, RewardSettings, RolloutConfig
+from rollout_reward_standin import RewardStandin
 
 
 @dataclass
@@ -35,6 +36,18 @@ def config(model_dir: Path, reward_address: str, **limits: Any) -> RolloutConfig
         server=ServerConfig(port=0, grace_seconds=1),
         reward=RewardSettings(address=reward_address, timeout_s=5, attempts=2, backoff_s=0.05),
         limits=LimitSettings(**limits),
+    )
+
+
+def sglang_config(
+    model_dir: Path, reward: RewardStandin, urls: list[str], tmp_path: Path, **server: Any
+) -> RolloutConfig:
+    """`config` for the sglang backend on `urls` (stand-ins), pushed weights under tmp_path/w."""
+    cfg = config(model_dir, reward.address)
+    return type(cfg).model_validate(
+        cfg.model_dump()
+        | {"generator": "sglang", "sglang": {"urls": urls, "weight_dir": str(tmp_path / "w")}}
+        | {"server": cfg.server.model_dump() | server}
     )
 
 

@@ -10,7 +10,9 @@ predict it. Started on a checkpoint directory, it also reads the model's EOS ids
 `ignore_eos`) and context length (a longer input + max_new_tokens is refused, 400) from its config.json,
 as SGLang does. Each /generate stands alone, so a multi-turn episode is what SGLang sees too: a new
 request per turn with the longer input_ids, logprobs for the new output tokens only. Knobs for
-failures: `healthy`, `fail_updates`, `abort_next`, `reject_distributed`.
+failures: `healthy`, `fail_updates`, `abort_next`, `reject_distributed`. LoRA adapters
+(/load_lora_adapter, /unload_lora_adapter, `lora_path` on /generate; `--enable-lora`): `state.lora`,
+see rollout_sglang_standin_lora.py.
 Every call is logged in order in `calls`. Runs in a thread (`StandinServer`) or as a process
 (`python this.py --port P`).
 
@@ -38,11 +40,14 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
+from rollout_sglang_standin_lora import LoraState, adapter_shift
+
 VOCAB = 80  # below the tiny test tokenizer's size, so outputs decode
 
 
-def predicted_tokens(input_ids: list[int], seed: int, version: int, count: int) -> list[int]:
-    base = sum(input_ids) + 31 * seed + 1000 * version
+def predicted_tokens(input_ids: list[int], seed: int, version: int, count: int, shift: int = 0) -> list[int]:
+    """`shift`: the serving LoRA adapter's (rollout_sglang_standin_lora.adapter_shift)."""
+    base = sum(input_ids) + 31 * seed + 1000 * version + shift
     return [(base + 7 * k) % VOCAB for k in range(count)]
 
 
@@ -132,6 +137,7 @@ class StandinState:
         self.reject_distributed: str | None = None  # refuse the next update (after receiving it)
         self.events: list[dict[str, Any]] = []  # ordered: request, received, recorded, refused, ...
         self.buckets_recorded = 0
+        self.lora = LoraState()  # LoRA adapters (rollout_sglang_standin_lora.py)
 
     def paths(self) -> list[str]:
         return [path for path, _ in self.calls]
@@ -196,6 +202,8 @@ class Handler(BaseHTTPRequestHandler):
             "/init_weights_update_group": self._init_group,
             "/destroy_weights_update_group": self._destroy_group,
             "/update_weights_from_distributed": self._update_distributed,
+            "/load_lora_adapter": lambda p: self._send(*state.lora.load(p)),
+            "/unload_lora_adapter": lambda p: self._send(*state.lora.unload(p)),
             "/standin/control": self._control,
         }.get(self.path)
         if route is None:
@@ -386,14 +394,19 @@ class Handler(BaseHTTPRequestHandler):
                 message = f"requested {total} tokens, above the model's context length of {limit}"
                 self._send(400, {"error": message})
                 return
-        outputs = [self._one(ids, p) for ids, p in zip(inputs, params, strict=True)]
+        adapters = self.state.lora.requested(payload, len(inputs))
+        if isinstance(adapters, str):
+            self._send(400, {"error": adapters})
+            return
+        outputs = [self._one(ids, p, a) for ids, p, a in zip(inputs, params, adapters, strict=True)]
         self._send(200, outputs if batched else outputs[0])
 
-    def _one(self, input_ids: list[int], params: dict[str, Any]) -> dict[str, Any]:
+    def _one(self, input_ids: list[int], params: dict[str, Any], adapter: str | None) -> dict[str, Any]:
         state = self.state
         version = int(state.weight_version) if state.weight_version.isdigit() else 0
         max_new = int(params["max_new_tokens"])
-        tokens = predicted_tokens(input_ids, int(params.get("sampling_seed", 0)), version, max_new)
+        seed = int(params.get("sampling_seed", 0))
+        tokens = predicted_tokens(input_ids, seed, version, max_new, adapter_shift(adapter))
         finish: dict[str, Any] = {"type": "length", "length": max_new}
         stops = set(params.get("stop_token_ids") or [])
         if not params.get("ignore_eos"):
@@ -470,6 +483,9 @@ def main() -> None:
     parser.add_argument("--join-groups", action="store_true", help="really join weight-update groups")
     parser.add_argument("--record-dir", type=Path, help="write each received bucket here")
     parser.add_argument("--pg-timeout-s", type=float, default=60.0)
+    parser.add_argument("--enable-lora", action="store_true")
+    parser.add_argument("--max-lora-rank", type=int)
+    parser.add_argument("--lora-target-modules", nargs="+")
     args = parser.parse_args()
     server = StandinServer(args.host, args.port, args.model_path)
     state = server.state
@@ -478,6 +494,7 @@ def main() -> None:
     state.join_groups = args.join_groups
     state.record_dir = args.record_dir
     state.pg_timeout = timedelta(seconds=args.pg_timeout_s)
+    state.lora = LoraState(args.enable_lora, args.max_lora_rank, args.lora_target_modules)
     if args.join_groups:
         import torch
 

@@ -376,8 +376,9 @@ def test_launcher_starts_the_server_module_and_waits_for_health(
     package.mkdir()
     (package / "__init__.py").write_text("")
     standin = Path(__file__).with_name("rollout_sglang_standin.py")
-    (package / "launch_server.py").write_text(
-        f"import runpy\nrunpy.run_path({str(standin)!r}, run_name='__main__')\n"
+    (package / "launch_server.py").write_text(  # as `python standin.py`: its directory on sys.path
+        f"import runpy, sys\nsys.path.insert(0, {str(standin.parent)!r})\n"
+        f"runpy.run_path({str(standin)!r}, run_name='__main__')\n"
     )
     monkeypatch.setenv("PYTHONPATH", str(tmp_path))
     process = SGLangProcess(

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +16,7 @@ import grpc
 import pytest
 from grpo.v1 import rollout_pb2
 from rollout_reward_standin import RewardStandin
-from rollout_service_harness import Client, config, serving
+from rollout_service_harness import Client, config, serving, sglang_config
 from rollout_sglang_standin import StandinServer
 
 GROUP = "weight_update_group"
@@ -25,24 +24,8 @@ UPDATE = "/update_weights_from_distributed"
 NORM = ("model.norm.weight", "float32", [32])  # a parameter of the tiny model
 
 
-@pytest.fixture
-def reward() -> Iterator[RewardStandin]:
-    standin = RewardStandin().start()
-    yield standin
-    standin.stop()
-
-
 def run(coro):
     return asyncio.run(coro)
-
-
-def sglang_config(model_dir: Path, reward: RewardStandin, urls: list[str], tmp_path: Path, **server: Any):
-    cfg = config(model_dir, reward.address)
-    return type(cfg).model_validate(
-        cfg.model_dump()
-        | {"generator": "sglang", "sglang": {"urls": urls, "weight_dir": str(tmp_path / "w")}}
-        | {"server": cfg.server.model_dump() | server}
-    )
 
 
 def init_request(**fields: Any) -> rollout_pb2.InitWeightSyncRequest:

@@ -17,10 +17,13 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 import torch
 from grpo_common.weight_codec import WeightStreamError, check_compatible
+
+if TYPE_CHECKING:
+    from grpo_rollout.lora_adapters import AdapterSpec
 
 
 class FinishReason(StrEnum):
@@ -199,3 +202,23 @@ def check_tensors_fit(named_tensors: Mapping[str, torch.Tensor], specs: Mapping[
         check_compatible(named_tensors, specs)
     except WeightStreamError as exc:
         raise WeightUpdateError(f"{exc}; send the rollout model's names, shapes and dtypes") from None
+
+
+@runtime_checkable
+class AdapterReceiver(Protocol):
+    """A backend that serves LoRA adapters on top of its base model (SGLang, not hf).
+
+    The service checks `isinstance(generator, AdapterReceiver)`; other backends refuse adapter
+    streams (INVALID_ARGUMENT: send merged weights). `spec` is a validated
+    `lora_adapters.AdapterSpec`.
+    """
+
+    def adapter_tensor_specs(self, spec: AdapterSpec) -> Mapping[str, TensorSpec]:
+        """peft name -> shape/dtype of every tensor the adapter may hold (empty if unknown)."""
+        ...
+
+    async def load_adapter(
+        self, named_tensors: Mapping[str, torch.Tensor], spec: AdapterSpec, version: int
+    ) -> None:
+        """Serve this adapter from now on and become `version`; all or nothing, like load_weights."""
+        ...

@@ -26,27 +26,30 @@ import contextlib
 import dataclasses
 import logging
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
 
 import grpc
 from grpo.v1 import rollout_pb2, rollout_pb2_grpc
 from grpo_common.receive_buffers import ReceiveBuffers
-from grpo_common.weight_codec import WeightStreamDecoder, WeightStreamError
+from grpo_common.weight_codec import DecodedWeights, WeightStreamDecoder, WeightStreamError
 
 from grpo_rollout.busy_clock import BusyClock
 from grpo_rollout.distributed_updates import DistributedUpdates
 from grpo_rollout.environments.episode import EpisodeCompletion
 from grpo_rollout.environments.episode_runner import EpisodeBatchSettings, run_episodes
 from grpo_rollout.generator import (
+    AdapterReceiver,
     BackendError,
     GeneratedCompletion,
     Generator,
     SamplingConfig,
+    TensorSpec,
     WeightsUnusable,
     WeightUpdateError,
 )
 from grpo_rollout.group_assembly import MixedVersionGroup, assemble_group, group_version, score_items
+from grpo_rollout.lora_adapters import validate_adapter_spec
 from grpo_rollout.prompt_encoding import PromptEncoder
 from grpo_rollout.request_validation import GeneratePlan, PreparedPrompt, RequestError, validate_request
 from grpo_rollout.reward_client import RewardClient, RewardRefused, RewardUnavailable
@@ -256,6 +259,7 @@ class RolloutServicer(rollout_pb2_grpc.RolloutServiceServicer):
             max_total_bytes=self._limits.max_update_bytes,
             buffers=self._receive_buffers,
             expected=self._generator.parameter_specs(),
+            adapter_expected=self._adapter_expected,
         )
         started: float | None = None
         try:
@@ -279,7 +283,7 @@ class RolloutServicer(rollout_pb2_grpc.RolloutServiceServicer):
                 )
             try:
                 async with self._episode_gate.exclusive():  # after running episode batches
-                    await self._generator.load_weights(decoded.tensors, decoded.policy_version)
+                    await self._apply(decoded)
             except WeightUpdateError as exc:
                 await context.abort(
                     grpc.StatusCode.INVALID_ARGUMENT, f"{exc}; nothing was applied (still version {current})"
@@ -307,6 +311,26 @@ class RolloutServicer(rollout_pb2_grpc.RolloutServiceServicer):
             receive_seconds=received - (started or received),
             apply_seconds=applied - received,
         )
+
+    async def _apply(self, decoded: DecodedWeights) -> None:
+        """Model weights, or an adapter (the decoder let one through only for an AdapterReceiver)."""
+        generator = self._generator
+        if decoded.lora_adapter is None:
+            await generator.load_weights(decoded.tensors, decoded.policy_version)
+        elif isinstance(generator, AdapterReceiver):
+            spec = validate_adapter_spec(decoded.lora_adapter)
+            await generator.load_adapter(decoded.tensors, spec, decoded.policy_version)
+        else:  # pragma: no cover - _adapter_expected refused the stream at its first chunk
+            raise WeightUpdateError("this backend cannot serve a LoRA adapter")
+
+    def _adapter_expected(self, spec: rollout_pb2.LoraAdapterSpec) -> Mapping[str, TensorSpec]:
+        """The decoder's check of an adapter stream's first chunk (ValueError -> INVALID_ARGUMENT)."""
+        if not isinstance(self._generator, AdapterReceiver):
+            raise ValueError(
+                f"the {self._generator.info().backend!r} backend cannot serve a LoRA adapter; "
+                "send merged weights (push.lora_mode = 'merged')"
+            )
+        return self._generator.adapter_tensor_specs(validate_adapter_spec(spec))
 
     # --- GetInfo ------------------------------------------------------------------------------
     async def GetInfo(

@@ -31,6 +31,7 @@ import httpx
 import torch
 from safetensors.torch import save_file
 
+from grpo_rollout.atomic_dirs import replace_directory
 from grpo_rollout.generator import (
     BackendError,
     GeneratedCompletion,
@@ -42,8 +43,11 @@ from grpo_rollout.generator import (
     WeightUpdateError,
     check_tensors_fit,
 )
+from grpo_rollout.lora_adapters import AdapterSpec, adapter_tensor_specs
 from grpo_rollout.model_facts import ModelFacts
-from grpo_rollout.sglang_http import PauseMode, SGLangError, SGLangRefused, SGLangServer
+from grpo_rollout.sglang_fleet import failure_kind, failures, who
+from grpo_rollout.sglang_http import PauseMode, SGLangError, SGLangServer
+from grpo_rollout.sglang_lora import SGLangAdapters, attributed, with_adapter
 from grpo_rollout.sglang_payloads import (
     SGLangProtocolError,
     group_request,
@@ -61,16 +65,15 @@ def write_checkpoint(
     named_tensors: Mapping[str, torch.Tensor], directory: Path, side_files_from: Path
 ) -> None:
     """Write tensors as `model.safetensors` (plus config files) into a fresh `directory`, atomically."""
-    tmp = directory.with_name(directory.name + ".partial")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    tensors = {name: t.detach().to("cpu").contiguous() for name, t in named_tensors.items()}
-    save_file(tensors, str(tmp / "model.safetensors"), metadata={"format": "pt"})
-    for name in CHECKPOINT_SIDE_FILES:
-        if (side_files_from / name).is_file():
-            shutil.copy2(side_files_from / name, tmp / name)
-    shutil.rmtree(directory, ignore_errors=True)
-    tmp.rename(directory)
+
+    def fill(tmp: Path) -> None:
+        tensors = {name: t.detach().to("cpu").contiguous() for name, t in named_tensors.items()}
+        save_file(tensors, str(tmp / "model.safetensors"), metadata={"format": "pt"})
+        for name in CHECKPOINT_SIDE_FILES:
+            if (side_files_from / name).is_file():
+                shutil.copy2(side_files_from / name, tmp / name)
+
+    replace_directory(directory, fill)
 
 
 def sync_ranks_of(server_info: Mapping[str, object]) -> int:
@@ -130,18 +133,19 @@ class DistributedUpdate:
             # The caller went away mid-bucket: clean up in the background (this task is cancelled).
             asyncio.get_running_loop().create_task(self.abandon("the bucket's caller was cancelled"))
             raise
-        failed = _failures(generator._workers, results)
+        failed = failures(generator._workers, results)
         if failed:
             error = failed[0][1]
             restored = await self._end_without_adopting(f"bucket {self.buckets - 1} failed: {error}")
-            raise _failure_kind(failed)(
-                f"{_who(failed)} failed to receive bucket {self.buckets - 1} of version {self.version}: "
+            raise failure_kind(failed)(
+                f"{who(failed)} failed to receive bucket {self.buckets - 1} of version {self.version}: "
                 f"{error}; all workers stay on version {generator._version}, {restored}"
             )
         if last:
             generator._version = self.version
             generator._current_weights = None  # this version exists only in the engines
             generator._unusable = None
+            generator._adapters.forget()
             await self._finish()
             logger.info(
                 "sglang workers updated to version %d over group %r (%d bucket(s))",
@@ -182,24 +186,6 @@ class DistributedUpdate:
             await self._gate_exit.__aexit__(None, None, None)  # type: ignore[attr-defined]
 
 
-def _failures(
-    workers: Sequence[SGLangServer], results: Sequence[object]
-) -> list[tuple[SGLangServer, BaseException]]:
-    return [(w, r) for w, r in zip(workers, results, strict=True) if isinstance(r, BaseException)]
-
-
-def _failure_kind(failures: Sequence[tuple[SGLangServer, BaseException]]) -> type[Exception]:
-    """WeightUpdateError when every failing worker answered and refused, else BackendError."""
-    if all(isinstance(error, SGLangRefused) for _, error in failures):
-        return WeightUpdateError
-    return BackendError
-
-
-def _who(failures: Sequence[tuple[SGLangServer, BaseException]]) -> str:
-    more = f" (and {len(failures) - 1} more)" if len(failures) > 1 else ""
-    return f"SGLang worker {failures[0][0].url}{more}"
-
-
 class SGLangGenerator:
     """Generator over SGLang HTTP servers; build it with `connect()`."""
 
@@ -232,6 +218,7 @@ class SGLangGenerator:
         self._unusable: str | None = None  # why generation is refused after a failed partial update
         self._ranks_per_worker: list[int] = [0] * len(self._workers)  # filled in by connect()
         self._group_name = ""
+        self._adapters = SGLangAdapters(weight_dir, model)  # adapter pushes (sglang_lora.py)
 
     @classmethod
     async def connect(
@@ -309,11 +296,13 @@ class SGLangGenerator:
         self, prompt: Sequence[int], index: int, n: int, sampling: SamplingConfig
     ) -> list[GeneratedCompletion]:
         server = self._router or next(self._round_robin)
+        adapter = self._adapters.active  # the gate keeps it in place until this call returns
+        payload = with_adapter(group_request(prompt, index, n, sampling), n, adapter)
         try:
-            outputs = await server.generate(group_request(prompt, index, n, sampling))
+            outputs = await server.generate(payload)
             if len(outputs) != n:
                 raise SGLangProtocolError(f"asked for {n} sequences, got {len(outputs)}")
-            return [parse_output(output) for output in outputs]
+            return attributed([parse_output(output) for output in outputs], adapter)
         except (SGLangError, SGLangProtocolError) as exc:
             raise GenerationError(f"sglang generate via {server.url}: {exc}") from exc
 
@@ -325,6 +314,22 @@ class SGLangGenerator:
         async with self._gate.exclusive():
             await self._update_all_from_disk(str(directory), version)
         self._prune_old_checkpoints(keep=directory)
+
+    def adapter_tensor_specs(self, spec: AdapterSpec) -> Mapping[str, TensorSpec]:
+        return adapter_tensor_specs(spec, self._facts.parameter_specs)
+
+    async def load_adapter(
+        self, named_tensors: Mapping[str, torch.Tensor], spec: AdapterSpec, version: int
+    ) -> None:
+        """Write the adapter, then pause -> /load_lora_adapter everywhere -> continue (sglang_lora.py)."""
+        adapter = await self._adapters.write(named_tensors, spec, version)
+        async with self._gate.exclusive():
+            await self._pause_all()
+            try:
+                await self._adapters.switch(self._workers, adapter)
+                self._version = version
+            finally:
+                await self._continue_all()
 
     async def close(self) -> None:
         await self._client.aclose()
@@ -373,6 +378,7 @@ class SGLangGenerator:
             self._version = version
             self._current_weights = path
             self._unusable = None
+            self._adapters.forget()  # the merged weights are the policy now
         finally:
             await self._continue_all()
         logger.info("sglang workers updated to version %d from %s", version, path)
@@ -443,11 +449,11 @@ class SGLangGenerator:
             ),
             return_exceptions=True,
         )
-        failed = _failures(self._workers, results)
+        failed = failures(self._workers, results)
         if failed:
             joined = [w for w, r in zip(self._workers, results, strict=True) if not isinstance(r, Exception)]
             await asyncio.gather(*(self._forget_group(w, group_name) for w in joined))
-            raise _failure_kind(failed)(f"{_who(failed)} could not join group {group_name!r}: {failed[0][1]}")
+            raise failure_kind(failed)(f"{who(failed)} could not join group {group_name!r}: {failed[0][1]}")
         self._group_name = group_name
         logger.info(
             "sglang workers joined weight-update group %r at ranks %s (world %d, %s, store %s:%d)",

@@ -56,7 +56,11 @@ class SGLangServer:
         except ValueError:
             body = {"success": response.is_success, "message": response.text}
         success = bool(body.get("success", response.is_success)) if isinstance(body, dict) else False
-        message = str(body.get("message", "")) if isinstance(body, dict) else str(body)
+        # LoRA calls answer {"success", "error_message", "loaded_adapters"} instead of "message"
+        if isinstance(body, dict):
+            message = str(body.get("message") or body.get("error_message") or "")
+        else:
+            message = str(body)
         if response.status_code != 200 or not success:
             raise SGLangRefused(f"{self.url}{path} failed (HTTP {response.status_code}): {message or body}")
         return message
@@ -177,3 +181,11 @@ class SGLangServer:
 
     async def destroy_weights_update_group(self, group_name: str = "weight_update_group") -> str:
         return await self._control("/destroy_weights_update_group", {"group_name": group_name})
+
+    # --- LoRA adapters (the server needs --enable-lora) ---------------------------------------
+    async def load_lora_adapter(self, lora_name: str, lora_path: str) -> str:
+        """Load a peft adapter directory under `lora_name`; /generate then takes `lora_path: name`."""
+        return await self._control("/load_lora_adapter", {"lora_name": lora_name, "lora_path": lora_path})
+
+    async def unload_lora_adapter(self, lora_name: str) -> str:
+        return await self._control("/unload_lora_adapter", {"lora_name": lora_name})
