@@ -7,13 +7,18 @@ import sys
 import threading
 from pathlib import Path
 
+import httpx
 import pytest
 import torch
+from grpo_common.config import ConfigError
+from grpo_rollout.cli import build_parser, config_from_args
 from grpo_rollout.generator import FinishReason, GenerationError, SamplingConfig, WeightUpdateError
+from grpo_rollout.lora_adapters import AdapterSpec
 from grpo_rollout.model_facts import read_model_facts
 from grpo_rollout.sglang_generator import SGLangGenerator, sync_ranks_of
-from grpo_rollout.sglang_http import SGLangError
-from grpo_rollout.sglang_launcher import LaunchSettings, SGLangProcess
+from grpo_rollout.sglang_http import SGLangError, SGLangServer
+from grpo_rollout.sglang_launcher import LaunchSettings, SGLangProcess, launch_command
+from grpo_rollout.sglang_lora import write_peft_adapter
 from grpo_rollout.sglang_payloads import (
     SGLangProtocolError,
     group_request,
@@ -368,10 +373,8 @@ def test_a_worker_that_cannot_join_groups_makes_the_backend_report_zero_ranks(
         assert run(scenario()) == 4
 
 
-def test_launcher_starts_the_server_module_and_waits_for_health(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    # `python -m sglang.launch_server` resolves to the stand-in through PYTHONPATH.
+def standin_as_sglang_module(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Make `python -m sglang.launch_server` resolve to the stand-in through PYTHONPATH."""
     package = tmp_path / "sglang"
     package.mkdir()
     (package / "__init__.py").write_text("")
@@ -381,6 +384,12 @@ def test_launcher_starts_the_server_module_and_waits_for_health(
         f"runpy.run_path({str(standin)!r}, run_name='__main__')\n"
     )
     monkeypatch.setenv("PYTHONPATH", str(tmp_path))
+
+
+def test_launcher_starts_the_server_module_and_waits_for_health(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    standin_as_sglang_module(tmp_path, monkeypatch)
     process = SGLangProcess(
         LaunchSettings(model_path="m", log_file=tmp_path / "sglang.log", python=sys.executable)
     )
@@ -400,3 +409,44 @@ def test_launcher_starts_the_server_module_and_waits_for_health(
     finally:
         process.stop()
     assert not process.alive()
+
+
+def test_lora_flags_launch_sglang_with_lora_on(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """--sglang-lora-rank/--sglang-lora-target-module -> --enable-lora --max-lora-rank
+    --lora-target-modules on the launched server, which then loads a peft adapter directory."""
+    args = ["serve", "--model", "m", "--generator", "sglang", "--reward-address", "r:1"]
+    lora = ["--sglang-lora-rank", "8", "--sglang-lora-target-module", "q_proj"]
+    lora += ["--sglang-lora-target-module", "v_proj"]
+    config = config_from_args(build_parser().parse_args(args + lora))
+    settings = LaunchSettings.of("m", config.sglang)
+    command = launch_command(settings, 1234)
+    assert command[command.index("--enable-lora") :][:6] == [
+        "--enable-lora",
+        "--max-lora-rank",
+        "8",
+        "--lora-target-modules",
+        "q_proj",
+        "v_proj",
+    ]
+    assert "--enable-lora" not in launch_command(
+        LaunchSettings.of("m", config_from_args(build_parser().parse_args(args)).sglang), 1234
+    )
+    with pytest.raises(ConfigError, match="lora_target_modules"):
+        config_from_args(build_parser().parse_args([*args, "--sglang-lora-rank", "8"]))
+
+    standin_as_sglang_module(tmp_path, monkeypatch)
+    adapter_dir = tmp_path / "adapter"
+    tensors = {"base_model.model.model.layers.0.self_attn.q_proj.lora_A.weight": torch.zeros(8, 4)}
+    write_peft_adapter(tensors, AdapterSpec(8, 16.0, ("q_proj",)), adapter_dir, "m")
+    settings.log_file, settings.port = tmp_path / "sglang.log", 0
+    process = SGLangProcess(settings)
+
+    async def scenario():
+        url = await process.start(timeout_s=60)
+        async with httpx.AsyncClient() as client:
+            return await SGLangServer(url, client).load_lora_adapter("a", str(adapter_dir))
+
+    try:
+        run(scenario())  # raises SGLangRefused unless the server runs with LoRA on
+    finally:
+        process.stop()

@@ -53,16 +53,7 @@ async def build_generator(config: RolloutConfig, stack: contextlib.AsyncExitStac
         settings = config.sglang
         urls = list(settings.urls)
         if not urls:
-            process = SGLangProcess(
-                LaunchSettings(
-                    model_path=config.model,
-                    port=settings.launch_port,
-                    tp_size=settings.tp_size,
-                    dp_size=settings.dp_size,
-                    mem_fraction_static=settings.mem_fraction_static,
-                    extra_args=settings.extra_args,
-                )
-            )
+            process = SGLangProcess(LaunchSettings.of(config.model, settings))
             urls = [await process.start(settings.health_timeout_s)]
             stack.callback(process.stop)
         generator = await SGLangGenerator.connect(

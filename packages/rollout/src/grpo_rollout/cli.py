@@ -44,6 +44,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     serve.add_argument("--sglang-router-url", help="SGLang router URL for generation")
     serve.add_argument("--weight-dir", type=Path, help="sglang: directory for pushed weights")
+    serve.add_argument(
+        "--sglang-lora-rank", type=int, help="launched sglang: serve LoRA adapters up to this rank"
+    )
+    serve.add_argument(
+        "--sglang-lora-target-module", action="append", help="launched sglang: a LoRA target module; repeat"
+    )
     add_server_flags(serve, default_port=DEFAULT_PORT)
     serve.add_argument("--device", help="hf: torch device (default cpu)")
     serve.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], help="hf: model dtype")
@@ -67,6 +73,8 @@ def config_from_args(args: argparse.Namespace) -> RolloutConfig:
         "sglang.urls": args.sglang_url,
         "sglang.router_url": args.sglang_router_url,
         "sglang.weight_dir": args.weight_dir,
+        "sglang.lora_max_rank": args.sglang_lora_rank,
+        "sglang.lora_target_modules": args.sglang_lora_target_module,
         **server_overrides(args),
         "hf.device": args.device,
         "hf.dtype": args.dtype,

@@ -44,6 +44,22 @@ class SGLangSettings(_Strict):
     mem_fraction_static: float = Field(0.7, gt=0, le=1)
     launch_port: int = Field(0, ge=0, le=65535, description="port of the launched server (0 = free)")
     extra_args: list[str] = Field(default_factory=list, description="more sglang.launch_server flags")
+    lora_max_rank: int | None = Field(
+        None, ge=1, description="LoRA adapter pushes: --enable-lora --max-lora-rank R (>= the learner's r)"
+    )
+    lora_target_modules: list[str] = Field(
+        default_factory=list, description="--lora-target-modules (with lora_max_rank): the learner's targets"
+    )
+
+    @model_validator(mode="after")
+    def _lora_needs_rank_and_modules(self) -> SGLangSettings:
+        """SGLang started without --lora-paths needs both to size its LoRA memory pool."""
+        if (self.lora_max_rank is None) != (not self.lora_target_modules):
+            raise ValueError(
+                "sglang.lora_max_rank and sglang.lora_target_modules go together: SGLang needs both "
+                "(--max-lora-rank, --lora-target-modules) to load adapters after start-up"
+            )
+        return self
 
 
 class RewardSettings(_Strict):

@@ -1,7 +1,8 @@
 """Start an SGLang server as a child process with the documented flags and wait for /health.
 
 Used when no `--sglang-url` is given: `python -m sglang.launch_server --model-path M --host H
---port P --tp-size N --dp-size D --mem-fraction-static F --skip-server-warmup --weight-version 0`.
+--port P --tp-size N --dp-size D --mem-fraction-static F --skip-server-warmup --weight-version 0`,
+plus `--enable-lora --max-lora-rank R --lora-target-modules M ...` when asked to serve LoRA adapters.
 The child's output goes to a log file; it is terminated (then killed) when the service stops.
 """
 
@@ -15,10 +16,14 @@ import subprocess
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import httpx
 
 from grpo_rollout.sglang_http import SGLangServer
+
+if TYPE_CHECKING:
+    from grpo_rollout.config import SGLangSettings
 
 logger = logging.getLogger(__name__)
 
@@ -39,8 +44,24 @@ class LaunchSettings:
     mem_fraction_static: float = 0.7
     random_seed: int | None = None
     extra_args: list[str] = field(default_factory=list)
+    lora_max_rank: int | None = None  # set: LoRA on, for adapter pushes (needs lora_target_modules)
+    lora_target_modules: list[str] = field(default_factory=list)
     log_file: Path | None = None
     python: str = sys.executable
+
+    @classmethod
+    def of(cls, model_path: str, settings: SGLangSettings) -> LaunchSettings:
+        """The launch of the rollout config's `sglang` section (used when it gives no url)."""
+        return cls(
+            model_path=model_path,
+            port=settings.launch_port,
+            tp_size=settings.tp_size,
+            dp_size=settings.dp_size,
+            mem_fraction_static=settings.mem_fraction_static,
+            extra_args=list(settings.extra_args),
+            lora_max_rank=settings.lora_max_rank,
+            lora_target_modules=list(settings.lora_target_modules),
+        )
 
 
 def launch_command(settings: LaunchSettings, port: int) -> list[str]:
@@ -66,6 +87,9 @@ def launch_command(settings: LaunchSettings, port: int) -> list[str]:
     ]
     if settings.random_seed is not None:
         command += ["--random-seed", str(settings.random_seed)]
+    if settings.lora_max_rank is not None:
+        command += ["--enable-lora", "--max-lora-rank", str(settings.lora_max_rank)]
+        command += ["--lora-target-modules", *settings.lora_target_modules]
     return command + settings.extra_args
 
 
