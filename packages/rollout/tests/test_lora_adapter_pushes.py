@@ -17,11 +17,12 @@ import httpx
 import pytest
 import torch
 from grpo.v1 import rollout_pb2
-from grpo_common.weight_codec import encode_chunk_views
+from grpo_common.weight_codec import encode_chunk_views, encode_state_dict
 from rollout_reward_standin import RewardStandin
 from rollout_service_harness import config, request, serving, sglang_config, token_prompt
 from rollout_sglang_standin import StandinServer, predicted_tokens
 from rollout_sglang_standin_lora import LoraState, adapter_shift
+from rollout_testkit import other_weights
 
 TARGETS = ["q_proj", "v_proj"]
 RANK = 4
@@ -261,3 +262,29 @@ def test_the_standin_refuses_what_sglang_refuses(tmp_path: Path) -> None:
     assert "adapter_config.json not found" in answers[0].json()["error_message"]
     assert "is not JSON" in answers[1].json()["error_message"]
     assert generate.status_code == 400 and "requested LoRA adapters are not loaded" in generate.text
+
+
+def test_a_full_update_ends_adapter_serving(
+    tiny_model_dir: Path, reward: RewardStandin, tmp_path: Path
+) -> None:
+    """Merged weights after an adapter are the policy: no lora_path any more; the next adapter push
+    unloads the stale one."""
+    with lora_server() as server:
+
+        async def scenario():
+            async with serving(sglang_config(tiny_model_dir, reward, [server.url], tmp_path)) as client:
+                await client.stub.UpdateWeights(iter(chunks(adapter(1), 1, spec())), timeout=30)
+                full = encode_state_dict(other_weights(tiny_model_dir, 5), 2)
+                await client.stub.UpdateWeights(full, timeout=30)
+                seen = len(generate_payloads(server))
+                merged = await client.generate(request(PROMPTS, group_size=2))
+                after_full = generate_payloads(server)[seen:]
+                await client.stub.UpdateWeights(iter(chunks(adapter(3), 3, spec())), timeout=30)
+                return merged, after_full, await client.generate(request(PROMPTS, group_size=2))
+
+        merged, after_full, adapted = run(scenario())
+        loaded = list(server.state.lora.loaded)
+        last = generate_payloads(server)[-1]
+    assert {g.policy_version for g in merged} == {2} and all("lora_path" not in p for p in after_full)
+    assert loaded == ["grpo-lora-v3"] and last["lora_path"] == ["grpo-lora-v3"] * 2
+    assert {g.policy_version for g in adapted} == {3}
