@@ -18,6 +18,8 @@ import pytest
 import torch
 from grpo.v1 import rollout_pb2
 from grpo_common.weight_codec import encode_chunk_views, encode_state_dict
+from grpo_rollout.lora_adapters import validate_adapter_spec
+from grpo_rollout.sglang_lora import write_peft_adapter
 from rollout_reward_standin import RewardStandin
 from rollout_service_harness import config, request, serving, sglang_config, token_prompt
 from rollout_sglang_standin import StandinServer, predicted_tokens
@@ -92,7 +94,7 @@ def test_adapter_pushes_are_loaded_from_peft_dirs_and_serve_every_later_request(
                 payloads_v1 = generate_payloads(server)
                 pushes = len(server.state.calls)
                 await client.stub.UpdateWeights(iter(chunks(second, 2, spec())), timeout=30)
-                push_v2 = [path for path, _ in server.state.calls[pushes:]]
+                push_v2 = [(path, body.get("lora_name")) for path, body in server.state.calls[pushes:]]
                 groups_v2 = await client.generate(request(PROMPTS, group_size=2, seed=3))
                 return answer, loaded_v1, calls_before, groups_v1, payloads_v1, push_v2, groups_v2
 
@@ -122,12 +124,13 @@ def test_adapter_pushes_are_loaded_from_peft_dirs_and_serve_every_later_request(
     served = [list(c.token_ids) for c in next(g for g in groups_v1 if g.prompt_id == "p0").completions]
     assert served == [predicted_tokens([1, 5, 6], s, 0, 6, adapter_shift("grpo-lora-v1")) for s in seeds]
     assert served != [predicted_tokens([1, 5, 6], s, 0, 6) for s in seeds]
-    # v2: loaded, then v1 unloaded, all inside one pause; v2 serves from then on
+    # v2: loaded (a leftover of that name unloaded first), then v1 unloaded, all inside one pause
     assert push_v2 == [
-        "/pause_generation",
-        "/load_lora_adapter",
-        "/unload_lora_adapter",
-        "/continue_generation",
+        ("/pause_generation", None),
+        ("/unload_lora_adapter", "grpo-lora-v2"),
+        ("/load_lora_adapter", "grpo-lora-v2"),
+        ("/unload_lora_adapter", "grpo-lora-v1"),
+        ("/continue_generation", None),
     ]
     assert list(state.lora.loaded) == ["grpo-lora-v2"]
     assert all(torch.equal(state.lora.loaded["grpo-lora-v2"].tensors[n], t) for n, t in second.items())
@@ -158,6 +161,7 @@ def test_a_refused_load_keeps_the_previous_adapter_and_version(
     assert "--max-lora-rank" in details and "still version 1" in details
     assert version == 1 and {g.policy_version for g in groups} == {1}
     assert loaded == ["grpo-lora-v1"] and last["lora_path"] == ["grpo-lora-v1"] * 2
+    assert (tmp_path / "w" / "grpo-lora-v1").is_dir() and not (tmp_path / "w" / "grpo-lora-v2").exists()
     assert paths[-1] == "/generate" and paths.count("/continue_generation") == paths.count(
         "/pause_generation"
     )
@@ -288,3 +292,24 @@ def test_a_full_update_ends_adapter_serving(
     assert {g.policy_version for g in merged} == {2} and all("lora_path" not in p for p in after_full)
     assert loaded == ["grpo-lora-v3"] and last["lora_path"] == ["grpo-lora-v3"] * 2
     assert {g.policy_version for g in adapted} == {3}
+
+
+def test_an_adapter_left_loaded_by_an_earlier_run_is_replaced(
+    tiny_model_dir: Path, reward: RewardStandin, tmp_path: Path
+) -> None:
+    """A restarted service pushes a version whose name SGLang still holds (SGLang refuses to load a
+    name twice): the old one is unloaded and the new tensors are served."""
+    stale = tmp_path / "stale"
+    write_peft_adapter(adapter(9), validate_adapter_spec(spec()), stale, "m")
+    with lora_server() as server:
+        assert server.state.lora.load({"lora_name": "grpo-lora-v1", "lora_path": str(stale)})[0] == 200
+
+        async def scenario():
+            async with serving(sglang_config(tiny_model_dir, reward, [server.url], tmp_path)) as client:
+                await client.stub.UpdateWeights(iter(chunks(adapter(1), 1, spec())), timeout=30)
+                return await client.version()
+
+        version = run(scenario())
+        loaded = server.state.lora.loaded["grpo-lora-v1"]
+    assert version == 1 and Path(loaded.path) == tmp_path / "w" / "grpo-lora-v1"
+    assert all(torch.equal(loaded.tensors[n], t) for n, t in adapter(1).items())

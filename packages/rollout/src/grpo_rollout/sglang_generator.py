@@ -227,13 +227,16 @@ class SGLangGenerator:
     ) -> None:
         """Write the adapter, then pause -> /load_lora_adapter everywhere -> continue (sglang_lora.py)."""
         adapter = await self._adapters.write(named_tensors, spec, version)
-        async with self._gate.exclusive():
-            await self._pause_all()
-            try:
-                await self._adapters.switch(self._workers, adapter)
-                self._version = version
-            finally:
-                await self._continue_all()
+        try:
+            async with self._gate.exclusive():
+                await self._pause_all()
+                try:
+                    await self._adapters.switch(self._workers, adapter)
+                    self._version = version
+                finally:
+                    await self._continue_all()
+        finally:
+            self._adapters.discard(adapter)  # unless it became the active one
 
     async def close(self) -> None:
         await self._client.aclose()

@@ -32,7 +32,7 @@ import torch
 from safetensors.torch import save_file
 
 from grpo_rollout.atomic_dirs import replace_directory
-from grpo_rollout.generator import GeneratedCompletion, WeightUpdateError
+from grpo_rollout.generator import BackendError, GeneratedCompletion, WeightUpdateError
 from grpo_rollout.lora_adapters import AdapterSpec
 from grpo_rollout.sglang_fleet import failure_kind, failures, who
 from grpo_rollout.sglang_http import SGLangError, SGLangServer
@@ -101,15 +101,26 @@ class SGLangAdapters:
         if name in taken:
             name = f"{name}.{self._loads}"
         directory = self._weight_dir / name
-        await asyncio.to_thread(write_peft_adapter, named_tensors, spec, directory, self._base_model)
+        try:
+            await asyncio.to_thread(write_peft_adapter, named_tensors, spec, directory, self._base_model)
+        except OSError as exc:
+            raise BackendError(f"could not write the adapter to {directory}: {exc}") from exc
         return LoadedAdapter(name, directory, version)
+
+    def discard(self, adapter: LoadedAdapter) -> None:
+        """Remove the directory of an adapter that never became active (its load failed)."""
+        if adapter != self.active:
+            shutil.rmtree(adapter.path, ignore_errors=True)
 
     async def switch(self, workers: Sequence[SGLangServer], new: LoadedAdapter) -> None:
         """Load `new` on every worker (generation paused by the caller), then retire the old ones.
 
         Raises WeightUpdateError (a worker refused) or BackendError (one is unreachable); then
         nothing changed: the workers that took `new` unload it and the old adapter stays active.
+        A name this object never loaded may still be loaded by an earlier run of the service on
+        the same servers (SGLang refuses to load a name twice): it is unloaded first.
         """
+        await _unload(workers, new.name, quiet=True)
         results = await asyncio.gather(
             *(w.load_lora_adapter(new.name, str(new.path)) for w in workers), return_exceptions=True
         )
@@ -117,7 +128,6 @@ class SGLangAdapters:
         if failed:
             loaded = [w for w, r in zip(workers, results, strict=True) if not isinstance(r, BaseException)]
             await _unload(loaded, new.name)
-            shutil.rmtree(new.path, ignore_errors=True)
             raise failure_kind(failed)(
                 f"{who(failed)} could not load LoRA adapter {new.name}: {failed[0][1]}"
             )
@@ -151,11 +161,18 @@ def attributed(
     return [dataclasses.replace(c, weight_version=adapter.version) for c in completions]
 
 
-async def _unload(workers: Sequence[SGLangServer], name: str) -> None:
-    """Unload `name` everywhere; a failure only costs the worker memory, so it is logged."""
+async def _unload(workers: Sequence[SGLangServer], name: str, quiet: bool = False) -> None:
+    """Unload `name` everywhere; a failure only costs the worker memory, so it is logged
+    (`quiet`: at debug level, for a name that is normally not loaded)."""
     results = await asyncio.gather(*(w.unload_lora_adapter(name) for w in workers), return_exceptions=True)
     for worker, error in failures(workers, results):
         if isinstance(error, SGLangError):
-            logger.warning("unloading LoRA adapter %s on %s failed: %s", name, worker.url, error)
+            logger.log(
+                logging.DEBUG if quiet else logging.WARNING,
+                "unloading LoRA adapter %s on %s failed: %s",
+                name,
+                worker.url,
+                error,
+            )
         else:
             raise error
