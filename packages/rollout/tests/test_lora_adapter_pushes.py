@@ -313,3 +313,20 @@ def test_an_adapter_left_loaded_by_an_earlier_run_is_replaced(
         loaded = server.state.lora.loaded["grpo-lora-v1"]
     assert version == 1 and Path(loaded.path) == tmp_path / "w" / "grpo-lora-v1"
     assert all(torch.equal(loaded.tensors[n], t) for n, t in adapter(1).items())
+
+
+def test_an_unwritable_weight_dir_is_unavailable_and_nothing_changes(
+    tiny_model_dir: Path, reward: RewardStandin, tmp_path: Path
+) -> None:
+    (tmp_path / "w").write_text("a file where the weight dir should be")
+    with lora_server() as server:
+
+        async def scenario():
+            async with serving(sglang_config(tiny_model_dir, reward, [server.url], tmp_path)) as client:
+                refused = await refusal(client, chunks(adapter(1), 1, spec()))
+                return refused, await client.version()
+
+        (code, details), version = run(scenario())
+        paths = server.state.paths()
+    assert code == grpc.StatusCode.UNAVAILABLE and "could not write the adapter" in details
+    assert version == 0 and "/pause_generation" not in paths
