@@ -177,6 +177,7 @@ def test_a_refused_load_keeps_the_previous_adapter_and_version(
         (spec(target_modules=["q_proj", "q_proj"]), "target_modules[1]"),
         (spec(target_modules=["nope_proj"]), "target_modules ['nope_proj']"),
     ],
+    ids=["rank-0", "alpha-0", "alpha-nan", "no-targets", "repeated-target", "unknown-target"],
 )
 def test_a_bad_adapter_spec_is_refused_naming_the_field(
     tiny_model_dir: Path, reward: RewardStandin, tmp_path: Path, lora, named: str
