@@ -49,10 +49,9 @@ def run_case(size: str, rank: int, beta: float, steps: int, threads: int, queue)
     reference = None
     if rank:
         model = add_adapters(model, LoraConfig(rank=rank))
-        push_names = set(LoraLayout.of(model).changed_names())
-        push_bytes = sum(
-            2 * p.numel() for n, p in model.get_base_model().named_parameters() if n in push_names
-        )
+        targeted = LoraLayout.of(model).merged_targeted(model.state_dict(), torch.bfloat16)
+        push_bytes = sum(t.numel() * t.element_size() for t in targeted.values())
+        del targeted
     else:
         push_bytes = 2 * total  # bf16, every tensor
         if beta > 0:
