@@ -16,7 +16,6 @@ from typing import Any, Protocol
 import torch
 
 from grpo_learner.checkpoint import TrainerState, save_checkpoint
-from grpo_learner.lora.merge import merged_state_dict
 from grpo_learner.rollout_data import ScoredGroup
 from grpo_learner.update import Trainer
 
@@ -48,7 +47,9 @@ class SingleProcessTeam:
         return await asyncio.to_thread(self.trainer.update, groups)
 
     async def full_weights(self) -> Mapping[str, torch.Tensor]:
-        return merged_state_dict(self.trainer.model)  # with LoRA: adapters folded in, base names
+        # by the model's own names (peft's with LoRA): the push selection folds the adapters in,
+        # and only what it sends (weight_sync/push_selection.py)
+        return self.trainer.model.state_dict()
 
     async def save_checkpoint(self, state: TrainerState) -> Path:
         t = self.trainer

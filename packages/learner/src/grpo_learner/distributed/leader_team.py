@@ -35,7 +35,6 @@ from grpo_learner.distributed.fsdp import FsdpParallel
 from grpo_learner.distributed.full_weights import gather_full_state_dict
 from grpo_learner.distributed.process_group import RankFailure, Ranks, failure_message
 from grpo_learner.distributed.sharded_checkpoint import complete, save_shards
-from grpo_learner.lora.merge import merged_state_dict
 from grpo_learner.rollout_data import ScoredGroup
 from grpo_learner.update import Trainer
 
@@ -153,8 +152,8 @@ class LeaderTeam:
         return await self._command(Command.UPDATE, encode_groups(groups))
 
     async def full_weights(self) -> Mapping[str, torch.Tensor]:
-        gathered = await self._command(Command.GATHER)
-        return merged_state_dict(self.work.trainer.model, gathered)  # LoRA: folded in on rank 0
+        # by the model's own names (peft's with LoRA): the push selection folds the adapters in
+        return await self._command(Command.GATHER)
 
     async def save_checkpoint(self, state: TrainerState) -> Path:
         full = await self._command(Command.CHECKPOINT, json.dumps({"step": state.step}).encode())
