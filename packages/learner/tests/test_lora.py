@@ -160,3 +160,23 @@ def test_grpo_export_merge_writes_a_hf_model_with_the_lora_models_logits(
     assert not torch.allclose(got, base, atol=1e-3)  # the adapters' training is in the export
     assert main(["export", "--merge", model_dir, str(tmp_path / "again")]) == 2
     assert "full fine-tuning checkpoint: nothing to merge" in capsys.readouterr().err
+
+
+def test_the_team_hands_the_push_what_both_lora_modes_select_from(model_dir: str, tmp_path: Path):
+    """The team's weights are the model's own (peft names): merged mode folds them, adapter mode finds
+    the adapter in them (a team that merged first left adapter mode no lora_A/B to send)."""
+    import asyncio
+
+    from grpo_learner.team import SingleProcessTeam
+    from grpo_learner.weight_sync.push_selection import select_for
+
+    trainer = build_trainer(lora_config(model_dir, target_modules=["q_proj"]), model_dir, 0, model_dir)
+    trainer.update(synthetic_groups(0, seed=1))  # B != 0, so the merged weights differ from the base
+    weights = asyncio.run(SingleProcessTeam(trainer, tmp_path, 1).full_weights())
+    merged = select_for(trainer.model, "merged").everything(weights)
+    expected = merged_state_dict(trainer.model)
+    assert merged.keys() == expected.keys()
+    assert all(torch.equal(merged[name], expected[name]) for name in expected)
+    adapter = select_for(trainer.model, "adapter").everything(weights)
+    assert adapter and all(".lora_A.weight" in n or ".lora_B.weight" in n for n in adapter)
+    assert len(adapter) == 2 * 2  # two layers' q_proj, A and B
