@@ -1,13 +1,18 @@
 """Throughput of one GRPO update (forward + backward + AdamW step) on CPU, with a FLOP/s estimate.
 
     uv run python benchmarks/learner_step.py [--steps 2] [--sizes tiny,100m] [--threads N]
+        [--prompt-tokens 16 48] [--sharing on off]
 
 For a tiny and a ~100M-parameter Qwen2-shaped model (built from a config, random weights) it times
 `Trainer.update` on a fixed synthetic batch and reports tokens/s (prompt + completion tokens per
 second of update) and an estimate of achieved FLOP/s, next to the FLOP/s of a plain fp32 torch
 matmul measured in the same run (the practical ceiling of this machine). Prints machine info first.
+With `--sharing on off` it times both layouts of `train.share_prompt_forward`: each group's prompt
+run once with its KV shared by the G completions, or one pass per sequence; tokens/s counts the
+sequences' tokens either way (what the learner logs), so the ratio of the two is the saving.
 
-FLOP model per update (T = all tokens, Tc = completion tokens, S = padded row length):
+FLOP model per update, one pass per sequence (T = all tokens, Tc = completion tokens, S = padded
+row length; with a shared prompt the work is smaller and the figure is what it replaces):
   6 * N_nonembedding * T                      dense layers, forward + backward
   8 * V * d * Tc                              lm_head on completion positions only (fwd, recompute, bwd)
   12 * L * d * S * T                          attention scores and values, forward + backward
@@ -60,7 +65,14 @@ def build(size: ModelShape) -> torch.nn.Module:
     return AutoModelForCausalLM.from_config(config, dtype=torch.float32).train()
 
 
-def run(size: ModelShape, work: Workload, steps: int, micro_batch_size: int) -> None:
+def run(
+    size: ModelShape,
+    work: Workload,
+    steps: int,
+    micro_batch_size: int,
+    prompt_tokens: tuple[int, int],
+    share_prompts: bool,
+) -> None:
     model = build(size)
     params = sum(p.numel() for p in model.parameters())
     embedding = size.vocab * size.hidden
@@ -68,7 +80,7 @@ def run(size: ModelShape, work: Workload, steps: int, micro_batch_size: int) -> 
         {
             "model": {"name_or_path": size.name},
             "loss": {"loss_type": "dapo"},
-            "train": {"micro_batch_size": micro_batch_size},
+            "train": {"micro_batch_size": micro_batch_size, "share_prompt_forward": share_prompts},
             "rollout": {"sampling": {"max_new_tokens": 64}},
         }
     )
@@ -80,16 +92,17 @@ def run(size: ModelShape, work: Workload, steps: int, micro_batch_size: int) -> 
         num_groups=work.groups,
         group_size=work.group_size,
         vocab_size=size.vocab,
-        prompt_length=(16, 48),
+        prompt_length=prompt_tokens,
         completion_length=work.completion,
     )
     batch = prepare_batch(groups, settings, torch.device("cpu"))
-    tokens = sum(int(mb.attention_mask.sum()) for mb in batch.micro_batches)
+    tokens = batch.input_tokens
     completion_tokens = sum(mb.num_tokens for mb in batch.micro_batches)
-    attention = sum(
-        12 * size.layers * size.hidden * mb.input_ids.shape[1] * int(mb.attention_mask.sum())
-        for mb in batch.micro_batches
-    )
+    attention = 0
+    for mb in batch.micro_batches:
+        row_tokens = mb.prompt_mask.sum(-1)[mb.prompt_index] + mb.completion_mask.sum(-1)
+        width = mb.prompt_ids.shape[1] + mb.completion_ids.shape[1]
+        attention += 12 * size.layers * size.hidden * width * int(row_tokens.sum())
     flops = 6 * (params - embedding) * tokens + 8 * embedding * completion_tokens + attention
     trainer.update(groups)  # warm-up
     runs = []
@@ -101,7 +114,8 @@ def run(size: ModelShape, work: Workload, steps: int, micro_batch_size: int) -> 
     split = " / ".join(f"{metrics[f'timing/{phase}']:.3f}" for phase in ("forward", "backward", "optimizer"))
     print(
         f"{size.name:>5}: {params / 1e6:6.1f}M params, {len(groups) * work.group_size} sequences, "
-        f"{tokens} tokens ({completion_tokens} completion), micro-batch {micro_batch_size}: "
+        f"{tokens} tokens ({completion_tokens} completion), micro-batch {micro_batch_size}, "
+        f"shared prompt {'on' if share_prompts else 'off'}: "
         f"update {best:.3f} s (best of {steps}; forward / backward / optimizer {split} s) -> "
         f"{tokens / best:,.0f} tokens/s, ~{flops / best / 1e9:.1f} GFLOP/s"
     )
@@ -114,12 +128,18 @@ def main() -> None:
     # On a shared box, more torch threads than free cores is far slower (threads spin-wait).
     parser.add_argument("--threads", type=int, default=os.cpu_count())
     parser.add_argument("--micro-batch-size", type=int, default=8)
+    parser.add_argument("--prompt-tokens", type=int, nargs=2, default=[16, 48], help="prompt length range")
+    parser.add_argument(
+        "--sharing", nargs="+", choices=["on", "off"], default=["on"], help="train.share_prompt_forward"
+    )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     print(machine_description(f"{torch.get_num_threads()} threads"))
     print(f"plain fp32 matmul (1024^3): {matmul_flops() / 1e9:.1f} GFLOP/s")
     for name in args.sizes.split(","):
-        run(SHAPES[name], WORKLOADS[name], args.steps, args.micro_batch_size)
+        for sharing in args.sharing:
+            prompts = tuple(args.prompt_tokens)
+            run(SHAPES[name], WORKLOADS[name], args.steps, args.micro_batch_size, prompts, sharing == "on")
     print(f"plain fp32 matmul again:    {matmul_flops() / 1e9:.1f} GFLOP/s")
 
 

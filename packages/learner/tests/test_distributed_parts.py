@@ -55,7 +55,8 @@ def test_sharded_batches_have_equal_micro_batch_counts_and_batch_wide_counts():
     parts = [prepare_batch(small, update_settings(micro_batch_size=3), CPU, r, 2) for r in range(2)]
     assert [len(p.micro_batches) for p in parts] == [2, 2]
     fillers = [mb for p in parts for mb in p.micro_batches if mb.loss_mask.sum() == 0]
-    assert len(fillers) == 1 and fillers[0].input_ids.shape == (1, 2)  # one pad prompt + one pad token
+    assert len(fillers) == 1  # one pad prompt + one pad token
+    assert fillers[0].prompt_ids.shape == fillers[0].completion_ids.shape == (1, 1)
 
 
 def make_trainer(loss_type: str) -> Trainer:

@@ -169,8 +169,8 @@ def test_entropy_and_kl_metrics_average_model_tokens_only():
     with torch.no_grad():
         for mb in batch.micro_batches:
             every_token = type(mb)(**{**vars(mb), "model_mask": mb.completion_mask})  # env tokens too
-            logp, entropy = completion_logprobs(t.model, every_token)
-            ref, _ = completion_logprobs(t.reference, every_token, with_entropy=False)
+            logp, entropy = completion_logprobs(t.model, every_token, t.settings.logprobs)
+            ref, _ = completion_logprobs(t.reference, every_token, t.settings.logprobs, with_entropy=False)
             env = mb.completion_mask & ~mb.model_mask
             assert env.any() and torch.count_nonzero(entropy[env]) == int(env.sum())  # they'd count
             kl = torch.exp(ref - logp) - (ref - logp) - 1

@@ -2,32 +2,41 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 from grpo_learner.batching import TrainSequence, collate
-from grpo_learner.logprobs import EntropySink, SelectiveLogSoftmax, completion_logprobs
+from grpo_learner.logprobs import EntropySink, LogprobSettings, SelectiveLogSoftmax, completion_logprobs
 from learner_fixtures import tiny_qwen2
 
 torch.set_num_threads(1)
 
 
-def plain_completion_logprobs(model, batch, temperature):
-    """The computation before the selective log-softmax: full logits, log_softmax, gather."""
-    logits = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits.float()
-    logits = logits / temperature
-    rows, cols = batch.completion_mask.nonzero(as_tuple=True)
-    positions = batch.prompt_lengths[rows] + cols - 1
-    token_logits = logits[rows, positions]
-    logprobs = torch.log_softmax(token_logits, dim=-1).gather(
-        -1, batch.completion_ids[rows, cols].unsqueeze(-1)
-    )
-    with torch.no_grad():
-        entropy = -(torch.softmax(token_logits, -1) * torch.log_softmax(token_logits, -1)).sum(-1)
-    mask = batch.completion_mask
-    full = torch.zeros(mask.shape).masked_scatter(mask, logprobs.squeeze(-1))
-    return full, torch.zeros(mask.shape).masked_scatter(mask, entropy)
+def plain_completion_logprobs(model, sequences, temperature):
+    """The computation before the selective log-softmax and the shared prompt: one right-padded
+    [prompt | completion] row per sequence, full logits, log_softmax, gather."""
+    width = max(s.length for s in sequences)
+    completion_width = max(len(s.completion_ids) for s in sequences)
+    ids = torch.zeros((len(sequences), width), dtype=torch.long)
+    attention = torch.zeros((len(sequences), width), dtype=torch.long)
+    for row, seq in enumerate(sequences):
+        ids[row, : seq.length] = torch.tensor((*seq.prompt_ids, *seq.completion_ids))
+        attention[row, : seq.length] = 1
+    logits = model(input_ids=ids, attention_mask=attention).logits.float() / temperature
+    logprobs = torch.zeros((len(sequences), completion_width))
+    entropy = torch.zeros((len(sequences), completion_width))
+    for row, seq in enumerate(sequences):
+        for j, token in enumerate(seq.completion_ids):
+            if seq.model_mask and not seq.model_mask[j]:
+                continue  # an environment token: context only
+            token_logits = logits[row, len(seq.prompt_ids) + j - 1]
+            logprobs[row, j] = torch.log_softmax(token_logits, -1)[token]
+            with torch.no_grad():
+                p = torch.softmax(token_logits, -1)
+                entropy[row, j] = -(p * torch.log_softmax(token_logits, -1)).sum()
+    return logprobs, entropy
 
 
-def a_batch():
+def a_batch_of_sequences():
     gen = torch.Generator().manual_seed(0)
     sequences = []
     for prompt_len, completion_len in ((3, 5), (6, 2), (2, 7), (4, 4)):
@@ -35,7 +44,26 @@ def a_batch():
         sequences.append(
             TrainSequence(tuple(ids[:prompt_len]), tuple(ids[prompt_len:]), (-1.0,) * completion_len, 1.0)
         )
-    return collate(sequences)
+    return sequences
+
+
+def a_batch():
+    return collate(a_batch_of_sequences())
+
+
+def groups_of_sequences():
+    """Three prompts of different lengths, four completions each (lengths 1 to 6), one with
+    environment tokens: what a micro-batch of whole groups holds."""
+    gen = torch.Generator().manual_seed(5)
+    sequences = []
+    for prompt_len in (2, 7, 4):
+        prompt = tuple(torch.randint(2, 48, (prompt_len,), generator=gen).tolist())
+        for k, completion_len in enumerate((6, 1, 4, 3)):
+            completion = tuple(torch.randint(2, 48, (completion_len,), generator=gen).tolist())
+            mask = (True, False, False, True, True, True) if completion_len == 6 and k == 0 else ()
+            logprobs = (-1.0,) * completion_len
+            sequences.append(TrainSequence(prompt, completion, logprobs, 1.0, model_mask=mask))
+    return sequences
 
 
 def test_selective_logprobs_entropy_and_gradients_match_the_full_log_softmax():
@@ -45,9 +73,9 @@ def test_selective_logprobs_entropy_and_gradients_match_the_full_log_softmax():
     for compute in ("selective", "plain"):
         model = tiny_qwen2(seed=3)
         if compute == "selective":  # chunks of 5 tokens: several chunks, each recomputed in backward
-            logprobs, entropy = completion_logprobs(model, batch, temperature=0.7, chunk_tokens=5)
+            logprobs, entropy = completion_logprobs(model, batch, LogprobSettings(0.7, 5, share_prompts=True))
         else:
-            logprobs, entropy = plain_completion_logprobs(model, batch, 0.7)
+            logprobs, entropy = plain_completion_logprobs(model, a_batch_of_sequences(), 0.7)
         (logprobs * weights).sum().backward()
         grads = {name: p.grad.clone() for name, p in model.named_parameters()}
         results.append((logprobs.detach(), entropy, grads))
@@ -88,5 +116,51 @@ def test_bf16_logits_keep_their_dtype_for_backward_and_match_an_fp32_reference()
 
 def test_frozen_passes_compute_no_entropy():
     with torch.no_grad():
-        logprobs, entropy = completion_logprobs(tiny_qwen2(), a_batch(), with_entropy=False)
+        settings = LogprobSettings(1.0, 64, share_prompts=True)
+        logprobs, entropy = completion_logprobs(tiny_qwen2(), a_batch(), settings, with_entropy=False)
     assert entropy is None and logprobs.shape == a_batch().completion_mask.shape
+
+
+def test_a_group_shares_one_prompt_row():
+    batch = collate(groups_of_sequences())
+    assert batch.prompt_ids.shape == (3, 7)  # three distinct prompts, left-padded to the longest
+    assert batch.prompt_index.tolist() == [0] * 4 + [1] * 4 + [2] * 4
+    assert batch.prompt_mask.sum(-1).tolist() == [2, 7, 4]
+    assert batch.prompt_mask[0].tolist() == [0, 0, 0, 0, 0, 1, 1]
+
+
+@pytest.mark.parametrize("share_prompts", [True, False])
+def test_prompt_computed_once_gives_the_logprobs_and_gradients_of_one_pass_per_sequence(share_prompts):
+    """The shared prompt's KV, gathered for each completion, is the KV a full pass would compute:
+    logprobs, entropies and every parameter's gradient (the prompt's included: summed over its
+    completions) match the plain per-sequence computation; environment tokens stay 0."""
+    sequences = groups_of_sequences()
+    batch = collate(sequences)
+    weights = torch.randn(batch.completion_mask.shape, generator=torch.Generator().manual_seed(2))
+    results = []
+    for compute in ("layout", "plain"):
+        model = tiny_qwen2(seed=4)
+        if compute == "layout":
+            logprobs, entropy = completion_logprobs(model, batch, LogprobSettings(0.9, 7, share_prompts))
+        else:
+            logprobs, entropy = plain_completion_logprobs(model, sequences, 0.9)
+        (logprobs * weights).sum().backward()
+        results.append((logprobs.detach(), entropy, {n: p.grad.clone() for n, p in model.named_parameters()}))
+    (lp, ent, grads), (plain_lp, plain_ent, plain_grads) = results
+    torch.testing.assert_close(lp, plain_lp, rtol=0, atol=1e-5)
+    torch.testing.assert_close(ent, plain_ent, rtol=0, atol=1e-5)
+    assert lp[0, 1] == 0 and lp[0, 2] == 0  # the environment tokens of row 0
+    for name in grads:
+        torch.testing.assert_close(grads[name], plain_grads[name], rtol=1e-4, atol=1e-6)
+
+
+def test_gradient_checkpointing_falls_back_to_one_pass():
+    """transformers drops the KV cache under gradient checkpointing in training; the result must
+    not change (and must not silently lose the prompt)."""
+    sequences = groups_of_sequences()
+    model = tiny_qwen2(seed=4)
+    model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    logprobs, _ = completion_logprobs(model, collate(sequences), LogprobSettings(0.9, 64, True))
+    with torch.no_grad():
+        plain, _ = plain_completion_logprobs(model, sequences, 0.9)
+    torch.testing.assert_close(logprobs.detach(), plain, rtol=0, atol=1e-5)

@@ -106,7 +106,7 @@ def test_the_reference_is_the_base_model_under_the_adapters_and_no_second_model(
     assert metrics["kl"] > 0
     batch = prepare_batch(synthetic_groups(5, seed=1), trainer.settings, torch.device("cpu"))
     reference = trainer.reference_logprobs(batch)
-    plain = SingleProcess(trainer.settings.temperature, trainer.settings.chunk_tokens)
+    plain = SingleProcess(trainer.settings.logprobs)
     with torch.no_grad():
         expected = [plain.logprobs(base, mb, with_entropy=False)[0] for mb in batch.micro_batches]
         policy = [plain.logprobs(trainer.model, mb, with_entropy=False)[0] for mb in batch.micro_batches]

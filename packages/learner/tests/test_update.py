@@ -31,7 +31,7 @@ def sequence_logprobs(model, g) -> list[float]:
     # one micro-batch, sorted by length: map back through the completion ids
     (mb,) = batch.micro_batches
     with torch.no_grad():
-        logprobs, _ = completion_logprobs(model, mb)
+        logprobs, _ = completion_logprobs(model, mb, update_settings().logprobs)
     by_completion = {
         tuple(mb.completion_ids[i][mb.completion_mask[i]].tolist()): float(logprobs[i].sum())
         for i in range(len(mb.advantages))
@@ -70,7 +70,8 @@ def test_zero_variance_groups_give_zero_gradient_and_leave_weights_unchanged():
 def test_ratio_is_exactly_one_when_nothing_changed():
     """Old logprobs (no grad) and the first pass (with grad) agree bit for bit, so r = 1."""
     g = group((1, 2, 3), [*POSITIVE, *NEGATIVE], [1.0, 0.0, 1.0, 0.0])
-    trainer = make_trainer(update_settings(micro_batch_size=2, temperature=0.7))
+    logprobs = dataclasses.replace(update_settings().logprobs, temperature=0.7)
+    trainer = make_trainer(update_settings(micro_batch_size=2, logprobs=logprobs))
     batch = prepare_batch([g], trainer.settings, torch.device("cpu"))
     old = trainer._frozen_logprobs(trainer.model, batch)
     for mb, old_lp in zip(batch.micro_batches, old, strict=True):
@@ -83,7 +84,7 @@ def test_sampler_logprobs_equal_to_the_learners_give_unit_weights():
     trainer = make_trainer(update_settings(micro_batch_size=4))
     (mb,) = prepare_batch([g], trainer.settings, torch.device("cpu")).micro_batches
     with torch.no_grad():
-        learner, _ = completion_logprobs(trainer.model, mb)
+        learner, _ = completion_logprobs(trainer.model, mb, trainer.settings.logprobs)
     from grpo_learner.losses import sampler_weights
 
     w = sampler_weights(learner, learner, mb.loss_mask, "mask", "sequence", cap=1.001)
@@ -141,6 +142,7 @@ def test_collate_right_pads_and_aligns_completions():
     from grpo_learner.batching import TrainSequence
 
     mb = collate([TrainSequence((1, 2), (3,), (-0.5,), 1.0), TrainSequence((4,), (5, 6), (-0.1, -0.2), -1.0)])
-    assert mb.input_ids.tolist() == [[1, 2, 3], [4, 5, 6]]
+    assert mb.prompt_ids.tolist() == [[1, 2], [0, 4]]  # distinct prompts, left-padded
+    assert mb.prompt_mask.tolist() == [[1, 1], [0, 1]] and mb.prompt_index.tolist() == [0, 1]
     assert mb.completion_ids.tolist() == [[3, 0], [5, 6]]
     assert mb.sampler_logprobs.flatten().tolist() == pytest.approx([-0.5, 0.0, -0.1, -0.2])

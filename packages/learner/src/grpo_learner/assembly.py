@@ -63,7 +63,7 @@ def build_trainer(
     device never holds the whole model.
     """
     settings = UpdateSettings.from_config(config, pad_token_id)
-    parallel = FsdpParallel(ranks, settings.temperature, settings.chunk_tokens) if ranks else None
+    parallel = FsdpParallel(ranks, settings.logprobs) if ranks else None
     device = torch.device("cpu") if ranks else pick_device(config.train.device)
     trust = config.model.trust_remote_code
     lora = config.model.lora

@@ -1,11 +1,17 @@
-"""Training sequences and length-bucketed micro-batches.
+"""Training sequences and micro-batches laid out so that a group's prompt is computed once.
 
 Every completion of every group becomes one `TrainSequence` (prompt + completion, its advantage, the
 sampler's logprobs, and which completion tokens the model sampled: an episode's environment tokens
-stay in the input as context with loss weight 0 and no logprob). Sequences are sorted by length and
-cut into micro-batches, so a micro-batch holds sequences of similar length and right padding stays
-small: padding costs compute on every layer, and with sdpa attention a packed row would cost
-quadratic attention over the whole pack.
+stay in the input as context with loss weight 0 and no logprob). A micro-batch keeps the prompts
+apart from the completions: its distinct prompts, left-padded, as `[P, Lp]`, each completion row
+pointing at its prompt (`prompt_index`), and the completions right-padded as `[N, T]`. The G
+completions of a group share one prompt row, so the learner can run the prompt once and attend to
+its KV from all G completions (`logprobs.completion_logprobs`): per group the layers process
+`Lp + G * T` tokens instead of `G * (Lp + T)`.
+
+`length_buckets` keeps a group's sequences together (sorted by prompt length, then prompt, then
+completion length) so that a micro-batch holds whole groups where its size allows, and prompts of
+similar length: padding costs compute on every layer.
 """
 
 from __future__ import annotations
@@ -37,12 +43,13 @@ class TrainSequence:
 
 @dataclass
 class MicroBatch:
-    """Right-padded model inputs plus completion-aligned `[N, T]` tensors for the loss."""
+    """Left-padded distinct prompts, right-padded completions pointing at them, and `[N, T]` tensors
+    for the loss (aligned with the completions)."""
 
-    input_ids: Tensor  # [N, L] prompt + completion + pad
-    attention_mask: Tensor  # [N, L]
-    prompt_lengths: Tensor  # [N]
-    completion_ids: Tensor  # [N, T]
+    prompt_ids: Tensor  # [P, Lp] the micro-batch's distinct prompts, left-padded
+    prompt_mask: Tensor  # [P, Lp] 1 on prompt tokens, 0 on the left padding
+    prompt_index: Tensor  # [N] the prompt row of each completion row
+    completion_ids: Tensor  # [N, T] right-padded
     completion_mask: Tensor  # [N, T] bool: real completion tokens (model's and environment's)
     model_mask: Tensor  # [N, T] bool: completion tokens the model sampled (their logprobs are computed)
     loss_mask: Tensor  # [N, T] float: tokens that enter the loss (model tokens of counted sequences)
@@ -58,25 +65,31 @@ class MicroBatch:
 
 
 def length_buckets(sequences: Sequence[TrainSequence], micro_batch_size: int) -> list[list[int]]:
-    """Indices of sequences, sorted by length (stable), cut into chunks of micro_batch_size."""
-    order = sorted(range(len(sequences)), key=lambda i: (sequences[i].length, i))
+    """Indices of sequences cut into chunks of micro_batch_size, sorted (stably) by prompt length,
+    prompt, completion length: a group's completions end up next to each other."""
+    order = sorted(
+        range(len(sequences)),
+        key=lambda i: (len(sequences[i].prompt_ids), sequences[i].prompt_ids, sequences[i].length, i),
+    )
     return [order[start : start + micro_batch_size] for start in range(0, len(order), micro_batch_size)]
 
 
 def collate(sequences: Sequence[TrainSequence], pad_token_id: int = 0) -> MicroBatch:
+    prompts: dict[tuple[int, ...], int] = {}  # distinct prompt -> its row, in order of appearance
+    prompt_index = [prompts.setdefault(tuple(s.prompt_ids), len(prompts)) for s in sequences]
+    width = max(len(p) for p in prompts)
+    prompt_ids = torch.full((len(prompts), width), pad_token_id, dtype=torch.long)
+    prompt_mask = torch.zeros((len(prompts), width), dtype=torch.long)
+    for row, prompt in enumerate(prompts):
+        prompt_ids[row, width - len(prompt) :] = torch.tensor(prompt, dtype=torch.long)
+        prompt_mask[row, width - len(prompt) :] = 1
     n = len(sequences)
-    max_len = max(s.length for s in sequences)
     max_completion = max(len(s.completion_ids) for s in sequences)
-    input_ids = torch.full((n, max_len), pad_token_id, dtype=torch.long)
-    attention_mask = torch.zeros((n, max_len), dtype=torch.long)
     completion_ids = torch.full((n, max_completion), pad_token_id, dtype=torch.long)
     completion_mask = torch.zeros((n, max_completion), dtype=torch.bool)
     model_mask = torch.zeros((n, max_completion), dtype=torch.bool)
     sampler_logprobs = torch.zeros((n, max_completion), dtype=torch.float32)
     for row, seq in enumerate(sequences):
-        tokens = (*seq.prompt_ids, *seq.completion_ids)
-        input_ids[row, : len(tokens)] = torch.tensor(tokens, dtype=torch.long)
-        attention_mask[row, : len(tokens)] = 1
         k = len(seq.completion_ids)
         completion_ids[row, :k] = torch.tensor(seq.completion_ids, dtype=torch.long)
         completion_mask[row, :k] = True
@@ -84,9 +97,9 @@ def collate(sequences: Sequence[TrainSequence], pad_token_id: int = 0) -> MicroB
         sampler_logprobs[row, :k] = torch.tensor(seq.sampler_logprobs, dtype=torch.float32)
     counts = torch.tensor([s.counts for s in sequences], dtype=torch.bool).unsqueeze(1)
     return MicroBatch(
-        input_ids=input_ids,
-        attention_mask=attention_mask,
-        prompt_lengths=torch.tensor([len(s.prompt_ids) for s in sequences], dtype=torch.long),
+        prompt_ids=prompt_ids,
+        prompt_mask=prompt_mask,
+        prompt_index=torch.tensor(prompt_index, dtype=torch.long),
         completion_ids=completion_ids,
         completion_mask=completion_mask,
         model_mask=model_mask,

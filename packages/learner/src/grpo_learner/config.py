@@ -175,6 +175,11 @@ class TrainConfig(_Section):
     dynamic_sampling: bool = Field(False, description="DAPO: drop zero-variance groups and refill")
     max_refill_rounds: int = Field(3, ge=0, description="extra requests per step to fill a short batch")
     logprob_chunk_tokens: int = Field(4096, ge=1, description="tokens per lm_head chunk")
+    share_prompt_forward: bool = Field(
+        True,
+        description="run each group's prompt through the model once and attend to its KV from all G "
+        "completions (off: one pass per sequence; gradient checkpointing always uses one pass)",
+    )
     device: str = Field("auto", description="auto: cuda if available, else cpu")
     torch_threads: int | None = Field(
         None,

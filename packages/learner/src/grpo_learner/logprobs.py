@@ -29,6 +29,25 @@ from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
 from grpo_learner.batching import MicroBatch
+from grpo_learner.config import LearnerConfig
+
+
+@dataclass(frozen=True)
+class LogprobSettings:
+    """How the learner computes completion logprobs, copied from the validated config
+    (rollout.sampling.temperature, train.logprob_chunk_tokens, train.share_prompt_forward)."""
+
+    temperature: float
+    chunk_tokens: int
+    share_prompts: bool
+
+    @classmethod
+    def from_config(cls, config: LearnerConfig) -> LogprobSettings:
+        return cls(
+            temperature=config.rollout.sampling.temperature,
+            chunk_tokens=config.train.logprob_chunk_tokens,
+            share_prompts=config.train.share_prompt_forward,
+        )
 
 
 @dataclass
@@ -101,30 +120,25 @@ def token_logprobs(
 
 
 def completion_logprobs(
-    model: nn.Module,
-    batch: MicroBatch,
-    temperature: float = 1.0,
-    chunk_tokens: int = 4096,
-    with_entropy: bool = True,
+    model: nn.Module, batch: MicroBatch, settings: LogprobSettings, with_entropy: bool = True
 ) -> tuple[Tensor, Tensor | None]:
     """`[N, T]` logprobs (with grad when enabled) and entropies of the model's completion tokens; 0 on
     padding and on environment tokens (context only: never projected through lm_head). The entropies
     are None when `with_entropy` is False (pi_old and reference passes need none).
 
     Assumes a causal LM whose logits are `lm_head(decoder(...).last_hidden_state)` (Llama, Qwen,
-    Mistral...). The token at completion position j of row i is predicted at `prompt_len_i + j - 1`.
+    Mistral...). Completion token j is predicted by the hidden state before it: the prompt's last
+    one for j = 0, completion position j - 1 after that (see `_completion_hidden`).
     """
-    decoder = model.get_decoder()
     lm_head = model.get_output_embeddings()
-    hidden = decoder(input_ids=batch.input_ids, attention_mask=batch.attention_mask).last_hidden_state
+    hidden = _completion_hidden(model.get_decoder(), batch, settings.share_prompts)
     rows, cols = batch.model_mask.nonzero(as_tuple=True)
-    positions = batch.prompt_lengths[rows] + cols - 1
     logprobs, entropy = token_logprobs(
-        hidden[rows, positions],
+        hidden[rows, cols],
         batch.completion_ids[rows, cols],
         lm_head,
-        temperature,
-        chunk_tokens,
+        settings.temperature,
+        settings.chunk_tokens,
         with_entropy,
     )
     mask = batch.model_mask
@@ -134,3 +148,48 @@ def completion_logprobs(
         return full_logprobs, None
     full_entropy = torch.zeros(mask.shape, dtype=entropy.dtype, device=entropy.device)
     return full_logprobs, full_entropy.masked_scatter(mask, entropy)
+
+
+def _completion_hidden(decoder: nn.Module, batch: MicroBatch, share_prompts: bool) -> Tensor:
+    """`[N, T, H]`: at [i, j] the hidden state that predicts completion token j of row i.
+
+    Shared (the default): the P distinct prompts go through the decoder once, with a KV cache; each
+    completion row takes its prompt's cache rows (`batch_select_indices`: a differentiable gather,
+    so the prompt's gradients are the sum over its G completions) and runs its own tokens after it:
+    per group `Lp + G * T` tokens through every layer instead of `G * (Lp + T)`. The attention each
+    completion token sees is the same as in one pass over prompt + completion (same keys, same
+    positions), so the logprobs agree to float rounding.
+
+    Unshared: one pass over `[prompt | completion]` rows. Used when asked and when gradient
+    checkpointing is on in training (transformers then drops the KV cache: a layer recomputed in
+    backward would append to it twice).
+    """
+    prompt_mask = batch.prompt_mask[batch.prompt_index]
+    mask = torch.cat([prompt_mask, batch.completion_mask.to(prompt_mask.dtype)], dim=1)
+    width = batch.prompt_mask.shape[1]
+    checkpointed = getattr(decoder, "gradient_checkpointing", False) and decoder.training
+    if not share_prompts or checkpointed:
+        ids = torch.cat([batch.prompt_ids[batch.prompt_index], batch.completion_ids], dim=1)
+        positions = (mask.cumsum(-1) - 1).clamp(min=0)
+        hidden = decoder(input_ids=ids, attention_mask=mask, position_ids=positions).last_hidden_state
+        return hidden[:, width - 1 : -1]
+    prompt_positions = (batch.prompt_mask.cumsum(-1) - 1).clamp(min=0)
+    prompt_out = decoder(
+        input_ids=batch.prompt_ids,
+        attention_mask=batch.prompt_mask,
+        position_ids=prompt_positions,
+        use_cache=True,
+    )
+    cache = prompt_out.past_key_values
+    cache.batch_select_indices(batch.prompt_index)
+    lengths = batch.prompt_mask.sum(-1)[batch.prompt_index]
+    steps = torch.arange(batch.completion_ids.shape[1], device=lengths.device)
+    completion_out = decoder(
+        input_ids=batch.completion_ids,
+        attention_mask=mask,
+        position_ids=lengths.unsqueeze(1) + steps,
+        past_key_values=cache,
+        use_cache=True,
+    )
+    last_prompt = prompt_out.last_hidden_state[batch.prompt_index, -1:]  # left-padded: its last token
+    return torch.cat([last_prompt, completion_out.last_hidden_state[:, :-1]], dim=1)

@@ -17,7 +17,7 @@ import torch
 from torch import Tensor, nn
 
 from grpo_learner.batching import MicroBatch
-from grpo_learner.logprobs import completion_logprobs
+from grpo_learner.logprobs import LogprobSettings, completion_logprobs
 
 
 class Parallelism(Protocol):
@@ -38,15 +38,14 @@ class Parallelism(Protocol):
 class SingleProcess:
     """One process, one plain model."""
 
-    temperature: float
-    chunk_tokens: int
+    settings: LogprobSettings
     rank: int = 0
     world_size: int = 1
 
     def logprobs(
         self, model: nn.Module, batch: MicroBatch, with_entropy: bool = True
     ) -> tuple[Tensor, Tensor | None]:
-        return completion_logprobs(model, batch, self.temperature, self.chunk_tokens, with_entropy)
+        return completion_logprobs(model, batch, self.settings, with_entropy)
 
     def sum_across_ranks(self, values: dict[str, float]) -> dict[str, float]:
         return values

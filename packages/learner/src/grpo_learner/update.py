@@ -28,6 +28,7 @@ from grpo_learner.advantages import compute_advantages, weighted_reward
 from grpo_learner.batching import MicroBatch, TrainSequence, collate, length_buckets
 from grpo_learner.config import LearnerConfig
 from grpo_learner.distributed.sequence_shards import balanced_shards
+from grpo_learner.logprobs import LogprobSettings
 from grpo_learner.lora.adapters import adapters_disabled, has_adapters
 from grpo_learner.losses import LOSSES, LossOutput, LossSettings, Normalizer, PolicyBatch, sampler_weights
 from grpo_learner.nonfinite import gradient_error, nonfinite_parameters, parameter_error
@@ -45,7 +46,7 @@ class UpdateSettings:
     loss: LossSettings
     num_iterations: int
     micro_batch_size: int
-    temperature: float
+    logprobs: LogprobSettings
     max_completion_length: int
     mask_truncated: bool
     reward_weights: dict[str, float]
@@ -56,7 +57,6 @@ class UpdateSettings:
     sampler_level: str
     sampler_cap: float
     max_grad_norm: float | None
-    chunk_tokens: int
     pad_token_id: int
 
     @classmethod
@@ -67,7 +67,7 @@ class UpdateSettings:
             loss=LossSettings.from_config(loss),
             num_iterations=loss.num_iterations,
             micro_batch_size=config.train.micro_batch_size,
-            temperature=config.rollout.sampling.temperature,
+            logprobs=LogprobSettings.from_config(config),
             max_completion_length=config.rollout.sampling.max_new_tokens,
             mask_truncated=loss.mask_truncated,
             reward_weights=dict(loss.advantage.reward_weights) or {SCALAR_REWARD: 1.0},
@@ -78,7 +78,6 @@ class UpdateSettings:
             sampler_level=loss.sampler_correction.level,
             sampler_cap=loss.sampler_correction.cap,
             max_grad_norm=config.optim.max_grad_norm,
-            chunk_tokens=config.train.logprob_chunk_tokens,
             pad_token_id=pad_token_id,
         )
 
@@ -208,7 +207,7 @@ class Trainer:
         self.scheduler = scheduler
         self.settings = settings
         self.reference = reference
-        self.parallel = parallel or SingleProcess(settings.temperature, settings.chunk_tokens)
+        self.parallel = parallel or SingleProcess(settings.logprobs)
         self.device = next(model.parameters()).device
         self.loss_fn = LOSSES[settings.loss_type]
 

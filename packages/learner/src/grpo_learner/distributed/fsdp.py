@@ -29,7 +29,7 @@ from torch.distributed.tensor import DTensor
 
 from grpo_learner.batching import MicroBatch
 from grpo_learner.distributed.process_group import Ranks
-from grpo_learner.logprobs import completion_logprobs
+from grpo_learner.logprobs import LogprobSettings, completion_logprobs
 
 _BATCH_FIELDS = [f.name for f in fields(MicroBatch)]
 
@@ -37,15 +37,14 @@ _BATCH_FIELDS = [f.name for f in fields(MicroBatch)]
 class CompletionLogprobs(nn.Module):
     """FSDP root: forward(micro-batch tensors) = completion_logprobs(lm, micro-batch)."""
 
-    def __init__(self, lm: nn.Module, temperature: float, chunk_tokens: int) -> None:
+    def __init__(self, lm: nn.Module, settings: LogprobSettings) -> None:
         super().__init__()
         self.lm = lm
-        self.temperature = temperature
-        self.chunk_tokens = chunk_tokens
+        self.settings = settings
 
     def forward(self, *tensors: Tensor, with_entropy: bool = True) -> tuple[Tensor, Tensor | None]:
         batch = MicroBatch(**dict(zip(_BATCH_FIELDS, tensors, strict=True)))
-        return completion_logprobs(self.lm, batch, self.temperature, self.chunk_tokens, with_entropy)
+        return completion_logprobs(self.lm, batch, self.settings, with_entropy)
 
 
 def decoder_layers(lm: nn.Module) -> list[nn.Module]:
@@ -59,11 +58,11 @@ def decoder_layers(lm: nn.Module) -> list[nn.Module]:
     return list(layers)
 
 
-def shard(lm: nn.Module, mesh: DeviceMesh, temperature: float, chunk_tokens: int) -> CompletionLogprobs:
+def shard(lm: nn.Module, mesh: DeviceMesh, settings: LogprobSettings) -> CompletionLogprobs:
     """Shard `lm` in place (its parameters become DTensors) and return its FSDP root."""
     for layer in decoder_layers(lm):
         fully_shard(layer, mesh=mesh)
-    root = CompletionLogprobs(lm, temperature, chunk_tokens)
+    root = CompletionLogprobs(lm, settings)
     fully_shard(root, mesh=mesh)
     for module in root.modules():
         if isinstance(module, FSDPModule):
@@ -81,8 +80,7 @@ class FsdpParallel:
     """`Parallelism` over FSDP2-sharded models; `wrap` each model before building its optimizer."""
 
     ranks: Ranks
-    temperature: float
-    chunk_tokens: int
+    settings: LogprobSettings
     mesh: DeviceMesh | None = None
     roots: dict[int, CompletionLogprobs] = field(default_factory=dict)
 
@@ -98,7 +96,7 @@ class FsdpParallel:
         """Shard `lm` in place; returns it (now with DTensor parameters) for the optimizer and state."""
         if self.mesh is None:
             self.mesh = device_mesh(self.ranks)
-        self.roots[id(lm)] = shard(lm, self.mesh, self.temperature, self.chunk_tokens)
+        self.roots[id(lm)] = shard(lm, self.mesh, self.settings)
         return lm
 
     def root(self, lm: nn.Module) -> CompletionLogprobs:
@@ -107,7 +105,7 @@ class FsdpParallel:
     def logprobs(
         self, model: nn.Module, batch: MicroBatch, with_entropy: bool = True
     ) -> tuple[Tensor, Tensor | None]:
-        """Through the model's FSDP root (temperature and chunking fixed there at wrap time)."""
+        """Through the model's FSDP root (its LogprobSettings fixed there at wrap time)."""
         tensors = (getattr(batch, name) for name in _BATCH_FIELDS)
         return self.root(model)(*tensors, with_entropy=with_entropy)
 
