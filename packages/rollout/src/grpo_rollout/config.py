@@ -75,7 +75,15 @@ class LimitSettings(_Strict):
     max_in_flight_prompts: int = Field(4096, ge=1)
     max_prompts_per_request: int = Field(4096, ge=1)
     max_group_size: int = Field(512, ge=2)
-    batch_prompts: int | None = Field(None, ge=1, description="prompts per generate call (hf 8, sglang 1)")
+    batch_prompts: int | None = Field(
+        None, ge=1, description="prompts per generate call (unset: sglang 1, hf batch_sequences // G)"
+    )
+    batch_sequences: int = Field(
+        256,
+        ge=1,
+        description="hf, batch_prompts unset: rows (prompts x group size) per generate call; one call of "
+        "256 rows costs about what one of 64 does on a small model, whose decode step is overhead",
+    )
     max_concurrent_batches: int | None = Field(None, ge=1, description="hf 1, sglang 256")
     batches_ahead: int = Field(2, ge=1)
     stream_buffer_groups: int = Field(8, ge=1)
@@ -88,7 +96,8 @@ class LimitSettings(_Strict):
             max_in_flight_prompts=self.max_in_flight_prompts,
             max_prompts_per_request=self.max_prompts_per_request,
             max_group_size=self.max_group_size,
-            batch_prompts=self.batch_prompts or (1 if sglang else 8),
+            batch_prompts=self.batch_prompts or (1 if sglang else None),
+            batch_sequences=self.batch_sequences,
             max_concurrent_batches=self.max_concurrent_batches or (256 if sglang else 1),
             batches_ahead=self.batches_ahead if not sglang else max(self.batches_ahead, 64),
             stream_buffer_groups=self.stream_buffer_groups,

@@ -65,7 +65,8 @@ class ServiceLimits:
     max_in_flight_prompts: int = 4096  # accepted and not yet streamed; beyond -> RESOURCE_EXHAUSTED
     max_prompts_per_request: int = 4096
     max_group_size: int = 512
-    batch_prompts: int = 8  # prompts per generate call (x group_size sequences)
+    batch_prompts: int | None = None  # prompts per generate call (None: batch_sequences // group size)
+    batch_sequences: int = 256  # rows per generate call when batch_prompts is None
     max_concurrent_batches: int = 1  # generate calls running at once, service-wide
     batches_ahead: int = 2  # per request: batches generated ahead of a slow reader
     stream_buffer_groups: int = 8  # scored groups waiting for the reader
@@ -150,7 +151,7 @@ class RolloutServicer(rollout_pb2_grpc.RolloutServiceServicer):
             )
 
     async def _run_batches(self, plan: GeneratePlan, queue: asyncio.Queue) -> None:
-        size = self._limits.batch_prompts
+        size = self._limits.batch_prompts or max(1, self._limits.batch_sequences // plan.group_size)
         batches = [plan.prompts[i : i + size] for i in range(0, len(plan.prompts), size)]
         ahead = asyncio.Semaphore(self._limits.batches_ahead)
 

@@ -1,0 +1,235 @@
+"""Held-out gain per GRPO-second: TRL's GRPOTrainer and `grpo train` from the same warm checkpoint.
+
+    uv run --group bench python benchmarks/vs_trl_gain.py                 # 400 steps, 2 alternating pairs
+    uv run --group bench python benchmarks/vs_trl_gain.py --steps 100 --pairs 1
+
+The warm checkpoint is the embedded default's (its character tokenizer, its 0.8M-parameter model,
+its 500-step supervised warm-up on the training split), built once. From it TRL and ours each train
+`--steps` GRPO steps on the same problems with the same settings (8 prompts x G 8, 12 new tokens,
+temperature 0.7, lr 2e-4 constant after 5 warm-up steps, grad-norm clip 1, beta 0, one iteration),
+TRL in its own process and ours as `grpo train` with its local services, alternating. Every model
+(the warm one and each run's last) is then graded by the same greedy evaluator in this process
+(the `hf` generator's sampling loop at temperature 0, the verifier on the 200 held-out problems).
+
+GRPO-seconds are the training loop's wall time: TRL from `on_train_begin` to its last step, ours
+from the first step's start (its log time minus its `timing/step`) to the last step's log time:
+neither counts process start, model loading, service start-up or evaluation. The figure to quote
+is gain (held-out points) per GRPO-second, ours / TRL, median over pairs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from grpo_runs import grpo_command  # benchmarks/grpo_runs.py
+from model_shapes import machine_description  # benchmarks/model_shapes.py
+from vs_trl import SHAPES  # benchmarks/vs_trl.py
+
+SHAPE = SHAPES["1m"]  # the embedded default's model size, 12 new tokens, short prompts
+
+
+@dataclass(frozen=True)
+class GainSettings:
+    """The GRPO settings both trainers get (the embedded default's optimiser and sampling)."""
+
+    steps: int
+    lr: float = 2e-4
+    warmup_steps: int = 5
+    max_grad_norm: float = 1.0
+    temperature: float = 0.7
+    group_size: int = SHAPE.group_size
+    prompts_per_step: int = SHAPE.prompts_per_step
+    max_new_tokens: int = SHAPE.max_new_tokens
+
+
+def build_warm_checkpoint(directory: Path) -> Path:
+    """The embedded default's warm-up model and its train / held-out problem files."""
+    from grpo_learner.embedded.default_run import embedded_config, prepare_warm_model, write_heldout
+    from grpo_learner.embedded.tasks import EmbeddedConfig
+
+    embedded = EmbeddedConfig()
+    config = embedded_config({"run_dir": str(directory)}, embedded)
+    model_dir = prepare_warm_model(directory, config, embedded)
+    train, heldout = embedded.embedded_task.split(config.train.seed)
+    rows = (json.dumps({"question": p.prompt, "answer": p.reference}) for p in train)
+    (directory / "train.jsonl").write_text("".join(f"{row}\n" for row in rows))
+    write_heldout(directory / "heldout.jsonl", heldout)
+    return model_dir
+
+
+def greedy_accuracy(model_dir: Path, problems: Path) -> float:
+    """Greedy accuracy of the model in `model_dir` on a (question, answer) file, graded by the verifier."""
+    from grpo_reward.verifier import Verifier
+    from grpo_rollout.generator import SamplingConfig
+    from grpo_rollout.hf_generator import HFGenerator
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    generator = HFGenerator.from_pretrained(model_dir)
+    rows = [json.loads(line) for line in problems.read_text().splitlines()]
+    prompts = [tokenizer(r["question"]).input_ids for r in rows]
+    sampling = SamplingConfig(max_new_tokens=SHAPE.max_new_tokens, temperature=0.0)
+    groups = generator.generate_sync(prompts, 1, sampling)
+    texts = [tokenizer.decode(g[0].token_ids, skip_special_tokens=True) for g in groups]
+    with Verifier(workers=1) as verifier:
+        verdicts = verifier.verify_many(zip(texts, (r["answer"] for r in rows), strict=True))
+    return sum(v.correct for v in verdicts) / len(verdicts)
+
+
+def trl_worker(directory: Path, settings: GainSettings, output: Path) -> None:
+    """Train with TRL from directory/warmup, save the model to output/model, time the loop."""
+    import torch
+    from datasets import Dataset
+    from grpo_reward.verifier import Verifier
+    from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
+    from trl import GRPOConfig, GRPOTrainer
+
+    tokenizer = AutoTokenizer.from_pretrained(directory / "warmup")
+    model = AutoModelForCausalLM.from_pretrained(directory / "warmup", dtype=torch.float32)
+    rows = [json.loads(line) for line in (directory / "train.jsonl").read_text().splitlines()]
+    dataset = Dataset.from_list([{"prompt": r["question"], "answer": r["answer"]} for r in rows])
+    verifier = Verifier(workers=1)
+    verifier.wait_ready(timeout_s=60)
+
+    def correctness(completions: list[str], answer: list[str], **_: object) -> list[float]:
+        return [v.reward for v in verifier.verify_many(zip(completions, answer, strict=True))]
+
+    clock: dict[str, float] = {}
+
+    class LoopClock(TrainerCallback):
+        def on_train_begin(self, args, state, control, **kwargs):  # type: ignore[no-untyped-def]
+            clock["begin"] = time.perf_counter()
+
+        def on_step_end(self, args, state, control, **kwargs):  # type: ignore[no-untyped-def]
+            clock["end"] = time.perf_counter()
+
+    with tempfile.TemporaryDirectory() as out_dir:
+        config = GRPOConfig(
+            output_dir=out_dir,
+            per_device_train_batch_size=settings.prompts_per_step * settings.group_size,
+            num_generations=settings.group_size,
+            gradient_accumulation_steps=1,
+            max_completion_length=settings.max_new_tokens,
+            max_steps=settings.steps,
+            beta=0.0,
+            num_iterations=1,
+            loss_type="grpo",
+            temperature=settings.temperature,
+            top_p=1.0,
+            top_k=0,
+            learning_rate=settings.lr,
+            lr_scheduler_type="constant_with_warmup",
+            warmup_steps=settings.warmup_steps,
+            max_grad_norm=settings.max_grad_norm,
+            logging_steps=50,
+            report_to="none",
+            save_strategy="no",
+            use_cpu=True,
+            bf16=False,
+            disable_tqdm=True,
+            seed=0,
+        )
+        trainer = GRPOTrainer(
+            model=model,
+            reward_funcs=correctness,
+            args=config,
+            train_dataset=dataset,
+            processing_class=tokenizer,
+            callbacks=[LoopClock()],
+        )
+        trainer.train()
+    verifier.close()
+    trainer.model.save_pretrained(output / "model")
+    tokenizer.save_pretrained(output / "model")
+    (output / "timing.json").write_text(json.dumps({"grpo_seconds": clock["end"] - clock["begin"]}))
+
+
+def run_trl(directory: Path, settings: GainSettings, output: Path) -> tuple[Path, float]:
+    output.mkdir(parents=True)
+    command = [sys.executable, __file__, "--trl-worker", str(directory), "--out", str(output)]
+    command += ["--settings", json.dumps(asdict(settings))]
+    with (output / "trl.log").open("wb") as log:
+        code = subprocess.run(command, stdout=log, stderr=subprocess.STDOUT, timeout=7200).returncode
+    if code != 0:
+        tail = (output / "trl.log").read_text(errors="replace")[-3000:]
+        raise RuntimeError(f"TRL exited with {code}; its log ends with:\n{tail}")
+    return output / "model", json.loads((output / "timing.json").read_text())["grpo_seconds"]
+
+
+def run_ours(directory: Path, settings: GainSettings, run_dir: Path) -> tuple[Path, float]:
+    from grpo_learner.metrics import read_metrics
+
+    flags = (
+        f"optim.lr={settings.lr}",
+        f"optim.warmup_steps={settings.warmup_steps}",
+        "optim.schedule=constant",
+        f"optim.max_grad_norm={settings.max_grad_norm}",
+        f"rollout.sampling.temperature={settings.temperature}",
+        f"checkpoint.interval={settings.steps}",
+        "local_services.reward_workers=1",
+    )
+    command = grpo_command(SHAPE, directory, run_dir, settings.steps, *flags)
+    command[command.index("--model") + 1] = str(directory / "warmup")
+    command[command.index("--data") + 1] = str(directory / "train.jsonl")
+    run_dir.mkdir(parents=True)
+    with (run_dir / "learner.log").open("wb") as log:
+        code = subprocess.run(command, stdout=log, stderr=subprocess.STDOUT, timeout=7200).returncode
+    if code != 0:
+        tail = (run_dir / "learner.log").read_text(errors="replace")[-3000:]
+        raise RuntimeError(f"grpo train exited with {code}; its log ends with:\n{tail}")
+    records = [r for r in read_metrics(run_dir) if r["step"] >= 1]
+    seconds = records[-1]["time"] - (records[0]["time"] - records[0]["timing/step"])
+    (model_dir,) = sorted(run_dir.glob("checkpoints/*/model"))[-1:]
+    return model_dir, seconds
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--steps", type=int, default=400, help="GRPO steps per run")
+    parser.add_argument("--pairs", type=int, default=2, help="alternating TRL / ours runs")
+    parser.add_argument("--trl-worker", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--out", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--settings", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.trl_worker is not None:
+        trl_worker(args.trl_worker, GainSettings(**json.loads(args.settings)), args.out)
+        return
+    settings = GainSettings(steps=args.steps)
+    print(machine_description("TRL default torch threads; ours: see grpo train's CPU split"), flush=True)
+    print(f"settings: {asdict(settings)}", flush=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        directory = Path(tmp)
+        warm = build_warm_checkpoint(directory)
+        heldout = directory / "heldout.jsonl"
+        before = greedy_accuracy(warm, heldout)
+        print(f"warm checkpoint: held-out greedy accuracy {before:.1%}", flush=True)
+        ratios = []
+        for pair in range(args.pairs):
+            figures = {}
+            for name, run in (("TRL", run_trl), ("ours", run_ours)):
+                model_dir, seconds = run(directory, settings, directory / f"{name}-{pair}")
+                gain = (greedy_accuracy(model_dir, heldout) - before) * 100
+                figures[name] = gain / seconds
+                print(
+                    f"pair {pair + 1}: {name}: {gain:+.1f} points in {seconds:.0f} GRPO-seconds "
+                    f"({seconds / settings.steps:.3f} s/step) = {gain / seconds:.3f} points per second",
+                    flush=True,
+                )
+            ratios.append(figures["ours"] / figures["TRL"] if figures["TRL"] > 0 else float("nan"))
+            print(f"pair {pair + 1}: ours / TRL gain per GRPO-second: {ratios[-1]:.2f}x", flush=True)
+        median = statistics.median(ratios)
+        print(f"ours / TRL gain per GRPO-second: median {median:.2f}x over {len(ratios)} pair(s)")
+
+
+if __name__ == "__main__":
+    main()
