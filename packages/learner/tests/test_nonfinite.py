@@ -11,7 +11,7 @@ import torch
 from grpo_learner.checkpoint import latest_checkpoint
 from grpo_learner.config import OptimConfig
 from grpo_learner.loop import run_training
-from grpo_learner.nonfinite import NonFiniteUpdate
+from grpo_learner.nonfinite import NonFiniteUpdate, nonfinite_parameters
 from grpo_learner.optim import build_optimizer, build_scheduler
 from grpo_learner.update import Trainer
 from learner_fixtures import group, save_tiny_model, tiny_qwen2, token_prompts, update_settings
@@ -83,3 +83,15 @@ def test_an_optimizer_step_that_leaves_inf_in_a_parameter_names_it():
     with pytest.raises(NonFiniteUpdate, match=r"left NaN or inf in 1 parameter\(s\) \(model\.norm\.weight\)"):
         trainer.update(batch)
     assert trainer.scheduler.last_epoch == 1  # the schedule did not advance past the bad step
+
+
+def test_the_nonfinite_check_names_every_bad_tensor_and_clears_finite_ones_whose_norm_overflows():
+    named = [
+        ("finite", torch.nn.Parameter(torch.ones(3))),
+        ("nan", torch.nn.Parameter(torch.tensor([1.0, float("nan")]))),
+        ("huge", torch.nn.Parameter(torch.full((4,), 3e38))),  # finite, but its 2-norm is inf in fp32
+        ("inf", torch.nn.Parameter(torch.tensor([-float("inf")]))),
+        ("empty", torch.nn.Parameter(torch.zeros(0))),
+    ]
+    assert nonfinite_parameters(named) == ["nan", "inf"]
+    assert nonfinite_parameters([named[0], named[2], named[4]]) == []
