@@ -24,7 +24,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -122,6 +122,54 @@ def start_service(
 
     The child's stdout and stderr go to `state_dir/<name>.log`.
     """
+    return launch_service(name, argv, state_dir, host=host, port=port, env=env).wait_ready(ready_timeout_s)
+
+
+@dataclass
+class LaunchedService:
+    """A service process that was started and has not announced its port yet."""
+
+    name: str
+    process: subprocess.Popen[bytes]
+    host: str
+    port_file: Path
+    log_path: Path
+
+    def wait_ready(self, timeout_s: float) -> ServiceProcess:
+        """Block until the service writes its port file; kill it and raise if it dies or is late."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self.port_file.exists():
+                bound = int(self.port_file.read_text().strip())
+                logger.info("%s is serving on %s:%d (log: %s)", self.name, self.host, bound, self.log_path)
+                return ServiceProcess(self.name, self.process, self.host, bound, self.log_path)
+            if self.process.poll() is not None:
+                raise ServiceStartError(
+                    f"{self.name} exited with code {self.process.returncode} before serving; its log "
+                    "ends with:\n" + _tail(self.log_path)
+                )
+            time.sleep(0.1)
+        self.stop()
+        raise ServiceStartError(
+            f"{self.name} did not serve within {timeout_s:.0f} s; log:\n{_tail(self.log_path)}"
+        )
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.kill()
+        self.process.wait()
+
+
+def launch_service(
+    name: str,
+    argv: list[str],
+    state_dir: Path,
+    *,
+    host: str = "127.0.0.1",
+    port: int = 0,
+    env: dict[str, str] | None = None,
+) -> LaunchedService:
+    """Start `argv --host H --port P --port-file F` and return at once (see `LaunchedService`)."""
     state_dir.mkdir(parents=True, exist_ok=True)
     port_file = state_dir / f"{name}.port"
     port_file.unlink(missing_ok=True)
@@ -137,21 +185,7 @@ def start_service(
             preexec_fn=_die_with_parent,
             env={**os.environ, **(env or {})},
         )
-    deadline = time.monotonic() + ready_timeout_s
-    while time.monotonic() < deadline:
-        if port_file.exists():
-            bound = int(port_file.read_text().strip())
-            logger.info("%s is serving on %s:%d (log: %s)", name, host, bound, log_path)
-            return ServiceProcess(name, process, host, bound, log_path)
-        if process.poll() is not None:
-            raise ServiceStartError(
-                f"{name} exited with code {process.returncode} before serving; its log ends with:\n"
-                + _tail(log_path)
-            )
-        time.sleep(0.1)
-    process.kill()
-    process.wait()
-    raise ServiceStartError(f"{name} did not serve within {ready_timeout_s:.0f} s; log:\n{_tail(log_path)}")
+    return LaunchedService(name, process, host, port_file, log_path)
 
 
 def _tail(path: Path, lines: int = 20) -> str:
@@ -163,13 +197,21 @@ def _tail(path: Path, lines: int = 20) -> str:
 
 @contextmanager
 def local_services(
-    model: str, run_dir: Path, config: LocalServicesConfig, *, overlapping: bool = False
+    model: str,
+    run_dir: Path,
+    config: LocalServicesConfig,
+    *,
+    overlapping: bool = False,
+    while_reward_starts: Callable[[], object] | None = None,
 ) -> Iterator[list[ServiceProcess]]:
     """A reward service and a rollout service serving `model`, stopped (rollout first) on exit.
 
     `overlapping`: generation runs while the learner trains (max_staleness >= 1); then this
     process's torch threads are capped to the learner's share of the cores while they run
     (`cpu_thread_split`; `train.torch_threads`, applied later by the training loop, still wins).
+    `while_reward_starts`: work done in this process between launching the reward service and
+    waiting for it (the embedded default's warm-up, which writes `model`): the service's start-up
+    (imports, worker processes: seconds) overlaps it instead of adding to the run.
     """
     state_dir = run_dir / "services"
     services: list[ServiceProcess] = []
@@ -179,12 +221,15 @@ def local_services(
         torch.set_num_threads(split.learner)
         logger.info("CPU threads: rollout service %d, learner %d", split.rollout, split.learner)
     try:
-        reward = start_service(
-            "reward",
-            [find_executable("grpo-reward"), "serve", "--workers", str(config.reward_workers)],
-            state_dir,
-            ready_timeout_s=config.ready_timeout_s,
-        )
+        reward_argv = [find_executable("grpo-reward"), "serve", "--workers", str(config.reward_workers)]
+        launched = launch_service("reward", reward_argv, state_dir)
+        try:
+            if while_reward_starts is not None:
+                while_reward_starts()
+            reward = launched.wait_ready(config.ready_timeout_s)
+        except BaseException:
+            launched.stop()
+            raise
         services.append(reward)
         rollout_argv = [
             find_executable("grpo-rollout"),

@@ -62,7 +62,7 @@ EMBEDDED_DEFAULTS: dict[str, Any] = {
     "checkpoint": {"interval": 100, "keep_last": 1},
     # eval.data unset: the held-out split; sampled metrics (8 per problem) only before and after
     "eval": {"every": 25, "greedy": True, "samples": 8, "k": [8], "sample_every": 0},
-    "local_services": {"reward_workers": 1, "torch_threads": 1},
+    "local_services": {"reward_workers": 1},
     "run_dir": "runs/default",
 }
 
@@ -158,15 +158,21 @@ async def run_default(
     heldout_items = list(load_prompt_file(heldout_path).items)[: config.eval.max_problems]
 
     model_dir = run_dir / "warmup"
-    if not (model_dir / "config.json").exists():
-        prepare_warm_model(run_dir, config, embedded)
-    warmup_seconds = time.monotonic() - started
-    config = config.model_copy(
-        update={"model": config.model.model_copy(update={"name_or_path": str(model_dir)})}
-    )
+    warmup_seconds = 0.0
+
+    def warm_up() -> None:  # runs while the reward service starts
+        nonlocal warmup_seconds
+        if not (model_dir / "config.json").exists():
+            prepare_warm_model(run_dir, config, embedded)
+        warmup_seconds = time.monotonic() - started
 
     overlapping = config.rollout.max_staleness > 0
-    with local_services(str(model_dir), run_dir, config.local_services, overlapping=overlapping) as services:
+    with local_services(
+        str(model_dir), run_dir, config.local_services, overlapping=overlapping, while_reward_starts=warm_up
+    ) as services:
+        config = config.model_copy(
+            update={"model": config.model.model_copy(update={"name_or_path": str(model_dir)})}
+        )
         rollout = services[-1].address
 
         evaluate = training_evaluator(config, heldout_items, [rollout], services[0].address)
