@@ -22,7 +22,8 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpo.v1 import rollout_pb2, rollout_pb2_grpc
 
 if TYPE_CHECKING:
-    from grpo_learner.rollouts.pool import Member, RolloutPool
+    from grpo_learner.rollouts.member import Member
+    from grpo_learner.rollouts.pool import RolloutPool
 
 logger = logging.getLogger(__name__)
 

@@ -1,58 +1,39 @@
-"""Who is in the rollout pool, and in what state: the one membership the client and the pusher share.
+"""Who is in the rollout pool: the one membership the client, the pusher and the monitor share.
 
-Each rollout service is a `Member` with a channel, what the learner knows of its load and weights,
-and a state:
-
-    PENDING  -- joined, returned after being down, or found serving other weights: it gets no
-                prompts until it answered a health probe and holds the current weights (the
-                pusher sends them; with no pusher or nothing pushed yet, health is enough)
-    READY    -- receives prompts (and every new push)
-    DOWN     -- failed `unhealthy_after` probes in a row or reports NOT_SERVING: its open
-                streams are abandoned (the client re-sends their prompts elsewhere), the pusher
-                stops trying; probed on fresh channels until it answers, then PENDING again
-    DRAINING -- removed from the addresses file: no new prompts or weights; its open streams
-                finish (or are re-sent if it dies), then it leaves the pool and its channel closes
-
-    PENDING --healthy + current weights--> READY --probes fail--> DOWN --answers--> PENDING
-    any --removed--> DRAINING --last stream done--> (gone)
-
-Services given at start-up (`rollout.addresses`, and the addresses file's first reading) start
-READY, as a single service always did. Because the client and the pusher read and change the
-same members, they never disagree about who gets prompts and who needs weights.
+The pool holds one `Member` per service (rollouts.member draws the states) and makes every transition
+from what it is told: the addresses file adds and removes services, the monitor reports probes, the
+client reports streams and stale refusals, the pusher reports delivered weights. Services given at
+start-up (`rollout.addresses`, and the addresses file's first reading) start READY, as a single
+service always did. Because the client and the pusher read and change the same members, they never
+disagree about who gets prompts and who needs weights.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import enum
 import logging
 import math
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import grpc
-from grpc_health.v1 import health_pb2_grpc
-from grpo.v1 import rollout_pb2_grpc
 from grpo_common.channel import ChannelConfig, create_channel
 
 from grpo_learner.rollouts.address_book import AddressBook, parse_address
 from grpo_learner.rollouts.health_monitor import PoolMonitor, ProbeResult
+from grpo_learner.rollouts.member import Listener, Member, MemberState
+from grpo_learner.rollouts.pool_metrics import pool_metrics
 
 if TYPE_CHECKING:
     from grpo_learner.config import RolloutConfig
 
 logger = logging.getLogger(__name__)
 
-
-class MemberState(enum.Enum):
-    PENDING = "pending"
-    READY = "ready"
-    DOWN = "down"
-    DRAINING = "draining"
+__all__ = ["Member", "MemberState", "PoolSettings", "RolloutPool"]
 
 
 @dataclass(frozen=True)
@@ -77,52 +58,6 @@ class PoolSettings:
             addresses_file=rollout.addresses_file,
             addresses_poll_s=rollout.addresses_poll_s,
         )
-
-
-@dataclass(eq=False)
-class Member:
-    address: str
-    channel: grpc.aio.Channel
-    stub: rollout_pb2_grpc.RolloutServiceStub
-    health: health_pb2_grpc.HealthStub
-    state: MemberState
-    permanent: bool  # from rollout.addresses: the addresses file never removes it
-    # Weights: the version the pusher got acknowledged (-1: unknown, it must be sent the current ones).
-    version: int = -1
-    version_set_at: float = -math.inf
-    push_in_flight: bool = False
-    healthy_seen: bool = False  # a probe or a push succeeded since it (re)joined
-    # Load: what GetInfo last reported, and this learner's prompts sent and not yet received.
-    reported_in_flight: int = 0
-    reported_version: int = -1
-    own_at_probe: int = 0  # our outstanding prompts when that probe was sent
-    info_at: float = -math.inf
-    outstanding: int = 0
-    # Utilisation: GetInfo's (uptime_seconds, busy_seconds) at the last metrics() and at the last probe.
-    busy_mark: tuple[float, float] | None = None
-    busy_latest: tuple[float, float] | None = None
-    # Failures.
-    probe_failures: int = 0
-    stream_failures: int = 0
-    last_stream_failure: float = -math.inf
-    last_error: str = ""
-    # Set when the service goes DOWN: the client abandons the streams it opened before.
-    down: asyncio.Event = field(default_factory=asyncio.Event)
-
-    @property
-    def is_down(self) -> bool:
-        return self.state is MemberState.DOWN
-
-    def load(self) -> int:
-        """Prompts this service is working on: others' (from GetInfo) plus ours (known exactly).
-
-        GetInfo lags and counts our own prompts too, so ours at probe time are subtracted from the
-        report and ours now are added back.
-        """
-        return max(0, self.reported_in_flight - self.own_at_probe) + self.outstanding
-
-
-Listener = Callable[[Member], None]
 
 
 class RolloutPool:
@@ -295,26 +230,8 @@ class RolloutPool:
             await self.monitor.probe_loads(old, self.settings.load_timeout_s)
 
     def metrics(self) -> dict[str, float]:
-        """How many services are in each state ("rollout/services_ready", ...) and how idle they were.
-
-        `rollout/idle_fraction` covers the time since the previous call, from the services' own
-        clocks (GetInfo's uptime/busy seconds at the probes closest to the two calls), summed over
-        the services that reported both times: `1 - Σ Δbusy / Σ Δuptime`. It is left out until two
-        probes with those figures (v1.1) have come back.
-        """
-        counts = dict.fromkeys(MemberState, 0)
-        busy = uptime = 0.0
-        for member in self._members.values():
-            counts[member.state] += 1
-            mark, latest = member.busy_mark, member.busy_latest
-            if mark is not None and latest is not None and latest[0] > mark[0]:
-                uptime += latest[0] - mark[0]
-                busy += latest[1] - mark[1]
-            member.busy_mark = latest
-        figures = {f"rollout/services_{state.value}": float(n) for state, n in counts.items()}
-        if uptime > 0:
-            figures["rollout/idle_fraction"] = min(1.0, max(0.0, 1.0 - busy / uptime))
-        return figures
+        """How many services are in each state and how idle they were (see rollouts.pool_metrics)."""
+        return pool_metrics(self._members.values())
 
     def describe(self) -> str:
         if not self._members:
@@ -363,15 +280,7 @@ class RolloutPool:
         if self._members.get(member.address) is not member:
             return  # left the pool while the probe ran
         if result.info is not None:
-            member.reported_in_flight = result.info.in_flight_prompts
-            member.reported_version = result.info.policy_version
-            member.own_at_probe = result.own_at_start
-            member.info_at = time.monotonic()
-            if result.info.uptime_seconds > 0:  # 0: a service from before v1.1
-                latest = (result.info.uptime_seconds, result.info.busy_seconds)
-                if member.busy_latest is not None and latest[0] < member.busy_latest[0]:
-                    member.busy_mark = None  # it restarted: its clock began again
-                member.busy_latest = latest
+            member.record_info(result.info, result.own_at_start)
             self._check_version(member, result.info.policy_version, result.started)
         if result.load_only:
             return
@@ -397,11 +306,7 @@ class RolloutPool:
     def replace_channel(self, member: Member, channel: grpc.aio.Channel) -> None:
         """A DOWN member answered on a fresh channel: use it (gRPC's reconnect backoff on the old
         one can reach minutes) and close the old one."""
-        old = member.channel
-        member.channel = channel
-        member.stub = rollout_pb2_grpc.RolloutServiceStub(channel)
-        member.health = health_pb2_grpc.HealthStub(channel)
-        self._close_later(old)
+        self._close_later(member.use_channel(channel))
 
     def new_channel(self, address: str) -> grpc.aio.Channel:
         return create_channel(address, self.channel_config)
@@ -409,16 +314,7 @@ class RolloutPool:
     # --- internals ----------------------------------------------------------------------------
 
     def _new_member(self, address: str, state: MemberState, permanent: bool) -> Member:
-        channel = self.new_channel(address)
-        return Member(
-            address=address,
-            channel=channel,
-            stub=rollout_pb2_grpc.RolloutServiceStub(channel),
-            health=health_pb2_grpc.HealthStub(channel),
-            state=state,
-            permanent=permanent,
-            healthy_seen=state is MemberState.READY,
-        )
+        return Member.on_channel(address, self.new_channel(address), state, permanent)
 
     def _check_version(self, member: Member, reported: int, probe_started: float) -> None:
         """A service serving other weights than it acknowledged has restarted (or was changed
@@ -471,14 +367,8 @@ class RolloutPool:
             self._set_state(member, MemberState.READY)
 
     def _set_state(self, member: Member, state: MemberState) -> None:
-        if member.state is state:
-            return
-        previous, member.state = member.state, state
-        if state is MemberState.DOWN:
-            member.down.set()
-        elif previous is MemberState.DOWN or member.down.is_set():
-            member.down = asyncio.Event()
-        self._notify(member)
+        if member.move_to(state):
+            self._notify(member)
 
     def _finalize_if_drained(self, member: Member) -> None:
         if member.state is not MemberState.DRAINING or member.outstanding > 0:
