@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
-
-EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "custom-environment"
 
 PLAY = """
 from grpo_rollout.environments import ENVIRONMENTS, EpisodeStart, ModelTurn
@@ -20,14 +18,10 @@ for guess in (10, 50, 42):
 """
 
 
-def test_the_example_environment_installs_and_is_found_by_name(tmp_path: Path) -> None:
-    uv = os.environ.get("UV") or shutil.which("uv")  # `uv run` names itself in $UV
-    assert uv is not None, "this test installs examples/custom-environment with uv; run it under `uv run`"
-    target = tmp_path / "plugins"
-    subprocess.run(
-        [uv, "pip", "install", "--offline", "--quiet", "--target", str(target), str(EXAMPLE)],
-        check=True, timeout=120,
-    )  # fmt: skip
+def test_the_example_environment_installs_and_is_found_by_name(
+    tmp_path: Path, install_example: Callable[[str, Path], Path]
+) -> None:
+    target = install_example("custom-environment", tmp_path / "plugins")
     env = {**os.environ, "PYTHONPATH": str(target)}
     run = subprocess.run([sys.executable, "-c", PLAY], capture_output=True, text=True, env=env, timeout=60)
     assert run.returncode == 0, run.stderr

@@ -12,9 +12,8 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -26,7 +25,6 @@ from grpo_learner.service_processes import find_executable, start_service
 
 pytestmark = pytest.mark.slow
 
-EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "custom-reward"
 TEST_PLUGINS = Path(__file__).resolve().parent / "reward_plugins"
 STEPS = 2
 
@@ -67,18 +65,14 @@ def model_and_data(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path
 
 @pytest.fixture(scope="module")
 def rollout_address(
-    tmp_path_factory: pytest.TempPathFactory, model_and_data: tuple[Path, Path]
+    tmp_path_factory: pytest.TempPathFactory,
+    model_and_data: tuple[Path, Path],
+    install_example: Callable[[str, Path], Path],
 ) -> Iterator[str]:
     """A reward service with examples/custom-reward installed in its environment alone (and the
     stalling test task loaded with --plugin), and a rollout service."""
     root = tmp_path_factory.mktemp("services")
-    uv = os.environ.get("UV") or shutil.which("uv")  # `uv run` names itself in $UV
-    assert uv is not None, "this test installs examples/custom-reward with uv; run it under `uv run`"
-    target = root / "plugins"
-    subprocess.run(
-        [uv, "pip", "install", "--offline", "--quiet", "--target", str(target), str(EXAMPLE)],
-        check=True, timeout=120,
-    )  # fmt: skip
+    target = install_example("custom-reward", root / "plugins")
     path = os.pathsep.join(p for p in (str(target), str(TEST_PLUGINS), os.environ.get("PYTHONPATH", "")) if p)
     reward_argv = [find_executable("grpo-reward"), "serve", "--workers", "1"]
     reward_argv += ["--plugin", "stall_rewards:stall"]

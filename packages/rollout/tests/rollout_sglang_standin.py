@@ -12,20 +12,10 @@ as SGLang does. Each /generate stands alone, so a multi-turn episode is what SGL
 request per turn with the longer input_ids, logprobs for the new output tokens only. Knobs for
 failures: `healthy`, `fail_updates`, `abort_next`, `reject_distributed`. LoRA adapters
 (/load_lora_adapter, /unload_lora_adapter, `lora_path` on /generate; `--enable-lora`): `state.lora`,
-see rollout_sglang_standin_lora.py.
+see rollout_sglang_standin_lora.py. Weight-update groups (recording only, or `--join-groups` to
+really join the trainer's group as SGLang does): rollout_sglang_standin_groups.py.
 Every call is logged in order in `calls`. Runs in a thread (`StandinServer`) or as a process
-(`python this.py --port P`).
-
-Weight-update groups, two modes:
-- recording only (default; in a thread of the test process): /init_weights_update_group answers
-  success, /update_weights_from_distributed waits for the test to set `broadcast_done`.
-- `--join-groups` (a separate process): it joins the trainer's group exactly as SGLang 0.5.x does
-  (`init_custom_process_group`: rendezvous tcp://master:port -> PrefixStore(group_name, TCPStore
-  client) -> c10d's process-group helper, at rank rank_offset + tp_rank with tp_rank 0), and an
-  update allocates fresh tensors of the given dtypes/shapes, receives the broadcast from rank 0
-  into them in `names` order, then records them (`--record-dir`: one safetensors file per bucket,
-  the names in order in its metadata) or refuses after receiving, as SGLang does when its
-  load_weights fails. GET /standin/log returns calls and events; POST /standin/control sets knobs.
+(`python this.py --port P`). GET /standin/log returns calls and events; POST /standin/control sets knobs.
 """
 
 from __future__ import annotations
@@ -40,6 +30,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
+from rollout_sglang_standin_groups import destroy_group, init_group, update_distributed
 from rollout_sglang_standin_lora import LoraState, adapter_shift
 
 VOCAB = 80  # below the tiny test tokenizer's size, so outputs decode
@@ -61,41 +52,6 @@ def read_safetensors_names(path: Path) -> list[str]:
         (length,) = struct.unpack("<Q", handle.read(8))
         header = json.loads(handle.read(length))
     return sorted(name for name in header if name != "__metadata__")
-
-
-def init_custom_process_group(
-    backend: str, init_method: str, world_size: int, rank: int, group_name: str, timeout: timedelta
-) -> Any:
-    """SGLang's `sglang.srt.utils.common.init_custom_process_group` (0.5.4 and 0.5.23), as it calls it.
-
-    rendezvous(init_method) -> TCPStore client (the trainer, rank 0, hosts the store) ->
-    PrefixStore(group_name, store) -> `_new_process_group_helper` -> rank map registered.
-    """
-    import torch.distributed  # noqa: F401 - the c10d module below needs the package initialised
-    from torch.distributed.distributed_c10d import (
-        Backend,
-        PrefixStore,
-        _new_process_group_helper,
-        _world,
-        rendezvous,
-    )
-
-    store, rank, world_size = next(rendezvous(init_method, rank, world_size, timeout=timeout))
-    store.set_timeout(timeout)
-    store = PrefixStore(group_name, store)
-    pg, _ = _new_process_group_helper(
-        world_size,
-        rank,
-        [],
-        Backend(backend),
-        store,
-        group_name=group_name,
-        backend_options=None,
-        timeout=timeout,
-        device_id=None,
-    )
-    _world.pg_group_ranks[pg] = {i: i for i in range(world_size)}
-    return pg
 
 
 def model_limits(model_path: str) -> tuple[set[int], int | None]:
@@ -199,9 +155,9 @@ class Handler(BaseHTTPRequestHandler):
             "/pause_generation": self._pause,
             "/continue_generation": self._continue,
             "/update_weights_from_disk": self._update_from_disk,
-            "/init_weights_update_group": self._init_group,
-            "/destroy_weights_update_group": self._destroy_group,
-            "/update_weights_from_distributed": self._update_distributed,
+            "/init_weights_update_group": lambda p: self._send(*init_group(state, p)),
+            "/destroy_weights_update_group": lambda p: self._send(*destroy_group(state, p)),
+            "/update_weights_from_distributed": lambda p: self._send(*update_distributed(state, p)),
             "/load_lora_adapter": lambda p: self._send(*state.lora.load(p)),
             "/unload_lora_adapter": lambda p: self._send(*state.lora.unload(p)),
             "/standin/control": self._control,
@@ -211,66 +167,12 @@ class Handler(BaseHTTPRequestHandler):
             return
         route(payload)
 
-    def _ok(self, payload: dict[str, Any]) -> None:
-        self._send(200, {"success": True, "message": "ok"})
-
     def _control(self, payload: dict[str, Any]) -> None:
         state = self.state
         for key in ("reject_distributed", "healthy", "fail_updates"):
             if key in payload:
                 setattr(state, key, payload[key])
         self._send(200, {})
-
-    def _refuse(self, message: str) -> None:
-        self._send(400, {"success": False, "message": message})
-
-    def _init_group(self, payload: dict[str, Any]) -> None:
-        state = self.state
-        required = {"master_address", "master_port", "rank_offset", "world_size", "group_name", "backend"}
-        if missing := required - set(payload):
-            self._refuse(f"missing {sorted(missing)}")
-            return
-        if not state.join_groups:
-            self._ok(payload)
-            return
-        name = payload["group_name"]
-        if state.tp_size != 1:
-            self._refuse("this stand-in joins one rank per process (tp_size 1)")
-            return
-        if name in state.groups:  # what c10d's helper raises inside SGLang
-            self._refuse(
-                "Failed to initialize custom process group: The specified group name has already been "
-                "created, please use a different group name."
-            )
-            return
-        try:
-            state.groups[name] = init_custom_process_group(
-                payload["backend"],
-                f"tcp://{payload['master_address']}:{payload['master_port']}",
-                int(payload["world_size"]),
-                int(payload["rank_offset"]),
-                name,
-                state.pg_timeout,
-            )
-        except Exception as exc:
-            self._refuse(f"Failed to initialize custom process group: {exc}.")
-            return
-        state.event("joined", group=name, rank=int(payload["rank_offset"]))
-        self._send(200, {"success": True, "message": "Succeeded to initialize custom process group."})
-
-    def _destroy_group(self, payload: dict[str, Any]) -> None:
-        state = self.state
-        if not state.join_groups:
-            self._ok(payload)
-            return
-        pg = state.groups.pop(payload.get("group_name", "weight_update_group"), None)
-        if pg is None:
-            self._refuse("The group to be destroyed does not exist.")
-            return
-        import torch.distributed as dist
-
-        dist.destroy_process_group(pg)
-        self._send(200, {"success": True, "message": "Succeeded to destroy custom process group."})
 
     def _pause(self, payload: dict[str, Any]) -> None:
         if payload.get("mode") not in ("abort", "retract", "in_place"):
@@ -302,71 +204,6 @@ class Handler(BaseHTTPRequestHandler):
         state.loaded_names = [n for f in files for n in read_safetensors_names(f)]
         state.weight_version = str(payload["weight_version"])
         self._send(200, {"success": True, "message": "Succeeded to update model weights."})
-
-    def _update_distributed(self, payload: dict[str, Any]) -> None:
-        # Real SGLang answers only after the trainer's broadcast has been received.
-        state = self.state
-        if not {"names", "dtypes", "shapes"} <= set(payload) or "load_format" in payload:
-            self._refuse("expected names, dtypes, shapes (and no load_format: SGLang 0.5.4 lacks it)")
-            return
-        if state.join_groups:
-            self._receive_broadcast(payload)
-            return
-        if not state.broadcast_done.wait(timeout=10):
-            self._send(400, {"success": False, "message": "timed out waiting for the broadcast"})
-            return
-        state.broadcast_done.clear()
-        if payload.get("weight_version") is not None:
-            state.weight_version = str(payload["weight_version"])
-        self._send(200, {"success": True, "message": "ok"})
-
-    def _receive_broadcast(self, payload: dict[str, Any]) -> None:
-        """ModelRunner.update_weights_from_distributed: fresh tensors, async broadcasts, wait all."""
-        import torch
-        import torch.distributed as dist
-
-        state = self.state
-        names, name = payload["names"], payload.get("group_name", "weight_update_group")
-        state.event("request", names=names, weight_version=payload.get("weight_version"))
-        pg = state.groups.get(name)
-        if pg is None:
-            self._refuse(
-                f"Group {name} not in {list(state.groups)}. Please call `init_weights_update_group` first."
-            )
-            return
-        try:
-            tensors, handles = [], []
-            for dtype, shape in zip(payload["dtypes"], payload["shapes"], strict=True):
-                tensor = torch.empty(shape, dtype=getattr(torch, dtype))
-                handles.append(dist.broadcast(tensor, src=0, group=pg, async_op=True))
-                tensors.append(tensor)
-            for handle in handles:
-                handle.wait()
-        except Exception as exc:
-            self._refuse(f"Failed to update parameter online: {exc}.")
-            return
-        state.event("received", names=names)
-        reason, state.reject_distributed = state.reject_distributed, None
-        if reason:
-            state.event("refused", names=names)
-            self._refuse(
-                f"Failed to update parameter online: {reason}. The full weights of the ModelRunner are "
-                "partially updated. Please discard the whole weights."
-            )
-            return
-        if state.record_dir is not None:
-            from safetensors.torch import save_file
-
-            state.buckets_recorded += 1
-            file = state.record_dir / f"bucket-{state.buckets_recorded:04d}.safetensors"
-            metadata = {"names": json.dumps(names), "weight_version": str(payload.get("weight_version"))}
-            save_file(dict(zip(names, tensors, strict=True)), str(file), metadata=metadata)
-            state.event("recorded", names=names, file=str(file))
-        message = "Succeeded to update parameter online."
-        if payload.get("weight_version") is not None:
-            state.weight_version = str(payload["weight_version"])
-            message += f" Weight version updated to {state.weight_version}."
-        self._send(200, {"success": True, "message": message})
 
     def _generate(self, payload: dict[str, Any]) -> None:
         state = self.state

@@ -7,10 +7,11 @@
   weight_version) -> continue_generation. If one worker refuses, the others are rolled back to the
   previous weights, so the fleet never serves two versions.
 - Weights (b): the NCCL group path for learner GPUs that can reach the engines:
-  `init_weights_update_group` once, then per update `begin_distributed_update` (waits for running
-  generate calls, pauses the workers) and, per bucket, `receive_bucket` (sglang_distributed.py:
-  update_weights_from_distributed to every worker at once; they answer after the learner's
-  broadcast; the version comes with the last bucket only).
+  `init_weights_update_group` once (sglang_weight_group.py), then per update
+  `begin_distributed_update` (waits for running generate calls, pauses the workers) and, per
+  bucket, `receive_bucket` (sglang_distributed.py: update_weights_from_distributed to every
+  worker at once; they answer after the learner's broadcast; the version comes with the last
+  bucket only).
 - Weights (c): LoRA adapter pushes, loaded with /load_lora_adapter and named in every later
   /generate (sglang_lora.py).
 - Updates go to each worker directly, never through the router.
@@ -45,7 +46,6 @@ from grpo_rollout.generator import (
 from grpo_rollout.lora_adapters import AdapterSpec, adapter_tensor_specs
 from grpo_rollout.model_facts import ModelFacts
 from grpo_rollout.sglang_distributed import DistributedUpdate
-from grpo_rollout.sglang_fleet import failure_kind, failures, who
 from grpo_rollout.sglang_http import PauseMode, SGLangError, SGLangServer
 from grpo_rollout.sglang_lora import SGLangAdapters, attributed, with_adapter
 from grpo_rollout.sglang_payloads import (
@@ -54,6 +54,8 @@ from grpo_rollout.sglang_payloads import (
     parse_output,
     parse_weight_version,
 )
+from grpo_rollout.sglang_weight_group import WeightGroupMembership, sync_ranks
+from grpo_rollout.sglang_weight_group import sync_ranks_of as sync_ranks_of  # re-exported
 from grpo_rollout.version_gate import VersionGate
 
 logger = logging.getLogger(__name__)
@@ -74,20 +76,6 @@ def write_checkpoint(
                 shutil.copy2(side_files_from / name, tmp / name)
 
     replace_directory(directory, fill)
-
-
-def sync_ranks_of(server_info: Mapping[str, object]) -> int:
-    """Ranks one SGLang server takes in a weight-update group: its tensor-parallel GPUs.
-
-    SGLang joins each TP rank at rank_offset + tp_rank and refuses distributed updates with data
-    parallelism (unless DP attention) or pipeline stages, so such a server cannot take part (0).
-    """
-    tp = int(server_info.get("tp_size", 1) or 1)  # type: ignore[arg-type]
-    dp = int(server_info.get("dp_size", 1) or 1)  # type: ignore[arg-type]
-    pp = int(server_info.get("pp_size", 1) or 1)  # type: ignore[arg-type]
-    if pp > 1 or (dp > 1 and not server_info.get("enable_dp_attention")):
-        return 0
-    return tp
 
 
 class SGLangGenerator:
@@ -120,8 +108,8 @@ class SGLangGenerator:
         self._round_robin = itertools.cycle(self._workers)
         self._current_weights: str | None = model  # on disk, what a rollback restores (None: nowhere)
         self._unusable: str | None = None  # why generation is refused after a failed partial update
-        self._ranks_per_worker: list[int] = [0] * len(self._workers)  # filled in by connect()
-        self._group_name = ""
+        # The NCCL weight-update group the workers joined (sglang_weight_group.py); ranks from connect().
+        self._group = WeightGroupMembership(self._workers, [0] * len(self._workers))
         self._adapters = SGLangAdapters(weight_dir, model)  # adapter pushes (sglang_lora.py)
 
     @classmethod
@@ -149,14 +137,14 @@ class SGLangGenerator:
                     f"workers report different weight versions {sorted(versions)}; restart them from "
                     "the same checkpoint"
                 )
-            ranks = await asyncio.gather(*(_sync_ranks(w) for w in workers))
+            ranks = await asyncio.gather(*(sync_ranks(w) for w in workers))
         except BaseException:
             await client.aclose()
             raise
         directory = weight_dir or Path(model).parent / ".grpo-rollout-weights"
         version = versions.pop()
         generator = cls(model, facts, workers, router, directory, client, version, pause_mode)
-        generator._ranks_per_worker = list(ranks)
+        generator._group.ranks_per_worker = list(ranks)
         if version != 0:  # the workers serve pushed weights, not the checkpoint: nothing to restore
             generator._current_weights = None
         logger.info(
@@ -311,10 +299,10 @@ class SGLangGenerator:
     # --- weights over an NCCL group -----------------------------------------------------------
     def weight_sync_ranks(self) -> int:
         """GPUs of all workers, or 0 if any worker cannot join a group (DP, PP, unknown)."""
-        return 0 if 0 in self._ranks_per_worker else sum(self._ranks_per_worker)
+        return self._group.ranks()
 
     def weight_sync_group(self) -> str:
-        return self._group_name
+        return self._group.name
 
     async def init_weights_update_group(
         self,
@@ -332,52 +320,9 @@ class SGLangGenerator:
         same name, or the group joined before, is destroyed first (SGLang refuses to create a
         second group of one name, and a learner that reconnects may use a new name).
         """
-        ranks = self.weight_sync_ranks()
-        if ranks == 0:
-            raise WeightUpdateError(
-                f"workers {[w.url for w in self._workers]} report GPUs {self._ranks_per_worker}: a worker "
-                "with data or pipeline parallelism cannot join a weight-update group; run one SGLang "
-                "server per DP replica behind a router, or push weights with UpdateWeights"
-            )
-        if rank_offset < 1 or world_size < rank_offset + ranks:
-            raise ValueError(
-                f"rank_offset {rank_offset} and world_size {world_size} cannot hold {ranks} rank(s)"
-            )
-        stale = {group_name, self._group_name} - {""}  # this name, and the group of an earlier learner
-        await asyncio.gather(*(self._forget_group(w, name) for w in self._workers for name in stale))
-        self._group_name = ""
-        offsets = [rank_offset + sum(self._ranks_per_worker[:i]) for i in range(len(self._workers))]
-        results = await asyncio.gather(
-            *(
-                w.init_weights_update_group(
-                    master_address, master_port, offset, world_size, group_name, backend
-                )
-                for w, offset in zip(self._workers, offsets, strict=True)
-            ),
-            return_exceptions=True,
+        return await self._group.join(
+            master_address, master_port, rank_offset, world_size, group_name, backend
         )
-        failed = failures(self._workers, results)
-        if failed:
-            joined = [w for w, r in zip(self._workers, results, strict=True) if not isinstance(r, Exception)]
-            await asyncio.gather(*(self._forget_group(w, group_name) for w in joined))
-            raise failure_kind(failed)(f"{who(failed)} could not join group {group_name!r}: {failed[0][1]}")
-        self._group_name = group_name
-        logger.info(
-            "sglang workers joined weight-update group %r at ranks %s (world %d, %s, store %s:%d)",
-            group_name,
-            offsets,
-            world_size,
-            backend,
-            master_address,
-            master_port,
-        )
-        return ranks
-
-    async def _forget_group(self, worker: SGLangServer, group_name: str) -> None:
-        try:
-            await worker.destroy_weights_update_group(group_name)
-        except SGLangError as exc:  # normally "does not exist"
-            logger.debug("destroy_weights_update_group on %s: %s", worker.url, exc)
 
     async def begin_distributed_update(
         self, version: int, group_name: str = "weight_update_group"
@@ -388,10 +333,10 @@ class SGLangGenerator:
         every worker at once), broadcast the bucket's tensors from rank 0 in `names` order, and
         await it. Awaiting the replies before broadcasting deadlocks.
         """
-        if group_name != self._group_name or not group_name:
+        if group_name != self._group.name or not group_name:
             raise WeightUpdateError(
                 f"the workers have not joined weight-update group {group_name!r} "
-                f"(joined: {self._group_name or 'none'}); call init_weights_update_group first"
+                f"(joined: {self._group.name or 'none'}); call init_weights_update_group first"
             )
         gate = self._gate.exclusive()
         await gate.__aenter__()
@@ -401,11 +346,3 @@ class SGLangGenerator:
             await gate.__aexit__(None, None, None)
             raise
         return DistributedUpdate(self, version, group_name, gate)
-
-
-async def _sync_ranks(worker: SGLangServer) -> int:
-    try:
-        return sync_ranks_of(await worker.server_info())
-    except SGLangError as exc:
-        logger.warning("%s: %s; this worker cannot take part in NCCL weight updates", worker.url, exc)
-        return 0

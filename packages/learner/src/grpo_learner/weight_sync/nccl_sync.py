@@ -23,12 +23,12 @@ never come, or the group's collectives are out of step (the next receive would r
 data): the group is then unusable (`broken`), and `close()` + `connect()` build a new one. Its name
 stays taken in this process until the stuck broadcast times out, so a reconnect meanwhile uses
 "<group_name>-2" (and so on); the rollout services drop the old group when they join the new one.
+Telling these apart is `nccl_collective_wait`'s job.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import threading
 import time
@@ -45,12 +45,12 @@ from grpo_common.weight_codec import WeightStreamError, dtype_name
 
 from grpo_learner.config import PushConfig
 from grpo_learner.weight_sync import nccl_group as weight_group
+from grpo_learner.weight_sync.nccl_collective_wait import WeightSyncError, await_collective_and_calls
 from grpo_learner.weight_sync.nccl_streaming import in_daemon_thread, iter_buckets, with_last
 
 logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
-GRACE_S = 5.0  # how long a finished-with-error RPC waits for the broadcast before the group is declared stuck
 
 
 @dataclass(frozen=True)
@@ -71,10 +71,6 @@ class SyncReport:
     tensors: int
     bytes: int
     seconds: float
-
-
-class WeightSyncError(RuntimeError):
-    """A weight sync failed; no service adopted the version unless the message says so."""
 
 
 class NcclWeightSync:
@@ -310,59 +306,11 @@ class NcclWeightSync:
     async def _collective_and_calls(
         self, collective: asyncio.Future, calls: list[asyncio.Future], what: str
     ) -> list:
-        """Await both; raise WeightSyncError naming every failing service and whether the group survives.
+        """Await both (`nccl_collective_wait`); a failure that leaves the group unusable marks it broken."""
+        return await await_collective_and_calls(collective, calls, self._addresses, what, self._mark_broken)
 
-        Only ABORTED (an engine refused after receiving) keeps the group: any other error means some
-        engines did not take part, so rank 0 is stuck or the group's collectives are out of step.
-        """
-        pending: set[asyncio.Future] = {collective, *calls}
-        while pending:
-            _, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
-            if collective.done() and collective.exception() is not None:
-                self._give_up(collective, calls)
-                raise WeightSyncError(
-                    f"{what}: rank 0's side failed: {collective.exception()}; the group is unusable, "
-                    "close() and connect() again"
-                ) from collective.exception()
-            failed = [call for call in calls if call.done() and _rpc_error(call) is not None]
-            if not failed or collective.done():
-                continue
-            if all(_code(call) == grpc.StatusCode.ABORTED for call in failed):
-                # Those engines received before refusing, so the broadcast is about to finish.
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(asyncio.shield(collective), GRACE_S)
-            if not collective.done():
-                errors = self._errors(calls)
-                self._give_up(collective, calls)
-                raise WeightSyncError(
-                    f"{what}: {errors}; engines behind it never joined the broadcast, so rank 0 "
-                    "is stuck in it and the group is unusable: close() and connect() again"
-                )
-        if errors := self._errors(calls):
-            failed = [call for call in calls if _rpc_error(call) is not None]
-            if all(_code(call) == grpc.StatusCode.ABORTED for call in failed):
-                raise WeightSyncError(f"{what}: {errors}; the group is still usable")
-            self.broken = True
-            raise WeightSyncError(
-                f"{what}: {errors}; the engines behind those services may not have taken part in the "
-                "broadcast, so the group is out of step and unusable: close() and connect() again"
-            )
-        return [call.result() for call in calls]
-
-    def _give_up(self, collective: asyncio.Future, calls: list[asyncio.Future]) -> None:
+    def _mark_broken(self) -> None:
         self.broken = True
-        for call in calls:
-            call.cancel()
-        # The stuck collective ends with an error later (its timeout, or a peer leaving): expected.
-        collective.add_done_callback(lambda done: done.cancelled() or done.exception())
-
-    def _errors(self, calls: list[asyncio.Future]) -> str:
-        parts = []
-        for address, call in zip(self._addresses, calls, strict=True):
-            error = _rpc_error(call) if call.done() else None
-            if error is not None:
-                parts.append(f"rollout {address} answered {error}")
-        return "; ".join(parts)
 
     # --- recovery -----------------------------------------------------------------------------------
     async def needs_reconnect(self) -> bool:
@@ -404,19 +352,3 @@ class NcclWeightSync:
         for channel in self._channels:
             await channel.close()
         self._channels, self._stubs = [], []
-
-
-def _code(call: asyncio.Future) -> grpc.StatusCode | None:
-    error = None if call.cancelled() else call.exception()
-    return error.code() if isinstance(error, grpc.aio.AioRpcError) else None
-
-
-def _rpc_error(call: asyncio.Future) -> str | None:
-    if call.cancelled():
-        return "CANCELLED"
-    error = call.exception()
-    if error is None:
-        return None
-    if isinstance(error, grpc.aio.AioRpcError):
-        return f"{error.code().name}: {error.details()}"
-    return f"{type(error).__name__}: {error}"
