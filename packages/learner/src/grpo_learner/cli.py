@@ -353,10 +353,14 @@ def cmd_train_processes(args: argparse.Namespace, argv: list[str]) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from grpo_learner.distributed.process_group import RankFailure, launched_distributed
+    from grpo_learner.openmp_policy import prefer_passive_waiting
 
     argv = sys.argv[1:] if argv is None else argv
     args = build_parser().parse_args(argv)
+    if args.command in ("train", "eval"):  # they share the CPU with their services: openmp_policy.py
+        prefer_passive_waiting(os.environ)  # before anything below imports torch
+    from grpo_learner.distributed.process_group import RankFailure, launched_distributed
+
     configure_logging(args.log_level)
     try:
         if args.command == "train" and args.nproc != 1 and not launched_distributed():
