@@ -34,6 +34,7 @@ from pathlib import Path
 
 from grpo_runs import RunShape, phase_line, run_grpo, write_assets  # benchmarks/grpo_runs.py
 from model_shapes import ModelShape, machine_description  # benchmarks/model_shapes.py
+from trl_runs import TrlRun, train_with_trl  # benchmarks/trl_runs.py
 
 # The issue's table: 3.2M params / 32 new tokens, 0.8M (the embedded default's model) / 12 new
 # tokens; and GSM8K-like prompt lengths (>= 128 prompt tokens), where prompt cost matters.
@@ -49,64 +50,27 @@ SHAPES = {
 def trl_worker(directory: Path, shape: RunShape, steps: int, threads: int | None, output: Path) -> None:
     """Run TRL in this process and write {"seconds_per_step": ...} to `output`."""
     import torch
+    from transformers import TrainerCallback
 
     if threads:
         torch.set_num_threads(threads)
-    from datasets import Dataset
-    from grpo_reward.verifier import Verifier
-    from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
-    from trl import GRPOConfig, GRPOTrainer
-
-    tokenizer = AutoTokenizer.from_pretrained(directory / "model")
-    model = AutoModelForCausalLM.from_pretrained(directory / "model", dtype=torch.float32)
-    rows = [json.loads(line) for line in (directory / "problems.jsonl").read_text().splitlines()]
-    dataset = Dataset.from_list([{"prompt": r["question"], "answer": r["answer"]} for r in rows])
-    verifier = Verifier(workers=1)
-    verifier.wait_ready(timeout_s=60)
-
-    def correctness(completions: list[str], answer: list[str], **_: object) -> list[float]:
-        return [v.reward for v in verifier.verify_many(zip(completions, answer, strict=True))]
-
     stamps: list[float] = []
 
     class StepClock(TrainerCallback):
         def on_step_end(self, args, state, control, **kwargs):  # type: ignore[no-untyped-def]
             stamps.append(time.perf_counter())
 
-    with tempfile.TemporaryDirectory() as out_dir:
-        config = GRPOConfig(
-            output_dir=out_dir,
-            per_device_train_batch_size=shape.prompts_per_step * shape.group_size,
-            num_generations=shape.group_size,
-            gradient_accumulation_steps=1,
-            max_completion_length=shape.max_new_tokens,
-            max_steps=steps,
-            beta=0.0,
-            num_iterations=1,
-            loss_type="grpo",
-            temperature=1.0,
-            top_p=1.0,
-            top_k=0,
-            learning_rate=1e-5,
-            lr_scheduler_type="constant",
-            logging_steps=1,
-            report_to="none",
-            save_strategy="no",
-            use_cpu=True,
-            bf16=False,
-            disable_tqdm=True,
-            seed=0,
-        )
-        trainer = GRPOTrainer(
-            model=model,
-            reward_funcs=correctness,
-            args=config,
-            train_dataset=dataset,
-            processing_class=tokenizer,
-            callbacks=[StepClock()],
-        )
-        trainer.train()
-    verifier.close()
+    run = TrlRun(
+        model_dir=directory / "model",
+        problems=directory / "problems.jsonl",
+        steps=steps,
+        group_size=shape.group_size,
+        prompts_per_step=shape.prompts_per_step,
+        max_new_tokens=shape.max_new_tokens,
+        lr=1e-5,
+        temperature=1.0,
+    )
+    train_with_trl(run, [StepClock()])
     gaps = [b - a for a, b in itertools.pairwise(stamps)][1:]
     output.write_text(json.dumps({"seconds_per_step": statistics.median(gaps), "steps_timed": len(gaps)}))
 

@@ -31,6 +31,7 @@ from pathlib import Path
 
 from grpo_runs import grpo_command  # benchmarks/grpo_runs.py
 from model_shapes import machine_description  # benchmarks/model_shapes.py
+from trl_runs import TrlRun, train_with_trl  # benchmarks/trl_runs.py
 from vs_trl import SHAPES  # benchmarks/vs_trl.py
 
 SHAPE = SHAPES["1m"]  # the embedded default's model size, 12 new tokens, short prompts
@@ -87,21 +88,7 @@ def greedy_accuracy(model_dir: Path, problems: Path) -> float:
 
 def trl_worker(directory: Path, settings: GainSettings, output: Path) -> None:
     """Train with TRL from directory/warmup, save the model to output/model, time the loop."""
-    import torch
-    from datasets import Dataset
-    from grpo_reward.verifier import Verifier
-    from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
-    from trl import GRPOConfig, GRPOTrainer
-
-    tokenizer = AutoTokenizer.from_pretrained(directory / "warmup")
-    model = AutoModelForCausalLM.from_pretrained(directory / "warmup", dtype=torch.float32)
-    rows = [json.loads(line) for line in (directory / "train.jsonl").read_text().splitlines()]
-    dataset = Dataset.from_list([{"prompt": r["question"], "answer": r["answer"]} for r in rows])
-    verifier = Verifier(workers=1)
-    verifier.wait_ready(timeout_s=60)
-
-    def correctness(completions: list[str], answer: list[str], **_: object) -> list[float]:
-        return [v.reward for v in verifier.verify_many(zip(completions, answer, strict=True))]
+    from transformers import AutoTokenizer, TrainerCallback
 
     clock: dict[str, float] = {}
 
@@ -112,44 +99,22 @@ def trl_worker(directory: Path, settings: GainSettings, output: Path) -> None:
         def on_step_end(self, args, state, control, **kwargs):  # type: ignore[no-untyped-def]
             clock["end"] = time.perf_counter()
 
-    with tempfile.TemporaryDirectory() as out_dir:
-        config = GRPOConfig(
-            output_dir=out_dir,
-            per_device_train_batch_size=settings.prompts_per_step * settings.group_size,
-            num_generations=settings.group_size,
-            gradient_accumulation_steps=1,
-            max_completion_length=settings.max_new_tokens,
-            max_steps=settings.steps,
-            beta=0.0,
-            num_iterations=1,
-            loss_type="grpo",
-            temperature=settings.temperature,
-            top_p=1.0,
-            top_k=0,
-            learning_rate=settings.lr,
-            lr_scheduler_type="constant_with_warmup",
-            warmup_steps=settings.warmup_steps,
-            max_grad_norm=settings.max_grad_norm,
-            logging_steps=50,
-            report_to="none",
-            save_strategy="no",
-            use_cpu=True,
-            bf16=False,
-            disable_tqdm=True,
-            seed=0,
-        )
-        trainer = GRPOTrainer(
-            model=model,
-            reward_funcs=correctness,
-            args=config,
-            train_dataset=dataset,
-            processing_class=tokenizer,
-            callbacks=[LoopClock()],
-        )
-        trainer.train()
-    verifier.close()
+    run = TrlRun(
+        model_dir=directory / "warmup",
+        problems=directory / "train.jsonl",
+        steps=settings.steps,
+        group_size=settings.group_size,
+        prompts_per_step=settings.prompts_per_step,
+        max_new_tokens=settings.max_new_tokens,
+        lr=settings.lr,
+        temperature=settings.temperature,
+        warmup_steps=settings.warmup_steps,
+        max_grad_norm=settings.max_grad_norm,
+        logging_steps=50,
+    )
+    trainer = train_with_trl(run, [LoopClock()])
     trainer.model.save_pretrained(output / "model")
-    tokenizer.save_pretrained(output / "model")
+    AutoTokenizer.from_pretrained(directory / "warmup").save_pretrained(output / "model")
     (output / "timing.json").write_text(json.dumps({"grpo_seconds": clock["end"] - clock["begin"]}))
 
 
