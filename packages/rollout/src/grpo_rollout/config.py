@@ -88,6 +88,9 @@ class LimitSettings(_Strict):
     batches_ahead: int = Field(2, ge=1)
     stream_buffer_groups: int = Field(8, ge=1)
     max_update_bytes: int | None = Field(None, ge=1)
+    distributed_update_idle_s: float = Field(
+        600.0, gt=0, description="an open NCCL weight update whose next bucket does not come is abandoned"
+    )
 
     def for_backend(self, backend: str) -> ServiceLimits:
         """SGLang batches continuously, so it gets one prompt per call and many calls at once."""
@@ -102,6 +105,7 @@ class LimitSettings(_Strict):
             batches_ahead=self.batches_ahead if not sglang else max(self.batches_ahead, 64),
             stream_buffer_groups=self.stream_buffer_groups,
             max_update_bytes=self.max_update_bytes,
+            distributed_update_idle_s=self.distributed_update_idle_s,
         )
 
 

@@ -62,16 +62,19 @@ SEED_STRIDE = 1_000_003  # batch b of a seeded request samples with seed + b * S
 
 @dataclass(frozen=True)
 class ServiceLimits:
-    max_in_flight_prompts: int = 4096  # accepted and not yet streamed; beyond -> RESOURCE_EXHAUSTED
-    max_prompts_per_request: int = 4096
-    max_group_size: int = 512
-    batch_prompts: int | None = None  # prompts per generate call (None: batch_sequences // group size)
-    batch_sequences: int = 256  # rows per generate call when batch_prompts is None
-    max_concurrent_batches: int = 1  # generate calls running at once, service-wide
-    batches_ahead: int = 2  # per request: batches generated ahead of a slow reader
-    stream_buffer_groups: int = 8  # scored groups waiting for the reader
-    max_update_bytes: int | None = None  # largest weight update accepted
-    distributed_update_idle_s: float = 600.0  # an open NCCL update with no next bucket is abandoned
+    """The limits one servicer enforces, resolved for its backend by `LimitSettings.for_backend`
+    (config.py: the defaults live there, nowhere else)."""
+
+    max_in_flight_prompts: int  # accepted and not yet streamed; beyond -> RESOURCE_EXHAUSTED
+    max_prompts_per_request: int
+    max_group_size: int
+    batch_prompts: int | None  # prompts per generate call (None: batch_sequences // group size)
+    batch_sequences: int  # rows per generate call when batch_prompts is None
+    max_concurrent_batches: int  # generate calls running at once, service-wide
+    batches_ahead: int  # per request: batches generated ahead of a slow reader
+    stream_buffer_groups: int  # scored groups waiting for the reader
+    max_update_bytes: int | None  # largest weight update accepted
+    distributed_update_idle_s: float  # an open NCCL update with no next bucket is abandoned
 
 
 class RolloutServicer(rollout_pb2_grpc.RolloutServiceServicer):
@@ -80,12 +83,12 @@ class RolloutServicer(rollout_pb2_grpc.RolloutServiceServicer):
         generator: Generator,
         encoder: PromptEncoder,
         reward: RewardClient,
-        limits: ServiceLimits | None = None,
+        limits: ServiceLimits,
     ) -> None:
         self._generator = generator
         self._encoder = encoder
         self._reward = reward
-        self._limits = limits or ServiceLimits()
+        self._limits = limits
         self._generation_slots = asyncio.Semaphore(self._limits.max_concurrent_batches)
         self._update_lock = asyncio.Lock()
         self._episode_gate = VersionGate()  # episode batches share it, a weight push takes it alone
