@@ -29,7 +29,7 @@ from grpo.v1 import rollout_pb2, rollout_pb2_grpc
 from grpo_common.server import ServerConfig
 from grpo_learner.config import PushConfig
 from grpo_learner.weight_sync.nccl_pusher import NcclWeightPusher
-from grpo_learner.weight_sync.nccl_sync import NcclWeightSync, WeightSyncError, WeightSyncSettings
+from grpo_learner.weight_sync.nccl_sync import NcclWeightSync, WeightSyncError
 from grpo_rollout.app import running_rollout
 from grpo_rollout.config import LimitSettings, RewardSettings, RolloutConfig
 from safetensors import safe_open
@@ -152,11 +152,14 @@ async def rollout_service(
 
 
 def learner_sync(bucket_bytes: int = 8 * 1024) -> NcclWeightSync:
-    return NcclWeightSync(
-        WeightSyncSettings(
-            master_address="127.0.0.1", backend="gloo", bucket_bytes=bucket_bytes, timeout_s=TIMEOUT_S
-        )
+    push = PushConfig(
+        transport="nccl",
+        nccl_master_address="127.0.0.1",
+        nccl_backend="gloo",
+        nccl_bucket_bytes=bucket_bytes,
+        nccl_timeout_s=TIMEOUT_S,
     )
+    return NcclWeightSync.from_config(push)
 
 
 def mixed_weights(model_dir: Path, seed: int) -> list[tuple[str, torch.Tensor]]:

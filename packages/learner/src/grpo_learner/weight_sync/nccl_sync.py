@@ -55,13 +55,16 @@ T = TypeVar("T")
 
 @dataclass(frozen=True)
 class WeightSyncSettings:
+    """The `push.nccl_*` settings, copied from the validated config by `NcclWeightSync.from_config`
+    (PushConfig holds their defaults and their meaning; nothing is declared twice)."""
+
     master_address: str  # this learner's address as the engines reach it (it hosts the TCP store)
-    master_port: int = 0  # 0: a free port
-    group_name: str = "weight_update_group"
-    backend: Literal["nccl", "gloo"] = "nccl"  # gloo: CPU tensors (tests)
-    bucket_bytes: int = 1 << 30  # SGLang's advice: 0.5-2 GB per update_weights_from_distributed call
-    timeout_s: float = 600.0  # rendezvous, each broadcast, each RPC
-    dtype: torch.dtype | None = None  # cast floating tensors to this before sending (None: as given)
+    master_port: int  # 0: a free port
+    group_name: str
+    backend: Literal["nccl", "gloo"]  # gloo: CPU tensors (tests)
+    bucket_bytes: int  # bytes per update_weights_from_distributed call
+    timeout_s: float  # rendezvous, each broadcast, each RPC
+    dtype: torch.dtype | None  # cast floating tensors to this before sending (None: as given)
 
 
 @dataclass(frozen=True)
