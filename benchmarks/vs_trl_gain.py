@@ -1,31 +1,35 @@
 """Held-out gain per GRPO-second: TRL's GRPOTrainer and `grpo train` from the same warm checkpoint.
 
     uv run --group bench python benchmarks/vs_trl_gain.py                 # 400 steps, 2 alternating pairs
-    uv run --group bench python benchmarks/vs_trl_gain.py --steps 100 --pairs 1
+    uv run --group bench python benchmarks/vs_trl_gain.py --steps 100 --pairs 1 --staleness 1
 
 The warm checkpoint is the embedded default's (its character tokenizer, its 0.8M-parameter model,
 its 500-step supervised warm-up on the training split), built once. From it TRL and ours each train
 `--steps` GRPO steps on the same problems with the same settings (8 prompts x G 8, 12 new tokens,
 temperature 0.7, `--lr` (5e-5) constant after 5 warm-up steps, grad-norm clip 1, beta 0, one iteration),
-TRL in its own process and ours as `grpo train` with its local services, alternating. Every model
+TRL in its own process and ours as `grpo train` with its local services at each `--staleness`
+(`rollout.max_staleness`; 0: strictly on-policy, as TRL; 1: the next step's rollouts generate while
+this one trains, their importance ratio clipped), alternating. Every model
 (the warm one and each run's last) is then graded by the same greedy evaluator in this process
 (the `hf` generator's sampling loop at temperature 0, the verifier on the 200 held-out problems).
 
 GRPO-seconds are the training loop's wall time: TRL from `on_train_begin` to its last step, ours
 from the first step's start (its log time minus its `timing/step`) to the last step's log time:
 neither counts process start, model loading, service start-up or evaluation. The figure to quote
-is gain (held-out points) per GRPO-second, ours / TRL, median over pairs.
+is gain (held-out points) per GRPO-second, ours / TRL, median over pairs, per staleness.
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -50,6 +54,10 @@ class GainSettings:
     group_size: int = SHAPE.group_size
     prompts_per_step: int = SHAPE.prompts_per_step
     max_new_tokens: int = SHAPE.max_new_tokens
+
+
+# A training run: (work directory, settings, its output directory) -> (its final model, GRPO-seconds)
+Runner = Callable[[Path, GainSettings, Path], tuple[Path, float]]
 
 
 def build_warm_checkpoint(directory: Path) -> Path:
@@ -130,10 +138,11 @@ def run_trl(directory: Path, settings: GainSettings, output: Path) -> tuple[Path
     return output / "model", json.loads((output / "timing.json").read_text())["grpo_seconds"]
 
 
-def run_ours(directory: Path, settings: GainSettings, run_dir: Path) -> tuple[Path, float]:
+def run_ours(directory: Path, settings: GainSettings, run_dir: Path, staleness: int) -> tuple[Path, float]:
     from grpo_learner.metrics import read_metrics
 
     flags = (
+        f"rollout.max_staleness={staleness}",
         f"optim.lr={settings.lr}",
         f"optim.warmup_steps={settings.warmup_steps}",
         "optim.schedule=constant",
@@ -164,6 +173,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=400, help="GRPO steps per run")
     parser.add_argument("--pairs", type=int, default=2, help="alternating TRL / ours runs")
     parser.add_argument("--lr", type=float, default=5e-5, help="both learning rates (constant after warm-up)")
+    parser.add_argument("--staleness", default="0,1", help="our rollout.max_staleness values")
     parser.add_argument("--trl-worker", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--out", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--settings", help=argparse.SUPPRESS)
@@ -180,10 +190,13 @@ def main() -> None:
         heldout = directory / "heldout.jsonl"
         before = greedy_accuracy(warm, heldout)
         print(f"warm checkpoint: held-out greedy accuracy {before:.1%}", flush=True)
-        ratios = []
+        stalenesses = [int(k) for k in args.staleness.split(",")]
+        ratios: dict[int, list[float]] = {k: [] for k in stalenesses}
         for pair in range(args.pairs):
+            runs: list[tuple[str, Runner]] = [("TRL", run_trl)]
+            runs += [(f"ours-s{k}", functools.partial(run_ours, staleness=k)) for k in stalenesses]
             figures = {}
-            for name, run in (("TRL", run_trl), ("ours", run_ours)):
+            for name, run in runs:
                 model_dir, seconds = run(directory, settings, directory / f"{name}-{pair}")
                 gain = (greedy_accuracy(model_dir, heldout) - before) * 100
                 figures[name] = gain / seconds
@@ -192,10 +205,17 @@ def main() -> None:
                     f"({seconds / settings.steps:.3f} s/step) = {gain / seconds:.3f} points per second",
                     flush=True,
                 )
-            ratios.append(figures["ours"] / figures["TRL"] if figures["TRL"] > 0 else float("nan"))
-            print(f"pair {pair + 1}: ours / TRL gain per GRPO-second: {ratios[-1]:.2f}x", flush=True)
-        median = statistics.median(ratios)
-        print(f"ours / TRL gain per GRPO-second: median {median:.2f}x over {len(ratios)} pair(s)")
+            for k in stalenesses:
+                ratio = figures[f"ours-s{k}"] / figures["TRL"] if figures["TRL"] > 0 else float("nan")
+                ratios[k].append(ratio)
+                print(f"pair {pair + 1}: ours (max_staleness {k}) / TRL gain per GRPO-second: {ratio:.2f}x")
+        for k, values in ratios.items():
+            print(
+                f"ours (max_staleness {k}) / TRL gain per GRPO-second: "
+                f"median {statistics.median(values):.2f}x over {len(values)} pair(s) "
+                f"(each: {', '.join(f'{v:.2f}' for v in values)})",
+                flush=True,
+            )
 
 
 if __name__ == "__main__":
