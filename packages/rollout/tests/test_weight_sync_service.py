@@ -8,19 +8,24 @@ update. The real group and broadcast are tested end to end in tests/test_nccl_we
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
+import json
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import grpc
 import pytest
 from grpo.v1 import rollout_pb2
+from grpo_rollout.config import RolloutConfig
 from rollout_reward_standin import RewardStandin
-from rollout_service_harness import Client, config, serving, sglang_config
+from rollout_service_harness import Client, config, request, serving, sglang_config, token_prompt
 from rollout_sglang_standin import StandinServer
 
 GROUP = "weight_update_group"
 UPDATE = "/update_weights_from_distributed"
+ENV = "rollout_scripted_envs:FixedObservation"
 NORM = ("model.norm.weight", "float32", [32])  # a parameter of the tiny model
 
 
@@ -196,7 +201,8 @@ def test_an_update_left_open_is_abandoned_and_generation_resumes(
     with StandinServer() as server:
 
         async def scenario():
-            async with serving(sglang_config(tiny_model_dir, reward, [server.url], tmp_path)) as client:
+            cfg = with_episodes(sglang_config(tiny_model_dir, reward, [server.url], tmp_path))
+            async with serving(cfg) as client:
                 updates = client.rollout.servicer._distributed  # the open-update watchdog reads its limits
                 updates._limits = dataclasses.replace(updates._limits, distributed_update_idle_s=0.3)
                 await client.stub.InitWeightSync(init_request(world_size=2), timeout=10)
@@ -208,14 +214,20 @@ def test_an_update_left_open_is_abandoned_and_generation_resumes(
                 late = await status_of(
                     client.stub.UpdateWeightsDistributed(bucket(bucket_index=1, policy_version=7), timeout=10)
                 )
-                return late, await client.version()
+                # the abandoned update let go of the episode gate: episodes run again
+                episodes = await asyncio.wait_for(client.generate(episodes_request()), timeout=30)
+                return late, await client.version(), episodes
 
-        late, version = run(scenario())
+        late, version, episodes = run(scenario())
         assert version == 0 and late[0] == grpc.StatusCode.FAILED_PRECONDITION
+        assert [len(g.completions) for g in episodes] == [2]
         # bucket 0 may have changed the engines: the start-up checkpoint is loaded back
         restores = [body for p, body in server.state.calls if p == "/update_weights_from_disk"]
         assert [(r["model_path"], r["weight_version"]) for r in restores] == [(str(tiny_model_dir), "0")]
-        assert server.state.paths()[-1] == "/continue_generation" and not server.state.paused
+        paths = server.state.paths()
+        resumed = len(paths) - 1 - paths[::-1].index("/continue_generation")
+        assert resumed > paths.index("/pause_generation") and not server.state.paused
+        assert "/generate" in paths[resumed:]  # the episodes ran after the update was abandoned
 
 
 def test_with_auth_on_the_weight_sync_rpcs_need_the_token(
@@ -237,3 +249,76 @@ def test_with_auth_on_the_weight_sync_rpcs_need_the_token(
         assert init[0] == update[0] == grpc.StatusCode.UNAUTHENTICATED
         assert answer.ranks == 1
         assert server.state.paths().count("/init_weights_update_group") == 1
+
+
+def with_episodes(cfg: RolloutConfig) -> RolloutConfig:
+    """`cfg` with the scripted environment loaded, as `--plugin` loads it."""
+    return cfg.model_copy(update={"plugins": [ENV]})
+
+
+@contextlib.asynccontextmanager
+async def joined_with_episodes(
+    model_dir: Path, reward: RewardStandin, server: StandinServer, tmp_path: Path
+) -> AsyncIterator[Client]:
+    """A service on the stand-in that runs the scripted episodes and has joined a weight group."""
+    async with serving(with_episodes(sglang_config(model_dir, reward, [server.url], tmp_path))) as client:
+        await client.stub.InitWeightSync(init_request(world_size=2), timeout=10)
+        yield client
+
+
+def episodes_request(step_sleep_s: float = 0.0) -> rollout_pb2.RolloutRequest:
+    """One two-turn episode group whose environment steps sleep `step_sleep_s`."""
+    episodes = request([token_prompt("p", [1, 5, 6])], max_new_tokens=24, temperature=0.0)
+    episodes.environment.CopyFrom(
+        rollout_pb2.EnvironmentSpec(
+            name=ENV,
+            max_turn_tokens=5,
+            config_json=json.dumps({"slow_episode": "all", "step_sleep_s": step_sleep_s}),
+        )
+    )
+    return episodes
+
+
+def test_a_distributed_update_waits_for_running_episodes_so_no_group_mixes_versions(
+    tiny_model_dir: Path, reward: RewardStandin, tmp_path: Path
+) -> None:
+    # Every episode's first step sleeps 1 s and bucket 0 arrives during it: the update must begin
+    # (pause the engines, join the broadcast) only once the episode batch is over, as a push does.
+    with StandinServer(model_path=str(tiny_model_dir)) as server:
+
+        async def scenario():
+            async with joined_with_episodes(tiny_model_dir, reward, server, tmp_path) as client:
+                running = asyncio.create_task(client.generate(episodes_request(step_sleep_s=1.0)))
+                await asyncio.sleep(0.4)
+                updated = await receive(client, [server], bucket(policy_version=1))
+                return await running, updated, running.done(), await client.version()
+
+        groups, updated, finished_first, version = run(scenario())
+    assert updated.policy_version == 1 and version == 1
+    assert finished_first  # the update returned only after the episode batch
+    (group,) = groups
+    assert group.policy_version == 0 and all(c.episode.turns == 2 for c in group.completions)
+    paths = server.state.paths()
+    last_generate = max(i for i, p in enumerate(paths) if p == "/generate")
+    assert last_generate < paths.index("/pause_generation")  # every turn ran before the update began
+
+
+def test_a_bucket_whose_caller_goes_away_lets_episodes_run_again(
+    tiny_model_dir: Path, reward: RewardStandin, tmp_path: Path
+) -> None:
+    # The broadcast never comes (the stand-in waits for it), so the learner's deadline cancels the
+    # bucket mid-receive: the update is abandoned and the episode gate it held is let go.
+    with StandinServer(model_path=str(tiny_model_dir)) as server:
+
+        async def scenario():
+            async with joined_with_episodes(tiny_model_dir, reward, server, tmp_path) as client:
+                gone = await status_of(
+                    client.stub.UpdateWeightsDistributed(bucket(policy_version=3), timeout=1)
+                )
+                server.state.broadcast_done.set()  # the engine's part of the broadcast ends
+                episodes = await asyncio.wait_for(client.generate(episodes_request()), timeout=30)
+                return gone, episodes, await client.version()
+
+        gone, episodes, version = run(scenario())
+    assert gone[0] == grpc.StatusCode.DEADLINE_EXCEEDED
+    assert [len(g.completions) for g in episodes] == [2] and version == 0

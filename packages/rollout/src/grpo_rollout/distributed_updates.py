@@ -4,12 +4,15 @@ For backends that implement `DistributedWeightReceiver` (SGLang): the service on
 tensors go from the learner's broadcast straight into the engines. One update spans several RPCs (one
 per bucket); this keeps it open between them with generation paused, and abandons it if the next
 bucket does not come within `ServiceLimits.distributed_update_idle_s`. It shares the servicer's update
-lock, so a pushed update and a distributed one never interleave.
+lock, so a pushed update and a distributed one never interleave, and the servicer's episode gate, held
+alone from bucket 0 to the end of the update, so that (as with a push) running episode batches finish
+first and no multi-turn group sees two weight versions.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from dataclasses import dataclass
@@ -26,6 +29,7 @@ from grpo_rollout.generator import (
     WeightUpdateError,
 )
 from grpo_rollout.request_validation import RequestError
+from grpo_rollout.version_gate import VersionGate
 from grpo_rollout.weight_sync_requests import Bucket, validate_bucket, validate_init
 
 if TYPE_CHECKING:
@@ -40,14 +44,22 @@ class _OpenUpdate:
 
     sink: DistributedBucketSink
     version: int
+    episodes_held: contextlib.AsyncExitStack  # the episode gate, held alone until the update ends
     next_index: int = 0
     watchdog: asyncio.Task[None] | None = None
 
 
 class DistributedUpdates:
-    def __init__(self, generator: Generator, update_lock: asyncio.Lock, limits: ServiceLimits) -> None:
+    def __init__(
+        self,
+        generator: Generator,
+        update_lock: asyncio.Lock,
+        episode_gate: VersionGate,
+        limits: ServiceLimits,
+    ) -> None:
         self._generator = generator
         self._update_lock = update_lock
+        self._episode_gate = episode_gate
         self._limits = limits
         self._open_update: _OpenUpdate | None = None
 
@@ -120,13 +132,19 @@ class DistributedUpdates:
                 # ABORTED tells the learner that every engine answered after the broadcast (the group
                 # stays in step); UNAVAILABLE that some engine may not have taken part.
                 self._open_update = None
+                await update.episodes_held.aclose()
                 code = (
                     grpc.StatusCode.UNAVAILABLE if isinstance(exc, BackendError) else grpc.StatusCode.ABORTED
                 )
                 await context.abort(code, f"{exc}; start the update again at bucket_index 0")
+            except asyncio.CancelledError:  # the caller went away; the sink abandons the update itself
+                self._open_update = None
+                await update.episodes_held.aclose()
+                raise
             received = time.monotonic()
             if bucket.last:
                 self._open_update = None
+                await update.episodes_held.aclose()
                 logger.info(
                     "policy version %d over group %r: %d bucket(s)", bucket.version, joined, bucket.index + 1
                 )
@@ -148,15 +166,22 @@ class DistributedUpdates:
         if bucket.index == 0:
             if update is not None:
                 await self._abandon_open_update(f"bucket 0 of version {bucket.version} started a new update")
+            episodes_held = contextlib.AsyncExitStack()
+            await episodes_held.enter_async_context(self._episode_gate.exclusive())
             try:
                 sink = await receiver.begin_distributed_update(bucket.version, bucket.group_name)
-            except WeightUpdateError as exc:
-                raise RequestError(grpc.StatusCode.FAILED_PRECONDITION, str(exc)) from exc
-            except BackendError as exc:
-                raise RequestError(grpc.StatusCode.UNAVAILABLE, str(exc)) from exc
-            update = self._open_update = _OpenUpdate(sink, bucket.version)
+            except (WeightUpdateError, BackendError) as exc:
+                await episodes_held.aclose()
+                code = (
+                    grpc.StatusCode.FAILED_PRECONDITION
+                    if isinstance(exc, WeightUpdateError)
+                    else grpc.StatusCode.UNAVAILABLE
+                )
+                raise RequestError(code, str(exc)) from exc
+            update = self._open_update = _OpenUpdate(sink, bucket.version, episodes_held)
             return update
         if update is not None and update.sink.done:  # ended without us (its caller was cancelled)
+            await update.episodes_held.aclose()
             self._open_update = update = None
         if update is None or update.version != bucket.version or update.next_index != bucket.index:
             expected = (
@@ -181,7 +206,10 @@ class DistributedUpdates:
             return
         if update.watchdog is not None:
             update.watchdog.cancel()
-        await update.sink.abandon(reason)
+        try:
+            await update.sink.abandon(reason)
+        finally:
+            await update.episodes_held.aclose()
 
     async def _watch(self, update: _OpenUpdate) -> None:
         """Abandon `update` if its next bucket does not arrive in time (a learner that went away)."""

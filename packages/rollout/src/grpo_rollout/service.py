@@ -14,7 +14,8 @@ Weight updates are decoded and verified while generation goes on; only the final
 running batches (the generator's gate), so no group mixes two versions.
 
 Prompts with an environment (request or row) run as multi-turn episodes instead of one generate call
-(environments/episode_runner.py); a weight push waits for running episode batches (`_episode_gate`).
+(environments/episode_runner.py); a weight update, pushed or distributed, waits for running episode
+batches (`_episode_gate`).
 
 Weights over a collective group (InitWeightSync, UpdateWeightsDistributed): distributed_updates.py.
 """
@@ -91,10 +92,10 @@ class RolloutServicer(rollout_pb2_grpc.RolloutServiceServicer):
         self._limits = limits
         self._generation_slots = asyncio.Semaphore(self._limits.max_concurrent_batches)
         self._update_lock = asyncio.Lock()
-        self._episode_gate = VersionGate()  # episode batches share it, a weight push takes it alone
+        self._episode_gate = VersionGate()  # episode batches share it, a weight update takes it alone
         self._in_flight_prompts = 0
         self._in_flight_requests = 0
-        self._distributed = DistributedUpdates(generator, self._update_lock, self._limits)
+        self._distributed = DistributedUpdates(generator, self._update_lock, self._episode_gate, self._limits)
         self._busy = BusyClock()  # GetInfo's uptime_seconds / busy_seconds
         # An update's tensors, once copied into the model, receive the next update: that keeps
         # one update's worth of memory between updates (the peak of an update anyway) and spares
