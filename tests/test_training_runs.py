@@ -319,7 +319,7 @@ def test_rollout_killed_mid_run_loses_no_prompt(
     assert [r["step"] for r in records] == list(range(1, 13))  # every step once, none repeated
     assert all(r["num_groups"] == 4 for r in records)  # each step trained exactly its 4 prompts
     # every prompt drawn was trained on: none skipped, none still owed
-    assert final_cursor(run_dir, 12) == {"position": 12 * 4, "pending": []}
+    assert final_cursor(run_dir, 12) == {"position": 12 * 4, "pending": [], "timed_out": []}
     assert policy_version(restarted.address) == 12  # the new process was brought to the current weights
 
 
@@ -342,5 +342,5 @@ def test_learner_killed_resumes_from_its_checkpoint(
     resumed_from = run_dir / "checkpoints" / checkpoints[-1]
     assert f"resumed from {resumed_from}" in (run_dir / "learner.log").read_text()
     assert [r["step"] for r in read_metrics(run_dir)] == list(range(1, 31))
-    assert final_cursor(run_dir, 30) == {"position": 30 * 4, "pending": []}
+    assert final_cursor(run_dir, 30) == {"position": 30 * 4, "pending": [], "timed_out": []}
     assert policy_version(rollout.address) == 30

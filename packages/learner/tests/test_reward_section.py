@@ -145,8 +145,17 @@ def test_rows_whose_fields_cannot_travel_are_refused_naming_the_row(tmp_path: Pa
 # --- the feed: spec and fields on the wire, timeouts ----------------------------------------
 
 
-def feed_run(service: RecordingRollout, reward: dict, steps: int = 1, refill_rounds: int = 2):
-    """Run `steps` batches of 3 prompts x 2 completions through a real feed; returns the batches."""
+def feed_run(
+    service: RecordingRollout,
+    reward: dict,
+    steps: int = 1,
+    refill_rounds: int = 2,
+    resume_from: dict | None = None,
+    states: list[dict] | None = None,
+):
+    """Run `steps` batches of 3 prompts x 2 completions through a real feed; returns the batches.
+
+    `resume_from`: a feed state to start from; `states` receives the feed's state at the end."""
     cfg = learner_config(reward=reward)
     prompts = ListPromptSource(
         [
@@ -172,8 +181,13 @@ def feed_run(service: RecordingRollout, reward: dict, steps: int = 1, refill_rou
             prompts_per_step=3,
             max_refill_rounds=refill_rounds,
         )
+        if resume_from is not None:
+            feed.load_state_dict(resume_from)
         try:
-            return [await feed.next_batch(step, step) for step in range(steps)]
+            batches = [await feed.next_batch(step, step) for step in range(steps)]
+            if states is not None:
+                states.append(feed.state_dict())
+            return batches
         finally:
             await feed.close()
             await server.stop(0)
@@ -222,6 +236,21 @@ def test_a_prompt_that_times_out_again_is_dropped_for_good():
     assert batch.dropped.get("timeout") == 2  # the first try and the one re-send
     assert batch.metrics()["reward/timeouts"] == 4  # completions: 2 per group
     assert sorted(g.prompt_id for g in batch.groups) == ["p0@0", "p2@2", "p3@3"]  # a new prompt instead
+
+
+def test_a_resumed_run_remembers_which_prompts_were_already_resent():
+    service = RecordingRollout(timed_out_for=first_try_times_out({"p1@1"}))
+    states: list[dict] = []
+    feed_run(service, {}, states=states)
+    (saved,) = states
+    assert saved["timed_out"] == [1] and saved["position"] == 3  # p1 was re-sent, no new draw
+    # After a restart from a checkpoint taken then, p1's draw times out again: it had its re-send.
+    again = RecordingRollout(timed_out_for=lambda prompt_id, index: prompt_id == "p1@1")
+    (batch,) = feed_run(
+        again, {}, resume_from={"position": 0, "pending": [], "timed_out": saved["timed_out"]}
+    )
+    assert batch.dropped.get("timeout") == 1
+    assert [p.id for r in again.requests for p in r.prompts] == ["p0@0", "p1@1", "p2@2", "p3@3"]
 
 
 def test_on_timeout_zero_trains_on_the_timed_out_completion_as_reward_zero():

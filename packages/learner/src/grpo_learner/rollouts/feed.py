@@ -12,8 +12,9 @@ then trains on what it has. A group dropped for a reward timeout is re-sent once
 the first of the next request: it is scored afresh); other shortfalls draw new prompts.
 Surplus groups are carried to the next step (and filtered again there).
 
-State for checkpoints: the cursor position plus the draws requested but not yet trained on; after a
-restart those are requested again first, so no prompt is lost or skipped.
+State for checkpoints: the cursor position, the draws requested but not yet trained on (after a
+restart those are requested again first, so no prompt is lost or skipped) and the draws already
+re-sent after a timeout (so a restart does not give them a third try).
 """
 
 from __future__ import annotations
@@ -164,11 +165,16 @@ class RolloutFeed:
 
     def state_dict(self) -> dict[str, Any]:
         pending = sorted({d for draws in self._in_flight.values() for d in draws})
-        return {"position": self.cursor.position, "pending": [*self._resend, *pending]}
+        return {
+            "position": self.cursor.position,
+            "pending": [*self._resend, *pending],
+            "timed_out": sorted(self._timed_out),  # a resumed run re-sends each of these no more
+        }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.cursor.position = int(state["position"])
         self._resend = [int(d) for d in state.get("pending", [])]
+        self._timed_out = {int(d) for d in state.get("timed_out", [])}  # absent in older checkpoints
 
     async def close(self) -> None:
         tasks = [t for ts in self._tasks.values() for t in ts]
