@@ -195,3 +195,80 @@ def assert_still_serving(services: dict[str, ServiceProcess]) -> None:
     for service in services.values():
         assert service.process.poll() is None, f"{service.name} died"
         assert "Traceback" not in Path(service.log_path).read_text(), json.dumps(service.name)
+
+
+HUGE = "é" * 200_000  # 400 KB of UTF-8; gRPC percent-encodes it to 1.2 MB if it reaches a status
+
+
+def valid_requests() -> dict[str, Message]:
+    """A request each content-bearing method accepts, to put huge values into field by field."""
+    score = reward_pb2.ScoreRequest(
+        items=[reward_pb2.ScoreItem(id="a", completion="The answer is \\boxed{7}.", reference="7")],
+        spec=reward_pb2.RewardSpec(components=[reward_pb2.RewardComponent(name="format")]),
+    )
+    generate = rollout_pb2.RolloutRequest(
+        prompts=[rollout_pb2.Prompt(id="p", text="1+1=", reference="2")],
+        group_size=2,
+        sampling=rollout_pb2.SamplingParams(max_new_tokens=4),
+        environment=rollout_pb2.EnvironmentSpec(name="calculator"),
+    )
+    return {"grpo.v1.RewardService.Score": score, "grpo.v1.RolloutService.Generate": generate}
+
+
+def with_huge_strings(message: Message, prefix: str = "") -> Iterator[tuple[str, Message]]:
+    """(field path, a copy of `message` with that one string field set to HUGE), for every string
+    field reachable through singular and first-element repeated messages."""
+    for field in message.DESCRIPTOR.fields:
+        path = f"{prefix}{field.name}"
+        if field.type == FieldDescriptor.TYPE_STRING and not field.is_repeated:
+            copy = type(message)()
+            copy.CopyFrom(message)
+            setattr(copy, field.name, HUGE)
+            yield path, copy
+        elif field.type == FieldDescriptor.TYPE_MESSAGE and not field.message_type.GetOptions().map_entry:
+            if field.is_repeated:
+                if not len(getattr(message, field.name)):
+                    continue
+                inner, path = getattr(message, field.name)[0], f"{path}[0]"
+            else:
+                inner = getattr(message, field.name)
+            for inner_path, changed in with_huge_strings(inner, f"{path}."):
+                copy = type(message)()
+                copy.CopyFrom(message)
+                target = getattr(copy, field.name)
+                (target[0] if field.is_repeated else target).CopyFrom(changed)
+                yield inner_path, copy
+
+
+def test_a_huge_value_in_any_string_field_gets_a_status_that_arrives(
+    services: dict[str, ServiceProcess],
+) -> None:
+    # A refusal that quotes the value must still reach the caller: never RESOURCE_EXHAUSTED
+    # "Stream removed" (a status message over gRPC's metadata limit), never UNKNOWN or INTERNAL.
+    methods = {m.full_name: m for m in all_methods()}
+    cases = [
+        (name, path, message)
+        for name, request in valid_requests().items()
+        for path, message in with_huge_strings(request)
+    ]
+    assert len(cases) >= 12
+
+    async def scenario():
+        answers = []
+        for name, path, message in cases:
+            method = methods[name]
+            address = services[method.containing_service.full_name].address
+            answers.append((name, path, await send(address, method, message.SerializeToString())))
+        return answers
+
+    for name, path, error in asyncio.run(scenario()):
+        if error is None:
+            continue  # accepted: a long id or reference is the caller's business
+        where = (name, path, error.code(), error.details()[:200])
+        assert error.code() not in (
+            grpc.StatusCode.UNKNOWN,
+            grpc.StatusCode.INTERNAL,
+            grpc.StatusCode.RESOURCE_EXHAUSTED,
+        ), where
+        assert "Stream removed" not in error.details() and len(error.details().encode()) < 4000, where
+    assert_still_serving(services)

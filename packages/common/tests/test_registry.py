@@ -78,3 +78,17 @@ def test_wire_lookups_import_nothing_but_find_loaded_references(tmp_path, monkey
     assert registry.get_item("wire_plugin_module:score", import_references=False)() == 7
     assert "wire_plugin_module:score" in list(registry)
     sys.modules.pop("wire_plugin_module", None)
+
+
+def test_names_from_the_wire_are_bounded_in_lookups_and_in_messages() -> None:
+    registry: Registry[object] = Registry("environment", "grpo.test_registry")
+    registry.register("fixed")(object())
+    huge = "x" * 2_000_000
+    with pytest.raises(UnknownName) as refused:
+        registry.get_item(huge, import_references=False)
+    assert "longer than 200 characters" in str(refused.value) and len(str(refused.value)) < 300
+    with pytest.raises(UnknownName) as unknown:
+        registry.get_item("y" * 150, import_references=False)
+    message = str(unknown.value)
+    assert "'" + "y" * 80 + "'... (150 characters)" in message and "y" * 81 not in message
+    assert "known here: fixed" in message

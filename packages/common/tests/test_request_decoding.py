@@ -12,6 +12,7 @@ from grpo_common.request_decoding import (
     guard_handler,
     safe_deserializer,
 )
+from grpo_common.status_details import MAX_DETAILS_BYTES, bounded
 
 
 def _with_bad_text(message: bytes, good: str) -> bytes:
@@ -84,3 +85,32 @@ def test_a_streaming_handler_that_writes_with_context_write_still_works() -> Non
 
     wrote, yielded, refused = asyncio.run(scenario())
     assert wrote == ["hi!"] and yielded == ["hi?"] and refused == "INVALID_ARGUMENT: broken"
+
+
+def test_a_status_message_quoting_a_huge_value_is_cut_to_fit_grpc_metadata() -> None:
+    class Context:
+        async def abort(self, code: grpc.StatusCode, details: str) -> None:
+            raise RuntimeError(details)
+
+    async def refuses(request: str, context: Context) -> str:
+        await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"unknown environment {request!r}")
+        return "unreachable"
+
+    handler = guard_handler(
+        grpc.unary_unary_rpc_method_handler(refuses, request_deserializer=bytes.decode),
+        rollout_pb2.GetInfoRequest.DESCRIPTOR,
+    )
+
+    async def scenario(request: str) -> str:
+        try:
+            await handler.unary_unary(request, Context())
+        except RuntimeError as refused:
+            return str(refused)
+        return ""
+
+    short = asyncio.run(scenario("calc"))
+    assert short == "unknown environment 'calc'"
+    cut = asyncio.run(scenario("é" * 100_000))  # 2 bytes each in UTF-8
+    assert cut.startswith("unknown environment 'éé") and cut.endswith("more characters not shown)")
+    assert len(cut.encode()) <= MAX_DETAILS_BYTES + 60
+    assert bounded("x" * MAX_DETAILS_BYTES) == "x" * MAX_DETAILS_BYTES

@@ -29,6 +29,9 @@ from typing import Generic, TypeVar
 
 T = TypeVar("T")
 
+# A name from an untrusted caller longer than this is refused before any entry-point scan.
+MAX_NAME_CHARS = 200
+
 
 class UnknownName(KeyError, ValueError):
     """A name that is neither registered, nor an installed entry point, nor an importable module:attr."""
@@ -119,6 +122,8 @@ class Registry(Mapping[str, T], Generic[T]):
             item = self._items.get(name)
         if item is not None:
             return item
+        if not import_references and len(name) > MAX_NAME_CHARS:
+            raise UnknownName(f"{self.kind} name {_shown(name)} is longer than {MAX_NAME_CHARS} characters")
         point = self._entry_points().get(name)
         if point is not None:
             loaded = point.load()
@@ -130,13 +135,14 @@ class Registry(Mapping[str, T], Generic[T]):
 
     def unknown_message(self, name: str, *, import_references: bool = True) -> str:
         known = ", ".join(sorted(self)) or "none"
+        name = _shown(name)
         plugin = f", an entry point in group {self.entry_point_group!r}" if self.entry_point_group else ""
         if not import_references:
             group = self.entry_point_group
             installed = f" or installed as entry points in group {group!r}" if group else ""
             others = f"others must be loaded by the operator{installed}"
-            return f"unknown {self.kind} {name!r}; known here: {known} ({others})"
-        return f"unknown {self.kind} {name!r}; registered: {known} (or name module:attribute{plugin})"
+            return f"unknown {self.kind} {name}; known here: {known} ({others})"
+        return f"unknown {self.kind} {name}; registered: {known} (or name module:attribute{plugin})"
 
     def _import(self, reference: str) -> T:
         module_name, _, attribute = reference.partition(":")
@@ -189,3 +195,10 @@ def _describe(item: object) -> str:
     module = getattr(item, "__module__", None)
     qualname = getattr(item, "__qualname__", None)
     return f"{module}.{qualname}" if module and qualname else repr(item)
+
+
+def _shown(name: str, limit: int = 80) -> str:
+    """`name` quoted for a message, cut to `limit` characters: callers' names can be any length."""
+    if len(name) <= limit:
+        return repr(name)
+    return f"{name[:limit]!r}... ({len(name)} characters)"

@@ -4,6 +4,8 @@ gRPC answers a request deserializer that raises with an opaque status (`UNKNOWN:
 DecodeError`), and the handler never learns why. So every method of every service is registered
 (by `grpo_common.server.registration`) with `safe_deserializer`: it returns an `UndecodableRequest`
 instead of raising, and `guard_handler` answers that with INVALID_ARGUMENT before the servicer runs.
+It also hands the servicer a `status_details.BoundedContext`, so no status message outgrows gRPC's
+metadata limit however long the value it quotes.
 
 protobuf refuses a message with invalid UTF-8 in a string field as a whole, so to say *which* field
 (`prompts[3].text`) `describe_undecodable` walks the wire format itself, guided by the message
@@ -20,6 +22,7 @@ from typing import Any
 import grpc
 from google.protobuf.descriptor import Descriptor, FieldDescriptor
 
+from grpo_common.status_details import BoundedContext
 from grpo_common.weight_wire import WireFormatError, read_len, read_varint, skip_field
 
 _LEN = 2
@@ -126,6 +129,7 @@ def guard_handler(handler: grpc.RpcMethodHandler, descriptor: Descriptor) -> grp
         if handler.response_streaming:
 
             async def stream_stream(requests: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+                context = BoundedContext(context)
                 async for response in _responses(behaviour(_checked(requests, context), context)):
                     yield response
 
@@ -133,6 +137,7 @@ def guard_handler(handler: grpc.RpcMethodHandler, descriptor: Descriptor) -> grp
         else:
 
             async def stream_unary(requests: Any, context: grpc.aio.ServicerContext) -> Any:
+                context = BoundedContext(context)
                 return await behaviour(_checked(requests, context), context)
 
             wrapped = stream_unary
@@ -140,6 +145,7 @@ def guard_handler(handler: grpc.RpcMethodHandler, descriptor: Descriptor) -> grp
         kind, behaviour = "unary_stream", handler.unary_stream
 
         async def unary_stream(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+            context = BoundedContext(context)
             if isinstance(request, UndecodableRequest):
                 await _refuse(context, request)
             async for response in _responses(behaviour(request, context)):
@@ -150,6 +156,7 @@ def guard_handler(handler: grpc.RpcMethodHandler, descriptor: Descriptor) -> grp
         kind, behaviour = "unary_unary", handler.unary_unary
 
         async def unary_unary(request: Any, context: grpc.aio.ServicerContext) -> Any:
+            context = BoundedContext(context)
             if isinstance(request, UndecodableRequest):
                 await _refuse(context, request)
             return await behaviour(request, context)
