@@ -89,6 +89,10 @@ BAD_REQUESTS = {
     "top_k below -1": (request([token_prompt("a", [1])], top_k=-2), "sampling.top_k"),
     "no new tokens": (request([token_prompt("a", [1])], max_new_tokens=0), "sampling.max_new_tokens"),
     "beyond context": (request([token_prompt("a", [1] * 50)], max_new_tokens=50), "context of 96"),
+    "text beyond context, refused untokenised": (
+        request([rollout_pb2.Prompt(id="a", text="x" * 5_000_000, reference="1")]),
+        r"prompt 'a' of 5000000 characters \(at least \d+ tokens\) exceeds the model's context of 96",
+    ),
     "stop id outside vocab": (
         request([token_prompt("a", [1])], stop_token_ids=[999]),
         "sampling.stop_token_ids",

@@ -7,6 +7,7 @@ group reports the exact prompt tokens the model saw.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +30,20 @@ class PromptEncoder:
     @property
     def eos_token_id(self) -> int | None:
         return self._tokenizer.eos_token_id
+
+    @cached_property
+    def longest_token_chars(self) -> int:
+        """The longest token's text, in the vocabulary's own spelling.
+
+        A token covers at most this many characters of a prompt (byte-level BPE spells each byte as
+        one character, so a token's spelling is never shorter than the text it stands for), so a
+        text of n characters is at least n / longest_token_chars tokens: the service refuses a text
+        too long for the context without tokenising it."""
+        return max((len(token) for token in self._tokenizer.get_vocab()), default=1)
+
+    def fewest_tokens(self, text: str) -> int:
+        """A lower bound on the tokens `text` encodes to, with room for normalisers that shorten it."""
+        return len(text) // (2 * self.longest_token_chars)
 
     def render_tool_turn(self, content: str) -> str:
         """What the chat template puts after the model's turn for a tool message holding `content`.

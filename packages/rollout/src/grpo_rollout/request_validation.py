@@ -123,6 +123,24 @@ def environment_config(spec: rollout_pb2.EnvironmentSpec) -> dict[str, Any]:
     return config
 
 
+@dataclass(frozen=True)
+class ContextBudget:
+    """What of the model's context a prompt may take: all of it but the tokens to generate."""
+
+    max_context: int
+    max_new_tokens: int
+
+    @property
+    def prompt_tokens(self) -> int:
+        return self.max_context - self.max_new_tokens
+
+    def exceeded(self, prompt_id: str, size: str) -> RequestError:
+        return invalid(
+            f"sampling.max_new_tokens {self.max_new_tokens} + prompt {prompt_id!r} of {size} exceeds the "
+            f"model's context of {self.max_context}; lower max_new_tokens or shorten the prompt"
+        )
+
+
 class RequestEnvironments:
     """The environments one request uses, built on first use: one instance per name per request.
 
@@ -198,6 +216,7 @@ def prepare_prompt(
     chat: bool,
     vocab_size: int,
     environments: RequestEnvironments | None = None,
+    budget: ContextBudget | None = None,
 ) -> PreparedPrompt:
     field = f"prompts[{index}]"
     if not prompt.id:
@@ -213,10 +232,15 @@ def prepare_prompt(
             raise invalid(f"{field}.token_ids: {bad} is outside the vocabulary [0, {vocab_size})")
     environment = environments.for_prompt(field, prompt.environment) if environments else None
     if not prompt.token_ids:
+        fewest = encoder.fewest_tokens(prompt.text)
+        if budget is not None and fewest > max(budget.prompt_tokens, 0):
+            raise budget.exceeded(prompt.id, f"{len(prompt.text)} characters (at least {fewest} tokens)")
         tools = environment.environment.tools if environment is not None else None
         token_ids = encoder.encode(prompt.text, chat, tools)
         if not token_ids:
             raise invalid(f"{field}.text tokenises to nothing")
+    if budget is not None and len(token_ids) > budget.prompt_tokens:
+        raise budget.exceeded(prompt.id, f"{len(token_ids)} tokens")
     check_fields_json(field, prompt.fields_json)
     rendered_as_chat = chat and encoder.has_chat_template and not prompt.token_ids
     return PreparedPrompt(
@@ -243,6 +267,7 @@ def validate_request(
     if request.group_size > max_group_size:
         raise invalid(f"group_size {request.group_size} exceeds this service's limit of {max_group_size}")
     sampling = sampling_config(request.sampling, info.vocab_size)
+    budget = ContextBudget(info.max_context_length, sampling.max_new_tokens)
     environments = RequestEnvironments(request.environment, encoder)
     seen: set[str] = set()
     prompts = []
@@ -253,14 +278,9 @@ def validate_request(
             )
         seen.add(prompt.id)
         prompts.append(
-            prepare_prompt(index, prompt, encoder, request.apply_chat_template, info.vocab_size, environments)
-        )
-    longest = max(prompts, key=lambda p: len(p.token_ids))
-    if len(longest.token_ids) + sampling.max_new_tokens > info.max_context_length:
-        raise invalid(
-            f"sampling.max_new_tokens {sampling.max_new_tokens} + prompt {longest.id!r} of "
-            f"{len(longest.token_ids)} tokens exceeds the model's context of {info.max_context_length}; "
-            "lower max_new_tokens or shorten the prompt"
+            prepare_prompt(
+                index, prompt, encoder, request.apply_chat_template, info.vocab_size, environments, budget
+            )
         )
     if request.min_policy_version > info.weight_version:
         raise RequestError(
