@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -96,6 +97,11 @@ def test_adversarial_items_do_not_stop_normal_ones(stub: reward_pb2_grpc.RewardS
         ([("a", "x", "1"), ("b", "y", "  ")], None, "items[1].reference"),
         ([(f"i{n}", "x", "1") for n in range(MAX_BATCH + 1)], None, "limit of 16"),
         ([("a", "x", "1")], reward_pb2.RewardSpec(timeout_s=11), "spec.timeout_s"),
+        (
+            [("a", "x", "1")],
+            reward_pb2.RewardSpec(timeout_s=math.nan),
+            "spec.timeout_s: Input should be a finite",
+        ),
         ([("a", "x", "1")], reward_pb2.RewardSpec(length_weight=1), "max_completion_tokens"),
     ],
 )

@@ -68,7 +68,9 @@ class RewardSpec(BaseModel):
 
     components: tuple[Component, ...] = (Component(name="correctness", origin="correctness_weight"),)
     fallback_last_number: bool = False
-    timeout_s: float = Field(1.0, gt=0, le=MAX_TIMEOUT_S, description="per-item CPU-time limit")
+    timeout_s: float = Field(
+        1.0, gt=0, le=MAX_TIMEOUT_S, allow_inf_nan=False, description="per-item CPU-time limit"
+    )
 
     @model_validator(mode="before")
     @classmethod
