@@ -93,6 +93,26 @@ def test_cli_reports_config_errors_before_loading_any_model(tmp_path: Path, caps
     assert "no data: give --data FILE" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize(
+    ("flags", "named"),
+    [
+        (["--data", "mine.jsonl"], "--data / data.path"),
+        (["--rollout", "10.0.0.7:50052"], "--rollout / rollout.addresses"),
+        (["--set", "model.name_or_path=Qwen/Qwen2.5-0.5B"], "--model / model.name_or_path"),
+        (["--set", "data.hub_name=openai/gsm8k"], "data.hub_name"),
+        (["--set", "rollout.sampling.temperature=inf"], "rollout.sampling.temperature"),
+    ],
+)
+def test_an_embedded_run_refuses_what_it_would_ignore_before_building_anything(
+    flags: list[str], named: str, tmp_path: Path, capsys
+):
+    # No --model: the embedded run. A file, a service or a model it would not use is an error at once,
+    # not a warm-up and a run on the embedded task instead.
+    assert main(["train", "--run-dir", str(tmp_path / "run"), "--no-progress", *flags]) == 2
+    assert named in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()
+
+
 def test_cli_plot_writes_a_png(tmp_path: Path, capsys):
     records = [{"step": s, "reward": s / 10, "kl": 0.01 * s, "eval/accuracy": 0.1 * s} for s in range(1, 6)]
     (tmp_path / "metrics.jsonl").write_text("\n".join(json.dumps(r) for r in records))

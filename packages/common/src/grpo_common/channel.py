@@ -25,7 +25,7 @@ from grpo_common.server import DEFAULT_MAX_MESSAGE_BYTES
 class ChannelConfig(BaseModel):
     """How a client reaches a service: TLS, token, limits, keepalive and the retry backoff."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)  # numbers are finite
 
     tls: ClientTLSConfig = Field(default_factory=ClientTLSConfig)
     auth_token: SecretStr | None = Field(None, description="bearer token; also GRPO_AUTH_TOKEN")

@@ -38,7 +38,7 @@ class ServerConfig(BaseModel):
     """Network settings shared by every service (each service picks its own default port)."""
 
     # A misspelt setting ("max_mesage_bytes") is an error, not a silently ignored key.
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)  # numbers are finite
 
     host: str = Field("127.0.0.1", description="bind address; 0.0.0.0 exposes the service to the network")
     port: int = Field(0, ge=0, le=65535, description="0 picks a free port (see port_file)")

@@ -16,7 +16,7 @@ DEFAULT_PORT = 50052
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)  # numbers are finite
 
 
 class HFSettings(_Strict):

@@ -92,8 +92,27 @@ class RunSummary:
     total_parameters: int
 
 
+# Settings an embedded run has no use for: it builds its own model, trains on its task's problems and
+# starts its own services. Given anyway, they are refused rather than silently dropped.
+NOT_FOR_EMBEDDED = {
+    ("model", "name_or_path"): "--model / model.name_or_path",
+    ("data", "path"): "--data / data.path",
+    ("data", "hub_name"): "data.hub_name",
+    ("rollout", "addresses"): "--rollout / rollout.addresses",
+    ("rollout", "addresses_file"): "rollout.addresses_file",
+}
+
+
 def embedded_config(overrides: dict[str, Any], embedded: EmbeddedConfig | None = None) -> LearnerConfig:
     """EMBEDDED_DEFAULTS < the task's own settings < `overrides`, validated."""
+    for (section, key), named in NOT_FOR_EMBEDDED.items():
+        given = overrides.get(section)
+        if isinstance(given, dict) and given.get(key):
+            raise ConfigError(
+                f"{named} is for a run of a model you name: the embedded run (no --model, or a config "
+                "with [embedded]) builds its tiny model, trains it on its task's own problems and starts "
+                f"its own services. Give --model to train that model, or drop {named.split(' / ')[0]}"
+            )
     task = (embedded or EmbeddedConfig()).embedded_task
     return LearnerConfig.model_validate(deep_merge(deep_merge(EMBEDDED_DEFAULTS, task.settings), overrides))
 

@@ -15,7 +15,7 @@ ENV_PREFIX = "GRPO_REWARD_"
 class RewardServiceConfig(BaseModel):
     """Settings of `grpo-reward serve`."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)  # numbers are finite
 
     server: ServerConfig = Field(default_factory=lambda: ServerConfig(port=DEFAULT_PORT))
     workers: int | None = Field(None, ge=1, description="verification worker processes (default: CPU count)")
