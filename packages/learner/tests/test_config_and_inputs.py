@@ -12,7 +12,7 @@ import pytest
 from grpo.v1 import rollout_pb2
 from grpo_common.config import ConfigError
 from grpo_learner.cli import main
-from grpo_learner.config import LearnerConfig, load_learner_config
+from grpo_learner.config import DataConfig, LearnerConfig, load_learner_config
 from grpo_learner.prompts import PromptCursor, load_prompt_file
 from grpo_learner.rollout_data import GroupError, ScoredCompletion, group_from_proto, validate_group
 from grpo_learner.sources import GroupFilter
@@ -200,6 +200,41 @@ def test_math_parquet_layout_and_missing_columns(tmp_path: Path):
         ValueError, match=r"no question column \['query'\]; columns are .*set data.question_field"
     ):
         load_prompt_file(path, question_field="query")
+
+
+BAD_PROBLEM_FILES = {
+    "not JSON": (b'{"question": "1+1", "answer": "2"}\n{bad\n', r"p.jsonl:2: not valid JSON"),
+    "not an object": (b"[1, 2, 3]\n", r"p.jsonl:1: a row must be a JSON object, got list"),
+    "not UTF-8": (b'\xff\xfe{"question"\n', r"p.jsonl is not UTF-8 text"),
+    "empty question": (b'{"question": "", "answer": "2"}\n', r"row 0 \(id '0'\): its prompt is empty"),
+    "blank answer": (b'{"question": "1+1", "answer": "  "}\n', r"row 0 \(id '0'\): its answer .* is empty"),
+    "no rows": (b"\n\n", r"holds no rows"),
+}
+
+
+@pytest.mark.parametrize("name", BAD_PROBLEM_FILES)
+def test_a_bad_problem_file_is_refused_at_load_naming_the_line_or_row(name: str, tmp_path: Path):
+    # Each of these used to reach the services: a traceback mid-run, or a message without the file.
+    content, message = BAD_PROBLEM_FILES[name]
+    path = tmp_path / "p.jsonl"
+    path.write_bytes(content)
+    with pytest.raises(ValueError, match=message):
+        load_prompt_file(path)
+
+
+def test_a_directory_or_a_broken_parquet_file_is_named_as_such(tmp_path: Path):
+    with pytest.raises(ValueError, match="is not a file"):
+        load_prompt_file(tmp_path)
+    (tmp_path / "fake.parquet").write_text("not parquet")
+    with pytest.raises(ValueError, match=r"fake\.parquet is not a readable Parquet file"):
+        load_prompt_file(tmp_path / "fake.parquet")
+
+
+@pytest.mark.parametrize("template", ["{foo}", "{", "{0}", "Q: {question} {answer}"])
+def test_a_prompt_template_that_does_not_format_with_question_is_refused(template: str):
+    with pytest.raises(ValueError, match="does not format with question= alone"):
+        DataConfig(prompt_template=template)
+    assert DataConfig(prompt_template="{{x}} Q: {question}").prompt_template == "{{x}} Q: {question}"
 
 
 def test_cursor_is_reproducible_and_ids_are_unique_across_epochs(tmp_path: Path):

@@ -1,4 +1,5 @@
-"""Local services: work done while the reward service starts, and no orphan when that work fails."""
+"""Local services: work done while the reward service starts, no orphan when that work fails, and a
+run a service refuses mid-way ending in a sentence."""
 
 from __future__ import annotations
 
@@ -50,3 +51,20 @@ def test_work_that_fails_while_the_reward_service_starts_leaves_no_service_behin
     ):
         pytest.fail("the services must not start")
     assert processes_naming(str(tmp_path / "services" / "reward.port")) == []
+
+
+def test_a_request_the_rollout_refuses_mid_run_ends_the_run_with_a_sentence_not_a_traceback(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from grpo_learner.cli import main
+
+    model = save_tiny_model(tmp_path / "model")
+    data = tmp_path / "long.jsonl"
+    data.write_text('{"question": "' + " ".join(["t5"] * 300) + '", "answer": "1"}\n')  # > 256 positions
+    argv = ["train", "--model", model, "--data", str(data), "--run-dir", str(tmp_path / "run")]
+    code = main([*argv, "--max-steps", "1", "--no-progress", "--set", "data.apply_chat_template=false"])
+    err = capsys.readouterr().err
+    assert code == 1
+    assert "refused the request" in err and "exceeds the model's context of 256" in err
+    assert "Traceback" not in err
+    assert not processes_naming(str(tmp_path / "run"))  # its services went with it

@@ -373,6 +373,22 @@ def main(argv: list[str] | None = None) -> int:
     except RankFailure as exc:
         print(f"grpo {args.command}: {exc}", file=sys.stderr)
         return 1
+    except _run_failures() as exc:  # evaluated only when something was raised
+        logging.getLogger(__name__).debug("the run failed", exc_info=True)
+        print(f"grpo {args.command}: {exc}", file=sys.stderr)
+        return 1
+
+
+def _run_failures() -> tuple[type[BaseException], ...]:
+    """Failures a run reports in a sentence that says what to do, not with a traceback: a request a
+    service refused, a service that would not start, a non-finite update, a failed NCCL sync."""
+    from grpo_learner.eval.buckets import BucketingError
+    from grpo_learner.nonfinite import NonFiniteUpdate
+    from grpo_learner.rollouts.client import RolloutError
+    from grpo_learner.service_processes import ServiceStartError
+    from grpo_learner.weight_sync.nccl_collective_wait import WeightSyncError
+
+    return (RolloutError, ServiceStartError, NonFiniteUpdate, WeightSyncError, BucketingError)
 
 
 if __name__ == "__main__":

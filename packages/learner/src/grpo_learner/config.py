@@ -54,6 +54,18 @@ class DataConfig(_Section):
     apply_chat_template: bool = True
     shuffle: bool = True
 
+    @field_validator("prompt_template")
+    @classmethod
+    def _formats_with_question_only(cls, template: str) -> str:
+        try:
+            template.format(question="")
+        except (KeyError, IndexError, ValueError) as exc:
+            raise ValueError(
+                f"{template!r} does not format with question= alone ({type(exc).__name__}: {exc}); "
+                "use {question} for the problem and {{ }} for literal braces"
+            ) from None
+        return template
+
 
 # --- [reward]: what the reward service computes, sent as grpo.v1.RewardSpec with every request -------
 

@@ -62,20 +62,35 @@ class ListPromptSource:
 
 
 def read_rows(path: Path) -> list[dict[str, Any]]:
-    if not path.is_file():
+    if not path.exists():
         raise FileNotFoundError(f"data.path {path} does not exist")
+    if not path.is_file():
+        raise ValueError(f"data.path {path} is not a file")
     if path.suffix == ".parquet":
+        import pyarrow
         import pyarrow.parquet as pq
 
-        return pq.read_table(path).to_pylist()
+        try:
+            return pq.read_table(path).to_pylist()
+        except pyarrow.ArrowException as exc:
+            raise ValueError(f"data.path {path} is not a readable Parquet file ({exc})") from None
     if path.suffix in (".jsonl", ".json"):
+        try:
+            text = path.read_text(encoding="utf-8")
+        except UnicodeDecodeError as exc:
+            raise ValueError(f"data.path {path} is not UTF-8 text ({exc})") from None
         rows = []
-        for number, line in enumerate(path.read_text().splitlines(), 1):
+        for number, line in enumerate(text.splitlines(), 1):
             if line.strip():
                 try:
-                    rows.append(json.loads(line))
-                except json.JSONDecodeError as exc:
-                    raise ValueError(f"{path}:{number}: not valid JSON ({exc})") from None
+                    row = json.loads(line)
+                except (json.JSONDecodeError, RecursionError, ValueError) as exc:
+                    raise ValueError(f"{path}:{number}: not valid JSON ({str(exc)[:200]})") from None
+                if not isinstance(row, dict):
+                    raise ValueError(
+                        f"{path}:{number}: a row must be a JSON object, got {type(row).__name__}"
+                    )
+                rows.append(row)
         return rows
     raise ValueError(f"data.path {path}: unknown format {path.suffix!r}; use .jsonl or .parquet")
 
@@ -166,6 +181,10 @@ def load_prompt_file(
         row_id = str(row[id_field]) if id_field else str(index)
         where = f"{path}: row {index} (id {row_id!r})"
         text = prompt_template.format(question=row[q])
+        if not text:
+            raise ValueError(f"{where}: its prompt is empty (column {q!r} is {row[q]!r})")
+        if not str(row[a]).strip():
+            raise ValueError(f"{where}: its answer (column {a!r}) is empty; the verifier needs one")
         items.append(
             PromptItem(
                 id=row_id,
