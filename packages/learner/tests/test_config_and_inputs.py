@@ -91,6 +91,12 @@ def test_cli_reports_config_errors_before_loading_any_model(tmp_path: Path, caps
     assert "loss.epsilon_low" in err and "does/not/exist" not in err.replace("'does/not/exist'", "")
     assert main(["train", "--model", "m", "--rollout", "127.0.0.1:1"]) == 2
     assert "no data: give --data FILE" in capsys.readouterr().err
+    data = tmp_path / "p.jsonl"
+    data.write_text('{"question": "1+1", "answer": "2"}\n')
+    assert main(["train", "--model", str(data), "--data", str(data)]) == 2  # never asks the hub
+    assert "is a file; name a checkpoint directory or a hub id" in capsys.readouterr().err
+    assert main(["train", "--model", "m", "--data", str(data), "--rollout", "host:port"]) == 2
+    assert "'host:port': port 'port' is not a number" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize(

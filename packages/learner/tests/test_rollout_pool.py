@@ -13,14 +13,10 @@ from dataclasses import replace
 
 import pytest
 import torch
+from grpo_common.addresses import AddressError, parse_address
 from grpo_learner.config import SamplingConfig
 from grpo_learner.prompts import PromptItem
-from grpo_learner.rollouts.address_book import (
-    AddressError,
-    parse_address,
-    parse_address_lines,
-    write_addresses_atomically,
-)
+from grpo_learner.rollouts.address_book import parse_address_lines, write_addresses_atomically
 from grpo_learner.rollouts.client import RolloutClient
 from grpo_learner.rollouts.load_spread import water_fill
 from grpo_learner.rollouts.pool import MemberState, PoolSettings, RolloutPool

@@ -108,3 +108,7 @@ def test_cli_refuses_a_bad_configuration_before_loading_anything(capsys: pytest.
     assert "server.port" in capsys.readouterr().err
     assert main(["serve", "--model", "m"]) == 2
     assert "reward" in capsys.readouterr().err
+    assert main(["serve", "--model", "m", "--reward-address", "reward-host"]) == 2
+    assert "reward.address: Value error, 'reward-host' has no ':port'" in capsys.readouterr().err
+    assert main(["serve", "--model", "/no/such/model", "--reward-address", "r:1"]) == 2
+    assert "model '/no/such/model': no such directory" in capsys.readouterr().err

@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 from grpo_common.config import ConfigError
 from grpo_common.logging_setup import configure_logging
+from grpo_common.model_reference import check_model_reference
 
 if TYPE_CHECKING:
     from grpo_learner.config import LearnerConfig
@@ -167,6 +168,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     from grpo_learner.config import load_learner_config
 
     config = load_learner_config(args.config, train_overrides(args))
+    check_model_reference(config.model.name_or_path, "model.name_or_path")
     if config.data.path is None and config.data.hub_name is None:
         raise ConfigError(
             "no data: give --data FILE (JSONL or Parquet), or data.path / data.hub_name in the config"
@@ -303,7 +305,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from grpo_learner.rollouts.client import RolloutError
     from grpo_learner.service_processes import ServiceStartError
 
-    models = args.model or [config.model.name_or_path]
+    models = [check_model_reference(m, "--model") for m in args.model or [config.model.name_or_path]]
     prompts = load_prompts(config, config.eval.data)
     try:
         evaluate_models(config, models, prompts, out=args.out, progress=not args.no_progress)

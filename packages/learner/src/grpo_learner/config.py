@@ -15,6 +15,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
+from grpo_common.addresses import parse_addresses
 from grpo_common.channel import ChannelConfig
 from grpo_common.config import load_config
 from grpo_common.registry import Registry
@@ -106,11 +107,7 @@ class RolloutConfig(_Section):
     @field_validator("addresses")
     @classmethod
     def _host_port(cls, addresses: list[str]) -> list[str]:
-        for address in addresses:
-            host, sep, port = address.rpartition(":")
-            if not sep or not host or not port.isdigit():
-                raise ValueError(f"{address!r} is not host:port")
-        return addresses
+        return parse_addresses(addresses)
 
 
 class OptimConfig(_Section):

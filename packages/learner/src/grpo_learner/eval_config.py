@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field, model_validator
+from grpo_common.addresses import parse_address
+from pydantic import Field, field_validator, model_validator
 
 from grpo_learner.config_section import Section as _Section
 
@@ -45,6 +46,11 @@ class EvalConfig(_Section):
         None,
         description="host:port of the reward service that buckets answers for maj@k (default: the local one)",
     )
+
+    @field_validator("reward_address")
+    @classmethod
+    def _host_port(cls, address: str | None) -> str | None:
+        return None if address is None else parse_address(address)
 
     @model_validator(mode="after")
     def _consistent(self) -> EvalConfig:

@@ -5,9 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
+from grpo_common.addresses import parse_address
 from grpo_common.channel import ChannelConfig
+from grpo_common.model_reference import check_model_reference
 from grpo_common.server import ServerConfig
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from grpo_rollout.service import ServiceLimits
 
@@ -64,6 +66,12 @@ class SGLangSettings(_Strict):
 
 class RewardSettings(_Strict):
     address: str = Field(..., description="host:port of the RewardService")
+
+    @field_validator("address")
+    @classmethod
+    def _host_port(cls, address: str) -> str:
+        return parse_address(address)
+
     timeout_s: float = Field(30.0, gt=0, description="deadline of one Score attempt")
     attempts: int = Field(3, ge=1, le=10)
     backoff_s: float = Field(0.5, ge=0)
@@ -111,6 +119,12 @@ class LimitSettings(_Strict):
 
 class RolloutConfig(_Strict):
     model: str = Field(..., description="Hugging Face checkpoint directory (or cached hub id for hf)")
+
+    @field_validator("model")
+    @classmethod
+    def _a_model(cls, model: str) -> str:
+        return check_model_reference(model)
+
     generator: Literal["hf", "sglang"] = "hf"
     server: ServerConfig = Field(default_factory=lambda: ServerConfig(port=DEFAULT_PORT))
     reward: RewardSettings

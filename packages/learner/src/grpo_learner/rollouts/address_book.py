@@ -24,35 +24,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
+from grpo_common.addresses import AddressError, parse_address
+
 logger = logging.getLogger(__name__)
-
-
-class AddressError(ValueError):
-    """A line that is not `host:port`; the message says what is wrong with it."""
-
-
-def parse_address(text: str) -> str:
-    """Validate `host:port` (or `[ipv6]:port`) and return it stripped; AddressError says why not."""
-    address = text.strip()
-    if not address:
-        raise AddressError("empty address")
-    if "://" in address:
-        raise AddressError(f"{address!r} has a URL scheme; write only host:port")
-    if any(c.isspace() for c in address) or "/" in address:
-        raise AddressError(f"{address!r} contains spaces or '/'; write only host:port")
-    host, sep, port = address.rpartition(":")
-    if not sep:
-        raise AddressError(f"{address!r} has no ':port'")
-    if not host:
-        raise AddressError(f"{address!r} has no host before ':{port}'")
-    if host.startswith("["):
-        if not host.endswith("]") or len(host) < 3:
-            raise AddressError(f"{address!r}: an IPv6 host must be in brackets, e.g. [::1]:50052")
-    elif ":" in host:
-        raise AddressError(f"{address!r}: put an IPv6 host in brackets, e.g. [::1]:50052")
-    if not port.isdigit() or not 1 <= int(port) <= 65535:
-        raise AddressError(f"{address!r}: port {port!r} is not a number in 1..65535")
-    return address
 
 
 @dataclass

@@ -21,9 +21,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import grpc
+from grpo_common.addresses import parse_address
 from grpo_common.channel import ChannelConfig, create_channel
 
-from grpo_learner.rollouts.address_book import AddressBook, parse_address
+from grpo_learner.rollouts.address_book import AddressBook
 from grpo_learner.rollouts.health_monitor import PoolMonitor, ProbeResult
 from grpo_learner.rollouts.member import Listener, Member, MemberState
 from grpo_learner.rollouts.pool_metrics import pool_metrics
