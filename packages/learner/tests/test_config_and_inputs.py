@@ -16,7 +16,7 @@ from grpo_learner.config import DataConfig, LearnerConfig, load_learner_config
 from grpo_learner.prompts import PromptCursor, load_prompt_file
 from grpo_learner.rollout_data import GroupError, ScoredCompletion, group_from_proto, validate_group
 from grpo_learner.sources import GroupFilter
-from learner_fixtures import group
+from learner_fixtures import group, tiny_qwen2
 
 MODEL = {"model.name_or_path": "does/not/exist"}
 
@@ -176,6 +176,29 @@ def test_filter_drops_bad_stale_and_zero_variance_groups():
     assert f.reject_reason(group((1,), [(2,), (3,), (4,)], [1.0, 0.0, 1.0], version=5), 5) == "invalid"
     weighted = GroupFilter(2, 0, {"correct": 1.0})
     assert weighted.reject_reason(good, 4) == "invalid"  # no 'correct' component
+
+
+def test_a_token_beyond_the_policy_vocabulary_makes_the_group_invalid_not_the_update_crash():
+    # A rollout service serving another model's tokenizer: its ids would index past the embedding.
+    f = GroupFilter(group_size=2, max_staleness=0, reward_weights={"reward": 1.0}, vocab_size=8)
+    assert f.reject_reason(group((1,), [(2,), (7,)], [1.0, 0.0]), 0) is None
+    assert f.reject_reason(group((1,), [(2,), (8,)], [1.0, 0.0]), 0) == "invalid"
+    assert f.reject_reason(group((9, 1), [(2,), (3,)], [1.0, 0.0]), 0) == "invalid"
+    with pytest.raises(
+        GroupError, match=r"completion 1: token_ids holds 8, outside the policy's vocabulary \[0, 8\)"
+    ):
+        validate_group(group((1,), [(2,), (8,)], [1.0, 0.0]), vocab_size=8)
+
+
+def test_the_policy_vocabulary_is_its_embedding_rows_through_a_lora_wrapper():
+    from grpo_learner.lora.adapters import add_adapters
+    from grpo_learner.lora.config import LoraConfig
+    from grpo_learner.models import input_vocab_size
+
+    model = tiny_qwen2()
+    rows = model.get_input_embeddings().num_embeddings
+    assert input_vocab_size(model) == rows
+    assert input_vocab_size(add_adapters(model, LoraConfig(rank=4))) == rows
 
 
 def test_missing_reward_component_is_named():

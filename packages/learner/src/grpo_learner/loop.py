@@ -37,6 +37,7 @@ from grpo_learner.distributed.process_group import (
 from grpo_learner.distributed.training_run import follow, training_team
 from grpo_learner.lora.adapters import check_checkpoint_kind, parameter_counts
 from grpo_learner.metrics import MetricsLogger
+from grpo_learner.models import input_vocab_size
 from grpo_learner.phase_timer import PhaseTimer, rollout_timing
 from grpo_learner.prompts import PromptCursor, PromptSource
 from grpo_learner.rollouts.client import RolloutClient, environment_to_proto, reward_spec_to_proto
@@ -130,9 +131,11 @@ def build_feed(
     prompts: PromptSource,
     pool: RolloutPool,
     pusher: WeightPush | None = None,
+    vocab_size: int | None = None,
 ) -> RolloutFeed:
     """The rollout feed over `pool`, the one the pusher shares: a service gets prompts only once it
-    has the weights, and a stale one is resynced through the pusher."""
+    has the weights, and a stale one is resynced through the pusher. `vocab_size`: the policy's
+    embedding rows; a group with a token beyond them is dropped as invalid."""
     r = config.rollout
     client = RolloutClient(
         pool,
@@ -158,6 +161,7 @@ def build_feed(
         dynamic_sampling=config.train.dynamic_sampling,
         on_timeout=config.reward.on_timeout,
         required_components=tuple(config.reward.component_weights()),
+        vocab_size=vocab_size,
     )
     cursor = PromptCursor(prompts, seed=config.train.seed, shuffle=config.data.shuffle)
     return RolloutFeed(
@@ -261,7 +265,7 @@ async def drive_training(
     if source is None:
         if prompts is None or pool is None:
             raise ValueError("run_training needs prompts (or a ready group source)")
-        source = build_feed(config, prompts, pool, pusher)
+        source = build_feed(config, prompts, pool, pusher, input_vocab_size(trainer.model))
     if resumed and state.data:
         source.load_state_dict(state.data)
     metrics = MetricsLogger(

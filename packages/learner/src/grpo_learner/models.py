@@ -52,3 +52,12 @@ def load_reference(
         name_or_path, dtype=dtype, trust_remote_code=trust_remote_code
     )
     return model.to(device).eval().requires_grad_(False)
+
+
+def input_vocab_size(model: nn.Module) -> int:
+    """Rows of the model's input embedding: the token ids it can take (LoRA and FSDP wrappers pass
+    get_input_embeddings through). A model without one answers its config's vocab_size."""
+    embeddings = model.get_input_embeddings() if hasattr(model, "get_input_embeddings") else None
+    if isinstance(embeddings, nn.Embedding):
+        return embeddings.num_embeddings
+    return int(model.config.get_text_config().vocab_size)

@@ -18,7 +18,7 @@ component read as 0, and by default its whole group is dropped (`reward.on_timeo
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import torch
@@ -109,13 +109,24 @@ def group_from_proto(message: rollout_pb2.RolloutGroup) -> ScoredGroup:
     return group
 
 
-def validate_group(group: ScoredGroup, component_names: Iterable[str] = ()) -> None:
-    """Raise GroupError naming the first problem; `component_names` are the rewards the config weighs."""
+def validate_group(
+    group: ScoredGroup, component_names: Iterable[str] = (), vocab_size: int | None = None
+) -> None:
+    """Raise GroupError naming the first problem; `component_names` are the rewards the config weighs,
+    `vocab_size` the policy's embedding rows (a token at or above it would crash the update: a rollout
+    service serving another model's tokenizer)."""
     where = f"group for prompt {group.prompt_id!r}"
     if len(group.completions) < 2:
         raise GroupError(f"{where}: {len(group.completions)} completion(s); a group needs at least 2")
     if not group.prompt_token_ids:
         raise GroupError(f"{where}: prompt_token_ids is empty")
+    if vocab_size is not None:
+        _check_token_range(where, "prompt_token_ids", group.prompt_token_ids, vocab_size)
+        for index, completion in enumerate(group.completions):
+            if completion.token_ids:
+                _check_token_range(
+                    f"{where}, completion {index}", "token_ids", completion.token_ids, vocab_size
+                )
     if group.policy_version < 0:
         raise GroupError(f"{where}: policy_version {group.policy_version} is negative")
     for index, completion in enumerate(group.completions):
@@ -143,6 +154,16 @@ def validate_group(group: ScoredGroup, component_names: Iterable[str] = ()) -> N
         bad = [lp for lp, model in pairs if model and not (math.isfinite(lp) and lp <= 1e-4)]
         if bad:
             raise GroupError(f"{at}: logprobs must be finite and <= 0, got {bad[:3]}")
+
+
+def _check_token_range(at: str, field: str, token_ids: Sequence[int], vocab_size: int) -> None:
+    low, high = min(token_ids), max(token_ids)
+    if low < 0 or high >= vocab_size:
+        bad = low if low < 0 else high
+        raise GroupError(
+            f"{at}: {field} holds {bad}, outside the policy's vocabulary [0, {vocab_size}): does the "
+            "rollout service serve this model's tokenizer?"
+        )
 
 
 def _validate_loss_mask(completion: ScoredCompletion, at: str) -> None:

@@ -81,6 +81,7 @@ class GroupFilter:
     # The [reward] components: each must come back on every completion (a reward service that does
     # not compute one, e.g. a v1.0 server and a plugin term, would otherwise go unnoticed).
     required_components: tuple[str, ...] = ()
+    vocab_size: int | None = None  # the policy's embedding rows: no group may hold a token beyond
 
     def has_signal(self, group: ScoredGroup) -> bool:
         components = reward_components([group], self.reward_weights)
@@ -89,7 +90,7 @@ class GroupFilter:
     def reject_reason(self, group: ScoredGroup, policy_version: int) -> str | None:
         """None to admit the group, else why it is dropped: invalid, timeout, stale or zero_std."""
         try:
-            validate_group(group, [*self.reward_weights, *self.required_components])
+            validate_group(group, [*self.reward_weights, *self.required_components], self.vocab_size)
             if len(group.completions) != self.group_size:
                 raise GroupError(
                     f"group for prompt {group.prompt_id!r}: {len(group.completions)} completions, "
