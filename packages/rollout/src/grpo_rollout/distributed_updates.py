@@ -170,14 +170,13 @@ class DistributedUpdates:
             await episodes_held.enter_async_context(self._episode_gate.exclusive())
             try:
                 sink = await receiver.begin_distributed_update(bucket.version, bucket.group_name)
-            except (WeightUpdateError, BackendError) as exc:
+            except BaseException as exc:  # refused, unreachable or cancelled: no update, let episodes go
                 await episodes_held.aclose()
-                code = (
-                    grpc.StatusCode.FAILED_PRECONDITION
-                    if isinstance(exc, WeightUpdateError)
-                    else grpc.StatusCode.UNAVAILABLE
-                )
-                raise RequestError(code, str(exc)) from exc
+                if isinstance(exc, WeightUpdateError):
+                    raise RequestError(grpc.StatusCode.FAILED_PRECONDITION, str(exc)) from exc
+                if isinstance(exc, BackendError):
+                    raise RequestError(grpc.StatusCode.UNAVAILABLE, str(exc)) from exc
+                raise
             update = self._open_update = _OpenUpdate(sink, bucket.version, episodes_held)
             return update
         if update is not None and update.sink.done:  # ended without us (its caller was cancelled)
