@@ -22,10 +22,3 @@ def test_a_rollout_on_a_gpu_or_sglang_leaves_the_threads_alone() -> None:
     assert cpu_thread_split(LocalServicesConfig(generator="sglang"), cores=16) == ThreadSplit(None, None)
     gpu_with_threads = LocalServicesConfig(device="cuda", torch_threads=2)
     assert cpu_thread_split(gpu_with_threads, cores=16) == ThreadSplit(rollout=2, learner=None)
-
-
-def test_services_that_take_turns_with_the_learner_keep_every_core() -> None:
-    # max_staleness = 0 and evaluation: generation never runs while the learner computes
-    assert cpu_thread_split(LocalServicesConfig(), cores=16, overlapping=False) == ThreadSplit(None, None)
-    chosen = LocalServicesConfig(torch_threads=3)
-    assert cpu_thread_split(chosen, cores=16, overlapping=False) == ThreadSplit(rollout=3, learner=None)

@@ -185,9 +185,8 @@ async def run_default(
             prepare_warm_model(run_dir, config, embedded)
         warmup_seconds = time.monotonic() - started
 
-    overlapping = config.rollout.max_staleness > 0
     with local_services(
-        str(model_dir), run_dir, config.local_services, overlapping=overlapping, while_reward_starts=warm_up
+        str(model_dir), run_dir, config.local_services, while_reward_starts=warm_up
     ) as services:
         config = config.model_copy(
             update={"model": config.model.model_copy(update={"name_or_path": str(model_dir)})}
