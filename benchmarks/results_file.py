@@ -1,0 +1,72 @@
+"""The one home of every measured figure: `benchmarks/RESULTS.md`, written by the benchmarks themselves.
+
+A benchmark run with `--record` calls `record(section, body)`: the section `## <section>` of RESULTS.md is
+replaced (or appended) with the body under a provenance line (date, commit, machine, load), so no figure is
+ever typed by hand and a re-run replaces the figures it measured, never others. READMEs link to a section
+instead of quoting its numbers.
+"""
+
+from __future__ import annotations
+
+import datetime
+import os
+import platform
+import re
+import subprocess
+from pathlib import Path
+
+RESULTS_PATH = Path(__file__).resolve().parent / "RESULTS.md"
+
+_PREAMBLE = (
+    "# Measured results\n\n"
+    "Every figure the project quotes lives here, written by the benchmark that measured it "
+    "(`uv run python benchmarks/<script>.py ... --record`), never typed by hand. Each section says when, "
+    "on which commit and machine, and under what load it was measured; a re-run replaces its own section.\n"
+)
+
+
+def cpu_model() -> str:
+    """The CPU's model name from /proc/cpuinfo (boxes differ: figures from two boxes are not comparable)."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            return next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
+    except (OSError, StopIteration):
+        return platform.processor() or "unknown CPU"
+
+
+def git_commit() -> str:
+    """The commit measured, with `+dirty` when the working tree differs from it."""
+    root = Path(__file__).resolve().parent.parent
+    try:
+        commit = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True, text=True, check=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"], cwd=root, capture_output=True, text=True
+        ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown commit"
+    return commit + ("+dirty" if dirty else "")
+
+
+def provenance(load_during: tuple[float, float, float] | None = None) -> str:
+    """One line saying when, where and under what load a figure was measured."""
+    load = load_during if load_during is not None else os.getloadavg()
+    when = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
+    return (
+        f"*{when}, commit {git_commit()}, {cpu_model()}, {os.cpu_count()} logical cores, "
+        f"load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}, python {platform.python_version()}*"
+    )
+
+
+def record(section: str, body: str, *, load_during: tuple[float, float, float] | None = None) -> Path:
+    """Replace (or append) `## <section>` of RESULTS.md with `body` under its provenance line."""
+    text = RESULTS_PATH.read_text() if RESULTS_PATH.exists() else _PREAMBLE
+    block = f"## {section}\n\n{provenance(load_during)}\n\n{body.strip()}\n"
+    pattern = re.compile(rf"^## {re.escape(section)}\n.*?(?=^## |\Z)", re.DOTALL | re.MULTILINE)
+    if pattern.search(text):
+        text = pattern.sub(lambda _: block + "\n", text, count=1)
+    else:
+        text = text.rstrip("\n") + "\n\n" + block
+    RESULTS_PATH.write_text(text.rstrip("\n") + "\n")
+    return RESULTS_PATH
