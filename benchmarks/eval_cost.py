@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import sys
 import time
 from pathlib import Path
 
@@ -22,38 +23,46 @@ from grpo_learner.eval.runner import EvalSettings, run_evaluation
 from grpo_learner.prompts import load_prompt_file
 from grpo_learner.service_processes import local_services
 from model_shapes import machine_description  # benchmarks/model_shapes.py
+from results_file import Report, add_record_flag  # benchmarks/results_file.py
+
+SECTION = "Evaluation cost of the embedded default"  # of benchmarks/RESULTS.md, written with --record
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("run_dir", type=Path)
+    add_record_flag(parser, SECTION)
     args = parser.parse_args()
     config = embedded_config({"run_dir": str(args.run_dir)})
     model = str(args.run_dir / "warmup")
     config = config.model_copy(update={"model": config.model.model_copy(update={"name_or_path": model})})
     prompts = list(load_prompt_file(args.run_dir / HELDOUT_FILE).items)
     settings = EvalSettings.from_config(config)
-    print(machine_description("rollout 1 torch thread, reward 1 worker"))
-    with local_services(model, args.run_dir / "bench", config.local_services) as services:
-        rollout, reward = [services[-1].address], services[0].address
+    with Report(SECTION) as report:
+        print(machine_description("rollout 1 torch thread, reward 1 worker"))
+        with local_services(model, args.run_dir / "bench", config.local_services) as services:
+            rollout, reward = [services[-1].address], services[0].address
 
-        def timed(sampled: bool) -> tuple[float, dict[str, float]]:
-            started = time.monotonic()
-            result = asyncio.run(
-                run_evaluation(prompts, settings, rollout, config.rollout, reward, sampled=sampled)
-            )
-            return time.monotonic() - started, result.metrics
+            def timed(sampled: bool) -> tuple[float, dict[str, float]]:
+                started = time.monotonic()
+                result = asyncio.run(
+                    run_evaluation(prompts, settings, rollout, config.rollout, reward, sampled=sampled)
+                )
+                return time.monotonic() - started, result.metrics
 
-        timed(False)  # warm-up
-        greedy_s, _ = timed(False)
-        both_s, metrics = timed(True)
-    sampled_s = both_s - greedy_s
-    print(f"held-out problems: {len(prompts)}; max_new_tokens {settings.sampling.max_new_tokens}")
-    print(f"greedy evaluation: {greedy_s:.1f} s (the default runs it 13 times: {13 * greedy_s:.0f} s)")
-    print(
-        f"8 samples + maj@8 buckets: {sampled_s:.1f} s (twice per default run: {2 * sampled_s:.0f} s extra)"
-    )
-    print("metrics of the warm-up model:", {k: round(v, 3) for k, v in metrics.items()})
+            timed(False)  # warm-up
+            greedy_s, _ = timed(False)
+            both_s, metrics = timed(True)
+        sampled_s = both_s - greedy_s
+        print(f"held-out problems: {len(prompts)}; max_new_tokens {settings.sampling.max_new_tokens}")
+        print(f"greedy evaluation: {greedy_s:.1f} s (the default runs it 13 times: {13 * greedy_s:.0f} s)")
+        print(
+            f"8 samples + maj@8 buckets: {sampled_s:.1f} s "
+            f"(twice per default run: {2 * sampled_s:.0f} s extra)"
+        )
+        print("metrics of the warm-up model:", {k: round(v, 3) for k, v in metrics.items()})
+    if args.record:
+        report.save(sys.argv)
 
 
 if __name__ == "__main__":

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 import time
 from dataclasses import dataclass
 
@@ -31,7 +32,10 @@ from grpo_learner.optim import build_optimizer, build_scheduler
 from grpo_learner.synthetic import synthetic_groups
 from grpo_learner.update import Trainer, UpdateSettings, prepare_batch
 from model_shapes import SHAPES, ModelShape, machine_description  # benchmarks/model_shapes.py
+from results_file import Report, add_record_flag  # benchmarks/results_file.py
 from transformers import AutoModelForCausalLM
+
+SECTION = "Learner update"  # of benchmarks/RESULTS.md, written with --record
 
 
 @dataclass(frozen=True)
@@ -132,15 +136,20 @@ def main() -> None:
     parser.add_argument(
         "--sharing", nargs="+", choices=["on", "off"], default=["on"], help="train.share_prompt_forward"
     )
+    add_record_flag(parser, SECTION)
     args = parser.parse_args()
-    torch.set_num_threads(args.threads)
-    print(machine_description(f"{torch.get_num_threads()} threads"))
-    print(f"plain fp32 matmul (1024^3): {matmul_flops() / 1e9:.1f} GFLOP/s")
-    for name in args.sizes.split(","):
-        for sharing in args.sharing:
-            prompts = tuple(args.prompt_tokens)
-            run(SHAPES[name], WORKLOADS[name], args.steps, args.micro_batch_size, prompts, sharing == "on")
-    print(f"plain fp32 matmul again:    {matmul_flops() / 1e9:.1f} GFLOP/s")
+    with Report(SECTION) as report:
+        torch.set_num_threads(args.threads)
+        print(machine_description(f"{torch.get_num_threads()} threads"))
+        print(f"plain fp32 matmul (1024^3): {matmul_flops() / 1e9:.1f} GFLOP/s")
+        for name in args.sizes.split(","):
+            for sharing in args.sharing:
+                prompts = tuple(args.prompt_tokens)
+                shared = sharing == "on"
+                run(SHAPES[name], WORKLOADS[name], args.steps, args.micro_batch_size, prompts, shared)
+        print(f"plain fp32 matmul again:    {matmul_flops() / 1e9:.1f} GFLOP/s")
+    if args.record:
+        report.save(sys.argv)
 
 
 if __name__ == "__main__":

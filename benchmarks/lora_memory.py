@@ -23,6 +23,7 @@ import argparse
 import multiprocessing
 import os
 import resource
+import sys
 import time
 
 import torch
@@ -34,7 +35,10 @@ from grpo_learner.optim import build_optimizer, build_scheduler
 from grpo_learner.synthetic import synthetic_groups
 from grpo_learner.update import Trainer, UpdateSettings
 from model_shapes import SHAPES, machine_description  # benchmarks/model_shapes.py
+from results_file import Report, add_record_flag  # benchmarks/results_file.py
 from transformers import AutoModelForCausalLM
+
+SECTION = "LoRA memory and push size"  # of benchmarks/RESULTS.md, written with --record
 
 
 def run_case(size: str, rank: int, beta: float, steps: int, threads: int, queue) -> None:
@@ -102,27 +106,31 @@ def main() -> None:
     parser.add_argument("--rank", type=int, default=16)
     parser.add_argument("--steps", type=int, default=2)
     parser.add_argument("--threads", type=int, default=os.cpu_count())
+    add_record_flag(parser, SECTION)
     args = parser.parse_args()
-    print(machine_description(f"{args.threads} threads"))
-    context = multiprocessing.get_context("spawn")
-    queue = context.Queue()
-    print(
-        f"{'':>10} {'beta':>5} {'trainable':>12} {'of total':>12} {'peak MiB':>13} "
-        f"{'tokens/s':>9} {'push MB':>8}"
-    )
-    for rank in (0, args.rank):
-        for beta in (0.0, 0.04):
-            child = context.Process(
-                target=run_case, args=(args.size, rank, beta, args.steps, args.threads, queue)
-            )
-            child.start()
-            rank_, beta_, total, trainable, peak, rate, push = queue.get()
-            child.join()
-            label = f"LoRA r={rank_}" if rank_ else "full FT"
-            print(
-                f"{label:>10} {beta_:5.2f} {trainable:12,} {total:12,} {peak:13,.0f} "
-                f"{rate:9,.0f} {push / 1e6:8.1f}"
-            )
+    with Report(SECTION) as report:
+        print(machine_description(f"{args.threads} threads"))
+        context = multiprocessing.get_context("spawn")
+        queue = context.Queue()
+        print(
+            f"{'':>10} {'beta':>5} {'trainable':>12} {'of total':>12} {'peak MiB':>13} "
+            f"{'tokens/s':>9} {'push MB':>8}"
+        )
+        for rank in (0, args.rank):
+            for beta in (0.0, 0.04):
+                child = context.Process(
+                    target=run_case, args=(args.size, rank, beta, args.steps, args.threads, queue)
+                )
+                child.start()
+                rank_, beta_, total, trainable, peak, rate, push = queue.get()
+                child.join()
+                label = f"LoRA r={rank_}" if rank_ else "full FT"
+                print(
+                    f"{label:>10} {beta_:5.2f} {trainable:12,} {total:12,} {peak:13,.0f} "
+                    f"{rate:9,.0f} {push / 1e6:8.1f}"
+                )
+    if args.record:
+        report.save(sys.argv)
 
 
 if __name__ == "__main__":

@@ -8,12 +8,17 @@ instead of quoting its numbers.
 
 from __future__ import annotations
 
+import argparse
+import contextlib
 import datetime
+import io
 import os
 import platform
 import re
 import subprocess
+import sys
 from pathlib import Path
+from typing import TextIO
 
 RESULTS_PATH = Path(__file__).resolve().parent / "RESULTS.md"
 
@@ -70,3 +75,59 @@ def record(section: str, body: str, *, load_during: tuple[float, float, float] |
         text = text.rstrip("\n") + "\n\n" + block
     RESULTS_PATH.write_text(text.rstrip("\n") + "\n")
     return RESULTS_PATH
+
+
+class _Tee(io.TextIOBase):
+    """Writes to the terminal and keeps a copy."""
+
+    def __init__(self, terminal: TextIO) -> None:
+        self.terminal, self.copy = terminal, io.StringIO()
+
+    def write(self, text: str) -> int:
+        self.copy.write(text)
+        return self.terminal.write(text)
+
+    def flush(self) -> None:
+        self.terminal.flush()
+
+
+class Report:
+    """What a benchmark prints inside `with Report(section) as report:`, kept so that `--record` writes
+    exactly the printed figures (its `save`), never a number typed apart from the run.
+
+    Only this process's `print`s are kept; a child process's output goes to the terminal alone.
+    """
+
+    def __init__(self, section: str) -> None:
+        self.section = section
+        self.load_before = os.getloadavg()
+        self._tee = _Tee(sys.stdout)
+        self._redirect = contextlib.redirect_stdout(self._tee)
+
+    def __enter__(self) -> Report:
+        self._redirect.__enter__()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._redirect.__exit__(*exc)  # type: ignore[arg-type]
+
+    def body(self, argv: list[str]) -> str:
+        """The command line, the load average at its start, and what it printed, as markdown."""
+        command = " ".join(["uv run python", f"benchmarks/{Path(argv[0]).name}", *argv[1:]])
+        before = " ".join(f"{x:.2f}" for x in self.load_before)
+        printed = self._tee.copy.getvalue().strip("\n")
+        started = f"load average {before} at its start (the line above: at its end)"
+        return f"`{command}`: {started}\n\n```\n{printed}\n```\n"
+
+    def save(self, argv: list[str]) -> Path:
+        """Write this run's section of RESULTS.md (`argv`: the command line, `--record` included)."""
+        return record(self.section, self.body(argv))
+
+
+def add_record_flag(parser: argparse.ArgumentParser, section: str) -> None:
+    """`--record`: write the printed figures into RESULTS.md under `## <section>`."""
+    parser.add_argument(
+        "--record",
+        action="store_true",
+        help=f"also write the figures into benchmarks/RESULTS.md, section '{section}' (replacing it)",
+    )

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -31,8 +32,11 @@ from grpo_rollout.config import RewardSettings, RolloutConfig
 from grpo_rollout.generator import SamplingConfig
 from grpo_rollout.hf_generator import HFGenerator
 from model_shapes import SHAPES, ModelShape, machine_description  # benchmarks/model_shapes.py
+from results_file import Report, add_record_flag  # benchmarks/results_file.py
 from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers
 from transformers import AutoModelForCausalLM, PreTrainedTokenizerFast
+
+SECTION = "Rollout: hf generation and weight updates"  # of benchmarks/RESULTS.md, written with --record
 
 
 def save_model(shape: ModelShape, directory: Path) -> int:
@@ -99,28 +103,32 @@ def main() -> None:
     # (measured here: 30x slower for the tiny model with 2 threads under load).
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--quick", action="store_true", help="fewer tokens and one update")
+    add_record_flag(parser, SECTION)
     args = parser.parse_args()
-    torch.set_num_threads(args.threads)
-    print(machine_description(f"{args.threads} threads"))
-    prompts, group, prompt_len = 8, 8, 32
-    new_tokens = 32 if args.quick else 128
-    for name in args.sizes.split(","):
-        size = SHAPES[name]
-        with tempfile.TemporaryDirectory() as tmp:
-            directory = Path(tmp)
-            params = save_model(size, directory)
-            rate = bench_generation(directory, prompts, group, prompt_len, new_tokens)
-            print(
-                f"{name:>5} ({params / 1e6:6.1f}M params): hf generate {prompts}x{group} sequences, "
-                f"prompt {prompt_len}, {new_tokens} new tokens -> {rate:8.0f} completion tokens/s"
-            )
-            timings = asyncio.run(bench_update(directory, 1 if args.quick else 3))
-            megabytes = params * 4 / 1e6
-            for wall, receive, apply in timings:
+    with Report(SECTION) as report:
+        torch.set_num_threads(args.threads)
+        print(machine_description(f"{args.threads} threads"))
+        prompts, group, prompt_len = 8, 8, 32
+        new_tokens = 32 if args.quick else 128
+        for name in args.sizes.split(","):
+            size = SHAPES[name]
+            with tempfile.TemporaryDirectory() as tmp:
+                directory = Path(tmp)
+                params = save_model(size, directory)
+                rate = bench_generation(directory, prompts, group, prompt_len, new_tokens)
                 print(
-                    f"{name:>5}: UpdateWeights {megabytes:7.1f} MB fp32 over loopback gRPC: "
-                    f"{wall:6.3f} s wall (receive {receive:.3f} s, apply {apply:.3f} s)"
+                    f"{name:>5} ({params / 1e6:6.1f}M params): hf generate {prompts}x{group} sequences, "
+                    f"prompt {prompt_len}, {new_tokens} new tokens -> {rate:8.0f} completion tokens/s"
                 )
+                timings = asyncio.run(bench_update(directory, 1 if args.quick else 3))
+                megabytes = params * 4 / 1e6
+                for wall, receive, apply in timings:
+                    print(
+                        f"{name:>5}: UpdateWeights {megabytes:7.1f} MB fp32 over loopback gRPC: "
+                        f"{wall:6.3f} s wall (receive {receive:.3f} s, apply {apply:.3f} s)"
+                    )
+    if args.record:
+        report.save(sys.argv)
 
 
 if __name__ == "__main__":

@@ -21,6 +21,9 @@ from grpo_common.sandbox import Sandbox
 from grpo_common.sandbox.probe import probe_isolation
 from grpo_reward.tasks import TASKS
 from model_shapes import machine_description  # benchmarks/model_shapes.py
+from results_file import Report, add_record_flag  # benchmarks/results_file.py
+
+SECTION = "Sandbox overhead"  # of benchmarks/RESULTS.md, written with --record
 
 COMPLETION = "```python\ndef add(a, b):\n    return a + b\n```"
 
@@ -43,26 +46,29 @@ def timed(label: str, items: int, run: Callable[[], object]) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--items", type=int, default=50)
+    add_record_flag(parser, SECTION)
     args = parser.parse_args()
-    print(machine_description("1 process, items in sequence"))
-    status = probe_isolation()
-    print(f"isolation: {status.available} ({status.reason})")
-    sandbox = Sandbox()
-    score = TASKS["code"]
-    ten = [f"assert add({n}, 1) == {n + 1}" for n in range(10)]
-    bare = timed(
-        "bare python -I -S -c pass",
-        args.items,
-        lambda: subprocess.run([sys.executable, "-I", "-S", "-c", "pass"]),
-    )
-    boxed = timed(
-        "Sandbox.run (trivial program)", args.items, lambda: sandbox.run({"m.py": "pass"}, ["m.py"])
-    )
-    timed(
-        "code task, 1 assert test", args.items, lambda: score(COMPLETION, "", tests=["assert add(1, 2) == 3"])
-    )
-    timed("code task, 10 assert tests", args.items, lambda: score(COMPLETION, "", tests=ten))
-    print(f"sandbox overhead over a bare process: {boxed - bare:.1f} ms per item")
+    with Report(SECTION) as report:
+        print(machine_description("1 process, items in sequence"))
+        status = probe_isolation()
+        print(f"isolation: {status.available} ({status.reason})")
+        sandbox = Sandbox()
+        score = TASKS["code"]
+        ten = [f"assert add({n}, 1) == {n + 1}" for n in range(10)]
+        bare = timed(
+            "bare python -I -S -c pass",
+            args.items,
+            lambda: subprocess.run([sys.executable, "-I", "-S", "-c", "pass"]),
+        )
+        boxed = timed(
+            "Sandbox.run (trivial program)", args.items, lambda: sandbox.run({"m.py": "pass"}, ["m.py"])
+        )
+        one = ["assert add(1, 2) == 3"]
+        timed("code task, 1 assert test", args.items, lambda: score(COMPLETION, "", tests=one))
+        timed("code task, 10 assert tests", args.items, lambda: score(COMPLETION, "", tests=ten))
+        print(f"sandbox overhead over a bare process: {boxed - bare:.1f} ms per item")
+    if args.record:
+        report.save(sys.argv)
 
 
 if __name__ == "__main__":

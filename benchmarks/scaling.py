@@ -43,7 +43,10 @@ from grpo_learner.rollouts.client import RolloutClient
 from grpo_learner.rollouts.pool import PoolSettings, RolloutPool
 from grpo_learner.service_processes import ServiceProcess, find_executable, start_service
 from model_shapes import SHAPES, machine_description  # benchmarks/model_shapes.py
+from results_file import Report, add_record_flag  # benchmarks/results_file.py
 from rollout import save_model  # benchmarks/rollout.py
+
+SECTION = "Scaling: rollout services and learner processes"  # of benchmarks/RESULTS.md, written with --record
 
 
 @dataclass
@@ -287,19 +290,23 @@ def main() -> None:
     parser.add_argument("--learner-steps", type=int, default=4)
     parser.add_argument("--quick", action="store_true", help="16 new tokens, 1 round, 3 learner steps")
     parser.add_argument("--learner-rank", type=Path, help=argparse.SUPPRESS)  # internal: one learner process
+    add_record_flag(parser, SECTION)
     args = parser.parse_args()
     if args.learner_rank is not None:
         learner_rank(args.learner_rank)
         return
     if args.quick:
         args.new_tokens, args.rounds, args.learner_steps = 16, 1, 3
-    torch.set_num_threads(1)
-    print(machine_description("1 thread per process"))
-    print(f"cores usable by this process: {len(os.sched_getaffinity(0))}")
-    if args.part in ("rollout", "all"):
-        rollout_half(args)
-    if args.part in ("learner", "all"):
-        learner_half(args)
+    with Report(SECTION) as report:
+        torch.set_num_threads(1)
+        print(machine_description("1 thread per process"))
+        print(f"cores usable by this process: {len(os.sched_getaffinity(0))}")
+        if args.part in ("rollout", "all"):
+            rollout_half(args)
+        if args.part in ("learner", "all"):
+            learner_half(args)
+    if args.record:
+        report.save(sys.argv)
 
 
 if __name__ == "__main__":

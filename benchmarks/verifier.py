@@ -17,12 +17,16 @@ import json
 import logging
 import os
 import platform
+import sys
 import time
 from collections import Counter
 from pathlib import Path
 
 from grpo_reward import Verifier
 from grpo_reward.extraction import extract_reference
+from results_file import Report, add_record_flag  # benchmarks/results_file.py
+
+SECTION = "Verifier against Math-Verify"  # of benchmarks/RESULTS.md, written with --record
 
 CASES_PATH = Path(__file__).resolve().parents[1] / "packages/reward/tests/cases/math_cases.jsonl"
 ADVERSARIAL = {
@@ -66,55 +70,60 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--repeat", type=int, default=3, help="passes over the normal cases for throughput")
     parser.add_argument("--skip-math-verify-adversarial", action="store_true")
+    add_record_flag(parser, SECTION)
     args = parser.parse_args()
-    logging.getLogger("math_verify").setLevel(logging.CRITICAL)  # it logs every timeout with the full input
-    cases = [json.loads(line) for line in CASES_PATH.open()]
-    normal = [case for case in cases if case["category"] != "adversarial"]
-    machine = f"{os.cpu_count()} CPUs, {platform.platform()}, {platform.machine()}"
-    print(f"machine: {machine}, Python {platform.python_version()}")
-    print(f"cases: {len(cases)} ({len(normal)} normal, {len(cases) - len(normal)} adversarial)\n")
+    with Report(SECTION) as report:
+        # Math-Verify logs every timeout with the full input
+        logging.getLogger("math_verify").setLevel(logging.CRITICAL)
+        cases = [json.loads(line) for line in CASES_PATH.open()]
+        normal = [case for case in cases if case["category"] != "adversarial"]
+        machine = f"{os.cpu_count()} CPUs, {platform.platform()}, {platform.machine()}"
+        print(f"machine: {machine}, Python {platform.python_version()}")
+        print(f"cases: {len(cases)} ({len(normal)} normal, {len(cases) - len(normal)} adversarial)\n")
 
-    with Verifier() as verifier:
-        verifier.wait_ready(120)
-        graded_ours = verifier.verify_many([(c["completion"], c["reference"]) for c in cases])
-        ours = [verdict.correct for verdict in graded_ours]
-        load = os.getloadavg()[0]
-        pairs_graded = zip(cases, graded_ours, strict=True)
-        timeouts = sum(v.timed_out for case, v in pairs_graded if case["category"] != "adversarial")
-        pairs = [(c["completion"], c["reference"]) for c in normal] * args.repeat
-        start = time.perf_counter()
-        verifier.verify_many(pairs)
-        ours_rate = len(pairs) / (time.perf_counter() - start)
-        latencies = {}
-        for name, completion in ADVERSARIAL.items():
-            verifier.wait_ready(60)
+        with Verifier() as verifier:
+            verifier.wait_ready(120)
+            graded_ours = verifier.verify_many([(c["completion"], c["reference"]) for c in cases])
+            ours = [verdict.correct for verdict in graded_ours]
+            load = os.getloadavg()[0]
+            pairs_graded = zip(cases, graded_ours, strict=True)
+            timeouts = sum(v.timed_out for case, v in pairs_graded if case["category"] != "adversarial")
+            pairs = [(c["completion"], c["reference"]) for c in normal] * args.repeat
             start = time.perf_counter()
-            verdict = verifier.verify(completion, "5")
-            latencies[name] = (time.perf_counter() - start, verdict.reason)
+            verifier.verify_many(pairs)
+            ours_rate = len(pairs) / (time.perf_counter() - start)
+            latencies = {}
+            for name, completion in ADVERSARIAL.items():
+                verifier.wait_ready(60)
+                start = time.perf_counter()
+                verdict = verifier.verify(completion, "5")
+                latencies[name] = (time.perf_counter() - start, verdict.reason)
 
-    graded = cases if not args.skip_math_verify_adversarial else normal
-    theirs = [math_verify_grade(c["completion"], c["reference"]) for c in graded]
-    start = time.perf_counter()
-    for _ in range(args.repeat):
-        for case in normal:
-            math_verify_grade(case["completion"], case["reference"])
-    theirs_rate = len(normal) * args.repeat / (time.perf_counter() - start)
+        graded = cases if not args.skip_math_verify_adversarial else normal
+        theirs = [math_verify_grade(c["completion"], c["reference"]) for c in graded]
+        start = time.perf_counter()
+        for _ in range(args.repeat):
+            for case in normal:
+                math_verify_grade(case["completion"], case["reference"])
+        theirs_rate = len(normal) * args.repeat / (time.perf_counter() - start)
 
-    our_accuracy, our_categories = accuracy_by_category(cases, ours)
-    their_accuracy, their_categories = accuracy_by_category(graded, theirs)
-    print(f"{'category':16} {'grpo-reward':>12} {'Math-Verify':>12}")
-    for name in our_categories:
-        print(f"{name:16} {our_categories[name]:>12} {their_categories.get(name, '-'):>12}")
-    print(f"{'ACCURACY':16} {our_accuracy:12.1%} {their_accuracy:12.1%}")
-    print(f"normal cases timed out (grpo-reward, 1 s CPU limit): {timeouts}, load average {load:.1f}\n")
-    print(f"throughput (normal cases x{args.repeat}):")
-    print(f"  grpo-reward  {ours_rate:8.1f} items/s  ({os.cpu_count()} worker processes)")
-    print(f"  Math-Verify  {theirs_rate:8.1f} items/s  (single-threaded)")
-    print(f"  ratio        {ours_rate / theirs_rate:8.1f}x\n")
-    print("adversarial latency (grpo-reward, default 1 s limit):")
-    for name, (seconds, reason) in latencies.items():
-        print(f"  {name:26} {seconds:6.3f} s  {reason}")
-    print(f"  worst: {max(seconds for seconds, _ in latencies.values()):.3f} s")
+        our_accuracy, our_categories = accuracy_by_category(cases, ours)
+        their_accuracy, their_categories = accuracy_by_category(graded, theirs)
+        print(f"{'category':16} {'grpo-reward':>12} {'Math-Verify':>12}")
+        for name in our_categories:
+            print(f"{name:16} {our_categories[name]:>12} {their_categories.get(name, '-'):>12}")
+        print(f"{'ACCURACY':16} {our_accuracy:12.1%} {their_accuracy:12.1%}")
+        print(f"normal cases timed out (grpo-reward, 1 s CPU limit): {timeouts}, load average {load:.1f}\n")
+        print(f"throughput (normal cases x{args.repeat}):")
+        print(f"  grpo-reward  {ours_rate:8.1f} items/s  ({os.cpu_count()} worker processes)")
+        print(f"  Math-Verify  {theirs_rate:8.1f} items/s  (single-threaded)")
+        print(f"  ratio        {ours_rate / theirs_rate:8.1f}x\n")
+        print("adversarial latency (grpo-reward, default 1 s limit):")
+        for name, (seconds, reason) in latencies.items():
+            print(f"  {name:26} {seconds:6.3f} s  {reason}")
+        print(f"  worst: {max(seconds for seconds, _ in latencies.values()):.3f} s")
+    if args.record:
+        report.save(sys.argv)
 
 
 if __name__ == "__main__":

@@ -34,7 +34,10 @@ from pathlib import Path
 
 from grpo_runs import RunShape, phase_line, run_grpo, write_assets  # benchmarks/grpo_runs.py
 from model_shapes import ModelShape, machine_description  # benchmarks/model_shapes.py
+from results_file import Report, add_record_flag  # benchmarks/results_file.py
 from trl_runs import TrlRun, train_with_trl  # benchmarks/trl_runs.py
+
+SECTION = "Against TRL: seconds per step"  # of benchmarks/RESULTS.md, written with --record
 
 # The table: 3.2M params / 32 new tokens, 0.8M (the embedded default's model) / 12 new
 # tokens; and GSM8K-like prompt lengths (>= 128 prompt tokens), where prompt cost matters.
@@ -140,19 +143,23 @@ def main() -> None:
         "one thread per process is what keeps spinning thread pools from slowing every process down",
     )
     parser.add_argument("--trl-worker", type=Path, help=argparse.SUPPRESS)
+    add_record_flag(parser, SECTION)
     args = parser.parse_args()
     if args.trl_worker is not None:
         trl_worker(
             args.trl_worker, SHAPES[args.shapes], args.steps, args.trl_threads, args.trl_worker / "trl.json"
         )
         return
-    pairs, steps = (1, 4) if args.quick else (args.pairs, args.steps)
-    trl_threads = f"TRL {args.trl_threads or 'default'} torch threads"
-    print(machine_description(f"{trl_threads}; ours: see grpo train's CPU split"), flush=True)
-    with tempfile.TemporaryDirectory() as tmp:
-        for name in args.shapes.split(","):
-            stalenesses = [int(s) for s in args.staleness.split(",")]
-            compare(SHAPES[name], pairs, steps, stalenesses, args.trl_threads, Path(tmp))
+    with Report(SECTION) as report:
+        pairs, steps = (1, 4) if args.quick else (args.pairs, args.steps)
+        trl_threads = f"TRL {args.trl_threads or 'default'} torch threads"
+        print(machine_description(f"{trl_threads}; ours: see grpo train's CPU split"), flush=True)
+        with tempfile.TemporaryDirectory() as tmp:
+            for name in args.shapes.split(","):
+                stalenesses = [int(s) for s in args.staleness.split(",")]
+                compare(SHAPES[name], pairs, steps, stalenesses, args.trl_threads, Path(tmp))
+    if args.record:
+        report.save(sys.argv)
 
 
 if __name__ == "__main__":

@@ -35,8 +35,11 @@ from pathlib import Path
 
 from grpo_runs import grpo_command  # benchmarks/grpo_runs.py
 from model_shapes import machine_description  # benchmarks/model_shapes.py
+from results_file import Report, add_record_flag  # benchmarks/results_file.py
 from trl_runs import TrlRun, train_with_trl  # benchmarks/trl_runs.py
 from vs_trl import SHAPES  # benchmarks/vs_trl.py
+
+SECTION = "Against TRL: held-out gain per GRPO-second"  # of benchmarks/RESULTS.md, written with --record
 
 SHAPE = SHAPES["1m"]  # the embedded default's model size, 12 new tokens, short prompts
 
@@ -177,45 +180,51 @@ def main() -> None:
     parser.add_argument("--trl-worker", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--out", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--settings", help=argparse.SUPPRESS)
+    add_record_flag(parser, SECTION)
     args = parser.parse_args()
     if args.trl_worker is not None:
         trl_worker(args.trl_worker, GainSettings(**json.loads(args.settings)), args.out)
         return
-    settings = GainSettings(steps=args.steps, lr=args.lr)
-    print(machine_description("TRL default torch threads; ours: see grpo train's CPU split"), flush=True)
-    print(f"settings: {asdict(settings)}", flush=True)
-    with tempfile.TemporaryDirectory() as tmp:
-        directory = Path(tmp)
-        warm = build_warm_checkpoint(directory)
-        heldout = directory / "heldout.jsonl"
-        before = greedy_accuracy(warm, heldout)
-        print(f"warm checkpoint: held-out greedy accuracy {before:.1%}", flush=True)
-        stalenesses = [int(k) for k in args.staleness.split(",")]
-        ratios: dict[int, list[float]] = {k: [] for k in stalenesses}
-        for pair in range(args.pairs):
-            runs: list[tuple[str, Runner]] = [("TRL", run_trl)]
-            runs += [(f"ours-s{k}", functools.partial(run_ours, staleness=k)) for k in stalenesses]
-            figures = {}
-            for name, run in runs:
-                model_dir, seconds = run(directory, settings, directory / f"{name}-{pair}")
-                gain = (greedy_accuracy(model_dir, heldout) - before) * 100
-                figures[name] = gain / seconds
+    with Report(SECTION) as report:
+        settings = GainSettings(steps=args.steps, lr=args.lr)
+        print(machine_description("TRL default torch threads; ours: see grpo train's CPU split"), flush=True)
+        print(f"settings: {asdict(settings)}", flush=True)
+        with tempfile.TemporaryDirectory() as tmp:
+            directory = Path(tmp)
+            warm = build_warm_checkpoint(directory)
+            heldout = directory / "heldout.jsonl"
+            before = greedy_accuracy(warm, heldout)
+            print(f"warm checkpoint: held-out greedy accuracy {before:.1%}", flush=True)
+            stalenesses = [int(k) for k in args.staleness.split(",")]
+            ratios: dict[int, list[float]] = {k: [] for k in stalenesses}
+            for pair in range(args.pairs):
+                runs: list[tuple[str, Runner]] = [("TRL", run_trl)]
+                runs += [(f"ours-s{k}", functools.partial(run_ours, staleness=k)) for k in stalenesses]
+                figures = {}
+                for name, run in runs:
+                    model_dir, seconds = run(directory, settings, directory / f"{name}-{pair}")
+                    gain = (greedy_accuracy(model_dir, heldout) - before) * 100
+                    figures[name] = gain / seconds
+                    print(
+                        f"pair {pair + 1}: {name}: {gain:+.1f} points in {seconds:.0f} GRPO-seconds "
+                        f"({seconds / settings.steps:.3f} s/step) = {gain / seconds:.3f} points per second",
+                        flush=True,
+                    )
+                for k in stalenesses:
+                    ratio = figures[f"ours-s{k}"] / figures["TRL"] if figures["TRL"] > 0 else float("nan")
+                    ratios[k].append(ratio)
+                    print(
+                        f"pair {pair + 1}: ours (max_staleness {k}) / TRL gain per GRPO-second: {ratio:.2f}x"
+                    )
+            for k, values in ratios.items():
                 print(
-                    f"pair {pair + 1}: {name}: {gain:+.1f} points in {seconds:.0f} GRPO-seconds "
-                    f"({seconds / settings.steps:.3f} s/step) = {gain / seconds:.3f} points per second",
+                    f"ours (max_staleness {k}) / TRL gain per GRPO-second: "
+                    f"median {statistics.median(values):.2f}x over {len(values)} pair(s) "
+                    f"(each: {', '.join(f'{v:.2f}' for v in values)})",
                     flush=True,
                 )
-            for k in stalenesses:
-                ratio = figures[f"ours-s{k}"] / figures["TRL"] if figures["TRL"] > 0 else float("nan")
-                ratios[k].append(ratio)
-                print(f"pair {pair + 1}: ours (max_staleness {k}) / TRL gain per GRPO-second: {ratio:.2f}x")
-        for k, values in ratios.items():
-            print(
-                f"ours (max_staleness {k}) / TRL gain per GRPO-second: "
-                f"median {statistics.median(values):.2f}x over {len(values)} pair(s) "
-                f"(each: {', '.join(f'{v:.2f}' for v in values)})",
-                flush=True,
-            )
+    if args.record:
+        report.save(sys.argv)
 
 
 if __name__ == "__main__":

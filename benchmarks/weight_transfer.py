@@ -31,6 +31,7 @@ import os
 import platform
 import socket
 import statistics
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -50,6 +51,9 @@ from grpo_common.weight_codec import (
     read_weight_chunk,
     update_weights_method,
 )
+from results_file import Report, add_record_flag  # benchmarks/results_file.py
+
+SECTION = "Weight transfer over gRPC"  # of benchmarks/RESULTS.md, written with --record
 
 MIB = 1024 * 1024
 PATHS = ("wire", "wire-unchecked", "protobuf")
@@ -276,30 +280,33 @@ def main() -> None:
         help="raw TCP reads into fresh memory (issue 11's baseline) or into the last transfer's buffer",
     )
     parser.add_argument("--paths", nargs="+", default=["wire", "protobuf"], choices=PATHS, help="gRPC paths")
+    add_record_flag(parser, SECTION)
     args = parser.parse_args()
-    torch.set_num_threads(1)
-    # The 64 MiB bucket needs room above the 64 MiB default limit for the message framing.
-    max_message_bytes = (max(args.buckets) + 8) * MIB
-    context = mp.get_context("spawn")
-    port_queue = context.Queue()
-    receiver = context.Process(target=_receiver, args=(max_message_bytes, port_queue), daemon=True)
-    receiver.start()
-    ports = port_queue.get(timeout=60)
-    print(
-        f"machine: {platform.platform()}, {platform.machine()}, {os.cpu_count()} CPUs, load {os.getloadavg()}"
-    )
-    print(f"python {platform.python_version()}, torch {torch.__version__}, grpcio {grpc.__version__}")
-    try:
-        for dtype in (torch.float32, torch.bfloat16):
-            tensors = transformer_state_dict(int(args.gib * 1024**3), dtype)
-            nbytes = sum(t.nbytes for t in tensors.values())
-            name = str(dtype).removeprefix("torch.")
-            print(f"\n{name}: {len(tensors)} tensors, {nbytes / 1024**3:.2f} GiB", flush=True)
-            compare_buckets(tensors, ports, receiver.pid, args)
-    finally:
-        receiver.kill()
-        receiver.join()
-    print(f"\nload after: {os.getloadavg()}")
+    with Report(SECTION) as report:
+        torch.set_num_threads(1)
+        # The 64 MiB bucket needs room above the 64 MiB default limit for the message framing.
+        max_message_bytes = (max(args.buckets) + 8) * MIB
+        context = mp.get_context("spawn")
+        port_queue = context.Queue()
+        receiver = context.Process(target=_receiver, args=(max_message_bytes, port_queue), daemon=True)
+        receiver.start()
+        ports = port_queue.get(timeout=60)
+        machine = f"{platform.platform()}, {platform.machine()}, {os.cpu_count()} CPUs"
+        print(f"machine: {machine}, load {os.getloadavg()}")
+        print(f"python {platform.python_version()}, torch {torch.__version__}, grpcio {grpc.__version__}")
+        try:
+            for dtype in (torch.float32, torch.bfloat16):
+                tensors = transformer_state_dict(int(args.gib * 1024**3), dtype)
+                nbytes = sum(t.nbytes for t in tensors.values())
+                name = str(dtype).removeprefix("torch.")
+                print(f"\n{name}: {len(tensors)} tensors, {nbytes / 1024**3:.2f} GiB", flush=True)
+                compare_buckets(tensors, ports, receiver.pid, args)
+        finally:
+            receiver.kill()
+            receiver.join()
+        print(f"\nload after: {os.getloadavg()}")
+    if args.record:
+        report.save(sys.argv)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,96 @@
+"""The embedded default as a user runs it (`uv run grpo train`), and the figures it ends with.
+
+    uv run python benchmarks/default_run.py                                  # the default run
+    uv run python benchmarks/default_run.py --record                         # ... into RESULTS.md + docs/
+    uv run python benchmarks/default_run.py --config examples/tool-use.toml  # the tool-use run
+
+Runs `grpo train` (any extra arguments are passed on) in a fresh run directory, then prints what
+its `summary.json` and `metrics.jsonl` say: held-out greedy accuracy, pass@1 and maj@8 before and
+after GRPO, the wall time (warm-up / GRPO / reported / the whole command, interpreter start
+included) and the mean per-step split. With `--record` the figures go into RESULTS.md and, for the
+default task, the run's `curves.png` (drawn by `grpo plot`) becomes `docs/default-run.png`, so the
+picture in the README is the recorded run's. Wall times move with the machine's load: the
+provenance line records it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from grpo_learner.metrics import read_metrics
+from grpo_learner.service_processes import find_executable
+from results_file import Report, add_record_flag  # benchmarks/results_file.py
+
+ROOT = Path(__file__).resolve().parent.parent
+PICTURE = ROOT / "docs" / "default-run.png"
+PHASES = ("wait_rollouts", "update", "push")
+SHOWN = ("greedy_accuracy", "pass@1", "maj@8", "pass@8", "greedy_accuracy_without_environment")
+
+
+def section_name(summary: dict) -> str:
+    return "Embedded default run" if summary["task"] == "arithmetic" else f"Embedded {summary['task']} run"
+
+
+def describe(summary: dict, records: list[dict], command_seconds: float) -> list[str]:
+    """The figures of one finished run, one per line."""
+    before, after = summary["heldout_before"], summary["heldout_after"]
+    gain = 100 * (summary["heldout_accuracy_after"] - summary["heldout_accuracy_before"])
+    lines = [
+        f"task {summary['task']}, {summary['steps']} GRPO steps, "
+        f"{summary['heldout_problems']} held-out problems",
+        f"held-out greedy accuracy {summary['heldout_accuracy_before']:.1%} -> "
+        f"{summary['heldout_accuracy_after']:.1%} ({gain:+.1f} points)",
+    ]
+    for metric in SHOWN[1:]:
+        if metric in before and metric in after:
+            lines.append(f"held-out {metric} {before[metric]:.1%} -> {after[metric]:.1%}")
+    lines.append(
+        f"wall time: warm-up {summary['warmup_seconds']:.0f} s, GRPO {summary['grpo_seconds']:.0f} s, "
+        f"reported {summary['wall_seconds']:.0f} s, whole command {command_seconds:.0f} s"
+    )
+    split = [
+        f"{phase} {statistics.mean(r[f'timing/{phase}'] for r in records if f'timing/{phase}' in r):.2f}"
+        for phase in PHASES
+        if any(f"timing/{phase}" in r for r in records)
+    ]
+    lines.append(f"per step (s, mean): {', '.join(split)}")
+    lines.append(f"learner update: {summary['tokens_per_second']:,.0f} tokens/s (mean over steps)")
+    return lines
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__.splitlines()[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--run-dir", type=Path, help="default: a fresh temporary directory")
+    add_record_flag(parser, "Embedded default run (or 'Embedded <task> run')")
+    args, train_args = parser.parse_known_args()
+    run_dir = args.run_dir or Path(tempfile.mkdtemp(prefix="grpo-default-run-"))
+    command = [find_executable("grpo"), "train", "--run-dir", str(run_dir), "--no-progress", *train_args]
+    report = Report("")  # named once the summary says which task ran
+    started = time.monotonic()
+    subprocess.run(command, check=True)
+    command_seconds = time.monotonic() - started
+    summary = json.loads((run_dir / "summary.json").read_text())
+    report.section = section_name(summary)
+    with report:
+        print(f"grpo train {' '.join(train_args)} (run directory {run_dir})")
+        for line in describe(summary, read_metrics(run_dir), command_seconds):
+            print(line)
+    if args.record:
+        report.save(sys.argv)
+        if summary["task"] == "arithmetic":
+            shutil.copyfile(run_dir / "curves.png", PICTURE)
+            print(f"wrote {PICTURE}")
+
+
+if __name__ == "__main__":
+    main()
