@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
-import results_file  # noqa: E402  (benchmarks/ is scripts, not a package)
+import results_file  # benchmarks/ holds scripts, not a package
 
 
 @pytest.fixture
