@@ -26,7 +26,7 @@ from pathlib import Path
 import grpc
 import torch
 from grpo_common.server import ServerConfig
-from grpo_common.weight_codec import encode_state_dict_wire, update_weights_method
+from grpo_common.weights.codec import encode_state_dict_wire, update_weights_method
 from grpo_rollout.app import running_rollout
 from grpo_rollout.config import RewardSettings, RolloutConfig
 from grpo_rollout.generator import SamplingConfig

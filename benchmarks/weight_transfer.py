@@ -7,8 +7,8 @@ The receiver runs in its own process (as a rollout service would): gRPC servers 
 UpdateWeights decodes every chunk with WeightStreamDecoder (checksums and all) and answers with the
 byte count, and a plain TCP socket that reads the same number of bytes into one buffer. Two gRPC
 paths are measured: "wire", what the learner and the rollout service use (chunks written and read
-straight from their wire bytes, grpo_common.weight_wire, into memory the previous update left,
-grpo_common.receive_buffers), and "protobuf", the generated message
+straight from their wire bytes, grpo_common.weights.wire, into memory the previous update left,
+grpo_common.weights.receive_buffers), and "protobuf", the generated message
 classes on both sides (encode_state_dict and the generated deserializer), for comparison.
 "wire-unchecked" is "wire" without the receiver's refusal of NaN / inf tensors
 (`allow_non_finite`), so one run shows what that check costs.
@@ -41,9 +41,8 @@ import grpc
 import torch
 from grpo.v1 import rollout_pb2, rollout_pb2_grpc
 from grpo_common.channel import ChannelConfig, create_channel
-from grpo_common.receive_buffers import ReceiveBuffers
 from grpo_common.server import ServerConfig, registration, start_server
-from grpo_common.weight_codec import (
+from grpo_common.weights.codec import (
     WeightStreamDecoder,
     WeightStreamError,
     encode_state_dict,
@@ -51,6 +50,7 @@ from grpo_common.weight_codec import (
     read_weight_chunk,
     update_weights_method,
 )
+from grpo_common.weights.receive_buffers import ReceiveBuffers
 from results_file import Report, add_record_flag  # benchmarks/results_file.py
 
 SECTION = "Weight transfer over gRPC"  # of benchmarks/RESULTS.md, written with --record

@@ -23,7 +23,7 @@ import torch
 from grpo.v1 import rollout_pb2, rollout_pb2_grpc
 from grpo_common.channel import ChannelConfig, create_channel
 from grpo_common.server import RunningServer, ServerConfig, registration, start_server
-from grpo_common.weight_codec import (
+from grpo_common.weights.codec import (
     WeightStreamDecoder,
     WeightStreamError,
     check_compatible,
@@ -85,7 +85,7 @@ async def serving(servicer: FakeRolloutServicer, **config: Any) -> AsyncIterator
     """A started loopback server for `servicer`; stopped (without grace) on exit.
 
     UpdateWeights is registered as the real rollout service registers it: chunks arrive as bytes
-    and the decoder reads them (grpo_common.weight_wire).
+    and the decoder reads them (grpo_common.weights.wire).
     """
     service = registration(
         servicer,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 from grpo.v1 import rollout_pb2
-from grpo_common.weight_codec import WeightStreamDecoder, WeightStreamError, encode_state_dict_wire
+from grpo_common.weights.codec import WeightStreamDecoder, WeightStreamError, encode_state_dict_wire
 
 SPEC = rollout_pb2.LoraAdapterSpec(rank=4, alpha=8.0, target_modules=["q_proj"])
 ADAPTER = {"base_model.model.model.layers.0.self_attn.q_proj.lora_A.weight": torch.ones(4, 8)}

@@ -81,7 +81,7 @@ def test_grpo_common_wheel_ships_the_library_and_the_generated_stubs(tmp_path) -
     names = set(zipfile.ZipFile(wheel).namelist())
     for expected in (
         "grpo_common/server.py",
-        "grpo_common/weight_codec.py",
+        "grpo_common/weights/codec.py",
         "grpo_common/py.typed",
         "grpo/v1/rollout_pb2.py",
         "grpo/v1/rollout_pb2.pyi",

@@ -12,7 +12,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpo.v1 import rollout_pb2
 from grpo_common.channel import ChannelConfig, create_channel
 from grpo_common.security import ClientTLSConfig, TLSConfig
-from grpo_common.weight_codec import encode_state_dict
+from grpo_common.weights.codec import encode_state_dict
 
 TOKEN = "s3cret-token-0123456789"
 

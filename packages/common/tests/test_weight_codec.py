@@ -9,7 +9,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 from grpo.v1 import rollout_pb2
-from grpo_common.weight_codec import (
+from grpo_common.weights.codec import (
     DEFAULT_BUCKET_BYTES,
     WeightStreamDecoder,
     WeightStreamError,
@@ -17,7 +17,7 @@ from grpo_common.weight_codec import (
     decode_stream,
     encode_state_dict,
 )
-from grpo_common.weight_wire import ChunkView, PieceView, write_chunk
+from grpo_common.weights.wire import ChunkView, PieceView, write_chunk
 
 Chunks = list[rollout_pb2.WeightChunk]
 

@@ -11,7 +11,7 @@ import torch
 from common_fixtures import FakeRolloutServicer
 from grpo.v1 import rollout_pb2, rollout_pb2_grpc
 from grpo_common.channel import ChannelConfig, create_channel
-from grpo_common.weight_codec import encode_state_dict, encode_state_dict_wire, update_weights_method
+from grpo_common.weights.codec import encode_state_dict, encode_state_dict_wire, update_weights_method
 
 TOKEN = "weights-token"
 

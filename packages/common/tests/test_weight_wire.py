@@ -9,16 +9,16 @@ import grpc
 import pytest
 import torch
 from grpo.v1 import rollout_pb2, rollout_pb2_grpc
-from grpo_common.receive_buffers import ReceiveBuffers
 from grpo_common.server import registration
-from grpo_common.weight_codec import (
+from grpo_common.weights.codec import (
     WeightStreamDecoder,
     WeightStreamError,
     encode_chunk_views,
     encode_state_dict,
     encode_state_dict_wire,
 )
-from grpo_common.weight_wire import ChunkView, PieceView, WireFormatError, read_chunk, write_chunk
+from grpo_common.weights.receive_buffers import ReceiveBuffers
+from grpo_common.weights.wire import ChunkView, PieceView, WireFormatError, read_chunk, write_chunk
 
 CHUNKS = {
     "empty stream end": ChunkView(0, [], last=True),

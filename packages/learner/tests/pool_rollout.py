@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 
 import grpc
 from grpo.v1 import rollout_pb2
-from grpo_common.weight_codec import WeightStreamDecoder, WeightStreamError
+from grpo_common.weights.codec import WeightStreamDecoder, WeightStreamError
 from recording_rollout import RecordingRollout, start_recording_rollout
 
 

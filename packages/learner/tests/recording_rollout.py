@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 import grpc
 from grpo.v1 import rollout_pb2, rollout_pb2_grpc
 from grpo_common.server import RunningServer, ServerConfig, registration, start_server
-from grpo_common.weight_codec import WeightStreamDecoder, WeightStreamError
+from grpo_common.weights.codec import WeightStreamDecoder, WeightStreamError
 
 
 @dataclass

@@ -15,7 +15,7 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpo.v1 import rollout_pb2, rollout_pb2_grpc
-from grpo_common.weight_codec import encode_state_dict
+from grpo_common.weights.codec import encode_state_dict
 from grpo_rollout.cli import main
 from rollout_reward_standin import RewardStandin
 from rollout_service_harness import request, token_prompt

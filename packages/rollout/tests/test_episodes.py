@@ -17,7 +17,7 @@ import grpc
 import pytest
 import rollout_scripted_envs
 from grpo.v1 import rollout_pb2
-from grpo_common.weight_codec import encode_state_dict
+from grpo_common.weights.codec import encode_state_dict
 from grpo_rollout.cli import main
 from grpo_rollout.config import SGLangSettings
 from grpo_rollout.environments import ENVIRONMENTS

@@ -17,8 +17,8 @@ import grpc
 import pytest
 import torch
 from grpo_common.channel import create_channel
-from grpo_common.weight_codec import encode_state_dict, encode_state_dict_wire, update_weights_method
-from grpo_common.weight_wire import ChunkView, PieceView, write_chunk
+from grpo_common.weights.codec import encode_state_dict, encode_state_dict_wire, update_weights_method
+from grpo_common.weights.wire import ChunkView, PieceView, write_chunk
 from rollout_reward_standin import RewardStandin
 from rollout_service_harness import config, request, serving, token_prompt
 from rollout_testkit import other_weights

@@ -17,7 +17,7 @@ import httpx
 import pytest
 import torch
 from grpo.v1 import rollout_pb2
-from grpo_common.weight_codec import encode_chunk_views, encode_state_dict
+from grpo_common.weights.codec import encode_chunk_views, encode_state_dict
 from grpo_rollout.lora_adapters import validate_adapter_spec
 from grpo_rollout.sglang_lora import write_peft_adapter
 from rollout_reward_standin import RewardStandin

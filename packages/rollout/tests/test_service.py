@@ -10,7 +10,7 @@ import grpc
 import pytest
 import torch
 from grpo.v1 import rollout_pb2
-from grpo_common.weight_codec import encode_state_dict
+from grpo_common.weights.codec import encode_state_dict
 from grpo_rollout.generator import SamplingConfig
 from grpo_rollout.hf_generator import HFGenerator
 from rollout_reward_standin import RewardStandin

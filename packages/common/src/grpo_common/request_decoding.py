@@ -23,7 +23,7 @@ import grpc
 from google.protobuf.descriptor import Descriptor, FieldDescriptor
 
 from grpo_common.status_details import BoundedContext
-from grpo_common.weight_wire import WireFormatError, read_len, read_varint, skip_field
+from grpo_common.weights.wire import WireFormatError, read_len, read_varint, skip_field
 
 _LEN = 2
 

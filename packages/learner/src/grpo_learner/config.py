@@ -19,7 +19,7 @@ from grpo_common.addresses import parse_addresses
 from grpo_common.channel import ChannelConfig
 from grpo_common.config import load_config
 from grpo_common.registry import Registry
-from grpo_common.weight_codec import DEFAULT_BUCKET_BYTES
+from grpo_common.weights.codec import DEFAULT_BUCKET_BYTES
 from pydantic import Field, field_validator, model_validator
 
 from grpo_learner.advantages import ADVANTAGE_ESTIMATORS, COMBINE_MODES

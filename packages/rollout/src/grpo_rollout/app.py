@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 from grpo.v1 import rollout_pb2, rollout_pb2_grpc
 from grpo_common.server import RunningServer, registration, start_server
-from grpo_common.weight_codec import read_weight_chunk
+from grpo_common.weights.codec import read_weight_chunk
 
 from grpo_rollout.config import RolloutConfig
 from grpo_rollout.environments.plugins import load_plugins

@@ -20,7 +20,7 @@ from enum import StrEnum
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 import torch
-from grpo_common.weight_codec import WeightStreamError, check_compatible
+from grpo_common.weights.codec import WeightStreamError, check_compatible
 
 if TYPE_CHECKING:
     from grpo_rollout.lora_adapters import AdapterSpec

@@ -32,8 +32,8 @@ from dataclasses import dataclass
 
 import grpc
 from grpo.v1 import rollout_pb2, rollout_pb2_grpc
-from grpo_common.receive_buffers import ReceiveBuffers
-from grpo_common.weight_codec import DecodedWeights, WeightStreamDecoder, WeightStreamError
+from grpo_common.weights.codec import DecodedWeights, WeightStreamDecoder, WeightStreamError
+from grpo_common.weights.receive_buffers import ReceiveBuffers
 
 from grpo_rollout.busy_clock import BusyClock
 from grpo_rollout.distributed_updates import DistributedUpdates

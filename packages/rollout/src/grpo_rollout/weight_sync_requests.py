@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from grpo.v1 import rollout_pb2
-from grpo_common.weight_codec import DTYPES
+from grpo_common.weights.codec import DTYPES
 
 from grpo_rollout.generator import TensorSpec
 from grpo_rollout.request_validation import RequestError, invalid

@@ -9,7 +9,7 @@ it or `deadline_s` passes, then reports who is behind; training continues either
 draining services get no pushes (and are not waited for).
 
 The snapshot is a detached CPU copy taken at push time, so the optimizer may change the live
-parameters while slow services are still streaming. Transport: `grpo_common.weight_codec` buckets.
+parameters while slow services are still streaming. Transport: `grpo_common.weights.codec` buckets.
 
 What travels is the `PushSelection`'s (push_selection.py): a service that has none of our weights
 yet (first push, joined, DOWN and back, resynced) gets `everything`, one that took an earlier push
@@ -30,7 +30,7 @@ import grpc
 import torch
 from grpc import StatusCode
 from grpo_common.channel import ChannelConfig
-from grpo_common.weight_codec import DEFAULT_BUCKET_BYTES, encode_state_dict_wire, update_weights_method
+from grpo_common.weights.codec import DEFAULT_BUCKET_BYTES, encode_state_dict_wire, update_weights_method
 
 from grpo_learner.rollouts.pool import Member, MemberState, PoolSettings, RolloutPool
 from grpo_learner.weight_sync.push_protocol import PushCounter, ServiceStatus

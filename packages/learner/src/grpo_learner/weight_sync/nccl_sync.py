@@ -41,7 +41,7 @@ import torch
 import torch.distributed as dist
 from grpo.v1 import rollout_pb2, rollout_pb2_grpc
 from grpo_common.channel import ChannelConfig, create_channel
-from grpo_common.weight_codec import WeightStreamError, dtype_name
+from grpo_common.weights.codec import WeightStreamError, dtype_name
 
 from grpo_learner.config import PushConfig
 from grpo_learner.weight_sync import nccl_group as weight_group

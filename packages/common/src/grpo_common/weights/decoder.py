@@ -2,7 +2,7 @@
 
 Why its own module: everything a receiver is protected by lives here (offsets, sizes, CRC-32s,
 totals, the memory bound, expected specs, the NaN/inf check); the sender's half is
-`weight_encoder`. The stream format itself is described in `grpo_common.weight_codec`.
+`weight_encoder`. The stream format itself is described in `grpo_common.weights.codec`.
 """
 
 from __future__ import annotations
@@ -15,10 +15,10 @@ import torch
 from grpo.v1 import rollout_pb2
 from isal.isal_zlib import crc32
 
-from grpo_common.allocator import keep_freed_buffers
-from grpo_common.receive_buffers import ReceiveBuffers, allocate, populate
-from grpo_common.weight_specs import DTYPE_NAMES, DTYPES, ITEMSIZE, TensorLike, WeightStreamError, check_spec
-from grpo_common.weight_wire import ChunkView, PieceView, WireFormatError, read_chunk
+from grpo_common.weights.allocator import keep_freed_buffers
+from grpo_common.weights.receive_buffers import ReceiveBuffers, allocate, populate
+from grpo_common.weights.specs import DTYPE_NAMES, DTYPES, ITEMSIZE, TensorLike, WeightStreamError, check_spec
+from grpo_common.weights.wire import ChunkView, PieceView, WireFormatError, read_chunk
 
 # A received piece is copied, checksummed and checked for NaN/inf in blocks of this size, so the
 # second and third pass read the block from L2 instead of memory (measured on the 2-core box:

@@ -2,7 +2,7 @@
 
 Why its own module: a learner only encodes, a rollout service only decodes (`weight_decoder`);
 the bucketing and its measured default live here, next to the client-side method that sends
-pre-serialised chunks. The stream format itself is described in `grpo_common.weight_codec`.
+pre-serialised chunks. The stream format itself is described in `grpo_common.weights.codec`.
 """
 
 from __future__ import annotations
@@ -14,9 +14,9 @@ import torch
 from grpo.v1 import rollout_pb2
 from isal.isal_zlib import crc32
 
-from grpo_common.allocator import keep_freed_buffers
-from grpo_common.weight_specs import dtype_name
-from grpo_common.weight_wire import ChunkView, PieceView, write_chunk
+from grpo_common.weights.allocator import keep_freed_buffers
+from grpo_common.weights.specs import dtype_name
+from grpo_common.weights.wire import ChunkView, PieceView, write_chunk
 
 # Chosen with benchmarks/weight_transfer.py (1 GiB fp32/bf16 over gRPC loopback, 2-core box):
 # 2-8 MiB buckets cost the least CPU per GiB on both sides and move the most bytes per second;
