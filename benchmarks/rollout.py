@@ -28,9 +28,9 @@ import torch
 from grpo_common.server import ServerConfig
 from grpo_common.weights.codec import encode_state_dict_wire, update_weights_method
 from grpo_rollout.app import running_rollout
+from grpo_rollout.backends.contract import SamplingConfig
+from grpo_rollout.backends.hf.generator import HFGenerator
 from grpo_rollout.config import RewardSettings, RolloutConfig
-from grpo_rollout.generator import SamplingConfig
-from grpo_rollout.hf_generator import HFGenerator
 from model_shapes import SHAPES, ModelShape, machine_description  # benchmarks/model_shapes.py
 from results_file import Report, add_record_flag  # benchmarks/results_file.py
 from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers

@@ -81,8 +81,8 @@ def build_warm_checkpoint(directory: Path) -> Path:
 def greedy_accuracy(model_dir: Path, problems: Path) -> float:
     """Greedy accuracy of the model in `model_dir` on a (question, answer) file, graded by the verifier."""
     from grpo_reward.verifier import Verifier
-    from grpo_rollout.generator import SamplingConfig
-    from grpo_rollout.hf_generator import HFGenerator
+    from grpo_rollout.backends.contract import SamplingConfig
+    from grpo_rollout.backends.hf.generator import HFGenerator
     from transformers import AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(model_dir)

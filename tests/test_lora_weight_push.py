@@ -21,8 +21,8 @@ from grpo_learner.embedded.tokenizer import build_tokenizer
 from grpo_learner.weight_sync.grpc_pusher import WeightPusher
 from grpo_learner.weight_sync.push_selection import select_for
 from grpo_rollout.app import running_rollout
+from grpo_rollout.backends.contract import SamplingConfig
 from grpo_rollout.config import RewardSettings, RolloutConfig, SGLangSettings
-from grpo_rollout.generator import SamplingConfig
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "packages" / "rollout" / "tests"))
 from rollout_sglang_standin import StandinServer

@@ -30,11 +30,11 @@ import time
 from pathlib import Path
 
 import torch
-from grpo_rollout.generator import SamplingConfig, WeightUpdateError
-from grpo_rollout.model_facts import read_model_facts
+from grpo_rollout.backends.contract import SamplingConfig, WeightUpdateError
+from grpo_rollout.backends.sglang.generator import SGLangGenerator
+from grpo_rollout.backends.sglang.launcher import LaunchSettings, SGLangProcess
+from grpo_rollout.backends.sglang.model_facts import read_model_facts
 from grpo_rollout.prompt_encoding import PromptEncoder
-from grpo_rollout.sglang_generator import SGLangGenerator
-from grpo_rollout.sglang_launcher import LaunchSettings, SGLangProcess
 from safetensors.torch import load_file
 
 PROMPTS = [

@@ -18,12 +18,12 @@ import pytest
 import rollout_scripted_envs
 from grpo.v1 import rollout_pb2
 from grpo_common.weights.codec import encode_state_dict
+from grpo_rollout.backends.contract import SamplingConfig
+from grpo_rollout.backends.hf.generator import HFGenerator
 from grpo_rollout.cli import main
 from grpo_rollout.config import SGLangSettings
 from grpo_rollout.environments import ENVIRONMENTS
 from grpo_rollout.environments.episode_runner import EpisodeBatchSettings, run_episodes
-from grpo_rollout.generator import SamplingConfig
-from grpo_rollout.hf_generator import HFGenerator
 from grpo_rollout.prompt_encoding import PromptEncoder
 from grpo_rollout.request_validation import PreparedPrompt, RequestEnvironments
 from rollout_reward_standin import RewardStandin

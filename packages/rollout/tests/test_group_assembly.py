@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 from grpo.v1 import reward_pb2, rollout_pb2
-from grpo_rollout.generator import FinishReason, GeneratedCompletion
+from grpo_rollout.backends.contract import FinishReason, GeneratedCompletion
 from grpo_rollout.group_assembly import MixedVersionGroup, assemble_group, score_items
 from grpo_rollout.request_validation import PreparedPrompt
 

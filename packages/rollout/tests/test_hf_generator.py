@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 import torch
-from grpo_rollout.generator import FinishReason, SamplingConfig, WeightUpdateError
-from grpo_rollout.hf_generator import HFGenerator
+from grpo_rollout.backends.contract import FinishReason, SamplingConfig, WeightUpdateError
+from grpo_rollout.backends.hf.generator import HFGenerator
 from rollout_testkit import other_weights
 
 PROMPTS = [[1, 5, 6, 7, 8, 9], [1, 20], [1, 30, 31, 32]]

@@ -18,8 +18,8 @@ import pytest
 import torch
 from grpo.v1 import rollout_pb2
 from grpo_common.weights.codec import encode_chunk_views, encode_state_dict
+from grpo_rollout.backends.sglang.lora import write_peft_adapter
 from grpo_rollout.lora_adapters import validate_adapter_spec
-from grpo_rollout.sglang_lora import write_peft_adapter
 from rollout_reward_standin import RewardStandin
 from rollout_service_harness import config, request, serving, sglang_config, token_prompt
 from rollout_sglang_standin import StandinServer, predicted_tokens

@@ -11,8 +11,8 @@ import pytest
 import torch
 from grpo.v1 import rollout_pb2
 from grpo_common.weights.codec import encode_state_dict
-from grpo_rollout.generator import SamplingConfig
-from grpo_rollout.hf_generator import HFGenerator
+from grpo_rollout.backends.contract import SamplingConfig
+from grpo_rollout.backends.hf.generator import HFGenerator
 from rollout_reward_standin import RewardStandin
 from rollout_service_harness import config, request, serving, token_prompt
 from rollout_testkit import other_weights

@@ -11,21 +11,21 @@ import httpx
 import pytest
 import torch
 from grpo_common.config import ConfigError
-from grpo_rollout.cli import build_parser, config_from_args
-from grpo_rollout.generator import FinishReason, GenerationError, SamplingConfig, WeightUpdateError
-from grpo_rollout.lora_adapters import AdapterSpec
-from grpo_rollout.model_facts import read_model_facts
-from grpo_rollout.sglang_generator import SGLangGenerator, sync_ranks_of
-from grpo_rollout.sglang_http import SGLangError, SGLangServer
-from grpo_rollout.sglang_launcher import LaunchSettings, SGLangProcess, launch_command
-from grpo_rollout.sglang_lora import write_peft_adapter
-from grpo_rollout.sglang_payloads import (
+from grpo_rollout.backends.contract import FinishReason, GenerationError, SamplingConfig, WeightUpdateError
+from grpo_rollout.backends.sglang.generator import SGLangGenerator, sync_ranks_of
+from grpo_rollout.backends.sglang.http import SGLangError, SGLangServer
+from grpo_rollout.backends.sglang.launcher import LaunchSettings, SGLangProcess, launch_command
+from grpo_rollout.backends.sglang.lora import write_peft_adapter
+from grpo_rollout.backends.sglang.model_facts import read_model_facts
+from grpo_rollout.backends.sglang.payloads import (
     SGLangProtocolError,
     group_request,
     parse_output,
     parse_weight_version,
     sequence_seed,
 )
+from grpo_rollout.cli import build_parser, config_from_args
+from grpo_rollout.lora_adapters import AdapterSpec
 from rollout_sglang_standin import StandinServer, predicted_logprob, predicted_tokens
 from rollout_testkit import other_weights
 

@@ -17,9 +17,9 @@ from grpo.v1 import rollout_pb2, rollout_pb2_grpc
 from grpo_common.server import RunningServer, registration, start_server
 from grpo_common.weights.codec import read_weight_chunk
 
+from grpo_rollout.backends.contract import Generator
 from grpo_rollout.config import RolloutConfig
 from grpo_rollout.environments.plugins import load_plugins
-from grpo_rollout.generator import Generator
 from grpo_rollout.prompt_encoding import PromptEncoder
 from grpo_rollout.reward_client import RewardClient
 from grpo_rollout.service import RolloutServicer
@@ -38,7 +38,7 @@ class RunningRollout:
 
 async def build_generator(config: RolloutConfig, stack: contextlib.AsyncExitStack) -> Generator:
     if config.generator == "hf":
-        from grpo_rollout.hf_generator import HFGenerator
+        from grpo_rollout.backends.hf.generator import HFGenerator
 
         if config.hf.torch_threads:
             torch.set_num_threads(config.hf.torch_threads)
@@ -46,9 +46,9 @@ async def build_generator(config: RolloutConfig, stack: contextlib.AsyncExitStac
             HFGenerator.from_pretrained, config.model, config.hf.device, config.hf.dtype
         )
     else:
-        from grpo_rollout.model_facts import read_model_facts
-        from grpo_rollout.sglang_generator import SGLangGenerator
-        from grpo_rollout.sglang_launcher import LaunchSettings, SGLangProcess
+        from grpo_rollout.backends.sglang.generator import SGLangGenerator
+        from grpo_rollout.backends.sglang.launcher import LaunchSettings, SGLangProcess
+        from grpo_rollout.backends.sglang.model_facts import read_model_facts
 
         settings = config.sglang
         urls = list(settings.urls)

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 import grpc
 from grpo.v1 import rollout_pb2
 
-from grpo_rollout.generator import (
+from grpo_rollout.backends.contract import (
     BackendError,
     DistributedBucketSink,
     DistributedWeightReceiver,

@@ -15,8 +15,8 @@ from collections.abc import Sequence
 
 from grpo.v1 import reward_pb2, rollout_pb2
 
+from grpo_rollout.backends.contract import FinishReason, GeneratedCompletion
 from grpo_rollout.environments.episode import EpisodeCompletion
-from grpo_rollout.generator import FinishReason, GeneratedCompletion
 from grpo_rollout.request_validation import PreparedPrompt
 
 FINISH_REASONS = {

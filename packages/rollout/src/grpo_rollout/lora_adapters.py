@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 from grpo.v1 import rollout_pb2
 
-from grpo_rollout.generator import TensorSpec
+from grpo_rollout.backends.contract import TensorSpec
 
 PEFT_PREFIX = "base_model.model."
 

@@ -16,9 +16,9 @@ import grpc
 from grpo.v1 import reward_pb2, rollout_pb2
 from grpo_common.registry import UnknownName
 
+from grpo_rollout.backends.contract import GeneratorInfo, SamplingConfig
 from grpo_rollout.environments.contract import DEFAULT_MAX_TURNS, ENVIRONMENTS, SINGLE_TURN, Environment
 from grpo_rollout.environments.settings import EpisodeEnvironment
-from grpo_rollout.generator import GeneratorInfo, SamplingConfig
 from grpo_rollout.prompt_encoding import PromptEncoder
 from grpo_rollout.sampling import GREEDY_TEMPERATURE_BELOW, is_greedy
 

@@ -35,11 +35,7 @@ from grpo.v1 import rollout_pb2, rollout_pb2_grpc
 from grpo_common.weights.codec import DecodedWeights, WeightStreamDecoder, WeightStreamError
 from grpo_common.weights.receive_buffers import ReceiveBuffers
 
-from grpo_rollout.busy_clock import BusyClock
-from grpo_rollout.distributed_updates import DistributedUpdates
-from grpo_rollout.environments.episode import EpisodeCompletion
-from grpo_rollout.environments.episode_runner import EpisodeBatchSettings, run_episodes
-from grpo_rollout.generator import (
+from grpo_rollout.backends.contract import (
     AdapterReceiver,
     BackendError,
     GeneratedCompletion,
@@ -49,6 +45,10 @@ from grpo_rollout.generator import (
     WeightsUnusable,
     WeightUpdateError,
 )
+from grpo_rollout.busy_clock import BusyClock
+from grpo_rollout.distributed_updates import DistributedUpdates
+from grpo_rollout.environments.episode import EpisodeCompletion
+from grpo_rollout.environments.episode_runner import EpisodeBatchSettings, run_episodes
 from grpo_rollout.group_assembly import MixedVersionGroup, assemble_group, group_version, score_items
 from grpo_rollout.lora_adapters import validate_adapter_spec
 from grpo_rollout.prompt_encoding import PromptEncoder

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from grpo.v1 import rollout_pb2
 from grpo_common.weights.codec import DTYPES
 
-from grpo_rollout.generator import TensorSpec
+from grpo_rollout.backends.contract import TensorSpec
 from grpo_rollout.request_validation import RequestError, invalid
 
 BACKENDS = ("nccl", "gloo")

@@ -23,9 +23,9 @@ from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from typing import Any
 
+from grpo_rollout.backends.contract import FinishReason, GeneratedCompletion
 from grpo_rollout.environments.contract import EpisodeStart, ModelTurn, StepResult
 from grpo_rollout.environments.settings import EpisodeEnvironment
-from grpo_rollout.generator import FinishReason, GeneratedCompletion
 from grpo_rollout.prompt_encoding import PromptEncoder
 from grpo_rollout.request_validation import PreparedPrompt
 

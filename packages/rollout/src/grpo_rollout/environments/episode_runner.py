@@ -26,9 +26,9 @@ import dataclasses
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 
+from grpo_rollout.backends.contract import GeneratedCompletion, SamplingConfig
 from grpo_rollout.environments.episode import EpisodeCompletion, EpisodeContext, run_episode
 from grpo_rollout.environments.turn_batcher import GenerateCall, TurnBatcher, merged_stops
-from grpo_rollout.generator import GeneratedCompletion, SamplingConfig
 from grpo_rollout.prompt_encoding import PromptEncoder
 from grpo_rollout.request_validation import PreparedPrompt
 

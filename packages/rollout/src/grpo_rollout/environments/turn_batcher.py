@@ -20,7 +20,7 @@ import dataclasses
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
-from grpo_rollout.generator import GeneratedCompletion, SamplingConfig
+from grpo_rollout.backends.contract import GeneratedCompletion, SamplingConfig
 
 SEED_STRIDE = 7_919  # above any batch's prompt count: the sglang backend seeds prompt i with seed + i
 

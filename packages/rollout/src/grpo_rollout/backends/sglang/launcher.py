@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 
 import httpx
 
-from grpo_rollout.sglang_http import SGLangServer
+from grpo_rollout.backends.sglang.http import SGLangServer
 
 if TYPE_CHECKING:
     from grpo_rollout.config import SGLangSettings

@@ -32,10 +32,10 @@ import torch
 from safetensors.torch import save_file
 
 from grpo_rollout.atomic_dirs import replace_directory
-from grpo_rollout.generator import BackendError, GeneratedCompletion, WeightUpdateError
+from grpo_rollout.backends.contract import BackendError, GeneratedCompletion, WeightUpdateError
+from grpo_rollout.backends.sglang.fleet import failure_kind, failures, who
+from grpo_rollout.backends.sglang.http import SGLangError, SGLangServer
 from grpo_rollout.lora_adapters import AdapterSpec
-from grpo_rollout.sglang_fleet import failure_kind, failures, who
-from grpo_rollout.sglang_http import SGLangError, SGLangServer
 
 logger = logging.getLogger(__name__)
 

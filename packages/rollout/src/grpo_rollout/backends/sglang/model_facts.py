@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 from safetensors import safe_open
 
-from grpo_rollout.generator import TensorSpec
+from grpo_rollout.backends.contract import TensorSpec
 
 logger = logging.getLogger(__name__)
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from grpo_rollout.generator import BackendError, WeightUpdateError
-from grpo_rollout.sglang_http import SGLangRefused, SGLangServer
+from grpo_rollout.backends.contract import BackendError, WeightUpdateError
+from grpo_rollout.backends.sglang.http import SGLangRefused, SGLangServer
 
 
 def failures(

@@ -22,7 +22,7 @@ from pathlib import Path
 import torch
 from transformers import AutoModelForCausalLM, PreTrainedModel
 
-from grpo_rollout.generator import (
+from grpo_rollout.backends.contract import (
     FinishReason,
     GeneratedCompletion,
     GeneratorInfo,

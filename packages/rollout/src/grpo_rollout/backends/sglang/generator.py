@@ -7,13 +7,13 @@
   weight_version) -> continue_generation. If one worker refuses, the others are rolled back to the
   previous weights, so the fleet never serves two versions.
 - Weights (b): the NCCL group path for learner GPUs that can reach the engines:
-  `init_weights_update_group` once (sglang_weight_group.py), then per update
+  `init_weights_update_group` once (weight_group.py), then per update
   `begin_distributed_update` (waits for running generate calls, pauses the workers) and, per
-  bucket, `receive_bucket` (sglang_distributed.py: update_weights_from_distributed to every
+  bucket, `receive_bucket` (distributed.py: update_weights_from_distributed to every
   worker at once; they answer after the learner's broadcast; the version comes with the last
   bucket only).
 - Weights (c): LoRA adapter pushes, loaded with /load_lora_adapter and named in every later
-  /generate (sglang_lora.py).
+  /generate (lora.py).
 - Updates go to each worker directly, never through the router.
 - A writer-preferring gate keeps updates out of running generate calls, so a group is one version.
 """
@@ -32,7 +32,7 @@ import torch
 from safetensors.torch import save_file
 
 from grpo_rollout.atomic_dirs import replace_directory
-from grpo_rollout.generator import (
+from grpo_rollout.backends.contract import (
     BackendError,
     GeneratedCompletion,
     GenerationError,
@@ -43,19 +43,19 @@ from grpo_rollout.generator import (
     WeightUpdateError,
     check_tensors_fit,
 )
-from grpo_rollout.lora_adapters import AdapterSpec, adapter_tensor_specs
-from grpo_rollout.model_facts import ModelFacts
-from grpo_rollout.sglang_distributed import DistributedUpdate
-from grpo_rollout.sglang_http import PauseMode, SGLangError, SGLangServer
-from grpo_rollout.sglang_lora import SGLangAdapters, attributed, with_adapter
-from grpo_rollout.sglang_payloads import (
+from grpo_rollout.backends.sglang.distributed import DistributedUpdate
+from grpo_rollout.backends.sglang.http import PauseMode, SGLangError, SGLangServer
+from grpo_rollout.backends.sglang.lora import SGLangAdapters, attributed, with_adapter
+from grpo_rollout.backends.sglang.model_facts import ModelFacts
+from grpo_rollout.backends.sglang.payloads import (
     SGLangProtocolError,
     group_request,
     parse_output,
     parse_weight_version,
 )
-from grpo_rollout.sglang_weight_group import WeightGroupMembership, sync_ranks
-from grpo_rollout.sglang_weight_group import sync_ranks_of as sync_ranks_of  # re-exported
+from grpo_rollout.backends.sglang.weight_group import WeightGroupMembership, sync_ranks
+from grpo_rollout.backends.sglang.weight_group import sync_ranks_of as sync_ranks_of  # re-exported
+from grpo_rollout.lora_adapters import AdapterSpec, adapter_tensor_specs
 from grpo_rollout.version_gate import VersionGate
 
 logger = logging.getLogger(__name__)
@@ -108,9 +108,9 @@ class SGLangGenerator:
         self._round_robin = itertools.cycle(self._workers)
         self._current_weights: str | None = model  # on disk, what a rollback restores (None: nowhere)
         self._unusable: str | None = None  # why generation is refused after a failed partial update
-        # The NCCL weight-update group the workers joined (sglang_weight_group.py); ranks from connect().
+        # The NCCL weight-update group the workers joined (weight_group.py); ranks from connect().
         self._group = WeightGroupMembership(self._workers, [0] * len(self._workers))
-        self._adapters = SGLangAdapters(weight_dir, model)  # adapter pushes (sglang_lora.py)
+        self._adapters = SGLangAdapters(weight_dir, model)  # adapter pushes (lora.py)
 
     @classmethod
     async def connect(
@@ -213,7 +213,7 @@ class SGLangGenerator:
     async def load_adapter(
         self, named_tensors: Mapping[str, torch.Tensor], spec: AdapterSpec, version: int
     ) -> None:
-        """Write the adapter, then pause -> /load_lora_adapter everywhere -> continue (sglang_lora.py)."""
+        """Write the adapter, then pause -> /load_lora_adapter everywhere -> continue (lora.py)."""
         adapter = await self._adapters.write(named_tensors, spec, version)
         try:
             async with self._gate.exclusive():

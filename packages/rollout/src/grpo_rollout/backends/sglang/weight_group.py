@@ -3,7 +3,7 @@
 Why its own module: which ranks each worker takes (its tensor-parallel GPUs, or none with data or
 pipeline parallelism), joining every worker at its rank offset, and cleaning up after a partial
 join or an earlier learner's group are one job, apart from generating and loading weights
-(`sglang_generator`) and from the update in progress over the group (`sglang_distributed`).
+(`generator`) and from the update in progress over the group (`distributed`).
 """
 
 from __future__ import annotations
@@ -13,9 +13,9 @@ import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from grpo_rollout.generator import WeightUpdateError
-from grpo_rollout.sglang_fleet import failure_kind, failures, who
-from grpo_rollout.sglang_http import SGLangError, SGLangServer
+from grpo_rollout.backends.contract import WeightUpdateError
+from grpo_rollout.backends.sglang.fleet import failure_kind, failures, who
+from grpo_rollout.backends.sglang.http import SGLangError, SGLangServer
 
 logger = logging.getLogger(__name__)
 

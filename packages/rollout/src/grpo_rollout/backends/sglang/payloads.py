@@ -14,7 +14,7 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
-from grpo_rollout.generator import FinishReason, GeneratedCompletion, SamplingConfig
+from grpo_rollout.backends.contract import FinishReason, GeneratedCompletion, SamplingConfig
 
 SEED_MODULUS = 2**63  # SGLang stores sampling_seed as a signed 64-bit integer
 

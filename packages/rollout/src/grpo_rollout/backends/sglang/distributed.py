@@ -15,11 +15,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from grpo_rollout.generator import WeightUpdateError
-from grpo_rollout.sglang_fleet import failure_kind, failures, who
+from grpo_rollout.backends.contract import WeightUpdateError
+from grpo_rollout.backends.sglang.fleet import failure_kind, failures, who
 
 if TYPE_CHECKING:
-    from grpo_rollout.sglang_generator import SGLangGenerator
+    from grpo_rollout.backends.sglang.generator import SGLangGenerator
 
 logger = logging.getLogger(__name__)
 

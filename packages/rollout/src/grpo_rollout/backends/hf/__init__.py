@@ -1,0 +1,1 @@
+"""The transformers backend: a causal LM sampled in this process (`generator`)."""

@@ -1,0 +1,1 @@
+"""The SGLang backend: an HTTP client of SGLang workers (`generator`), launched by the service or not."""
