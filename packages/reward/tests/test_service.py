@@ -103,6 +103,29 @@ def test_adversarial_items_do_not_stop_normal_ones(stub: reward_pb2_grpc.RewardS
             "spec.timeout_s: Input should be a finite",
         ),
         ([("a", "x", "1")], reward_pb2.RewardSpec(length_weight=1), "max_completion_tokens"),
+        # a token budget is checked even when no length term reads it (issue 25 item 9)
+        ([("a", "x", "1")], reward_pb2.RewardSpec(max_completion_tokens=-1), "spec.max_completion_tokens"),
+        (
+            [("a", "x", "1")],
+            reward_pb2.RewardSpec(length_weight=1, max_completion_tokens=-1),
+            "spec.max_completion_tokens: must be >= 0",
+        ),
+        (
+            [("a", "x", "1")],
+            reward_pb2.RewardSpec(max_completion_tokens=100, overlong_buffer_tokens=200),
+            "spec.overlong_buffer_tokens: 200 exceeds max_completion_tokens 100",
+        ),
+        (
+            [("a", "x", "1")],
+            reward_pb2.RewardSpec(
+                components=[
+                    reward_pb2.RewardComponent(
+                        name="length", max_completion_tokens=10, overlong_buffer_tokens=20
+                    )
+                ]
+            ),
+            "spec.components[0]: overlong_buffer_tokens",
+        ),
     ],
 )
 def test_bad_requests_are_invalid_argument_naming_the_field(

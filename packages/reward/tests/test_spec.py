@@ -89,3 +89,28 @@ def test_a_task_reward_that_overflows_its_weight_costs_only_the_item() -> None:
     spec = RewardSpec(components=[{"name": "correctness", "weight": 1e300}])
     scored = apply_spec(Verdict(True, 1e300, None, "huge", {}), spec)
     assert (scored.reward, scored.reason) == (0.0, "the weighted reward overflowed")
+
+
+@pytest.mark.parametrize(
+    ("values", "field"),
+    [
+        ({"max_completion_tokens": -1}, "max_completion_tokens: must be >= 0"),
+        ({"length_weight": 1.0, "max_completion_tokens": -1}, "max_completion_tokens: must be >= 0"),
+        ({"overlong_buffer_tokens": -3, "max_completion_tokens": 10}, "overlong_buffer_tokens: must be >= 0"),
+        (
+            {"max_completion_tokens": 100, "overlong_buffer_tokens": 200},
+            "overlong_buffer_tokens: 200 exceeds",
+        ),
+        (
+            {
+                "components": [
+                    {"name": "correctness", "max_completion_tokens": 5, "overlong_buffer_tokens": 9}
+                ]
+            },
+            "overlong_buffer_tokens: 9 exceeds",
+        ),
+    ],
+)
+def test_a_token_budget_that_makes_no_sense_is_refused_naming_the_field(values: dict, field: str) -> None:
+    with pytest.raises(ValidationError, match=field):
+        RewardSpec(**values)

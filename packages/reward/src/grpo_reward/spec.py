@@ -31,7 +31,24 @@ from grpo_reward.verdict import Verdict, timed_out
 
 MAX_TIMEOUT_S = 10.0
 BUILT_IN_TERMS = ("correctness", "format", "length")
+_V1_TOKENS = ("max_completion_tokens", "overlong_buffer_tokens")
 _V1_WEIGHTS = {"correctness": "correctness_weight", "format": "format_weight", "length": "length_weight"}
+
+
+def _check_token_budget(max_tokens: Any, buffer_tokens: Any) -> None:
+    """Refuse a negative budget or a buffer longer than the budget, naming the field.
+
+    Checked even when no length term uses them: a spec that says `max_completion_tokens = -1` is a
+    mistake the caller should hear about, not a value silently ignored.
+    """
+    for name, value in (("max_completion_tokens", max_tokens), ("overlong_buffer_tokens", buffer_tokens)):
+        if isinstance(value, int) and value < 0:
+            raise ValueError(f"{name}: must be >= 0, got {value}")
+    if isinstance(max_tokens, int) and isinstance(buffer_tokens, int) and buffer_tokens > max_tokens:
+        raise ValueError(
+            f"overlong_buffer_tokens: {buffer_tokens} exceeds max_completion_tokens {max_tokens}; "
+            "the buffer is the last part of the budget, so it must not be longer than the budget"
+        )
 
 
 class Component(BaseModel):
@@ -45,13 +62,21 @@ class Component(BaseModel):
     overlong_buffer_tokens: int = Field(0, ge=0)
     origin: str = ""
 
+    @model_validator(mode="before")
+    @classmethod
+    def _token_budget(cls, values: Any) -> Any:
+        """Whatever the component's name, a token budget it carries must make sense (named per field)."""
+        if isinstance(values, dict):
+            _check_token_budget(
+                values.get("max_completion_tokens", 0), values.get("overlong_buffer_tokens", 0)
+            )
+        return values
+
     @model_validator(mode="after")
     def _known_and_complete(self) -> Component:
         if self.name == "length":
             if self.max_completion_tokens <= 0:
-                raise ValueError("length needs max_completion_tokens > 0")
-            if self.overlong_buffer_tokens > self.max_completion_tokens:
-                raise ValueError("overlong_buffer_tokens must not exceed max_completion_tokens")
+                raise ValueError("max_completion_tokens: the length term needs max_completion_tokens > 0")
         elif self.name not in BUILT_IN_TERMS:
             TASKS.get_item(self.name, import_references=False)  # UnknownName is a ValueError: refused
         return self
@@ -76,7 +101,9 @@ class RewardSpec(BaseModel):
     @classmethod
     def _from_v1_weights(cls, values: Any) -> Any:
         """The v1.0 weight keywords as components (absent correctness_weight means 1)."""
-        if not isinstance(values, dict) or not any(key in values for key in (*_V1_WEIGHTS.values(),)):
+        if not isinstance(values, dict) or not any(
+            key in values for key in (*_V1_WEIGHTS.values(), *_V1_TOKENS)
+        ):
             return values
         values = dict(values)
         if values.get("components"):
@@ -85,6 +112,7 @@ class RewardSpec(BaseModel):
             "max_completion_tokens": values.pop("max_completion_tokens", 0),
             "overlong_buffer_tokens": values.pop("overlong_buffer_tokens", 0),
         }
+        _check_token_budget(tokens["max_completion_tokens"], tokens["overlong_buffer_tokens"])
         components = []
         for name, key in _V1_WEIGHTS.items():
             weight = values.pop(key, 1.0 if name == "correctness" else 0.0)
