@@ -38,12 +38,30 @@ CHUNKS = {
     "a middle piece without crc": ChunkView(
         2**62, [PieceView("größe.weight", "float16", (3,), 6, b"abcdef", None)], total_bytes=2**63
     ),
+    "a v1.3 delta chunk": ChunkView(
+        9,
+        [
+            PieceView("w", "bfloat16", (4, 4), 0, b"zstd", 7, encoding=1, encoded_bytes=4),
+            PieceView("v", "float32", (2**20,), 3, b"pl", None, encoding=2, encoded_bytes=2**33),
+        ],
+        last=True,
+        total_tensors=2,
+        total_bytes=6,
+        delta_base=rollout_pb2.DeltaBase(
+            policy_version=8, fingerprint=rollout_pb2.WeightFingerprint(digest=2**64 - 1, tensors=2)
+        ),
+        full_set=True,
+    ),
 }
 
 
 def _as_tuple(view: ChunkView) -> tuple:
-    pieces = [(p.name, p.dtype, p.shape, p.offset, bytes(p.data), p.crc32) for p in view.pieces]
-    return (view.policy_version, pieces, view.last, view.total_tensors, view.total_bytes)
+    pieces = [
+        (p.name, p.dtype, p.shape, p.offset, bytes(p.data), p.crc32, p.encoding, p.encoded_bytes)
+        for p in view.pieces
+    ]
+    base = view.delta_base.SerializeToString() if view.delta_base is not None else None
+    return (view.policy_version, pieces, view.last, view.total_tensors, view.total_bytes, base, view.full_set)
 
 
 @pytest.mark.parametrize("name", list(CHUNKS))

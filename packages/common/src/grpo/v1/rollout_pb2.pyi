@@ -14,10 +14,19 @@ class FinishReason(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     FINISH_REASON_STOP: _ClassVar[FinishReason]
     FINISH_REASON_LENGTH: _ClassVar[FinishReason]
     FINISH_REASON_ABORT: _ClassVar[FinishReason]
+
+class TensorEncoding(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    TENSOR_ENCODING_RAW: _ClassVar[TensorEncoding]
+    TENSOR_ENCODING_SPARSE_XOR: _ClassVar[TensorEncoding]
+    TENSOR_ENCODING_PLANES_XOR: _ClassVar[TensorEncoding]
 FINISH_REASON_UNSPECIFIED: FinishReason
 FINISH_REASON_STOP: FinishReason
 FINISH_REASON_LENGTH: FinishReason
 FINISH_REASON_ABORT: FinishReason
+TENSOR_ENCODING_RAW: TensorEncoding
+TENSOR_ENCODING_SPARSE_XOR: TensorEncoding
+TENSOR_ENCODING_PLANES_XOR: TensorEncoding
 
 class Prompt(_message.Message):
     __slots__ = ("id", "text", "token_ids", "reference", "task", "fields_json", "environment")
@@ -155,20 +164,40 @@ class RolloutGroup(_message.Message):
     def __init__(self, prompt_id: _Optional[str] = ..., prompt_token_ids: _Optional[_Iterable[int]] = ..., completions: _Optional[_Iterable[_Union[Completion, _Mapping]]] = ..., policy_version: _Optional[int] = ..., generate_seconds: _Optional[float] = ..., score_seconds: _Optional[float] = ...) -> None: ...
 
 class WeightChunk(_message.Message):
-    __slots__ = ("policy_version", "pieces", "last", "total_tensors", "total_bytes", "lora_adapter")
+    __slots__ = ("policy_version", "pieces", "last", "total_tensors", "total_bytes", "lora_adapter", "delta_base", "full_set")
     POLICY_VERSION_FIELD_NUMBER: _ClassVar[int]
     PIECES_FIELD_NUMBER: _ClassVar[int]
     LAST_FIELD_NUMBER: _ClassVar[int]
     TOTAL_TENSORS_FIELD_NUMBER: _ClassVar[int]
     TOTAL_BYTES_FIELD_NUMBER: _ClassVar[int]
     LORA_ADAPTER_FIELD_NUMBER: _ClassVar[int]
+    DELTA_BASE_FIELD_NUMBER: _ClassVar[int]
+    FULL_SET_FIELD_NUMBER: _ClassVar[int]
     policy_version: int
     pieces: _containers.RepeatedCompositeFieldContainer[TensorPiece]
     last: bool
     total_tensors: int
     total_bytes: int
     lora_adapter: LoraAdapterSpec
-    def __init__(self, policy_version: _Optional[int] = ..., pieces: _Optional[_Iterable[_Union[TensorPiece, _Mapping]]] = ..., last: _Optional[bool] = ..., total_tensors: _Optional[int] = ..., total_bytes: _Optional[int] = ..., lora_adapter: _Optional[_Union[LoraAdapterSpec, _Mapping]] = ...) -> None: ...
+    delta_base: DeltaBase
+    full_set: bool
+    def __init__(self, policy_version: _Optional[int] = ..., pieces: _Optional[_Iterable[_Union[TensorPiece, _Mapping]]] = ..., last: _Optional[bool] = ..., total_tensors: _Optional[int] = ..., total_bytes: _Optional[int] = ..., lora_adapter: _Optional[_Union[LoraAdapterSpec, _Mapping]] = ..., delta_base: _Optional[_Union[DeltaBase, _Mapping]] = ..., full_set: _Optional[bool] = ...) -> None: ...
+
+class DeltaBase(_message.Message):
+    __slots__ = ("policy_version", "fingerprint")
+    POLICY_VERSION_FIELD_NUMBER: _ClassVar[int]
+    FINGERPRINT_FIELD_NUMBER: _ClassVar[int]
+    policy_version: int
+    fingerprint: WeightFingerprint
+    def __init__(self, policy_version: _Optional[int] = ..., fingerprint: _Optional[_Union[WeightFingerprint, _Mapping]] = ...) -> None: ...
+
+class WeightFingerprint(_message.Message):
+    __slots__ = ("digest", "tensors")
+    DIGEST_FIELD_NUMBER: _ClassVar[int]
+    TENSORS_FIELD_NUMBER: _ClassVar[int]
+    digest: int
+    tensors: int
+    def __init__(self, digest: _Optional[int] = ..., tensors: _Optional[int] = ...) -> None: ...
 
 class LoraAdapterSpec(_message.Message):
     __slots__ = ("rank", "alpha", "target_modules")
@@ -181,41 +210,49 @@ class LoraAdapterSpec(_message.Message):
     def __init__(self, rank: _Optional[int] = ..., alpha: _Optional[float] = ..., target_modules: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class TensorPiece(_message.Message):
-    __slots__ = ("name", "dtype", "shape", "offset", "data", "crc32")
+    __slots__ = ("name", "dtype", "shape", "offset", "data", "crc32", "encoding", "encoded_bytes")
     NAME_FIELD_NUMBER: _ClassVar[int]
     DTYPE_FIELD_NUMBER: _ClassVar[int]
     SHAPE_FIELD_NUMBER: _ClassVar[int]
     OFFSET_FIELD_NUMBER: _ClassVar[int]
     DATA_FIELD_NUMBER: _ClassVar[int]
     CRC32_FIELD_NUMBER: _ClassVar[int]
+    ENCODING_FIELD_NUMBER: _ClassVar[int]
+    ENCODED_BYTES_FIELD_NUMBER: _ClassVar[int]
     name: str
     dtype: str
     shape: _containers.RepeatedScalarFieldContainer[int]
     offset: int
     data: bytes
     crc32: int
-    def __init__(self, name: _Optional[str] = ..., dtype: _Optional[str] = ..., shape: _Optional[_Iterable[int]] = ..., offset: _Optional[int] = ..., data: _Optional[bytes] = ..., crc32: _Optional[int] = ...) -> None: ...
+    encoding: TensorEncoding
+    encoded_bytes: int
+    def __init__(self, name: _Optional[str] = ..., dtype: _Optional[str] = ..., shape: _Optional[_Iterable[int]] = ..., offset: _Optional[int] = ..., data: _Optional[bytes] = ..., crc32: _Optional[int] = ..., encoding: _Optional[_Union[TensorEncoding, str]] = ..., encoded_bytes: _Optional[int] = ...) -> None: ...
 
 class UpdateWeightsResponse(_message.Message):
-    __slots__ = ("policy_version", "tensors", "bytes", "receive_seconds", "apply_seconds")
+    __slots__ = ("policy_version", "tensors", "bytes", "receive_seconds", "apply_seconds", "fingerprint", "takes_deltas")
     POLICY_VERSION_FIELD_NUMBER: _ClassVar[int]
     TENSORS_FIELD_NUMBER: _ClassVar[int]
     BYTES_FIELD_NUMBER: _ClassVar[int]
     RECEIVE_SECONDS_FIELD_NUMBER: _ClassVar[int]
     APPLY_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    FINGERPRINT_FIELD_NUMBER: _ClassVar[int]
+    TAKES_DELTAS_FIELD_NUMBER: _ClassVar[int]
     policy_version: int
     tensors: int
     bytes: int
     receive_seconds: float
     apply_seconds: float
-    def __init__(self, policy_version: _Optional[int] = ..., tensors: _Optional[int] = ..., bytes: _Optional[int] = ..., receive_seconds: _Optional[float] = ..., apply_seconds: _Optional[float] = ...) -> None: ...
+    fingerprint: WeightFingerprint
+    takes_deltas: bool
+    def __init__(self, policy_version: _Optional[int] = ..., tensors: _Optional[int] = ..., bytes: _Optional[int] = ..., receive_seconds: _Optional[float] = ..., apply_seconds: _Optional[float] = ..., fingerprint: _Optional[_Union[WeightFingerprint, _Mapping]] = ..., takes_deltas: _Optional[bool] = ...) -> None: ...
 
 class GetInfoRequest(_message.Message):
     __slots__ = ()
     def __init__(self) -> None: ...
 
 class RolloutInfo(_message.Message):
-    __slots__ = ("model", "backend", "policy_version", "in_flight_prompts", "in_flight_requests", "max_context_length", "eos_token_id", "pad_token_id", "weight_sync_ranks", "weight_sync_group", "uptime_seconds", "busy_seconds")
+    __slots__ = ("model", "backend", "policy_version", "in_flight_prompts", "in_flight_requests", "max_context_length", "eos_token_id", "pad_token_id", "weight_sync_ranks", "weight_sync_group", "uptime_seconds", "busy_seconds", "fingerprint", "takes_deltas")
     MODEL_FIELD_NUMBER: _ClassVar[int]
     BACKEND_FIELD_NUMBER: _ClassVar[int]
     POLICY_VERSION_FIELD_NUMBER: _ClassVar[int]
@@ -228,6 +265,8 @@ class RolloutInfo(_message.Message):
     WEIGHT_SYNC_GROUP_FIELD_NUMBER: _ClassVar[int]
     UPTIME_SECONDS_FIELD_NUMBER: _ClassVar[int]
     BUSY_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    FINGERPRINT_FIELD_NUMBER: _ClassVar[int]
+    TAKES_DELTAS_FIELD_NUMBER: _ClassVar[int]
     model: str
     backend: str
     policy_version: int
@@ -240,7 +279,9 @@ class RolloutInfo(_message.Message):
     weight_sync_group: str
     uptime_seconds: float
     busy_seconds: float
-    def __init__(self, model: _Optional[str] = ..., backend: _Optional[str] = ..., policy_version: _Optional[int] = ..., in_flight_prompts: _Optional[int] = ..., in_flight_requests: _Optional[int] = ..., max_context_length: _Optional[int] = ..., eos_token_id: _Optional[int] = ..., pad_token_id: _Optional[int] = ..., weight_sync_ranks: _Optional[int] = ..., weight_sync_group: _Optional[str] = ..., uptime_seconds: _Optional[float] = ..., busy_seconds: _Optional[float] = ...) -> None: ...
+    fingerprint: WeightFingerprint
+    takes_deltas: bool
+    def __init__(self, model: _Optional[str] = ..., backend: _Optional[str] = ..., policy_version: _Optional[int] = ..., in_flight_prompts: _Optional[int] = ..., in_flight_requests: _Optional[int] = ..., max_context_length: _Optional[int] = ..., eos_token_id: _Optional[int] = ..., pad_token_id: _Optional[int] = ..., weight_sync_ranks: _Optional[int] = ..., weight_sync_group: _Optional[str] = ..., uptime_seconds: _Optional[float] = ..., busy_seconds: _Optional[float] = ..., fingerprint: _Optional[_Union[WeightFingerprint, _Mapping]] = ..., takes_deltas: _Optional[bool] = ...) -> None: ...
 
 class InitWeightSyncRequest(_message.Message):
     __slots__ = ("master_address", "master_port", "group_name", "backend", "rank_offset", "world_size")

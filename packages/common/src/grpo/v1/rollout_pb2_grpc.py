@@ -81,8 +81,12 @@ class RolloutServiceServicer:
     def UpdateWeights(self, request_iterator, context):
         """Receive a complete new set of weights as a stream of buckets and apply it atomically between
         groups: no group ever mixes two versions. Nothing is applied unless the whole stream arrives
-        and verifies. Errors: INVALID_ARGUMENT (unknown tensor name, wrong shape or dtype, bad
-        checksum, truncated stream), UNAUTHENTICATED (always required when auth is on).
+        and verifies. (v1.3) A delta stream (WeightChunk.delta_base set) applies only on top of
+        exactly the version and fingerprint it names; the reply carries the fingerprint of what the
+        service serves afterwards. Errors: INVALID_ARGUMENT (unknown tensor name, wrong shape or dtype,
+        bad checksum, truncated stream, a malformed delta), FAILED_PRECONDITION (a delta stream whose
+        base is not what the service serves, or a service that keeps no base: send every tensor whole,
+        without delta_base), UNAUTHENTICATED (always required when auth is on).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

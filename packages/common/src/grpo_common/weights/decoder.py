@@ -16,6 +16,7 @@ from grpo.v1 import rollout_pb2
 from isal.isal_zlib import crc32
 
 from grpo_common.weights.allocator import keep_freed_buffers
+from grpo_common.weights.delta import DecodedDelta, Encoding, decode_delta
 from grpo_common.weights.receive_buffers import ReceiveBuffers, allocate, populate
 from grpo_common.weights.specs import DTYPE_NAMES, DTYPES, ITEMSIZE, TensorLike, WeightStreamError, check_spec
 from grpo_common.weights.wire import ChunkView, PieceView, WireFormatError, read_chunk
@@ -40,8 +41,13 @@ def read_weight_chunk(raw: bytes) -> bytes:
 class DecodedWeights:
     policy_version: int
     tensors: dict[str, torch.Tensor]
-    total_bytes: int
+    total_bytes: int  # bytes the stream carried (a delta's encoded payloads, not the tensors')
     lora_adapter: rollout_pb2.LoraAdapterSpec | None = None  # an adapter stream: peft names
+    # (v1.3) A delta stream: the base it applies on, and its delta-encoded tensors (`tensors` holds
+    # those it sent whole; a name in neither is unchanged).
+    delta_base: rollout_pb2.DeltaBase | None = None
+    deltas: dict[str, DecodedDelta] = field(default_factory=dict)
+    full_set: bool = False  # the stream names every tensor of the sender's weights
 
 
 @dataclass
@@ -53,6 +59,7 @@ class _PartialTensor:
     shape: tuple[int, ...]
     storage: torch.Tensor  # uint8, uninitialised: each byte is written exactly once
     buffer: memoryview  # writable view of `storage`
+    encoding: Encoding = Encoding.RAW  # not RAW: `storage` receives a delta payload
     filled: int = 0
     crc: int = 0
 
@@ -78,9 +85,13 @@ class WeightStreamDecoder:
     adapter_expected: Callable[[rollout_pb2.LoraAdapterSpec], Mapping[str, TensorLike]] | None = None
     _version: int | None = None
     _adapter: rollout_pb2.LoraAdapterSpec | None = None
+    _delta_base: rollout_pb2.DeltaBase | None = None
+    _full_set: bool = False
     _done: dict[str, torch.Tensor] = field(default_factory=dict)
+    _deltas: dict[str, DecodedDelta] = field(default_factory=dict)
     _partial: _PartialTensor | None = None
     _bytes: int = 0
+    _claimed: int = 0  # the tensors' own bytes, whole or delta-encoded: what max_total_bytes bounds
     _finished: bool = False
 
     def __post_init__(self) -> None:
@@ -105,6 +116,10 @@ class WeightStreamDecoder:
             raise WeightStreamError(
                 f"policy_version changed inside one stream: {self._version} then {chunk.policy_version}"
             )
+        elif chunk.delta_base != self._delta_base or chunk.full_set != self._full_set:
+            raise WeightStreamError(
+                "delta_base or full_set changed inside one stream; send them on every chunk"
+            )
         for piece in chunk.pieces:
             self._feed_piece(piece)
         if chunk.last:
@@ -112,6 +127,9 @@ class WeightStreamDecoder:
 
     def _start_stream(self, chunk: ChunkView) -> None:
         self._version = chunk.policy_version
+        self._delta_base, self._full_set = chunk.delta_base, chunk.full_set
+        if chunk.delta_base is not None and chunk.lora_adapter is not None:
+            raise WeightStreamError("a LoRA adapter stream cannot be a delta (delta_base is set)")
         if chunk.lora_adapter is None:
             return
         if self.adapter_expected is None:
@@ -137,6 +155,13 @@ class WeightStreamDecoder:
                 f"tensor {piece.name!r}: a piece says dtype {piece.dtype} shape {list(piece.shape)}, "
                 f"earlier pieces said {DTYPE_NAMES[partial.dtype]} {list(partial.shape)}"
             )
+        elif piece.encoding != partial.encoding or (
+            partial.encoding and piece.encoded_bytes != len(partial.buffer)
+        ):
+            raise WeightStreamError(
+                f"tensor {piece.name!r}: a piece says encoding {piece.encoding} of {piece.encoded_bytes} "
+                f"bytes, earlier pieces said {int(partial.encoding)} of {len(partial.buffer)}"
+            )
         if piece.offset != partial.filled:
             raise WeightStreamError(
                 f"tensor {piece.name!r}: piece at byte {piece.offset}, expected byte {partial.filled}"
@@ -148,7 +173,8 @@ class WeightStreamDecoder:
                 f"{list(partial.shape)} need {len(partial.buffer)}"
             )
         populate(partial.buffer, partial.filled, end)
-        check = not self.allow_non_finite and partial.dtype.is_floating_point
+        # a delta's payload holds no values: its result is checked where it is applied (see resolve)
+        check = not self.allow_non_finite and partial.dtype.is_floating_point and not partial.encoding
         data = memoryview(piece.data)
         for first in range(0, len(data), _BLOCK_BYTES):
             part = data[first : first + _BLOCK_BYTES]
@@ -166,7 +192,16 @@ class WeightStreamDecoder:
                     f"tensor {piece.name!r}: checksum mismatch (got crc32 {partial.crc:#010x}, "
                     f"sender said {piece.crc32:#010x}); the data was corrupted in transit"
                 )
-            self._done[partial.name] = _to_tensor(partial)
+            if partial.encoding:
+                numel = math.prod(partial.shape)
+                try:
+                    self._deltas[partial.name] = decode_delta(
+                        partial.encoding, partial.buffer, partial.dtype, numel
+                    )
+                except WeightStreamError as exc:
+                    raise WeightStreamError(f"tensor {partial.name!r}: {exc}") from None
+            else:
+                self._done[partial.name] = _to_tensor(partial)
             self._partial = None
         elif piece.crc32 is not None:
             raise WeightStreamError(
@@ -174,8 +209,19 @@ class WeightStreamDecoder:
             )
 
     def _start_tensor(self, piece: PieceView) -> _PartialTensor:
-        if piece.name in self._done:
+        if piece.name in self._done or piece.name in self._deltas:
             raise WeightStreamError(f"tensor {piece.name!r} appears twice in the stream")
+        try:
+            encoding = Encoding(piece.encoding)
+        except ValueError:
+            raise WeightStreamError(
+                f"tensor {piece.name!r}: unknown encoding {piece.encoding}; known: "
+                f"{[e.value for e in Encoding]} (a newer sender? send it RAW)"
+            ) from None
+        if encoding and self._delta_base is None:
+            raise WeightStreamError(
+                f"tensor {piece.name!r} is delta-encoded ({encoding.name}) in a stream without delta_base"
+            )
         if piece.offset != 0:
             raise WeightStreamError(f"tensor {piece.name!r} starts at byte {piece.offset}, expected 0")
         dtype = DTYPES.get(piece.dtype)
@@ -192,14 +238,22 @@ class WeightStreamDecoder:
         for dim in shape:
             numel *= dim
         nbytes = numel * ITEMSIZE[dtype]
+        self._claimed += nbytes
+        if encoding:  # what arrives is the payload; inflating it is bounded by the tensor's size
+            if not 0 < piece.encoded_bytes <= numel * (4 + ITEMSIZE[dtype]) + 1024:
+                raise WeightStreamError(
+                    f"tensor {piece.name!r}: encoded_bytes {piece.encoded_bytes} is not a plausible "
+                    f"{encoding.name} payload for {numel} elements"
+                )
+            nbytes = piece.encoded_bytes
         self._bytes += nbytes
-        if self.max_total_bytes is not None and self._bytes > self.max_total_bytes:
+        if self.max_total_bytes is not None and self._claimed > self.max_total_bytes:
             raise WeightStreamError(
                 f"stream exceeds the receiver's limit of {self.max_total_bytes} bytes "
                 f"at tensor {piece.name!r}"
             )
         try:
-            if self.buffers is not None:
+            if self.buffers is not None and not encoding:
                 storage, buffer = self.buffers.take(piece.name, nbytes)
             else:
                 storage, buffer = allocate(nbytes)
@@ -208,7 +262,7 @@ class WeightStreamDecoder:
                 f"tensor {piece.name!r}: shape {list(shape)} needs {nbytes} bytes, more than this "
                 "receiver can allocate"
             ) from None
-        return _PartialTensor(piece.name, dtype, shape, storage, buffer)
+        return _PartialTensor(piece.name, dtype, shape, storage, buffer, encoding)
 
     def _finish_stream(self, chunk: ChunkView) -> None:
         if self._partial is not None:
@@ -216,10 +270,11 @@ class WeightStreamDecoder:
                 f"stream ended inside tensor {self._partial.name!r} "
                 f"({self._partial.filled} of {len(self._partial.buffer)} bytes)"
             )
-        if chunk.total_tensors != len(self._done) or chunk.total_bytes != self._bytes:
+        received = len(self._done) + len(self._deltas)
+        if chunk.total_tensors != received or chunk.total_bytes != self._bytes:
             raise WeightStreamError(
                 f"stream totals mismatch: sender sent {chunk.total_tensors} tensors / {chunk.total_bytes} "
-                f"bytes, received {len(self._done)} / {self._bytes}"
+                f"bytes, received {received} / {self._bytes}"
             )
         self._finished = True
 
@@ -229,9 +284,17 @@ class WeightStreamDecoder:
             where = f" inside tensor {self._partial.name!r}" if self._partial else ""
             raise WeightStreamError(
                 f"stream truncated{where}: the final chunk (last=true) never arrived after "
-                f"{len(self._done)} complete tensors"
+                f"{len(self._done) + len(self._deltas)} complete tensors"
             )
-        return DecodedWeights(self._version or 0, self._done, self._bytes, self._adapter)
+        return DecodedWeights(
+            self._version or 0,
+            self._done,
+            self._bytes,
+            self._adapter,
+            self._delta_base,
+            self._deltas,
+            self._full_set,
+        )
 
 
 def _check_finite(partial: _PartialTensor, start: int, stop: int) -> None:

@@ -35,6 +35,8 @@ class PieceView:
     offset: int
     data: memoryview | bytes
     crc32: int | None  # set only on the piece that completes its tensor
+    encoding: int = 0  # (v1.3) TensorEncoding; not RAW: data cover a delta payload of encoded_bytes
+    encoded_bytes: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,6 +49,8 @@ class ChunkView:
     total_tensors: int = 0
     total_bytes: int = 0
     lora_adapter: rollout_pb2.LoraAdapterSpec | None = None  # (v1.2) an adapter stream
+    delta_base: rollout_pb2.DeltaBase | None = None  # (v1.3) a delta stream's base
+    full_set: bool = False  # (v1.3) the stream names every tensor of the sender's weights
 
     @classmethod
     def from_proto(cls, chunk: rollout_pb2.WeightChunk) -> ChunkView:
@@ -58,11 +62,23 @@ class ChunkView:
                 p.offset,
                 p.data,
                 p.crc32 if p.HasField("crc32") else None,
+                p.encoding,
+                p.encoded_bytes,
             )
             for p in chunk.pieces
         ]
         adapter = chunk.lora_adapter if chunk.HasField("lora_adapter") else None
-        return cls(chunk.policy_version, pieces, chunk.last, chunk.total_tensors, chunk.total_bytes, adapter)
+        base = chunk.delta_base if chunk.HasField("delta_base") else None
+        return cls(
+            chunk.policy_version,
+            pieces,
+            chunk.last,
+            chunk.total_tensors,
+            chunk.total_bytes,
+            adapter,
+            base,
+            chunk.full_set,
+        )
 
     def to_proto(self) -> rollout_pb2.WeightChunk:
         chunk = rollout_pb2.WeightChunk(
@@ -73,8 +89,18 @@ class ChunkView:
         )
         if self.lora_adapter is not None:
             chunk.lora_adapter.CopyFrom(self.lora_adapter)
+        if self.delta_base is not None:
+            chunk.delta_base.CopyFrom(self.delta_base)
+        chunk.full_set = self.full_set
         for p in self.pieces:
-            piece = chunk.pieces.add(name=p.name, dtype=p.dtype, shape=p.shape, offset=p.offset)
+            piece = chunk.pieces.add(
+                name=p.name,
+                dtype=p.dtype,
+                shape=p.shape,
+                offset=p.offset,
+                encoding=p.encoding,  # type: ignore[arg-type]
+                encoded_bytes=p.encoded_bytes,
+            )
             piece.data = bytes(p.data)
             if p.crc32 is not None:
                 piece.crc32 = p.crc32
@@ -84,7 +110,7 @@ class ChunkView:
 # Wire types and the (field number << 3 | wire type) keys of the fields we read and write.
 _VARINT, _I64, _LEN, _I32 = 0, 1, 2, 5
 _CHUNK_VERSION, _CHUNK_PIECE, _CHUNK_LAST, _CHUNK_TENSORS, _CHUNK_BYTES = 0x08, 0x12, 0x18, 0x20, 0x28
-_CHUNK_LORA_ADAPTER = 0x32
+_CHUNK_LORA_ADAPTER, _CHUNK_DELTA_BASE, _CHUNK_FULL_SET = 0x32, 0x3A, 0x40
 _PIECE_NAME, _PIECE_DTYPE, _PIECE_SHAPE_PACKED, _PIECE_SHAPE, _PIECE_OFFSET, _PIECE_DATA, _PIECE_CRC = (
     0x0A,
     0x12,
@@ -94,6 +120,7 @@ _PIECE_NAME, _PIECE_DTYPE, _PIECE_SHAPE_PACKED, _PIECE_SHAPE, _PIECE_OFFSET, _PI
     0x2A,
     0x30,
 )
+_PIECE_ENCODING, _PIECE_ENCODED_BYTES = 0x38, 0x40
 _UINT64 = (1 << 64) - 1
 
 
@@ -124,6 +151,18 @@ def _piece_header(piece: PieceView) -> bytes:
     return b"".join(parts)
 
 
+def _piece_trailer(piece: PieceView) -> bytes:
+    """The fields after the data, in field order as protobuf writes them (crc32, the v1.3 encoding)."""
+    parts = []
+    if piece.crc32 is not None:
+        parts.append(bytes((_PIECE_CRC,)) + _varint(piece.crc32))
+    if piece.encoding:
+        parts.append(bytes((_PIECE_ENCODING,)) + _varint(piece.encoding))
+    if piece.encoded_bytes:
+        parts.append(bytes((_PIECE_ENCODED_BYTES,)) + _varint(piece.encoded_bytes))
+    return b"".join(parts)
+
+
 def write_chunk(chunk: ChunkView) -> bytes:
     """The chunk's protobuf encoding; tensor bytes are copied once, into the result."""
     parts: list[bytes | memoryview] = []
@@ -133,12 +172,12 @@ def write_chunk(chunk: ChunkView) -> bytes:
         header = _piece_header(piece)
         size = len(piece.data)
         data_key = (bytes((_PIECE_DATA,)) + _varint(size)) if size else b""
-        crc = bytes((_PIECE_CRC,)) + _varint(piece.crc32) if piece.crc32 is not None else b""
-        parts.append(bytes((_CHUNK_PIECE,)) + _varint(len(header) + len(data_key) + size + len(crc)))
+        trailer = _piece_trailer(piece)
+        parts.append(bytes((_CHUNK_PIECE,)) + _varint(len(header) + len(data_key) + size + len(trailer)))
         parts.append(header + data_key)
         if size:
             parts.append(piece.data)
-        parts.append(crc)
+        parts.append(trailer)
     if chunk.last:
         parts.append(bytes((_CHUNK_LAST, 1)))
     if chunk.total_tensors:
@@ -147,6 +186,10 @@ def write_chunk(chunk: ChunkView) -> bytes:
         parts.append(bytes((_CHUNK_BYTES,)) + _varint(chunk.total_bytes))
     if chunk.lora_adapter is not None:
         parts.append(_len_field(_CHUNK_LORA_ADAPTER, chunk.lora_adapter.SerializeToString()))
+    if chunk.delta_base is not None:
+        parts.append(_len_field(_CHUNK_DELTA_BASE, chunk.delta_base.SerializeToString()))
+    if chunk.full_set:
+        parts.append(bytes((_CHUNK_FULL_SET, 1)))
     return b"".join(parts)
 
 
@@ -205,6 +248,7 @@ def _read_piece(buf: memoryview, pos: int, end: int) -> PieceView:
     offset = 0
     data: memoryview = buf[0:0]
     crc: int | None = None
+    encoding = encoded_bytes = 0
     while pos < end:
         key, pos = read_varint(buf, pos, end)
         if key == _PIECE_DATA:
@@ -229,9 +273,14 @@ def _read_piece(buf: memoryview, pos: int, end: int) -> PieceView:
         elif key == _PIECE_CRC:
             value, pos = read_varint(buf, pos, end)
             crc = value & 0xFFFFFFFF
+        elif key == _PIECE_ENCODING:
+            encoding, pos = read_varint(buf, pos, end)
+            encoding = _signed(encoding) & 0xFFFFFFFF  # an enum is an int32 on the wire
+        elif key == _PIECE_ENCODED_BYTES:
+            encoded_bytes, pos = read_varint(buf, pos, end)
         else:
             pos = skip_field(buf, key, pos, end)
-    return PieceView(name, dtype, tuple(shape), offset, data, crc)
+    return PieceView(name, dtype, tuple(shape), offset, data, crc, encoding, encoded_bytes)
 
 
 def read_chunk(raw: bytes | memoryview) -> ChunkView:
@@ -243,6 +292,8 @@ def read_chunk(raw: bytes | memoryview) -> ChunkView:
     last = False
     pieces: list[PieceView] = []
     adapter: rollout_pb2.LoraAdapterSpec | None = None
+    base: rollout_pb2.DeltaBase | None = None
+    full_set = False
     while pos < end:
         key, pos = read_varint(buf, pos, end)
         if key == _CHUNK_PIECE:
@@ -266,6 +317,16 @@ def read_chunk(raw: bytes | memoryview) -> ChunkView:
                 adapter.ParseFromString(bytes(buf[start:pos]))
             except DecodeError:
                 raise WireFormatError("lora_adapter is not a well-formed LoraAdapterSpec") from None
+        elif key == _CHUNK_DELTA_BASE:
+            start, pos = read_len(buf, pos, end, "delta_base")
+            base = rollout_pb2.DeltaBase()
+            try:
+                base.ParseFromString(bytes(buf[start:pos]))
+            except DecodeError:
+                raise WireFormatError("delta_base is not a well-formed DeltaBase") from None
+        elif key == _CHUNK_FULL_SET:
+            value, pos = read_varint(buf, pos, end)
+            full_set = value != 0
         else:
             pos = skip_field(buf, key, pos, end)
-    return ChunkView(version, pieces, last, tensors, total, adapter)
+    return ChunkView(version, pieces, last, tensors, total, adapter, base, full_set)
