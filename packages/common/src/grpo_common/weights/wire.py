@@ -16,9 +16,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TypeVar
 
-from google.protobuf.message import DecodeError
+from google.protobuf.message import DecodeError, Message
 from grpo.v1 import rollout_pb2
+
+_M = TypeVar("_M", bound=Message)
 
 
 class WireFormatError(ValueError):
@@ -283,6 +286,16 @@ def _read_piece(buf: memoryview, pos: int, end: int) -> PieceView:
     return PieceView(name, dtype, tuple(shape), offset, data, crc, encoding, encoded_bytes)
 
 
+def _read_message(buf: memoryview, pos: int, end: int, what: str, message: _M) -> tuple[_M, int]:
+    """A small nested message (no tensor data) parsed by protobuf itself."""
+    start, pos = read_len(buf, pos, end, what)
+    try:
+        message.ParseFromString(bytes(buf[start:pos]))
+    except DecodeError:
+        raise WireFormatError(f"{what} is not a well-formed {type(message).__name__}") from None
+    return message, pos
+
+
 def read_chunk(raw: bytes | memoryview) -> ChunkView:
     """Parse a serialised WeightChunk; piece data are views into `raw` (keep it alive)."""
     buf = memoryview(raw).cast("B")
@@ -311,19 +324,9 @@ def read_chunk(raw: bytes | memoryview) -> ChunkView:
         elif key == _CHUNK_BYTES:
             total, pos = read_varint(buf, pos, end)
         elif key == _CHUNK_LORA_ADAPTER:
-            start, pos = read_len(buf, pos, end, "lora_adapter")
-            adapter = rollout_pb2.LoraAdapterSpec()
-            try:
-                adapter.ParseFromString(bytes(buf[start:pos]))
-            except DecodeError:
-                raise WireFormatError("lora_adapter is not a well-formed LoraAdapterSpec") from None
+            adapter, pos = _read_message(buf, pos, end, "lora_adapter", rollout_pb2.LoraAdapterSpec())
         elif key == _CHUNK_DELTA_BASE:
-            start, pos = read_len(buf, pos, end, "delta_base")
-            base = rollout_pb2.DeltaBase()
-            try:
-                base.ParseFromString(bytes(buf[start:pos]))
-            except DecodeError:
-                raise WireFormatError("delta_base is not a well-formed DeltaBase") from None
+            base, pos = _read_message(buf, pos, end, "delta_base", rollout_pb2.DeltaBase())
         elif key == _CHUNK_FULL_SET:
             value, pos = read_varint(buf, pos, end)
             full_set = value != 0
