@@ -28,8 +28,8 @@ import time
 
 import torch
 from grpo_learner.config import LearnerConfig, OptimConfig
+from grpo_learner.config.lora import LoraConfig
 from grpo_learner.lora.adapters import add_adapters
-from grpo_learner.lora.config import LoraConfig
 from grpo_learner.lora.merged_weights import LoraLayout
 from grpo_learner.optim import build_optimizer, build_scheduler
 from grpo_learner.synthetic import synthetic_groups

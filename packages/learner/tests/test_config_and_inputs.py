@@ -191,8 +191,8 @@ def test_a_token_beyond_the_policy_vocabulary_makes_the_group_invalid_not_the_up
 
 
 def test_the_policy_vocabulary_is_its_embedding_rows_through_a_lora_wrapper():
+    from grpo_learner.config.lora import LoraConfig
     from grpo_learner.lora.adapters import add_adapters
-    from grpo_learner.lora.config import LoraConfig
     from grpo_learner.models import input_vocab_size
 
     model = tiny_qwen2()

@@ -10,8 +10,8 @@ import torch
 from grpo_common.config import ConfigError
 from grpo_learner.assembly import build_trainer
 from grpo_learner.config import load_learner_config
+from grpo_learner.config.lora import LoraConfig
 from grpo_learner.lora.adapters import add_adapters, parameter_counts
-from grpo_learner.lora.config import LoraConfig
 from grpo_learner.lora.merge import merged_state_dict
 from grpo_learner.parallelism import SingleProcess
 from grpo_learner.synthetic import synthetic_groups

@@ -16,12 +16,20 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import yaml
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, ConfigDict, ValidationError
 
 ConfigT = TypeVar("ConfigT", bound=BaseModel)
 
 # Where each leaf value came from, keyed by its path: ("server", "port") -> "environment variable X".
 Sources = dict[tuple[str, ...], str]
+
+
+class ConfigSection(BaseModel):
+    """The base of every config section in every package: a misspelt key is an error, not a silently
+    ignored setting, and a number is finite (`temperature = inf` or `lr = nan` is refused here, not after
+    the model is built)."""
+
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
 
 class ConfigError(ValueError):

@@ -30,12 +30,12 @@ import torch
 from grpo_common.config import ConfigError, deep_merge
 
 from grpo_learner.config import LearnerConfig
+from grpo_learner.config.environment import EnvironmentConfig
 from grpo_learner.embedded.model import build_tiny_model
 from grpo_learner.embedded.task import Problem
 from grpo_learner.embedded.tasks import EmbeddedConfig
 from grpo_learner.embedded.tokenizer import build_tokenizer
 from grpo_learner.embedded.warmup import supervised_warmup
-from grpo_learner.environment_config import EnvironmentConfig
 from grpo_learner.eval.runner import EvalSettings, run_evaluation, training_evaluator
 from grpo_learner.loop import run_training
 from grpo_learner.metrics import read_metrics

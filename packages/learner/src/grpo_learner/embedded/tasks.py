@@ -18,10 +18,10 @@ from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
 
+from grpo_common.config import ConfigSection as Section
 from grpo_common.registry import Registry
 from pydantic import Field, field_validator
 
-from grpo_learner.config_section import Section
 from grpo_learner.embedded.task import Problem, solution_text, split_problems
 from grpo_learner.embedded.tool_task import TOOL_TOKENS, multiplication_problems, tool_transcript
 from grpo_learner.embedded.warmup import Transcript

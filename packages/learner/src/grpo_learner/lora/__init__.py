@@ -1,6 +1,5 @@
-"""LoRA adapters on the policy (`[model.lora]`, via peft).
+"""LoRA adapters on the policy (`[model.lora]`, via peft; the section is `grpo_learner.config.lora`).
 
-    config.py          the `[model.lora]` section (rank 0 / absent: full fine-tuning)
     adapters.py        wrap the policy, count parameters, reload adapters, the free reference
     merge.py           `merged_state_dict`: the policy's weights with the adapters folded in, by
                        the base model's names (weight push, `grpo export --merge`)

@@ -24,7 +24,7 @@ from peft.tuners.lora import Linear as LoraLinear
 from peft.tuners.lora import LoraLayer
 from torch import nn
 
-from grpo_learner.lora.config import ALL_LINEAR, LoraConfig
+from grpo_learner.config.lora import ALL_LINEAR, LoraConfig
 
 logger = logging.getLogger(__name__)
 

@@ -25,9 +25,9 @@ from grpo.v1 import reward_pb2, rollout_pb2
 from grpo_common.channel import ChannelConfig
 
 from grpo_learner.config import SamplingConfig
-from grpo_learner.environment_config import EnvironmentConfig
+from grpo_learner.config.environment import EnvironmentConfig
+from grpo_learner.config.reward import RewardConfig
 from grpo_learner.prompts import PromptItem
-from grpo_learner.reward_config import RewardConfig
 from grpo_learner.rollouts.load_spread import water_fill
 from grpo_learner.rollouts.pool import Member, PoolSettings, RolloutPool
 

@@ -5,9 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from grpo_common.addresses import parse_address
+from grpo_common.config import ConfigSection as _Section
 from pydantic import Field, field_validator, model_validator
-
-from grpo_learner.config_section import Section as _Section
 
 
 class EvalConfig(_Section):

@@ -14,9 +14,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from grpo_common.config import ConfigSection as _Section
 from pydantic import Field, field_validator
-
-from grpo_learner.config_section import Section as _Section
 
 
 class EnvironmentConfig(_Section):

@@ -9,9 +9,8 @@ from __future__ import annotations
 
 from typing import Literal
 
+from grpo_common.config import ConfigSection as _Section
 from pydantic import Field, field_validator
-
-from grpo_learner.config_section import Section as _Section
 
 ALL_LINEAR = "all-linear"
 

@@ -5,9 +5,8 @@ from __future__ import annotations
 import math
 from typing import Literal
 
+from grpo_common.config import ConfigSection as _Section
 from pydantic import Field, field_validator, model_validator
-
-from grpo_learner.config_section import Section as _Section
 
 BUILTIN_COMPONENTS = ("correctness", "format", "length")
 

@@ -2,7 +2,7 @@
 
 Sections mirror the modules that read them: `model`, `data`, `reward`, `rollout` (+ `sampling`), `optim`,
 `loss` (+ `advantage`, `sampler_correction`), `train`, `checkpoint`, `push`, `distributed`, `eval`,
-and `run_dir` (`reward` and `eval` are defined in reward_config.py and eval_config.py).
+and `run_dir` (`reward` and `eval` are defined in reward.py and eval.py).
 Load it with `load_learner_config` (TOML/YAML file < `GRPO_LEARNER_*` environment < CLI overrides).
 A bad value fails here with the field named, e.g. `loss.loss_type: unknown loss 'ppo'; registered:
 bnpo, cispo, dapo, dr_grpo, grpo, gspo`.
@@ -17,18 +17,18 @@ from typing import Any, Literal
 
 from grpo_common.addresses import parse_addresses
 from grpo_common.channel import ChannelConfig
+from grpo_common.config import ConfigSection as _Section
 from grpo_common.config import load_config
 from grpo_common.registry import Registry
 from grpo_common.weights.codec import DEFAULT_BUCKET_BYTES
 from pydantic import Field, field_validator, model_validator
 
 from grpo_learner.advantages import ADVANTAGE_ESTIMATORS, COMBINE_MODES
-from grpo_learner.config_section import Section as _Section
-from grpo_learner.environment_config import EnvironmentConfig
-from grpo_learner.eval_config import EvalConfig
-from grpo_learner.lora.config import LoraConfig
+from grpo_learner.config.environment import EnvironmentConfig
+from grpo_learner.config.eval import EvalConfig
+from grpo_learner.config.lora import LoraConfig
+from grpo_learner.config.reward import RewardConfig
 from grpo_learner.losses import LOSSES, SAMPLER_WEIGHT_LEVELS
-from grpo_learner.reward_config import RewardConfig
 
 ENV_PREFIX = "GRPO_LEARNER_"
 
@@ -40,7 +40,7 @@ class ModelConfig(_Section):
     tokenizer: str | None = Field(None, description="defaults to name_or_path")
     gradient_checkpointing: bool = False
     trust_remote_code: bool = False
-    lora: LoraConfig = Field(default_factory=LoraConfig)  # [model.lora], see lora/config.py
+    lora: LoraConfig = Field(default_factory=LoraConfig)  # [model.lora], see config/lora.py
 
 
 class DataConfig(_Section):
@@ -91,7 +91,7 @@ class RolloutConfig(_Section):
     backoff_s: float = Field(0.5, gt=0, description="first re-send delay, doubled per attempt")
     max_backoff_s: float = Field(5.0, gt=0, description="cap of the re-send delay")
     sampling: SamplingConfig = Field(default_factory=SamplingConfig)
-    environment: EnvironmentConfig = Field(default_factory=EnvironmentConfig)  # environment_config.py
+    environment: EnvironmentConfig = Field(default_factory=EnvironmentConfig)  # environment.py
     channel: ChannelConfig = Field(default_factory=ChannelConfig)
     # Many rollout services (grpo_learner.rollouts.pool): health/load probes and hot-add/remove.
     addresses_file: Path | None = Field(
