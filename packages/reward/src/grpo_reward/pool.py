@@ -8,6 +8,12 @@ backstop of `wall_backstop_s(limit)` still kills items that sleep or block. A wo
 is replaced too; its item, like a timed-out one, comes back with `timed_out` set. Callers only ever see
 `concurrent.futures.Future` objects, so the pool works from any thread and from asyncio
 (`asyncio.wrap_future`); nothing relies on signals in the calling thread.
+
+Workers are grouped in lanes, one queue per lane (`Task.lane`, chosen by the task: see
+`grpo_reward.tasks.contract.lane_of`). A lane's workers take only its own items, so a cheap task (math)
+waits behind other cheap items, never behind a burst of slow ones (`code` programs in a sandbox): with one
+FIFO queue, 32 code items sent at once held a math item for seconds. A lane's workers start with its
+first item, so a service that never grades code never starts code workers.
 """
 
 from __future__ import annotations
@@ -21,7 +27,7 @@ import socket
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection, wait
@@ -59,7 +65,8 @@ def process_cpu_s(pid: int) -> float | None:
 class Task:
     """One queued item (a task by name and its inputs) and the future its verdict goes to.
 
-    `on_timeout(reason)` makes the item's verdict when it runs out of time or its worker dies.
+    `on_timeout(reason)` makes the item's verdict when it runs out of time or its worker dies; `lane` is
+    the group of workers that may take it.
     """
 
     name: str
@@ -68,12 +75,14 @@ class Task:
     fields: dict[str, Any]
     timeout_s: float
     on_timeout: Callable[[str], Verdict]
+    lane: str
     future: Future[Verdict] = field(default_factory=Future)
 
 
 @dataclass
 class _Worker:
     connection: Connection
+    lane: str
     pid: int | None = None
     ready: bool = False
     task: Task | None = None
@@ -84,19 +93,27 @@ class _Worker:
 
 
 class WorkerPool:
-    """`workers` processes verifying queued tasks; see the module docstring."""
+    """Processes verifying queued tasks, `workers` per lane unless `lane_workers` names another number;
+    see the module docstring. Lane `first_lane` starts now, the others with their first task."""
 
-    def __init__(self, workers: int, *, zygote: Zygote) -> None:
-        if workers < 1:
-            raise ValueError(f"workers must be at least 1, got {workers}")
+    def __init__(
+        self, workers: int, *, zygote: Zygote, first_lane: str, lane_workers: Mapping[str, int] | None = None
+    ) -> None:
+        sizes = {first_lane: workers, **(lane_workers or {})}
+        for lane, size in sizes.items():
+            if size < 1:
+                raise ValueError(f"lane {lane!r} needs at least 1 worker, got {size}")
         self._zygote = zygote
-        self._queue: deque[Task] = deque()
+        self._sizes = sizes
+        self._default_size = workers
+        self._queues: dict[str, deque[Task]] = {}
         self._lock = threading.Lock()
         self._closing = False
         self._ids = itertools.count()
         self._wake_reader, self._wake_writer = socket.socketpair()
         self._wake_reader.setblocking(False)
-        self._workers = [self._start_worker() for _ in range(workers)]
+        self._workers: list[_Worker] = []
+        self._open_lane(first_lane)
         self.replaced = 0
         self._thread = threading.Thread(target=self._run, name="grpo-reward-dispatcher", daemon=True)
         self._thread.start()
@@ -107,9 +124,16 @@ class WorkerPool:
         with self._lock:
             if self._closing:
                 raise RuntimeError("the verifier is closed; create a new Verifier")
-            self._queue.append(task)
+            self._queues.setdefault(task.lane, deque()).append(task)
         self._wake()
         return task.future
+
+    def lanes(self) -> dict[str, int]:
+        """Workers started per lane (lanes start with their first task)."""
+        counts: dict[str, int] = {}
+        for worker in list(self._workers):
+            counts[worker.lane] = counts.get(worker.lane, 0) + 1
+        return counts
 
     def worker_pids(self) -> list[int]:
         """Process ids of the current workers (for monitoring, and for tests that kill one)."""
@@ -140,8 +164,15 @@ class WorkerPool:
         with contextlib.suppress(OSError):
             self._wake_writer.send(b"x")
 
-    def _start_worker(self) -> _Worker:
-        return _Worker(connection=self._zygote.spawn_worker())
+    def _start_worker(self, lane: str) -> _Worker:
+        return _Worker(connection=self._zygote.spawn_worker(), lane=lane)
+
+    def _open_lane(self, lane: str) -> None:
+        """Start the workers of a lane that has none yet (dispatcher thread, or __init__ before it runs)."""
+        size = self._sizes.get(lane, self._default_size)
+        self._workers += [self._start_worker(lane) for _ in range(size)]
+        with self._lock:
+            self._queues.setdefault(lane, deque())
 
     @staticmethod
     def _kill(worker: _Worker) -> None:
@@ -157,22 +188,29 @@ class WorkerPool:
             worker.connection.close()
             self.replaced += 1
             if not self._closing:
-                self._workers[index] = self._start_worker()
+                self._workers[index] = self._start_worker(worker.lane)
         finally:
             if worker.task is not None and reason is not None and not worker.task.future.done():
                 worker.task.future.set_result(worker.task.on_timeout(reason))
 
     def _assign(self) -> None:
+        with self._lock:
+            waiting = {lane for lane, queue in self._queues.items() if queue}
+        for lane in waiting - {worker.lane for worker in self._workers}:
+            self._open_lane(lane)
         for worker in self._workers:
             if not worker.ready or worker.task is not None:
                 continue
             while True:
                 with self._lock:
-                    task = self._queue.popleft() if self._queue else None
+                    queue = self._queues[worker.lane]
+                    task = queue.popleft() if queue else None
                 if task is None:
-                    return
+                    break
                 if task.future.set_running_or_notify_cancel():
                     break
+            if task is None:
+                continue
             worker.task_id = next(self._ids)
             worker.task = task
             worker.started = time.monotonic()
@@ -259,8 +297,8 @@ class WorkerPool:
     def _shutdown(self) -> None:
         with self._lock:
             self._closing = True
-            pending = list(self._queue)
-            self._queue.clear()
+            pending = [task for queue in self._queues.values() for task in queue]
+            self._queues.clear()
         for task in pending:
             if task.future.set_running_or_notify_cancel():
                 task.future.set_result(Verdict(False, 0.0, None, "the pool closed before this item ran"))

@@ -23,7 +23,7 @@ from grpo_common.registry import UnknownName
 
 from grpo_reward.pool import DEFAULT_MEMORY_LIMIT_MB, Task, WorkerPool
 from grpo_reward.tasks import TASKS
-from grpo_reward.tasks.contract import TaskScore, Undecided, score_verdict
+from grpo_reward.tasks.contract import DEFAULT_LANE, TaskScore, Undecided, lane_of, score_verdict
 from grpo_reward.tasks.math_verifier import MATH
 from grpo_reward.verdict import Verdict, failed, timed_out
 from grpo_reward.zygote import Zygote
@@ -79,6 +79,10 @@ class Verifier:
     `plugins` are imported by the workers' zygote before it forks (see `grpo_reward.tasks.plugins`);
     the caller imports them itself too (`load_plugins`) to name their tasks. Parsed math references are
     cached per worker, so repeated references (a GRPO group) parse once per worker.
+
+    Each task's lane (`grpo_reward.tasks.contract.lane_of`: `code` has its own; `task_lanes` maps a task
+    name to another) gets `workers` processes unless `lane_workers` names another number, so a slow task's
+    burst never queues cheap items.
     """
 
     def __init__(
@@ -90,11 +94,19 @@ class Verifier:
         zygote: Zygote | None = None,
         plugins: Sequence[str] = (),
         memory_limit_mb: int = DEFAULT_MEMORY_LIMIT_MB,
+        lane_workers: Mapping[str, int] | None = None,
+        task_lanes: Mapping[str, str] | None = None,
     ) -> None:
         self.timeout_s = _checked_timeout(timeout_s)
         self.fallback_last_number = fallback_last_number
         self.workers = workers or os.cpu_count() or 1
-        self._pool = WorkerPool(self.workers, zygote=zygote or shared_zygote(memory_limit_mb, plugins))
+        self._task_lanes = dict(task_lanes or {})
+        self._pool = WorkerPool(
+            self.workers,
+            zygote=zygote or shared_zygote(memory_limit_mb, plugins),
+            first_lane=DEFAULT_LANE,
+            lane_workers=lane_workers,
+        )
 
     def __enter__(self) -> Verifier:
         return self
@@ -113,6 +125,10 @@ class Verifier:
     def worker_pids(self) -> list[int]:
         """Process ids of the current worker processes."""
         return self._pool.worker_pids()
+
+    def lanes(self) -> dict[str, int]:
+        """Worker processes started per lane (a lane starts with its first item)."""
+        return self._pool.lanes()
 
     def submit_item(
         self, item: Item, *, timeout_s: float | None = None, fallback_last_number: bool | None = None
@@ -142,7 +158,9 @@ class Verifier:
             except Exception as error:  # defensive: the quick path must never take a caller down
                 logger.exception("quick path of task %r failed", item.task)
                 return _done(failed(f"internal error: {type(error).__name__}"))
-        task = Task(item.task, item.completion, item.reference, fields, limit, partial(_on_timeout, pending))
+        on_timeout = partial(_on_timeout, pending)
+        lane = self._task_lanes.get(item.task) or lane_of(function)  # the operator's choice, else the task's
+        task = Task(item.task, item.completion, item.reference, fields, limit, on_timeout, lane)
         return self._pool.submit(task)
 
     def submit(

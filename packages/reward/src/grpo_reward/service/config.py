@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Annotated
+
 from grpo_common.server import ServerConfig
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -19,6 +21,14 @@ class RewardServiceConfig(BaseModel):
 
     server: ServerConfig = Field(default_factory=lambda: ServerConfig(port=DEFAULT_PORT))
     workers: int | None = Field(None, ge=1, description="verification worker processes (default: CPU count)")
+    lane_workers: dict[str, Annotated[int, Field(ge=1)]] = Field(
+        default_factory=dict,
+        description="worker processes of a task lane (e.g. code) when not `workers`; each lane has its own",
+    )
+    task_lanes: dict[str, str] = Field(
+        default_factory=dict,
+        description='task name -> worker lane, over the lane the task asks for (e.g. {"my_judge": "slow"})',
+    )
     max_batch_items: int = Field(4096, ge=1, description="largest number of items one Score call may carry")
     default_timeout_s: float = Field(
         1.0, gt=0, le=10, description="per-item CPU-time limit in seconds when a spec gives 0"

@@ -44,6 +44,8 @@ async def serve(
         timeout_s=config.default_timeout_s,
         plugins=config.plugins,
         memory_limit_mb=config.worker_memory_mb,
+        lane_workers=config.lane_workers,
+        task_lanes=config.task_lanes,
     ) as verifier:
         if not verifier.wait_ready(timeout_s=120):
             logger.warning("verification workers are slow to start; serving anyway")

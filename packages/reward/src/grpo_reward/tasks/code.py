@@ -180,3 +180,7 @@ def score(completion: str, reference: str, **fields: Any) -> TaskScore:
         reason=reason,
         extracted=program,
     )
+
+
+# its own worker lane (grpo_reward.pool): programs that run for seconds never hold cheap items in a queue
+score.lane = "code"  # type: ignore[attr-defined]

@@ -10,6 +10,10 @@ process under the item's CPU-time limit, so it may be slow or crash: that costs 
 A task may also have a `quick(completion, reference, **fields)` method returning a `TaskScore` or
 `Undecided`: it runs in the service process, before any worker, so it must be provably cheap (linear in
 the input, no sympy, no user code). The math task uses it to grade plain numbers without a worker.
+
+A task may name its `lane` (a string attribute): the group of worker processes that grades it. Tasks
+without one share lane `DEFAULT_LANE`. A slow task (one that runs programs, like `code`, or calls a model)
+takes its own lane, so that a burst of it never holds cheap items in a queue (`grpo_reward.pool`).
 """
 
 from __future__ import annotations
@@ -50,6 +54,14 @@ class Undecided:
 ScoreFunction = Callable[..., "float | bool | TaskScore"]
 
 TASKS: Registry[ScoreFunction] = Registry("reward task", "grpo.tasks")
+
+DEFAULT_LANE = "default"
+
+
+def lane_of(task: ScoreFunction) -> str:
+    """The worker lane a task asked for with its `lane` attribute; DEFAULT_LANE when it names none."""
+    lane = getattr(task, "lane", None)
+    return lane if isinstance(lane, str) and lane else DEFAULT_LANE
 
 
 def as_task_score(result: Any) -> TaskScore:
