@@ -28,9 +28,9 @@ import torch
 from grpo_common.server import ServerConfig
 from grpo_common.weights.codec import encode_state_dict_wire, update_weights_method
 from grpo_rollout.app import running_rollout
-from grpo_rollout.backends.contract import SamplingConfig
+from grpo_rollout.backends.contract import SamplingParams
 from grpo_rollout.backends.hf.generator import HFGenerator
-from grpo_rollout.config import RewardSettings, RolloutConfig
+from grpo_rollout.config import RewardSettings, RolloutServiceConfig
 from model_shapes import SHAPES, ModelShape, machine_description  # benchmarks/model_shapes.py
 from results_file import Report, add_record_flag  # benchmarks/results_file.py
 from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers
@@ -59,9 +59,9 @@ def save_model(shape: ModelShape, directory: Path) -> int:
 def bench_generation(directory: Path, prompts: int, group: int, prompt_len: int, new_tokens: int) -> float:
     generator = HFGenerator.from_pretrained(directory)
     batch = [[(7 * i + j) % 40 + 1 for j in range(prompt_len)] for i in range(prompts)]
-    warm = SamplingConfig(max_new_tokens=2, seed=0)
+    warm = SamplingParams(max_new_tokens=2, seed=0)
     generator.generate_sync(batch[:1], 2, warm)
-    sampling = SamplingConfig(max_new_tokens=new_tokens, temperature=1.0, seed=0)
+    sampling = SamplingParams(max_new_tokens=new_tokens, temperature=1.0, seed=0)
     started = time.perf_counter()
     result = generator.generate_sync(batch, group, sampling)
     seconds = time.perf_counter() - started
@@ -71,7 +71,7 @@ def bench_generation(directory: Path, prompts: int, group: int, prompt_len: int,
 
 
 async def bench_update(directory: Path, repeats: int) -> list[tuple[float, float, float]]:
-    config = RolloutConfig(
+    config = RolloutServiceConfig(
         model=str(directory),
         server=ServerConfig(port=0),
         reward=RewardSettings(address="127.0.0.1:9"),  # no Generate here: never called

@@ -81,7 +81,7 @@ def build_warm_checkpoint(directory: Path) -> Path:
 def greedy_accuracy(model_dir: Path, problems: Path) -> float:
     """Greedy accuracy of the model in `model_dir` on a (question, answer) file, graded by the verifier."""
     from grpo_reward.verifier import Verifier
-    from grpo_rollout.backends.contract import SamplingConfig
+    from grpo_rollout.backends.contract import SamplingParams
     from grpo_rollout.backends.hf.generator import HFGenerator
     from transformers import AutoTokenizer
 
@@ -89,7 +89,7 @@ def greedy_accuracy(model_dir: Path, problems: Path) -> float:
     generator = HFGenerator.from_pretrained(model_dir)
     rows = [json.loads(line) for line in problems.read_text().splitlines()]
     prompts = [tokenizer(r["question"]).input_ids for r in rows]
-    sampling = SamplingConfig(max_new_tokens=SHAPE.max_new_tokens, temperature=0.0)
+    sampling = SamplingParams(max_new_tokens=SHAPE.max_new_tokens, temperature=0.0)
     groups = generator.generate_sync(prompts, 1, sampling)
     texts = [tokenizer.decode(g[0].token_ids, skip_special_tokens=True) for g in groups]
     with Verifier(workers=1) as verifier:

@@ -21,8 +21,8 @@ from grpo_learner.embedded.tokenizer import build_tokenizer
 from grpo_learner.weight_sync.grpc_pusher import WeightPusher
 from grpo_learner.weight_sync.push_selection import select_for
 from grpo_rollout.app import running_rollout
-from grpo_rollout.backends.contract import SamplingConfig
-from grpo_rollout.config import RewardSettings, RolloutConfig, SGLangSettings
+from grpo_rollout.backends.contract import SamplingParams
+from grpo_rollout.config import RewardSettings, RolloutServiceConfig, SGLangSettings
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "packages" / "rollout" / "tests"))
 from rollout_sglang_standin import StandinServer
@@ -46,7 +46,7 @@ def test_lora_pushes_send_the_merged_model_once_then_only_targeted_tensors(tmp_p
     base = build_tiny_model(tokenizer, seed=0)
     base.save_pretrained(tmp_path / "model")
     tokenizer.save_pretrained(tmp_path / "model")
-    config = RolloutConfig(
+    config = RolloutServiceConfig(
         model=str(tmp_path / "model"),
         server=ServerConfig(port=0, grace_seconds=1),
         reward=RewardSettings(address="127.0.0.1:1", timeout_s=1, attempts=1, backoff_s=0.01),
@@ -68,7 +68,7 @@ def test_lora_pushes_send_the_merged_model_once_then_only_targeted_tensors(tmp_p
                     behind = await pusher.push(policy.state_dict(), version)
                     assert behind == []
                     figures.append(pusher.metrics())
-                sampling = SamplingConfig(max_new_tokens=8, temperature=0.0)
+                sampling = SamplingParams(max_new_tokens=8, temperature=0.0)
                 served = await rollout.generator.generate([PROMPT], 1, sampling)
                 served_model = copy.deepcopy(rollout.generator._model)
             finally:
@@ -107,7 +107,7 @@ def test_adapter_pushes_reach_sglang_as_a_peft_adapter_that_peft_loads_back(tmp_
     lora_step(policy, optimizer, seed=1)
     with StandinServer() as server:
         server.state.lora = LoraState(enabled=True, max_rank=8, target_modules=targets)
-        config = RolloutConfig(
+        config = RolloutServiceConfig(
             model=str(tmp_path / "model"),
             generator="sglang",
             sglang=SGLangSettings(urls=[server.url], weight_dir=tmp_path / "w"),

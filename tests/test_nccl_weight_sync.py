@@ -31,7 +31,7 @@ from grpo_learner.config import PushConfig
 from grpo_learner.weight_sync.nccl_pusher import NcclWeightPusher
 from grpo_learner.weight_sync.nccl_sync import NcclWeightSync, WeightSyncError
 from grpo_rollout.app import running_rollout
-from grpo_rollout.config import LimitSettings, RewardSettings, RolloutConfig
+from grpo_rollout.config import LimitSettings, RewardSettings, RolloutServiceConfig
 from safetensors import safe_open
 
 ROLLOUT_TESTS = Path(__file__).resolve().parents[1] / "packages" / "rollout" / "tests"
@@ -136,7 +136,7 @@ async def rollout_service(
     generator: str = "sglang",
     port: int = 0,
 ) -> AsyncIterator[tuple[str, rollout_pb2_grpc.RolloutServiceStub]]:
-    config = RolloutConfig(
+    config = RolloutServiceConfig(
         model=str(model_dir),
         generator=generator,  # type: ignore[arg-type]
         server=ServerConfig(port=port, grace_seconds=1),

@@ -23,7 +23,7 @@ from grpo_reward.service.config import RewardServiceConfig
 from grpo_reward.service.server import start_reward_server
 from grpo_reward.verifier import Verifier
 from grpo_rollout.app import running_rollout
-from grpo_rollout.config import RewardSettings, RolloutConfig
+from grpo_rollout.config import RewardSettings, RolloutServiceConfig
 
 ROLLOUT_TESTS = Path(__file__).resolve().parents[1] / "packages" / "rollout" / "tests"
 sys.path.insert(0, str(ROLLOUT_TESTS))
@@ -57,7 +57,7 @@ def test_idle_fraction_is_below_one_while_generating_and_one_when_nothing_runs(m
             reward = await start_reward_server(
                 RewardServiceConfig(server=ServerConfig(port=0, grace_seconds=0)), verifier
             )
-            config = RolloutConfig(
+            config = RolloutServiceConfig(
                 model=str(model_dir),
                 server=ServerConfig(port=0, grace_seconds=0),
                 reward=RewardSettings(address=reward.address, timeout_s=10),

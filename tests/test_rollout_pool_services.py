@@ -26,7 +26,7 @@ from grpo_reward.service.config import RewardServiceConfig
 from grpo_reward.service.server import start_reward_server
 from grpo_reward.verifier import Verifier
 from grpo_rollout.app import running_rollout
-from grpo_rollout.config import RewardSettings, RolloutConfig
+from grpo_rollout.config import RewardSettings, RolloutServiceConfig
 
 ROLLOUT_TESTS = Path(__file__).resolve().parents[1] / "packages" / "rollout" / "tests"
 sys.path.insert(0, str(ROLLOUT_TESTS))
@@ -65,8 +65,8 @@ def test_pool_spreads_over_real_services_marks_a_stopped_one_down_and_resyncs_it
                 RewardServiceConfig(server=ServerConfig(port=0, grace_seconds=0)), verifier
             )
 
-            def rollout_config(port: int = 0) -> RolloutConfig:
-                return RolloutConfig(
+            def rollout_config(port: int = 0) -> RolloutServiceConfig:
+                return RolloutServiceConfig(
                     model=str(model_dir),
                     server=ServerConfig(port=port, grace_seconds=0),
                     reward=RewardSettings(address=reward.address, timeout_s=10),

@@ -30,7 +30,7 @@ import time
 from pathlib import Path
 
 import torch
-from grpo_rollout.backends.contract import SamplingConfig, WeightUpdateError
+from grpo_rollout.backends.contract import SamplingParams, WeightUpdateError
 from grpo_rollout.backends.sglang.generator import SGLangGenerator
 from grpo_rollout.backends.sglang.launcher import LaunchSettings, SGLangProcess
 from grpo_rollout.backends.sglang.model_facts import read_model_facts
@@ -93,7 +93,7 @@ async def run(args: argparse.Namespace) -> None:
     try:
         # 1. generate
         groups = await generator.generate(
-            prompts, 4, SamplingConfig(max_new_tokens=64, temperature=1.0, seed=1)
+            prompts, 4, SamplingParams(max_new_tokens=64, temperature=1.0, seed=1)
         )
         shapes_ok = all(
             len(g) == 4 and all(len(c.token_ids) == len(c.logprobs) > 0 for c in g) for g in groups
@@ -108,16 +108,16 @@ async def run(args: argparse.Namespace) -> None:
         check("logprobs are <= 0", all(lp <= 0 for g in groups for c in g for lp in c.logprobs))
 
         # 2. greedy and seeds
-        greedy = SamplingConfig(max_new_tokens=48, temperature=0.0)
+        greedy = SamplingParams(max_new_tokens=48, temperature=0.0)
         before = await generator.generate(prompts, 3, greedy)
         check(
             "greedy copies of a prompt agree", all(len({tuple(c.token_ids) for c in g}) == 1 for g in before)
         )
-        seeded = SamplingConfig(max_new_tokens=48, temperature=1.0, seed=123)
+        seeded = SamplingParams(max_new_tokens=48, temperature=1.0, seed=123)
         first = await generator.generate(prompts, 3, seeded)
         again = await generator.generate(prompts, 3, seeded)
         other = await generator.generate(
-            prompts, 3, SamplingConfig(max_new_tokens=48, temperature=1.0, seed=7)
+            prompts, 3, SamplingParams(max_new_tokens=48, temperature=1.0, seed=7)
         )
         tokens = lambda result: [[c.token_ids for c in g] for g in result]  # noqa: E731
         check("same sampling_seed reproduces", tokens(first) == tokens(again))
@@ -130,7 +130,7 @@ async def run(args: argparse.Namespace) -> None:
         dtype = getattr(torch, args.dtype)
         reference = AutoModelForCausalLM.from_pretrained(model_dir, dtype=dtype).to("cuda").eval()
         sampled = await generator.generate(
-            prompts, 2, SamplingConfig(max_new_tokens=32, temperature=0.7, top_k=20, seed=5)
+            prompts, 2, SamplingParams(max_new_tokens=32, temperature=0.7, top_k=20, seed=5)
         )
         errors_unfiltered, errors_filtered = [], []
         for prompt, group in zip(prompts, sampled, strict=True):
@@ -184,7 +184,7 @@ async def run(args: argparse.Namespace) -> None:
         many = [prompts[i % 2] for i in range(64)]
         started = time.perf_counter()
         result = await generator.generate(
-            many, 8, SamplingConfig(max_new_tokens=256, temperature=1.0, seed=0)
+            many, 8, SamplingParams(max_new_tokens=256, temperature=1.0, seed=0)
         )
         seconds = time.perf_counter() - started
         count = sum(len(c.token_ids) for g in result for c in g)

@@ -12,7 +12,7 @@ import grpc
 from grpo.v1 import rollout_pb2, rollout_pb2_grpc
 from grpo_common.server import ServerConfig
 from grpo_rollout.app import RunningRollout, running_rollout
-from grpo_rollout.config import LimitSettings, RewardSettings, RolloutConfig
+from grpo_rollout.config import LimitSettings, RewardSettings, RolloutServiceConfig
 from rollout_reward_standin import RewardStandin
 
 
@@ -30,8 +30,8 @@ class Client:
         return (await self.stub.GetInfo(rollout_pb2.GetInfoRequest(), timeout=10)).policy_version
 
 
-def config(model_dir: Path, reward_address: str, **limits: Any) -> RolloutConfig:
-    return RolloutConfig(
+def config(model_dir: Path, reward_address: str, **limits: Any) -> RolloutServiceConfig:
+    return RolloutServiceConfig(
         model=str(model_dir),
         server=ServerConfig(port=0, grace_seconds=1),
         reward=RewardSettings(address=reward_address, timeout_s=5, attempts=2, backoff_s=0.05),
@@ -41,7 +41,7 @@ def config(model_dir: Path, reward_address: str, **limits: Any) -> RolloutConfig
 
 def sglang_config(
     model_dir: Path, reward: RewardStandin, urls: list[str], tmp_path: Path, **server: Any
-) -> RolloutConfig:
+) -> RolloutServiceConfig:
     """`config` for the sglang backend on `urls` (stand-ins), pushed weights under tmp_path/w."""
     cfg = config(model_dir, reward.address)
     return type(cfg).model_validate(
@@ -52,7 +52,7 @@ def sglang_config(
 
 
 @contextlib.asynccontextmanager
-async def serving(cfg: RolloutConfig, channel_options: list | None = None) -> AsyncIterator[Client]:
+async def serving(cfg: RolloutServiceConfig, channel_options: list | None = None) -> AsyncIterator[Client]:
     async with (
         running_rollout(cfg) as rollout,
         grpc.aio.insecure_channel(rollout.server.address, options=channel_options) as channel,

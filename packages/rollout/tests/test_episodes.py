@@ -1,7 +1,7 @@
 """Multi-turn episodes through a real RolloutService (hf backend, tiny model) on loopback gRPC.
 
 The environment is `rollout_scripted_envs.FixedObservation`, loaded the way an operator's `--plugin`
-loads it (`ENVIRONMENTS.load_reference`, here through RolloutConfig.plugins). Greedy decoding makes the
+loads it (`ENVIRONMENTS.load_reference`, here through RolloutServiceConfig.plugins). Greedy decoding makes the
 tiny model's turns deterministic (it repeats its last token), which the tests use to pick stop strings.
 """
 
@@ -18,7 +18,7 @@ import pytest
 import rollout_scripted_envs
 from grpo.v1 import rollout_pb2
 from grpo_common.weights.codec import encode_state_dict
-from grpo_rollout.backends.contract import SamplingConfig
+from grpo_rollout.backends.contract import SamplingParams
 from grpo_rollout.backends.hf.generator import HFGenerator
 from grpo_rollout.cli import main
 from grpo_rollout.config import SGLangSettings
@@ -102,7 +102,7 @@ def test_episode_is_exactly_the_generators_tokens_then_the_observations_tokens(
     # Replay the episode with the backend alone: turn 1 from the prompt, turn 2 from prompt + turn 1 +
     # observation. Greedy, so the service's episode must be exactly these ids, nothing re-encoded.
     generator = HFGenerator.from_pretrained(tiny_model_dir)
-    greedy = SamplingConfig(
+    greedy = SamplingParams(
         max_new_tokens=5, temperature=0.0, stop_token_ids=(tokenizer.convert_tokens_to_ids("|"),)
     )
     turn1 = generator.generate_sync([prompt], 1, greedy)[0][0].token_ids
@@ -312,7 +312,7 @@ def test_turns_waiting_together_go_to_the_backend_as_one_batch(
     settings = EpisodeBatchSettings(
         PromptEncoder(tokenizer), (tokenizer.eos_token_id,), len(tokenizer), gather_s=2.0
     )
-    sampling = SamplingConfig(max_new_tokens=20, temperature=0.0)
+    sampling = SamplingParams(max_new_tokens=20, temperature=0.0)
     started = time.monotonic()
     groups = asyncio.run(run_episodes(prompts, 3, sampling, generate, settings))
     assert time.monotonic() - started < 2.0  # never waited out the window

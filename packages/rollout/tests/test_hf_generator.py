@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from grpo_rollout.backends.contract import FinishReason, SamplingConfig, WeightUpdateError
+from grpo_rollout.backends.contract import FinishReason, SamplingParams, WeightUpdateError
 from grpo_rollout.backends.hf.generator import HFGenerator
 from rollout_testkit import other_weights
 
@@ -19,8 +19,8 @@ def generator(tiny_model_dir: Path) -> HFGenerator:
     return HFGenerator.from_pretrained(tiny_model_dir)
 
 
-def greedy(max_new_tokens: int = 12, **kwargs) -> SamplingConfig:
-    return SamplingConfig(max_new_tokens=max_new_tokens, temperature=0.0, **kwargs)
+def greedy(max_new_tokens: int = 12, **kwargs) -> SamplingParams:
+    return SamplingParams(max_new_tokens=max_new_tokens, temperature=0.0, **kwargs)
 
 
 def test_left_padded_batch_matches_one_prompt_at_a_time(generator: HFGenerator) -> None:
@@ -44,7 +44,7 @@ def recompute_logprobs(generator: HFGenerator, prompt: list[int], tokens: list[i
 def test_logprobs_are_temperature_scaled_and_taken_before_top_k_top_p(
     generator: HFGenerator, temperature: float
 ) -> None:
-    sampling = SamplingConfig(max_new_tokens=10, temperature=temperature, top_k=5, top_p=0.8, seed=3)
+    sampling = SamplingParams(max_new_tokens=10, temperature=temperature, top_k=5, top_p=0.8, seed=3)
     for prompt, group in zip(PROMPTS, generator.generate_sync(PROMPTS, 2, sampling), strict=True):
         for completion in group:
             expected = recompute_logprobs(generator, prompt, completion.token_ids, temperature)
@@ -54,17 +54,17 @@ def test_logprobs_are_temperature_scaled_and_taken_before_top_k_top_p(
 
 
 def test_top_k_one_samples_the_greedy_tokens(generator: HFGenerator) -> None:
-    sampled = generator.generate_sync(PROMPTS, 2, SamplingConfig(max_new_tokens=8, top_k=1, seed=0))
+    sampled = generator.generate_sync(PROMPTS, 2, SamplingParams(max_new_tokens=8, top_k=1, seed=0))
     argmax = generator.generate_sync(PROMPTS, 1, greedy(8))
     for group, reference in zip(sampled, argmax, strict=True):
         assert all(c.token_ids == reference[0].token_ids for c in group)
 
 
 def test_same_seed_reproduces_and_another_seed_differs(generator: HFGenerator) -> None:
-    sampling = SamplingConfig(max_new_tokens=16, temperature=1.5, seed=1234)
+    sampling = SamplingParams(max_new_tokens=16, temperature=1.5, seed=1234)
     first = generator.generate_sync(PROMPTS, 3, sampling)
     again = generator.generate_sync(PROMPTS, 3, sampling)
-    other = generator.generate_sync(PROMPTS, 3, SamplingConfig(max_new_tokens=16, temperature=1.5, seed=99))
+    other = generator.generate_sync(PROMPTS, 3, SamplingParams(max_new_tokens=16, temperature=1.5, seed=99))
     tokens = lambda result: [[c.token_ids for c in group] for group in result]  # noqa: E731
     assert tokens(first) == tokens(again)
     assert tokens(first) != tokens(other)
@@ -113,7 +113,7 @@ def test_prompt_plus_max_new_tokens_beyond_context_is_refused(generator: HFGener
 
 def test_llama_family_works_too(tiny_llama_dir: Path) -> None:
     llama = HFGenerator.from_pretrained(tiny_llama_dir)
-    result = llama.generate_sync(PROMPTS, 2, SamplingConfig(max_new_tokens=6, seed=0))
+    result = llama.generate_sync(PROMPTS, 2, SamplingParams(max_new_tokens=6, seed=0))
     assert [len(g) for g in result] == [2, 2, 2]
 
 

@@ -11,7 +11,7 @@ import pytest
 import torch
 from grpo.v1 import rollout_pb2
 from grpo_common.weights.codec import encode_state_dict
-from grpo_rollout.backends.contract import SamplingConfig
+from grpo_rollout.backends.contract import SamplingParams
 from grpo_rollout.backends.hf.generator import HFGenerator
 from rollout_reward_standin import RewardStandin
 from rollout_service_harness import config, request, serving, token_prompt
@@ -205,7 +205,7 @@ def greedy_outputs(model_dir: Path, weights: dict[str, torch.Tensor] | None, pro
     generator = HFGenerator.from_pretrained(model_dir)
     if weights is not None:
         generator.load_weights_sync(weights, 1)
-    result = generator.generate_sync(prompts, 1, SamplingConfig(max_new_tokens=6, temperature=0.0))
+    result = generator.generate_sync(prompts, 1, SamplingParams(max_new_tokens=6, temperature=0.0))
     return [group[0].token_ids for group in result]
 
 

@@ -11,7 +11,7 @@ import httpx
 import pytest
 import torch
 from grpo_common.config import ConfigError
-from grpo_rollout.backends.contract import FinishReason, GenerationError, SamplingConfig, WeightUpdateError
+from grpo_rollout.backends.contract import FinishReason, GenerationError, SamplingParams, WeightUpdateError
 from grpo_rollout.backends.sglang.generator import SGLangGenerator, sync_ranks_of
 from grpo_rollout.backends.sglang.http import SGLangError, SGLangServer
 from grpo_rollout.backends.sglang.launcher import LaunchSettings, SGLangProcess, launch_command
@@ -43,7 +43,7 @@ async def connect(model_dir: Path, urls: list[str], tmp_path: Path, **kwargs) ->
 
 
 def test_request_uses_sglang_keys_and_a_distinct_seed_per_sequence() -> None:
-    sampling = SamplingConfig(max_new_tokens=8, temperature=0.7, top_p=0.9, stop_token_ids=(2,), seed=5)
+    sampling = SamplingParams(max_new_tokens=8, temperature=0.7, top_p=0.9, stop_token_ids=(2,), seed=5)
     request = group_request([1, 2, 3], prompt_index=1, n=3, sampling=sampling)
     assert request["input_ids"] == [[1, 2, 3]] * 3
     assert request["return_logprob"] is True and request["logprob_start_len"] == -1
@@ -58,7 +58,7 @@ def test_request_uses_sglang_keys_and_a_distinct_seed_per_sequence() -> None:
         "stop_token_ids": [2],
         "sampling_seed": params[0]["sampling_seed"],
     }
-    unseeded = group_request([1], 0, 2, SamplingConfig(max_new_tokens=4))
+    unseeded = group_request([1], 0, 2, SamplingParams(max_new_tokens=4))
     assert all("sampling_seed" not in p and "seed" not in p for p in unseeded["sampling_params"])
 
 
@@ -110,7 +110,7 @@ def test_generate_round_robins_workers_and_returns_what_sglang_sampled(
         async def scenario():
             generator = await connect(tiny_model_dir, [a.url, b.url], tmp_path)
             stop = predicted_tokens(PROMPTS[0], sequence_seed(11, 0, 3, 1), 0, 6)[2]
-            sampling = SamplingConfig(max_new_tokens=6, stop_token_ids=(stop,), seed=11)
+            sampling = SamplingParams(max_new_tokens=6, stop_token_ids=(stop,), seed=11)
             try:
                 return await generator.generate(PROMPTS, 3, sampling), stop
             finally:
@@ -139,7 +139,7 @@ def test_router_receives_generate_and_workers_receive_updates(tiny_model_dir: Pa
         async def scenario():
             generator = await connect(tiny_model_dir, [worker.url], tmp_path, router_url=router.url)
             try:
-                await generator.generate(PROMPTS, 2, SamplingConfig(max_new_tokens=3))
+                await generator.generate(PROMPTS, 2, SamplingParams(max_new_tokens=3))
                 await generator.load_weights(other_weights(tiny_model_dir, 1), version=1)
             finally:
                 await generator.close()
@@ -159,7 +159,7 @@ def test_update_pauses_updates_with_version_continues_and_new_samples_carry_it(
             generator = await connect(tiny_model_dir, [a.url, b.url], tmp_path)
             try:
                 await generator.load_weights(other_weights(tiny_model_dir, 1), version=4)
-                after = await generator.generate(PROMPTS, 2, SamplingConfig(max_new_tokens=4))
+                after = await generator.generate(PROMPTS, 2, SamplingParams(max_new_tokens=4))
                 return after, generator.info().weight_version
             finally:
                 await generator.close()
@@ -231,7 +231,7 @@ def test_aborted_sequences_come_back_marked_abort(tiny_model_dir: Path, tmp_path
         async def scenario():
             generator = await connect(tiny_model_dir, [server.url], tmp_path)
             try:
-                return await generator.generate([PROMPTS[0]], 2, SamplingConfig(max_new_tokens=6))
+                return await generator.generate([PROMPTS[0]], 2, SamplingParams(max_new_tokens=6))
             finally:
                 await generator.close()
 
@@ -254,7 +254,7 @@ def test_unhealthy_server_fails_connect_and_a_dead_one_fails_generate(
             generator = await connect(tiny_model_dir, [server.url], tmp_path)
             server.__exit__()
             try:
-                await generator.generate(PROMPTS, 2, SamplingConfig(max_new_tokens=3))
+                await generator.generate(PROMPTS, 2, SamplingParams(max_new_tokens=3))
             finally:
                 await generator.close()
 

@@ -18,7 +18,7 @@ from typing import Any
 import grpc
 import pytest
 from grpo.v1 import rollout_pb2
-from grpo_rollout.config import RolloutConfig
+from grpo_rollout.config import RolloutServiceConfig
 from rollout_reward_standin import RewardStandin
 from rollout_service_harness import Client, config, request, serving, sglang_config, token_prompt
 from rollout_sglang_standin import StandinServer
@@ -251,7 +251,7 @@ def test_with_auth_on_the_weight_sync_rpcs_need_the_token(
         assert server.state.paths().count("/init_weights_update_group") == 1
 
 
-def with_episodes(cfg: RolloutConfig) -> RolloutConfig:
+def with_episodes(cfg: RolloutServiceConfig) -> RolloutServiceConfig:
     """`cfg` with the scripted environment loaded, as `--plugin` loads it."""
     return cfg.model_copy(update={"plugins": [ENV]})
 

@@ -18,7 +18,7 @@ from grpo_common.server import RunningServer, registration, start_server
 from grpo_common.weights.codec import read_weight_chunk
 
 from grpo_rollout.backends.contract import Generator
-from grpo_rollout.config import RolloutConfig
+from grpo_rollout.config import RolloutServiceConfig
 from grpo_rollout.environments.plugins import load_plugins
 from grpo_rollout.prompt_encoding import PromptEncoder
 from grpo_rollout.reward_client import RewardClient
@@ -36,7 +36,7 @@ class RunningRollout:
     generator: Generator
 
 
-async def build_generator(config: RolloutConfig, stack: contextlib.AsyncExitStack) -> Generator:
+async def build_generator(config: RolloutServiceConfig, stack: contextlib.AsyncExitStack) -> Generator:
     if config.generator == "hf":
         from grpo_rollout.backends.hf.generator import HFGenerator
 
@@ -71,7 +71,7 @@ async def build_generator(config: RolloutConfig, stack: contextlib.AsyncExitStac
 
 
 @contextlib.asynccontextmanager
-async def running_rollout(config: RolloutConfig) -> AsyncIterator[RunningRollout]:
+async def running_rollout(config: RolloutServiceConfig) -> AsyncIterator[RunningRollout]:
     """Start everything; on exit stop the server (gracefully), then the backend and clients."""
     load_plugins(config.plugins)  # PluginError (a RuntimeError) before anything heavy starts
     async with contextlib.AsyncExitStack() as stack:

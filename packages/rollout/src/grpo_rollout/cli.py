@@ -23,7 +23,7 @@ from grpo_common.logging_setup import configure_logging
 from grpo_common.server import serve_until_signalled
 from grpo_common.server_flags import add_server_flags, server_overrides
 
-from grpo_rollout.config import DEFAULT_PORT, ENV_PREFIX, RolloutConfig
+from grpo_rollout.config import DEFAULT_PORT, ENV_PREFIX, RolloutServiceConfig
 
 logger = logging.getLogger("grpo_rollout")
 
@@ -32,7 +32,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="grpo-rollout", description="The GRPO rollout service.")
     commands = parser.add_subparsers(dest="command", required=True)
     serve = commands.add_parser("serve", help="serve RolloutService over gRPC")
-    serve.add_argument("--config", type=Path, help="TOML/YAML/JSON file with RolloutConfig settings")
+    serve.add_argument("--config", type=Path, help="TOML/YAML/JSON file with RolloutServiceConfig settings")
     serve.add_argument("--model", help="Hugging Face checkpoint directory (or cached hub id)")
     serve.add_argument("--generator", choices=["hf", "sglang"], help="generation backend (default hf)")
     serve.add_argument("--reward-address", help="host:port of the RewardService")
@@ -64,7 +64,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def config_from_args(args: argparse.Namespace) -> RolloutConfig:
+def config_from_args(args: argparse.Namespace) -> RolloutServiceConfig:
     overrides = {
         "model": args.model,
         "generator": args.generator,
@@ -82,10 +82,12 @@ def config_from_args(args: argparse.Namespace) -> RolloutConfig:
         "plugins": args.plugin,
         "log_level": args.log_level,
     }
-    return load_config(RolloutConfig, config_file=args.config, env_prefix=ENV_PREFIX, overrides=overrides)
+    return load_config(
+        RolloutServiceConfig, config_file=args.config, env_prefix=ENV_PREFIX, overrides=overrides
+    )
 
 
-async def serve(config: RolloutConfig) -> None:
+async def serve(config: RolloutServiceConfig) -> None:
     from grpo_rollout.app import running_rollout  # heavy imports (torch) after the config is valid
 
     async with running_rollout(config) as rollout:

@@ -117,7 +117,7 @@ class LimitSettings(_Strict):
         )
 
 
-class RolloutConfig(_Strict):
+class RolloutServiceConfig(_Strict):
     model: str = Field(..., description="Hugging Face checkpoint directory (or cached hub id for hf)")
 
     @field_validator("model")
@@ -139,7 +139,7 @@ class RolloutConfig(_Strict):
     log_level: str = "INFO"
 
     @model_validator(mode="after")
-    def _one_token_both_directions(self) -> RolloutConfig:
+    def _one_token_both_directions(self) -> RolloutServiceConfig:
         """The token this service requires is the one it sends to the reward service, unless told otherwise.
 
         A deployment shares one token (README: "Each service alone"); without this, `--auth-token` on
@@ -150,9 +150,12 @@ class RolloutConfig(_Strict):
         return self
 
     @model_validator(mode="after")
-    def _sglang_router_needs_workers(self) -> RolloutConfig:
+    def _sglang_router_needs_workers(self) -> RolloutServiceConfig:
         if self.sglang.router_url and not self.sglang.urls:
             raise ValueError(
                 "sglang.router_url needs sglang.urls too: weight updates go to each worker, never the router"
             )
         return self
+
+
+RolloutConfig = RolloutServiceConfig  # the old name (the learner's [rollout] section is also RolloutConfig)

@@ -16,7 +16,7 @@ import grpc
 from grpo.v1 import reward_pb2, rollout_pb2
 from grpo_common.registry import UnknownName
 
-from grpo_rollout.backends.contract import GeneratorInfo, SamplingConfig
+from grpo_rollout.backends.contract import GeneratorInfo, SamplingParams
 from grpo_rollout.environments.contract import DEFAULT_MAX_TURNS, ENVIRONMENTS, SINGLE_TURN, Environment
 from grpo_rollout.environments.settings import EpisodeEnvironment
 from grpo_rollout.prompt_encoding import PromptEncoder
@@ -51,12 +51,12 @@ class PreparedPrompt:
 class GeneratePlan:
     prompts: list[PreparedPrompt]
     group_size: int
-    sampling: SamplingConfig
+    sampling: SamplingParams
     reward_spec: reward_pb2.RewardSpec | None
 
 
-def sampling_config(params: rollout_pb2.SamplingParams, vocab_size: int) -> SamplingConfig:
-    """Proto sampling params -> SamplingConfig, mapping the proto's "0 means off" conventions."""
+def sampling_config(params: rollout_pb2.SamplingParams, vocab_size: int) -> SamplingParams:
+    """Proto sampling params -> SamplingParams, mapping the proto's "0 means off" conventions."""
     if not math.isfinite(params.temperature) or params.temperature < 0:
         raise invalid(
             f"sampling.temperature must be a finite number >= 0 (below {GREEDY_TEMPERATURE_BELOW:g} = "
@@ -71,7 +71,7 @@ def sampling_config(params: rollout_pb2.SamplingParams, vocab_size: int) -> Samp
     for token in params.stop_token_ids:
         if not 0 <= token < vocab_size:
             raise invalid(f"sampling.stop_token_ids: {token} is outside the vocabulary [0, {vocab_size})")
-    return SamplingConfig(
+    return SamplingParams(
         max_new_tokens=params.max_new_tokens,
         temperature=0.0 if is_greedy(params.temperature) else float(params.temperature),
         top_p=float(params.top_p) if params.top_p > 0 else 1.0,

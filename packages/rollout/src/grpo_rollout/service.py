@@ -40,7 +40,7 @@ from grpo_rollout.backends.contract import (
     BackendError,
     GeneratedCompletion,
     Generator,
-    SamplingConfig,
+    SamplingParams,
     TensorSpec,
     WeightsUnusable,
     WeightUpdateError,
@@ -222,7 +222,7 @@ class RolloutServicer(rollout_pb2_grpc.RolloutServiceServicer):
         return groups
 
     async def _generate_groups(
-        self, plan: GeneratePlan, prompts: list[PreparedPrompt], sampling: SamplingConfig
+        self, plan: GeneratePlan, prompts: list[PreparedPrompt], sampling: SamplingParams
     ) -> list[list[GeneratedCompletion] | list[EpisodeCompletion]]:
         """G completions per prompt: one generate call for single-turn prompts, episodes for the rest."""
         single = [p for p in prompts if p.environment is None]
@@ -247,7 +247,7 @@ class RolloutServicer(rollout_pb2_grpc.RolloutServiceServicer):
         return [groups[p.id] for p in prompts]
 
     async def _generate_call(
-        self, prompts_token_ids: Sequence[Sequence[int]], n: int, sampling: SamplingConfig
+        self, prompts_token_ids: Sequence[Sequence[int]], n: int, sampling: SamplingParams
     ) -> list[list[GeneratedCompletion]]:
         async with self._generation_slots:
             with self._busy.busy():

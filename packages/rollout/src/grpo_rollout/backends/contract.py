@@ -33,7 +33,7 @@ class FinishReason(StrEnum):
 
 
 @dataclass(frozen=True)
-class SamplingConfig:
+class SamplingParams:
     """Sampling settings of one generate call; `validate()` explains what is wrong."""
 
     max_new_tokens: int
@@ -109,7 +109,7 @@ class WeightsUnusable(BackendError):
 @runtime_checkable
 class Generator(Protocol):
     async def generate(
-        self, prompts_token_ids: Sequence[Sequence[int]], n: int, sampling: SamplingConfig
+        self, prompts_token_ids: Sequence[Sequence[int]], n: int, sampling: SamplingParams
     ) -> list[list[GeneratedCompletion]]:
         """`n` completions of every prompt, in prompt order: result[i][j] is completion j of prompt i."""
         ...

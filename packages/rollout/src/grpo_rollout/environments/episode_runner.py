@@ -26,7 +26,7 @@ import dataclasses
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 
-from grpo_rollout.backends.contract import GeneratedCompletion, SamplingConfig
+from grpo_rollout.backends.contract import GeneratedCompletion, SamplingParams
 from grpo_rollout.environments.episode import EpisodeCompletion, EpisodeContext, run_episode
 from grpo_rollout.environments.turn_batcher import GenerateCall, TurnBatcher, merged_stops
 from grpo_rollout.prompt_encoding import PromptEncoder
@@ -45,7 +45,7 @@ class EpisodeBatchSettings:
 async def run_episodes(
     prompts: Sequence[PreparedPrompt],
     group_size: int,
-    sampling: SamplingConfig,
+    sampling: SamplingParams,
     generate: GenerateCall,
     settings: EpisodeBatchSettings,
 ) -> list[list[EpisodeCompletion]]:
@@ -83,7 +83,7 @@ async def run_episodes(
 
 
 async def first_turns(
-    prompts: Sequence[PreparedPrompt], group_size: int, sampling: SamplingConfig, generate: GenerateCall
+    prompts: Sequence[PreparedPrompt], group_size: int, sampling: SamplingParams, generate: GenerateCall
 ) -> dict[str, list[GeneratedCompletion]]:
     """The first model turn of every episode: one call (n = G) per distinct turn limit and stop set."""
     calls: dict[tuple[int, tuple[int, ...]], list[PreparedPrompt]] = {}

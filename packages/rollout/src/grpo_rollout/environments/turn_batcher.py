@@ -20,12 +20,12 @@ import dataclasses
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
-from grpo_rollout.backends.contract import GeneratedCompletion, SamplingConfig
+from grpo_rollout.backends.contract import GeneratedCompletion, SamplingParams
 
 SEED_STRIDE = 7_919  # above any batch's prompt count: the sglang backend seeds prompt i with seed + i
 
 GenerateCall = Callable[
-    [Sequence[Sequence[int]], int, SamplingConfig], Awaitable[list[list[GeneratedCompletion]]]
+    [Sequence[Sequence[int]], int, SamplingParams], Awaitable[list[list[GeneratedCompletion]]]
 ]
 
 
@@ -46,7 +46,7 @@ class TurnBatcher:
     def __init__(
         self,
         generate: GenerateCall,
-        sampling: SamplingConfig,
+        sampling: SamplingParams,
         live_episodes: int,
         gather_s: float = 0.005,
         max_calls: int = 1,

@@ -26,7 +26,7 @@ from grpo_rollout.backends.contract import (
     FinishReason,
     GeneratedCompletion,
     GeneratorInfo,
-    SamplingConfig,
+    SamplingParams,
     TensorSpec,
     check_tensors_fit,
 )
@@ -108,7 +108,7 @@ class HFGenerator:
         return self._specs
 
     async def generate(
-        self, prompts_token_ids: Sequence[Sequence[int]], n: int, sampling: SamplingConfig
+        self, prompts_token_ids: Sequence[Sequence[int]], n: int, sampling: SamplingParams
     ) -> list[list[GeneratedCompletion]]:
         async with self._gate.shared():
             return await asyncio.to_thread(self.generate_sync, prompts_token_ids, n, sampling)
@@ -133,7 +133,7 @@ class HFGenerator:
         logger.info("weights updated to version %d (%d tensors)", version, len(named_tensors))
 
     def generate_sync(
-        self, prompts_token_ids: Sequence[Sequence[int]], n: int, sampling: SamplingConfig
+        self, prompts_token_ids: Sequence[Sequence[int]], n: int, sampling: SamplingParams
     ) -> list[list[GeneratedCompletion]]:
         """The blocking generate call; waits for a running weight update (or generate) to finish."""
         sampling.validate()
@@ -157,7 +157,7 @@ class HFGenerator:
         ]
 
     def _sample(
-        self, prompts: list[list[int]], n: int, sampling: SamplingConfig
+        self, prompts: list[list[int]], n: int, sampling: SamplingParams
     ) -> list[tuple[list[int], list[float], FinishReason]]:
         """Prefill every prompt once, repeat its cache n times, then decode one token per step.
 

@@ -37,7 +37,7 @@ from grpo_rollout.backends.contract import (
     GeneratedCompletion,
     GenerationError,
     GeneratorInfo,
-    SamplingConfig,
+    SamplingParams,
     TensorSpec,
     WeightsUnusable,
     WeightUpdateError,
@@ -172,7 +172,7 @@ class SGLangGenerator:
         return self._facts.parameter_specs
 
     async def generate(
-        self, prompts_token_ids: Sequence[Sequence[int]], n: int, sampling: SamplingConfig
+        self, prompts_token_ids: Sequence[Sequence[int]], n: int, sampling: SamplingParams
     ) -> list[list[GeneratedCompletion]]:
         sampling.validate()
         async with self._gate.shared():
@@ -185,7 +185,7 @@ class SGLangGenerator:
             )
 
     async def _generate_group(
-        self, prompt: Sequence[int], index: int, n: int, sampling: SamplingConfig
+        self, prompt: Sequence[int], index: int, n: int, sampling: SamplingParams
     ) -> list[GeneratedCompletion]:
         server = self._router or next(self._round_robin)
         adapter = self._adapters.active  # the gate keeps it in place until this call returns

@@ -14,7 +14,7 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
-from grpo_rollout.backends.contract import FinishReason, GeneratedCompletion, SamplingConfig
+from grpo_rollout.backends.contract import FinishReason, GeneratedCompletion, SamplingParams
 
 SEED_MODULUS = 2**63  # SGLang stores sampling_seed as a signed 64-bit integer
 
@@ -28,7 +28,7 @@ def sequence_seed(seed: int, prompt_index: int, n: int, sample_index: int) -> in
     return (seed + prompt_index * n + sample_index) % SEED_MODULUS
 
 
-def sampling_params(sampling: SamplingConfig, seed: int | None) -> dict[str, Any]:
+def sampling_params(sampling: SamplingParams, seed: int | None) -> dict[str, Any]:
     params: dict[str, Any] = {
         "max_new_tokens": sampling.max_new_tokens,
         "temperature": sampling.temperature,
@@ -43,7 +43,7 @@ def sampling_params(sampling: SamplingConfig, seed: int | None) -> dict[str, Any
 
 
 def group_request(
-    prompt_token_ids: Sequence[int], prompt_index: int, n: int, sampling: SamplingConfig
+    prompt_token_ids: Sequence[int], prompt_index: int, n: int, sampling: SamplingParams
 ) -> dict[str, Any]:
     """One /generate request carrying the n sequences of one prompt as a batch."""
     seeds = [
