@@ -10,14 +10,13 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from pathlib import Path
 
-import torch
 from grpo.v1 import rollout_pb2, rollout_pb2_grpc
 from grpo_common.server import RunningServer, registration, start_server
 from grpo_common.weights.codec import read_weight_chunk
 
 from grpo_rollout.backends.contract import Generator
+from grpo_rollout.backends.registry import GENERATORS
 from grpo_rollout.config import RolloutServiceConfig
 from grpo_rollout.environments.plugins import load_plugins
 from grpo_rollout.prompt_encoding import PromptEncoder
@@ -37,37 +36,8 @@ class RunningRollout:
 
 
 async def build_generator(config: RolloutServiceConfig, stack: contextlib.AsyncExitStack) -> Generator:
-    if config.generator == "hf":
-        from grpo_rollout.backends.hf.generator import HFGenerator
-
-        if config.hf.torch_threads:
-            torch.set_num_threads(config.hf.torch_threads)
-        generator = await asyncio.to_thread(
-            HFGenerator.from_pretrained, config.model, config.hf.device, config.hf.dtype
-        )
-    else:
-        from grpo_rollout.backends.sglang.generator import SGLangGenerator
-        from grpo_rollout.backends.sglang.launcher import LaunchSettings, SGLangProcess
-        from grpo_rollout.backends.sglang.model_facts import read_model_facts
-
-        settings = config.sglang
-        urls = list(settings.urls)
-        if not urls:
-            process = SGLangProcess(LaunchSettings.of(config.model, settings))
-            urls = [await process.start(settings.health_timeout_s)]
-            stack.callback(process.stop)
-        generator = await SGLangGenerator.connect(
-            config.model,
-            read_model_facts(Path(config.model)),
-            urls,
-            router_url=settings.router_url,
-            weight_dir=settings.weight_dir,
-            request_timeout_s=settings.request_timeout_s,
-            health_timeout_s=settings.health_timeout_s,
-            pause_mode=settings.pause_mode,
-        )
-    stack.push_async_callback(generator.close)
-    return generator
+    """The configured backend's generator (`GENERATORS`), its clean-up pushed on `stack`."""
+    return await GENERATORS[config.generator].build(config, stack)
 
 
 @contextlib.asynccontextmanager

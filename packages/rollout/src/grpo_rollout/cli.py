@@ -23,6 +23,7 @@ from grpo_common.logging_setup import configure_logging
 from grpo_common.server import serve_until_signalled
 from grpo_common.server_flags import add_server_flags, server_overrides
 
+from grpo_rollout.backends.registry import GENERATORS
 from grpo_rollout.config import DEFAULT_PORT, ENV_PREFIX, RolloutServiceConfig
 
 logger = logging.getLogger("grpo_rollout")
@@ -34,7 +35,11 @@ def build_parser() -> argparse.ArgumentParser:
     serve = commands.add_parser("serve", help="serve RolloutService over gRPC")
     serve.add_argument("--config", type=Path, help="TOML/YAML/JSON file with RolloutServiceConfig settings")
     serve.add_argument("--model", help="Hugging Face checkpoint directory (or cached hub id)")
-    serve.add_argument("--generator", choices=["hf", "sglang"], help="generation backend (default hf)")
+    serve.add_argument(
+        "--generator",
+        help=f"generation backend: {', '.join(sorted(GENERATORS))}, or module:attr "
+        f"(default {RolloutServiceConfig.model_fields['generator'].default})",
+    )
     serve.add_argument("--reward-address", help="host:port of the RewardService")
     serve.add_argument(
         "--reward-tls-ca", type=Path, help="PEM CA bundle to trust for the RewardService (turns TLS on)"

@@ -2,69 +2,24 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Literal
+from dataclasses import dataclass
 
 from grpo_common.addresses import parse_address
 from grpo_common.channel import ChannelConfig
+from grpo_common.config import ConfigSection
 from grpo_common.model_reference import check_model_reference
 from grpo_common.server import ServerConfig
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 
-from grpo_rollout.service import ServiceLimits
+from grpo_rollout.backends.hf.config import HFConfig
+from grpo_rollout.backends.registry import GENERATORS
+from grpo_rollout.backends.sglang.config import SGLangConfig
 
 ENV_PREFIX = "GRPO_ROLLOUT_"
 DEFAULT_PORT = 50052
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)  # numbers are finite
-
-
-class HFSettings(_Strict):
-    device: str = Field("cpu", description="torch device for the model: cpu, cuda, cuda:1, ...")
-    dtype: Literal["float32", "bfloat16", "float16"] = "float32"
-    torch_threads: int | None = Field(None, ge=1, description="intra-op CPU threads (default: torch's)")
-
-
-class SGLangSettings(_Strict):
-    urls: list[str] = Field(
-        default_factory=list, description="SGLang worker URLs; weight updates go to each of them"
-    )
-    router_url: str | None = Field(None, description="SGLang router for /generate (workers get the updates)")
-    weight_dir: Path | None = Field(
-        None,
-        description="where pushed weights are written for update_weights_from_disk; must be readable "
-        "by every worker (default: next to the model directory)",
-    )
-    pause_mode: Literal["abort", "retract", "in_place"] = "abort"
-    request_timeout_s: float = Field(600.0, gt=0)
-    health_timeout_s: float = Field(900.0, gt=0, description="wait for /health at start-up")
-    # Used only when no url is given: launch `python -m sglang.launch_server` as a child.
-    tp_size: int = Field(1, ge=1)
-    dp_size: int = Field(1, ge=1)
-    mem_fraction_static: float = Field(0.7, gt=0, le=1)
-    launch_port: int = Field(0, ge=0, le=65535, description="port of the launched server (0 = free)")
-    extra_args: list[str] = Field(default_factory=list, description="more sglang.launch_server flags")
-    lora_max_rank: int | None = Field(
-        None, ge=1, description="LoRA adapter pushes: --enable-lora --max-lora-rank R (>= the learner's r)"
-    )
-    lora_target_modules: list[str] = Field(
-        default_factory=list, description="--lora-target-modules (with lora_max_rank): the learner's targets"
-    )
-
-    @model_validator(mode="after")
-    def _lora_needs_rank_and_modules(self) -> SGLangSettings:
-        """SGLang started without --lora-paths needs both to size its LoRA memory pool."""
-        if (self.lora_max_rank is None) != (not self.lora_target_modules):
-            raise ValueError(
-                "sglang.lora_max_rank and sglang.lora_target_modules go together: SGLang needs both "
-                "(--max-lora-rank, --lora-target-modules) to load adapters after start-up"
-            )
-        return self
-
-
-class RewardSettings(_Strict):
+class RewardSettings(ConfigSection):
     address: str = Field(..., description="host:port of the RewardService")
 
     @field_validator("address")
@@ -79,12 +34,31 @@ class RewardSettings(_Strict):
     channel: ChannelConfig = Field(default_factory=ChannelConfig)
 
 
-class LimitSettings(_Strict):
+@dataclass(frozen=True)
+class ServiceLimits:
+    """The limits one servicer enforces, resolved for its backend by `LimitSettings.for_backend`
+    (the defaults live in `LimitSettings` and the backend's `BackendLimits`, nowhere else)."""
+
+    max_in_flight_prompts: int  # accepted and not yet streamed; beyond -> RESOURCE_EXHAUSTED
+    max_prompts_per_request: int
+    max_group_size: int
+    batch_prompts: int | None  # prompts per generate call (None: batch_sequences // group size)
+    batch_sequences: int  # rows per generate call when batch_prompts is None
+    max_concurrent_batches: int  # generate calls running at once, service-wide
+    batches_ahead: int  # per request: batches generated ahead of a slow reader
+    stream_buffer_groups: int  # scored groups waiting for the reader
+    max_update_bytes: int | None  # largest weight update accepted
+    distributed_update_idle_s: float  # an open NCCL update with no next bucket is abandoned
+
+
+class LimitSettings(ConfigSection):
     max_in_flight_prompts: int = Field(4096, ge=1)
     max_prompts_per_request: int = Field(4096, ge=1)
     max_group_size: int = Field(512, ge=2)
     batch_prompts: int | None = Field(
-        None, ge=1, description="prompts per generate call (unset: sglang 1, hf batch_sequences // G)"
+        None,
+        ge=1,
+        description="prompts per generate call (unset: the backend's; hf: batch_sequences // G)",
     )
     batch_sequences: int = Field(
         256,
@@ -92,7 +66,7 @@ class LimitSettings(_Strict):
         description="hf, batch_prompts unset: rows (prompts x group size) per generate call; one call of "
         "256 rows costs about what one of 64 does on a small model, whose decode step is overhead",
     )
-    max_concurrent_batches: int | None = Field(None, ge=1, description="hf 1, sglang 256")
+    max_concurrent_batches: int | None = Field(None, ge=1, description="unset: the backend's default")
     batches_ahead: int = Field(2, ge=1)
     stream_buffer_groups: int = Field(8, ge=1)
     max_update_bytes: int | None = Field(None, ge=1)
@@ -101,23 +75,23 @@ class LimitSettings(_Strict):
     )
 
     def for_backend(self, backend: str) -> ServiceLimits:
-        """SGLang batches continuously, so it gets one prompt per call and many calls at once."""
-        sglang = backend == "sglang"
+        """These limits, with what is unset taken from the backend's own defaults (`GENERATORS`)."""
+        wanted = GENERATORS[backend].limits
         return ServiceLimits(
             max_in_flight_prompts=self.max_in_flight_prompts,
             max_prompts_per_request=self.max_prompts_per_request,
             max_group_size=self.max_group_size,
-            batch_prompts=self.batch_prompts or (1 if sglang else None),
+            batch_prompts=self.batch_prompts or wanted.batch_prompts,
             batch_sequences=self.batch_sequences,
-            max_concurrent_batches=self.max_concurrent_batches or (256 if sglang else 1),
-            batches_ahead=self.batches_ahead if not sglang else max(self.batches_ahead, 64),
+            max_concurrent_batches=self.max_concurrent_batches or wanted.max_concurrent_batches,
+            batches_ahead=max(self.batches_ahead, wanted.min_batches_ahead),
             stream_buffer_groups=self.stream_buffer_groups,
             max_update_bytes=self.max_update_bytes,
             distributed_update_idle_s=self.distributed_update_idle_s,
         )
 
 
-class RolloutServiceConfig(_Strict):
+class RolloutServiceConfig(ConfigSection):
     model: str = Field(..., description="Hugging Face checkpoint directory (or cached hub id for hf)")
 
     @field_validator("model")
@@ -125,11 +99,18 @@ class RolloutServiceConfig(_Strict):
     def _a_model(cls, model: str) -> str:
         return check_model_reference(model)
 
-    generator: Literal["hf", "sglang"] = "hf"
+    generator: str = Field("hf", description="generation backend, a name in GENERATORS (backends/)")
+
+    @field_validator("generator")
+    @classmethod
+    def _a_backend(cls, name: str) -> str:
+        GENERATORS.get_item(name)  # UnknownName (a ValueError) lists the registered backends
+        return name
+
     server: ServerConfig = Field(default_factory=lambda: ServerConfig(port=DEFAULT_PORT))
     reward: RewardSettings
-    hf: HFSettings = Field(default_factory=HFSettings)
-    sglang: SGLangSettings = Field(default_factory=SGLangSettings)
+    hf: HFConfig = Field(default_factory=HFConfig)
+    sglang: SGLangConfig = Field(default_factory=SGLangConfig)
     limits: LimitSettings = Field(default_factory=LimitSettings)
     plugins: list[str] = Field(
         default_factory=list,
@@ -158,4 +139,5 @@ class RolloutServiceConfig(_Strict):
         return self
 
 
+HFSettings, SGLangSettings = HFConfig, SGLangConfig  # the old names
 RolloutConfig = RolloutServiceConfig  # the old name (the learner's [rollout] section is also RolloutConfig)

@@ -33,7 +33,7 @@ from grpo_rollout.version_gate import VersionGate
 from grpo_rollout.weight_sync_requests import Bucket, validate_bucket, validate_init
 
 if TYPE_CHECKING:
-    from grpo_rollout.service import ServiceLimits
+    from grpo_rollout.config import ServiceLimits
 
 logger = logging.getLogger(__name__)
 

@@ -28,7 +28,6 @@ import dataclasses
 import logging
 import time
 from collections.abc import AsyncIterator, Mapping, Sequence
-from dataclasses import dataclass
 
 import grpc
 from grpo.v1 import rollout_pb2, rollout_pb2_grpc
@@ -46,6 +45,7 @@ from grpo_rollout.backends.contract import (
     WeightUpdateError,
 )
 from grpo_rollout.busy_clock import BusyClock
+from grpo_rollout.config import ServiceLimits
 from grpo_rollout.distributed_updates import DistributedUpdates
 from grpo_rollout.environments.episode import EpisodeCompletion
 from grpo_rollout.environments.episode_runner import EpisodeBatchSettings, run_episodes
@@ -59,23 +59,6 @@ from grpo_rollout.version_gate import VersionGate
 logger = logging.getLogger(__name__)
 
 SEED_STRIDE = 1_000_003  # batch b of a seeded request samples with seed + b * SEED_STRIDE
-
-
-@dataclass(frozen=True)
-class ServiceLimits:
-    """The limits one servicer enforces, resolved for its backend by `LimitSettings.for_backend`
-    (config.py: the defaults live there, nowhere else)."""
-
-    max_in_flight_prompts: int  # accepted and not yet streamed; beyond -> RESOURCE_EXHAUSTED
-    max_prompts_per_request: int
-    max_group_size: int
-    batch_prompts: int | None  # prompts per generate call (None: batch_sequences // group size)
-    batch_sequences: int  # rows per generate call when batch_prompts is None
-    max_concurrent_batches: int  # generate calls running at once, service-wide
-    batches_ahead: int  # per request: batches generated ahead of a slow reader
-    stream_buffer_groups: int  # scored groups waiting for the reader
-    max_update_bytes: int | None  # largest weight update accepted
-    distributed_update_idle_s: float  # an open NCCL update with no next bucket is abandoned
 
 
 class RolloutServicer(rollout_pb2_grpc.RolloutServiceServicer):
