@@ -4,7 +4,8 @@
 - `FixedObservation`: answers every turn with `observation` (default " ok:") and says done after
   `done_after` steps (default 2); `stop_string` (default "|") ends a model turn; `step_sleep_s` makes
   the steps of episode `slow_episode` of every group sleep (`"all"`: every episode's); `raise_on_step`
-  makes that step raise; `reward` is its per-step reward. Every step appends (episode index, start,
+  makes that step raise; `reward` is its per-step reward; `observation_repeat` repeats the observation
+  that many times (a huge one, too big to send in config_json). Every step appends (episode index, start,
   end) to `STEP_LOG`, which the in-process tests read.
 """
 
@@ -25,11 +26,11 @@ class FixedObservation:
     def __init__(self, config: Mapping[str, Any]) -> None:
         unknown = set(config) - {
             "observation", "done_after", "stop_string", "step_sleep_s", "slow_episode", "raise_on_step",
-            "reward", "observation_token_ids",
+            "reward", "observation_token_ids", "observation_repeat",
         }  # fmt: skip
         if unknown:
             raise ValueError(f"unknown settings {sorted(unknown)}")
-        self.observation = str(config.get("observation", " ok:"))
+        self.observation = str(config.get("observation", " ok:")) * int(config.get("observation_repeat", 1))
         self.observation_token_ids = config.get("observation_token_ids")
         self.done_after = int(config.get("done_after", 2))
         self.stop_strings = (str(config.get("stop_string", "|")),)

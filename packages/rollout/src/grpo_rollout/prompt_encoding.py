@@ -45,6 +45,15 @@ class PromptEncoder:
         """A lower bound on the tokens `text` encodes to, with room for normalisers that shorten it."""
         return len(text) // (2 * self.longest_token_chars)
 
+    def chars_worth_encoding(self, tokens: int) -> int:
+        """How much of a text to encode when only its first `tokens` tokens are kept.
+
+        A prefix of (tokens + 1) * 2 * longest_token_chars characters encodes to more than `tokens` tokens
+        (`fewest_tokens`), so cutting a text there before encoding keeps every token that is kept, and a
+        text that was cut still comes out over budget. Encoding costs time linear in the text (more for
+        one long word), so a 2-million-character observation is cut before, not after."""
+        return (tokens + 1) * 2 * self.longest_token_chars
+
     def render_tool_turn(self, content: str) -> str:
         """What the chat template puts after the model's turn for a tool message holding `content`.
 
@@ -64,6 +73,16 @@ class PromptEncoder:
             raise ValueError("this model's chat template does not render tool messages")
         return delta
 
+    def encode_tool_turn(self, content: str) -> list[int]:
+        """Token ids of `render_tool_turn(content)`: the template's markup with its special tokens, the
+        content as plain text, so a tool whose output spells `<|im_end|>` cannot end the turn."""
+        marker = "grpo-tool-content-marker"
+        pieces = self.render_tool_turn(marker).split(marker)
+        ids = self.encode_markup(pieces[0])
+        for piece in pieces[1:]:
+            ids += self.encode_plain(content) + self.encode_markup(piece)
+        return ids
+
     def encode(self, text: str, chat: bool, tools: Sequence[Mapping[str, Any]] | None = None) -> list[int]:
         """Token ids of a prompt; with `chat` (and a template) as one user turn plus the generation prompt,
         the template given `tools` (an environment's JSON schemas) when there are any."""
@@ -78,7 +97,13 @@ class PromptEncoder:
         return list(self._tokenizer(text, add_special_tokens=True)["input_ids"])
 
     def encode_plain(self, text: str) -> list[int]:
-        """Token ids of `text` alone, no special tokens added (an observation, a stop string)."""
+        """Token ids of `text` as plain text (an observation): no special tokens added, and none read, so
+        `</s>` in the text is its characters, never the EOS token."""
+        return list(self._tokenizer(text, add_special_tokens=False, split_special_tokens=True)["input_ids"])
+
+    def encode_markup(self, text: str) -> list[int]:
+        """Token ids of `text` alone, no special tokens added but the ones it spells read as such (a chat
+        template's markup, a stop string)."""
         return list(self._tokenizer(text, add_special_tokens=False)["input_ids"])
 
     def decode(self, token_ids: Sequence[int], *, keep_special: bool = False) -> str:

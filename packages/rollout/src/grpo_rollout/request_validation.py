@@ -197,7 +197,7 @@ class RequestEnvironments:
             )
         stops: dict[int, str] = {}
         for stop in environment.stop_strings:
-            ids = self._encoder.encode_plain(stop)
+            ids = self._encoder.encode_markup(stop)
             if len(ids) != 1:
                 raise invalid(
                     f"environment {name!r}: stop string {stop!r} is {len(ids)} tokens of this model's "

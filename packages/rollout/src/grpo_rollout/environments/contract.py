@@ -46,6 +46,9 @@ class EpisodeStart:
     # The text the model's chat template puts after the model's turn for a tool message with this content
     # (PromptEncoder.render_tool_turn), given when the request applies the chat template; None otherwise.
     render_tool_message: Callable[[str], str] | None = None
+    # Its token ids, the content encoded as plain text (PromptEncoder.encode_tool_turn): what a chat
+    # environment returns as `observation_token_ids`, since observation text never reads special tokens.
+    encode_tool_message: Callable[[str], list[int]] | None = None
 
 
 @dataclass(frozen=True)
@@ -63,8 +66,10 @@ class StepResult:
     """The environment's answer to one model turn.
 
     The observation is `observation_token_ids` when given (used as they are), else `observation` text,
-    encoded alone with the model's tokenizer (no special tokens added). An empty observation adds no
-    tokens.
+    encoded alone with the model's tokenizer as plain text: no special tokens added and none read (a
+    tool printing `</s>` gives the characters, never EOS), and cut before encoding to what the episode's
+    budget can take. An environment that needs special tokens (a chat template's markup) gives ids.
+    An empty observation adds no tokens.
     """
 
     observation: str = ""

@@ -7,20 +7,23 @@ it says done or after `max_turns` model turns. Tokens are the truth: `token_ids`
 and the observations' ids concatenated, nothing is ever decoded and re-encoded; `loss_mask` is True
 exactly on the generator's ids, and the environment's tokens carry logprob 0.
 
-`reset` and `step` run in the request batch's own worker threads (one per episode at most, never the
-default executor the hf backend generates in), so a slow tool holds up its own episode only. Any
-exception they raise ends the episode as a tool error; it never fails the request.
+`reset`, `step` and the encoding of the observation run in the request batch's own worker threads (one
+per episode at most, never the default executor the hf backend generates in), so a slow tool or a huge
+observation holds up its own episode only and the event loop (health checks) never waits for either.
+Any exception `reset` or `step` raises ends the episode as a tool error; it never fails the request.
 """
 
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 from grpo_rollout.backends.contract import FinishReason, GeneratedCompletion
@@ -99,6 +102,7 @@ def episode_start(prompt: PreparedPrompt, index: int, encoder: PromptEncoder) ->
         fields=json.loads(prompt.fields_json) if prompt.fields_json else {},
         episode_index=index,
         render_tool_message=encoder.render_tool_turn if prompt.chat else None,
+        encode_tool_message=encoder.encode_tool_turn if prompt.chat else None,
     )
 
 
@@ -133,7 +137,8 @@ async def run_episode(
         result = await _step(env, state, model_turn, shared.steps, episode)
         if result is None:
             return episode  # step raised: a tool error ends the episode
-        observation = _observation_ids(result, env, shared, episode)
+        encode = partial(_observation_ids, result, remaining, env, shared, episode)
+        observation = await asyncio.get_running_loop().run_in_executor(shared.steps, encode)
         if observation is None:
             return episode
         if len(observation) > remaining:
@@ -211,15 +216,23 @@ def _model_turn(
 
 
 def _observation_ids(
-    result: StepResult, env: EpisodeEnvironment, shared: EpisodeContext, episode: EpisodeCompletion
+    result: StepResult,
+    remaining: int,
+    env: EpisodeEnvironment,
+    shared: EpisodeContext,
+    episode: EpisodeCompletion,
 ) -> list[int] | None:
-    """The observation's token ids (given, or its text encoded alone); None (a tool error) if unusable."""
+    """The observation's token ids (given, or its text encoded alone as plain text); None (a tool error)
+    if unusable. Runs in the episode's step thread, never on the event loop, and reads no more than the
+    budget can take: `remaining + 1` ids, or the text cut where it surely holds that many tokens, so
+    the caller still sees an observation over budget as one (and ends the episode on LENGTH)."""
     if result.observation_token_ids is not None:
-        ids = [int(t) for t in result.observation_token_ids]
+        ids = [int(t) for t in itertools.islice(result.observation_token_ids, remaining + 1)]
         bad = next((t for t in ids if not 0 <= t < shared.vocab_size), None)
         if bad is not None:
             logger.warning("environment %r: observation token %d is outside the vocabulary", env.name, bad)
             episode.stats.tool_errors += 1
             return None
         return ids
-    return shared.encoder.encode_plain(result.observation) if result.observation else []
+    text = result.observation[: shared.encoder.chars_worth_encoding(remaining)]
+    return shared.encoder.encode_plain(text) if text else []

@@ -49,8 +49,9 @@ class PythonToolConfig(ToolFormatConfig):
     """`EnvironmentSpec.config_json` of the python environment (every key optional)."""
 
     time_limit_s: float = Field(default=5.0, gt=0, le=60)  # wall clock; CPU time is capped at its ceiling
-    memory_mb: int = Field(default=512, ge=64, le=8192)  # RLIMIT_AS of the program
-    max_output_chars: int = Field(default=2000, gt=0, le=100_000)  # of stdout, in the observation
+    # a request's own bounds: each of a request's episodes may run a program at once
+    memory_mb: int = Field(default=512, ge=64, le=1024)  # RLIMIT_AS of the program
+    max_output_chars: int = Field(default=2000, gt=0, le=16_384)  # of stdout, in the observation
     max_code_chars: int = Field(default=20_000, gt=0, le=1_000_000)
 
     def sandbox_limits(self) -> SandboxLimits:

@@ -77,6 +77,10 @@ class ToolCallSyntax(Protocol):
         """The text the model reads next: the tool's answer `content` wrapped in this syntax."""
         ...
 
+    def observation_ids(self, content: str, start: EpisodeStart) -> list[int] | None:
+        """Its token ids when they must hold special tokens (template markup); None: encode the text."""
+        ...
+
 
 TOOL_CALL_SYNTAXES: Registry[type[ToolCallSyntax]] = Registry("tool-call format")
 
@@ -100,6 +104,9 @@ class TagSyntax:
 
     def observation(self, content: str, start: EpisodeStart) -> str:
         return f"<{self.result_tag}>{content}</{self.result_tag}>"
+
+    def observation_ids(self, content: str, start: EpisodeStart) -> list[int] | None:
+        return None  # plain text: the service encodes it
 
 
 @TOOL_CALL_SYNTAXES.register("chat")
@@ -148,6 +155,9 @@ class ChatSyntax:
                 'apply_chat_template to a model that has one, or use format = "tags"'
             )
         return start.render_tool_message(content)
+
+    def observation_ids(self, content: str, start: EpisodeStart) -> list[int] | None:
+        return start.encode_tool_message(content) if start.encode_tool_message is not None else None
 
 
 def tool_call_syntax(name: str, tool: ToolDescription) -> ToolCallSyntax:

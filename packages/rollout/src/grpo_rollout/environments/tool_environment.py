@@ -64,6 +64,7 @@ class SingleToolEnvironment:
         info: Mapping[str, Any] = {"tool": self.tool.name, "tool_seconds": time.monotonic() - started}
         return StepResult(
             observation=self.syntax.observation(answer.content, state),
+            observation_token_ids=self.syntax.observation_ids(answer.content, state),
             tool_calls=1,
             tool_errors=int(answer.error),
             info=info,
