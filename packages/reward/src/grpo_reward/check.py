@@ -13,10 +13,11 @@ from fractions import Fraction
 from functools import lru_cache
 
 from grpo_reward.answers import Answer, Text
+from grpo_reward.approximation import honest_rounding, split_approximation
 from grpo_reward.equivalence import Context, compare
-from grpo_reward.extraction import Extraction, extract_answer, extract_reference
+from grpo_reward.extraction import MAX_BOXES, Extraction, extract_answer, reference_answers
 from grpo_reward.limits import DEFAULT_LIMITS, AnswerTooLarge, Limits, ParseFailure
-from grpo_reward.normalization import normalize_answer, normalize_text
+from grpo_reward.normalization import normalize_answer, normalize_answers, normalize_text
 from grpo_reward.parsing import looks_like_text, parse_answer
 from grpo_reward.verdict import Verdict
 
@@ -58,8 +59,9 @@ def parse_reference(reference: str, limits: Limits = DEFAULT_LIMITS) -> ParsedRe
         return ParsedReference(
             reference[:80], "", None, f"longer than {limits.max_reference_chars} characters", None
         )
-    text = extract_reference(reference)
-    normalized = normalize_answer(text)
+    parts = reference_answers(reference)
+    text = ", ".join(parts)
+    normalized = normalize_answers(parts)
     if not normalized:
         return ParsedReference(text, normalized, None, "empty reference", None)
     decimal = _DECIMAL.match(normalized)
@@ -101,6 +103,10 @@ def _precheck(
         return _verdict(
             False, f"too large: answer longer than {limits.max_answer_chars} characters", extraction
         )
+    if len(extraction.parts) > MAX_BOXES:
+        return _verdict(False, f"too large: more than {MAX_BOXES} boxed answers", extraction)
+    if extraction.parts:  # several boxes: one answer list
+        return extraction, normalize_answers(extraction.parts)
     return extraction, normalize_answer(extraction.answer)
 
 
@@ -114,7 +120,7 @@ def quick_check(
     extraction, predicted = early
     if len(reference) > 2_000:
         return extraction
-    reference_text = normalize_answer(extract_reference(reference))
+    reference_text = normalize_answers(reference_answers(reference))
     if not reference_text:
         return Verdict(False, 0.0, extraction.answer, "unusable reference: it is empty")
     expected_value = _plain_value(reference_text)
@@ -152,6 +158,20 @@ def check(
     parsed = parse_reference(reference, limits)
     if parsed.answer is None:
         return _verdict(False, f"unusable reference: {parsed.error}", extraction)
+    approximation = split_approximation(predicted)
+    if approximation is None:
+        return _graded(predicted, parsed, extraction, limits)
+    exact, rounded = approximation
+    if not exact:  # `\approx 1.41`: only the rounding was given
+        return _graded(rounded, parsed, extraction, limits)
+    verdict = _graded(exact, parsed, extraction, limits)
+    if verdict.correct or parsed.decimals is None or not honest_rounding(exact, rounded, limits):
+        return verdict
+    return _graded(rounded, parsed, extraction, limits)  # a rounded reference, honestly rounded
+
+
+def _graded(predicted: str, parsed: ParsedReference, extraction: Extraction, limits: Limits) -> Verdict:
+    """The verdict on one normalised prediction against a usable parsed reference."""
     if predicted == parsed.normalized:
         return _verdict(True, "identical after normalisation", extraction)
     textual = parsed.error is not None or isinstance(parsed.answer, Text) or looks_like_text(predicted)

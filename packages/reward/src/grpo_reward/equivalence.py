@@ -227,6 +227,7 @@ def _to_set(answer: Answer) -> sympy.Set:
     if isinstance(answer, Chain):
         return sympy.Intersection(*[_to_set(relation) for relation in answer.relations])
     if isinstance(answer, sympy.Rel):
+        answer = _on_one_name(answer)
         symbols = answer.free_symbols
         if len(symbols) != 1:
             raise ValueError("an inequality in more than one variable")
@@ -236,6 +237,17 @@ def _to_set(answer: Answer) -> sympy.Set:
     if isinstance(answer, sympy.Expr) and not answer.free_symbols:
         return sympy.FiniteSet(answer)
     raise ValueError("not a set")
+
+
+def _on_one_name(relation: sympy.Rel) -> sympy.Rel:
+    """`f(x) \\geq 2` as `t \\geq 2`: a relation between a label (`_is_label`: `f(x)`, `AB`) and a number is
+    a condition on the labelled value, so its set is an interval of values, as `y \\geq 2` would be."""
+    if len(relation.free_symbols) < 2:
+        return relation
+    for side, other in ((relation.lhs, relation.rhs), (relation.rhs, relation.lhs)):
+        if not other.free_symbols and _is_label(side):
+            return relation.subs(side, sympy.Symbol("value_of_label"))
+    return relation
 
 
 def _sets_equal(reference: Answer, prediction: Answer) -> Comparison:
@@ -295,6 +307,38 @@ def _flatten_vector(answer: Answer) -> tuple[Answer, ...] | None:
     return None
 
 
+def _is_label(name: sympy.Expr) -> bool:
+    """A name written with symbols only: `x`, `AB`, `|AB|`, `f(x)`, `\\frac{NO}{BO}`, `S_1/S_2`.
+
+    No number other than the -1s sympy writes for a quotient or a difference: `x + 1 = 5` or `2x = 4`
+    state an equation, not a name for 5 or 4.
+    """
+    if isinstance(name, sympy.Symbol):
+        return True
+    if isinstance(name, sympy.Pow):
+        return name.exp == -1 and _is_label(name.base)
+    if isinstance(name, sympy.Mul):
+        return all(_is_label(factor) or factor == -1 for factor in name.args)
+    if isinstance(name, sympy.Add | sympy.Abs | sympy.Function):
+        return all(_is_label(part) for part in name.args)
+    return False
+
+
+def _labelled_value(equation: sympy.Eq, other: sympy.Expr) -> sympy.Expr | None:
+    """The value `name = value` gives, when one side only names it, so it compares with `other` alone.
+
+    A side names the value when it is a symbol (`x = 5`, and not `x = y`), or a label (`_is_label`) that
+    is not written in `other`'s symbols alone: `f(x) = x^2 + 1` names `x^2 + 1` (f is not in it), while
+    `x = x^2` names nothing.
+    """
+    for name, value in ((equation.lhs, equation.rhs), (equation.rhs, equation.lhs)):
+        if isinstance(name, sympy.Symbol) and not isinstance(value, sympy.Symbol):
+            return value
+        if _is_label(name) and not name.free_symbols <= other.free_symbols and not _is_label(value):
+            return value
+    return None
+
+
 def _chains_equal(reference: Answer, prediction: Answer, context: Context) -> bool:
     if not (isinstance(reference, Chain) and isinstance(prediction, Chain)):
         return False
@@ -343,6 +387,11 @@ def compare(reference: Answer, prediction: Answer, context: Context) -> Comparis
         if isinstance(prediction, AnswerList):
             return _sequences_equal(reference.items, prediction.items, context, "tuple entries")
         return _no("not a tuple")
+    if isinstance(prediction, AnswerList):  # several answers (boxes) against one: each must be it
+        for item in prediction.items:
+            if not compare(reference, item, context).equal:
+                return _no("several answers where the reference has one, and not all equal it")
+        return _yes("every answer equals the reference")
     if isinstance(reference, sympy.MatrixBase) and isinstance(prediction, Bracketed):
         vector = _flatten_vector(reference)
         if vector is None:
@@ -352,16 +401,14 @@ def compare(reference: Answer, prediction: Answer, context: Context) -> Comparis
         if isinstance(prediction, sympy.Rel):
             return _relations_equal(reference, prediction, context)
         if isinstance(reference, sympy.Eq) and isinstance(prediction, sympy.Expr):
-            for name, value in ((reference.lhs, reference.rhs), (reference.rhs, reference.lhs)):
-                if isinstance(name, sympy.Symbol) and not isinstance(value, sympy.Symbol):
-                    return expressions_equal(value, prediction, context)
+            value = _labelled_value(reference, prediction)
+            if value is not None:
+                return expressions_equal(value, prediction, context)
         return _no("an expression where the reference is an equation")
     if isinstance(prediction, sympy.Eq) and isinstance(reference, sympy.Expr):
-        for name, value in ((prediction.lhs, prediction.rhs), (prediction.rhs, prediction.lhs)):
-            if (isinstance(name, sympy.Symbol) and not isinstance(value, sympy.Symbol)) or (
-                isinstance(name, sympy.Symbol) and name not in reference.free_symbols
-            ):
-                return expressions_equal(reference, value, context)
+        value = _labelled_value(prediction, reference)
+        if value is not None:
+            return expressions_equal(reference, value, context)
         return _no("an equation where the reference is an expression")
     if isinstance(reference, sympy.Expr | sympy.MatrixBase) and isinstance(
         prediction, sympy.Expr | sympy.MatrixBase

@@ -14,7 +14,6 @@ step already read (tests/test_linear_time.py holds the shapes that once did).
 from __future__ import annotations
 
 import bisect
-import collections
 import re
 from dataclasses import dataclass
 from itertools import accumulate, repeat
@@ -48,6 +47,13 @@ _CHOICE = re.compile(
     r"^\(?\s*([A-J])\s*\)(?:\s|$|[.:,])|^([A-J])[.:]?$|^\\?\(?\s*\\text\{\s*\(?([A-J])\)?\s*\}\)?$"
     r"|^(?i:option|choice)\s*\(?([A-J])\)?(?:\s|$|[.:,])"
 )
+_FINAL_WORD = re.compile(r"final[ \t]*+answer", re.I)
+_MATH_SEGMENT = re.compile(r"(?<!\\)\$\$?[^$]+?(?<!\\)\$\$?|\\\(.+?\\\)")
+_PROSE_WORD = re.compile(r"(?<![\\a-zA-Z])[a-zA-Z]{3,}")
+# Words that math is written in, not prose.
+_NOT_PROSE = frozenset({"and", "sqrt", "sin", "cos", "tan", "log", "inf", "infty"})
+_COPULA = re.compile(r"\b(?:is|are|equals|was|were|becomes)\b|=", re.I)
+_NOT_ONLY_WORDS = re.compile(r"[^a-zA-Z\s,'’]")
 _NUMBER = re.compile(r"-?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?(?:/\d+)?")
 
 
@@ -57,6 +63,7 @@ class Extraction:
 
     answer: str | None
     form: str
+    parts: tuple[str, ...] = ()  # every boxed answer, when there are several (`answer` joins the distinct)
 
     @property
     def explicit(self) -> bool:
@@ -120,46 +127,71 @@ def _unwrap_boxes(answer: str) -> str:
     return answer.strip()
 
 
-def last_boxed(text: str) -> str | None:
-    """The argument of the last complete `\\boxed{}`/`\\fbox{}` in text, unwrapped; None if there is none.
+MAX_BOXES = 64  # more distinct boxed answers than this is no answer list anyone asked for
 
-    Linear in len(text). A bare `\\boxed 5` always has its argument, so only braced boxes after the last
-    bare one matter. They are tried from the last back, each up to the `{` of the unclosed box after it:
-    an unclosed box keeps every earlier box's depth at least 1 from its `{` to the end of the text, so an
-    earlier box closes before that `{` or never. The scanned regions are disjoint, and a run of boxes with
-    no `}` after them at all is skipped in one step.
+
+@dataclass(frozen=True)
+class Boxes:
+    """Every complete box of a text, in text order (at most MAX_BOXES + 1), and where the last one ends."""
+
+    answers: tuple[str, ...]
+    end: int
+
+
+def boxed_answers(text: str) -> Boxes:
+    """The arguments of the complete `\\boxed{}`/`\\fbox{}` boxes in text (unwrapped), in text order.
+
+    Linear in len(text). Boxes are tried from the last back; a box closes before the `{` of the box found
+    after it or never (an unclosed box keeps every earlier box's depth at least 1 from its `{` on, and a
+    box nested in a later-found box is that box's content), so each box is scanned up to that `{` only:
+    the scanned regions are disjoint. A run of boxes with no `}` after them at all is skipped in one
+    step. A bare `\\boxed 5` always has its argument. Stops after MAX_BOXES + 1 boxes (the caller refuses
+    that many).
     """
-    bare_boxes = collections.deque(_BARE_BOX.finditer(text), maxlen=1)  # keeps the last one only
-    bare = bare_boxes[0] if bare_boxes else None
-    after_bare = -1 if bare is None else bare.start()
+    bare = list(_BARE_BOX.finditer(text))
     last_close = text.rfind("}")  # a box opening after it cannot close: not even listed
-    openings = [match.end() - 1 for match in _BRACED_BOX.finditer(text, after_bare + 1, max(last_close, 0))]
-    stop, index = len(text), len(openings) - 1
-    while index >= 0:
+    openings = [match.end() - 1 for match in _BRACED_BOX.finditer(text, 0, max(last_close, 0))]
+    found: list[str] = []
+    end = -1
+    stop, index, bare_index = len(text), len(openings) - 1, len(bare) - 1
+    while (index >= 0 or bare_index >= 0) and len(found) <= MAX_BOXES:
+        if bare_index >= 0 and (index < 0 or bare[bare_index].start() > openings[index]):
+            box = bare[bare_index]
+            argument = _BARE_ARGUMENT.match(text, box.end(), max(stop, box.end()))
+            if argument is not None:
+                found.append(_unwrap_boxes(argument.group()))
+                end = max(end, argument.end())
+            stop, bare_index = box.start(), bare_index - 1
+            continue
         last_close = text.rfind("}", 0, stop)
         skip_to = bisect.bisect_left(openings, last_close, 0, index + 1) - 1
         if skip_to < index:  # boxes opening after the last `}` before stop cannot close
             stop, index = openings[skip_to + 1], skip_to
             continue
-        end = _closing_brace(text, openings[index], stop)
-        if end is not None:
-            return _unwrap_boxes(text[openings[index] + 1 : end - 1])
+        closed = _closing_brace(text, openings[index], stop)
+        if closed is not None:
+            found.append(_unwrap_boxes(text[openings[index] + 1 : closed - 1]))
+            end = max(end, closed)
         stop, index = openings[index], index - 1
-    if bare is None:
-        return None
-    argument = _BARE_ARGUMENT.match(text, bare.end())
-    return None if argument is None else _unwrap_boxes(argument.group())
+    return Boxes(tuple(reversed(found)), end)
 
 
-def _final_answer(text: str) -> str | None:
-    """The answer of the last Minerva sentence, "final answer is X[. I hope it is correct]", to line end.
+def last_boxed(text: str) -> str | None:
+    """The argument of the last complete `\\boxed{}`/`\\fbox{}` in text, unwrapped; None if there is none."""
+    answers = boxed_answers(text).answers
+    return answers[-1] if answers else None
+
+
+def _final_answer(text: str) -> tuple[str, int] | None:
+    """The answer of the last Minerva sentence, "final answer is X[. I hope it is correct]", to line end,
+    and where its phrase starts.
 
     Group 1 of the last match of `final answer is[ \\t]*[:：]?[ \\t]*(.+?)(?:\\.?[ \\t]*I hope it is
     correct|$)` (case-insensitive, multi-line), in one pass: the lazy group ends where the first "I hope
     it is correct" after its first character begins, less the blanks and one period before it, or at the
     end of the line.
     """
-    last: str | None = None
+    last: tuple[str, int] | None = None
     position, line_end = 0, -1
     while (found := _FINAL_ANSWER_IS.search(text, position)) is not None:
         if line_end < found.end():
@@ -169,16 +201,16 @@ def _final_answer(text: str) -> str | None:
         if start < line_end:
             hope = _HOPE.search(text, start + 1, line_end)
             if hope is None:
-                last, position = text[start:line_end], line_end
+                last, position = (text[start:line_end], found.start()), line_end
             else:
                 end = hope.start()
                 while end > start + 1 and text[end - 1] in " \t":
                     end -= 1
                 if end > start + 1 and text[end - 1] == ".":
                     end -= 1
-                last, position = text[start:end], hope.end()
+                last, position = (text[start:end], found.start()), hope.end()
         elif start > found.end():  # only blanks or a colon before the line ends: the group is its last one
-            last, position = text[line_end - 1 : line_end], line_end
+            last, position = (text[line_end - 1 : line_end], found.start()), line_end
         else:
             position = found.start() + 1
     return last
@@ -202,8 +234,32 @@ def _strip_answer_tail(answer: str) -> str:
     return answer.strip().rstrip(".")
 
 
-def _answer_phrase(tail: str) -> str | None:
-    """The answer after the last answer phrase whose answer is not empty (its line, to the sentence end).
+def _answer_in_sentence(answer: str) -> str:
+    """The answer stated in a sentence: `The area is $24$ square units` -> `$24$`, `There are 12 ways` ->
+    `12 ways`; an answer with no prose outside its math is returned as it is.
+
+    With prose outside math, the last math segment (`$...$`, `\\(...\\)`) is the answer; without math,
+    what follows the last "is"/"are"/"equals"/"=" when only words precede it (`The number of apples is
+    5`; never `5 because x is 3`). Only for answers up to 1,000 characters (a sentence, not a page).
+    """
+    if len(answer) > 1_000:
+        return answer
+    segments = list(_MATH_SEGMENT.finditer(answer))
+    outside = _MATH_SEGMENT.sub(" ", answer)
+    if not any(word.lower() not in _NOT_PROSE for word in _PROSE_WORD.findall(outside)):
+        return answer
+    if segments:
+        return segments[-1].group(0)
+    copulas = list(_COPULA.finditer(answer))
+    if copulas and not _NOT_ONLY_WORDS.search(answer, 0, copulas[-1].start()):
+        stated = answer[copulas[-1].end() :].strip()
+        return stated or answer
+    return answer
+
+
+def _answer_phrase(tail: str) -> tuple[str, int, bool] | None:
+    """The answer after the last answer phrase whose answer is not empty (its line, to the sentence end),
+    where the phrase starts, and whether it is a "final answer" phrase (`Final Answer: X`).
 
     Phrases whose answer is certainly empty are skipped by a scan that stops at the first character that
     could start an answer (the next phrase starts with a letter), so the whole loop is linear.
@@ -216,7 +272,22 @@ def _answer_phrase(tail: str) -> str | None:
         answer = _strip_answer_tail(tail[end : len(tail) if newline < 0 else newline])
         if not answer or (phrase.group("option") and _CHOICE.match(answer) is None):
             continue  # "the correct option is" counts only before an option letter
-        return answer
+        final = _FINAL_WORD.search(tail, max(0, phrase.start() - 6), phrase.end()) is not None
+        return _answer_in_sentence(answer), phrase.start(), final
+    return None
+
+
+def _final_statement(tail: str, after: int) -> Extraction | None:
+    """A "final answer" statement (Minerva's `final answer is X`, or `Final Answer: X`) starting after
+    index `after` of tail: stated after the last box, it is the answer and the box was an intermediate."""
+    if _FINAL_WORD.search(tail, max(after, 0)) is None:
+        return None
+    final_answer = _final_answer(tail)
+    if final_answer is not None and final_answer[1] >= after:
+        return Extraction(as_choice(_strip_answer_tail(final_answer[0])), "final_answer")
+    phrase = _answer_phrase(tail)
+    if phrase is not None and phrase[2] and phrase[1] >= after:
+        return Extraction(as_choice(phrase[0]), "answer_phrase")
     return None
 
 
@@ -230,19 +301,24 @@ def as_choice(answer: str) -> str:
 
 def extract_answer(completion: str, *, fallback_last_number: bool = False) -> Extraction:
     """The final answer of a completion (see module docstring for the forms and their order)."""
-    boxed = last_boxed(completion)
-    if boxed is not None:
-        return Extraction(as_choice(boxed), "boxed")
-    tail = completion[-20_000:]
+    boxes = boxed_answers(completion)
+    tail_start = max(0, len(completion) - 20_000)
+    tail = completion[tail_start:]
+    if boxes.answers:
+        stated = _final_statement(tail, boxes.end - tail_start)
+        if stated is not None:
+            return stated
+        parts = tuple(as_choice(answer) for answer in boxes.answers)
+        return Extraction(", ".join(dict.fromkeys(parts)), "boxed", parts if len(parts) > 1 else ())
     final_answer = _final_answer(tail)
     if final_answer is not None:
-        return Extraction(as_choice(_strip_answer_tail(final_answer)), "final_answer")
+        return Extraction(as_choice(_strip_answer_tail(final_answer[0])), "final_answer")
     gsm8k = list(_GSM8K.finditer(tail))
     if gsm8k:
         return Extraction(as_choice(gsm8k[-1].group(1).strip().rstrip(".")), "gsm8k")
     phrase = _answer_phrase(tail)
     if phrase is not None:
-        return Extraction(as_choice(phrase), "answer_phrase")
+        return Extraction(as_choice(phrase[0]), "answer_phrase")
     if fallback_last_number:
         numbers = list(_NUMBER.finditer(tail))
         if numbers:
@@ -250,11 +326,17 @@ def extract_answer(completion: str, *, fallback_last_number: bool = False) -> Ex
     return Extraction(None, "none")
 
 
-def extract_reference(reference: str) -> str:
-    """The answer part of a reference: after GSM8K's `####`, a solution's last `\\boxed{}`, or all of it."""
+def reference_answers(reference: str) -> tuple[str, ...]:
+    """The answer parts of a reference: after GSM8K's `####`, every `\\boxed{}` of a solution (several
+    boxes are one answer list, never cut to the last), or all of it."""
     if "####" in reference:
-        return reference.rsplit("####", 1)[1].strip()
-    boxed = last_boxed(reference)
-    if boxed is not None:
-        return boxed
-    return as_choice(reference.strip())
+        return (reference.rsplit("####", 1)[1].strip(),)
+    boxes = boxed_answers(reference).answers
+    if boxes:
+        return tuple(dict.fromkeys(boxes))
+    return (as_choice(reference.strip()),)
+
+
+def extract_reference(reference: str) -> str:
+    """The answer part of a reference as one text (several boxed answers joined by ", ")."""
+    return ", ".join(reference_answers(reference))

@@ -9,6 +9,7 @@ the whole answer is that one number (so the tuple `(100,200)` keeps it).
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from fractions import Fraction
 
 _UNICODE = {
@@ -27,6 +28,7 @@ _UNICODE = {
     "∩": r"\cap ",
     "∈": r"\in ",
     "±": r"\pm ",
+    "≈": r"\approx ",
     "°": "",
     "ℝ": r"\mathbb{R}",
     "\u00a0": " ",
@@ -50,7 +52,13 @@ _DEGREES = re.compile(
 _TRIG = re.compile(r"(?<![a-zA-Z])(?:sin|cos|tan|cot|sec|csc)(?![a-zA-Z])")
 _ANGLE = re.compile(r"(?<![\d.,])(\d+(?:\.\d+)?)\s*+(?:" + _DEGREES.pattern + ")")
 _REALS = re.compile(r"\\mathbb\s*(?:\{\s*R\s*\}|R(?![a-zA-Z]))(?!\s*\^)")  # ℝ as an answer: the real line
-_WHOLE_THOUSANDS = re.compile(r"^-?\d{1,3}(?:,\d{3})+(?:\.\d+)?$")
+# A whole answer that is one number with thousands separators: `1,000`, `1 000` (one separator kind).
+_WHOLE_THOUSANDS = re.compile(r"^-?\d{1,3}(?:(?:,\d{3})+|(?: \d{3})+)(?:\.\d+)?$")
+_BRACED_COMMA = re.compile(r"(\d)\s*+\{\s*+,\s*+\}\s*+(\d)")  # `14 {, }916`, `1{,}000`
+_COMMA_THIN_SPACE = re.compile(r",\s*+\\!\s*+")  # `11,\! 111`
+# Spacing glued to the next word, as datasets store it: `x_1=1,\quadx_2=2`.
+_GLUED_SPACING = re.compile(r"\\q?quad(?=[a-zA-Z])")
+_LESS_GREATER = re.compile(r"\\(lt|gt)(?![a-zA-Z])")
 _OVERLINE = re.compile(r"(?<!\d)(\d*)\.(\d*)\\overline\{(\d+)\}")  # starts only where a digit run starts
 _IN_PREFIX = re.compile(r"^[a-zA-Z](?:_\{?\w+\}?)?\s*\\in\s*")
 
@@ -114,6 +122,9 @@ _UNIT_WORDS = {
     "cent",
     "cents",
     "percent",
+    "percentage",
+    "percentages",
+    "pct",
     "kg",
     "g",
     "gram",
@@ -311,8 +322,10 @@ def normalize_answer(text: str) -> str:
     text = _strip_math_delimiters(text)
     text = text.replace(r"\$", "").replace(r"\textdollar", "").replace(r"\%", "").replace("%", "")
     text = text.replace("$", "")
-    text = text.replace("{,}", "")
+    text = _BRACED_COMMA.sub(r"\1\2", text).replace("{,}", "")
+    text = _COMMA_THIN_SPACE.sub(",", text)
     text = re.sub(r"(\d)\\,(\d{3})(?!\d)", r"\1\2", text)
+    text = _GLUED_SPACING.sub(" ", text)
     text = re.sub(r"\\[dtc]frac(?![a-zA-Z])", r"\\frac", text)
     text = re.sub(r"\\[dt]binom(?![a-zA-Z])", r"\\binom", text)
     text = _LEFT_RIGHT.sub(lambda m: "" if (m.group(1) or ".") == "." else m.group(1), text)
@@ -328,6 +341,7 @@ def normalize_answer(text: str) -> str:
     text = re.sub(r"\\(?:le|leqslant)(?![a-zA-Z])", r"\\leq", text)
     text = re.sub(r"\\(?:ge|geqslant)(?![a-zA-Z])", r"\\geq", text)
     text = re.sub(r"\\ne(?![a-zA-Z])", r"\\neq", text)
+    text = _LESS_GREATER.sub(lambda match: "<" if match.group(1) == "lt" else ">", text)
     text = _OVERLINE.sub(_replace_overline, text)
     text = re.sub(r"\s+", " ", text).strip()
     text = re.sub(r"^\{\s*([^{}]*)\s*\}$", r"\1", text)
@@ -336,8 +350,14 @@ def normalize_answer(text: str) -> str:
     text = _strip_units(text)
     text = re.sub(r"^\{\s*([^{}]*)\s*\}$", r"\1", text).strip()
     if _WHOLE_THOUSANDS.match(text):
-        text = text.replace(",", "")
+        text = text.replace(",", "").replace(" ", "")
     return text
+
+
+def normalize_answers(parts: Sequence[str]) -> str:
+    """Several answers (the boxes of one completion) as one answer list: each normalised on its own (so
+    `1,000` in one box stays a thousand), duplicates dropped, joined by ", "."""
+    return ", ".join(dict.fromkeys(normal for normal in map(normalize_answer, parts) if normal))
 
 
 def normalize_text(text: str) -> str:

@@ -3,7 +3,8 @@ r"""The operator-precedence half of the recursive-descent answer parser: lists, 
 Grammar (lowest precedence first):
     answer   := item ((',' | ';' | 'and') item)*
     item     := relation (('\cup' | 'or') relation)*
-    relation := expr (relop expr)*
+    relation := ratio (relop ratio)*
+    ratio    := expr (':' expr)*                                         (`7:32` is 7/32)
     expr     := term (('+' | '-') term)*
     term     := unary (('*' | '/' | '\cdot' | '\times' | '\div')? unary)*    (juxtaposition multiplies)
     unary    := ('-' | '+') unary | power
@@ -67,7 +68,7 @@ class Parser(LatexConstructs):
         return UnionOf(tuple(parts))
 
     def relation(self) -> Answer:
-        left = self.expression()
+        left = self.ratio()
         relations: list[sympy.Basic] = []
         while True:
             token = self.peek()
@@ -77,18 +78,30 @@ class Parser(LatexConstructs):
             if token.text not in RELATIONS or token.kind == "end":
                 break
             self.advance()
-            right = self.expression()
-            if (
-                token.text in ("=", "==")
-                and not isinstance(right, sympy.Basic)
-                and isinstance(left, sympy.Symbol)
-            ):
-                return right  # `x = (1, 2)`: the name adds nothing
+            right = self.ratio()
+            if token.text in ("=", "==") and not isinstance(right, sympy.Basic) and _names(left, right):
+                return right  # `x = (1, 2)`, `(p, q) = (3, 2)`: the names add nothing
             relations.append(RELATIONS[token.text](as_expr(left), as_expr(right), evaluate=False))
             left = right
         if not relations:
             return left
         return relations[0] if len(relations) == 1 else Chain(tuple(relations))
+
+    def ratio(self) -> Answer:
+        """`a:b` is the number a/b (so `14:64` = `7:32` = `\\frac{7}{32}`); `a:b:c` is the tuple
+        (1, b/a, c/a), so equal ratios compare equal whatever their scale."""
+        parts = [self.expression()]
+        while self.at(":"):
+            self.advance()
+            parts.append(self.expression())
+        if len(parts) == 1:
+            return parts[0]
+        first, *rest = (as_expr(part) for part in parts)
+        if len(rest) == 1:
+            return sympy.Mul(first, sympy.Pow(rest[0], -1))
+        return Bracketed(
+            ":", ":", (sympy.Integer(1), *(sympy.Mul(part, sympy.Pow(first, -1)) for part in rest))
+        )
 
     def expression(self) -> Answer:
         value = self.term()
@@ -224,3 +237,15 @@ class Parser(LatexConstructs):
         if len(items) == 1 and (opening + closing.text) in ("()", "[]"):
             return items[0]
         return Bracketed(opening, closing.text, tuple(items))
+
+
+def _names(left: Answer, right: Answer) -> bool:
+    """Whether `left = right` only names a tuple: a symbol, or a tuple of symbols as long as `right`."""
+    if isinstance(left, sympy.Symbol):
+        return True
+    return (
+        isinstance(left, Bracketed)
+        and isinstance(right, Bracketed)
+        and len(left.items) == len(right.items)
+        and all(isinstance(item, sympy.Symbol) for item in left.items)
+    )

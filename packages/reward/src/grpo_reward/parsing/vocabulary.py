@@ -105,6 +105,8 @@ ACCENTS = {
     r"\underline",
     r"\overrightarrow",
     r"\mathring",
+    r"\angle",  # `\angle ABC = 30`: the angle is named by its points
+    r"\measuredangle",
 }
 SUCH_THAT = {r"\mid", ":", "|", r"\vert"}
 INFINITY_WORDS = {r"\infty", r"\infinity", "oo", "inf", "infty", "infinity"}
