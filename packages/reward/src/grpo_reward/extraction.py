@@ -1,10 +1,12 @@
 """Find the final answer in a model completion (and in a reference solution).
 
-Explicit forms only, in order of how explicit they are: the last `\\boxed{}`/`\\fbox{}` (nested braces,
-doubled boxes), Minerva's "Final Answer: The final answer is $X$", GSM8K's `#### X`, and answer phrases
-("the answer is X", "the answer is: X", `**Answer:** X`, "the correct option is (C)"). Multiple-choice
-answers such as `(C)` or `option B` become the letter. When none of these is present nothing is
-extracted, so the completion is not correct, unless the caller asked for the last number as a fallback.
+Explicit forms only, in order of how explicit they are: every complete `\\boxed{}`/`\\fbox{}` (nested
+braces, doubled boxes; several boxes are one answer list, and a "final answer" statement after the last
+box wins over it), Minerva's "Final Answer: The final answer is $X$", GSM8K's `#### X`, and answer
+phrases ("the answer is X", "the answer is: X", `**Answer:** X`, "the correct option is (C)"; an answer
+given as a sentence is the value it states). Multiple-choice answers such as `(C)` or `option B` become
+the letter. When none of these is present nothing is extracted, so the completion is not correct,
+unless the caller asked for the last number as a fallback.
 
 This runs on untrusted text outside the killable workers, so every scan is linear in the text's length:
 no regex here can backtrack on a long run (possessive quantifiers), and no loop rescans what an earlier
