@@ -13,6 +13,7 @@ from transformers import PreTrainedTokenizerFast
 # Test helper modules (rollout_*.py) live next to this file; pytest runs in importlib mode.
 sys.path.insert(0, str(Path(__file__).parent))
 
+from grpo_common.bpe_tokenizer import build_bpe_tokenizer
 from rollout_reward_standin import RewardStandin
 from rollout_testkit import build_model_dir, build_tokenizer
 
@@ -32,6 +33,12 @@ def tiny_llama_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def tokenizer() -> PreTrainedTokenizerFast:
     return build_tokenizer()
+
+
+@pytest.fixture(scope="session")
+def bpe_tokenizer() -> PreTrainedTokenizerFast:
+    """The 151,936-entry byte-level BPE tokenizer with Qwen2.5's chat template (trained once per session)."""
+    return build_bpe_tokenizer()
 
 
 @pytest.fixture

@@ -1,5 +1,6 @@
-"""The chat tool-call format with a Qwen2.5-style tokenizer built here: tools in the prompt, the call read
-from `<tool_call>` JSON, the observation as the template's rendering of a tool message."""
+"""The chat tool-call format with the Qwen2.5-style BPE tokenizer of grpo_common.bpe_tokenizer: tools
+in the prompt, the call read from `<tool_call>` JSON, the observation as the template's rendering of a
+tool message."""
 
 from __future__ import annotations
 
@@ -8,30 +9,12 @@ import json
 import pytest
 from grpo_rollout.environments import ENVIRONMENTS, EpisodeStart, ModelTurn
 from grpo_rollout.prompt_encoding import PromptEncoder
-from rollout_testkit import build_tokenizer
-
-QWEN_STYLE_TEMPLATE = (  # Qwen2.5's shape, newlines after a tag written as expressions (HF trims them)
-    "{% if tools %}<|im_start|>system\nTools:\n<tools>{% for tool in tools %}{{ '\\n' + tool | tojson }}"
-    "{% endfor %}{{ '\\n</tools><|im_end|>\\n' }}{% endif %}"
-    "{% for message in messages %}"
-    "{% if message.role == 'tool' %}"
-    "{% if loop.first or messages[loop.index0 - 1].role != 'tool' %}<|im_start|>user{% endif %}"
-    "{{ '\\n<tool_response>\\n' + message.content + '\\n</tool_response>' }}"
-    "{% if loop.last or messages[loop.index0 + 1].role != 'tool' %}{{ '<|im_end|>\\n' }}{% endif %}"
-    "{% else %}<|im_start|>{{ message.role }}\n{{ message.content }}<|im_end|>\n{% endif %}"
-    "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
-)
+from transformers import PreTrainedTokenizerFast
 
 
 @pytest.fixture(scope="module")
-def encoder() -> PromptEncoder:
-    tokenizer = build_tokenizer()
-    tokenizer.add_special_tokens(
-        {"additional_special_tokens": ["<|im_start|>", "<|im_end|>", "<tool_call>", "</tool_call>"]}
-    )
-    tokenizer.add_tokens(["\n", '"', "[", "]"])  # the char vocabulary lacks what JSON schemas need
-    tokenizer.chat_template = QWEN_STYLE_TEMPLATE
-    return PromptEncoder(tokenizer)
+def encoder(bpe_tokenizer: PreTrainedTokenizerFast) -> PromptEncoder:
+    return PromptEncoder(bpe_tokenizer)
 
 
 def test_the_prompt_carries_the_environments_tools(encoder: PromptEncoder) -> None:
