@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import pytest
 from grpo_common.registry import UnknownName
+from grpo_common.row_fields import FieldLimits, InvalidFields, parse_fields
 from grpo_reward.tasks import TASKS
 from grpo_reward.tasks.contract import TaskScore, Undecided
-from grpo_reward.tasks.fields import FieldLimits, InvalidFields, parse_fields
 from grpo_reward.tasks.plugins import PluginError, load_plugins
 
 

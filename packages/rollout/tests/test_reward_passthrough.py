@@ -59,7 +59,13 @@ def test_fields_spec_and_timeouts_pass_through(tiny_model_dir: Path, reward: Rew
         ("{not json", r"prompts\[1\]\.fields_json is not valid JSON"),
         ("[1, 2]", r"prompts\[1\]\.fields_json must be a JSON object"),
         ('"text"', r"prompts\[1\]\.fields_json must be a JSON object"),
-        ("[" * 100_000, r"prompts\[1\]\.fields_json .*(nested too deeply|not valid JSON)"),
+        ("[" * 100_000, r"prompts\[1\]\.fields_json is (nested deeper than 32|not valid JSON)"),
+        # what the reward service refuses, refused here before generating (one validator: grpo_common)
+        ('{"x": NaN}', r"prompts\[1\]\.fields_json .*NaN is not a finite number"),
+        ('{"x": 1e999}', r"prompts\[1\]\.fields_json .*1e999 is not a finite number"),
+        ('{"x": ' + "[" * 32 + "]" * 32 + "}", r"prompts\[1\]\.fields_json is nested deeper than 32"),
+        ('{"completion": "forged"}', r"prompts\[1\]\.fields_json must not contain the key 'completion'"),
+        ('{"x": "' + "y" * (1 << 20) + '"}', r"prompts\[1\]\.fields_json is 1048585 bytes, over .* 1048576"),
     ],
 )
 def test_malformed_fields_json_is_refused_before_generating(

@@ -37,9 +37,9 @@ def _load_plugins(args: argparse.Namespace) -> None:
 def _item(completion: str, reference: str, task: str, fields: object, where: str) -> Any:
     """An Item checked like a request: the task must be known, the fields one JSON object."""
     from grpo_common.registry import UnknownName
+    from grpo_common.row_fields import FieldLimits, InvalidFields, parse_fields
 
     from grpo_reward.tasks import TASKS
-    from grpo_reward.tasks.fields import FieldLimits, InvalidFields, parse_fields
     from grpo_reward.verifier import Item
 
     try:

@@ -15,6 +15,7 @@ from typing import Any
 import grpc
 from grpo.v1 import reward_pb2, rollout_pb2
 from grpo_common.registry import UnknownName
+from grpo_common.row_fields import FieldLimits, InvalidFields, parse_fields
 
 from grpo_rollout.backends.contract import GeneratorInfo, SamplingParams
 from grpo_rollout.environments.contract import DEFAULT_MAX_TURNS, ENVIRONMENTS, SINGLE_TURN, Environment
@@ -82,22 +83,15 @@ def sampling_config(params: rollout_pb2.SamplingParams, vocab_size: int) -> Samp
 
 
 def check_fields_json(field: str, fields_json: str) -> None:
-    """ "" or one JSON object (the reward task's keyword fields); its size limit is the reward server's.
+    """ "" or one JSON object the reward service accepts (`grpo_common.row_fields`, its default limits:
+    finite numbers, at most 32 deep, no `completion`/`reference` key, at most 1 MiB).
 
-    Checked before generating, so a malformed row costs no generation.
+    Checked before generating, so a row the reward service would refuse costs no generation.
     """
-    if not fields_json:
-        return
     try:
-        fields = json.loads(fields_json)
-    except ValueError as exc:  # JSONDecodeError, or a nesting too deep to decode
-        raise invalid(f"{field}.fields_json is not valid JSON ({str(exc)[:120]})") from None
-    except RecursionError:
-        raise invalid(f"{field}.fields_json is nested too deeply to decode") from None
-    if not isinstance(fields, dict):
-        raise invalid(
-            f"{field}.fields_json must be a JSON object (column -> value), got {type(fields).__name__}"
-        )
+        parse_fields(fields_json, FieldLimits())
+    except InvalidFields as error:
+        raise invalid(f"{field}.fields_json {error}") from None
 
 
 MAX_CONFIG_JSON_BYTES = 64 * 1024  # EnvironmentSpec.config_json: settings, not data
@@ -225,6 +219,7 @@ def prepare_prompt(
         raise invalid(f"{field} (id {prompt.id!r}): set exactly one of text / token_ids")
     if not prompt.reference:
         raise invalid(f"{field}.reference is empty; the reward service needs the ground-truth answer")
+    check_fields_json(field, prompt.fields_json)  # before any encoding: a bad row costs no work
     if prompt.token_ids:
         token_ids = list(prompt.token_ids)
         bad = next((t for t in token_ids if not 0 <= t < vocab_size), None)
@@ -241,7 +236,6 @@ def prepare_prompt(
             raise invalid(f"{field}.text tokenises to nothing")
     if budget is not None and len(token_ids) > budget.prompt_tokens:
         raise budget.exceeded(prompt.id, f"{len(token_ids)} tokens")
-    check_fields_json(field, prompt.fields_json)
     rendered_as_chat = chat and encoder.has_chat_template and not prompt.token_ids
     return PreparedPrompt(
         prompt.id, token_ids, prompt.reference, prompt.task, prompt.fields_json, environment, rendered_as_chat

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from typing import Annotated
 
+from grpo_common.row_fields import DEFAULT_MAX_BYTES, DEFAULT_MAX_DEPTH
 from grpo_common.server import ServerConfig
 from pydantic import BaseModel, ConfigDict, Field
 
 from grpo_reward.pool import DEFAULT_MEMORY_LIMIT_MB
-from grpo_reward.tasks.fields import DEFAULT_MAX_BYTES, DEFAULT_MAX_DEPTH
 
 DEFAULT_PORT = 50053
 ENV_PREFIX = "GRPO_REWARD_"

@@ -1,7 +1,7 @@
 """The one place where grpo.v1 reward messages become package types and back.
 
 Everything a request carries is checked here, before any work: ids, references, task names (looked up
-among the tasks this server knows, never imported), fields_json (`grpo_reward.tasks.fields`) and the
+among the tasks this server knows, never imported), fields_json (`grpo_common.row_fields`) and the
 spec (`grpo_reward.spec.RewardSpec`, which also refuses weights whose sum cannot be represented).
 """
 
@@ -11,11 +11,11 @@ from typing import Any
 
 from grpo.v1 import reward_pb2
 from grpo_common.registry import UnknownName
+from grpo_common.row_fields import FieldLimits, InvalidFields, parse_fields
 from pydantic import ValidationError
 
 from grpo_reward.spec import RewardSpec
 from grpo_reward.tasks import TASKS
-from grpo_reward.tasks.fields import FieldLimits, InvalidFields, parse_fields
 from grpo_reward.verdict import Verdict
 from grpo_reward.verifier import DEFAULT_TASK, Item
 

@@ -6,11 +6,11 @@ import logging
 from collections.abc import Callable
 
 from grpo.v1 import reward_pb2_grpc
+from grpo_common.row_fields import FieldLimits
 from grpo_common.server import RunningServer, registration, serve_until_signalled, start_server
 
 from grpo_reward.service.config import RewardServiceConfig
 from grpo_reward.service.servicer import SERVICE_NAME, RewardServicer
-from grpo_reward.tasks.fields import FieldLimits
 from grpo_reward.tasks.plugins import load_plugins
 from grpo_reward.verifier import Verifier
 

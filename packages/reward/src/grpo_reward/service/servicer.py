@@ -8,10 +8,10 @@ from dataclasses import replace
 
 import grpc
 from grpo.v1 import reward_pb2
+from grpo_common.row_fields import FieldLimits
 
 from grpo_reward.service.convert import InvalidRequest, items_from_proto, result_to_proto, spec_from_proto
 from grpo_reward.spec import apply_spec
-from grpo_reward.tasks.fields import FieldLimits
 from grpo_reward.verifier import Verifier
 
 logger = logging.getLogger(__name__)

@@ -1,4 +1,6 @@
-"""A row's fields (grpo.v1.ScoreItem.fields_json) checked and parsed in one place, for every edge.
+"""A row's fields (grpo.v1.Prompt.fields_json, ScoreItem.fields_json) checked and parsed in one place,
+for every edge: the reward service checks each item, and the rollout service checks each prompt before
+it generates, so a row the reward service would refuse never costs a generation.
 
 The text must be one JSON object of at most `max_bytes` bytes of UTF-8 whose nesting is at most
 `max_depth` deep, with finite numbers and no key a task argument already takes (`completion`,
