@@ -154,10 +154,12 @@ async def rollout_service(
 def learner_sync(bucket_bytes: int = 8 * 1024) -> NcclWeightSync:
     push = PushConfig(
         transport="nccl",
-        nccl_master_address="127.0.0.1",
-        nccl_backend="gloo",
-        nccl_bucket_bytes=bucket_bytes,
-        nccl_timeout_s=TIMEOUT_S,
+        nccl={
+            "master_address": "127.0.0.1",
+            "backend": "gloo",
+            "bucket_bytes": bucket_bytes,
+            "timeout_s": TIMEOUT_S,
+        },
     )
     return NcclWeightSync.from_config(push)
 
@@ -351,10 +353,12 @@ def test_the_loops_pusher_forms_the_group_again_when_a_rollout_service_restarted
         engine.reset(model_dir)
     push = PushConfig(
         transport="nccl",
-        nccl_master_address="127.0.0.1",
-        nccl_backend="gloo",
-        nccl_bucket_bytes=64 * 1024,
-        nccl_timeout_s=TIMEOUT_S,
+        nccl={
+            "master_address": "127.0.0.1",
+            "backend": "gloo",
+            "bucket_bytes": 64 * 1024,
+            "timeout_s": TIMEOUT_S,
+        },
     )
     port = free_port()
 

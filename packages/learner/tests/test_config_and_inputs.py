@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import json
+import logging
 import math
+import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pyarrow as pa
@@ -14,6 +18,7 @@ from grpo_common.config import ConfigError
 from grpo_learner.cli import main
 from grpo_learner.config import DataConfig, LearnerConfig, load_learner_config
 from grpo_learner.prompts import PromptCursor, load_prompt_file
+from grpo_learner.registered_names import check_registered_names
 from grpo_learner.rollout_data import GroupError, ScoredCompletion, group_from_proto, validate_group
 from grpo_learner.sources import GroupFilter
 from learner_fixtures import group, tiny_qwen2
@@ -26,10 +31,43 @@ def load(**overrides):
 
 
 def test_unknown_loss_type_lists_the_registered_ones():
+    config = load(**{"loss.loss_type": "ppo"})  # a plain string to the config, which imports no torch
     with pytest.raises(
         ConfigError, match=r"loss\.loss_type: .*unknown loss 'ppo'; registered: bnpo, cispo, dapo"
     ):
-        load(**{"loss.loss_type": "ppo"})
+        check_registered_names(config)
+
+
+@pytest.mark.parametrize(
+    ("key", "value"),
+    [
+        ("loss.advantage.scaling", "rank"),
+        ("loss.sampler_correction.level", "word"),
+        ("push.transport", "pigeon"),
+        ("push.lora_mode", "halfway"),
+    ],
+)
+def test_every_registry_name_is_checked_naming_its_field(key, value):
+    with pytest.raises(ConfigError, match=rf"{re.escape(key)}: unknown .*'{value}'; registered: "):
+        check_registered_names(load(**{key: value}))
+
+
+def test_the_config_loads_and_validates_without_importing_torch():
+    code = (
+        "import sys; from grpo_learner.config import load_learner_config;"
+        "load_learner_config(overrides={'model.name_or_path': 'm', 'loss.loss_type': 'dapo'}, environ={});"
+        "assert 'torch' not in sys.modules, 'torch was imported'"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
+
+
+def test_flat_push_nccl_keys_are_read_as_the_nested_section_with_a_deprecation_message(caplog):
+    with caplog.at_level(logging.WARNING):
+        push = load(**{"push.nccl_master_address": "10.0.0.2", "push.nccl_timeout_s": 5}).push
+    assert push.nccl.master_address == "10.0.0.2" and push.nccl.timeout_s == 5
+    assert "push.nccl_master_address, push.nccl_timeout_s are deprecated" in caplog.text
+    with pytest.raises(ConfigError, match=r"push\.nccl_master_port and push\.nccl\.master_port disagree"):
+        load(**{"push.nccl_master_port": 1, "push.nccl.master_port": 2})
 
 
 @pytest.mark.parametrize(
@@ -39,8 +77,6 @@ def test_unknown_loss_type_lists_the_registered_ones():
         ("optim.lr", -1, "optim.lr"),
         ("loss.epsilon_low", 1.5, "loss.epsilon_low"),
         ("loss.delta", 0.5, "loss.delta"),
-        ("loss.advantage.scaling", "rank", "loss.advantage.scaling"),
-        ("loss.sampler_correction.level", "word", "loss.sampler_correction.level"),
         ("rollout.addresses", ["localhost"], "rollout.addresses"),
         ("rollout.sampling.temperature", 0, "rollout.sampling.temperature"),
         ("train.micro_batch_size", 0, "train.micro_batch_size"),
@@ -62,7 +98,7 @@ def test_push_every_beyond_the_staleness_window_is_refused():
 
 
 def test_an_addresses_file_with_the_nccl_transport_is_refused():
-    nccl = {"push.transport": "nccl", "push.nccl_master_address": "10.0.0.2"}
+    nccl = {"push.transport": "nccl", "push.nccl.master_address": "10.0.0.2"}
     with pytest.raises(
         ConfigError, match=r"rollout\.addresses_file cannot be used with push\.transport='nccl'"
     ):

@@ -31,16 +31,18 @@ def test_with_last_flags_only_the_final_item() -> None:
 
 
 def test_nccl_transport_needs_the_address_the_engines_reach_the_learner_at() -> None:
-    with pytest.raises(ValidationError, match="nccl_master_address"):
+    with pytest.raises(ValidationError, match=r"nccl\.master_address"):
         PushConfig(transport="nccl")
-    push = PushConfig(transport="nccl", nccl_master_address="10.0.0.2", nccl_backend="gloo", dtype="bfloat16")
+    push = PushConfig(
+        transport="nccl", nccl={"master_address": "10.0.0.2", "backend": "gloo"}, dtype="bfloat16"
+    )
     sync = NcclWeightSync.from_config(push)
-    assert sync.settings.master_address == "10.0.0.2" and sync.settings.dtype is torch.bfloat16
+    assert sync.settings.master_address == "10.0.0.2" and sync.dtype is torch.bfloat16
     assert sync.settings.bucket_bytes == 1 << 30 and sync.settings.group_name == "weight_update_group"
 
 
 def test_push_before_connect_and_negative_versions_are_refused() -> None:
-    sync = NcclWeightSync.from_config(PushConfig(transport="nccl", nccl_master_address="127.0.0.1"))
+    sync = NcclWeightSync.from_config(PushConfig(transport="nccl", nccl={"master_address": "127.0.0.1"}))
 
     async def scenario():
         with pytest.raises(ValueError, match="negative"):

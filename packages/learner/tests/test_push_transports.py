@@ -16,7 +16,7 @@ from learner_fixtures import default_config
     ("push", "kind"),
     [
         ({"transport": "grpc"}, WeightPusher),
-        ({"transport": "nccl", "nccl_master_address": "10.0.0.1"}, NcclWeightPusher),
+        ({"transport": "nccl", "nccl": {"master_address": "10.0.0.1"}}, NcclWeightPusher),
     ],
 )
 def test_each_transport_is_built_over_the_shared_pool_and_releases_it(push, kind):
@@ -48,4 +48,6 @@ def test_adapter_mode_needs_the_grpc_transport():
 
     assert default_config(push={"lora_mode": "adapter"}).push.lora_mode == "adapter"
     with pytest.raises(ValidationError, match="needs push\\.transport = 'grpc'"):
-        default_config(push={"lora_mode": "adapter", "transport": "nccl", "nccl_master_address": "127.0.0.1"})
+        default_config(
+            push={"lora_mode": "adapter", "transport": "nccl", "nccl": {"master_address": "127.0.0.1"}}
+        )

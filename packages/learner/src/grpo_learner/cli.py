@@ -28,8 +28,9 @@ from grpo_common.config import ConfigError
 from grpo_common.logging_setup import configure_logging
 from grpo_common.model_reference import check_model_reference
 
+from grpo_learner.config import LearnerConfig, load_learner_config
+
 if TYPE_CHECKING:
-    from grpo_learner.config import LearnerConfig
     from grpo_learner.prompts import ListPromptSource
 
 logger = logging.getLogger(__name__)
@@ -49,18 +50,39 @@ def parse_set(items: list[str] | None) -> dict[str, Any]:
     return overrides
 
 
+class _Parser(argparse.ArgumentParser):
+    """An ArgumentParser whose epilog may be a function, called only when help is printed: the
+    registered names it lists are read from the registries, which import torch."""
+
+    def format_help(self) -> str:
+        if callable(self.epilog):
+            self.epilog = self.epilog()
+        return super().format_help()
+
+
+def _train_epilog() -> str:
+    from grpo_learner.registered_names import registered_names_help
+
+    return "registered names (set with --set FIELD=NAME):\n" + registered_names_help()
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="grpo", description="GRPO training for language models")
     parser.add_argument("--log-level", default="INFO")
-    commands = parser.add_subparsers(dest="command", required=True)
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
-    train = commands.add_parser("train", help="train a policy against rollout services")
+    train = commands.add_parser(
+        "train",
+        help="train a policy against rollout services",
+        epilog=_train_epilog,  # type: ignore[arg-type]  # _Parser calls it when help is printed
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     train.add_argument("--config", type=Path, help="TOML/YAML/JSON learner config")
     train.add_argument("--model", help="model.name_or_path: hub name or local directory")
     train.add_argument("--data", help="data.path: JSONL or Parquet problems (GSM8K / MATH layouts)")
     train.add_argument("--rollout", action="append", help="rollout service host:port (repeatable)")
     train.add_argument("--max-steps", type=int, help="train.max_steps")
-    train.add_argument("--loss-type", help="loss.loss_type: grpo, bnpo, dr_grpo, dapo, gspo, cispo")
+    train.add_argument("--loss-type", help="loss.loss_type: a registered loss (listed below)")
     train.add_argument("--run-dir", help="where metrics, TensorBoard logs and checkpoints go")
     train.add_argument("--set", action="append", metavar="KEY=VALUE", help="any setting, e.g. loss.beta=0.04")
     train.add_argument("--no-progress", action="store_true", help="log lines instead of a progress bar")
@@ -165,10 +187,11 @@ def cmd_train(args: argparse.Namespace) -> int:
                 "runs in one process"
             )
         return cmd_train_embedded(args, settings)
-    from grpo_learner.config import load_learner_config
-
     config = load_learner_config(args.config, train_overrides(args))
     check_model_reference(config.model.name_or_path, "model.name_or_path")
+    from grpo_learner.registered_names import check_registered_names
+
+    check_registered_names(config)
     if config.data.path is None and config.data.hub_name is None:
         raise ConfigError(
             "no data: give --data FILE (JSONL or Parquet), or data.path / data.hub_name in the config"
@@ -292,7 +315,6 @@ def eval_overrides(args: argparse.Namespace) -> dict[str, Any]:
 
 def cmd_eval(args: argparse.Namespace) -> int:
     """`grpo eval`: see grpo_learner.eval.command."""
-    from grpo_learner.config import load_learner_config
     from grpo_learner.eval.command import evaluate_models
 
     config = load_learner_config(args.config, eval_overrides(args))

@@ -40,6 +40,7 @@ from grpo_learner.metrics import MetricsLogger
 from grpo_learner.models import input_vocab_size
 from grpo_learner.phase_timer import PhaseTimer, rollout_timing
 from grpo_learner.prompts import PromptCursor, PromptSource
+from grpo_learner.registered_names import check_registered_names
 from grpo_learner.rollouts.client import RolloutClient, environment_to_proto, reward_spec_to_proto
 from grpo_learner.rollouts.feed import RolloutFeed
 from grpo_learner.rollouts.pool import PoolSettings, RolloutPool
@@ -191,6 +192,7 @@ async def run_training(
 
     Under torchrun (WORLD_SIZE > 1) every rank calls this and runs the same assembly; rank 0 alone
     uses `prompts`, `source`, `addresses` and `evaluator` (see distributed.training_run)."""
+    check_registered_names(config)  # a library caller gets the same message as `grpo train`
     if config.train.torch_threads:
         torch.set_num_threads(config.train.torch_threads)
     ranks = (

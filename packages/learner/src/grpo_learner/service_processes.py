@@ -236,12 +236,12 @@ def local_services(
             "--generator", config.generator,
             "--reward-address", reward.address,
         ]  # fmt: skip
-        if config.generator == "hf":
-            rollout_argv += ["--device", config.device]
-            if config.dtype:
-                rollout_argv += ["--dtype", config.dtype]
-            if split.rollout:
-                rollout_argv += ["--torch-threads", str(split.rollout)]
+        # The rollout service's [hf] options: a backend that runs no torch here ignores them.
+        rollout_argv += ["--device", config.device]
+        if config.dtype:
+            rollout_argv += ["--dtype", config.dtype]
+        if split.rollout:
+            rollout_argv += ["--torch-threads", str(split.rollout)]
         rollout_argv += config.rollout_args
         services.append(
             start_service("rollout", rollout_argv, state_dir, ready_timeout_s=config.ready_timeout_s)

@@ -17,14 +17,7 @@ from isal.isal_zlib import crc32
 from grpo_common.weights.allocator import keep_freed_buffers
 from grpo_common.weights.delta import EncodedTensor
 from grpo_common.weights.specs import dtype_name
-from grpo_common.weights.wire import ChunkView, PieceView, write_chunk
-
-# Chosen with benchmarks/weight_transfer.py (1 GiB fp32/bf16 over gRPC loopback, 2-core box):
-# 2-8 MiB buckets cost the least CPU per GiB on both sides and move the most bytes per second;
-# 16-32 MiB cost 10-30% more and 64 MiB about twice as much on the sender (buffers that no longer
-# stay in cache, allocations past glibc's mmap threshold). 4 MiB is also far under the 64 MiB
-# default message limit, and a few hundred messages per GiB is negligible per-message overhead.
-DEFAULT_BUCKET_BYTES = 4 * 1024 * 1024
+from grpo_common.weights.wire import DEFAULT_BUCKET_BYTES, ChunkView, PieceView, write_chunk
 
 UPDATE_WEIGHTS_METHOD = "/grpo.v1.RolloutService/UpdateWeights"
 

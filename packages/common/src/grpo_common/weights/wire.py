@@ -21,6 +21,14 @@ from typing import TypeVar
 from google.protobuf.message import DecodeError, Message
 from grpo.v1 import rollout_pb2
 
+# The encoder's bucket size (here, so a config can name it without torch). Chosen with
+# benchmarks/weight_transfer.py (1 GiB fp32/bf16 over gRPC loopback, 2-core box):
+# 2-8 MiB buckets cost the least CPU per GiB on both sides and move the most bytes per second;
+# 16-32 MiB cost 10-30% more and 64 MiB about twice as much on the sender (buffers that no longer
+# stay in cache, allocations past glibc's mmap threshold). 4 MiB is also far under the 64 MiB
+# default message limit, and a few hundred messages per GiB is negligible per-message overhead.
+DEFAULT_BUCKET_BYTES = 4 * 1024 * 1024
+
 _M = TypeVar("_M", bound=Message)
 
 

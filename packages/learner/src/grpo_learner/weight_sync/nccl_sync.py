@@ -34,7 +34,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Literal, TypeVar
+from typing import TypeVar
 
 import grpc
 import torch
@@ -43,7 +43,7 @@ from grpo.v1 import rollout_pb2, rollout_pb2_grpc
 from grpo_common.channel import ChannelConfig, create_channel
 from grpo_common.weights.codec import WeightStreamError, dtype_name
 
-from grpo_learner.config import PushConfig
+from grpo_learner.config import NcclPushConfig, PushConfig
 from grpo_learner.weight_sync import nccl_group as weight_group
 from grpo_learner.weight_sync.nccl_collective_wait import WeightSyncError, await_collective_and_calls
 from grpo_learner.weight_sync.nccl_streaming import in_daemon_thread, iter_buckets, with_last
@@ -51,20 +51,6 @@ from grpo_learner.weight_sync.nccl_streaming import in_daemon_thread, iter_bucke
 logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
-
-
-@dataclass(frozen=True)
-class WeightSyncSettings:
-    """The `push.nccl_*` settings, copied from the validated config by `NcclWeightSync.from_config`
-    (PushConfig holds their defaults and their meaning; nothing is declared twice)."""
-
-    master_address: str  # this learner's address as the engines reach it (it hosts the TCP store)
-    master_port: int  # 0: a free port
-    group_name: str
-    backend: Literal["nccl", "gloo"]  # gloo: CPU tensors (tests)
-    bucket_bytes: int  # bytes per update_weights_from_distributed call
-    timeout_s: float  # rendezvous, each broadcast, each RPC
-    dtype: torch.dtype | None  # cast floating tensors to this before sending (None: as given)
 
 
 @dataclass(frozen=True)
@@ -79,10 +65,16 @@ class SyncReport:
 class NcclWeightSync:
     """Learner rank 0's weight sync over a collective group; use inside a running event loop."""
 
-    def __init__(self, settings: WeightSyncSettings, channel_config: ChannelConfig | None = None) -> None:
-        if settings.bucket_bytes < 1:
-            raise ValueError(f"bucket_bytes must be >= 1, got {settings.bucket_bytes}")
+    def __init__(
+        self, settings: NcclPushConfig, dtype: torch.dtype | None, channel_config: ChannelConfig | None
+    ) -> None:
+        """`settings` is `[push.nccl]` itself (no copy of it); `dtype`: floating tensors are cast to it."""
+        if not settings.master_address:
+            raise ValueError(
+                "push.nccl.master_address is not set: the learner's address as the SGLang engines reach it"
+            )
         self.settings = settings
+        self.dtype = dtype
         self._channel_config = channel_config
         self._addresses: list[str] = []
         self._channels: list[grpc.aio.Channel] = []
@@ -98,21 +90,8 @@ class NcclWeightSync:
 
     @classmethod
     def from_config(cls, push: PushConfig, channel: ChannelConfig | None = None) -> NcclWeightSync:
-        """Settings from the learner's `push` section (transport = "nccl" and its nccl_* fields)."""
-        if not push.nccl_master_address:
-            raise ValueError("push.nccl_master_address is not set")
-        return cls(
-            WeightSyncSettings(
-                master_address=push.nccl_master_address,
-                master_port=push.nccl_master_port,
-                group_name=push.nccl_group_name,
-                backend=push.nccl_backend,
-                bucket_bytes=push.nccl_bucket_bytes,
-                timeout_s=push.nccl_timeout_s,
-                dtype=getattr(torch, push.dtype) if push.dtype else None,
-            ),
-            channel,
-        )
+        """The sync of the learner's `[push]` section: its `[push.nccl]` options and its dtype."""
+        return cls(push.nccl, getattr(torch, push.dtype) if push.dtype else None, channel)
 
     @property
     def connected(self) -> bool:
@@ -260,9 +239,7 @@ class NcclWeightSync:
             if name in seen:
                 raise ValueError(f"tensor {name!r} appears twice in one push")
             seen.add(name)
-            dtype = (
-                self.settings.dtype if self.settings.dtype and tensor.is_floating_point() else tensor.dtype
-            )
+            dtype = self.dtype if self.dtype and tensor.is_floating_point() else tensor.dtype
             out.append((name, tensor.detach().to(device=device or "cpu", dtype=dtype).contiguous()))
         return out
 

@@ -1,0 +1,50 @@
+"""`[train]`, `[checkpoint]`, `[distributed]`: the training run itself."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from grpo_common.config import ConfigSection as _Section
+from pydantic import Field
+
+
+class TrainConfig(_Section):
+    max_steps: int = Field(100, ge=1)
+    micro_batch_size: int = Field(8, ge=1, description="sequences per forward/backward")
+    seed: int = 0
+    dynamic_sampling: bool = Field(False, description="DAPO: drop zero-variance groups and refill")
+    max_refill_rounds: int = Field(3, ge=0, description="extra requests per step to fill a short batch")
+    logprob_chunk_tokens: int = Field(4096, ge=1, description="tokens per lm_head chunk")
+    share_prompt_forward: bool = Field(
+        True,
+        description="run each group's prompt through the model once and attend to its KV from all G "
+        "completions (off: one pass per sequence; gradient checkpointing always uses one pass)",
+    )
+    device: str = Field("auto", description="auto: cuda if available, else cpu")
+    torch_threads: int | None = Field(
+        None,
+        ge=1,
+        description="CPU threads of the learner's torch ops (None: torch's default, one per core); cap it "
+        "when rollout or reward processes share the cores, or their threads and ours contend",
+    )
+
+
+class CheckpointConfig(_Section):
+    dir: Path | None = Field(None, description="default: RUN_DIR/checkpoints")
+    interval: int = Field(50, ge=1, description="steps between checkpoints")
+    keep_last: int = Field(2, ge=1)
+    resume: bool = Field(
+        False, description="continue from the latest checkpoint in dir (grpo train --resume)"
+    )
+
+
+class DistributedConfig(_Section):
+    """The learner on several processes (torchrun / `grpo train --nproc N`); ignored in one process."""
+
+    timeout_s: float = Field(
+        600.0,
+        gt=0,
+        description="longest wait in one collective before a rank gives up: a dead or hung rank "
+        "fails the job after at most this long (rank 0 keeps idle ranks alive while it waits for "
+        "rollouts, so generation time does not count)",
+    )
