@@ -18,7 +18,7 @@ from grpo_common.config import ConfigError
 from grpo_learner.cli import main
 from grpo_learner.config import DataConfig, LearnerConfig, load_learner_config
 from grpo_learner.prompts import PromptCursor, load_prompt_file
-from grpo_learner.registered_names import check_registered_names
+from grpo_learner.registered_names import REGISTRY_FIELDS, check_registered_names, registry_of
 from grpo_learner.rollout_data import GroupError, ScoredCompletion, group_from_proto, validate_group
 from grpo_learner.sources import GroupFilter
 from learner_fixtures import group, tiny_qwen2
@@ -50,6 +50,14 @@ def test_unknown_loss_type_lists_the_registered_ones():
 def test_every_registry_name_is_checked_naming_its_field(key, value):
     with pytest.raises(ConfigError, match=rf"{re.escape(key)}: unknown .*'{value}'; registered: "):
         check_registered_names(load(**{key: value}))
+
+
+def test_train_help_lists_what_every_registry_a_config_field_names_holds(capsys):
+    with pytest.raises(SystemExit):
+        main(["train", "--help"])
+    shown = capsys.readouterr().out
+    for field in REGISTRY_FIELDS:
+        assert f"{field}: {', '.join(sorted(registry_of(field)))}" in shown
 
 
 def test_the_config_loads_and_validates_without_importing_torch():

@@ -9,7 +9,7 @@ names (`loss.loss_type: unknown loss 'ppo'; registered: bnpo, ...`). `REGISTRY_F
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import importlib
 from operator import attrgetter
 from typing import Any
 
@@ -18,65 +18,33 @@ from grpo_common.registry import Registry, UnknownName
 
 from grpo_learner.config import LearnerConfig
 
-
-def _losses() -> Registry[Any]:
-    from grpo_learner.losses import LOSSES  # torch: imported when a name is checked or listed
-
-    return LOSSES
-
-
-def _sampler_weight_levels() -> Registry[Any]:
-    from grpo_learner.losses import SAMPLER_WEIGHT_LEVELS
-
-    return SAMPLER_WEIGHT_LEVELS
-
-
-def _advantage_estimators() -> Registry[Any]:
-    from grpo_learner.advantages import ADVANTAGE_ESTIMATORS
-
-    return ADVANTAGE_ESTIMATORS
-
-
-def _combine_modes() -> Registry[Any]:
-    from grpo_learner.advantages import COMBINE_MODES
-
-    return COMBINE_MODES
-
-
-def _push_transports() -> Registry[Any]:
-    from grpo_learner.weight_sync.transports import PUSH_TRANSPORTS
-
-    return PUSH_TRANSPORTS
-
-
-def _lora_modes() -> Registry[Any]:
-    from grpo_learner.weight_sync.push_selection import LORA_SELECTIONS
-
-    return LORA_SELECTIONS
-
-
-# The config field (dotted) -> the registry its value names.
-REGISTRY_FIELDS: dict[str, Callable[[], Registry[Any]]] = {
-    "loss.loss_type": _losses,
-    "loss.advantage.scaling": _advantage_estimators,
-    "loss.advantage.combine": _combine_modes,
-    "loss.sampler_correction.level": _sampler_weight_levels,
-    "push.transport": _push_transports,
-    "push.lora_mode": _lora_modes,
+# The config field (dotted) -> the module and name of the registry its value names. The modules import
+# torch, so they are imported only when a name is checked or listed.
+REGISTRY_FIELDS: dict[str, tuple[str, str]] = {
+    "loss.loss_type": ("grpo_learner.losses", "LOSSES"),
+    "loss.advantage.scaling": ("grpo_learner.advantages", "ADVANTAGE_ESTIMATORS"),
+    "loss.advantage.combine": ("grpo_learner.advantages", "COMBINE_MODES"),
+    "loss.sampler_correction.level": ("grpo_learner.losses", "SAMPLER_WEIGHT_LEVELS"),
+    "push.transport": ("grpo_learner.weight_sync.transports", "PUSH_TRANSPORTS"),
+    "push.lora_mode": ("grpo_learner.weight_sync.push_selection", "LORA_SELECTIONS"),
 }
+
+
+def registry_of(field: str) -> Registry[Any]:
+    """The registry that the config field `field` (a key of REGISTRY_FIELDS) names an entry of."""
+    module, name = REGISTRY_FIELDS[field]
+    return getattr(importlib.import_module(module), name)
 
 
 def check_registered_names(config: LearnerConfig) -> None:
     """ConfigError naming the first field whose value no registry knows, and what is registered."""
-    for field, registry in REGISTRY_FIELDS.items():
+    for field in REGISTRY_FIELDS:
         try:
-            registry().get_item(attrgetter(field)(config))
+            registry_of(field).get_item(attrgetter(field)(config))
         except UnknownName as error:
             raise ConfigError(f"{field}: {error}") from None
 
 
 def registered_names_help() -> str:
     """One line per registry field, its registered names: `loss.loss_type: bnpo, cispo, ...`."""
-    return "\n".join(
-        f"  {field}: {', '.join(sorted(registry()))}" for field, registry in REGISTRY_FIELDS.items()
-    )
+    return "\n".join(f"  {field}: {', '.join(sorted(registry_of(field)))}" for field in REGISTRY_FIELDS)
