@@ -31,6 +31,7 @@ from pathlib import Path
 
 import torch
 from grpo_rollout.backends.contract import SamplingParams, WeightUpdateError
+from grpo_rollout.backends.sglang.config import SGLangConfig
 from grpo_rollout.backends.sglang.generator import SGLangGenerator
 from grpo_rollout.backends.sglang.launcher import LaunchSettings, SGLangProcess
 from grpo_rollout.backends.sglang.model_facts import read_model_facts
@@ -83,13 +84,15 @@ async def run(args: argparse.Namespace) -> None:
         process = SGLangProcess(
             LaunchSettings(
                 model_path=str(model_dir),
-                mem_fraction_static=args.mem_fraction,
+                sglang=SGLangConfig(
+                    mem_fraction_static=args.mem_fraction, extra_args=["--dtype", args.dtype]
+                ),
                 log_file=Path(args.log),
-                extra_args=["--dtype", args.dtype],
             )
         )
         urls = [await process.start(timeout_s=args.startup_timeout)]
-    generator = await SGLangGenerator.connect(str(model_dir), facts, urls, weight_dir=Path(args.weight_dir))
+    settings = SGLangConfig(urls=urls, weight_dir=Path(args.weight_dir))
+    generator = await SGLangGenerator.connect(str(model_dir), facts, urls, settings)
     try:
         # 1. generate
         groups = await generator.generate(

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import sys
 import threading
 from pathlib import Path
 
@@ -12,6 +11,7 @@ import pytest
 import torch
 from grpo_common.config import ConfigError
 from grpo_rollout.backends.contract import FinishReason, GenerationError, SamplingParams, WeightUpdateError
+from grpo_rollout.backends.sglang.config import SGLangConfig
 from grpo_rollout.backends.sglang.generator import SGLangGenerator, sync_ranks_of
 from grpo_rollout.backends.sglang.http import SGLangError, SGLangServer
 from grpo_rollout.backends.sglang.launcher import LaunchSettings, SGLangProcess, launch_command
@@ -37,9 +37,8 @@ def run(coro):
 
 
 async def connect(model_dir: Path, urls: list[str], tmp_path: Path, **kwargs) -> SGLangGenerator:
-    return await SGLangGenerator.connect(
-        str(model_dir), read_model_facts(model_dir), urls, weight_dir=tmp_path / "weights", **kwargs
-    )
+    settings = SGLangConfig(urls=urls, weight_dir=tmp_path / "weights", **kwargs)
+    return await SGLangGenerator.connect(str(model_dir), read_model_facts(model_dir), urls, settings)
 
 
 def test_request_uses_sglang_keys_and_a_distinct_seed_per_sequence() -> None:
@@ -391,7 +390,7 @@ def test_launcher_starts_the_server_module_and_waits_for_health(
 ) -> None:
     standin_as_sglang_module(tmp_path, monkeypatch)
     process = SGLangProcess(
-        LaunchSettings(model_path="m", log_file=tmp_path / "sglang.log", python=sys.executable)
+        LaunchSettings(model_path="m", sglang=SGLangConfig(), log_file=tmp_path / "sglang.log")
     )
 
     async def scenario():
@@ -438,7 +437,7 @@ def test_lora_flags_launch_sglang_with_lora_on(tmp_path: Path, monkeypatch: pyte
     adapter_dir = tmp_path / "adapter"
     tensors = {"base_model.model.model.layers.0.self_attn.q_proj.lora_A.weight": torch.zeros(8, 4)}
     write_peft_adapter(tensors, AdapterSpec(8, 16.0, ("q_proj",)), adapter_dir, "m")
-    settings.log_file, settings.port = tmp_path / "sglang.log", 0
+    settings.log_file = tmp_path / "sglang.log"
     process = SGLangProcess(settings)
 
     async def scenario():

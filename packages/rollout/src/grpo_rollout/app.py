@@ -47,14 +47,7 @@ async def running_rollout(config: RolloutServiceConfig) -> AsyncIterator[Running
     async with contextlib.AsyncExitStack() as stack:
         generator = await build_generator(config, stack)
         encoder = await asyncio.to_thread(PromptEncoder.from_pretrained, config.model)
-        reward = RewardClient(
-            config.reward.address,
-            config.reward.channel,
-            timeout_s=config.reward.timeout_s,
-            attempts=config.reward.attempts,
-            backoff_s=config.reward.backoff_s,
-            max_batch_items=config.reward.max_batch_items,
-        )
+        reward = RewardClient.from_config(config.reward)
         stack.push_async_callback(reward.close)
         servicer = RolloutServicer(generator, encoder, reward, config.limits.for_backend(config.generator))
         server = await start_server(

@@ -13,7 +13,9 @@ from collections.abc import Sequence
 
 import grpc
 from grpo.v1 import reward_pb2, reward_pb2_grpc
-from grpo_common.channel import ChannelConfig, create_channel
+from grpo_common.channel import create_channel
+
+from grpo_rollout.config import RewardSettings
 
 logger = logging.getLogger(__name__)
 
@@ -33,22 +35,20 @@ class RewardRefused(ValueError):
 
 
 class RewardClient:
-    def __init__(
-        self,
-        address: str,
-        channel_config: ChannelConfig | None = None,
-        timeout_s: float = 30.0,
-        attempts: int = 3,
-        backoff_s: float = 0.5,
-        max_batch_items: int = 512,
-    ) -> None:
-        self.address = address
-        self._channel = create_channel(address, channel_config)
+    """The client of the `[reward]` section (`RewardSettings`: address, deadline, retries, batch size)."""
+
+    def __init__(self, settings: RewardSettings) -> None:
+        self.address = settings.address
+        self._channel = create_channel(settings.address, settings.channel)
         self._stub = reward_pb2_grpc.RewardServiceStub(self._channel)
-        self._timeout = timeout_s
-        self._attempts = attempts
-        self._backoff = backoff_s
-        self._max_batch = max_batch_items
+        self._timeout = settings.timeout_s
+        self._attempts = settings.attempts
+        self._backoff = settings.backoff_s
+        self._max_batch = settings.max_batch_items
+
+    @classmethod
+    def from_config(cls, settings: RewardSettings) -> RewardClient:
+        return cls(settings)
 
     async def close(self) -> None:
         await self._channel.close()

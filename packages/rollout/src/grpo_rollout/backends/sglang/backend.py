@@ -32,14 +32,7 @@ class SGLangBackend:
             urls = [await process.start(settings.health_timeout_s)]
             stack.callback(process.stop)
         generator = await SGLangGenerator.connect(
-            config.model,
-            read_model_facts(Path(config.model)),
-            urls,
-            router_url=settings.router_url,
-            weight_dir=settings.weight_dir,
-            request_timeout_s=settings.request_timeout_s,
-            health_timeout_s=settings.health_timeout_s,
-            pause_mode=settings.pause_mode,
+            config.model, read_model_facts(Path(config.model)), urls, settings
         )
         stack.push_async_callback(generator.close)
         return generator

@@ -43,6 +43,7 @@ from grpo_rollout.backends.contract import (
     WeightUpdateError,
     check_tensors_fit,
 )
+from grpo_rollout.backends.sglang.config import SGLangConfig
 from grpo_rollout.backends.sglang.distributed import DistributedUpdate
 from grpo_rollout.backends.sglang.http import PauseMode, SGLangError, SGLangServer
 from grpo_rollout.backends.sglang.lora import SGLangAdapters, attributed, with_adapter
@@ -91,8 +92,8 @@ class SGLangGenerator:
         router: SGLangServer | None,
         weight_dir: Path,
         client: httpx.AsyncClient,
-        weight_version: int = 0,
-        pause_mode: PauseMode = "abort",
+        weight_version: int,
+        pause_mode: PauseMode,
     ) -> None:
         if not workers:
             raise ValueError("the sglang backend needs at least one worker URL (--sglang-url)")
@@ -118,18 +119,20 @@ class SGLangGenerator:
         model: str,
         facts: ModelFacts,
         worker_urls: Sequence[str],
-        router_url: str | None = None,
-        weight_dir: Path | None = None,
-        request_timeout_s: float = 600.0,
-        health_timeout_s: float = 60.0,
-        pause_mode: PauseMode = "abort",
+        settings: SGLangConfig,
     ) -> SGLangGenerator:
-        """Wait for every worker's /health, read their weight versions (they must agree)."""
+        """Wait for every worker's /health, read their weight versions (they must agree).
+
+        `worker_urls`: `settings.urls`, or the server the service launched; the rest of `[sglang]`
+        (router, weight directory, deadlines, pause mode) is read from `settings` itself.
+        """
+        router_url, weight_dir = settings.router_url, settings.weight_dir
+        request_timeout_s = settings.request_timeout_s
         client = httpx.AsyncClient(limits=httpx.Limits(max_connections=1024, max_keepalive_connections=256))
         workers = [SGLangServer(url, client, request_timeout_s) for url in worker_urls]
         router = SGLangServer(router_url, client, request_timeout_s) if router_url else None
         try:
-            await asyncio.gather(*(w.wait_healthy(health_timeout_s) for w in workers))
+            await asyncio.gather(*(w.wait_healthy(settings.health_timeout_s) for w in workers))
             infos = await asyncio.gather(*(w.model_info() for w in workers))
             versions = {parse_weight_version(info.get("weight_version")) for info in infos}
             if len(versions) != 1:
@@ -143,7 +146,7 @@ class SGLangGenerator:
             raise
         directory = weight_dir or Path(model).parent / ".grpo-rollout-weights"
         version = versions.pop()
-        generator = cls(model, facts, workers, router, directory, client, version, pause_mode)
+        generator = cls(model, facts, workers, router, directory, client, version, settings.pause_mode)
         generator._group.ranks_per_worker = list(ranks)
         if version != 0:  # the workers serve pushed weights, not the checkpoint: nothing to restore
             generator._current_weights = None

@@ -14,16 +14,13 @@ import signal
 import socket
 import subprocess
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import httpx
 
+from grpo_rollout.backends.sglang.config import SGLangConfig
 from grpo_rollout.backends.sglang.http import SGLangServer
-
-if TYPE_CHECKING:
-    from grpo_rollout.config import SGLangSettings
 
 logger = logging.getLogger(__name__)
 
@@ -36,32 +33,20 @@ def free_port(host: str = "127.0.0.1") -> int:
 
 @dataclass
 class LaunchSettings:
+    """One launch: the model, the `[sglang]` section (its launch options are read from it, never
+    copied) and what only this process decides: the host, a seed, the log file, the interpreter."""
+
     model_path: str
+    sglang: SGLangConfig
     host: str = "127.0.0.1"
-    port: int = 0  # 0 = pick a free port
-    tp_size: int = 1
-    dp_size: int = 1
-    mem_fraction_static: float = 0.7
     random_seed: int | None = None
-    extra_args: list[str] = field(default_factory=list)
-    lora_max_rank: int | None = None  # set: LoRA on, for adapter pushes (needs lora_target_modules)
-    lora_target_modules: list[str] = field(default_factory=list)
     log_file: Path | None = None
     python: str = sys.executable
 
     @classmethod
-    def of(cls, model_path: str, settings: SGLangSettings) -> LaunchSettings:
+    def of(cls, model_path: str, settings: SGLangConfig) -> LaunchSettings:
         """The launch of the rollout config's `sglang` section (used when it gives no url)."""
-        return cls(
-            model_path=model_path,
-            port=settings.launch_port,
-            tp_size=settings.tp_size,
-            dp_size=settings.dp_size,
-            mem_fraction_static=settings.mem_fraction_static,
-            extra_args=list(settings.extra_args),
-            lora_max_rank=settings.lora_max_rank,
-            lora_target_modules=list(settings.lora_target_modules),
-        )
+        return cls(model_path=model_path, sglang=settings)
 
 
 def launch_command(settings: LaunchSettings, port: int) -> list[str]:
@@ -76,21 +61,22 @@ def launch_command(settings: LaunchSettings, port: int) -> list[str]:
         "--port",
         str(port),
         "--tp-size",
-        str(settings.tp_size),
+        str(settings.sglang.tp_size),
         "--dp-size",
-        str(settings.dp_size),
+        str(settings.sglang.dp_size),
         "--mem-fraction-static",
-        str(settings.mem_fraction_static),
+        str(settings.sglang.mem_fraction_static),
         "--skip-server-warmup",
         "--weight-version",
         "0",
     ]
     if settings.random_seed is not None:
         command += ["--random-seed", str(settings.random_seed)]
-    if settings.lora_max_rank is not None:
-        command += ["--enable-lora", "--max-lora-rank", str(settings.lora_max_rank)]
-        command += ["--lora-target-modules", *settings.lora_target_modules]
-    return command + settings.extra_args
+    sglang = settings.sglang
+    if sglang.lora_max_rank is not None:
+        command += ["--enable-lora", "--max-lora-rank", str(sglang.lora_max_rank)]
+        command += ["--lora-target-modules", *sglang.lora_target_modules]
+    return command + sglang.extra_args
 
 
 class SGLangProcess:
@@ -98,11 +84,11 @@ class SGLangProcess:
 
     def __init__(self, settings: LaunchSettings) -> None:
         self.settings = settings
-        self.port = settings.port or free_port(settings.host)
+        self.port = settings.sglang.launch_port or free_port(settings.host)
         self.url = f"http://{settings.host}:{self.port}"
         self._process: subprocess.Popen[bytes] | None = None
 
-    async def start(self, timeout_s: float = 900.0) -> str:
+    async def start(self, timeout_s: float) -> str:
         command = launch_command(self.settings, self.port)
         log_path = self.settings.log_file or Path(f"sglang-{self.port}.log")
         logger.info("launching SGLang: %s (log: %s)", " ".join(command), log_path)
