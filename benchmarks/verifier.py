@@ -22,6 +22,7 @@ import time
 from collections import Counter
 from pathlib import Path
 
+import grpo_reward
 from grpo_reward import Verifier
 from grpo_reward.extraction import extract_reference
 from results_file import Report, add_record_flag  # benchmarks/results_file.py
@@ -71,14 +72,20 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=3, help="passes over the normal cases for throughput")
     parser.add_argument("--skip-math-verify-adversarial", action="store_true")
     add_record_flag(parser, SECTION)
+    parser.add_argument(
+        "--section",
+        default=SECTION,
+        help="the RESULTS.md section --record writes (name another to keep a before/after pair)",
+    )
     args = parser.parse_args()
-    with Report(SECTION) as report:
+    with Report(args.section) as report:
         # Math-Verify logs every timeout with the full input
         logging.getLogger("math_verify").setLevel(logging.CRITICAL)
         cases = [json.loads(line) for line in CASES_PATH.open()]
         normal = [case for case in cases if case["category"] != "adversarial"]
         machine = f"{os.cpu_count()} CPUs, {platform.platform()}, {platform.machine()}"
         print(f"machine: {machine}, Python {platform.python_version()}")
+        print(f"grpo_reward measured: {Path(grpo_reward.__file__).parent}")
         print(f"cases: {len(cases)} ({len(normal)} normal, {len(cases) - len(normal)} adversarial)\n")
 
         with Verifier() as verifier:
