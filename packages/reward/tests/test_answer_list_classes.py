@@ -53,6 +53,7 @@ def test_more_boxes_than_the_cap_are_no_answer_and_the_scan_stops_there() -> Non
     [
         ("A first part gives $\\boxed{3}$. Final Answer: The final answer is 5. I hope it is correct.", "5"),
         ("So \\boxed{3} for now.\n\n**Final Answer:** 5", "5"),
+        ("Part one gives $\\boxed{3}$. Therefore, the final answer is $\\boxed{5}$.", "5"),
         ("The final answer is $\\boxed{5}$.", "5"),  # the box is inside the statement
         ("\\boxed{5} is my final answer.", "5"),  # "final answer" with no answer after it
     ],
@@ -70,6 +71,8 @@ def test_a_final_answer_stated_after_the_last_box_wins(completion: str, answer: 
         ("Answer: The smallest such $n$ is $12$.", "$12$"),
         ("Final Answer: x equals 7", "7"),
         ("Final Answer: Monday", "Monday"),
+        ("Final Answer: Sarah has 15 marbles left.", "15"),  # a sentence's one number
+        ("Final Answer: In 2 days she has 15 marbles.", "In 2 days she has 15 marbles"),  # two: no answer
         ("The answer is 5 because x is 3.", "5 because x is 3"),  # a number before "is": not a subject
     ],
 )
@@ -85,6 +88,8 @@ def test_a_final_answer_sentence_gives_the_value_it_states(completion: str, answ
         ("f(x)=x^2+1", "x^2+1", True),
         (r"\frac{NO}{BO}=\frac{3}{4}", r"\frac34", True),
         (r"\sin\theta = \frac{3}{5}", r"\frac35", True),
+        (r"\text{Total cost} = 12", "12", True),
+        (r"\overline{AB} = 5", "5", True),
         ("2x", "f(x)=2x", True),
         ("x+1=5", "5", False),  # an equation, not a name for 5
         ("2x=4", "4", False),
@@ -161,6 +166,7 @@ def test_split_approximation_and_honest_rounding() -> None:
 
 def test_a_ratio_is_its_quotient_and_a_three_part_ratio_its_scaled_tuple() -> None:
     assert parse_answer("7:32") == sympy.Rational(7, 32)
+    assert normalize_answer(r"7 \colon 32") == "7 : 32"
     assert parse_answer("2:4:6") == parse_answer("1:2:3")
     assert check(r"\boxed{S_1:S_2 = 14:64}", "7:32").correct
     assert not check(r"\boxed{32:7}", "7:32").correct
@@ -179,6 +185,12 @@ def test_an_inequality_on_a_labelled_value_is_an_interval(
     prediction: str, reference: str, correct: bool
 ) -> None:
     assert check(rf"\boxed{{{prediction}}}", reference).correct is correct
+
+
+def test_numbered_solutions_of_one_unknown_equal_unnumbered_ones() -> None:
+    assert check(r"\boxed{x=1 \text{ or } x=2}", r"x_{1}=1,\quadx_{2}=2").correct
+    assert not check(r"\boxed{x=1 \text{ or } x=3}", r"x_{1}=1,\quadx_{2}=2").correct
+    assert not check(r"\boxed{x = 5}", "y = 5").correct  # another unknown: a vertical line is not horizontal
 
 
 def test_references_as_datasets_store_them_are_normalised_not_refused() -> None:

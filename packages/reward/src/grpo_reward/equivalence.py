@@ -164,7 +164,20 @@ def _constant_ratio(first: sympy.Expr, second: sympy.Expr) -> sympy.Expr | None:
     return ratio
 
 
+def _one_unknown(first: sympy.Expr, second: sympy.Expr) -> bool:
+    """`x` and `x_1`, `x_{2}` and `x`: one unknown, its solutions numbered or not (never `x` and `y`)."""
+    return (
+        isinstance(first, sympy.Symbol)
+        and isinstance(second, sympy.Symbol)
+        and first.name.split("_")[0] == second.name.split("_")[0]
+    )
+
+
 def _equations_equal(reference: sympy.Eq, prediction: sympy.Eq, context: Context) -> Comparison:
+    if _one_unknown(reference.lhs, prediction.lhs) and not (
+        reference.rhs.free_symbols or prediction.rhs.free_symbols
+    ):
+        return expressions_equal(reference.rhs, prediction.rhs, context)  # `x_1 = 2` and `x = 2`
     for left, right in ((prediction.lhs, prediction.rhs), (prediction.rhs, prediction.lhs)):
         if (
             expressions_equal(reference.lhs, left, context).equal

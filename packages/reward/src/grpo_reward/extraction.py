@@ -56,6 +56,7 @@ _PROSE_WORD = re.compile(r"(?<![\\a-zA-Z])[a-zA-Z]{3,}")
 _NOT_PROSE = frozenset({"and", "sqrt", "sin", "cos", "tan", "log", "inf", "infty"})
 _COPULA = re.compile(r"\b(?:is|are|equals|was|were|becomes)\b|=", re.I)
 _NOT_ONLY_WORDS = re.compile(r"[^a-zA-Z\s,'’]")
+_SENTENCE_NUMBER = re.compile(r"(?<![\w.])-?\d++(?:[.,]\d++)*+(?:/\d++)?(?![\w.]|,\d)")
 _NUMBER = re.compile(r"-?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?(?:/\d+)?")
 
 
@@ -134,10 +135,10 @@ MAX_BOXES = 64  # more distinct boxed answers than this is no answer list anyone
 
 @dataclass(frozen=True)
 class Boxes:
-    """Every complete box of a text, in text order (at most MAX_BOXES + 1), and where the last one ends."""
+    """Every complete box of a text, in text order (at most MAX_BOXES + 1), and where each one starts."""
 
     answers: tuple[str, ...]
-    end: int
+    starts: tuple[int, ...]
 
 
 def boxed_answers(text: str) -> Boxes:
@@ -153,16 +154,14 @@ def boxed_answers(text: str) -> Boxes:
     bare = list(_BARE_BOX.finditer(text))
     last_close = text.rfind("}")  # a box opening after it cannot close: not even listed
     openings = [match.end() - 1 for match in _BRACED_BOX.finditer(text, 0, max(last_close, 0))]
-    found: list[str] = []
-    end = -1
+    found: list[tuple[str, int]] = []
     stop, index, bare_index = len(text), len(openings) - 1, len(bare) - 1
     while (index >= 0 or bare_index >= 0) and len(found) <= MAX_BOXES:
         if bare_index >= 0 and (index < 0 or bare[bare_index].start() > openings[index]):
             box = bare[bare_index]
             argument = _BARE_ARGUMENT.match(text, box.end(), max(stop, box.end()))
             if argument is not None:
-                found.append(_unwrap_boxes(argument.group()))
-                end = max(end, argument.end())
+                found.append((_unwrap_boxes(argument.group()), box.start()))
             stop, bare_index = box.start(), bare_index - 1
             continue
         last_close = text.rfind("}", 0, stop)
@@ -172,10 +171,10 @@ def boxed_answers(text: str) -> Boxes:
             continue
         closed = _closing_brace(text, openings[index], stop)
         if closed is not None:
-            found.append(_unwrap_boxes(text[openings[index] + 1 : closed - 1]))
-            end = max(end, closed)
+            found.append((_unwrap_boxes(text[openings[index] + 1 : closed - 1]), openings[index]))
         stop, index = openings[index], index - 1
-    return Boxes(tuple(reversed(found)), end)
+    found.reverse()
+    return Boxes(tuple(answer for answer, _ in found), tuple(start for _, start in found))
 
 
 def last_boxed(text: str) -> str | None:
@@ -242,7 +241,8 @@ def _answer_in_sentence(answer: str) -> str:
 
     With prose outside math, the last math segment (`$...$`, `\\(...\\)`) is the answer; without math,
     what follows the last "is"/"are"/"equals"/"=" when only words precede it (`The number of apples is
-    5`; never `5 because x is 3`). Only for answers up to 1,000 characters (a sentence, not a page).
+    5`; never `5 because x is 3`), else the sentence's one number (`Sarah has 15 marbles left`). Only
+    for answers up to 1,000 characters (a sentence, not a page).
     """
     if len(answer) > 1_000:
         return answer
@@ -256,7 +256,8 @@ def _answer_in_sentence(answer: str) -> str:
     if copulas and not _NOT_ONLY_WORDS.search(answer, 0, copulas[-1].start()):
         stated = answer[copulas[-1].end() :].strip()
         return stated or answer
-    return answer
+    numbers = _SENTENCE_NUMBER.findall(answer)
+    return numbers[0] if len(numbers) == 1 else answer  # `Sarah has 15 marbles left`
 
 
 def _answer_phrase(tail: str) -> tuple[str, int, bool] | None:
@@ -279,17 +280,17 @@ def _answer_phrase(tail: str) -> tuple[str, int, bool] | None:
     return None
 
 
-def _final_statement(tail: str, after: int) -> Extraction | None:
-    """A "final answer" statement (Minerva's `final answer is X`, or `Final Answer: X`) starting after
-    index `after` of tail: stated after the last box, it is the answer and the box was an intermediate."""
+def _final_statement(tail: str, after: int) -> tuple[Extraction, int] | None:
+    """The last "final answer" statement (Minerva's `final answer is X`, or `Final Answer: X`) that starts
+    after index `after` of tail, and where it starts: a box before it was an intermediate result."""
     if _FINAL_WORD.search(tail, max(after, 0)) is None:
         return None
     final_answer = _final_answer(tail)
     if final_answer is not None and final_answer[1] >= after:
-        return Extraction(as_choice(_strip_answer_tail(final_answer[0])), "final_answer")
+        return Extraction(as_choice(_strip_answer_tail(final_answer[0])), "final_answer"), final_answer[1]
     phrase = _answer_phrase(tail)
     if phrase is not None and phrase[2] and phrase[1] >= after:
-        return Extraction(as_choice(phrase[0]), "answer_phrase")
+        return Extraction(as_choice(phrase[0]), "answer_phrase"), phrase[1]
     return None
 
 
@@ -307,10 +308,16 @@ def extract_answer(completion: str, *, fallback_last_number: bool = False) -> Ex
     tail_start = max(0, len(completion) - 20_000)
     tail = completion[tail_start:]
     if boxes.answers:
-        stated = _final_statement(tail, boxes.end - tail_start)
-        if stated is not None:
-            return stated
-        parts = tuple(as_choice(answer) for answer in boxes.answers)
+        answers = boxes.answers
+        stated = _final_statement(tail, boxes.starts[0] + 1 - tail_start)
+        if stated is not None:  # boxes before the final statement were intermediate results
+            statement, start = stated
+            answers = tuple(
+                a for a, at in zip(boxes.answers, boxes.starts, strict=True) if at > start + tail_start
+            )
+            if not answers:
+                return statement
+        parts = tuple(as_choice(answer) for answer in answers)
         return Extraction(", ".join(dict.fromkeys(parts)), "boxed", parts if len(parts) > 1 else ())
     final_answer = _final_answer(tail)
     if final_answer is not None:

@@ -61,6 +61,8 @@ _GLUED_SPACING = re.compile(r"\\q?quad(?=[a-zA-Z])")
 _LESS_GREATER = re.compile(r"\\(lt|gt)(?![a-zA-Z])")
 _OVERLINE = re.compile(r"(?<!\d)(\d*)\.(\d*)\\overline\{(\d+)\}")  # starts only where a digit run starts
 _IN_PREFIX = re.compile(r"^[a-zA-Z](?:_\{?\w+\}?)?\s*\\in\s*")
+# A value named in words (`\text{Area} = 24`, `Total cost = 12`): the words only name it.
+_WORD_LABEL = re.compile(r"^(?=[a-zA-Z ]*[a-zA-Z]{3})[a-zA-Z][a-zA-Z ]*=(?![=<>])\s*")
 
 _UNIT_WORDS = {
     "cm",
@@ -341,12 +343,14 @@ def normalize_answer(text: str) -> str:
     text = re.sub(r"\\(?:le|leqslant)(?![a-zA-Z])", r"\\leq", text)
     text = re.sub(r"\\(?:ge|geqslant)(?![a-zA-Z])", r"\\geq", text)
     text = re.sub(r"\\ne(?![a-zA-Z])", r"\\neq", text)
+    text = re.sub(r"\\colon(?![a-zA-Z])", ":", text)
     text = _LESS_GREATER.sub(lambda match: "<" if match.group(1) == "lt" else ">", text)
     text = _OVERLINE.sub(_replace_overline, text)
     text = re.sub(r"\s+", " ", text).strip()
     text = re.sub(r"^\{\s*([^{}]*)\s*\}$", r"\1", text)
     text = text.rstrip(" .;")
     text = _IN_PREFIX.sub("", text)
+    text = _WORD_LABEL.sub("", text)
     text = _strip_units(text)
     text = re.sub(r"^\{\s*([^{}]*)\s*\}$", r"\1", text).strip()
     if _WHOLE_THOUSANDS.match(text):
