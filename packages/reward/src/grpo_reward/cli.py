@@ -130,11 +130,20 @@ def _serve(args: argparse.Namespace) -> int:
     from grpo_common.config import ConfigError, load_config
     from grpo_common.logging_setup import configure_logging
 
+    from grpo_reward.models.config import named_values
     from grpo_reward.service.config import ENV_PREFIX, RewardServiceConfig
-    from grpo_reward.service.server import serve
+    from grpo_reward.service.server import TermStartError, serve
     from grpo_reward.tasks.plugins import PluginError
 
+    try:  # a flag names a model by NAME=PATH; the config file's tables can set the rest
+        models = named_values(args.reward_model or [], "--reward-model", "path") or None
+        judges = named_values(args.judge or [], "--judge", "url") or None
+    except ValueError as error:
+        print(f"grpo-reward serve: {error}", file=sys.stderr)
+        return 2
     overrides = {
+        "reward_models": models,
+        "judges": judges,
         **server_overrides(args),
         "workers": args.workers,
         "max_batch_items": args.max_batch_items,
@@ -162,7 +171,7 @@ def _serve(args: argparse.Namespace) -> int:
 
     try:
         asyncio.run(serve(config, on_started=announce))
-    except PluginError as error:
+    except (PluginError, TermStartError) as error:
         print(f"grpo-reward serve: {error}", file=sys.stderr)
         return 2
     return 0
@@ -202,6 +211,20 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--plugin", action="append", help=_PLUGIN_HELP)
     serve.add_argument("--worker-memory-mb", type=int, help="address-space cap of each worker process")
     serve.add_argument("--max-fields-bytes", type=int, help="largest ScoreItem.fields_json accepted")
+    serve.add_argument(
+        "--reward-model",
+        action="append",
+        metavar="NAME=PATH_OR_HUB_ID",
+        help="serve a sequence-classifier reward model as task/component NAME; repeatable "
+        "(needs grpo-reward[models]; more settings in the config file's [[reward_models]])",
+    )
+    serve.add_argument(
+        "--judge",
+        action="append",
+        metavar="NAME=URL",
+        help="an OpenAI-compatible chat-completions judge as task/component NAME; repeatable "
+        "(rubric and limits in the config file's [[judges]])",
+    )
     serve.add_argument("--log-level", help="DEBUG, INFO, WARNING, ...")
     serve.add_argument(
         "--allow-unsafe-code",

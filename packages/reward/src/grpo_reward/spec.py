@@ -9,8 +9,9 @@ Terms:
 - length: DAPO's soft overlong punishment. With L = completion tokens, L_max = max_completion_tokens and
   B = overlong_buffer_tokens: 0 for L <= L_max - B, (L_max - B - L) / B for L_max - B < L <= L_max,
   and -1 beyond L_max. Unknown length (0 tokens) is never penalised.
-- any other name: the reward of the task of that name (a built-in, a loaded plugin or an entry point) on
-  the same completion, reference and fields.
+- any other name: the reward of the task of that name (a built-in, a loaded plugin, an entry point, or a
+  reward model or judge the operator configured) on the same completion, reference and fields. Its
+  own sub-scores (e.g. a reward model's `truncated`, `latency_s`) are reported as `<name>/<sub-score>`.
 
 Without explicit components the v1.0 weights apply: correctness (weight correctness_weight, 1 when absent),
 format (format_weight, when non-zero), length (length_weight, when non-zero). An item that timed out in
@@ -26,7 +27,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from grpo_reward.tasks import TASKS
+from grpo_reward.tasks.batched import check_task_name
 from grpo_reward.verdict import Verdict, timed_out
 
 MAX_TIMEOUT_S = 10.0
@@ -78,7 +79,7 @@ class Component(BaseModel):
             if self.max_completion_tokens <= 0:
                 raise ValueError("max_completion_tokens: the length term needs max_completion_tokens > 0")
         elif self.name not in BUILT_IN_TERMS:
-            TASKS.get_item(self.name, import_references=False)  # UnknownName is a ValueError: refused
+            check_task_name(self.name)  # UnknownName is a ValueError: refused
         return self
 
 
@@ -185,6 +186,10 @@ def apply_spec(
         if term.timed_out:
             return timed_out(f"component {name!r}: {term.reason}", verdict.extracted)
     components = {name: v for name, v in verdict.components.items() if name not in BUILT_IN_TERMS}
+    for name, term in terms.items():
+        components.update(
+            {f"{name}/{sub}": value for sub, value in term.components.items() if sub not in BUILT_IN_TERMS}
+        )
     reward = 0.0
     for component in spec.components:
         value = _term(component, verdict, terms, completion_tokens)

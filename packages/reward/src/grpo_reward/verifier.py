@@ -23,6 +23,7 @@ from grpo_common.registry import UnknownName
 
 from grpo_reward.pool import DEFAULT_MEMORY_LIMIT_MB, Task, WorkerPool
 from grpo_reward.tasks import TASKS
+from grpo_reward.tasks.batched import BATCH_TASKS, BatchTask
 from grpo_reward.tasks.contract import DEFAULT_LANE, TaskScore, Undecided, lane_of, score_verdict
 from grpo_reward.tasks.math_verifier import MATH
 from grpo_reward.verdict import Verdict, failed, timed_out
@@ -54,12 +55,14 @@ def shared_zygote(memory_limit_mb: int = DEFAULT_MEMORY_LIMIT_MB, plugins: Seque
 
 @dataclass(frozen=True)
 class Item:
-    """One thing to grade: a completion, its reference, the task's name and the row's fields."""
+    """One thing to grade: a completion, its reference, the task's name, the row's fields and the prompt
+    (read by reward models and judges only; "" when unknown)."""
 
     completion: str
     reference: str
     task: str = DEFAULT_TASK
     fields: Mapping[str, Any] = field(default_factory=dict)
+    prompt: str = ""
 
 
 def _done(verdict: Verdict) -> Future[Verdict]:
@@ -139,6 +142,8 @@ class Verifier:
         """
         if not isinstance(item.completion, str) or not isinstance(item.reference, str):
             return _done(failed("completion and reference must be strings"))
+        if BATCH_TASKS.get(item.task) is not None:
+            return _done(failed(f"task {item.task!r} is scored a batch at a time: use averify_items"))
         try:
             function = TASKS.get_item(item.task, import_references=False)
         except UnknownName as error:
@@ -205,11 +210,30 @@ class Verifier:
         timeout_s: float | None = None,
         fallback_last_number: bool | None = None,
     ) -> list[Verdict]:
-        """Grade items of any tasks from asyncio; verdicts in input order, the event loop never blocked."""
+        """Grade items of any tasks from asyncio; verdicts in input order, the event loop never blocked.
+
+        Items of a BatchTask (a reward model, a judge) go to it in one call per task, beside the pool.
+        """
+        batches: dict[str, tuple[BatchTask, list[int]]] = {}
+        pooled: list[int] = []
+        for index, item in enumerate(items):
+            batch_task = BATCH_TASKS.get(item.task)
+            if batch_task is None:
+                pooled.append(index)
+            else:
+                batches.setdefault(item.task, (batch_task, []))[1].append(index)
         loop = asyncio.get_running_loop()
-        submit = partial(self._submit_all, items, timeout_s, fallback_last_number)
+        submit = partial(self._submit_all, [items[i] for i in pooled], timeout_s, fallback_last_number)
         futures = await loop.run_in_executor(None, submit)  # quick paths of long texts stay off the loop
-        return list(await asyncio.gather(*(asyncio.wrap_future(future) for future in futures)))
+        results = await asyncio.gather(
+            asyncio.gather(*(asyncio.wrap_future(future) for future in futures)),
+            *(task.score_batch([items[i] for i in indices]) for task, indices in batches.values()),
+        )
+        verdicts: list[Verdict | None] = [None] * len(items)
+        for indices, scored in zip([pooled, *(i for _, i in batches.values())], results, strict=True):
+            for index, verdict in zip(indices, scored, strict=True):
+                verdicts[index] = verdict
+        return [v if v is not None else failed("internal error: not scored") for v in verdicts]
 
     def _submit_all(
         self, items: Sequence[Item], timeout_s: float | None, fallback_last_number: bool | None

@@ -35,8 +35,10 @@ def item_id(prompt: PreparedPrompt, index: int) -> str:
 
 
 def score_items(
-    prompt: PreparedPrompt, completions: Sequence[Completion], texts: Sequence[str]
+    prompt: PreparedPrompt, completions: Sequence[Completion], texts: Sequence[str], prompt_text: str = ""
 ) -> list[reward_pb2.ScoreItem]:
+    """The group's items for RewardService.Score; `prompt_text` (the decoded prompt) is what a reward
+    model or a judge reads beside the completion (v1.3 ScoreItem.prompt)."""
     return [
         reward_pb2.ScoreItem(
             id=item_id(prompt, j),
@@ -45,6 +47,7 @@ def score_items(
             task=prompt.task,
             completion_tokens=len(completion.token_ids),
             fields_json=prompt.fields_json,
+            prompt=prompt_text,
         )
         for j, (completion, text) in enumerate(zip(completions, texts, strict=True))
     ]

@@ -175,7 +175,11 @@ class RolloutServicer(rollout_pb2_grpc.RolloutServiceServicer):
                     logger.warning(
                         "dropping group of prompt %r: %s (the learner re-sends it)", prompt.id, exc
                     )
-            items = [item for prompt, group, texts in whole for item in score_items(prompt, group, texts)]
+            items = [
+                item
+                for prompt, group, texts in whole
+                for item in score_items(prompt, group, texts, self._encoder.decode(prompt.token_ids))
+            ]
             started = time.monotonic()
             with self._busy.busy():
                 results = await self._reward.score(items, plan.reward_spec) if items else []

@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x14grpo/v1/reward.proto\x12\x07grpo.v1\"|\n\tScoreItem\x12\n\n\x02id\x18\x01 \x01(\t\x12\x12\n\ncompletion\x18\x02 \x01(\t\x12\x11\n\treference\x18\x03 \x01(\t\x12\x0c\n\x04task\x18\x04 \x01(\t\x12\x19\n\x11\x63ompletion_tokens\x18\x05 \x01(\x05\x12\x13\n\x0b\x66ields_json\x18\x06 \x01(\t\"~\n\x0fRewardComponent\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x13\n\x06weight\x18\x02 \x01(\x01H\x00\x88\x01\x01\x12\x1d\n\x15max_completion_tokens\x18\x03 \x01(\x05\x12\x1e\n\x16overlong_buffer_tokens\x18\x04 \x01(\x05\x42\t\n\x07_weight\"\x90\x02\n\nRewardSpec\x12\x1f\n\x12\x63orrectness_weight\x18\x01 \x01(\x01H\x00\x88\x01\x01\x12\x15\n\rformat_weight\x18\x02 \x01(\x01\x12\x15\n\rlength_weight\x18\x03 \x01(\x01\x12\x1d\n\x15max_completion_tokens\x18\x04 \x01(\x05\x12\x1e\n\x16overlong_buffer_tokens\x18\x05 \x01(\x05\x12\x1c\n\x14\x66\x61llback_last_number\x18\x06 \x01(\x08\x12\x11\n\ttimeout_s\x18\x07 \x01(\x01\x12,\n\ncomponents\x18\x08 \x03(\x0b\x32\x18.grpo.v1.RewardComponentB\x15\n\x13_correctness_weight\"T\n\x0cScoreRequest\x12!\n\x05items\x18\x01 \x03(\x0b\x32\x12.grpo.v1.ScoreItem\x12!\n\x04spec\x18\x02 \x01(\x0b\x32\x13.grpo.v1.RewardSpec\"\xf0\x01\n\x0bScoreResult\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0e\n\x06reward\x18\x02 \x01(\x01\x12\x0f\n\x07\x63orrect\x18\x03 \x01(\x08\x12\x16\n\textracted\x18\x04 \x01(\tH\x00\x88\x01\x01\x12\x0e\n\x06reason\x18\x05 \x01(\t\x12\x38\n\ncomponents\x18\x06 \x03(\x0b\x32$.grpo.v1.ScoreResult.ComponentsEntry\x12\x11\n\ttimed_out\x18\x07 \x01(\x08\x1a\x31\n\x0f\x43omponentsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\x42\x0c\n\n_extracted\"6\n\rScoreResponse\x12%\n\x07results\x18\x01 \x03(\x0b\x32\x14.grpo.v1.ScoreResult2G\n\rRewardService\x12\x36\n\x05Score\x12\x15.grpo.v1.ScoreRequest\x1a\x16.grpo.v1.ScoreResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x14grpo/v1/reward.proto\x12\x07grpo.v1\"\x8c\x01\n\tScoreItem\x12\n\n\x02id\x18\x01 \x01(\t\x12\x12\n\ncompletion\x18\x02 \x01(\t\x12\x11\n\treference\x18\x03 \x01(\t\x12\x0c\n\x04task\x18\x04 \x01(\t\x12\x19\n\x11\x63ompletion_tokens\x18\x05 \x01(\x05\x12\x13\n\x0b\x66ields_json\x18\x06 \x01(\t\x12\x0e\n\x06prompt\x18\x07 \x01(\t\"~\n\x0fRewardComponent\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x13\n\x06weight\x18\x02 \x01(\x01H\x00\x88\x01\x01\x12\x1d\n\x15max_completion_tokens\x18\x03 \x01(\x05\x12\x1e\n\x16overlong_buffer_tokens\x18\x04 \x01(\x05\x42\t\n\x07_weight\"\x90\x02\n\nRewardSpec\x12\x1f\n\x12\x63orrectness_weight\x18\x01 \x01(\x01H\x00\x88\x01\x01\x12\x15\n\rformat_weight\x18\x02 \x01(\x01\x12\x15\n\rlength_weight\x18\x03 \x01(\x01\x12\x1d\n\x15max_completion_tokens\x18\x04 \x01(\x05\x12\x1e\n\x16overlong_buffer_tokens\x18\x05 \x01(\x05\x12\x1c\n\x14\x66\x61llback_last_number\x18\x06 \x01(\x08\x12\x11\n\ttimeout_s\x18\x07 \x01(\x01\x12,\n\ncomponents\x18\x08 \x03(\x0b\x32\x18.grpo.v1.RewardComponentB\x15\n\x13_correctness_weight\"T\n\x0cScoreRequest\x12!\n\x05items\x18\x01 \x03(\x0b\x32\x12.grpo.v1.ScoreItem\x12!\n\x04spec\x18\x02 \x01(\x0b\x32\x13.grpo.v1.RewardSpec\"\xf0\x01\n\x0bScoreResult\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0e\n\x06reward\x18\x02 \x01(\x01\x12\x0f\n\x07\x63orrect\x18\x03 \x01(\x08\x12\x16\n\textracted\x18\x04 \x01(\tH\x00\x88\x01\x01\x12\x0e\n\x06reason\x18\x05 \x01(\t\x12\x38\n\ncomponents\x18\x06 \x03(\x0b\x32$.grpo.v1.ScoreResult.ComponentsEntry\x12\x11\n\ttimed_out\x18\x07 \x01(\x08\x1a\x31\n\x0f\x43omponentsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\x42\x0c\n\n_extracted\"6\n\rScoreResponse\x12%\n\x07results\x18\x01 \x03(\x0b\x32\x14.grpo.v1.ScoreResult2G\n\rRewardService\x12\x36\n\x05Score\x12\x15.grpo.v1.ScoreRequest\x1a\x16.grpo.v1.ScoreResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -33,20 +33,20 @@ if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_SCORERESULT_COMPONENTSENTRY']._loaded_options = None
   _globals['_SCORERESULT_COMPONENTSENTRY']._serialized_options = b'8\001'
-  _globals['_SCOREITEM']._serialized_start=33
-  _globals['_SCOREITEM']._serialized_end=157
-  _globals['_REWARDCOMPONENT']._serialized_start=159
-  _globals['_REWARDCOMPONENT']._serialized_end=285
-  _globals['_REWARDSPEC']._serialized_start=288
-  _globals['_REWARDSPEC']._serialized_end=560
-  _globals['_SCOREREQUEST']._serialized_start=562
-  _globals['_SCOREREQUEST']._serialized_end=646
-  _globals['_SCORERESULT']._serialized_start=649
-  _globals['_SCORERESULT']._serialized_end=889
-  _globals['_SCORERESULT_COMPONENTSENTRY']._serialized_start=826
-  _globals['_SCORERESULT_COMPONENTSENTRY']._serialized_end=875
-  _globals['_SCORERESPONSE']._serialized_start=891
-  _globals['_SCORERESPONSE']._serialized_end=945
-  _globals['_REWARDSERVICE']._serialized_start=947
-  _globals['_REWARDSERVICE']._serialized_end=1018
+  _globals['_SCOREITEM']._serialized_start=34
+  _globals['_SCOREITEM']._serialized_end=174
+  _globals['_REWARDCOMPONENT']._serialized_start=176
+  _globals['_REWARDCOMPONENT']._serialized_end=302
+  _globals['_REWARDSPEC']._serialized_start=305
+  _globals['_REWARDSPEC']._serialized_end=577
+  _globals['_SCOREREQUEST']._serialized_start=579
+  _globals['_SCOREREQUEST']._serialized_end=663
+  _globals['_SCORERESULT']._serialized_start=666
+  _globals['_SCORERESULT']._serialized_end=906
+  _globals['_SCORERESULT_COMPONENTSENTRY']._serialized_start=843
+  _globals['_SCORERESULT_COMPONENTSENTRY']._serialized_end=892
+  _globals['_SCORERESPONSE']._serialized_start=908
+  _globals['_SCORERESPONSE']._serialized_end=962
+  _globals['_REWARDSERVICE']._serialized_start=964
+  _globals['_REWARDSERVICE']._serialized_end=1035
 # @@protoc_insertion_point(module_scope)

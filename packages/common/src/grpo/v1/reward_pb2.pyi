@@ -7,20 +7,22 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class ScoreItem(_message.Message):
-    __slots__ = ("id", "completion", "reference", "task", "completion_tokens", "fields_json")
+    __slots__ = ("id", "completion", "reference", "task", "completion_tokens", "fields_json", "prompt")
     ID_FIELD_NUMBER: _ClassVar[int]
     COMPLETION_FIELD_NUMBER: _ClassVar[int]
     REFERENCE_FIELD_NUMBER: _ClassVar[int]
     TASK_FIELD_NUMBER: _ClassVar[int]
     COMPLETION_TOKENS_FIELD_NUMBER: _ClassVar[int]
     FIELDS_JSON_FIELD_NUMBER: _ClassVar[int]
+    PROMPT_FIELD_NUMBER: _ClassVar[int]
     id: str
     completion: str
     reference: str
     task: str
     completion_tokens: int
     fields_json: str
-    def __init__(self, id: _Optional[str] = ..., completion: _Optional[str] = ..., reference: _Optional[str] = ..., task: _Optional[str] = ..., completion_tokens: _Optional[int] = ..., fields_json: _Optional[str] = ...) -> None: ...
+    prompt: str
+    def __init__(self, id: _Optional[str] = ..., completion: _Optional[str] = ..., reference: _Optional[str] = ..., task: _Optional[str] = ..., completion_tokens: _Optional[int] = ..., fields_json: _Optional[str] = ..., prompt: _Optional[str] = ...) -> None: ...
 
 class RewardComponent(_message.Message):
     __slots__ = ("name", "weight", "max_completion_tokens", "overlong_buffer_tokens")

@@ -8,6 +8,7 @@ from grpo_common.row_fields import DEFAULT_MAX_BYTES, DEFAULT_MAX_DEPTH
 from grpo_common.server import ServerConfig
 from pydantic import BaseModel, ConfigDict, Field
 
+from grpo_reward.models.config import JudgeConfig, RewardModelConfig
 from grpo_reward.pool import DEFAULT_MEMORY_LIMIT_MB
 
 DEFAULT_PORT = 50053
@@ -39,6 +40,12 @@ class RewardServiceConfig(BaseModel):
     worker_memory_mb: int = Field(DEFAULT_MEMORY_LIMIT_MB, ge=64, description="address-space cap per worker")
     max_fields_bytes: int = Field(DEFAULT_MAX_BYTES, ge=2, description="largest ScoreItem.fields_json")
     max_fields_depth: int = Field(DEFAULT_MAX_DEPTH, ge=1, description="deepest nesting in fields_json")
+    reward_models: list[RewardModelConfig] = Field(
+        default_factory=list, description="sequence classifiers requests may name (needs grpo-reward[models])"
+    )
+    judges: list[JudgeConfig] = Field(
+        default_factory=list, description="OpenAI-compatible judges requests may name (grpo-reward[models])"
+    )
     log_level: str = "INFO"
     allow_unsafe_code: bool = Field(
         False,

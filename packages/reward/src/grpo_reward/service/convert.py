@@ -15,7 +15,7 @@ from grpo_common.row_fields import FieldLimits, InvalidFields, parse_fields
 from pydantic import ValidationError
 
 from grpo_reward.spec import RewardSpec
-from grpo_reward.tasks import TASKS
+from grpo_reward.tasks.batched import check_task_name
 from grpo_reward.verdict import Verdict
 from grpo_reward.verifier import DEFAULT_TASK, Item
 
@@ -95,7 +95,7 @@ def items_from_proto(request: reward_pb2.ScoreRequest, max_items: int, limits: F
         if len(task) > MAX_TASK_NAME_CHARS:
             raise InvalidRequest(f"items[{index}].task is longer than {MAX_TASK_NAME_CHARS} characters")
         try:
-            TASKS.get_item(task, import_references=False)
+            check_task_name(task)
         except UnknownName as error:
             raise InvalidRequest(f"items[{index}].task: {error}") from None
         if item.completion_tokens < 0:
@@ -104,7 +104,7 @@ def items_from_proto(request: reward_pb2.ScoreRequest, max_items: int, limits: F
             fields = parse_fields(item.fields_json, limits)
         except InvalidFields as error:
             raise InvalidRequest(f"items[{index}].fields_json {error}") from None
-        items.append(Item(item.completion, item.reference, task, fields))
+        items.append(Item(item.completion, item.reference, task, fields, item.prompt))
     return items
 
 
