@@ -5,11 +5,15 @@
   correctness, `format` and the `length` penalty under normalize_then_sum: the spec travels with every
   request and every component is logged as `rewards/<name>/mean`;
 - a task that never returns: its items time out, are counted as `reward/timeouts`, and their groups
-  are dropped and re-sent once, never trained on as zeros.
+  are dropped and re-sent once, never trained on as zeros;
+- correctness composed with a reward model (`--reward-model`, a tiny sequence classifier in its own
+  process) and a judge (`--judge`, a real HTTP server speaking OpenAI's chat-completions API over a
+  tiny transformers model: packages/reward/tests/openai_chat_server.py).
 """
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import subprocess
@@ -18,6 +22,7 @@ from pathlib import Path
 
 import pytest
 from grpo_learner.embedded.model import build_tiny_model
+from grpo_learner.embedded.reward_model import build_reward_model
 from grpo_learner.embedded.task import split_problems
 from grpo_learner.embedded.tokenizer import build_tokenizer
 from grpo_learner.metrics import read_metrics
@@ -26,6 +31,7 @@ from grpo_learner.service_processes import find_executable, start_service
 pytestmark = pytest.mark.slow
 
 TEST_PLUGINS = Path(__file__).resolve().parent / "reward_plugins"
+CHAT_SERVER = Path(__file__).resolve().parents[1] / "packages/reward/tests/openai_chat_server.py"
 STEPS = 2
 
 # 4 prompts x 4 completions of <= 8 tokens per step: small enough for 2 shared CPU cores.
@@ -60,7 +66,20 @@ def model_and_data(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path
     ]
     data = root / "problems.jsonl"
     data.write_text("\n".join(json.dumps(row) for row in rows))
+    build_reward_model(tokenizer, seed=0).save_pretrained(root / "reward-model")
+    tokenizer.save_pretrained(root / "reward-model")
     return root / "model", data
+
+
+@pytest.fixture(scope="module")
+def judge_url() -> Iterator[str]:
+    """A real OpenAI-style chat-completions server over a tiny digits-only model: every reply is a digit."""
+    spec = importlib.util.spec_from_file_location("openai_chat_server", CHAT_SERVER)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    with module.chat_server() as (url, _):
+        yield url
 
 
 @pytest.fixture(scope="module")
@@ -68,14 +87,21 @@ def rollout_address(
     tmp_path_factory: pytest.TempPathFactory,
     model_and_data: tuple[Path, Path],
     install_example: Callable[[str, Path], Path],
+    judge_url: str,
 ) -> Iterator[str]:
     """A reward service with examples/custom-reward installed in its environment alone (and the
-    stalling test task loaded with --plugin), and a rollout service."""
+    stalling test task loaded with --plugin, a reward model and a judge), and a rollout service."""
     root = tmp_path_factory.mktemp("services")
     target = install_example("custom-reward", root / "plugins")
     path = os.pathsep.join(p for p in (str(target), str(TEST_PLUGINS), os.environ.get("PYTHONPATH", "")) if p)
-    reward_argv = [find_executable("grpo-reward"), "serve", "--workers", "1"]
+    reward_config = root / "reward.toml"  # the judge's rubric settings: the digits model answers one digit
+    reward_config.write_text(
+        f'[[judges]]\nname = "judge"\nurl = "{judge_url}"\nscore_pattern = \'^\\s*(\\d)\\s*$\'\n'
+        "max_score = 9\nmax_tokens = 1\n"
+    )
+    reward_argv = [find_executable("grpo-reward"), "serve", "--workers", "1", "--config", str(reward_config)]
     reward_argv += ["--plugin", "stall_rewards:stall"]
+    reward_argv += ["--reward-model", f"rm={model_and_data[0].parent / 'reward-model'}"]
     services = [start_service("reward", reward_argv, root, env={"PYTHONPATH": path})]
     try:
         rollout_argv = [
@@ -154,3 +180,27 @@ def test_timed_out_scores_are_counted_and_their_groups_never_trained_on(
     assert record["reward/timeouts"] == 32, record
     assert record["groups/dropped_timeout"] == 8
     assert "num_groups" not in record  # the step had no trainable group: weights unchanged
+
+
+MODEL_TERMS = """
+[reward]
+components = [
+  {name = "correctness", weight = 1.0}, {name = "rm", weight = 0.5}, {name = "judge", weight = 0.5},
+]
+"""
+
+
+def test_correctness_trains_composed_with_a_reward_model_and_a_judge(
+    tmp_path: Path, model_and_data: tuple[Path, Path], rollout_address: str
+) -> None:
+    records = train(
+        tmp_path / "run", model_and_data, rollout_address, MODEL_TERMS, "--set", "train.max_steps=1"
+    )
+    (record,) = records
+    assert record["num_groups"] == 4, record  # every completion was scored by both: no group dropped
+    assert record["reward/timeouts"] == 0
+    assert 0 <= record["rewards/correctness/mean"] <= 1
+    assert 0 <= record["rewards/judge/mean"] <= 1  # a digit out of 9
+    assert record["rewards/rm/mean"] != 0  # the reward model's logit
+    assert record["rewards/rm/latency_s/mean"] > 0 and record["rewards/judge/latency_s/mean"] > 0
+    assert record["rewards/judge/attempts/mean"] == 1
