@@ -48,7 +48,8 @@ class ChatCompletions:
 
     def __init__(self, model: Any, tokenizer: PreTrainedTokenizerFast) -> None:
         self.model, self.tokenizer = model, tokenizer
-        self.requests = 0
+        self.requests = 0  # answered by the model
+        self.received = 0  # every POST, answered or not
         self.in_flight = 0
         self.most_in_flight = 0  # the largest number of requests the server held at once
         self._lock = threading.Lock()
@@ -107,6 +108,8 @@ def chat_server(
 
         def do_POST(self) -> None:
             body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))) or b"{}")
+            with route._count:
+                route.received += 1
             if self.path != "/v1/chat/completions":
                 self._send(404, {"error": {"message": f"no route {self.path}"}})
                 return

@@ -70,6 +70,7 @@ def test_a_judge_that_times_out_is_retried_then_reported() -> None:
         (verdict,) = asyncio.run(late.score_batch(ITEMS[:1]))
     assert verdict.timed_out
     assert "no reply within 0.2 s (after 2 attempts)" in verdict.reason
+    assert route.received == 2  # both attempts reached the server
 
 
 def test_an_overloaded_judge_is_retried_with_backoff_until_it_answers() -> None:
