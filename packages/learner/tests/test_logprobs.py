@@ -73,7 +73,9 @@ def test_selective_logprobs_entropy_and_gradients_match_the_full_log_softmax():
     for compute in ("selective", "plain"):
         model = tiny_qwen2(seed=3)
         if compute == "selective":  # chunks of 5 tokens: several chunks, each recomputed in backward
-            logprobs, entropy = completion_logprobs(model, batch, LogprobSettings(0.7, 5, share_prompts=True))
+            logprobs, entropy = completion_logprobs(
+                model, batch, LogprobSettings(0.7, 5, share_prompts=True, chunk_mib=64.0)
+            )
         else:
             logprobs, entropy = plain_completion_logprobs(model, a_batch_of_sequences(), 0.7)
         (logprobs * weights).sum().backward()
@@ -116,7 +118,7 @@ def test_bf16_logits_keep_their_dtype_for_backward_and_match_an_fp32_reference()
 
 def test_frozen_passes_compute_no_entropy():
     with torch.no_grad():
-        settings = LogprobSettings(1.0, 64, share_prompts=True)
+        settings = LogprobSettings(1.0, 64, share_prompts=True, chunk_mib=64.0)
         logprobs, entropy = completion_logprobs(tiny_qwen2(), a_batch(), settings, with_entropy=False)
     assert entropy is None and logprobs.shape == a_batch().completion_mask.shape
 
@@ -141,7 +143,9 @@ def test_prompt_computed_once_gives_the_logprobs_and_gradients_of_one_pass_per_s
     for compute in ("layout", "plain"):
         model = tiny_qwen2(seed=4)
         if compute == "layout":
-            logprobs, entropy = completion_logprobs(model, batch, LogprobSettings(0.9, 7, share_prompts))
+            logprobs, entropy = completion_logprobs(
+                model, batch, LogprobSettings(0.9, 7, share_prompts, 64.0)
+            )
         else:
             logprobs, entropy = plain_completion_logprobs(model, sequences, 0.9)
         (logprobs * weights).sum().backward()
@@ -160,7 +164,35 @@ def test_gradient_checkpointing_falls_back_to_one_pass():
     sequences = groups_of_sequences()
     model = tiny_qwen2(seed=4)
     model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-    logprobs, _ = completion_logprobs(model, collate(sequences), LogprobSettings(0.9, 64, True))
+    logprobs, _ = completion_logprobs(model, collate(sequences), LogprobSettings(0.9, 64, True, 64.0))
     with torch.no_grad():
         plain, _ = plain_completion_logprobs(model, sequences, 0.9)
+    torch.testing.assert_close(logprobs.detach(), plain, rtol=0, atol=1e-5)
+
+
+def test_a_qwen_sized_vocabulary_is_projected_in_chunks_within_the_byte_budget():
+    """151,936 entries: the configured 32 MiB of fp32 logits per lm_head chunk is 55 tokens, so 96
+    completion tokens take two chunks (the token cap alone, 4096, would project all 96 at once),
+    and the result is the one-pass log-softmax's."""
+    from grpo_learner.config import LearnerConfig
+
+    model = tiny_qwen2(seed=2, vocab=151_936)
+    gen = torch.Generator().manual_seed(1)
+    sequences = [
+        TrainSequence(
+            tuple(torch.randint(2, 151_936, (4,), generator=gen).tolist()), completion, (-1.0,) * 48, 1.0
+        )
+        for completion in (tuple(torch.randint(2, 151_936, (48,), generator=gen).tolist()) for _ in range(2))
+    ]
+    settings = LogprobSettings.from_config(LearnerConfig(model={"name_or_path": "m"}))
+    projected: list[int] = []
+    hook = model.get_output_embeddings().register_forward_hook(
+        lambda m, i, out: projected.append(out.numel())
+    )
+    logprobs, _ = completion_logprobs(model, collate(sequences), settings)
+    hook.remove()
+    assert settings.tokens_per_chunk(151_936) == 55
+    assert projected == [55 * 151_936, 41 * 151_936]  # no wider tokens x vocabulary tensor
+    with torch.no_grad():
+        plain, _ = plain_completion_logprobs(model, sequences, settings.temperature)
     torch.testing.assert_close(logprobs.detach(), plain, rtol=0, atol=1e-5)

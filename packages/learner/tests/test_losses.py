@@ -338,3 +338,13 @@ def test_fully_masked_rows_add_exactly_nothing_whatever_they_hold(loss_type):
     )
     assert torch.equal(other_grad, grad)
     assert torch.count_nonzero(grad[MASKED_ROWS]) == 0
+
+
+def test_sampler_mismatch_sums_are_the_abs_difference_and_k3_over_counted_tokens():
+    from grpo_learner.losses import sampler_mismatch_sums
+
+    old = torch.tensor([[-1.0, -2.0, -0.5]])
+    sampler = torch.tensor([[-1.5, -2.0, -3.0]])
+    sums = sampler_mismatch_sums(old, sampler, torch.tensor([[1.0, 1.0, 0.0]]))  # the last: padding
+    assert sums["sampler/logprob_abs_diff"] == pytest.approx(0.5)
+    assert sums["sampler/kl"] == pytest.approx(math.exp(0.5) - 1 - 0.5)  # r - 1 - log r, r = e^0.5

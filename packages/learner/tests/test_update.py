@@ -146,3 +146,35 @@ def test_collate_right_pads_and_aligns_completions():
     assert mb.prompt_mask.tolist() == [[1, 1], [0, 1]] and mb.prompt_index.tolist() == [0, 1]
     assert mb.completion_ids.tolist() == [[3, 0], [5, 6]]
     assert mb.sampler_logprobs.flatten().tolist() == pytest.approx([-0.5, 0.0, -0.1, -0.2])
+
+
+def test_bf16_autocast_on_cpu_trains_and_reports_its_mismatch_with_the_sampler():
+    """train.autocast = bfloat16 on the CPU: the update runs in bf16 over fp32 weights, and the
+    sampler/ metrics measure how far its logprobs are from the fp32 ones the sampler reported."""
+    g = group((1, 2, 3), [*POSITIVE, *NEGATIVE], [1.0, 1.0, 0.0, 0.0])
+    fp32 = make_trainer(update_settings(micro_batch_size=4))
+    sampled = dataclasses.replace(
+        g,
+        completions=[
+            dataclasses.replace(c, sampler_logprobs=tuple(_per_token(fp32.model, g, c.token_ids)))
+            for c in g.completions
+        ],
+    )
+    same = fp32.update([sampled])
+    assert same["sampler/logprob_abs_diff"] < 1e-6 and same["sampler/kl"] < 1e-9  # fp32 vs fp32
+    bf16 = make_trainer(update_settings(micro_batch_size=4, autocast="bfloat16"))
+    before = {k: v.clone() for k, v in bf16.model.state_dict().items()}
+    metrics = bf16.update([sampled])
+    assert all(p.dtype == torch.float32 for p in bf16.model.parameters())  # fp32 master weights
+    assert any(not torch.equal(before[k], v) for k, v in bf16.model.state_dict().items())
+    assert 1e-4 < metrics["sampler/logprob_abs_diff"] < 0.1 and metrics["sampler/kl"] > 0
+
+
+def _per_token(model, g, completion: tuple[int, ...]) -> list[float]:
+    """The fp32 learner's logprob of each token of `completion` (what an fp32 sampler reports)."""
+    ids = torch.tensor([[*g.prompt_token_ids, *completion]])
+    with torch.no_grad():
+        logits = model(input_ids=ids).logits[0, len(g.prompt_token_ids) - 1 : -1].float()
+    return (
+        torch.log_softmax(logits, -1).gather(-1, torch.tensor(completion).unsqueeze(-1)).squeeze(-1).tolist()
+    )

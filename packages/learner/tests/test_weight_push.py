@@ -29,20 +29,25 @@ def test_push_reaches_every_service_with_identical_tensors_and_version():
             with torch.no_grad():
                 next(model.parameters()).add_(1.0)
             behind2 = await pusher.push(model.state_dict(), policy_version=2)
+            pushed_bytes = pusher.metrics()["push/bytes"]
         finally:
             await pusher.close()
             for server in servers:
                 await server.stop(0)
-        return model, services, behind, behind2
+        return model, services, behind, behind2, pushed_bytes
 
-    model, services, behind, behind2 = asyncio.run(scenario())
+    model, services, behind, behind2, pushed_bytes = asyncio.run(scenario())
     assert behind == [] and behind2 == []
     expected = model.state_dict()
+    # tied: lm_head.weight is model.embed_tokens.weight, sent once (the receiver's model ties them too)
+    assert expected["lm_head.weight"].data_ptr() == expected["model.embed_tokens.weight"].data_ptr()
     for service in services:
         assert [version for version, _ in service.updates] == [1, 2]
         _, tensors = service.updates[-1]
-        assert tensors.keys() == expected.keys()
-        assert all(torch.equal(tensors[k], expected[k]) for k in expected)
+        assert tensors.keys() == expected.keys() - {"lm_head.weight"}
+        assert all(torch.equal(tensors[k], expected[k]) for k in tensors)
+    unique_bytes = sum(t.nbytes for k, t in expected.items() if k != "lm_head.weight")
+    assert pushed_bytes == 4 * unique_bytes  # push/bytes of two pushes to two services, each tensor once
 
 
 def test_push_casts_to_the_requested_dtype():

@@ -3,8 +3,10 @@
 Using the sampling temperature makes the learner's distribution the sampler's, so the importance
 ratio is exactly 1 when the weights did not change. Memory and time: the vocabulary projection is
 the largest activation (tokens x vocab, 151k wide for Qwen). Only hidden states at positions that
-predict a completion token are projected (never prompt or padding positions), in chunks, and each
-chunk is recomputed in backward instead of keeping its logits alive (activation checkpointing).
+predict a completion token are projected (never prompt or padding positions), in chunks of at most
+`train.logprob_chunk_mib` of fp32 logits (55 tokens at 151,936 entries and 32 MiB), and each chunk
+is recomputed in backward instead of keeping its logits alive (activation checkpointing): no
+tokens x vocabulary tensor of more than one chunk ever exists, in forward or backward.
 
 The loss needs one number per token, the sampled token's logprob, so the vocabulary-wide work is
 one selective log-softmax (`SelectiveLogSoftmax`): with z = logits / T and lse = logsumexp(z),
@@ -35,11 +37,18 @@ from grpo_learner.config import LearnerConfig
 @dataclass(frozen=True)
 class LogprobSettings:
     """How the learner computes completion logprobs, copied from the validated config
-    (rollout.sampling.temperature, train.logprob_chunk_tokens, train.share_prompt_forward)."""
+    (rollout.sampling.temperature, train.logprob_chunk_tokens / logprob_chunk_mib,
+    train.share_prompt_forward)."""
 
     temperature: float
     chunk_tokens: int
     share_prompts: bool
+    chunk_mib: float
+
+    def tokens_per_chunk(self, vocab: int) -> int:
+        """min(chunk_tokens, chunk_mib x 2^20 / (vocab x 4 B)), at least 1: the most tokens whose
+        fp32 logits stay within the byte budget (151,936 entries, 32 MiB: 55 tokens)."""
+        return max(1, min(self.chunk_tokens, int(self.chunk_mib * 2**20) // (vocab * 4)))
 
     @classmethod
     def from_config(cls, config: LearnerConfig) -> LogprobSettings:
@@ -47,6 +56,7 @@ class LogprobSettings:
             temperature=config.rollout.sampling.temperature,
             chunk_tokens=config.train.logprob_chunk_tokens,
             share_prompts=config.train.share_prompt_forward,
+            chunk_mib=config.train.logprob_chunk_mib,
         )
 
 
@@ -138,7 +148,7 @@ def completion_logprobs(
         batch.completion_ids[rows, cols],
         lm_head,
         settings.temperature,
-        settings.chunk_tokens,
+        settings.tokens_per_chunk(lm_head.weight.shape[0]),
         with_entropy,
     )
     mask = batch.model_mask

@@ -284,3 +284,22 @@ def sampler_weights(
     if mode == "mask":
         return ((weight <= cap) & (weight >= 1 / cap)).to(weight.dtype) * mask
     raise ValueError(f"loss.sampler_correction.mode: unknown mode {mode!r}; use none, truncate or mask")
+
+
+def sampler_mismatch_sums(old_logprobs: Tensor, sampler_logprobs: Tensor, mask: Tensor) -> dict[str, float]:
+    """Token sums of how far the learner's logprobs of the sampled tokens are from the sampler's
+    (divided by the token count they become the `sampler/` metrics): bf16 or another kernel on
+    either side, or stale weights, show here before they show in the loss.
+
+        sampler/logprob_abs_diff   |old_t - sampler_t|
+        sampler/kl                 k3 of KL(sampler || learner): r - 1 - log r, r = exp(old_t - sampler_t)
+
+    Only tokens in `mask` count (padding and environment tokens carry no sampler logprob).
+    """
+    counted = mask > 0
+    diff = torch.where(counted, old_logprobs.detach().float() - sampler_logprobs.float(), 0.0)
+    k3 = torch.expm1(diff) - diff  # r - 1 - log r, 0 where diff is 0
+    return {
+        "sampler/logprob_abs_diff": float(diff.abs().sum()),
+        "sampler/kl": float((k3 * counted).sum()),
+    }

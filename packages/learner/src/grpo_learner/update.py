@@ -30,7 +30,15 @@ from grpo_learner.config import LearnerConfig
 from grpo_learner.distributed.sequence_shards import balanced_shards
 from grpo_learner.logprobs import LogprobSettings
 from grpo_learner.lora.adapters import adapters_disabled, has_adapters
-from grpo_learner.losses import LOSSES, LossOutput, LossSettings, Normalizer, PolicyBatch, sampler_weights
+from grpo_learner.losses import (
+    LOSSES,
+    LossOutput,
+    LossSettings,
+    Normalizer,
+    PolicyBatch,
+    sampler_mismatch_sums,
+    sampler_weights,
+)
 from grpo_learner.nonfinite import gradient_error, nonfinite_parameters, parameter_error
 from grpo_learner.parallelism import Parallelism, SingleProcess
 from grpo_learner.phase_timer import PhaseTimer, device_sync
@@ -58,6 +66,7 @@ class UpdateSettings:
     sampler_cap: float
     max_grad_norm: float | None
     pad_token_id: int
+    autocast: str  # train.autocast: auto, bfloat16 or none
 
     @classmethod
     def from_config(cls, config: LearnerConfig, pad_token_id: int = 0) -> UpdateSettings:
@@ -79,6 +88,7 @@ class UpdateSettings:
             sampler_cap=loss.sampler_correction.cap,
             max_grad_norm=config.optim.max_grad_norm,
             pad_token_id=pad_token_id,
+            autocast=config.train.autocast,
         )
 
 
@@ -212,8 +222,10 @@ class Trainer:
         self.loss_fn = LOSSES[settings.loss_type]
 
     def _autocast(self) -> contextlib.AbstractContextManager:
-        if self.device.type == "cuda":
-            return torch.autocast("cuda", dtype=torch.bfloat16)
+        """bf16 compute over the fp32 weights (train.autocast; auto: on cuda only)."""
+        wanted = self.settings.autocast
+        if wanted == "bfloat16" or (wanted == "auto" and self.device.type == "cuda"):
+            return torch.autocast(self.device.type, dtype=torch.bfloat16)
         return contextlib.nullcontext()
 
     def _logprobs(
@@ -286,7 +298,9 @@ class Trainer:
                 s.sampler_cap,
             ),
         )
-        return entropy, self.loss_fn(policy_batch, batch.normalizer, s.loss)
+        out = self.loss_fn(policy_batch, batch.normalizer, s.loss)
+        out.token_sums.update(sampler_mismatch_sums(old_logprobs, mb.sampler_logprobs, mb.loss_mask))
+        return entropy, out
 
     def optimizer_step(self) -> float:
         """Clip, step, schedule; returns the gradient norm before clipping.

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from grpo_common.config import ConfigSection as _Section
 from pydantic import Field
@@ -14,13 +15,24 @@ class TrainConfig(_Section):
     seed: int = 0
     dynamic_sampling: bool = Field(False, description="DAPO: drop zero-variance groups and refill")
     max_refill_rounds: int = Field(3, ge=0, description="extra requests per step to fill a short batch")
-    logprob_chunk_tokens: int = Field(4096, ge=1, description="tokens per lm_head chunk")
+    logprob_chunk_tokens: int = Field(4096, ge=1, description="most tokens per lm_head chunk")
+    # A chunk's fp32 logits are tokens x vocab x 4 B, and its forward / backward hold ~3 such tensors:
+    # at Qwen's 151,936 entries 32 MiB is 55 tokens (~100 MiB transient), still a matmul wide enough
+    # for BLAS; a 40-token character vocabulary fits 200k tokens in it (one chunk, as before).
+    logprob_chunk_mib: float = Field(
+        32.0, gt=0, description="most MiB of fp32 logits (tokens x vocab x 4 B) per lm_head chunk"
+    )
     share_prompt_forward: bool = Field(
         True,
         description="run each group's prompt through the model once and attend to its KV from all G "
         "completions (off: one pass per sequence; gradient checkpointing always uses one pass)",
     )
     device: str = Field("auto", description="auto: cuda if available, else cpu")
+    autocast: Literal["auto", "bfloat16", "none"] = Field(
+        "auto",
+        description="forward/backward compute dtype over fp32 master weights; auto: bfloat16 on cuda, "
+        "none (fp32) on cpu; bfloat16 on cpu runs the dtype GPU runs use (slower than fp32 on most CPUs)",
+    )
     torch_threads: int | None = Field(
         None,
         ge=1,
