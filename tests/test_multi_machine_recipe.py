@@ -132,7 +132,7 @@ def test_the_readme_recipe_trains_with_auth_and_tls_on(
         services.append(reward)
 
         rollout_argv = replace(commands["grpo-rollout"], README_MODEL, str(workspace / "model"))
-        rollout_argv = replace(rollout_argv, "machine-a:50051", f"localhost:{reward.port}")
+        rollout_argv = replace(rollout_argv, "machine-a:50053", f"localhost:{reward.port}")
         rollout_argv[0] = find_executable("grpo-rollout")
         rollout = start_service("rollout", rollout_argv, workspace / "logs", env=env)
         services.append(rollout)

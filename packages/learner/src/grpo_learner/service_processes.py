@@ -12,9 +12,8 @@ own process), so the cores are split (`cpu_thread_split`): the rollout service g
 at once and two pools of one thread per core oversubscribe the cores; with `0` they take turns,
 but a small model's ops are too short to gain from a second OpenMP thread (which, passive, must
 be woken for every op): on 2 idle Intel Xeon cores one thread each took vs_trl's 0.8M shape from
-0.33-0.37 to 0.24-0.27 s per step and its 3.2M shape from 1.27-1.87 to 1.11-1.18 s, and the
-embedded default from 218 s to 184 s (205 s in a second run under light load). Set both counts to
-give a bigger model more threads.
+0.33-0.37 to 0.24-0.27 s per step and its 3.2M shape from 1.27-1.87 to 1.11-1.18 s (the embedded
+default's own time: benchmarks/RESULTS.md). Set both counts to give a bigger model more threads.
 """
 
 from __future__ import annotations

@@ -1,9 +1,9 @@
 """`grpo-rollout serve`: run a RolloutService.
 
-    grpo-rollout serve --model ./tiny --reward-address 127.0.0.1:50051 --port 0
-    grpo-rollout serve --model ./tiny --reward-address 127.0.0.1:50051 --plugin my_envs:Calculator
+    grpo-rollout serve --model ./tiny --reward-address 127.0.0.1:50053 --port 0
+    grpo-rollout serve --model ./tiny --reward-address 127.0.0.1:50053 --plugin my_envs:Calculator
     grpo-rollout serve --model Qwen/Qwen2.5-0.5B-Instruct --generator sglang \\
-        --sglang-url http://gpu1:30000 --sglang-url http://gpu2:30000 --reward-address reward:50051
+        --sglang-url http://gpu1:30000 --sglang-url http://gpu2:30000 --reward-address reward:50053
 
 Settings come from `--config FILE` (TOML/YAML), then GRPO_ROLLOUT_* variables
 (GRPO_ROLLOUT_LIMITS__BATCH_PROMPTS=16), then flags. Once serving, the bound address is printed
