@@ -15,12 +15,12 @@ import re
 from pathlib import Path
 
 from grpo_reward.service.config import RewardServiceConfig
-from grpo_rollout.config import RolloutConfig
+from grpo_rollout.config import RolloutServiceConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULTS = {
     "reward": RewardServiceConfig().server.port,
-    "rollout": RolloutConfig.model_fields["server"].default_factory().port,  # type: ignore[misc]
+    "rollout": RolloutServiceConfig.model_fields["server"].default_factory().port,  # type: ignore[misc]
 }
 PORT = re.compile(r"(?::|--port[ =]|port: |PORT=)\"?(500\d\d)\b")
 SERVICE = re.compile(r"reward|rollout", re.IGNORECASE)
