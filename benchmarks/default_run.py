@@ -82,7 +82,7 @@ def main() -> None:
     summary = json.loads((run_dir / "summary.json").read_text())
     report.section = section_name(summary)
     with report:
-        print(f"grpo train {' '.join(train_args)} (run directory {run_dir})")
+        print(f"{' '.join(['grpo train', *train_args])} (run directory {run_dir})")
         for line in describe(summary, read_metrics(run_dir), command_seconds):
             print(line)
     if args.record:
