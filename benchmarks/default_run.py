@@ -52,6 +52,8 @@ def describe(summary: dict, records: list[dict], command_seconds: float) -> list
     for metric in SHOWN[1:]:
         if metric in before and metric in after:
             lines.append(f"held-out {metric} {before[metric]:.1%} -> {after[metric]:.1%}")
+    episodes = sorted(k for k in after if k.startswith("episode/") and k in before)  # tool-use runs
+    lines += [f"held-out greedy {k} {before[k]:.3g} -> {after[k]:.3g}" for k in episodes]
     lines.append(
         f"wall time: warm-up {summary['warmup_seconds']:.0f} s, GRPO {summary['grpo_seconds']:.0f} s, "
         f"reported {summary['wall_seconds']:.0f} s, whole command {command_seconds:.0f} s"
