@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import TextIO
 
 RESULTS_PATH = Path(__file__).resolve().parent / "RESULTS.md"
+BENCH_GROUP = "uv run --group bench python"  # how scripts that need TRL or Math-Verify are started
 
 _PREAMBLE = (
     "# Measured results\n\n"
@@ -98,8 +99,9 @@ class Report:
     Only this process's `print`s are kept; a child process's output goes to the terminal alone.
     """
 
-    def __init__(self, section: str) -> None:
+    def __init__(self, section: str, runner: str = "uv run python") -> None:
         self.section = section
+        self.runner = runner  # how the script is started (`uv run --group bench python` for TRL, Math-Verify)
         self.load_before = os.getloadavg()
         self._tee = _Tee(sys.stdout)
         self._redirect = contextlib.redirect_stdout(self._tee)
@@ -113,7 +115,7 @@ class Report:
 
     def body(self, argv: list[str]) -> str:
         """The command line, the load average at its start, and what it printed, as markdown."""
-        command = " ".join(["uv run python", f"benchmarks/{Path(argv[0]).name}", *argv[1:]])
+        command = " ".join([self.runner, f"benchmarks/{Path(argv[0]).name}", *argv[1:]])
         before = " ".join(f"{x:.2f}" for x in self.load_before)
         printed = self._tee.copy.getvalue().strip("\n")
         started = f"load average {before} at its start (the line above: at its end)"

@@ -25,7 +25,7 @@ from pathlib import Path
 import grpo_reward
 from grpo_reward import Verifier
 from grpo_reward.extraction import extract_reference
-from results_file import Report, add_record_flag  # benchmarks/results_file.py
+from results_file import BENCH_GROUP, Report, add_record_flag  # benchmarks/results_file.py
 
 SECTION = "Verifier against Math-Verify"  # of benchmarks/RESULTS.md, written with --record
 
@@ -78,7 +78,7 @@ def main() -> None:
         help="the RESULTS.md section --record writes (name another to keep a before/after pair)",
     )
     args = parser.parse_args()
-    with Report(args.section) as report:
+    with Report(args.section, runner=BENCH_GROUP) as report:
         # Math-Verify logs every timeout with the full input
         logging.getLogger("math_verify").setLevel(logging.CRITICAL)
         cases = [json.loads(line) for line in CASES_PATH.open()]

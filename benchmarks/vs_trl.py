@@ -34,7 +34,7 @@ from pathlib import Path
 
 from grpo_runs import RunShape, phase_line, run_grpo, write_assets  # benchmarks/grpo_runs.py
 from model_shapes import ModelShape, machine_description  # benchmarks/model_shapes.py
-from results_file import Report, add_record_flag  # benchmarks/results_file.py
+from results_file import BENCH_GROUP, Report, add_record_flag  # benchmarks/results_file.py
 from trl_runs import TrlRun, train_with_trl  # benchmarks/trl_runs.py
 
 SECTION = "Against TRL: seconds per step"  # of benchmarks/RESULTS.md, written with --record
@@ -150,7 +150,7 @@ def main() -> None:
             args.trl_worker, SHAPES[args.shapes], args.steps, args.trl_threads, args.trl_worker / "trl.json"
         )
         return
-    with Report(SECTION) as report:
+    with Report(SECTION, runner=BENCH_GROUP) as report:
         pairs, steps = (1, 4) if args.quick else (args.pairs, args.steps)
         trl_threads = f"TRL {args.trl_threads or 'default'} torch threads"
         print(machine_description(f"{trl_threads}; ours: see grpo train's CPU split"), flush=True)

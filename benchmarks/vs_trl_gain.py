@@ -35,7 +35,7 @@ from pathlib import Path
 
 from grpo_runs import grpo_command  # benchmarks/grpo_runs.py
 from model_shapes import machine_description  # benchmarks/model_shapes.py
-from results_file import Report, add_record_flag  # benchmarks/results_file.py
+from results_file import BENCH_GROUP, Report, add_record_flag  # benchmarks/results_file.py
 from trl_runs import TrlRun, train_with_trl  # benchmarks/trl_runs.py
 from vs_trl import SHAPES  # benchmarks/vs_trl.py
 
@@ -185,7 +185,7 @@ def main() -> None:
     if args.trl_worker is not None:
         trl_worker(args.trl_worker, GainSettings(**json.loads(args.settings)), args.out)
         return
-    with Report(SECTION) as report:
+    with Report(SECTION, runner=BENCH_GROUP) as report:
         settings = GainSettings(steps=args.steps, lr=args.lr)
         print(machine_description("TRL default torch threads; ours: see grpo train's CPU split"), flush=True)
         print(f"settings: {asdict(settings)}", flush=True)
