@@ -270,3 +270,30 @@ def verify(completion: str, reference: str, *, timeout_s: float = DEFAULT_TIMEOU
     except Exception as error:
         logger.exception("verify failed")
         return failed(f"internal error: {type(error).__name__}: {error}")
+
+
+def score_batch(
+    completions: Sequence[str],
+    references: Sequence[str],
+    *,
+    task: str = DEFAULT_TASK,
+    fields: Sequence[Mapping[str, Any]] | None = None,
+    verifier: Verifier | None = None,
+    workers: int | None = None,
+) -> list[Verdict]:
+    """Verdicts of completions[i] against references[i], in order: for evaluation harnesses.
+
+    Grades with `verifier` (keep one across calls: its workers cache parsed references) or with one made
+    for this call (`workers` processes). `fields[i]` are row i's fields for tasks that read them.
+    """
+    if len(completions) != len(references) or (fields is not None and len(fields) != len(completions)):
+        raise ValueError(
+            f"score_batch needs one reference (and fields) per completion: {len(completions)} completions, "
+            f"{len(references)} references, {'no' if fields is None else len(fields)} fields"
+        )
+    rows = fields if fields is not None else [{}] * len(completions)
+    items = [Item(c, r, task, f) for c, r, f in zip(completions, references, rows, strict=True)]
+    if verifier is not None:
+        return [future.result() for future in [verifier.submit_item(item) for item in items]]
+    with Verifier(workers=workers) as owned:
+        return [future.result() for future in [owned.submit_item(item) for item in items]]
