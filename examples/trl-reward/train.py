@@ -5,10 +5,11 @@
         --data gsm8k.jsonl
 
 Without --model it builds the embedded default's tiny model and tokenizer in code and trains on its
-synthetic arithmetic (no download), so the script runs anywhere in a few minutes of CPU. With --model and a JSONL
-of {"prompt"/"question", "answer"} rows (GSM8K's "... #### 42" answers work as they are), it is the
-same script on a real model. The verifier grades in its own worker processes, one `Verifier` for the
-whole run; `correctness` and `format` are TRL reward functions logged as rewards/<name>/mean.
+synthetic arithmetic (no download), so the script runs anywhere in a few minutes of CPU. With --model
+and a JSONL of {"prompt"/"question", "answer"} rows (GSM8K's "... #### 42" answers work as they
+are), it is the same script on a real model. The verifier grades in its own worker processes, one
+`Verifier` for the whole run; `correctness` and `format` are TRL reward functions logged as
+rewards/<name>/mean.
 """
 
 from __future__ import annotations
