@@ -12,6 +12,7 @@ still be one of the services' defaults. Ports that are not a service's (SGLang's
 from __future__ import annotations
 
 import re
+import tomllib
 from pathlib import Path
 
 from grpo_reward.service.config import RewardServiceConfig
@@ -115,3 +116,30 @@ def test_a_link_checker_that_finds_a_missing_section(tmp_path: Path) -> None:
         "RESULTS.md#gone: RESULTS.md has no section 'gone'",
         "nope.md: no such file",
     ]
+
+
+def test_learner_config_blocks_in_the_docs_validate() -> None:
+    """A ```toml block whose sections are all the learner's is checked as a learner config (unknown
+    keys are refused), over a model name, the one setting such a block may leave out."""
+    from grpo_common.config import deep_merge
+    from grpo_learner.config import LearnerConfig
+
+    pages = [ROOT / "README.md", *ROOT.glob("docs/*.md"), *ROOT.glob("packages/*/README.md")]
+    blocks = [
+        (page, block) for page in pages for block in re.findall(r"```toml\n(.*?)```", page.read_text(), re.S)
+    ]
+    from pydantic import ValidationError
+
+    checked, invalid = 0, []
+    for page, block in blocks:
+        written = tomllib.loads(block)
+        if set(written) <= set(LearnerConfig.model_fields):
+            checked += 1
+            try:
+                LearnerConfig.model_validate(deep_merge({"model": {"name_or_path": "a-model"}}, written))
+            except ValidationError as error:
+                invalid.append(f"{page.relative_to(ROOT)}: {error}")
+    assert not invalid, "\n".join(invalid)
+    assert checked >= 5, (
+        f"only {checked} learner config blocks found: has the learner README lost its examples?"
+    )
