@@ -2,19 +2,24 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import textwrap
+import threading
 import time
 from pathlib import Path
 
+import grpo_common
 import pytest
 from grpo_common.sandbox import RunResult, Sandbox, SandboxLimits
-from grpo_common.sandbox.probe import probe_isolation
-from grpo_common.sandbox.runner import SANDBOX_UID_BASE, sandbox_pids
+from grpo_common.sandbox.probe import PRIVILEGE_PROBE, SETUID_BINARY, probe_isolation
+from grpo_common.sandbox.runner import SANDBOX_UID_BASE, live_sandbox_owners, sandbox_pids
+from grpo_common.sandbox.slots import SandboxSlotsConfig, service_slots_installed
 
 
 def _run(source: str, limits: SandboxLimits | None = None, stdin: bytes = b"") -> RunResult:
@@ -173,3 +178,83 @@ def test_the_sandbox_dies_with_its_worker() -> None:
             f"sandboxed processes outlived their worker: {sandbox_pids(worker.pid)}"
         )
         time.sleep(0.05)
+
+
+def test_setuid_binaries_and_the_program_hold_no_privilege() -> None:
+    """`su` is setuid root on this host: inside, it runs with the program's uid, no capability at all,
+    and no_new_privs (as does the program itself)."""
+    result = _run(
+        PRIVILEGE_PROBE
+        + "\nimport json\n"
+        + f"print(json.dumps([privileges(status_of('self')), setuid_run({SETUID_BINARY!r})]))\n"
+    )
+    assert result.ok, result.stderr
+    program, setuid = json.loads(result.stdout)
+    assert setuid is not None and "error" not in setuid, setuid  # it ran and was inspected
+    for seen in (program, setuid):
+        assert seen == {
+            "euid": SANDBOX_UID_BASE + os.getpid(),
+            "cap_eff": "0" * 16,
+            "cap_bnd": "0" * 16,
+            "no_new_privs": "1",
+        }
+
+
+def test_the_host_files_are_invisible_and_every_mount_is_nosuid() -> None:
+    """The repository, this package's own files, a data file, home and temporary directories: none is
+    there; the root holds only /usr (and its links), the interpreter, /etc/ld.so.cache, /dev, /proc, /tmp."""
+    data = Path(__file__).resolve().parent / ".sandbox-data.jsonl"
+    data.write_text('{"answer": 42}\n')
+    host_tmp = Path(tempfile.gettempdir()) / f"grpo-host-tmp-{os.getpid()}"
+    host_tmp.write_text("host")
+    repository = Path(__file__).resolve().parents[3]
+    paths = [str(data), str(repository), str(Path(grpo_common.__file__).resolve()), str(host_tmp)]
+    paths += [str(Path.home() / ".cache"), "/home", "/work", "/var", "/run", "/sys", "/etc/passwd"]
+    try:
+        result = _run(
+            f"""
+            import json, os
+            mounts = [line.split() for line in open("/proc/self/mountinfo")]
+            print(json.dumps({{
+                "seen": [path for path in {paths!r} if os.path.exists(path)],
+                "top": sorted(os.listdir("/")),
+                "suid": [m[4] for m in mounts if "nosuid" not in m[5].split(",")],
+                "dev": sorted(m[4] for m in mounts if "nodev" not in m[5].split(",")),
+            }}))
+            """
+        )
+    finally:
+        data.unlink()
+        host_tmp.unlink()
+    assert result.ok, result.stderr
+    report = json.loads(result.stdout)
+    assert report["seen"] == [], report["seen"]
+    assert set(report["top"]) <= {"usr", "bin", "sbin", "lib", "lib32", "lib64", "libx32", "root", "opt"} | {
+        "etc",
+        "dev",
+        "proc",
+        "tmp",
+    }, report["top"]
+    assert report["suid"] == []
+    assert report["dev"] == [f"/dev/{name}" for name in sorted(["full", "null", "random", "urandom", "zero"])]
+
+
+def test_the_service_bound_holds_threads_to_its_slots() -> None:
+    """6 threads each run a 0.4 s sleeper under a bound of 2: at most 2 sandboxes are ever seen at once."""
+    mine: set[int] = set()
+    outputs: list[str] = []
+
+    def sleeper() -> None:
+        mine.add(threading.get_native_id())
+        outputs.append(_run("import time; time.sleep(0.4); print('done')").stdout)
+
+    with service_slots_installed(SandboxSlotsConfig(max_concurrent=2)):
+        threads = [threading.Thread(target=sleeper) for _ in range(6)]
+        for thread in threads:
+            thread.start()
+        most = 0
+        while any(thread.is_alive() for thread in threads):
+            most = max(most, len(live_sandbox_owners() & mine))
+            time.sleep(0.01)
+    assert outputs == ["done\n"] * 6
+    assert 1 <= most <= 2, most

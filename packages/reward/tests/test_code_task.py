@@ -5,13 +5,16 @@ from __future__ import annotations
 import json
 import os
 import socket
+import subprocess
+import sys
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
-from grpo_common.sandbox.probe import IsolationStatus
+from grpo_common.sandbox.probe import PRIVILEGE_PROBE, IsolationStatus
 from grpo_common.sandbox.runner import sandbox_pids
 from grpo_reward.code_sandbox.policy import code_sandbox, unsafe_opt_in
-from grpo_reward.tasks import TASKS, TaskScore
+from grpo_reward.tasks import TASKS, TaskScore, TaskTimedOut
 from grpo_reward.tasks.code import extract_program
 
 ADD = "def add(a, b):\n    return a + b\n"
@@ -89,18 +92,21 @@ def test_exiting_early_or_printing_fake_verdicts_passes_nothing() -> None:
 
 
 def test_fork_bomb() -> None:
-    result = code(
-        "import os\nwhile True:\n    try:\n        os.fork()\n    except OSError:\n        pass\n",
-        ["assert True"],
-    )
-    assert result.reward == 0.0 and ("time limit" in result.reason or "did not finish" in result.reason)
+    """Its forks starve the harness of CPU: a CPU-time failure, or (past the wall-clock backstop, on a
+    loaded machine) a timed-out item; never a pass, and nothing left running."""
+    bomb = "import os\nwhile True:\n    try:\n        os.fork()\n    except OSError:\n        pass\n"
+    try:
+        result = code(bomb, ["assert True"], time_limit_s=0.5)
+        assert result.reward == 0.0 and ("time limit" in result.reason or "did not finish" in result.reason)
+    except TaskTimedOut as timed_out:
+        assert "wall-clock backstop" in str(timed_out)
     assert sandbox_pids() == []
 
 
 def test_infinite_loop_fails_its_test_and_the_next_test_still_runs() -> None:
     program = "def f(x):\n    while x:\n        pass\n    return 1\n"
     result = code(program, ["assert f(1) == 1", "assert f(0) == 1"], time_limit_s=0.5)
-    assert result.reward == 0.5 and "test 0: time limit" in result.reason
+    assert result.reward == 0.5 and "test 0: CPU time limit" in result.reason
 
 
 def test_ten_gigabyte_allocation() -> None:
@@ -121,7 +127,7 @@ def test_writing_and_deleting_outside_its_directory(tmp_path: Path) -> None:
 def test_reading_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("GRPO_TEST_SECRET", "hunter2-secret")
     program = "import os\nSEEN = repr(dict(os.environ))\n"
-    result = code(program, ["assert 'hunter2' not in SEEN and 'GRPO_TEST_SECRET' not in SEEN"])
+    result = code(program, ["assert 'hunter2' not in SEEN\nassert 'GRPO_TEST_SECRET' not in SEEN"])
     assert result.reward == 1.0, result.reason
 
 
@@ -165,3 +171,34 @@ def test_the_opt_in_is_read_like_a_config_bool() -> None:
     assert unsafe_opt_in({"GRPO_REWARD_ALLOW_UNSAFE_CODE": "maybe"}) is False
     assert unsafe_opt_in({}) is False
     assert "GRPO_REWARD_ALLOW_UNSAFE_CODE" not in os.environ
+
+
+# -- privileges, reads and load (issue 25) ---------------------------------------------------------------
+
+PRIVILEGES = PRIVILEGE_PROBE + (
+    "\nseen = [privileges(status_of('self')), setuid_run('/usr/bin/su')]\n"
+    "print(all(s['euid'] != 0 and s['cap_eff'] == s['cap_bnd'] == '0' * 16 and s['no_new_privs'] == '1'"
+    " for s in seen))\n"
+)
+
+
+def test_a_setuid_binary_gains_no_privilege_inside() -> None:
+    assert code(PRIVILEGES, [{"input": "", "output": "True"}]).reward == 1.0
+
+
+def test_a_burst_on_busy_cores_cannot_flip_correct_programs() -> None:
+    """6 correct programs (about 0.35 s of CPU each here, 1 s limit) at once while 2 spinners hold both cores:
+    each gets a fraction of a core, so wall-clock limits would fail them; CPU-time limits do not."""
+    program = (
+        "def work(n):\n    total = 0\n    for i in range(n):\n        total += i % 7\n    return total\n"
+    )
+    tests = ["assert work(5_000_000) == 14999995"]
+    spinners = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(2)]
+    try:
+        with ThreadPoolExecutor(6) as pool:
+            results = list(pool.map(lambda _: code(program, tests), range(6)))
+    finally:
+        for spinner in spinners:
+            spinner.kill()
+            spinner.wait()
+    assert [result.reward for result in results] == [1.0] * 6, [result.reason for result in results]

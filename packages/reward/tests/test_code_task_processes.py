@@ -17,7 +17,7 @@ from pathlib import Path
 import grpc
 import pytest
 from grpo.v1 import reward_pb2, reward_pb2_grpc
-from grpo_common.sandbox.runner import sandbox_pids
+from grpo_common.sandbox.runner import live_sandbox_owners, sandbox_pids
 from reward_fixtures import reward_server
 
 SECRET = "hunter2-service-secret"
@@ -48,7 +48,7 @@ def worker() -> Iterator[subprocess.Popen[str]]:
 
 def ask(worker: subprocess.Popen[str], program: str, tests: list[object]) -> dict[str, object]:
     assert worker.stdin and worker.stdout
-    item = {"completion": f"```python\n{program}\n```", "fields": {"tests": tests, "time_limit_s": 1}}
+    item = {"completion": f"```python\n{program}\n```", "fields": {"tests": tests, "time_limit_s": 0.5}}
     worker.stdin.write(json.dumps(item) + "\n")
     worker.stdin.flush()
     return json.loads(worker.stdout.readline())
@@ -77,7 +77,7 @@ def test_killing_the_worker_kills_its_sandbox(worker: subprocess.Popen[str]) -> 
     assert worker.stdin
     item = {
         "completion": "```python\nimport os, time\nos.fork()\ntime.sleep(60)\n```",
-        "fields": {"tests": ["1"], "time_limit_s": 10},  # a 12 s wall clock: the kill is ours
+        "fields": {"tests": ["assert True"], "time_limit_s": 10},  # a long wall clock: the kill is ours
     }
     worker.stdin.write(json.dumps(item) + "\n")
     worker.stdin.flush()
@@ -93,9 +93,25 @@ def test_killing_the_worker_kills_its_sandbox(worker: subprocess.Popen[str]) -> 
         time.sleep(0.05)
 
 
-def test_the_service_probes_the_sandbox_at_start_up_and_takes_the_unsafe_flag() -> None:
-    command = [sys.executable, "-m", "grpo_reward.cli", "serve", "--port", "0", "--workers", "1"]
-    command += ["--allow-unsafe-code", "--log-level", "INFO"]
+def _descendants(root: int) -> set[int]:
+    parents = {}
+    for entry in Path("/proc").iterdir():
+        try:
+            parents[int(entry.name)] = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+        except (ValueError, OSError, IndexError):
+            continue
+    found, frontier = set(), {root}
+    while frontier:
+        frontier = {pid for pid, parent in parents.items() if parent in frontier} - found
+        found |= frontier
+    return found
+
+
+def test_the_service_probes_the_sandbox_at_start_up_and_bounds_concurrent_sandboxes() -> None:
+    """`--max-sandboxes 1` with 3 workers: 4 code items that each sleep 0.4 s are graded, never more than
+    one sandbox of this service running at a time (counted from /proc); the unsafe flag is accepted."""
+    command = [sys.executable, "-m", "grpo_reward.cli", "serve", "--port", "0", "--workers", "3"]
+    command += ["--max-sandboxes", "1", "--allow-unsafe-code", "--log-level", "INFO"]
     environment = {**os.environ, "GRPO_TEST_SECRET": SECRET}
     process = subprocess.Popen(
         command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=environment
@@ -110,11 +126,28 @@ def test_the_service_probes_the_sandbox_at_start_up_and_takes_the_unsafe_flag() 
             assert time.monotonic() < deadline, "grpo-reward serve did not report its port"
             time.sleep(0.05)
         assert any("code sandbox: network, PID and mount namespaces" in line for line in lines), lines
+        assert any("at most 1 sandboxed programs run at once" in line for line in lines), lines
         address = next(line for line in lines if "serving on" in line).split("serving on ")[1].strip()
+        sleeper = "```python\nimport time\ntime.sleep(0.4)\nDONE = 1\n```"
+        fields = json.dumps({"tests": ["assert DONE == 1"]})
+        items = [
+            reward_pb2.ScoreItem(
+                id=str(n), task="code", completion=sleeper, fields_json=fields, reference="-"
+            )
+            for n in range(4)
+        ]
+        items.append(reward_pb2.ScoreItem(id="m", completion=r"\boxed{4}", reference="4"))
+        request = reward_pb2.ScoreRequest(items=items, spec=reward_pb2.RewardSpec(timeout_s=10))
         with grpc.insecure_channel(address) as channel:
-            item = reward_pb2.ScoreItem(id="a", completion=r"\boxed{4}", reference="4")
-            results = reward_pb2_grpc.RewardServiceStub(channel).Score(reward_pb2.ScoreRequest(items=[item]))
-        assert results.results[0].correct
+            call = reward_pb2_grpc.RewardServiceStub(channel).Score.future(request)
+            most = 0
+            while not call.done():
+                workers = _descendants(process.pid)
+                most = max(most, len(live_sandbox_owners() & workers))
+                time.sleep(0.01)
+            results = call.result().results
+        assert [result.reward for result in results] == [1.0] * 5, [result.reason for result in results]
+        assert most == 1, most
     finally:
         process.send_signal(signal.SIGTERM)
         assert process.wait(timeout=30) == 0
@@ -144,7 +177,7 @@ def test_a_real_reward_service_grades_hostile_programs_through_its_workers_and_k
     try:
         with server as address, grpc.insecure_channel(address) as channel:
             stub = reward_pb2_grpc.RewardServiceStub(channel)
-            fields = json.dumps({"tests": ["assert True"], "time_limit_s": 1})
+            fields = json.dumps({"tests": ["assert True"], "time_limit_s": 0.5})
             items = [
                 reward_pb2.ScoreItem(
                     id=name,

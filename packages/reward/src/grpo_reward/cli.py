@@ -153,6 +153,7 @@ def _serve(args: argparse.Namespace) -> int:
         "max_fields_bytes": args.max_fields_bytes,
         "log_level": args.log_level,
         "allow_unsafe_code": args.allow_unsafe_code,
+        "sandbox.max_concurrent": args.max_sandboxes,
     }
     try:
         config = load_config(
@@ -226,6 +227,11 @@ def build_parser() -> argparse.ArgumentParser:
         "(rubric and limits in the config file's [[judges]])",
     )
     serve.add_argument("--log-level", help="DEBUG, INFO, WARNING, ...")
+    serve.add_argument(
+        "--max-sandboxes",
+        type=int,
+        help="code programs running at once in this service; the rest wait (default: one per core)",
+    )
     serve.add_argument(
         "--allow-unsafe-code",
         action="store_true",

@@ -16,8 +16,8 @@ from multiprocessing.connection import Connection
 from typing import Any
 
 from grpo_reward.tasks import TASKS
-from grpo_reward.tasks.contract import as_task_score, score_verdict
-from grpo_reward.verdict import Verdict, failed
+from grpo_reward.tasks.contract import TaskTimedOut, as_task_score, score_verdict
+from grpo_reward.verdict import Verdict, failed, timed_out
 
 logger = logging.getLogger(__name__)
 
@@ -38,6 +38,8 @@ def run_task(name: str, completion: str, reference: str, fields: Mapping[str, An
     try:
         function = TASKS.get_item(name, import_references=False)
         return score_verdict(as_task_score(function(completion, reference, **fields)))
+    except TaskTimedOut as error:
+        return timed_out(f"timeout: {error}"[:_MAX_ERROR_CHARS])
     except MemoryError:
         return failed("too large: out of memory")
     except RecursionError:

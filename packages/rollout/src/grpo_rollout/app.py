@@ -12,6 +12,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 from grpo.v1 import rollout_pb2, rollout_pb2_grpc
+from grpo_common.sandbox.slots import service_slots_installed
 from grpo_common.server import RunningServer, registration, start_server
 from grpo_common.weights.codec import read_weight_chunk
 
@@ -45,6 +46,7 @@ async def running_rollout(config: RolloutServiceConfig) -> AsyncIterator[Running
     """Start everything; on exit stop the server (gracefully), then the backend and clients."""
     load_plugins(config.plugins)  # PluginError (a RuntimeError) before anything heavy starts
     async with contextlib.AsyncExitStack() as stack:
+        stack.enter_context(service_slots_installed(config.sandbox))  # the python environment's bound
         generator = await build_generator(config, stack)
         encoder = await asyncio.to_thread(PromptEncoder.from_pretrained, config.model)
         reward = RewardClient.from_config(config.reward)

@@ -8,6 +8,7 @@ from grpo_common.addresses import parse_address
 from grpo_common.channel import ChannelConfig
 from grpo_common.config import ConfigSection
 from grpo_common.model_reference import check_model_reference
+from grpo_common.sandbox.slots import SandboxSlotsConfig
 from grpo_common.server import ServerConfig
 from pydantic import Field, field_validator, model_validator
 
@@ -112,6 +113,7 @@ class RolloutServiceConfig(ConfigSection):
     hf: HFConfig = Field(default_factory=HFConfig)
     sglang: SGLangConfig = Field(default_factory=SGLangConfig)
     limits: LimitSettings = Field(default_factory=LimitSettings)
+    sandbox: SandboxSlotsConfig = Field(default_factory=SandboxSlotsConfig)
     plugins: list[str] = Field(
         default_factory=list,
         description="environment plugins loaded at start-up: module:attr (registered under that name) "

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Annotated
 
 from grpo_common.row_fields import DEFAULT_MAX_BYTES, DEFAULT_MAX_DEPTH
+from grpo_common.sandbox.slots import SandboxSlotsConfig
 from grpo_common.server import ServerConfig
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -47,6 +48,7 @@ class RewardServiceConfig(BaseModel):
         default_factory=list, description="OpenAI-compatible judges requests may name (grpo-reward[models])"
     )
     log_level: str = "INFO"
+    sandbox: SandboxSlotsConfig = Field(default_factory=SandboxSlotsConfig)
     allow_unsafe_code: bool = Field(
         False,
         description="run `code` programs with rlimits only, network open, where namespaces are unavailable",

@@ -7,6 +7,7 @@ from collections.abc import Callable
 
 from grpo.v1 import reward_pb2_grpc
 from grpo_common.row_fields import FieldLimits
+from grpo_common.sandbox.slots import service_slots_installed
 from grpo_common.server import RunningServer, registration, serve_until_signalled, start_server
 
 from grpo_reward.service.config import RewardServiceConfig
@@ -65,7 +66,8 @@ async def serve(
     terms = start_model_terms(config)
     with (
         BATCH_TASKS.serving(terms),
-        Verifier(
+        service_slots_installed(config.sandbox),
+        Verifier(  # the workers inherit the slots
             workers=config.workers,
             timeout_s=config.default_timeout_s,
             plugins=config.plugins,

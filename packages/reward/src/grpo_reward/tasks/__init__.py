@@ -10,12 +10,13 @@ with `--plugin` (`grpo_reward.tasks.plugins.load_plugins`).
 from __future__ import annotations
 
 from grpo_reward.tasks import choice, code, exact, math_verifier, regex
-from grpo_reward.tasks.contract import TASKS, ScoreFunction, TaskScore, Undecided
+from grpo_reward.tasks.contract import TASKS, ScoreFunction, TaskScore, TaskTimedOut, Undecided
 
 __all__ = [
     "TASKS",
     "ScoreFunction",
     "TaskScore",
+    "TaskTimedOut",
     "Undecided",
     "choice",
     "code",

@@ -3,22 +3,24 @@
     reward = tests_passed = passed / len(tests)        compiled = 1 if the program compiles, else 0
 
 The program is the last fenced code block of the completion tagged python (``` python/py/python3), else
-the last fenced block of any kind. `tests` (a list, or that list as a JSON string) holds assert-style
-strings (`"assert add(2, 3) == 5"`, run in the program's namespace) and/or stdin/stdout pairs
-(`{"input": "2 3\\n", "output": "5\\n"}`, compared line by line with trailing whitespace and blank lines
-ignored). Optional field `time_limit_s` is the per-test limit (default 1 s, at most 10).
+the last fenced block of any kind. `tests` (a list, or that list as a JSON string) holds assert strings
+(`"assert add(2, 3) == 5"`, in the forms `grpo_reward.code_sandbox.asserts` lists: the expression is
+evaluated in the program's namespace inside the sandbox, its value comes back as plain data and is
+compared here with the literal, which never enters the sandbox) and/or stdin/stdout pairs
+(`{"input": "2 3\\n", "output": "5\\n"}`, compared here line by line with trailing whitespace and blank
+lines ignored). Optional field `time_limit_s` is the per-test CPU-time limit (default 1 s, at most 10).
 All tests run in one sandboxed process (see grpo_reward.code_sandbox.harness), so an item costs one sandbox
-start whatever its number of tests; the worker's per-item time limit still bounds the whole item.
+start whatever its number of tests. A run that reaches the sandbox's generous wall-clock backstop (only
+a sleeping or starved program does) raises TaskTimedOut: the item is `timed_out`, never graded wrong.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import math
 import re
 import secrets
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -26,8 +28,10 @@ from grpo_common.sandbox.limits import DEFAULT_SANDBOX_LIMITS
 from grpo_common.sandbox.probe import probe_isolation
 from grpo_common.sandbox.runner import RunResult, SandboxError
 
+from grpo_reward.code_sandbox.asserts import Check, UnsupportedTest, parse_assert_test
+from grpo_reward.code_sandbox.plain_data import NotPlainData, decode
 from grpo_reward.code_sandbox.policy import code_sandbox, unsafe_opt_in
-from grpo_reward.tasks.contract import TASKS, TaskScore
+from grpo_reward.tasks.contract import TASKS, TaskScore, TaskTimedOut
 
 logger = logging.getLogger(__name__)
 
@@ -36,6 +40,9 @@ MAX_PROGRAM_CHARS = 100_000
 MAX_TESTS = 256
 DEFAULT_TEST_TIME_S = 1.0
 MAX_TEST_TIME_S = 10.0
+WALL_BACKSTOP_FACTOR = 10
+"""The sandbox's wall clock is 10 x the tests' CPU budget + 2 s (as the worker pool's backstop): only a
+program that sleeps, or a machine starved for minutes, reaches it."""
 _FENCE = re.compile(r"^[ \t]*```[ \t]*([\w+#.-]*)[^\n]*\n(.*?)^[ \t]*```", re.DOTALL | re.MULTILINE)
 _PYTHON_TAGS = {"python", "py", "python3"}
 
@@ -53,8 +60,26 @@ def extract_program(completion: str) -> str | None:
     return python[-1] if python else blocks[-1][1]
 
 
-def parse_tests(raw: Any) -> list[dict[str, str]]:
-    """The harness's test list from the row's field; InvalidTests says what is wrong."""
+@dataclass(frozen=True)
+class AssertTest:
+    """An assert-test string split into its checks (expressions run inside, comparisons here)."""
+
+    checks: list[Check]
+
+
+@dataclass(frozen=True)
+class IoTest:
+    """A stdin/stdout pair: the input goes into the sandbox, the expected output stays here."""
+
+    input: str
+    output: str
+
+
+Test = AssertTest | IoTest
+
+
+def parse_tests(raw: Any) -> list[Test]:
+    """The row's `tests` field as tests; InvalidTests says what is wrong (and which assert form)."""
     if isinstance(raw, str):
         try:
             raw = json.loads(raw)
@@ -67,13 +92,16 @@ def parse_tests(raw: Any) -> list[dict[str, str]]:
     tests = []
     for number, test in enumerate(raw):
         if isinstance(test, str):
-            tests.append({"kind": "assert", "code": test})
+            try:
+                tests.append(AssertTest(parse_assert_test(test)))
+            except UnsupportedTest as error:
+                raise InvalidTests(f"tests[{number}] is not a supported assert: {error}") from None
         elif (
             isinstance(test, dict)
             and isinstance(test.get("input"), str)
             and isinstance(test.get("output"), str)
         ):
-            tests.append({"kind": "io", "input": test["input"], "output": test["output"]})
+            tests.append(IoTest(test["input"], test["output"]))
         else:
             raise InvalidTests(f"tests[{number}] is neither an assert string nor {{input: str, output: str}}")
     return tests
@@ -112,13 +140,45 @@ def _verdicts(result: RunResult, nonce: str) -> dict[int, dict[str, Any]]:
             try:
                 verdict = json.loads(line[len(nonce) + 1 :])
                 found[int(verdict["i"])] = verdict
-            except (ValueError, KeyError, TypeError):
+            except (ValueError, KeyError, TypeError, RecursionError):
                 continue
     return found
 
 
 def _failure(reason: str, compiled: float = 0.0) -> TaskScore:
     return TaskScore(reward=0.0, components={"tests_passed": 0.0, "compiled": compiled}, reason=reason)
+
+
+def _job(tests: list[Test], nonce: str, time_limit_s: float, output_bytes: int) -> dict[str, Any]:
+    """What the harness reads: inputs and expressions only, never an expected value or output."""
+    wire = [
+        {"kind": "io", "input": test.input}
+        if isinstance(test, IoTest)
+        else {"kind": "assert", "expressions": [check.expression for check in test.checks]}
+        for test in tests
+    ]
+    return {"nonce": nonce, "tests": wire, "time_limit_s": time_limit_s, "output_bytes": output_bytes}
+
+
+def judge(test: Test, verdict: dict[str, Any] | None, result: RunResult) -> tuple[bool, str]:
+    """Whether the program passed `test`, decided here from the harness's report; and why not."""
+    if verdict is None:
+        return False, f"did not finish ({result.describe()})"
+    if not verdict.get("ok"):
+        return False, str(verdict.get("error", "failed"))
+    if isinstance(test, IoTest):
+        return same_output(str(verdict.get("out", "")), test.output), "wrong output"
+    values = verdict.get("values")
+    if not isinstance(values, list) or len(values) != len(test.checks):
+        return False, "no value reported"
+    for check, encoded in zip(test.checks, values, strict=True):
+        try:
+            value = decode(encoded)
+        except NotPlainData as error:
+            return False, f"{check.expression} gave no plain data ({error})"
+        if not check.passes(value):
+            return False, f"assertion failed: {check.source} (got {value!r:.80})"
+    return True, ""
 
 
 @TASKS.register("code")
@@ -140,13 +200,12 @@ def score(completion: str, reference: str, **fields: Any) -> TaskScore:
             0.0, components={"tests_passed": 0.0, "compiled": 0.0}, reason="syntax error", extracted=program
         )
     budget = time_limit_s * len(tests)
-    limits = replace(DEFAULT_SANDBOX_LIMITS, wall_s=budget + 2.0, cpu_s=math.ceil(budget) + 1)
+    limits = replace(DEFAULT_SANDBOX_LIMITS, cpu_s=budget + 0.5, wall_s=WALL_BACKSTOP_FACTOR * budget + 2.0)
     sandbox = code_sandbox(probe_isolation(), allow_unsafe=unsafe_opt_in(), limits=limits)
     if isinstance(sandbox, str):
         return _failure(sandbox, compiled=1.0)
     nonce = secrets.token_hex(16)
-    job = {"nonce": nonce, "tests": [{k: v for k, v in t.items() if k != "output"} for t in tests]}
-    job |= {"time_limit_s": time_limit_s, "output_bytes": sandbox.limits.output_bytes}
+    job = _job(tests, nonce, time_limit_s, sandbox.limits.output_bytes)
     try:
         result = sandbox.run(
             {"solution.py": program, "harness.py": HARNESS.read_text()},
@@ -156,17 +215,13 @@ def score(completion: str, reference: str, **fields: Any) -> TaskScore:
     except SandboxError as error:
         logger.error("code sandbox failed: %s", error)
         return _failure(f"sandbox error: {error}", compiled=1.0)
+    if result.timed_out:
+        raise TaskTimedOut(f"the program ran past the sandbox's {limits.wall_s:g} s wall-clock backstop")
     verdicts = _verdicts(result, nonce)
     passed = 0
     first_failure = ""
     for number, test in enumerate(tests):
-        verdict = verdicts.get(number)
-        if verdict is None:
-            ok, why = False, f"did not finish ({result.describe()})"
-        elif test["kind"] == "io" and verdict["ok"]:
-            ok, why = same_output(str(verdict["out"]), test["output"]), "wrong output"
-        else:
-            ok, why = bool(verdict["ok"]), str(verdict["error"])
+        ok, why = judge(test, verdicts.get(number), result)
         passed += ok
         if not ok and not first_failure:
             first_failure = f"test {number}: {why}"

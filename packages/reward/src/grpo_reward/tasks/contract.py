@@ -44,6 +44,11 @@ class TaskScore:
     extracted: str | None = None
 
 
+class TaskTimedOut(Exception):
+    """Raised by a task whose own wall-clock backstop fired (a sandboxed program that slept or starved):
+    the item comes back `timed_out` with this message, like one the worker pool killed, never as wrong."""
+
+
 @dataclass(frozen=True)
 class Undecided:
     """A quick path that could not decide; what it learned stays for the item's timeout verdict."""

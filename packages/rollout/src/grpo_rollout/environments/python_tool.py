@@ -4,12 +4,15 @@ The model writes `<python>CODE</python>` (format "tags", the default; the turn s
 reads `<output>STDOUT</output>`, stdout cut to `max_output_chars` (then ending in `[truncated]`; a program
 that writes more than 4x that, at least 64 KiB, is killed there and shows the same), or
 `<output>error: ...</output>` when the program exits non-zero (its exit code and the tail of its stderr,
-e.g. the traceback's last line), is killed at its time limit, or is killed by a signal. With format
+e.g. the traceback's last line), spends its CPU-time limit, reaches the wall-clock backstop (10 x the
+limit + 2 s: only a program that sleeps or a starved machine does), or is killed by a signal. With format
 "chat" the call is `<tool_call>{"name": "python", "arguments": {"code": "..."}}</tool_call>`.
 
 Each call is a fresh program (no state carries over between calls) in `grpo_common.sandbox`: no network,
-its own PID and mount namespaces, an unprivileged uid, rlimits on CPU, memory, file size and processes,
-an empty environment and a wall-clock kill. Where this kernel cannot isolate programs the environment is
+its own PID and mount namespaces, a private read-only root (no host files), no capabilities and
+no_new_privs (setuid binaries gain nothing), an unprivileged uid, rlimits on CPU, memory, file size and
+processes, an empty environment and a wall-clock kill; at most the service's `sandbox.max_concurrent`
+programs run at once (the other calls wait). Where this kernel cannot isolate programs the environment is
 refused when a request names it, unless the rollout service's operator set ALLOW_UNSAFE_ENV=1 in the
 service's environment (then programs run with rlimits only and the network open). A request cannot opt
 in: its config only tightens or loosens the limits below within fixed bounds.
@@ -17,7 +20,6 @@ in: its config only tightens or loosens the limits below within fixed bounds.
 
 from __future__ import annotations
 
-import math
 import os
 from collections.abc import Mapping
 from typing import Any
@@ -34,6 +36,7 @@ from grpo_rollout.environments.tool_environment import SingleToolEnvironment, To
 ALLOW_UNSAFE_ENV = "GRPO_ROLLOUT_ALLOW_UNSAFE_CODE"
 STDERR_TAIL_CHARS = 300
 TRUNCATED = "[truncated]"
+WALL_BACKSTOP_FACTOR = 10  # as the reward service's code task: load cannot make a program time out
 
 PYTHON = ToolDescription(
     name="python",
@@ -48,7 +51,7 @@ PYTHON = ToolDescription(
 class PythonToolConfig(ToolFormatConfig):
     """`EnvironmentSpec.config_json` of the python environment (every key optional)."""
 
-    time_limit_s: float = Field(default=5.0, gt=0, le=60)  # wall clock; CPU time is capped at its ceiling
+    time_limit_s: float = Field(default=5.0, gt=0, le=60)  # CPU seconds of all its processes together
     # a request's own bounds: each of a request's episodes may run a program at once
     memory_mb: int = Field(default=512, ge=64, le=1024)  # RLIMIT_AS of the program
     max_output_chars: int = Field(default=2000, gt=0, le=16_384)  # of stdout, in the observation
@@ -57,8 +60,8 @@ class PythonToolConfig(ToolFormatConfig):
     def sandbox_limits(self) -> SandboxLimits:
         """The sandbox's limits for one call; the program is killed once it writes 4x what is shown."""
         return SandboxLimits(
-            cpu_s=math.ceil(self.time_limit_s),
-            wall_s=self.time_limit_s,
+            cpu_s=self.time_limit_s,
+            wall_s=WALL_BACKSTOP_FACTOR * self.time_limit_s + 2.0,
             memory_bytes=self.memory_mb * 1024 * 1024,
             output_bytes=max(64 * 1024, 4 * self.max_output_chars),
         )
@@ -101,7 +104,12 @@ class PythonEnvironment(SingleToolEnvironment):
 def answer(result: RunResult, settings: PythonToolConfig) -> ToolAnswer:
     """What the model reads about one run: its stdout, or why it failed."""
     if result.timed_out:
-        return ToolAnswer(f"error: time limit of {settings.time_limit_s:g} s exceeded (killed)", error=True)
+        wall_s = settings.sandbox_limits().wall_s
+        return ToolAnswer(f"error: no result after {wall_s:g} s wall-clock (killed)", error=True)
+    if result.cpu_limited:
+        return ToolAnswer(
+            f"error: CPU time limit of {settings.time_limit_s:g} s exceeded (killed)", error=True
+        )
     if result.output_exceeded or (result.exit_code == 0 and len(result.stdout) > settings.max_output_chars):
         return ToolAnswer(result.stdout[: settings.max_output_chars] + TRUNCATED)
     if result.exit_code is None:
