@@ -97,7 +97,11 @@ def broken_links(path: Path) -> list[str]:
 
 def test_readme_links_and_anchors_resolve() -> None:
     pages = [ROOT / "README.md", *ROOT.glob("packages/*/README.md"), *ROOT.glob("docs/*.md")]
-    pages.append(ROOT / "benchmarks" / "README.md")
+    pages += [
+        ROOT / "benchmarks" / "README.md",
+        ROOT / "deploy" / "README.md",
+        *ROOT.glob("examples/*/README.md"),
+    ]
     broken = [f"{page.relative_to(ROOT)}: {link}" for page in pages for link in broken_links(page)]
     assert not broken, "\n".join(broken)
 
