@@ -55,7 +55,8 @@ def main() -> None:
             both_s, metrics = timed(True)
         sampled_s = both_s - greedy_s
         print(f"held-out problems: {len(prompts)}; max_new_tokens {settings.sampling.max_new_tokens}")
-        print(f"greedy evaluation: {greedy_s:.1f} s (the default runs it 13 times: {13 * greedy_s:.0f} s)")
+        runs = config.train.max_steps // config.eval.every + 1  # at step 0, every `every` steps
+        print(f"greedy evaluation: {greedy_s:.1f} s (a default run makes {runs}: {runs * greedy_s:.0f} s)")
         print(
             f"8 samples + maj@8 buckets: {sampled_s:.1f} s "
             f"(twice per default run: {2 * sampled_s:.0f} s extra)"
