@@ -11,7 +11,9 @@ ends the call with a status naming the cause, and no group of that batch is sent
 streamed stay valid (the learner re-sends the missing prompt ids).
 
 Weight updates are decoded and verified while generation goes on; only the final swap waits for
-running batches (the generator's gate), so no group mixes two versions.
+running batches (the generator's gate), so no group mixes two versions. A delta stream (v1.3)
+applies only on top of exactly the base it names (served_weights.py), and every reply carries the
+fingerprint of what is served afterwards.
 
 Prompts with an environment (request or row) run as multi-turn episodes instead of one generate call
 (environments/episode_runner.py); a weight update, pushed or distributed, waits for running episode
@@ -37,6 +39,7 @@ from grpo_common.weights.receive_buffers import ReceiveBuffers
 from grpo_rollout.backends.contract import (
     AdapterReceiver,
     BackendError,
+    DeltaReceiver,
     GeneratedCompletion,
     Generator,
     SamplingParams,
@@ -54,6 +57,7 @@ from grpo_rollout.lora_adapters import validate_adapter_spec
 from grpo_rollout.prompt_encoding import PromptEncoder
 from grpo_rollout.request_validation import GeneratePlan, PreparedPrompt, RequestError, validate_request
 from grpo_rollout.reward_client import RewardClient, RewardRefused, RewardUnavailable
+from grpo_rollout.served_weights import ServedWeights
 from grpo_rollout.version_gate import VersionGate
 
 logger = logging.getLogger(__name__)
@@ -84,6 +88,7 @@ class RolloutServicer(rollout_pb2_grpc.RolloutServiceServicer):
         # one update's worth of memory between updates (the peak of an update anyway) and spares
         # faulting in fresh pages every step, the largest cost of receiving.
         self._receive_buffers = ReceiveBuffers()
+        self._served = ServedWeights()  # the fingerprint of what is served; whether a delta applies
 
     # --- Generate -----------------------------------------------------------------------------
     async def Generate(
@@ -273,6 +278,16 @@ class RolloutServicer(rollout_pb2_grpc.RolloutServiceServicer):
                     grpc.StatusCode.INVALID_ARGUMENT,
                     f"policy_version {decoded.policy_version} is negative; versions start at 0",
                 )
+            if decoded.delta_base is not None:
+                names = set(decoded.tensors) | set(decoded.deltas)
+                refusal = self._served.refuse_delta(decoded.delta_base, names, self._generator)
+                if refusal is not None:
+                    self._receive_buffers.recycle(decoded.tensors)
+                    await context.abort(
+                        grpc.StatusCode.FAILED_PRECONDITION,
+                        f"{refusal}; nothing was applied (still version {current}): send every tensor "
+                        "whole, without delta_base",
+                    )
             try:
                 async with self._episode_gate.exclusive():  # after running episode batches
                     await self._apply(decoded)
@@ -286,28 +301,42 @@ class RolloutServicer(rollout_pb2_grpc.RolloutServiceServicer):
                 )
             finally:  # the generator copied what it kept (Generator.load_weights' contract)
                 self._receive_buffers.recycle(decoded.tensors)
+            fingerprint = await asyncio.to_thread(self._served.after_update, decoded, self._generator)
         applied = time.monotonic()
         logger.info(
-            "policy version %d -> %d: %d tensors, %.1f MB, received in %.2f s, applied in %.2f s",
+            "policy version %d -> %d: %d tensors%s, %.1f MB, received in %.2f s, applied in %.2f s, "
+            "fingerprint %s",
             current,
             decoded.policy_version,
-            len(decoded.tensors),
+            len(decoded.tensors) + len(decoded.deltas),
+            f" ({len(decoded.deltas)} by delta on v{decoded.delta_base.policy_version})"
+            if decoded.delta_base is not None
+            else "",
             decoded.total_bytes / 1e6,
             received - (started or received),
             applied - received,
+            fingerprint or "none",
         )
-        return rollout_pb2.UpdateWeightsResponse(
+        reply = rollout_pb2.UpdateWeightsResponse(
             policy_version=decoded.policy_version,
-            tensors=len(decoded.tensors),
+            tensors=len(decoded.tensors) + len(decoded.deltas),
             bytes=decoded.total_bytes,
             receive_seconds=received - (started or received),
             apply_seconds=applied - received,
+            takes_deltas=self._served.takes_deltas(self._generator),
         )
+        if fingerprint is not None:
+            reply.fingerprint.CopyFrom(fingerprint.to_proto())
+        return reply
 
     async def _apply(self, decoded: DecodedWeights) -> None:
         """Model weights, or an adapter (the decoder let one through only for an AdapterReceiver)."""
         generator = self._generator
-        if decoded.lora_adapter is None:
+        if decoded.delta_base is not None:
+            if not isinstance(generator, DeltaReceiver):  # pragma: no cover - refuse_delta refused it
+                raise WeightUpdateError("this backend cannot apply a delta")
+            await generator.load_delta(decoded.tensors, decoded.deltas, decoded.policy_version)
+        elif decoded.lora_adapter is None:
             await generator.load_weights(decoded.tensors, decoded.policy_version)
         elif isinstance(generator, AdapterReceiver):
             spec = validate_adapter_spec(decoded.lora_adapter)
@@ -330,6 +359,7 @@ class RolloutServicer(rollout_pb2_grpc.RolloutServiceServicer):
     ) -> rollout_pb2.RolloutInfo:
         info = self._generator.info()
         uptime, busy = self._busy.read()
+        fingerprint, takes_deltas = self._served.to_proto(self._generator)
         receiver = self._distributed.receiver()
         return rollout_pb2.RolloutInfo(
             model=info.model,
@@ -346,6 +376,8 @@ class RolloutServicer(rollout_pb2_grpc.RolloutServiceServicer):
             weight_sync_group=receiver.weight_sync_group() if receiver else "",
             uptime_seconds=uptime,
             busy_seconds=busy,
+            fingerprint=fingerprint,
+            takes_deltas=takes_deltas,
         )
 
     # --- weights over a collective group (distributed_updates.py) ----------------------------

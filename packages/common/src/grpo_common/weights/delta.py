@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import enum
 import sys
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -215,3 +216,35 @@ def apply_delta(current: torch.Tensor, delta: DecodedDelta) -> torch.Tensor:
     out = current.detach().clone(memory_format=torch.contiguous_format)
     write(out, resolved)
     return out
+
+
+@dataclass(frozen=True)
+class StateDiff:
+    """A delta stream's content: the changed tensors, each encoded or whole, and what it saves."""
+
+    items: list[tuple[str, torch.Tensor | EncodedTensor]]  # what to send, in the state dict's order
+    changed: int  # elements whose bits differ, over every tensor
+    numel: int  # elements of every tensor
+    wire_bytes: int  # payload bytes of `items`
+    full_bytes: int  # bytes of every tensor sent whole
+
+    @property
+    def fraction_changed(self) -> float:
+        return self.changed / self.numel if self.numel else 0.0
+
+
+def diff_state_dicts(base: Mapping[str, torch.Tensor], new: Mapping[str, torch.Tensor]) -> StateDiff:
+    """`diff_tensor` over every tensor of `new` (each must be in `base`, same dtype and shape)."""
+    items: list[tuple[str, torch.Tensor | EncodedTensor]] = []
+    changed = numel = wire = full = 0
+    for name, tensor in new.items():
+        change = diff_tensor(base[name], tensor)
+        size = tensor.numel() * tensor.element_size()
+        changed, numel, full = changed + change.changed, numel + change.numel, full + size
+        if change.encoded is not None:
+            items.append((name, change.encoded))
+            wire += len(change.encoded.payload)
+        elif change.changed:
+            items.append((name, tensor))
+            wire += size
+    return StateDiff(items, changed, numel, wire, full)

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 import torch
 from grpo_common.weights.codec import WeightStreamError, check_compatible
+from grpo_common.weights.delta import DecodedDelta, ResolvedDelta, resolve
 
 if TYPE_CHECKING:
     from grpo_rollout.lora_adapters import AdapterSpec
@@ -222,3 +223,66 @@ class AdapterReceiver(Protocol):
     ) -> None:
         """Serve this adapter from now on and become `version`; all or nothing, like load_weights."""
         ...
+
+
+@runtime_checkable
+class DeltaReceiver(Protocol):
+    """A backend that can read back the tensors it serves, so deltas apply on top of them (v1.3).
+
+    hf reads its model's own tensors; sglang its optional host copy (the engines' memory is not
+    readable cheaply). The service fingerprints `served_tensors()` after every update, and sends
+    a delta stream here only when its base is exactly what is served (otherwise
+    FAILED_PRECONDITION, and the learner sends every tensor whole).
+    """
+
+    def served_tensors(self) -> Mapping[str, torch.Tensor] | None:
+        """The tensors in use now, by parameter name (read only); None when not kept."""
+        ...
+
+    async def load_delta(
+        self, whole: Mapping[str, torch.Tensor], deltas: Mapping[str, DecodedDelta], version: int
+    ) -> None:
+        """Become `version`: `whole` replace tensors, `deltas` apply on top of the served ones
+        (`grpo_common.weights.delta`), the rest stay; all or nothing, never inside a generate call.
+        Either may be empty (nothing changed: only the version moves). Keeps no reference to
+        `whole` (the service writes the next update into its memory). A delta whose result holds
+        NaN or infinities is refused (WeightUpdateError), as a whole tensor is by the decoder."""
+        ...
+
+
+def check_deltas_fit(deltas: Mapping[str, DecodedDelta], specs: Mapping[str, TensorSpec]) -> None:
+    """Raise WeightUpdateError unless every delta names a known parameter of its element count."""
+    for name, delta in deltas.items():
+        spec = specs.get(name)
+        if spec is None:
+            raise WeightUpdateError(f"delta for unknown tensor {name!r}: the model has no such parameter")
+        if delta.indices is None and delta.xor.numel() != math.prod(spec.shape):
+            raise WeightUpdateError(
+                f"delta for {name!r} covers {delta.xor.numel()} elements, "
+                f"the model's has {math.prod(spec.shape)}"
+            )
+
+
+def resolve_deltas(
+    deltas: Mapping[str, DecodedDelta], served: Mapping[str, torch.Tensor]
+) -> dict[str, ResolvedDelta]:
+    """Every delta's new bits, computed from the served tensors before any is written (so two names
+    sharing one tensor, tied embeddings, end the same); WeightUpdateError on NaN or infinities."""
+    resolved = {}
+    for name, delta in deltas.items():
+        current = served[name]
+        result = resolve(delta, current)
+        if current.is_floating_point() and not _all_finite(result.bits.view(current.dtype)):
+            raise WeightUpdateError(
+                f"the delta for {name!r} makes it hold NaN or infinities (a diverged training step?); "
+                "refused, nothing was applied"
+            )
+        resolved[name] = result
+    return resolved
+
+
+def _all_finite(values: torch.Tensor) -> bool:
+    try:
+        return bool(torch.isfinite(values).all())
+    except (RuntimeError, NotImplementedError):  # float8 on CPU
+        return bool(torch.isfinite(values.float()).all())

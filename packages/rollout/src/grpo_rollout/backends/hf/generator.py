@@ -20,6 +20,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import torch
+from grpo_common.weights.delta import DecodedDelta, write
 from transformers import AutoModelForCausalLM, PreTrainedModel
 
 from grpo_rollout.backends.contract import (
@@ -28,7 +29,9 @@ from grpo_rollout.backends.contract import (
     GeneratorInfo,
     SamplingParams,
     TensorSpec,
+    check_deltas_fit,
     check_tensors_fit,
+    resolve_deltas,
 )
 from grpo_rollout.sampling import sample_next_tokens
 from grpo_rollout.version_gate import VersionGate
@@ -119,6 +122,38 @@ class HFGenerator:
         # would let a steady stream of generate calls starve it).
         async with self._gate.exclusive():
             await asyncio.to_thread(self.load_weights_sync, named_tensors, version)
+
+    def served_tensors(self) -> Mapping[str, torch.Tensor]:
+        """The model's own tensors (what a delta applies to and the fingerprint reads)."""
+        return self._model.state_dict()
+
+    async def load_delta(
+        self, whole: Mapping[str, torch.Tensor], deltas: Mapping[str, DecodedDelta], version: int
+    ) -> None:
+        """A delta update in place: new bits written into the model's tensors under the gate."""
+        if whole:
+            check_tensors_fit(whole, self._specs)
+        check_deltas_fit(deltas, self._specs)
+        async with self._gate.exclusive():
+            await asyncio.to_thread(self._load_delta_sync, whole, deltas, version)
+
+    def _load_delta_sync(
+        self, whole: Mapping[str, torch.Tensor], deltas: Mapping[str, DecodedDelta], version: int
+    ) -> None:
+        with self._lock, torch.no_grad():
+            state = self._model.state_dict()
+            resolved = resolve_deltas(deltas, state)  # reads only: a refusal leaves the model as it was
+            for name, tensor in whole.items():
+                state[name].copy_(tensor)
+            for name, bits in resolved.items():
+                write(state[name], bits)
+            self._version = version
+        logger.info(
+            "weights updated to version %d in place (%d tensors whole, %d by delta)",
+            version,
+            len(whole),
+            len(deltas),
+        )
 
     async def close(self) -> None:
         return None

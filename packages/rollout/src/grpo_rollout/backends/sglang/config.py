@@ -20,6 +20,11 @@ class SGLangConfig(ConfigSection):
         "by every worker (default: next to the model directory)",
     )
     pause_mode: Literal["abort", "retract", "in_place"] = "abort"
+    host_copy: bool = Field(
+        True,
+        description="keep the served weights in host RAM (one model in the push dtype) so delta pushes "
+        "apply here; off: full pushes only",
+    )
     request_timeout_s: float = Field(600.0, gt=0)
     health_timeout_s: float = Field(900.0, gt=0, description="wait for /health at start-up")
     # Used only when no url is given: launch `python -m sglang.launch_server` as a child.

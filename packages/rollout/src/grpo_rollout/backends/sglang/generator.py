@@ -29,6 +29,7 @@ from pathlib import Path
 
 import httpx
 import torch
+from grpo_common.weights.delta import DecodedDelta, write
 from safetensors.torch import save_file
 
 from grpo_rollout.atomic_dirs import replace_directory
@@ -41,10 +42,13 @@ from grpo_rollout.backends.contract import (
     TensorSpec,
     WeightsUnusable,
     WeightUpdateError,
+    check_deltas_fit,
     check_tensors_fit,
+    resolve_deltas,
 )
 from grpo_rollout.backends.sglang.config import SGLangConfig
 from grpo_rollout.backends.sglang.distributed import DistributedUpdate
+from grpo_rollout.backends.sglang.host_copy import HostCopy
 from grpo_rollout.backends.sglang.http import PauseMode, SGLangError, SGLangServer
 from grpo_rollout.backends.sglang.lora import SGLangAdapters, attributed, with_adapter
 from grpo_rollout.backends.sglang.model_facts import ModelFacts
@@ -94,6 +98,7 @@ class SGLangGenerator:
         client: httpx.AsyncClient,
         weight_version: int,
         pause_mode: PauseMode,
+        host_copy: bool,
     ) -> None:
         if not workers:
             raise ValueError("the sglang backend needs at least one worker URL (--sglang-url)")
@@ -112,6 +117,7 @@ class SGLangGenerator:
         # The NCCL weight-update group the workers joined (weight_group.py); ranks from connect().
         self._group = WeightGroupMembership(self._workers, [0] * len(self._workers))
         self._adapters = SGLangAdapters(weight_dir, model)  # adapter pushes (lora.py)
+        self._host = HostCopy() if host_copy else None  # what deltas apply to (host_copy.py)
 
     @classmethod
     async def connect(
@@ -146,7 +152,9 @@ class SGLangGenerator:
             raise
         directory = weight_dir or Path(model).parent / ".grpo-rollout-weights"
         version = versions.pop()
-        generator = cls(model, facts, workers, router, directory, client, version, settings.pause_mode)
+        generator = cls(
+            model, facts, workers, router, directory, client, version, settings.pause_mode, settings.host_copy
+        )
         generator._group.ranks_per_worker = list(ranks)
         if version != 0:  # the workers serve pushed weights, not the checkpoint: nothing to restore
             generator._current_weights = None
@@ -202,6 +210,12 @@ class SGLangGenerator:
             raise GenerationError(f"sglang generate via {server.url}: {exc}") from exc
 
     async def load_weights(self, named_tensors: Mapping[str, torch.Tensor], version: int) -> None:
+        before = self._version
+        await self._load_full(named_tensors, version)
+        if self._host is not None:
+            await asyncio.to_thread(self._host.store, before, version, named_tensors)
+
+    async def _load_full(self, named_tensors: Mapping[str, torch.Tensor], version: int) -> None:
         if self._facts.parameter_specs:
             check_tensors_fit(named_tensors, self._facts.parameter_specs)
         directory = self._weight_dir / f"v{version}"
@@ -209,6 +223,41 @@ class SGLangGenerator:
         async with self._gate.exclusive():
             await self._update_all_from_disk(str(directory), version)
         self._prune_old_checkpoints(keep=directory)
+
+    # --- deltas (host_copy.py) ----------------------------------------------------------------
+    def served_tensors(self) -> Mapping[str, torch.Tensor] | None:
+        """The host copy of what the engines serve; None without one (or while it is stale)."""
+        return self._host.tensors(self._version) if self._host is not None else None
+
+    async def load_delta(
+        self, whole: Mapping[str, torch.Tensor], deltas: Mapping[str, DecodedDelta], version: int
+    ) -> None:
+        """Apply the delta to the host copy and hand the engines full tensors (the local hop)."""
+        host = self.served_tensors()
+        if host is None:
+            raise WeightUpdateError("this service keeps no host copy of its weights to apply a delta to")
+        if self._facts.parameter_specs:
+            check_deltas_fit(deltas, self._facts.parameter_specs)
+        missing = sorted(set(deltas) - set(host))
+        if missing:
+            raise WeightUpdateError(f"the host copy lacks {missing[:3]}: push every tensor whole")
+
+        def apply() -> dict[str, torch.Tensor]:
+            resolved = resolve_deltas(deltas, host)
+            fresh = {}
+            for name, bits in resolved.items():
+                fresh[name] = host[name].clone()
+                write(fresh[name], bits)
+            return fresh
+
+        fresh = await asyncio.to_thread(apply)
+        full = {**whole, **fresh}
+        if not full:  # nothing changed: one unchanged tensor carries the version to every engine
+            name = next(iter(host))
+            full = {name: host[name]}
+        before = self._version
+        await self._load_full(full, version)
+        await asyncio.to_thread(self._host.store, before, version, whole, fresh)  # type: ignore[union-attr]
 
     def adapter_tensor_specs(self, spec: AdapterSpec) -> Mapping[str, TensorSpec]:
         return adapter_tensor_specs(spec, self._facts.parameter_specs)
