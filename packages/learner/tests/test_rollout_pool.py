@@ -393,3 +393,31 @@ def test_parse_address_accepts_hosts_ipv4_and_bracketed_ipv6():
     assert parse_address("[::1]:50052") == "[::1]:50052"
     parsed = parse_address_lines("a:1\n\n# comment\na:1  # duplicate\nb:2\n")
     assert parsed.addresses == ["a:1", "b:2"] and parsed.problems == []
+
+
+def test_groups_from_a_service_found_serving_other_weights_are_dropped_and_their_prompts_resent():
+    """After `weights_mismatched` (the pusher saw a wrong fingerprint), groups it streamed before
+    never reach training, queued ones included: their prompts come back from a later stream."""
+
+    async def scenario():
+        service = PoolRollout()
+        server = await start(service)
+        pool = RolloutPool([server.address], settings=FAST)
+        client = client_for(pool)
+        member = pool.get(server.address)
+        received = []
+        try:
+            async for group in client.generate(prompts("a", 6)):
+                received.append((group.prompt_id, group.policy_version))
+                if len(received) == 1:  # the rest of the stream is in flight or queued already
+                    service.policy_version = 7  # what it serves once resynced
+                    pool.weights_mismatched(member)
+        finally:
+            await client.close()
+            await server.stop(0)
+        return received, service
+
+    received, service = asyncio.run(scenario())
+    assert sorted(pid for pid, _ in received) == sorted(p.id for p in prompts("a", 6))
+    assert received[0][1] == 0 and all(version == 7 for _, version in received[1:])
+    assert len(service.generate_events()) >= 2  # the dropped prompts were sent again

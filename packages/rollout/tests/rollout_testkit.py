@@ -59,11 +59,18 @@ def build_model_dir(path: Path, family: str = "qwen2", seed: int = 0, max_positi
 
 
 def other_weights(model_dir: Path, seed: int) -> dict[str, torch.Tensor]:
-    """A different, same-shaped set of weights for `model_dir`'s model (what a learner would push)."""
+    """A different, same-shaped set of weights for `model_dir`'s model (what a learner would push).
+
+    Tensors the model ties (embedding and lm_head) are equal, as a learner of that model pushes
+    them: the rollout then serves exactly what was pushed, and its fingerprint says so.
+    """
     model = AutoModelForCausalLM.from_pretrained(model_dir)
     generator = torch.Generator().manual_seed(seed)
     with torch.no_grad():
-        return {
+        weights = {
             name: torch.randn(t.shape, generator=generator, dtype=t.dtype) * 0.5
             for name, t in model.state_dict().items()
         }
+    if model.config.get_text_config().tie_word_embeddings and "lm_head.weight" in weights:
+        weights["lm_head.weight"] = weights["model.embed_tokens.weight"].clone()  # equal, not shared
+    return weights

@@ -30,13 +30,6 @@ def reward():
     standin.stop()
 
 
-def learner_weights(model_dir: Path, seed: int) -> dict[str, torch.Tensor]:
-    """Other weights, tied where the model ties them (the tiny model shares embedding and lm_head)."""
-    weights = other_weights(model_dir, seed)
-    weights["lm_head.weight"] = weights["model.embed_tokens.weight"]
-    return weights
-
-
 def nudged(weights: dict[str, torch.Tensor], fraction: float, seed: int) -> dict[str, torch.Tensor]:
     """`weights` with about `fraction` of the elements moved a little (an RL step), one tensor untouched."""
     generator = torch.Generator().manual_seed(seed)
@@ -69,7 +62,7 @@ def served_bits(client: Client) -> dict[str, torch.Tensor]:
 def test_a_delta_push_serves_exactly_the_bits_of_a_full_push(
     tiny_model_dir: Path, reward: RewardStandin
 ) -> None:
-    first = learner_weights(tiny_model_dir, seed=1)
+    first = other_weights(tiny_model_dir, seed=1)
     second = nudged(first, 0.05, seed=2)
     third = nudged(second, 0.5, seed=3)
 
@@ -100,7 +93,7 @@ def test_a_delta_push_serves_exactly_the_bits_of_a_full_push(
 def test_a_delta_on_any_other_base_is_refused_and_nothing_changes(
     tiny_model_dir: Path, reward: RewardStandin
 ) -> None:
-    first = learner_weights(tiny_model_dir, seed=1)
+    first = other_weights(tiny_model_dir, seed=1)
     second = nudged(first, 0.05, seed=2)
     diff = diff_state_dicts(first, second)
     right = fingerprint(first)
@@ -132,7 +125,7 @@ def test_a_delta_on_any_other_base_is_refused_and_nothing_changes(
 def test_sglang_applies_a_delta_to_its_host_copy_and_hands_the_engine_full_tensors(
     tiny_model_dir: Path, reward: RewardStandin, tmp_path: Path
 ) -> None:
-    first = learner_weights(tiny_model_dir, seed=1)
+    first = other_weights(tiny_model_dir, seed=1)
     second = nudged(first, 0.05, seed=2)
     diff = diff_state_dicts(first, second)
 
@@ -159,7 +152,7 @@ def test_sglang_applies_a_delta_to_its_host_copy_and_hands_the_engine_full_tenso
 def test_sglang_without_a_host_copy_takes_full_pushes_only(
     tiny_model_dir: Path, reward: RewardStandin, tmp_path: Path
 ) -> None:
-    first = learner_weights(tiny_model_dir, seed=1)
+    first = other_weights(tiny_model_dir, seed=1)
     diff = diff_state_dicts(first, nudged(first, 0.05, seed=2))
     with StandinServer(model_path=str(tiny_model_dir)) as engine:
         cfg = sglang_config(tiny_model_dir, reward, [engine.url], tmp_path)

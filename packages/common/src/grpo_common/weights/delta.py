@@ -27,8 +27,10 @@ same bits whether one name or both are updated.
 from __future__ import annotations
 
 import enum
+import os
 import sys
 from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -92,18 +94,21 @@ def diff_tensor(base: torch.Tensor, new: torch.Tensor) -> TensorChange:
     """The cheapest way to turn `base` into `new` (same dtype and shape), bit for bit."""
     if base.dtype != new.dtype or base.shape != new.shape:
         raise ValueError(f"cannot diff {new.dtype} {list(new.shape)} against {base.dtype} {list(base.shape)}")
-    xor = np.bitwise_xor(element_bits(base).numpy(), element_bits(new).numpy())
-    changed_at = np.flatnonzero(xor)
-    numel, changed = xor.size, int(changed_at.size)
+    old_bits, new_bits = element_bits(base).numpy(), element_bits(new).numpy()
+    differs = np.not_equal(old_bits, new_bits)
+    numel, changed = differs.size, int(np.count_nonzero(differs))
     if changed == 0:
         return TensorChange(0, numel, None)
-    width = xor.itemsize
+    width = old_bits.itemsize
     best: tuple[Encoding, bytes] | None = None
     compressor = zstandard.ZstdCompressor(level=ZSTD_LEVEL)
     if numel <= _MAX_SPARSE_NUMEL and changed * (4 + width) < numel * width:
+        changed_at = np.flatnonzero(differs)
         gaps = np.diff(changed_at, prepend=0).astype("<u4")
-        best = (Encoding.SPARSE_XOR, compressor.compress(gaps.tobytes() + xor[changed_at].tobytes()))
+        xor = np.bitwise_xor(old_bits[changed_at], new_bits[changed_at])
+        best = (Encoding.SPARSE_XOR, compressor.compress(gaps.tobytes() + xor.tobytes()))
     if changed >= numel * _PLANES_MIN_FRACTION:
+        xor = np.bitwise_xor(old_bits, new_bits)
         planes = np.ascontiguousarray(xor.view(np.uint8).reshape(numel, width).T)
         payload = compressor.compress(planes.tobytes())
         if best is None or len(payload) < len(best[1]):
@@ -233,12 +238,22 @@ class StateDiff:
         return self.changed / self.numel if self.numel else 0.0
 
 
-def diff_state_dicts(base: Mapping[str, torch.Tensor], new: Mapping[str, torch.Tensor]) -> StateDiff:
-    """`diff_tensor` over every tensor of `new` (each must be in `base`, same dtype and shape)."""
+def diff_state_dicts(
+    base: Mapping[str, torch.Tensor], new: Mapping[str, torch.Tensor], threads: int | None = None
+) -> StateDiff:
+    """`diff_tensor` over every tensor of `new` (each must be in `base`, same dtype and shape).
+
+    Tensors are diffed on `threads` threads (default: one per core, at most 8): numpy and zstd
+    release the GIL, and a push waits for the diff, which is memory-bound work on every element.
+    """
+    workers = threads or min(8, os.cpu_count() or 1)
+    names = list(new)
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        changes = list(pool.map(lambda name: diff_tensor(base[name], new[name]), names))
     items: list[tuple[str, torch.Tensor | EncodedTensor]] = []
     changed = numel = wire = full = 0
-    for name, tensor in new.items():
-        change = diff_tensor(base[name], tensor)
+    for name, change in zip(names, changes, strict=True):
+        tensor = new[name]
         size = tensor.numel() * tensor.element_size()
         changed, numel, full = changed + change.changed, numel + change.numel, full + size
         if change.encoded is not None:

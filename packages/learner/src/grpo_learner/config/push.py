@@ -39,6 +39,11 @@ class PushConfig(ConfigSection):
     deadline_s: float = Field(120.0, gt=0, description="longest a push may hold up training")
     bucket_bytes: int = Field(DEFAULT_BUCKET_BYTES, ge=1024, description="weight-stream bucket size")
     dtype: Literal["float32", "bfloat16", "float16"] | None = Field(None, description="None: as trained")
+    delta: bool = Field(
+        False,
+        description="grpc: send a service that holds the previous version only what changed (most tensors "
+        "as small XOR payloads); anyone else, and on any doubt, every tensor whole",
+    )
     transport: str = Field(
         "grpc", description="a registered push transport (weight_sync/transports.py; `grpo train --help`)"
     )

@@ -121,6 +121,15 @@ class _Resend:
     prompts: list[PromptItem]
 
 
+@dataclass
+class _Arrival:
+    """A group as it came off a stream: from whom, and when (the service's weights epoch)."""
+
+    group: rollout_pb2.RolloutGroup
+    member: Member
+    epoch: int
+
+
 class RolloutClient:
     """Use inside a running event loop; `await close()` when done.
 
@@ -224,6 +233,7 @@ class RolloutClient:
         ids = [p.id for p in prompts]
         unreceived = set(ids)
         down = member.down
+        epoch = member.weights_epoch
         end = _StreamEnd(member.address, ids)
 
         async def read() -> None:
@@ -234,7 +244,7 @@ class RolloutClient:
                 if group.prompt_id in unreceived:
                     unreceived.discard(group.prompt_id)
                     member.outstanding -= 1
-                await queue.put(group)
+                await queue.put(_Arrival(group, member, epoch))
 
         reader = asyncio.create_task(read())
         watcher = asyncio.create_task(down.wait())
@@ -330,8 +340,16 @@ class RolloutClient:
                     orphans = [pending[i] for i in item.prompt_ids if i in pending]
                     if orphans:
                         resend_later(orphans)
-                elif pending.pop(item.prompt_id, None) is not None:
-                    yield item
+                elif item.member.weights_epoch != item.epoch:
+                    logger.warning(
+                        "dropping the group of prompt %r from %s (policy version %d): the service was "
+                        "found serving other weights than pushed; the prompt is re-sent",
+                        item.group.prompt_id,
+                        item.member.address,
+                        item.group.policy_version,
+                    )
+                elif pending.pop(item.group.prompt_id, None) is not None:
+                    yield item.group
         finally:
             for task in list(tasks):
                 task.cancel()

@@ -51,6 +51,9 @@ class Member:
     # Weights: the version the pusher got acknowledged (-1: unknown, it must be sent the current ones).
     version: int = -1
     version_set_at: float = -math.inf
+    # Bumped when the service was found serving other weights than pushed: groups from streams
+    # opened before are dropped (the client compares), never trained on.
+    weights_epoch: int = 0
     push_in_flight: bool = False
     healthy_seen: bool = False  # a probe or a push succeeded since it (re)joined
     # Load: what GetInfo last reported, and this learner's prompts sent and not yet received.

@@ -268,6 +268,19 @@ class RolloutPool:
         """A push of `version` started: members that (re)join need it before prompts."""
         self.required_version = version
 
+    def weights_mismatched(self, member: Member) -> None:
+        """The service took a push but its fingerprint is not ours: it gets no prompts until a push
+        of every tensor matches, its open streams are abandoned (their prompts are re-sent) and
+        groups it already streamed are dropped (`weights_epoch`)."""
+        member.version = -1
+        member.weights_epoch += 1
+        member.down.set()  # the client abandons the streams opened before
+        member.down = asyncio.Event()
+        if member.state is MemberState.READY:
+            self._set_state(member, MemberState.PENDING)
+        else:
+            self._notify(member)
+
     def weights_delivered(self, member: Member, version: int) -> None:
         member.version = max(member.version, version)
         member.version_set_at = time.monotonic()

@@ -15,6 +15,20 @@ What travels is the `PushSelection`'s (push_selection.py): a service that has no
 yet (first push, joined, DOWN and back, resynced) gets `everything`, one that took an earlier push
 only what has `changed` (for LoRA the merged targeted tensors). The snapshot is cumulative: each
 push copies only the changed tensors and shares the untouched ones with the previous snapshot.
+
+Delta pushes (`push.delta`, contract v1.3): the previous snapshot is kept anyway (it is what a
+fresh service is sent until the next push), so each new snapshot is diffed against it once,
+element by element on the bits (`grpo_common.weights.delta`), and a service that acknowledged
+exactly the previous version, with the fingerprint we expected and `takes_deltas`, gets only the
+changed tensors, most as small XOR payloads. Anyone else gets tensors whole, as above; so does a
+service that refuses the delta (FAILED_PRECONDITION: it restarted or changed since), at once.
+
+Fingerprints: each snapshot's fingerprint (`grpo_common.weights.fingerprint`, over the push-dtype
+copy) is compared with the one the service returns after applying it. A mismatch (a lost,
+misapplied or corrupted update) counts in `push/fingerprint_mismatch`, is logged naming the
+service and version, takes the service out of the pool's rotation with its open streams (their
+groups are dropped and the prompts re-sent, rollouts.pool.weights_mismatched) and sends it every
+tensor whole; only once that matches does it get prompts again.
 """
 
 from __future__ import annotations
@@ -29,8 +43,11 @@ from dataclasses import dataclass, field
 import grpc
 import torch
 from grpc import StatusCode
+from grpo.v1 import rollout_pb2
 from grpo_common.channel import ChannelConfig
 from grpo_common.weights.codec import DEFAULT_BUCKET_BYTES, encode_state_dict_wire, update_weights_method
+from grpo_common.weights.delta import StateDiff, diff_state_dicts
+from grpo_common.weights.fingerprint import Fingerprint, fingerprint
 
 from grpo_learner.rollouts.pool import Member, MemberState, PoolSettings, RolloutPool
 from grpo_learner.weight_sync.push_protocol import PushCounter, ServiceStatus
@@ -62,6 +79,13 @@ class _Worker:
     wake: asyncio.Event = field(default_factory=asyncio.Event)
     rejected_version: int = -1
     has_base: bool = False  # took one of our pushes whole: later ones may send the changed tensors only
+    delta_version: int | None = None  # serves exactly this version of ours and takes deltas on it
+
+
+@dataclass(frozen=True)
+class _Delta:
+    base: rollout_pb2.DeltaBase  # the previous snapshot: its version and fingerprint
+    diff: StateDiff  # its `changed` tensors against it
 
 
 @dataclass(frozen=True)
@@ -69,6 +93,12 @@ class _Snapshot:
     version: int
     tensors: dict[str, torch.Tensor]  # everything a fresh service needs, as of `version`
     changed: tuple[str, ...]  # the names an up-to-date service needs
+    fingerprint: Fingerprint  # of `tensors`: what a service must report after applying this version
+    delta: _Delta | None = None  # with push.delta, from the previous snapshot
+
+    @property
+    def changed_is_everything(self) -> bool:
+        return len(self.changed) == len(self.tensors)
 
 
 class WeightPusher:
@@ -91,8 +121,10 @@ class WeightPusher:
         initial_version: int = 0,
         pool_settings: PoolSettings | None = None,
         selection: PushSelection | None = None,
+        delta: bool = False,
     ) -> None:
         self.selection = selection or FullWeights()
+        self.delta = delta
         self.counter = PushCounter()
         self.deadline_s = deadline_s
         self.bucket_bytes = bucket_bytes
@@ -133,7 +165,9 @@ class WeightPusher:
 
     async def push(self, state_dict: Mapping[str, torch.Tensor], policy_version: int) -> list[ServiceStatus]:
         """Send `policy_version` to every service; wait at most deadline_s; return those still behind."""
-        self._latest = self._snapshot(state_dict, policy_version)
+        self._latest = await asyncio.to_thread(self._snapshot, state_dict, policy_version)
+        if self._latest.delta is not None:
+            self.counter.delta_fraction = self._latest.delta.diff.fraction_changed
         self.pool.require_version(policy_version)
         for worker in self._workers.values():
             worker.wake.set()
@@ -165,12 +199,21 @@ class WeightPusher:
         return behind
 
     def _snapshot(self, state_dict: Mapping[str, torch.Tensor], version: int) -> _Snapshot:
-        if self._latest is None:
+        """The new snapshot, its fingerprint and (push.delta) its diff; blocking: runs in a thread."""
+        previous = self._latest
+        if previous is None:
             tensors = snapshot_state_dict(self.selection.everything(state_dict), self.dtype)
             changed = tuple(self.selection.changed(state_dict))
-            return _Snapshot(version, tensors, changed)
+            return _Snapshot(version, tensors, changed, fingerprint(tensors))
         fresh = snapshot_state_dict(self.selection.changed(state_dict), self.dtype)
-        return _Snapshot(version, {**self._latest.tensors, **fresh}, tuple(fresh))
+        tensors = {**previous.tensors, **fresh}
+        delta = None
+        if self.delta and self.selection.lora_adapter is None:
+            base = rollout_pb2.DeltaBase(
+                policy_version=previous.version, fingerprint=previous.fingerprint.to_proto()
+            )
+            delta = _Delta(base, diff_state_dicts(previous.tensors, fresh))
+        return _Snapshot(version, tensors, tuple(fresh), fingerprint(tensors), delta)
 
     def metrics(self) -> dict[str, float]:
         return {**self.pool.metrics(), **self.counter.take()}
@@ -186,6 +229,7 @@ class WeightPusher:
         if worker is not None:
             worker.rejected_version = -1
             worker.has_base = False
+            worker.delta_version = None
         self.pool.mark_stale(address)
 
     def _on_change(self, member: Member) -> None:
@@ -207,6 +251,7 @@ class WeightPusher:
                 self._workers[member.address] = worker
             if member.state is MemberState.DOWN or member.version < 0:
                 worker.has_base = False  # it may come back restarted, on other weights
+                worker.delta_version = None
             worker.wake.set()
         self._progress.set()
 
@@ -225,6 +270,7 @@ class WeightPusher:
                     break
                 if member.version < 0:
                     worker.has_base = False
+                    worker.delta_version = None
                 if await self._send(member, worker, snapshot):
                     backoff = self.initial_backoff_s
                     continue
@@ -236,18 +282,31 @@ class WeightPusher:
                 backoff = min(backoff * 2, self.max_backoff_s)
 
     async def _send(self, member: Member, worker: _Worker, snapshot: _Snapshot) -> bool:
+        """One push to one service; True when it should be sent the newest weights again at once
+        (it took them, or it refused a delta or served other weights: then everything, now)."""
         status = worker.status
         version = snapshot.version
         start = time.perf_counter()
         member.push_in_flight = True
-        if worker.has_base:
-            tensors = {name: snapshot.tensors[name] for name in snapshot.changed}
+        delta = snapshot.delta
+        if delta is not None and worker.delta_version == delta.base.policy_version:
+            kind, items, nbytes = "delta", delta.diff.items, delta.diff.wire_bytes
+            full_set, base = snapshot.changed_is_everything, delta.base
         else:
-            tensors = snapshot.tensors
+            names = snapshot.changed if worker.has_base else tuple(snapshot.tensors)
+            kind, base = ("changed" if worker.has_base else "everything"), None
+            items = [(name, snapshot.tensors[name]) for name in names]
+            nbytes = sum(t.numel() * t.element_size() for _, t in items)
+            full_set = len(names) == len(snapshot.tensors)
         try:
             # pre-serialised chunks: one copy of the tensor bytes instead of protobuf's three
             chunks = encode_state_dict_wire(
-                tensors.items(), version, self.bucket_bytes, lora_adapter=self.selection.lora_adapter
+                items,
+                version,
+                self.bucket_bytes,
+                lora_adapter=self.selection.lora_adapter,
+                delta_base=base,
+                full_set=full_set,
             )
             response = await update_weights_method(member.channel)(chunks, timeout=self.deadline_s)
         except (grpc.aio.AioRpcError, asyncio.CancelledError) as exc:
@@ -257,6 +316,17 @@ class WeightPusher:
                 status.last_error = "CANCELLED: the channel was replaced while pushing"
             else:
                 status.last_error = f"{exc.code().name}: {exc.details()}"
+            refused_delta = kind == "delta" and isinstance(exc, grpc.aio.AioRpcError)
+            if refused_delta and exc.code() == StatusCode.FAILED_PRECONDITION:
+                logger.info(
+                    "rollout %s refused the delta to v%d (%s); sending every tensor whole",
+                    member.address,
+                    version,
+                    exc.details(),
+                )
+                worker.has_base = False
+                worker.delta_version = None
+                return True
             status.failures += 1
             if isinstance(exc, grpc.aio.AioRpcError) and exc.code() in PERMANENT_ERRORS:
                 worker.rejected_version = version
@@ -270,14 +340,55 @@ class WeightPusher:
             return False
         finally:
             member.push_in_flight = False
+        self.counter.bytes += nbytes
+        self.counter.tensors += len(items)
+        self.counter.full_pushes += kind != "delta"
+        reported = Fingerprint.from_proto(response.fingerprint) if response.HasField("fingerprint") else None
+        if reported is not None and reported != snapshot.fingerprint:
+            return self._mismatched(member, worker, snapshot, reported, kind)
         status.failures = 0
         status.last_error = ""
         status.last_push_seconds = time.perf_counter() - start
         worker.has_base = True
-        self.counter.add(tensors.values())
+        # without a fingerprint (a service from before v1.3) it cannot be proven to hold our bits
+        worker.delta_version = version if response.takes_deltas and reported is not None else None
         self.pool.weights_delivered(member, response.policy_version)
         self._progress.set()
-        logger.debug("pushed v%d to %s in %.2f s", version, member.address, status.last_push_seconds)
+        logger.debug(
+            "pushed v%d to %s (%s, %d bytes) in %.2f s",
+            version,
+            member.address,
+            kind,
+            nbytes,
+            status.last_push_seconds,
+        )
+        return True
+
+    def _mismatched(
+        self, member: Member, worker: _Worker, snapshot: _Snapshot, reported: Fingerprint, kind: str
+    ) -> bool:
+        """The service applied our push but serves other bits: resync it before it gets prompts."""
+        self.counter.fingerprint_mismatch += 1
+        worker.has_base = False
+        worker.delta_version = None
+        self.pool.weights_mismatched(member)
+        logger.error(
+            "rollout %s serves other weights than version %d after a %s push (fingerprint %s, expected %s): "
+            "a lost, misapplied or corrupted update; its groups since are dropped and it gets every tensor "
+            "whole before more prompts",
+            member.address,
+            snapshot.version,
+            kind,
+            reported,
+            snapshot.fingerprint,
+        )
+        if kind == "everything":  # even every tensor whole does not make it serve our bits
+            worker.rejected_version = snapshot.version
+            worker.status.last_error = (
+                f"serves fingerprint {reported} after every tensor of v{snapshot.version} was pushed, "
+                f"expected {snapshot.fingerprint}: a rollout model that does not hold what it is sent?"
+            )
+            return False
         return True
 
     async def close(self) -> None:

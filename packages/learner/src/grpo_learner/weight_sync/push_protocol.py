@@ -26,11 +26,18 @@ class ServiceStatus:
 
 @dataclass
 class PushCounter:
-    """`push/bytes` and `push/tensors`: tensor bytes and tensors delivered since the last `take()`
-    (summed over services), so a run shows what a push costs (a LoRA push: the targeted tensors)."""
+    """A step's push metrics, summed over services since the last `take()`, so a run shows what a
+    push costs: `push/bytes` (tensor bytes delivered; a delta push's encoded payloads), `push/tensors`,
+    `push/full_pushes` (pushes that sent tensors whole: first push, restart, rejoin, a refused
+    delta, delta pushes off), `push/fingerprint_mismatch` (services found serving other weights
+    than pushed), and, with delta pushes on, `push/delta_fraction` (elements changed / all, of the
+    step's newest version)."""
 
     bytes: int = 0
     tensors: int = 0
+    full_pushes: int = 0
+    fingerprint_mismatch: int = 0
+    delta_fraction: float | None = None
 
     def add(self, tensors: Iterable[torch.Tensor]) -> None:
         for tensor in tensors:
@@ -38,8 +45,16 @@ class PushCounter:
             self.tensors += 1
 
     def take(self) -> dict[str, float]:
-        taken = {"push/bytes": float(self.bytes), "push/tensors": float(self.tensors)}
-        self.bytes = self.tensors = 0
+        taken = {
+            "push/bytes": float(self.bytes),
+            "push/tensors": float(self.tensors),
+            "push/full_pushes": float(self.full_pushes),
+            "push/fingerprint_mismatch": float(self.fingerprint_mismatch),
+        }
+        if self.delta_fraction is not None:
+            taken["push/delta_fraction"] = self.delta_fraction
+        self.bytes = self.tensors = self.full_pushes = self.fingerprint_mismatch = 0
+        self.delta_fraction = None
         return taken
 
 

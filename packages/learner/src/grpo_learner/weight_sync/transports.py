@@ -30,6 +30,7 @@ def grpc_pusher(config: LearnerConfig, pool: RolloutPool, selection: PushSelecti
         bucket_bytes=push.bucket_bytes,
         dtype=getattr(torch, push.dtype) if push.dtype else None,
         selection=selection,
+        delta=push.delta,
     )
 
 
