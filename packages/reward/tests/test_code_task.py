@@ -16,6 +16,7 @@ from grpo_common.sandbox.runner import sandbox_pids
 from grpo_reward.code_sandbox.policy import code_sandbox, unsafe_opt_in
 from grpo_reward.tasks import TASKS, TaskScore, TaskTimedOut
 from grpo_reward.tasks.code import extract_program
+from grpo_reward.worker import run_task
 
 ADD = "def add(a, b):\n    return a + b\n"
 ADD_TESTS = ["assert add(2, 3) == 5", "assert add(-1, 1) == 0", "assert add('a', 'b') == 'ab'"]
@@ -187,13 +188,15 @@ def test_a_setuid_binary_gains_no_privilege_inside() -> None:
 
 
 def test_a_burst_on_busy_cores_cannot_flip_correct_programs() -> None:
-    """6 correct programs (about 0.35 s of CPU each here, 1 s limit) at once while 2 spinners hold both cores:
-    each gets a fraction of a core, so wall-clock limits would fail them; CPU-time limits do not."""
+    """6 correct programs (about 0.3 s of CPU each here, 1 s limit) at once beside 4 spinners, each in a
+    session of its own (so the scheduler's per-session groups share the cores ten ways): each program gets
+    about a fifth of a core, so a wall-clock limit fails them; a CPU-time limit does not."""
     program = (
         "def work(n):\n    total = 0\n    for i in range(n):\n        total += i % 7\n    return total\n"
     )
-    tests = ["assert work(5_000_000) == 14999995"]
-    spinners = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(2)]
+    tests = ["assert work(4_000_000) == 11999994"]
+    spin = [sys.executable, "-c", "while True: pass"]
+    spinners = [subprocess.Popen(spin, start_new_session=True) for _ in range(4)]
     try:
         with ThreadPoolExecutor(6) as pool:
             results = list(pool.map(lambda _: code(program, tests), range(6)))
@@ -202,3 +205,12 @@ def test_a_burst_on_busy_cores_cannot_flip_correct_programs() -> None:
             spinner.kill()
             spinner.wait()
     assert [result.reward for result in results] == [1.0] * 6, [result.reason for result in results]
+
+
+def test_a_program_that_sleeps_past_the_backstop_is_timed_out_never_wrong() -> None:
+    """A sleeping test spends no CPU: the wall-clock backstop (10 x 0.1 s + 2 s) ends it, and the worker
+    reports the item as timed out, which says nothing about the answer."""
+    completion = "```python\nimport time\ndef add(a, b):\n    time.sleep(60)\n```"
+    verdict = run_task("code", completion, "", {"tests": ["assert add(2, 3) == 5"], "time_limit_s": 0.1})
+    assert verdict.timed_out and "wall-clock backstop" in verdict.reason, verdict
+    assert sandbox_pids() == []
