@@ -37,10 +37,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from grpo_learner.config import SamplingConfig
+from grpo_learner.config import RolloutConfig, SamplingConfig
 from grpo_learner.prompts import PromptItem
 from grpo_learner.rollouts.client import RolloutClient
-from grpo_learner.rollouts.pool import PoolSettings, RolloutPool
+from grpo_learner.rollouts.pool import RolloutPool
 from grpo_learner.service_processes import ServiceProcess, find_executable, start_service
 from model_shapes import SHAPES, machine_description  # benchmarks/model_shapes.py
 from results_file import Report, add_record_flag  # benchmarks/results_file.py
@@ -92,9 +92,10 @@ def round_prompts(round_index: int, count: int, prompt_len: int) -> list[PromptI
 async def measure_rollout(
     addresses: list[str], prompts: int, group: int, prompt_len: int, new_tokens: int, rounds: int
 ) -> RolloutFigure:
-    pool = RolloutPool(addresses, settings=PoolSettings())
+    pool = RolloutPool(addresses)
     client = RolloutClient(
         pool,
+        RolloutConfig(),
         group_size=group,
         sampling=SamplingConfig(temperature=1.0, max_new_tokens=new_tokens),
         apply_chat_template=False,

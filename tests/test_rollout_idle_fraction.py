@@ -15,10 +15,10 @@ from pathlib import Path
 import pytest
 import torch
 from grpo_common.server import ServerConfig
-from grpo_learner.config import SamplingConfig
+from grpo_learner.config import RolloutConfig, SamplingConfig
 from grpo_learner.prompts import PromptItem
 from grpo_learner.rollouts.client import RolloutClient
-from grpo_learner.rollouts.pool import PoolSettings, RolloutPool
+from grpo_learner.rollouts.pool import RolloutPool
 from grpo_reward.service.config import RewardServiceConfig
 from grpo_reward.service.server import start_reward_server
 from grpo_reward.verifier import Verifier
@@ -31,7 +31,7 @@ sys.path.insert(0, str(ROLLOUT_TESTS))
 from rollout_testkit import build_model_dir  # noqa: E402
 
 torch.set_num_threads(1)
-FAST = PoolSettings(probe_interval_s=0.05, probe_timeout_s=2.0)
+FAST = RolloutConfig(probe_interval_s=0.05, probe_timeout_s=2.0)
 IDLE = "rollout/idle_fraction"
 
 
@@ -66,10 +66,10 @@ def test_idle_fraction_is_below_one_while_generating_and_one_when_nothing_runs(m
                 pool = RolloutPool([rollout.server.address], settings=FAST)
                 client = RolloutClient(
                     pool,
+                    RolloutConfig(request_timeout_s=60),
                     group_size=4,
                     sampling=SamplingConfig(max_new_tokens=24),
                     apply_chat_template=False,
-                    request_timeout_s=60,
                 )
                 try:
                     pool.start()

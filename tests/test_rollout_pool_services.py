@@ -17,10 +17,10 @@ from pathlib import Path
 import pytest
 import torch
 from grpo_common.server import ServerConfig
-from grpo_learner.config import SamplingConfig
+from grpo_learner.config import RolloutConfig, SamplingConfig
 from grpo_learner.prompts import PromptItem
 from grpo_learner.rollouts.client import RolloutClient
-from grpo_learner.rollouts.pool import MemberState, PoolSettings, RolloutPool
+from grpo_learner.rollouts.pool import MemberState, RolloutPool
 from grpo_learner.weight_sync.grpc_pusher import WeightPusher
 from grpo_reward.service.config import RewardServiceConfig
 from grpo_reward.service.server import start_reward_server
@@ -34,7 +34,7 @@ sys.path.insert(0, str(ROLLOUT_TESTS))
 from rollout_testkit import build_model_dir, other_weights  # noqa: E402
 
 torch.set_num_threads(1)
-FAST = PoolSettings(probe_interval_s=0.05, probe_timeout_s=2.0, unhealthy_after=2)
+FAST = RolloutConfig(probe_interval_s=0.05, probe_timeout_s=2.0, unhealthy_after=2)
 
 
 @pytest.fixture(scope="module")
@@ -81,11 +81,10 @@ def test_pool_spreads_over_real_services_marks_a_stopped_one_down_and_resyncs_it
                 pusher = WeightPusher(pool, deadline_s=30)
                 client = RolloutClient(
                     pool,
+                    RolloutConfig(backoff_s=0.05, request_timeout_s=60),
                     group_size=2,
                     sampling=SamplingConfig(max_new_tokens=4),
                     apply_chat_template=False,
-                    backoff_s=0.05,
-                    request_timeout_s=60,
                 )
                 try:
                     await wait_until(lambda: all(m.info_at > 0 for m in pool.members), "GetInfo answers")

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 from grpo_common.config import ConfigError
-from grpo_learner.config import SamplingConfig, load_learner_config
+from grpo_learner.config import RolloutConfig, SamplingConfig, load_learner_config
 from grpo_learner.prompts import PromptItem, load_prompt_file
 from grpo_learner.rollouts.client import RolloutClient, environment_to_proto
 from recording_rollout import RecordingRollout, start_recording_rollout
@@ -77,9 +77,10 @@ async def one_request(service: RecordingRollout, prompts, environment):
     server = await start_recording_rollout(service)
     client = RolloutClient(
         [server.address],
+        RolloutConfig(backoff_s=0.01),
         group_size=2,
         sampling=SamplingConfig(max_new_tokens=8),
-        backoff_s=0.01,
+        apply_chat_template=True,
         environment=environment,
     )
     try:

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 from grpo_common.config import ConfigError
-from grpo_learner.config import LearnerConfig, load_learner_config
+from grpo_learner.config import LearnerConfig, RolloutConfig, load_learner_config
 from grpo_learner.prompts import ListPromptSource, PromptCursor, PromptItem, load_prompt_file
 from grpo_learner.rollouts.client import RolloutClient, reward_spec_to_proto
 from grpo_learner.rollouts.feed import RolloutFeed
@@ -168,9 +168,10 @@ def feed_run(
         server = await start_recording_rollout(service)
         client = RolloutClient(
             [server.address],
+            RolloutConfig(backoff_s=0.01),
             group_size=2,
             sampling=cfg.rollout.sampling,
-            backoff_s=0.01,
+            apply_chat_template=True,
             reward_spec=reward_spec_to_proto(cfg.reward),
         )
         group_filter = GroupFilter(2, 0, {"reward": 1.0}, on_timeout=cfg.reward.on_timeout)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-from grpo_learner.config import SamplingConfig
+from grpo_learner.config import RolloutConfig, SamplingConfig
 from grpo_learner.prompts import PromptItem
 from grpo_learner.rollouts.client import RolloutClient, RolloutError
 from recording_rollout import RecordingRollout, start_recording_rollout
@@ -17,9 +17,10 @@ async def collect(services, prompts=PROMPTS, min_version=0, **kwargs):
     servers = [await start_recording_rollout(s) for s in services]
     client = RolloutClient(
         [s.address for s in servers],
+        RolloutConfig(backoff_s=0.01, **kwargs.pop("settings", {})),
         group_size=kwargs.pop("group_size", 3),
         sampling=SamplingConfig(temperature=0.8, max_new_tokens=16),
-        backoff_s=0.01,
+        apply_chat_template=kwargs.pop("apply_chat_template", True),
         **kwargs,
     )
     try:
@@ -68,7 +69,7 @@ def test_service_behind_min_policy_version_is_avoided():
 def test_prompts_lost_every_time_raise_after_max_attempts():
     service = RecordingRollout(drop_prompt_ids={"q2"})
     with pytest.raises(RolloutError, match=r"1 prompt\(s\) got no group after 3 attempts \(q2\)"):
-        asyncio.run(collect([service], max_attempts=3))
+        asyncio.run(collect([service], settings={"max_attempts": 3}))
     assert len(service.requests) == 3
 
 

@@ -9,22 +9,21 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
-from dataclasses import replace
 
 import pytest
 import torch
 from grpo_common.addresses import AddressError, parse_address
-from grpo_learner.config import SamplingConfig
+from grpo_learner.config import RolloutConfig, SamplingConfig
 from grpo_learner.prompts import PromptItem
 from grpo_learner.rollouts.address_book import parse_address_lines, write_addresses_atomically
 from grpo_learner.rollouts.client import RolloutClient
 from grpo_learner.rollouts.load_spread import water_fill
-from grpo_learner.rollouts.pool import MemberState, PoolSettings, RolloutPool
+from grpo_learner.rollouts.pool import MemberState, RolloutPool
 from grpo_learner.weight_sync.grpc_pusher import WeightPusher
 from pool_rollout import PoolRollout, start, wait_until
 
 # Fast probes so that a test sees a state change within a few hundred milliseconds.
-FAST = PoolSettings(probe_interval_s=0.05, probe_timeout_s=0.3, unhealthy_after=2, addresses_poll_s=0.05)
+FAST = RolloutConfig(probe_interval_s=0.05, probe_timeout_s=0.3, unhealthy_after=2, addresses_poll_s=0.05)
 WEIGHTS = {"w": torch.arange(4.0)}
 HANG_S = 3600.0  # past pytest's 600 s timeout: a test that waits for it fails as a hang
 
@@ -41,14 +40,18 @@ def prompts(prefix: str, count: int) -> list[PromptItem]:
 
 
 def client_for(pool: RolloutPool, **kwargs) -> RolloutClient:
-    return RolloutClient(
-        pool,
-        group_size=2,
-        sampling=SamplingConfig(max_new_tokens=8),
+    retries = RolloutConfig(
         backoff_s=0.02,
         max_backoff_s=0.1,
         max_attempts=kwargs.pop("max_attempts", 20),
         request_timeout_s=kwargs.pop("request_timeout_s", 10),
+    )
+    return RolloutClient(
+        pool,
+        retries,
+        group_size=2,
+        sampling=SamplingConfig(max_new_tokens=8),
+        apply_chat_template=True,
         **kwargs,
     )
 
@@ -108,7 +111,7 @@ def test_prompts_this_learner_still_has_out_count_as_load():
         slow, fast = PoolRollout(group_delay_s=0.25), PoolRollout()
         servers = [await start(slow), await start(fast)]
         # No background probes: the client asks GetInfo itself before assigning.
-        pool = RolloutPool([s.address for s in servers], settings=PoolSettings(probe_interval_s=0))
+        pool = RolloutPool([s.address for s in servers], settings=RolloutConfig(probe_interval_s=0))
         client = client_for(pool)
         try:
             first = asyncio.create_task(collect(client, prompts("a", 8)))
@@ -207,7 +210,7 @@ def test_a_quick_restart_is_noticed_by_its_version_and_resynced_before_prompts()
         server = await start(first_life)
         port = server.port
         # Never DOWN here: only the version it reports can tell that it restarted.
-        pool = RolloutPool([server.address], settings=replace(FAST, unhealthy_after=1000))
+        pool = RolloutPool([server.address], settings=FAST.model_copy(update={"unhealthy_after": 1000}))
         pusher = WeightPusher(pool, deadline_s=5, initial_backoff_s=0.02)
         client = client_for(pool)
         second_life = PoolRollout()
@@ -256,7 +259,7 @@ def test_a_service_added_to_the_file_gets_weights_then_prompts(tmp_path):
         servers = [await start(original), await start(added)]
         listing = tmp_path / "rollouts.txt"
         write_addresses_atomically(listing, [servers[0].address])
-        pool = RolloutPool(settings=replace(FAST, addresses_file=listing))
+        pool = RolloutPool([], settings=FAST.model_copy(update={"addresses_file": listing}))
         pusher = WeightPusher(pool, deadline_s=5, initial_backoff_s=0.02)
         client = client_for(pool)
         try:
@@ -286,7 +289,7 @@ def test_a_service_removed_from_the_file_drains_then_leaves(tmp_path):
         servers = [await start(staying), await start(leaving)]
         listing = tmp_path / "rollouts.txt"
         write_addresses_atomically(listing, [s.address for s in servers])
-        pool = RolloutPool(settings=replace(FAST, addresses_file=listing))
+        pool = RolloutPool([], settings=FAST.model_copy(update={"addresses_file": listing}))
         pusher = WeightPusher(pool, deadline_s=5)
         client = client_for(pool)
         leaving_address = servers[1].address
@@ -322,7 +325,7 @@ def test_bad_lines_in_the_file_are_logged_and_ignored(tmp_path, caplog):
         server = await start(good)
         listing = tmp_path / "rollouts.txt"
         listing.write_text(f"# rollout services\nlocalhost\n{server.address}  # the good one\nhttp://a:1\n")
-        pool = RolloutPool(settings=replace(FAST, addresses_file=listing))
+        pool = RolloutPool([], settings=FAST.model_copy(update={"addresses_file": listing}))
         pool.start()
         try:
             first = pool.addresses
@@ -349,8 +352,8 @@ def test_a_missing_addresses_file_keeps_the_current_services(tmp_path, caplog):
     async def scenario():
         listing = tmp_path / "rollouts.txt"
         write_addresses_atomically(listing, ["127.0.0.1:1", "127.0.0.1:2"])
-        settings = PoolSettings(probe_interval_s=0, addresses_poll_s=0.02, addresses_file=listing)
-        pool = RolloutPool(settings=settings)
+        settings = RolloutConfig(probe_interval_s=0, addresses_poll_s=0.02, addresses_file=listing)
+        pool = RolloutPool([], settings=settings)
         pool.start()
         try:
             listing.unlink()

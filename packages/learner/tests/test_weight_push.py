@@ -6,7 +6,7 @@ import asyncio
 import socket
 
 import torch
-from grpo_learner.rollouts.pool import PoolSettings
+from grpo_learner.config import RolloutConfig
 from grpo_learner.weight_sync.grpc_pusher import WeightPusher
 from learner_fixtures import tiny_qwen2
 from recording_rollout import RecordingRollout, start_recording_rollout
@@ -94,8 +94,8 @@ def test_dead_service_does_not_block_beyond_deadline_and_gets_current_weights_wh
             [live_server.address, dead_address],
             deadline_s=1.0,
             initial_backoff_s=0.05,
-            max_backoff_s=0.2,
-            pool_settings=PoolSettings(probe_interval_s=0),
+            max_retry_backoff_s=0.2,
+            pool_settings=RolloutConfig(probe_interval_s=0),
         )
         loop = asyncio.get_running_loop()
         try:

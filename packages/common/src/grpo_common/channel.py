@@ -11,8 +11,9 @@ import json
 from collections.abc import Sequence
 
 import grpc
-from pydantic import BaseModel, ConfigDict, Field, SecretStr
+from pydantic import Field, SecretStr
 
+from grpo_common.config import ConfigSection
 from grpo_common.security import (
     ClientTLSConfig,
     channel_credentials,
@@ -22,10 +23,8 @@ from grpo_common.security import (
 from grpo_common.server import DEFAULT_MAX_MESSAGE_BYTES
 
 
-class ChannelConfig(BaseModel):
+class ChannelConfig(ConfigSection):
     """How a client reaches a service: TLS, token, limits, keepalive and the retry backoff."""
-
-    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)  # numbers are finite
 
     tls: ClientTLSConfig = Field(default_factory=ClientTLSConfig)
     auth_token: SecretStr | None = Field(None, description="bearer token; also GRPO_AUTH_TOKEN")

@@ -16,17 +16,17 @@ from pathlib import Path
 from typing import Any
 
 import grpc
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
+from pydantic import Field, SecretStr, model_validator
+
+from grpo_common.config import ConfigSection
 
 AUTH_METADATA_KEY = "authorization"
 AUTH_TOKEN_ENV = "GRPO_AUTH_TOKEN"
 OPEN_METHOD_PREFIXES: tuple[str, ...] = ("/grpc.health.v1.Health/",)
 
 
-class TLSConfig(BaseModel):
+class TLSConfig(ConfigSection):
     """Server side: cert + key turn TLS on; client_ca additionally requires client certificates (mTLS)."""
-
-    model_config = ConfigDict(extra="forbid")
 
     cert: Path | None = Field(None, description="PEM certificate chain of this server")
     key: Path | None = Field(None, description="PEM private key of this server")
@@ -45,14 +45,12 @@ class TLSConfig(BaseModel):
         return self.cert is not None
 
 
-class ClientTLSConfig(BaseModel):
+class ClientTLSConfig(ConfigSection):
     """Client side: a CA bundle to trust (or the system roots), and a client cert/key for mTLS.
 
     Naming a CA or a client certificate turns TLS on by itself: a user who points at a CA file and
     forgets `enabled = true` must not silently get a plaintext connection.
     """
-
-    model_config = ConfigDict(extra="forbid")
 
     enabled: bool = Field(False, description="use TLS with the system roots when no ca is given")
     ca: Path | None = Field(None, description="PEM CA bundle that signed the server certificate")

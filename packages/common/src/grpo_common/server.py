@@ -24,8 +24,9 @@ from google.protobuf import descriptor_pool
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1.health import aio as health_aio
 from grpc_reflection.v1alpha import reflection
-from pydantic import BaseModel, ConfigDict, Field, SecretStr
+from pydantic import Field, SecretStr
 
+from grpo_common.config import ConfigSection
 from grpo_common.request_decoding import guard_handler
 from grpo_common.security import TLSConfig, TokenAuthServerInterceptor, read_token, server_credentials
 
@@ -34,11 +35,10 @@ logger = logging.getLogger(__name__)
 DEFAULT_MAX_MESSAGE_BYTES = 64 * 1024 * 1024
 
 
-class ServerConfig(BaseModel):
+class ServerConfig(ConfigSection):
     """Network settings shared by every service (each service picks its own default port)."""
 
     # A misspelt setting ("max_mesage_bytes") is an error, not a silently ignored key.
-    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)  # numbers are finite
 
     host: str = Field("127.0.0.1", description="bind address; 0.0.0.0 exposes the service to the network")
     port: int = Field(0, ge=0, le=65535, description="0 picks a free port (see port_file)")

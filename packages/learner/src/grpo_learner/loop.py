@@ -43,7 +43,7 @@ from grpo_learner.prompts import PromptCursor, PromptSource
 from grpo_learner.registered_names import check_registered_names
 from grpo_learner.rollouts.client import RolloutClient, environment_to_proto, reward_spec_to_proto
 from grpo_learner.rollouts.feed import RolloutFeed
-from grpo_learner.rollouts.pool import PoolSettings, RolloutPool
+from grpo_learner.rollouts.pool import RolloutPool
 from grpo_learner.sources import GroupFilter, GroupSource
 from grpo_learner.team import SingleProcessTeam, TrainingTeam
 from grpo_learner.update import Trainer, UpdateSettings
@@ -140,19 +140,14 @@ def build_feed(
     r = config.rollout
     client = RolloutClient(
         pool,
+        r,
         group_size=r.group_size,
         sampling=r.sampling,
-        channel_config=r.channel,
-        request_timeout_s=r.request_timeout_s,
-        max_attempts=r.max_attempts,
-        backoff_s=r.backoff_s,
-        max_backoff_s=r.max_backoff_s,
         apply_chat_template=config.data.apply_chat_template,
         reward_spec=reward_spec_to_proto(config.reward),
         environment=environment_to_proto(r.environment),
         seed=config.train.seed,
         on_stale_service=pusher.resync if pusher is not None else None,
-        pool_settings=PoolSettings.from_config(r),
     )
     group_filter = GroupFilter(
         group_size=r.group_size,

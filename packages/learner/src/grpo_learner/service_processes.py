@@ -114,12 +114,13 @@ def start_service(
     *,
     host: str = "127.0.0.1",
     port: int = 0,
-    ready_timeout_s: float = 120.0,
+    ready_timeout_s: float = LocalServicesConfig.model_fields["ready_timeout_s"].default,
     env: dict[str, str] | None = None,
 ) -> ServiceProcess:
     """Run `argv --host H --port P --port-file F`, wait until it announces its port, return it.
 
-    The child's stdout and stderr go to `state_dir/<name>.log`.
+    The child's stdout and stderr go to `state_dir/<name>.log`. `ready_timeout_s` defaults to
+    `local_services.ready_timeout_s`'s default, read from the config (it used to restate 120 s of 600).
     """
     return launch_service(name, argv, state_dir, host=host, port=port, env=env).wait_ready(ready_timeout_s)
 

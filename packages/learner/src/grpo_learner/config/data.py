@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from grpo_common.config import ConfigSection as _Section
+from grpo_common.config import ConfigSection
 from pydantic import Field, field_validator
 
 
-class DataConfig(_Section):
+class DataConfig(ConfigSection):
     path: Path | None = Field(None, description="JSONL or Parquet file of problems")
     hub_name: str | None = Field(None, description="a `datasets` name instead of a file, e.g. openai/gsm8k")
     hub_config: str | None = Field(None, description="the dataset's config, e.g. main for openai/gsm8k")

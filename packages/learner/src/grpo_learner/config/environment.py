@@ -14,11 +14,11 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from grpo_common.config import ConfigSection as _Section
+from grpo_common.config import ConfigSection
 from pydantic import Field, field_validator
 
 
-class EnvironmentConfig(_Section):
+class EnvironmentConfig(ConfigSection):
     name: str = Field(
         "",
         max_length=200,

@@ -5,11 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 
 from grpo_common.addresses import parse_address
-from grpo_common.config import ConfigSection as _Section
+from grpo_common.config import ConfigSection
 from pydantic import Field, field_validator, model_validator
 
 
-class EvalConfig(_Section):
+class EvalConfig(ConfigSection):
     """Evaluation: during `grpo train` (every `every` steps) and the settings of `grpo eval`.
 
     Problems are read like [data] (its field names, prompt template, task and chat template) from

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from typing import Literal
 
-from grpo_common.config import ConfigSection as _Section
+from grpo_common.config import ConfigSection
 from pydantic import Field
 
 
-class LocalServicesConfig(_Section):
+class LocalServicesConfig(ConfigSection):
     """When rollout.addresses is empty, `grpo train` starts one reward and one rollout service itself.
 
     They run as child processes on free loopback ports with the same binaries and flags a user

@@ -9,13 +9,13 @@ from __future__ import annotations
 
 from typing import Literal
 
-from grpo_common.config import ConfigSection as _Section
+from grpo_common.config import ConfigSection
 from pydantic import Field, field_validator
 
 ALL_LINEAR = "all-linear"
 
 
-class LoraConfig(_Section):
+class LoraConfig(ConfigSection):
     rank: int = Field(0, ge=0, description="adapter rank r; 0: no adapters, full fine-tuning")
     alpha: float | None = Field(None, gt=0, description="scale alpha / r of B @ A; None: 2 x rank")
     dropout: float = Field(0.0, ge=0, lt=1, description="dropout on the adapters' input")

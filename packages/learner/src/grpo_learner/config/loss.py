@@ -8,11 +8,11 @@ from __future__ import annotations
 
 from typing import Literal
 
-from grpo_common.config import ConfigSection as _Section
+from grpo_common.config import ConfigSection
 from pydantic import Field
 
 
-class AdvantageConfig(_Section):
+class AdvantageConfig(ConfigSection):
     scaling: str = Field("group", description="a registered advantage estimator (advantages.py)")
     eps: float = Field(1e-4, gt=0)
     reward_weights: dict[str, float] = Field(
@@ -21,7 +21,7 @@ class AdvantageConfig(_Section):
     combine: str = Field("sum_then_normalize", description="a registered combine mode (advantages.py)")
 
 
-class SamplerCorrectionConfig(_Section):
+class SamplerCorrectionConfig(ConfigSection):
     """Importance weight pi_old / pi_sampler against the sampler's logprobs (TIS / masking)."""
 
     mode: Literal["none", "truncate", "mask"] = "none"
@@ -29,7 +29,7 @@ class SamplerCorrectionConfig(_Section):
     cap: float = Field(2.0, gt=1, description="truncate: w <- min(w, cap); mask: drop w outside [1/cap, cap]")
 
 
-class LossConfig(_Section):
+class LossConfig(ConfigSection):
     loss_type: str = Field("grpo", description="a registered loss (losses.py; `grpo train --help`)")
     epsilon_low: float = Field(0.2, ge=0, lt=1)
     epsilon_high: float = Field(0.2, ge=0, description="clip-higher (DAPO: 0.28)")

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from grpo_common.config import ConfigSection as _Section
+from grpo_common.config import ConfigSection
 from pydantic import Field
 
 from grpo_learner.config.lora import LoraConfig
 
 
-class ModelConfig(_Section):
+class ModelConfig(ConfigSection):
     name_or_path: str = Field(..., min_length=1, description="HF hub name or local directory")
     tokenizer: str | None = Field(None, description="defaults to name_or_path")
     gradient_checkpointing: bool = False

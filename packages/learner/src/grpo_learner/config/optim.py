@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from typing import Literal
 
-from grpo_common.config import ConfigSection as _Section
+from grpo_common.config import ConfigSection
 from pydantic import Field, field_validator
 
 
-class OptimConfig(_Section):
+class OptimConfig(ConfigSection):
     lr: float = Field(1e-6, gt=0)
     warmup_steps: int = Field(0, ge=0, description="optimizer steps of linear warm-up from 0")
     schedule: Literal["constant", "linear", "cosine"] = "constant"

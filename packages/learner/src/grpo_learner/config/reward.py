@@ -5,13 +5,13 @@ from __future__ import annotations
 import math
 from typing import Literal
 
-from grpo_common.config import ConfigSection as _Section
+from grpo_common.config import ConfigSection
 from pydantic import Field, field_validator, model_validator
 
 BUILTIN_COMPONENTS = ("correctness", "format", "length")
 
 
-class RewardComponentConfig(_Section):
+class RewardComponentConfig(ConfigSection):
     """One weighted term: a built-in (correctness, format, length) or a reward task by name.
 
     `name` may be any task the reward service knows: a built-in task, an entry point of group
@@ -41,7 +41,7 @@ class RewardComponentConfig(_Section):
         return self
 
 
-class RewardConfig(_Section):
+class RewardConfig(ConfigSection):
     """The reward of every completion: reward = sum_k weight_k * term_k over `components`.
 
     Empty `components`: the reward service's default (correctness alone, weight 1).

@@ -6,13 +6,13 @@ from pathlib import Path
 
 from grpo_common.addresses import parse_addresses
 from grpo_common.channel import ChannelConfig
-from grpo_common.config import ConfigSection as _Section
+from grpo_common.config import ConfigSection
 from pydantic import Field, field_validator
 
 from grpo_learner.config.environment import EnvironmentConfig
 
 
-class SamplingConfig(_Section):
+class SamplingConfig(ConfigSection):
     temperature: float = Field(1.0, gt=0, description="> 0: the learner needs the sampling distribution")
     top_p: float = Field(1.0, gt=0, le=1)
     top_k: int = Field(-1, ge=-1, description="-1 or 0: off")
@@ -20,7 +20,7 @@ class SamplingConfig(_Section):
     stop_token_ids: list[int] = Field(default_factory=list)
 
 
-class RolloutConfig(_Section):
+class RolloutConfig(ConfigSection):
     addresses: list[str] = Field(default_factory=list, description="host:port of every rollout service")
     group_size: int = Field(8, ge=2, description="completions per prompt (G), at least 2")
     prompts_per_step: int = Field(16, ge=1)

@@ -5,11 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from grpo_common.config import ConfigSection as _Section
+from grpo_common.config import ConfigSection
 from pydantic import Field
 
 
-class TrainConfig(_Section):
+class TrainConfig(ConfigSection):
     max_steps: int = Field(100, ge=1)
     micro_batch_size: int = Field(8, ge=1, description="sequences per forward/backward")
     seed: int = 0
@@ -41,7 +41,7 @@ class TrainConfig(_Section):
     )
 
 
-class CheckpointConfig(_Section):
+class CheckpointConfig(ConfigSection):
     dir: Path | None = Field(None, description="default: RUN_DIR/checkpoints")
     interval: int = Field(50, ge=1, description="steps between checkpoints")
     keep_last: int = Field(2, ge=1)
@@ -50,7 +50,7 @@ class CheckpointConfig(_Section):
     )
 
 
-class DistributedConfig(_Section):
+class DistributedConfig(ConfigSection):
     """The learner on several processes (torchrun / `grpo train --nproc N`); ignored in one process."""
 
     timeout_s: float = Field(

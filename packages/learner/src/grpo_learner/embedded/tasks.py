@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
 
-from grpo_common.config import ConfigSection as Section
+from grpo_common.config import ConfigSection
 from grpo_common.registry import Registry
 from pydantic import Field, field_validator
 
@@ -71,7 +71,7 @@ EMBEDDED_TASKS.add(
 )
 
 
-class EmbeddedConfig(Section):
+class EmbeddedConfig(ConfigSection):
     """`[embedded]`: which task an embedded run is about, and how long its warm-up is."""
 
     task: str = Field("arithmetic", description="an EMBEDDED_TASKS name: arithmetic, tool-use")

@@ -19,7 +19,6 @@ from grpo_learner.config import RolloutConfig, SamplingConfig
 from grpo_learner.episodes import EpisodeStats
 from grpo_learner.prompts import PromptItem
 from grpo_learner.rollouts.client import RolloutClient, environment_to_proto
-from grpo_learner.rollouts.pool import PoolSettings
 
 PROMPTS_PER_CALL = 1024  # well under a rollout service's default limit of 4096 prompts in flight
 ID_PREFIX = "eval:"
@@ -84,16 +83,11 @@ async def generate(
     """problem id -> its `request.completions` samples in sample_index order."""
     client = RolloutClient(
         list(addresses),
+        rollout,
         group_size=max(2, request.completions),
         sampling=request.sampling,
-        channel_config=rollout.channel,
-        request_timeout_s=rollout.request_timeout_s,
-        max_attempts=rollout.max_attempts,
-        backoff_s=rollout.backoff_s,
-        max_backoff_s=rollout.max_backoff_s,
         apply_chat_template=request.apply_chat_template,
         seed=request.seed,
-        pool_settings=PoolSettings.from_config(rollout),
         reward_spec=request.reward_spec,
         environment=environment_to_proto(rollout.environment),  # held-out problems get the same tools
     )

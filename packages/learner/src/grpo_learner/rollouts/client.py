@@ -22,14 +22,13 @@ from dataclasses import dataclass
 import grpc
 from grpc import StatusCode
 from grpo.v1 import reward_pb2, rollout_pb2
-from grpo_common.channel import ChannelConfig
 
-from grpo_learner.config import SamplingConfig
+from grpo_learner.config import RolloutConfig, SamplingConfig
 from grpo_learner.config.environment import EnvironmentConfig
 from grpo_learner.config.reward import RewardConfig
 from grpo_learner.prompts import PromptItem
 from grpo_learner.rollouts.load_spread import water_fill
-from grpo_learner.rollouts.pool import Member, PoolSettings, RolloutPool
+from grpo_learner.rollouts.pool import Member, RolloutPool
 
 logger = logging.getLogger(__name__)
 
@@ -140,37 +139,32 @@ class RolloutClient:
     def __init__(
         self,
         addresses: Sequence[str] | RolloutPool,
+        settings: RolloutConfig,
         *,
         group_size: int,
         sampling: SamplingConfig,
-        channel_config: ChannelConfig | None = None,
-        request_timeout_s: float = 600.0,
-        max_attempts: int = 5,
-        backoff_s: float = 0.5,
-        max_backoff_s: float = 30.0,
-        apply_chat_template: bool = True,
+        apply_chat_template: bool,
         reward_spec: reward_pb2.RewardSpec | None = None,
         environment: rollout_pb2.EnvironmentSpec | None = None,
         seed: int | None = None,
         on_stale_service: Callable[[str], None] | None = None,
-        pool_settings: PoolSettings | None = None,
     ) -> None:
+        """`settings`: the `[rollout]` section (deadline, attempts, backoff; the pool's probes and
+        channel when `addresses` is a list), read, never copied. `group_size` and `sampling` are the
+        caller's (training uses the section's, evaluation its own)."""
         if isinstance(addresses, RolloutPool):
             self.pool = addresses
         else:
-            if not addresses and (pool_settings is None or pool_settings.addresses_file is None):
+            if not addresses and settings.addresses_file is None:
                 raise ValueError(
                     "rollout.addresses is empty: name at least one rollout service (host:port) "
                     "or a rollout.addresses_file"
                 )
-            self.pool = RolloutPool(addresses, channel_config, pool_settings)
+            self.pool = RolloutPool(addresses, settings)
         self.pool.retain()
+        self.settings = settings
         self.group_size = group_size
         self.sampling = sampling
-        self.request_timeout_s = request_timeout_s
-        self.max_attempts = max_attempts
-        self.backoff_s = backoff_s
-        self.max_backoff_s = max_backoff_s
         self.apply_chat_template = apply_chat_template
         self.reward_spec = reward_spec
         self.environment = environment  # None: single-turn (v1.1 requests)
@@ -238,7 +232,7 @@ class RolloutClient:
 
         async def read() -> None:
             call = member.stub.Generate(
-                self._request(prompts, min_policy_version), timeout=self.request_timeout_s
+                self._request(prompts, min_policy_version), timeout=self.settings.request_timeout_s
             )
             async for group in call:
                 if group.prompt_id in unreceived:
@@ -290,15 +284,15 @@ class RolloutClient:
             task.add_done_callback(tasks.discard)
 
         def resend_later(orphans: list[PromptItem]) -> None:
-            exhausted = [p.id for p in orphans if sends[p.id] >= self.max_attempts]
+            exhausted = [p.id for p in orphans if sends[p.id] >= self.settings.max_attempts]
             if exhausted:
                 missing = ", ".join(sorted(exhausted)[:5]) + (" ..." if len(exhausted) > 5 else "")
                 raise RolloutError(
-                    f"{len(exhausted)} prompt(s) got no group after {self.max_attempts} attempts "
+                    f"{len(exhausted)} prompt(s) got no group after {self.settings.max_attempts} attempts "
                     f"({missing}); last errors: {'; '.join(errors[-3:]) or 'streams ended without them'}"
                 )
             attempt = max(sends[p.id] for p in orphans)
-            delay = min(self.backoff_s * 2 ** (attempt - 1), self.max_backoff_s)
+            delay = min(self.settings.backoff_s * 2 ** (attempt - 1), self.settings.max_backoff_s)
             logger.info("re-sending %d prompt(s) in %.2f s (attempt %d)", len(orphans), delay, attempt + 1)
 
             async def later() -> None:

@@ -16,49 +16,26 @@ import logging
 import math
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
-from pathlib import Path
-from typing import TYPE_CHECKING
 
 import grpc
 from grpo_common.addresses import parse_address
-from grpo_common.channel import ChannelConfig, create_channel
+from grpo_common.channel import create_channel
 
+from grpo_learner.config import RolloutConfig
 from grpo_learner.rollouts.address_book import AddressBook
 from grpo_learner.rollouts.health_monitor import PoolMonitor, ProbeResult
 from grpo_learner.rollouts.member import Listener, Member, MemberState
 from grpo_learner.rollouts.pool_metrics import pool_metrics
 
-if TYPE_CHECKING:
-    from grpo_learner.config import RolloutConfig
-
 logger = logging.getLogger(__name__)
 
-__all__ = ["Member", "MemberState", "PoolSettings", "RolloutPool"]
+__all__ = ["Member", "MemberState", "RolloutPool"]
 
 
-@dataclass(frozen=True)
-class PoolSettings:
-    """How the pool watches its services; `from_config` reads them from `rollout.*`."""
-
-    probe_interval_s: float = 0.5  # health + load probe period; 0 = no background probes
-    probe_timeout_s: float = 2.0  # deadline of each probe RPC
-    unhealthy_after: int = 3  # consecutive failed probes before a service is DOWN
-    failure_cooldown_s: float = 10.0  # a failed stream makes a service second choice this long
-    load_max_age_s: float = 0.5  # without background probes: refresh load older than this ...
-    load_timeout_s: float = 0.25  # ... with this deadline, before assigning prompts
-    addresses_file: Path | None = None
-    addresses_poll_s: float = 2.0
-
-    @classmethod
-    def from_config(cls, rollout: RolloutConfig) -> PoolSettings:
-        return cls(
-            probe_interval_s=rollout.probe_interval_s,
-            probe_timeout_s=rollout.probe_timeout_s,
-            unhealthy_after=rollout.unhealthy_after,
-            addresses_file=rollout.addresses_file,
-            addresses_poll_s=rollout.addresses_poll_s,
-        )
+# How the pool picks among services, beyond what `[rollout]` sets (probes, addresses file):
+FAILURE_COOLDOWN_S = 10.0  # a failed stream makes a service second choice this long
+LOAD_MAX_AGE_S = 0.5  # without background probes: refresh a load older than this ...
+LOAD_TIMEOUT_S = 0.25  # ... with this deadline, before assigning prompts
 
 
 class RolloutPool:
@@ -67,12 +44,12 @@ class RolloutPool:
 
     def __init__(
         self,
-        addresses: Sequence[str] = (),
-        channel_config: ChannelConfig | None = None,
-        settings: PoolSettings | None = None,
+        addresses: Sequence[str],
+        settings: RolloutConfig | None = None,
     ) -> None:
-        self.channel_config = channel_config
-        self.settings = settings or PoolSettings()
+        """`settings`: the `[rollout]` section (probes, addresses file, channel), read, never copied."""
+        self.settings = settings or RolloutConfig()
+        self.channel_config = self.settings.channel
         self.required_version: int | None = None  # the newest pushed version; None: nothing pushed
         self._members: dict[str, Member] = {}
         self._listeners: list[Listener] = []
@@ -98,11 +75,7 @@ class RolloutPool:
     @classmethod
     def from_config(cls, rollout: RolloutConfig, addresses: Sequence[str] | None = None) -> RolloutPool:
         """The pool of `rollout.addresses` (or `addresses`) plus `rollout.addresses_file`."""
-        return cls(
-            rollout.addresses if addresses is None else addresses,
-            rollout.channel,
-            PoolSettings.from_config(rollout),
-        )
+        return cls(rollout.addresses if addresses is None else addresses, rollout)
 
     # --- lifecycle ----------------------------------------------------------------------------
 
@@ -213,7 +186,7 @@ class RolloutPool:
         now = time.monotonic()
 
         def recent_failures(member: Member) -> int:
-            fresh = now - member.last_stream_failure < self.settings.failure_cooldown_s
+            fresh = now - member.last_stream_failure < FAILURE_COOLDOWN_S
             return member.stream_failures if fresh else 0
 
         if not ready:
@@ -226,9 +199,9 @@ class RolloutPool:
         if self.monitor.running:
             return
         now = time.monotonic()
-        old = [m for m in members if now - m.info_at > self.settings.load_max_age_s]
+        old = [m for m in members if now - m.info_at > LOAD_MAX_AGE_S]
         if old:
-            await self.monitor.probe_loads(old, self.settings.load_timeout_s)
+            await self.monitor.probe_loads(old, LOAD_TIMEOUT_S)
 
     def metrics(self) -> dict[str, float]:
         """How many services are in each state and how idle they were (see rollouts.pool_metrics)."""

@@ -44,12 +44,12 @@ import grpc
 import torch
 from grpc import StatusCode
 from grpo.v1 import rollout_pb2
-from grpo_common.channel import ChannelConfig
 from grpo_common.weights.codec import DEFAULT_BUCKET_BYTES, encode_state_dict_wire, update_weights_method
 from grpo_common.weights.delta import StateDiff, diff_state_dicts
 from grpo_common.weights.fingerprint import Fingerprint, fingerprint
 
-from grpo_learner.rollouts.pool import Member, MemberState, PoolSettings, RolloutPool
+from grpo_learner.config import RolloutConfig
+from grpo_learner.rollouts.pool import Member, MemberState, RolloutPool
 from grpo_learner.weight_sync.push_protocol import PushCounter, ServiceStatus
 from grpo_learner.weight_sync.push_selection import FullWeights, PushSelection
 
@@ -111,15 +111,14 @@ class WeightPusher:
     def __init__(
         self,
         addresses: Sequence[str] | RolloutPool,
-        channel_config: ChannelConfig | None = None,
         *,
-        deadline_s: float = 120.0,
+        deadline_s: float,
         bucket_bytes: int = DEFAULT_BUCKET_BYTES,
         dtype: torch.dtype | None = None,
         initial_backoff_s: float = 0.2,
-        max_backoff_s: float = 10.0,
+        max_retry_backoff_s: float = 10.0,
         initial_version: int = 0,
-        pool_settings: PoolSettings | None = None,
+        pool_settings: RolloutConfig | None = None,
         selection: PushSelection | None = None,
         delta: bool = False,
     ) -> None:
@@ -130,11 +129,11 @@ class WeightPusher:
         self.bucket_bytes = bucket_bytes
         self.dtype = dtype
         self.initial_backoff_s = initial_backoff_s
-        self.max_backoff_s = max_backoff_s
+        self.max_retry_backoff_s = max_retry_backoff_s
         if isinstance(addresses, RolloutPool):
             self.pool = addresses
         else:
-            self.pool = RolloutPool(addresses, channel_config, pool_settings)
+            self.pool = RolloutPool(addresses, pool_settings)
         self.pool.retain()
         self._latest: _Snapshot | None = None
         self._progress = asyncio.Event()  # an acknowledgement or a membership change
@@ -279,7 +278,7 @@ class WeightPusher:
                 with contextlib.suppress(TimeoutError):  # a newer push or a state change wakes us early
                     await asyncio.wait_for(worker.wake.wait(), backoff)
                 worker.wake.clear()
-                backoff = min(backoff * 2, self.max_backoff_s)
+                backoff = min(backoff * 2, self.max_retry_backoff_s)
 
     async def _send(self, member: Member, worker: _Worker, snapshot: _Snapshot) -> bool:
         """One push to one service; True when it should be sent the newest weights again at once

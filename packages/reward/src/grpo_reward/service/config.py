@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from typing import Annotated
 
+from grpo_common.config import ConfigSection
 from grpo_common.row_fields import DEFAULT_MAX_BYTES, DEFAULT_MAX_DEPTH
 from grpo_common.sandbox.slots import SandboxSlotsConfig
 from grpo_common.server import ServerConfig
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
 from grpo_reward.models.config import JudgeConfig, RewardModelConfig
 from grpo_reward.pool import DEFAULT_MEMORY_LIMIT_MB
@@ -16,10 +17,8 @@ DEFAULT_PORT = 50053
 ENV_PREFIX = "GRPO_REWARD_"
 
 
-class RewardServiceConfig(BaseModel):
+class RewardServiceConfig(ConfigSection):
     """Settings of `grpo-reward serve`."""
-
-    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)  # numbers are finite
 
     server: ServerConfig = Field(default_factory=lambda: ServerConfig(port=DEFAULT_PORT))
     workers: int | None = Field(None, ge=1, description="verification worker processes (default: CPU count)")
