@@ -104,7 +104,9 @@ def engines(model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterat
         ]  # fmt: skip
         started.append(Engine(f"http://127.0.0.1:{port}", record, subprocess.Popen(command, env=env)))
     try:
-        deadline = time.monotonic() + 60
+        # Only a hang reaches this: with SGLang's request classes on the path (the schema check, see the
+        # rollout README) each stand-in imports them before it serves, which takes a while on a busy box.
+        deadline = time.monotonic() + 300
         for engine in started:
             while True:
                 with contextlib.suppress(httpx.HTTPError):

@@ -14,7 +14,9 @@ failures: `healthy`, `fail_updates`, `abort_next`, `reject_distributed`. LoRA ad
 (/load_lora_adapter, /unload_lora_adapter, `lora_path` on /generate; `--enable-lora`): `state.lora`,
 see rollout_sglang_standin_lora.py. Weight-update groups (recording only, or `--join-groups` to
 really join the trainer's group as SGLang does): rollout_sglang_standin_groups.py.
-Every call is logged in order in `calls`. Runs in a thread (`StandinServer`) or as a process
+Every call is logged in order in `calls`. Where SGLang's own request classes import (sglang_real_schema.py),
+every payload is first checked against them and one real SGLang would refuse or misread is answered 400,
+its problems kept in `schema_problems`. Runs in a thread (`StandinServer`) or as a process
 (`python this.py --port P`). GET /standin/log returns calls and events; POST /standin/control sets knobs.
 """
 
@@ -32,6 +34,7 @@ from typing import Any
 
 from rollout_sglang_standin_groups import destroy_group, init_group, update_distributed
 from rollout_sglang_standin_lora import LoraState, adapter_shift
+from sglang_real_schema import ENDPOINT_CLASSES, schema_problems, sglang_modules
 
 VOCAB = 80  # below the tiny test tokenizer's size, so outputs decode
 
@@ -94,6 +97,7 @@ class StandinState:
         self.events: list[dict[str, Any]] = []  # ordered: request, received, recorded, refused, ...
         self.buckets_recorded = 0
         self.lora = LoraState()  # LoRA adapters (rollout_sglang_standin_lora.py)
+        self.schema_problems: list[str] = []  # payloads SGLang's own classes refuse (when importable)
 
     def paths(self) -> list[str]:
         return [path for path, _ in self.calls]
@@ -150,6 +154,12 @@ class Handler(BaseHTTPRequestHandler):
         payload = self._read()
         with state.lock:
             state.calls.append((self.path, payload))
+        checked = self.path in ENDPOINT_CLASSES and sglang_modules() is not None
+        if checked and (problems := schema_problems(self.path, payload)):
+            with state.lock:
+                state.schema_problems.extend(problems)
+            self._send(400, {"success": False, "message": "; ".join(problems)})
+            return
         route = {
             "/generate": self._generate,
             "/pause_generation": self._pause,
@@ -289,6 +299,7 @@ class StandinServer:
     """The stand-in on a loopback port in a daemon thread."""
 
     def __init__(self, host: str = "127.0.0.1", port: int = 0, model_path: str = "standin-model") -> None:
+        sglang_modules()  # import SGLang's classes (if present) before serving, not inside the first call
         self.state = StandinState(model_path)
         handler = type("BoundHandler", (Handler,), {"state": self.state})
         self._server = ThreadingHTTPServer((host, port), handler)
