@@ -67,6 +67,32 @@ def accuracy_by_category(cases: list[dict], predictions: list[bool]) -> tuple[fl
     return sum(right.values()) / len(cases), per_category
 
 
+def cpu_ms_by_category(cases: list[dict], repeat: int) -> dict[str, float]:
+    """CPU milliseconds one case costs to grade in this process (the quick path, then `check`, as a worker
+    does), averaged by category. Load stretches the wall clock, not the CPU a case needs, so this figure
+    compares two versions of the verifier across runs on a shared machine; caches are warm, as in a GRPO
+    group whose references repeat."""
+    from grpo_reward.check import check, quick_check
+    from grpo_reward.verdict import Verdict
+
+    def grade(case: dict) -> None:
+        if not isinstance(quick_check(case["completion"], case["reference"]), Verdict):
+            check(case["completion"], case["reference"])
+
+    for case in cases:
+        grade(case)
+    seconds: Counter[str] = Counter()
+    counts: Counter[str] = Counter()
+    for case in cases:
+        start = time.process_time()
+        for _ in range(repeat):
+            grade(case)
+        seconds[case["category"]] += time.process_time() - start
+        counts[case["category"]] += repeat
+    seconds["ALL"], counts["ALL"] = sum(seconds.values()), sum(counts.values())
+    return {name: 1000 * seconds[name] / counts[name] for name in counts}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--repeat", type=int, default=3, help="passes over the normal cases for throughput")
@@ -106,6 +132,7 @@ def main() -> None:
                 verdict = verifier.verify(completion, "5")
                 latencies[name] = (time.perf_counter() - start, verdict.reason)
 
+        cpu_ms = cpu_ms_by_category(normal, args.repeat)
         graded = cases if not args.skip_math_verify_adversarial else normal
         theirs = [math_verify_grade(c["completion"], c["reference"]) for c in graded]
         start = time.perf_counter()
@@ -116,10 +143,12 @@ def main() -> None:
 
         our_accuracy, our_categories = accuracy_by_category(cases, ours)
         their_accuracy, their_categories = accuracy_by_category(graded, theirs)
-        print(f"{'category':16} {'grpo-reward':>12} {'Math-Verify':>12}")
+        print(f"{'category':20} {'grpo-reward':>12} {'Math-Verify':>12} {'CPU ms/case':>12}")
         for name in our_categories:
-            print(f"{name:16} {our_categories[name]:>12} {their_categories.get(name, '-'):>12}")
-        print(f"{'ACCURACY':16} {our_accuracy:12.1%} {their_accuracy:12.1%}")
+            ms = f"{cpu_ms[name]:.3f}" if name in cpu_ms else "-"
+            print(f"{name:20} {our_categories[name]:>12} {their_categories.get(name, '-'):>12} {ms:>12}")
+        print(f"{'ACCURACY':20} {our_accuracy:12.1%} {their_accuracy:12.1%} {cpu_ms['ALL']:12.3f}")
+        print("(CPU ms/case: grpo-reward in this process, quick path then check, normal cases, caches warm)")
         print(f"normal cases timed out (grpo-reward, 1 s CPU limit): {timeouts}, load average {load:.1f}\n")
         print(f"throughput (normal cases x{args.repeat}):")
         print(f"  grpo-reward  {ours_rate:8.1f} items/s  ({os.cpu_count()} worker processes)")
