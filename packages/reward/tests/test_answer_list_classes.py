@@ -90,6 +90,8 @@ def test_a_final_answer_sentence_gives_the_value_it_states(completion: str, answ
         (r"\sin\theta = \frac{3}{5}", r"\frac35", True),
         (r"\text{Total cost} = 12", "12", True),
         (r"\overline{AB} = 5", "5", True),
+        ("[ABC] = 6", "6", True),  # capital letters name points: a label, not prose
+        (r"\angle ABC = 30^\circ", "30", True),
         ("2x", "f(x)=2x", True),
         ("x+1=5", "5", False),  # an equation, not a name for 5
         ("2x=4", "4", False),
@@ -124,6 +126,7 @@ def test_solutions_joined_by_words_or_semicolons_are_a_list(prediction: str) -> 
         ("1{,}000{,}000", "1000000"),
         (r"11,\! 111,\! 111", "11111111"),
         (r"1\,000", "1000"),
+        (r"3\,000\,000", "3000000"),
         ("1 00", "1 00"),  # not groups of three: left alone
         ("1, 000", "1, 000"),  # a plain comma and a blank: a list, as written
     ],

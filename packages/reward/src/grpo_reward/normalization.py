@@ -58,6 +58,15 @@ _BRACED_COMMA = re.compile(r"(\d)\s*+\{\s*+,\s*+\}\s*+(\d)")  # `14 {, }916`, `1
 _COMMA_THIN_SPACE = re.compile(r",\s*+\\!\s*+")  # `11,\! 111`
 # Spacing glued to the next word, as datasets store it: `x_1=1,\quadx_2=2`.
 _GLUED_SPACING = re.compile(r"\\q?quad(?=[a-zA-Z])")
+_THIN_SPACE_THOUSANDS = re.compile(r"(?<=\d)\\,(?=\d{3}(?!\d))")  # `3\,000\,000`
+_FRAC = re.compile(r"\\[dtc]frac(?![a-zA-Z])")
+_BINOM = re.compile(r"\\[dt]binom(?![a-zA-Z])")
+_LESS_EQUAL = re.compile(r"\\(?:le|leqslant)(?![a-zA-Z])")
+_GREATER_EQUAL = re.compile(r"\\(?:ge|geqslant)(?![a-zA-Z])")
+_NOT_EQUAL = re.compile(r"\\ne(?![a-zA-Z])")
+_COLON = re.compile(r"\\colon(?![a-zA-Z])")
+_BLANKS = re.compile(r"\s+")
+_BRACED_WHOLE = re.compile(r"^\{\s*([^{}]*)\s*\}$")
 _LESS_GREATER = re.compile(r"\\(lt|gt)(?![a-zA-Z])")
 _OVERLINE = re.compile(r"(?<!\d)(\d*)\.(\d*)\\overline\{(\d+)\}")  # starts only where a digit run starts
 _IN_PREFIX = re.compile(r"^[a-zA-Z](?:_\{?\w+\}?)?\s*\\in\s*")
@@ -314,22 +323,13 @@ def _strip_units(text: str) -> str:
     return text
 
 
-def normalize_answer(text: str) -> str:
-    """Canonical form of an answer string (see module docstring); pure and cheap."""
-    if "°" in text and _TRIG.search(text):
-        text = text.replace("°", r"^{\circ}")  # an angle in a trigonometric function: see _ANGLE
-    for old, new in _UNICODE.items():
-        if old in text:
-            text = text.replace(old, new)
-    text = _strip_math_delimiters(text)
-    text = text.replace(r"\$", "").replace(r"\textdollar", "").replace(r"\%", "").replace("%", "")
-    text = text.replace("$", "")
-    text = _BRACED_COMMA.sub(r"\1\2", text).replace("{,}", "")
-    text = _COMMA_THIN_SPACE.sub(",", text)
-    text = re.sub(r"(\d)\\,(\d{3})(?!\d)", r"\1\2", text)
+def _latex_forms(text: str) -> str:
+    """The normalisation steps that only a backslash can start (`\\dfrac`, `\\left(`, `\\text{}`,
+    `^\\circ`, `\\,`, ...), in order; skipped as a whole for the many answers that have none."""
+    text = _THIN_SPACE_THOUSANDS.sub("", text)
     text = _GLUED_SPACING.sub(" ", text)
-    text = re.sub(r"\\[dtc]frac(?![a-zA-Z])", r"\\frac", text)
-    text = re.sub(r"\\[dt]binom(?![a-zA-Z])", r"\\binom", text)
+    text = _FRAC.sub(r"\\frac", text)
+    text = _BINOM.sub(r"\\binom", text)
     text = _LEFT_RIGHT.sub(lambda m: "" if (m.group(1) or ".") == "." else m.group(1), text)
     if _TRIG.search(text):
         text = _ANGLE.sub(r"(\1\\cdot\\frac{\\pi}{180})", text)
@@ -340,19 +340,39 @@ def normalize_answer(text: str) -> str:
     for _ in range(3):  # \text{ cm} -> " cm ": text wrappers lose their braces so words stay words
         text = _TEXT_WRAPPER.sub(r" \1 ", text)
     text = _DROP_COMMANDS.sub("", text)
-    text = re.sub(r"\\(?:le|leqslant)(?![a-zA-Z])", r"\\leq", text)
-    text = re.sub(r"\\(?:ge|geqslant)(?![a-zA-Z])", r"\\geq", text)
-    text = re.sub(r"\\ne(?![a-zA-Z])", r"\\neq", text)
-    text = re.sub(r"\\colon(?![a-zA-Z])", ":", text)
+    text = _LESS_EQUAL.sub(r"\\leq", text)
+    text = _GREATER_EQUAL.sub(r"\\geq", text)
+    text = _NOT_EQUAL.sub(r"\\neq", text)
+    text = _COLON.sub(":", text)
     text = _LESS_GREATER.sub(lambda match: "<" if match.group(1) == "lt" else ">", text)
-    text = _OVERLINE.sub(_replace_overline, text)
-    text = re.sub(r"\s+", " ", text).strip()
-    text = re.sub(r"^\{\s*([^{}]*)\s*\}$", r"\1", text)
+    return _OVERLINE.sub(_replace_overline, text)
+
+
+def normalize_answer(text: str) -> str:
+    """Canonical form of an answer string (see module docstring); pure and cheap."""
+    if "°" in text and _TRIG.search(text):
+        text = text.replace("°", r"^{\circ}")  # an angle in a trigonometric function: see _ANGLE
+    for old, new in _UNICODE.items():
+        if old in text:
+            text = text.replace(old, new)
+    text = _strip_math_delimiters(text)
+    text = text.replace(r"\$", "").replace(r"\textdollar", "").replace(r"\%", "").replace("%", "")
+    text = text.replace("$", "")
+    if "," in text:
+        text = _BRACED_COMMA.sub(r"\1\2", text).replace("{,}", "")
+        text = _COMMA_THIN_SPACE.sub(",", text)
+    if "\\" in text:
+        text = _latex_forms(text)
+    elif "~" in text:
+        text = text.replace("~", " ")
+    text = _BLANKS.sub(" ", text).strip()
+    text = _BRACED_WHOLE.sub(r"\1", text)
     text = text.rstrip(" .;")
     text = _IN_PREFIX.sub("", text)
-    text = _WORD_LABEL.sub("", text)
+    if "=" in text:
+        text = _WORD_LABEL.sub("", text)
     text = _strip_units(text)
-    text = re.sub(r"^\{\s*([^{}]*)\s*\}$", r"\1", text).strip()
+    text = _BRACED_WHOLE.sub(r"\1", text).strip()
     if _WHOLE_THOUSANDS.match(text):
         text = text.replace(",", "").replace(" ", "")
     return text

@@ -44,7 +44,13 @@ _MATH_WORDS = frozenset(word for word in KNOWN_WORDS if len(word) >= 3)
 def looks_like_text(normalized: str) -> bool:
     """Whether an answer is words rather than math (`Monday`, `yes`, `no solution`)."""
     without_environments = re.sub(r"\\(?:begin|end)\{[a-zA-Z*]+\}", " ", normalized)
-    return any(word.lower() not in _MATH_WORDS for word in _WORD_RUN.findall(without_environments))
+    return any(_is_prose(word) for word in _WORD_RUN.findall(without_environments))
+
+
+def _is_prose(word: str) -> bool:
+    """A word of prose: not a function or set word, and not the capital letters naming points (`ABC`,
+    `ABCD`: a triangle's or a quadrilateral's vertices, as in `[ABC] = 6` or `\\angle ABC`)."""
+    return word.lower() not in _MATH_WORDS and not (word.isupper() and len(word) <= 4)
 
 
 def expand_plus_minus(normalized: str, limits: Limits) -> list[str]:
