@@ -114,3 +114,12 @@ def test_a_task_reward_that_overflows_its_weight_costs_only_the_item() -> None:
 def test_a_token_budget_that_makes_no_sense_is_refused_naming_the_field(values: dict, field: str) -> None:
     with pytest.raises(ValidationError, match=field):
         RewardSpec(**values)
+
+
+def test_the_built_in_terms_registered_are_those_grpo_common_names() -> None:
+    """The learner validates its [reward] section against grpo_common's names; the reward service
+    computes what TERMS holds: the two must be the same set."""
+    from grpo_common.reward_terms import BUILT_IN_TERMS, V1_WEIGHT_FIELDS
+    from grpo_reward.terms import TERMS
+
+    assert sorted(TERMS) == sorted(BUILT_IN_TERMS) == sorted(V1_WEIGHT_FIELDS)

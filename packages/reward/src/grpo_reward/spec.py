@@ -25,15 +25,24 @@ from collections.abc import Mapping
 from dataclasses import replace
 from typing import Any
 
+from grpo_common.registry import MAX_NAME_CHARS
+from grpo_common.reward_terms import (
+    BUILT_IN_TERMS,
+    CORRECTNESS,
+    LENGTH,
+    MAX_SCORE_TIMEOUT_S,
+    V1_WEIGHT_FIELDS,
+)
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from grpo_reward.tasks.batched import check_task_name
+from grpo_reward.terms import TERMS
+from grpo_reward.terms import overlong_penalty as overlong_penalty  # its old home
 from grpo_reward.verdict import Verdict, timed_out
 
-MAX_TIMEOUT_S = 10.0
-BUILT_IN_TERMS = ("correctness", "format", "length")
+MAX_TIMEOUT_S = MAX_SCORE_TIMEOUT_S
 _V1_TOKENS = ("max_completion_tokens", "overlong_buffer_tokens")
-_V1_WEIGHTS = {"correctness": "correctness_weight", "format": "format_weight", "length": "length_weight"}
+_V1_WEIGHTS = V1_WEIGHT_FIELDS
 
 
 def _check_token_budget(max_tokens: Any, buffer_tokens: Any) -> None:
@@ -57,7 +66,7 @@ class Component(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    name: str = Field(min_length=1, max_length=200)
+    name: str = Field(min_length=1, max_length=MAX_NAME_CHARS)
     weight: float = Field(1.0, allow_inf_nan=False)
     max_completion_tokens: int = Field(0, ge=0)
     overlong_buffer_tokens: int = Field(0, ge=0)
@@ -75,7 +84,7 @@ class Component(BaseModel):
 
     @model_validator(mode="after")
     def _known_and_complete(self) -> Component:
-        if self.name == "length":
+        if self.name == LENGTH:
             if self.max_completion_tokens <= 0:
                 raise ValueError("max_completion_tokens: the length term needs max_completion_tokens > 0")
         elif self.name not in BUILT_IN_TERMS:
@@ -92,7 +101,7 @@ class RewardSpec(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    components: tuple[Component, ...] = (Component(name="correctness", origin="correctness_weight"),)
+    components: tuple[Component, ...] = (Component(name=CORRECTNESS, origin=V1_WEIGHT_FIELDS[CORRECTNESS]),)
     fallback_last_number: bool = False
     timeout_s: float = Field(
         1.0, gt=0, le=MAX_TIMEOUT_S, allow_inf_nan=False, description="per-item CPU-time limit"
@@ -116,11 +125,11 @@ class RewardSpec(BaseModel):
         _check_token_budget(tokens["max_completion_tokens"], tokens["overlong_buffer_tokens"])
         components = []
         for name, key in _V1_WEIGHTS.items():
-            weight = values.pop(key, 1.0 if name == "correctness" else 0.0)
+            weight = values.pop(key, 1.0 if name == CORRECTNESS else 0.0)
             if not isinstance(weight, int | float) or not math.isfinite(weight):
                 raise ValueError(f"{key}: must be a finite number, got {weight!r}")
-            if name == "correctness" or weight != 0:
-                extra = tokens if name == "length" else {}
+            if name == CORRECTNESS or weight != 0:
+                extra = tokens if name == LENGTH else {}
                 components.append({"name": name, "weight": weight, "origin": key, **extra})
         values["components"] = components
         return values
@@ -149,25 +158,9 @@ class RewardSpec(BaseModel):
         return tuple(c.name for c in self.components if c.name not in BUILT_IN_TERMS)
 
 
-def overlong_penalty(tokens: int, max_tokens: int, buffer_tokens: int) -> float:
-    """DAPO soft overlong punishment in [-1, 0] (formula in the module docstring)."""
-    if tokens <= 0 or max_tokens <= 0:
-        return 0.0
-    start = max_tokens - buffer_tokens
-    if tokens <= start:
-        return 0.0
-    if tokens > max_tokens or buffer_tokens == 0:
-        return -1.0
-    return (start - tokens) / buffer_tokens
-
-
 def _term(component: Component, verdict: Verdict, terms: Mapping[str, Verdict], tokens: int) -> float:
-    if component.name == "correctness":
-        return verdict.reward
-    if component.name == "format":
-        return verdict.components.get("format", 0.0)
-    if component.name == "length":
-        return overlong_penalty(tokens, component.max_completion_tokens, component.overlong_buffer_tokens)
+    if component.name in BUILT_IN_TERMS:
+        return TERMS[component.name](component, verdict, tokens)
     return terms[component.name].reward
 
 

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from grpo_common.config import ConfigSection, load_config
+from grpo_common.reward_terms import CORRECTNESS
 from pydantic import Field, model_validator
 
 from grpo_learner.config.data import DataConfig
@@ -78,7 +79,7 @@ class LearnerConfig(ConfigSection):
         the advantage weights (each component normalised alone), so the weights are given once.
         """
         advantage = self.loss.advantage
-        computed = set(self.reward.component_weights()) or {"correctness"}
+        computed = set(self.reward.component_weights()) or {CORRECTNESS}
         unknown = sorted(set(advantage.reward_weights) - computed - {"reward"})
         if unknown:
             raise ValueError(

@@ -6,9 +6,11 @@ import math
 from typing import Literal
 
 from grpo_common.config import ConfigSection
+from grpo_common.registry import MAX_NAME_CHARS
+from grpo_common.reward_terms import BUILT_IN_TERMS, LENGTH, MAX_SCORE_TIMEOUT_S
 from pydantic import Field, field_validator, model_validator
 
-BUILTIN_COMPONENTS = ("correctness", "format", "length")
+BUILTIN_COMPONENTS = BUILT_IN_TERMS  # the reward service registers them (grpo_reward.terms)
 
 
 class RewardComponentConfig(ConfigSection):
@@ -18,14 +20,14 @@ class RewardComponentConfig(ConfigSection):
     `grpo.tasks`, or `module:function`; its reward on the same completion is the term.
     """
 
-    name: str = Field(..., min_length=1, max_length=200)
+    name: str = Field(..., min_length=1, max_length=MAX_NAME_CHARS)
     weight: float = Field(1.0, allow_inf_nan=False)
     max_completion_tokens: int | None = Field(None, gt=0, description="length only: L_max")
     overlong_buffer_tokens: int = Field(0, ge=0, description="length only: the soft buffer B")
 
     @model_validator(mode="after")
     def _length_fields(self) -> RewardComponentConfig:
-        if self.name == "length":
+        if self.name == LENGTH:
             if self.max_completion_tokens is None:
                 raise ValueError("the length component needs max_completion_tokens (> 0)")
             if self.overlong_buffer_tokens > self.max_completion_tokens:
@@ -52,7 +54,10 @@ class RewardConfig(ConfigSection):
     )
     components: list[RewardComponentConfig] = Field(default_factory=list)
     timeout_s: float = Field(
-        0.0, ge=0, le=10, description="per-item CPU-time limit of scoring; 0: the reward server's default"
+        0.0,
+        ge=0,
+        le=MAX_SCORE_TIMEOUT_S,
+        description="per-item CPU-time limit of scoring; 0: the reward server's default",
     )
     fallback_last_number: bool = Field(False, description="math: take the last number if no explicit answer")
     on_timeout: Literal["drop_group", "zero"] = Field(

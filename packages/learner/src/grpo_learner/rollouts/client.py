@@ -22,6 +22,7 @@ from dataclasses import dataclass
 import grpc
 from grpc import StatusCode
 from grpo.v1 import reward_pb2, rollout_pb2
+from grpo_common.reward_terms import V1_WEIGHT_FIELDS
 
 from grpo_learner.config import RolloutConfig, SamplingConfig
 from grpo_learner.config.environment import EnvironmentConfig
@@ -66,16 +67,13 @@ def reward_spec_to_proto(reward: RewardConfig) -> reward_pb2.RewardSpec:
     spec.correctness_weight = 0.0
     for component in reward.components:
         term = spec.components.add(name=component.name, weight=component.weight)
-        if component.name == "length":
-            term.max_completion_tokens = component.max_completion_tokens or 0
+        if component.max_completion_tokens is not None:  # the length term's budget (config: length only)
+            term.max_completion_tokens = component.max_completion_tokens
             term.overlong_buffer_tokens = component.overlong_buffer_tokens
-            spec.length_weight = component.weight
             spec.max_completion_tokens = term.max_completion_tokens
             spec.overlong_buffer_tokens = term.overlong_buffer_tokens
-        elif component.name == "correctness":
-            spec.correctness_weight = component.weight
-        elif component.name == "format":
-            spec.format_weight = component.weight
+        if component.name in V1_WEIGHT_FIELDS:
+            setattr(spec, V1_WEIGHT_FIELDS[component.name], component.weight)
     return spec
 
 
