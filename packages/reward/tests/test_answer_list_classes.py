@@ -54,6 +54,7 @@ def test_more_boxes_than_the_cap_are_no_answer_and_the_scan_stops_there() -> Non
         ("A first part gives $\\boxed{3}$. Final Answer: The final answer is 5. I hope it is correct.", "5"),
         ("So \\boxed{3} for now.\n\n**Final Answer:** 5", "5"),
         ("Part one gives $\\boxed{3}$. Therefore, the final answer is $\\boxed{5}$.", "5"),
+        ("So \\boxed{3} for the first part.\n\n**Final Answer**\n\n$5$", "$5$"),  # a heading, then its line
         ("The final answer is $\\boxed{5}$.", "5"),  # the box is inside the statement
         ("\\boxed{5} is my final answer.", "5"),  # "final answer" with no answer after it
     ],
@@ -198,6 +199,8 @@ def test_numbered_solutions_of_one_unknown_equal_unnumbered_ones() -> None:
 
 def test_references_as_datasets_store_them_are_normalised_not_refused() -> None:
     assert normalize_answer(r"x_{1}=1,\quadx_{2}=2") == "x_{1}=1, x_{2}=2"
+    assert normalize_answer(r"2\cdotx + 3\timesy") == r"2\cdot x + 3\times y"
+    assert normalize_answer(r"1,\cdots,n") == r"1,\cdots,n"  # a command of its own, not \cdot s
     assert normalize_answers(["1", r"\frac{1}{1}", "1", "2"]) == r"1, \frac{1}{1}, 2"
     verdict = check(r"\boxed{2, 1}", r"x_1=1,\qquadx_2=2")
     assert verdict.correct, verdict.reason

@@ -49,6 +49,7 @@ _CHOICE = re.compile(
     r"^\(?\s*([A-J])\s*\)(?:\s|$|[.:,])|^([A-J])[.:]?$|^\\?\(?\s*\\text\{\s*\(?([A-J])\)?\s*\}\)?$"
     r"|^(?i:option|choice)\s*\(?([A-J])\)?(?:\s|$|[.:,])"
 )
+_FINAL_HEADING = re.compile(r"^[ \t#*]*+final[ \t]++answer[ \t*:：]*+\n\s*+([^\n]++)", re.I | re.M)
 _FINAL_WORD = re.compile(r"final[ \t]*+answer", re.I)
 _MATH_SEGMENT = re.compile(r"(?<!\\)\$\$?[^$]+?(?<!\\)\$\$?|\\\(.+?\\\)")
 _PROSE_WORD = re.compile(r"(?<![\\a-zA-Z])[a-zA-Z]{3,}")
@@ -291,7 +292,20 @@ def _final_statement(tail: str, after: int) -> tuple[Extraction, int] | None:
     phrase = _answer_phrase(tail)
     if phrase is not None and phrase[2] and phrase[1] >= after:
         return Extraction(as_choice(phrase[0]), "answer_phrase"), phrase[1]
+    heading = _final_heading(tail)
+    if heading is not None and heading[1] >= after:
+        return Extraction(as_choice(heading[0]), "final_answer"), heading[1]
     return None
+
+
+def _final_heading(tail: str) -> tuple[str, int] | None:
+    """The answer on the line after the last `Final Answer` heading (`**Final Answer**`, `## Final
+    Answer:` alone on its line), and where the heading starts."""
+    headings = list(_FINAL_HEADING.finditer(tail))
+    if not headings:
+        return None
+    answer = _answer_in_sentence(_strip_answer_tail(headings[-1].group(1)))
+    return (answer, headings[-1].start()) if answer else None
 
 
 def as_choice(answer: str) -> str:
@@ -322,6 +336,9 @@ def extract_answer(completion: str, *, fallback_last_number: bool = False) -> Ex
     final_answer = _final_answer(tail)
     if final_answer is not None:
         return Extraction(as_choice(_strip_answer_tail(final_answer[0])), "final_answer")
+    heading = _final_heading(tail)
+    if heading is not None:
+        return Extraction(as_choice(heading[0]), "final_answer")
     gsm8k = list(_GSM8K.finditer(tail))
     if gsm8k:
         return Extraction(as_choice(gsm8k[-1].group(1).strip().rstrip(".")), "gsm8k")

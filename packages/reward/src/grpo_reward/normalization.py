@@ -58,6 +58,7 @@ _BRACED_COMMA = re.compile(r"(\d)\s*+\{\s*+,\s*+\}\s*+(\d)")  # `14 {, }916`, `1
 _COMMA_THIN_SPACE = re.compile(r",\s*+\\!\s*+")  # `11,\! 111`
 # Spacing glued to the next word, as datasets store it: `x_1=1,\quadx_2=2`.
 _GLUED_SPACING = re.compile(r"\\q?quad(?=[a-zA-Z])")
+_GLUED_PRODUCT = re.compile(r"\\(cdot(?=[a-rt-zA-Z])|times(?=[a-zA-Z]))")  # `2\cdotx` (never `\cdots`)
 _THIN_SPACE_THOUSANDS = re.compile(r"(?<=\d)\\,(?=\d{3}(?!\d))")  # `3\,000\,000`
 _FRAC = re.compile(r"\\[dtc]frac(?![a-zA-Z])")
 _BINOM = re.compile(r"\\[dt]binom(?![a-zA-Z])")
@@ -328,6 +329,7 @@ def _latex_forms(text: str) -> str:
     `^\\circ`, `\\,`, ...), in order; skipped as a whole for the many answers that have none."""
     text = _THIN_SPACE_THOUSANDS.sub("", text)
     text = _GLUED_SPACING.sub(" ", text)
+    text = _GLUED_PRODUCT.sub(r"\\\1 ", text)
     text = _FRAC.sub(r"\\frac", text)
     text = _BINOM.sub(r"\\binom", text)
     text = _LEFT_RIGHT.sub(lambda m: "" if (m.group(1) or ".") == "." else m.group(1), text)
