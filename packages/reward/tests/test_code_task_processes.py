@@ -23,11 +23,11 @@ from reward_fixtures import reward_server
 SECRET = "hunter2-service-secret"
 WORKER = """
 import json, sys
-from grpo_reward.tasks import TASKS
+from grpo_reward.worker import run_task
 for line in sys.stdin:
     item = json.loads(line)
-    result = TASKS["code"](item["completion"], "", **item["fields"])
-    print(json.dumps({"reward": result.reward, "reason": result.reason}), flush=True)
+    verdict = run_task("code", item["completion"], "", item["fields"])
+    print(json.dumps({"reward": verdict.reward, "reason": verdict.reason}), flush=True)
 """
 
 
