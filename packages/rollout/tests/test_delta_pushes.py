@@ -169,3 +169,26 @@ def test_sglang_without_a_host_copy_takes_full_pushes_only(
     assert not full.takes_deltas
     assert Fingerprint.from_proto(full.fingerprint) == fingerprint(first)  # from what it received
     assert error.code() == grpc.StatusCode.FAILED_PRECONDITION and "keeps no copy" in error.details()
+
+
+def test_a_delta_that_makes_a_tensor_non_finite_is_refused_like_a_full_push(
+    tiny_model_dir: Path, reward: RewardStandin
+) -> None:
+    first = other_weights(tiny_model_dir, seed=1)
+    poisoned = {name: t.clone() for name, t in first.items()}
+    poisoned["model.norm.weight"].view(-1)[3] = float("nan")
+    diff = diff_state_dicts(first, poisoned)
+
+    async def scenario():
+        async with serving(config(tiny_model_dir, reward.address)) as client:
+            full = await push(client, first, 1)
+            with pytest.raises(grpc.aio.AioRpcError) as caught:
+                await push(client, diff.items, 2, base=(1, Fingerprint.from_proto(full.fingerprint)))
+            info = await client.stub.GetInfo(rollout_pb2.GetInfoRequest(), timeout=10)
+            return caught.value, info, served_bits(client)
+
+    error, info, served = asyncio.run(scenario())
+    assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "'model.norm.weight'" in error.details() and "NaN" in error.details(), error.details()
+    assert info.policy_version == 1 and Fingerprint.from_proto(info.fingerprint) == fingerprint(first)
+    assert all(torch.equal(served[n], element_bits(t)) for n, t in first.items())
