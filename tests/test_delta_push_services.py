@@ -171,3 +171,39 @@ async def wait_until(predicate, timeout_s: float = 20.0) -> None:
     while not predicate():
         assert loop.time() < deadline, "timed out"
         await asyncio.sleep(0.02)
+
+
+def test_a_refused_delta_is_answered_at_once_with_every_tensor_whole(
+    model_dir: Path, reward: RewardStandin
+) -> None:
+    """The service changed behind the learner's back (another learner's push, same version): it refuses the
+    delta (FAILED_PRECONDITION) and the pusher sends everything, without backoff or a mismatch."""
+
+    async def scenario():
+        async with running_rollout(rollout_config(model_dir, reward)) as rollout:
+            model = rollout.generator.model
+            weights = {n: t.detach().clone().float() for n, t in model.state_dict().items()}
+            pool = RolloutPool([rollout.server.address])
+            pusher = WeightPusher(
+                pool, deadline_s=30, dtype=torch.bfloat16, delta=True, initial_backoff_s=5.0
+            )
+            try:
+                await pusher.push(weights, 1)
+                pusher.metrics()
+                intruder = WeightPusher([rollout.server.address], deadline_s=30, dtype=torch.bfloat16)
+                try:  # another learner pushes other weights under the same version
+                    await intruder.push({n: t * 2 for n, t in weights.items()}, 1)
+                finally:
+                    await intruder.close()
+                nudged = {n: t * 1.01 for n, t in weights.items()}
+                behind = await pusher.push(nudged, 2)
+                metrics = pusher.metrics()
+                served = {name: element_bits(t).clone() for name, t in model.state_dict().items()}
+            finally:
+                await pusher.close()
+            return behind, metrics, served, nudged
+
+    behind, metrics, served, nudged = asyncio.run(scenario())
+    assert behind == []
+    assert metrics["push/full_pushes"] == 1 and metrics["push/fingerprint_mismatch"] == 0
+    assert all(torch.equal(served[n], element_bits(t.bfloat16())) for n, t in nudged.items())
