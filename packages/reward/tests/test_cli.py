@@ -69,3 +69,14 @@ def test_serve_with_a_plugin_that_cannot_be_imported_exits_2_naming_it() -> None
                          capture_output=True, text=True, timeout=120)  # fmt: skip
     assert run.returncode == 2
     assert "plugin 'no_such_rewards_module' failed to import" in run.stderr
+
+
+@pytest.mark.parametrize("command", ["check", "serve"])
+def test_help_names_every_registered_task(command: str, capsys: pytest.CaptureFixture[str]) -> None:
+    from grpo_reward.cli import main
+    from grpo_reward.tasks import TASKS
+
+    with pytest.raises(SystemExit):
+        main([command, "--help"])
+    shown = " ".join(capsys.readouterr().out.split())  # argparse wraps the epilog
+    assert f"registered tasks (--task): {', '.join(sorted(TASKS))} " in shown

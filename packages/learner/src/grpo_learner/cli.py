@@ -24,6 +24,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from grpo_common.cli_help import LazyEpilogParser
 from grpo_common.config import ConfigError
 from grpo_common.logging_setup import configure_logging
 from grpo_common.model_reference import check_model_reference
@@ -50,16 +51,6 @@ def parse_set(items: list[str] | None) -> dict[str, Any]:
     return overrides
 
 
-class _Parser(argparse.ArgumentParser):
-    """An ArgumentParser whose epilog may be a function, called only when help is printed: the
-    registered names it lists are read from the registries, which import torch."""
-
-    def format_help(self) -> str:
-        if callable(self.epilog):
-            self.epilog = self.epilog()
-        return super().format_help()
-
-
 def _train_epilog() -> str:
     from grpo_learner.registered_names import registered_names_help
 
@@ -69,12 +60,12 @@ def _train_epilog() -> str:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="grpo", description="GRPO training for language models")
     parser.add_argument("--log-level", default="INFO")
-    commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=LazyEpilogParser)
 
     train = commands.add_parser(
         "train",
         help="train a policy against rollout services",
-        epilog=_train_epilog,  # type: ignore[arg-type]  # _Parser calls it when help is printed
+        epilog=_train_epilog,  # type: ignore[arg-type]  # called when help is printed (torch)
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     train.add_argument("--config", type=Path, help="TOML/YAML/JSON learner config")

@@ -13,6 +13,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any, NoReturn
 
+from grpo_common.cli_help import LazyEpilogParser, names_line
 from grpo_common.server_flags import add_server_flags, server_overrides
 
 from grpo_reward.service.config import DEFAULT_PORT
@@ -181,18 +182,30 @@ def _serve(args: argparse.Namespace) -> int:
 _PLUGIN_HELP = "import MODULE (its @TASKS.register tasks) or register module:function; repeatable"
 
 
+def _tasks_epilog() -> str:
+    from grpo_reward.tasks import TASKS  # imports the tasks (sympy): only when help is printed
+
+    return (
+        names_line("registered tasks (--task)", TASKS) + " (more with --plugin or as grpo.tasks entry points)"
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="grpo-reward", description=__doc__)
-    commands = parser.add_subparsers(dest="command", required=True)
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=LazyEpilogParser)
 
-    check = commands.add_parser("check", help="grade one answer or a JSONL file of answers")
+    check = commands.add_parser(
+        "check",
+        help="grade one answer or a JSONL file of answers",
+        epilog=_tasks_epilog,  # type: ignore[arg-type]  # called when help is printed
+    )
     source = check.add_mutually_exclusive_group(required=True)
     source.add_argument("--completion", help="the model's completion text")
     source.add_argument(
         "--file", type=Path, help='JSONL of {"completion", "reference", "id"?, "task"?, "fields"?}; - = stdin'
     )
     check.add_argument("--reference", help="the ground-truth answer (with --completion)")
-    check.add_argument("--task", default="math", help="reward task name (default math)")
+    check.add_argument("--task", default="math", help="reward task name (default math; listed below)")
     check.add_argument("--fields", default="", help="the row's fields as one JSON object")
     check.add_argument("--plugin", action="append", default=[], help=_PLUGIN_HELP)
     check.add_argument("--timeout-s", type=float, default=1.0, help="per-item CPU-time limit (default 1)")
@@ -203,7 +216,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--fallback-last-number", action="store_true", help="grade the last number if no answer"
     )
 
-    serve = commands.add_parser("serve", help="serve grpo.v1.RewardService over gRPC")
+    serve = commands.add_parser(
+        "serve",
+        help="serve grpo.v1.RewardService over gRPC",
+        epilog=_tasks_epilog,  # type: ignore[arg-type]
+    )
     serve.add_argument("--config", type=Path, help="TOML/YAML/JSON config file (RewardServiceConfig)")
     add_server_flags(serve, default_port=DEFAULT_PORT)
     serve.add_argument("--workers", type=int, help="verification worker processes (default: CPU count)")

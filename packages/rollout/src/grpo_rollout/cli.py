@@ -18,6 +18,7 @@ import logging
 import sys
 from pathlib import Path
 
+from grpo_common.cli_help import LazyEpilogParser, names_line
 from grpo_common.config import ConfigError, load_config
 from grpo_common.logging_setup import configure_logging
 from grpo_common.server import serve_until_signalled
@@ -29,10 +30,28 @@ from grpo_rollout.config import DEFAULT_PORT, ENV_PREFIX, RolloutServiceConfig
 logger = logging.getLogger("grpo_rollout")
 
 
+def _registries_epilog() -> str:
+    from grpo_rollout.environments import ENVIRONMENTS  # imports the environments: only for help
+
+    return "\n".join(
+        (
+            names_line("registered generator backends (--generator)", GENERATORS),
+            names_line(
+                "registered environments (environment.name in requests; more with --plugin)", ENVIRONMENTS
+            ),
+        )
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="grpo-rollout", description="The GRPO rollout service.")
-    commands = parser.add_subparsers(dest="command", required=True)
-    serve = commands.add_parser("serve", help="serve RolloutService over gRPC")
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=LazyEpilogParser)
+    serve = commands.add_parser(
+        "serve",
+        help="serve RolloutService over gRPC",
+        epilog=_registries_epilog,  # type: ignore[arg-type]  # called when help is printed
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     serve.add_argument("--config", type=Path, help="TOML/YAML/JSON file with RolloutServiceConfig settings")
     serve.add_argument("--model", help="Hugging Face checkpoint directory (or cached hub id)")
     serve.add_argument(
