@@ -5,7 +5,7 @@
 checks that span sections. Load it with `load_learner_config` (TOML/YAML file < `GRPO_LEARNER_*`
 environment < CLI overrides). A bad value fails here with the field named; a registry name (a loss,
 an estimator, a push transport) is checked by `grpo_learner.registered_names` before anything is
-built, e.g. `loss.loss_type: unknown loss 'ppo'; registered: bnpo, cispo, dapo, dr_grpo, grpo, gspo`.
+built, e.g. `loss.loss_type: unknown loss 'ppo'; registered: bnpo, cispo, ...` (read from `LOSSES`).
 """
 
 from __future__ import annotations
