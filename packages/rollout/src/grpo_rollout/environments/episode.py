@@ -39,8 +39,8 @@ TurnSampler = Callable[[list[int], int, tuple[int, ...]], Awaitable[GeneratedCom
 
 
 @dataclass
-class EpisodeStats:
-    """EpisodeStats of rollout.proto, gathered while the episode runs."""
+class EpisodeCounters:
+    """The counters of rollout.proto's EpisodeStats, gathered while the episode runs."""
 
     turns: int = 0
     tool_calls: int = 0
@@ -61,7 +61,7 @@ class EpisodeCompletion:
     loss_mask: list[bool] = field(default_factory=list)
     finish_reason: FinishReason = FinishReason.STOP
     weight_versions: set[int] = field(default_factory=set)  # one element unless an update slipped in
-    stats: EpisodeStats = field(default_factory=EpisodeStats)
+    stats: EpisodeCounters = field(default_factory=EpisodeCounters)
 
     @property
     def weight_version(self) -> int:
