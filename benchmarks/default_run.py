@@ -27,10 +27,8 @@ from pathlib import Path
 
 from grpo_learner.metrics import read_metrics
 from grpo_learner.service_processes import find_executable
-from results_file import Report, add_record_flag  # benchmarks/results_file.py
+from results_file import DEFAULT_RUN_PICTURE, Report, add_record_flag  # benchmarks/results_file.py
 
-ROOT = Path(__file__).resolve().parent.parent
-PICTURE = ROOT / "docs" / "default-run.png"
 PHASES = ("wait_rollouts", "update", "push")
 SHOWN = ("greedy_accuracy", "pass@1", "maj@8", "pass@8", "greedy_accuracy_without_environment")
 
@@ -90,8 +88,8 @@ def main() -> None:
     if args.record:
         report.save(sys.argv)
         if summary["task"] == "arithmetic":
-            shutil.copyfile(run_dir / "curves.png", PICTURE)
-            print(f"wrote {PICTURE}")
+            shutil.copyfile(run_dir / "curves.png", DEFAULT_RUN_PICTURE)
+            print(f"wrote {DEFAULT_RUN_PICTURE}")
 
 
 if __name__ == "__main__":

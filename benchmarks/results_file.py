@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import TextIO
 
 RESULTS_PATH = Path(__file__).resolve().parent / "RESULTS.md"
+DEFAULT_RUN_PICTURE = RESULTS_PATH.parent.parent / "docs" / "default-run.png"  # written by default_run.py
 BENCH_GROUP = "uv run --group bench python"  # how scripts that need TRL or Math-Verify are started
 
 _PREAMBLE = (
@@ -47,8 +48,14 @@ def git_commit() -> str:
         commit = subprocess.run(
             ["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True, text=True, check=True
         ).stdout.strip()
+        # what the benchmarks write themselves (this file's results, the default run's picture) is not
+        # a change to the code measured
+        written = [f":!{path.relative_to(root)}" for path in (RESULTS_PATH, DEFAULT_RUN_PICTURE)]
         dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"], cwd=root, capture_output=True, text=True
+            ["git", "status", "--porcelain", "--untracked-files=no", "--", ".", *written],
+            cwd=root,
+            capture_output=True,
+            text=True,
         ).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         return "unknown commit"
