@@ -8,16 +8,16 @@ Both sides work on the elements' *bits* (an integer view of the dtype), never on
 the result is bit-identical to sending the tensor whole for every dtype (NaN payloads, -0.0,
 bool and float8 included): with x = base XOR new (element-wise on the bits), new = base XOR x.
 
-Per tensor the sender keeps the smallest of:
+Per tensor the sender sends:
 
 - nothing, when no bit changed (the tensor is left out of the stream);
-- SPARSE_XOR: zstd(k uint32 gaps between changed indices, then their k XOR values). Gaps of a
-  sparse change are small numbers whose high bytes zstd squeezes away, and the XOR of a value
-  nudged by a small step has zero high bytes too;
-- PLANES_XOR: zstd(byte planes of the whole XOR): byte 0 of every element, then byte 1, ...
-  When most elements change (fp32 pushes, where nearly every element moves every step), the
-  planes holding sign and exponent are almost all zero and compress to nearly nothing;
-- the tensor whole (RAW), when neither is smaller.
+- below 10% of its elements changed, SPARSE_XOR: zstd(k uint32 gaps between changed indices,
+  then their k XOR values). Gaps of a sparse change are small numbers whose high bytes zstd
+  squeezes away, and the XOR of a value nudged by a small step has zero high bytes too;
+- from 10% on, PLANES_XOR: zstd(byte planes of the whole XOR): byte 0 of every element, then
+  byte 1, ... When most elements change (fp32 pushes, where nearly every element moves every
+  step), the planes holding sign and exponent are almost all zero and compress to nearly nothing;
+- the tensor whole (RAW), when the payload would not be smaller.
 
 The receiver resolves a delta against its current tensor before writing anything
 (`resolve` then `write`), so a tensor that two names share (tied embeddings) ends with the
@@ -42,9 +42,10 @@ from grpo_common.weights.specs import ITEMSIZE, WeightStreamError
 # zstd level 1: the sender compresses every changed tensor once per push, on one thread; higher
 # levels cost 2-5x the CPU for a few percent fewer bytes on XOR streams (benchmarks/delta_push.py).
 ZSTD_LEVEL = 1
-# Planes are worth trying only when enough elements changed that the sparse form's indices
-# dominate; below this fraction SPARSE_XOR always came out smaller on the measured models.
-_PLANES_MIN_FRACTION = 1 / 16
+# Below this fraction of changed elements SPARSE_XOR is tried, from it on PLANES_XOR: on trained
+# weights the sparse form was smaller at 2-4% changed and the planes at 17-25%, and computing both
+# doubled the sender's CPU (benchmarks/delta_push.py), which a push waits for.
+_PLANES_MIN_FRACTION = 1 / 10
 _MAX_SPARSE_NUMEL = 2**32  # gaps are uint32
 
 _INT_VIEW = {1: torch.uint8, 2: torch.int16, 4: torch.int32, 8: torch.int64}
@@ -100,20 +101,17 @@ def diff_tensor(base: torch.Tensor, new: torch.Tensor) -> TensorChange:
     if changed == 0:
         return TensorChange(0, numel, None)
     width = old_bits.itemsize
-    best: tuple[Encoding, bytes] | None = None
     compressor = zstandard.ZstdCompressor(level=ZSTD_LEVEL)
-    if numel <= _MAX_SPARSE_NUMEL and changed * (4 + width) < numel * width:
+    if changed < numel * _PLANES_MIN_FRACTION and numel <= _MAX_SPARSE_NUMEL:
         changed_at = np.flatnonzero(differs)
         gaps = np.diff(changed_at, prepend=0).astype("<u4")
         xor = np.bitwise_xor(old_bits[changed_at], new_bits[changed_at])
         best = (Encoding.SPARSE_XOR, compressor.compress(gaps.tobytes() + xor.tobytes()))
-    if changed >= numel * _PLANES_MIN_FRACTION:
+    else:
         xor = np.bitwise_xor(old_bits, new_bits)
         planes = np.ascontiguousarray(xor.view(np.uint8).reshape(numel, width).T)
-        payload = compressor.compress(planes.tobytes())
-        if best is None or len(payload) < len(best[1]):
-            best = (Encoding.PLANES_XOR, payload)
-    if best is None or len(best[1]) >= numel * width:
+        best = (Encoding.PLANES_XOR, compressor.compress(planes.tobytes()))
+    if len(best[1]) >= numel * width:
         return TensorChange(changed, numel, None)
     return TensorChange(changed, numel, EncodedTensor(new.dtype, tuple(new.shape), best[0], best[1]))
 
