@@ -6,5 +6,5 @@
   `model_facts`). `sampling`: hf's token choice and the greedy threshold every backend shares.
 - `service`: RolloutService (Generate / UpdateWeights / GetInfo); `request_validation`,
   `prompt_encoding`, `reward_client`, `group_assembly`: its parts; `version_gate`: updates between groups.
-- `config`, `app`, `cli`: `grpo-rollout serve`.
+- `config/`: the typed configuration, one module per section (no torch); `app`, `cli`: `grpo-rollout serve`.
 """
