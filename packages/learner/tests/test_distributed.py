@@ -71,7 +71,7 @@ def child_env() -> dict[str, str]:
     return {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
 
 
-def torchrun(config: dict, tmp: Path, *args: str, timeout: float = 120) -> subprocess.CompletedProcess:
+def torchrun(config: dict, tmp: Path, *args: str, timeout: float = 400) -> subprocess.CompletedProcess:
     """The worker on 2 ranks under `python -m torch.distributed.run`."""
     path = tmp / f"config-{time.monotonic_ns()}.json"
     path.write_text(json.dumps(config))
@@ -105,9 +105,11 @@ def tiny_model(tmp_path_factory) -> str:
 
 @pytest.fixture(scope="module")
 def two_process_run(tiny_model, tmp_path_factory) -> Path:
-    """4 steps straight through on 2 ranks; checkpoints at steps 2 and 4."""
+    """4 steps straight through on 2 ranks; checkpoints at steps 2 and 4. Packed (train.packing), so
+    the comparison with the padded one-process run also proves packing exact under FSDP2."""
     tmp = tmp_path_factory.mktemp("two")
-    done = torchrun(learner_config(tiny_model, tmp / "run"), tmp)
+    packed = {"train": {"packing": True, "packing_row_tokens": 30}}
+    done = torchrun(learner_config(tiny_model, tmp / "run", **packed), tmp)
     assert done.returncode == 0, done.stderr[-4000:]
     return tmp / "run"
 

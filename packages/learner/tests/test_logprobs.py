@@ -131,11 +131,20 @@ def test_a_group_shares_one_prompt_row():
     assert batch.prompt_mask[0].tolist() == [0, 0, 0, 0, 0, 1, 1]
 
 
-@pytest.mark.parametrize("share_prompts", [True, False])
-def test_prompt_computed_once_gives_the_logprobs_and_gradients_of_one_pass_per_sequence(share_prompts):
-    """The shared prompt's KV, gathered for each completion, is the KV a full pass would compute:
-    logprobs, entropies and every parameter's gradient (the prompt's included: summed over its
-    completions) match the plain per-sequence computation; environment tokens stay 0."""
+LAYOUTS = {
+    "shared": LogprobSettings(0.9, 7, True, 64.0),
+    "unshared": LogprobSettings(0.9, 7, False, 64.0),
+    "packed, a row per group": LogprobSettings(0.9, 7, True, 64.0, packing_row_tokens=8),
+    "packed, groups sharing rows": LogprobSettings(0.9, 7, True, 64.0, packing_row_tokens=40),
+}
+
+
+@pytest.mark.parametrize("layout", list(LAYOUTS))
+def test_prompt_computed_once_gives_the_logprobs_and_gradients_of_one_pass_per_sequence(layout):
+    """The shared prompt's KV, gathered for each completion (or the packed rows' tree mask), is the
+    KV a full pass would compute: logprobs, entropies and every parameter's gradient (the prompt's
+    included: summed over its completions) match the plain per-sequence computation; environment
+    tokens stay 0."""
     sequences = groups_of_sequences()
     batch = collate(sequences)
     weights = torch.randn(batch.completion_mask.shape, generator=torch.Generator().manual_seed(2))
@@ -143,9 +152,7 @@ def test_prompt_computed_once_gives_the_logprobs_and_gradients_of_one_pass_per_s
     for compute in ("layout", "plain"):
         model = tiny_qwen2(seed=4)
         if compute == "layout":
-            logprobs, entropy = completion_logprobs(
-                model, batch, LogprobSettings(0.9, 7, share_prompts, 64.0)
-            )
+            logprobs, entropy = completion_logprobs(model, batch, LAYOUTS[layout])
         else:
             logprobs, entropy = plain_completion_logprobs(model, sequences, 0.9)
         (logprobs * weights).sum().backward()

@@ -32,6 +32,7 @@ from torch.utils.checkpoint import checkpoint
 
 from grpo_learner.batching import MicroBatch
 from grpo_learner.config import LearnerConfig
+from grpo_learner.packing import packed_completion_hidden, packed_shape
 
 
 @dataclass(frozen=True)
@@ -44,6 +45,7 @@ class LogprobSettings:
     chunk_tokens: int
     share_prompts: bool
     chunk_mib: float
+    packing_row_tokens: int | None = None  # None: the padded layout; else rows of this many tokens
 
     def tokens_per_chunk(self, vocab: int) -> int:
         """min(chunk_tokens, chunk_mib x 2^20 / (vocab x 4 B)), at least 1: the most tokens whose
@@ -57,6 +59,7 @@ class LogprobSettings:
             chunk_tokens=config.train.logprob_chunk_tokens,
             share_prompts=config.train.share_prompt_forward,
             chunk_mib=config.train.logprob_chunk_mib,
+            packing_row_tokens=config.train.packing_row_tokens if config.train.packing else None,
         )
 
 
@@ -141,7 +144,10 @@ def completion_logprobs(
     one for j = 0, completion position j - 1 after that (see `_completion_hidden`).
     """
     lm_head = model.get_output_embeddings()
-    hidden = _completion_hidden(model.get_decoder(), batch, settings.share_prompts)
+    if settings.packing_row_tokens is None:
+        hidden = _completion_hidden(model.get_decoder(), batch, settings.share_prompts)
+    else:
+        hidden = packed_completion_hidden(model.get_decoder(), batch, settings.packing_row_tokens)
     rows, cols = batch.model_mask.nonzero(as_tuple=True)
     logprobs, entropy = token_logprobs(
         hidden[rows, cols],
@@ -158,6 +164,24 @@ def completion_logprobs(
         return full_logprobs, None
     full_entropy = torch.zeros(mask.shape, dtype=entropy.dtype, device=entropy.device)
     return full_logprobs, full_entropy.masked_scatter(mask, entropy)
+
+
+def layout_tokens(batch: MicroBatch, settings: LogprobSettings) -> tuple[int, int]:
+    """(token positions the decoder computes for `batch`, how many of them are real tokens) in the
+    layout `settings` choose; the rest is padding. Shared prompts count once in both (the unshared
+    layout, also used under gradient checkpointing, computes each sequence's prompt again)."""
+    prompt_lengths = batch.prompt_mask.sum(-1)
+    completions = int(batch.completion_mask.sum())
+    if settings.packing_row_tokens is not None:
+        rows, width = packed_shape(batch, settings.packing_row_tokens)
+        return rows * width, int(prompt_lengths.sum()) + completions
+    if settings.share_prompts:
+        return batch.prompt_ids.numel() + batch.completion_ids.numel(), int(
+            prompt_lengths.sum()
+        ) + completions
+    n = batch.completion_ids.shape[0]
+    real = int(prompt_lengths[batch.prompt_index].sum()) + completions
+    return n * (batch.prompt_ids.shape[1] + batch.completion_ids.shape[1]), real
 
 
 def _completion_hidden(decoder: nn.Module, batch: MicroBatch, share_prompts: bool) -> Tensor:

@@ -28,7 +28,7 @@ from grpo_learner.advantages import compute_advantages, weighted_reward
 from grpo_learner.batching import MicroBatch, TrainSequence, collate, length_buckets
 from grpo_learner.config import LearnerConfig
 from grpo_learner.distributed.sequence_shards import balanced_shards
-from grpo_learner.logprobs import LogprobSettings
+from grpo_learner.logprobs import LogprobSettings, layout_tokens
 from grpo_learner.lora.adapters import adapters_disabled, has_adapters
 from grpo_learner.losses import (
     LOSSES,
@@ -165,6 +165,12 @@ def prepare_batch(
     for name in settings.reward_weights:
         if name != SCALAR_REWARD:
             metrics[f"rewards/{name}/mean"] = float(components[name].mean())
+    # What the layout costs (this rank's micro-batches): positions through every layer, and padding
+    computed, real = map(
+        sum, zip(*(layout_tokens(mb, settings.logprobs) for mb in micro_batches), strict=True)
+    )
+    metrics["tokens/computed"] = float(computed)
+    metrics["tokens/padding_fraction"] = 1.0 - real / computed
     input_tokens = sum(s.length for s in sequences)
     return PreparedBatch(micro_batches, normalizer, metrics, input_tokens)
 

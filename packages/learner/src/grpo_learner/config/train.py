@@ -27,6 +27,17 @@ class TrainConfig(ConfigSection):
         description="run each group's prompt through the model once and attend to its KV from all G "
         "completions (off: one pass per sequence; gradient checkpointing always uses one pass)",
     )
+    packing: bool = Field(
+        False,
+        description="pack each micro-batch's groups end to end in rows (no padding between uneven "
+        "completions; a group's prompt still computed once), exact against the padded layout",
+    )
+    packing_row_tokens: int = Field(
+        2048,
+        ge=1,
+        description="most tokens per packed row: attention is dense over a row without a varlen kernel "
+        "(L^2 scores per head and layer), so this bounds its cost; a longer group gets a row of its own",
+    )
     device: str = Field("auto", description="auto: cuda if available, else cpu")
     autocast: Literal["auto", "bfloat16", "none"] = Field(
         "auto",
