@@ -165,7 +165,7 @@ def prepare_batch(
     for name in settings.reward_weights:
         if name != SCALAR_REWARD:
             metrics[f"rewards/{name}/mean"] = float(components[name].mean())
-    # What the layout costs (this rank's micro-batches): positions through every layer, and padding
+    # What the layout costs, over this rank's micro-batches only: positions through every layer, and padding
     computed, real = map(
         sum, zip(*(layout_tokens(mb, settings.logprobs) for mb in micro_batches), strict=True)
     )
