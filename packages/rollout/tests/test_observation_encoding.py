@@ -133,3 +133,19 @@ def test_an_observation_spelling_eos_does_not_end_the_episode_with_eos(
     for completion in group.completions:
         observed = [t for t, mine in zip(completion.token_ids, completion.loss_mask, strict=True) if not mine]
         assert observed == plain and tokenizer.eos_token_id not in observed
+
+
+LONG_TEXTS = ["ab " * 70_000, "x" * 200_000, "    " * 50_000, "408\n" * 50_000, "é€😀" * 70_000]
+
+
+@pytest.mark.parametrize("text", LONG_TEXTS)
+def test_an_observation_cut_before_encoding_still_holds_every_token_the_budget_keeps(
+    text: str, bpe_tokenizer: PreTrainedTokenizerFast, tokenizer: PreTrainedTokenizerFast
+) -> None:
+    """The cut (`chars_worth_encoding`) never costs a kept token: the cut text still encodes to more
+    tokens than the budget, so the episode still ends on LENGTH, having encoded a bounded prefix."""
+    for encoder in (PromptEncoder(bpe_tokenizer), PromptEncoder(tokenizer)):
+        for budget in (1, 24, 500):
+            cut = text[: encoder.chars_worth_encoding(budget)]
+            assert len(cut) < len(text)
+            assert len(encoder.encode_plain(cut)) > budget
