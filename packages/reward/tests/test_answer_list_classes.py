@@ -199,6 +199,8 @@ def test_numbered_solutions_of_one_unknown_equal_unnumbered_ones() -> None:
 
 def test_references_as_datasets_store_them_are_normalised_not_refused() -> None:
     assert normalize_answer(r"x_{1}=1,\quadx_{2}=2") == "x_{1}=1, x_{2}=2"
+    assert normalize_answer(r"x_{1}=1 \quad x_{2}=2") == "x_{1}=1, x_{2}=2"  # a \quad alone separates
+    assert normalize_answer(r"x=1\quad\text{and}\quad x=2") == "x=1 and x=2"
     assert normalize_answer(r"2\cdotx + 3\timesy") == r"2\cdot x + 3\times y"
     assert normalize_answer(r"1,\cdots,n") == r"1,\cdots,n"  # a command of its own, not \cdot s
     assert normalize_answers(["1", r"\frac{1}{1}", "1", "2"]) == r"1, \frac{1}{1}, 2"

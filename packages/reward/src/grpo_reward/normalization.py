@@ -57,6 +57,11 @@ _WHOLE_THOUSANDS = re.compile(r"^-?\d{1,3}(?:(?:,\d{3})+|(?: \d{3})+)(?:\.\d+)?$
 _BRACED_COMMA = re.compile(r"(\d)\s*+\{\s*+,\s*+\}\s*+(\d)")  # `14 {, }916`, `1{,}000`
 _COMMA_THIN_SPACE = re.compile(r",\s*+\\!\s*+")  # `11,\! 111`
 # Spacing glued to the next word, as datasets store it: `x_1=1,\quadx_2=2`.
+# `x_1=1 \quad x_2=2`: a \quad between a value and the next `name =` separates two answers.
+_QUAD_SEPARATOR = re.compile(
+    r"(?<=[\w})])[ \t]*+\\q?quad(?![a-zA-Z])[ \t]*+(?=[a-zA-Z]++(?:_\{\w++\}|_\w)?[ \t]*+=)"
+)
+_ENDS_IN_TEXT = re.compile(r"\\text\s*+\{[^{}]*+\}$")  # `\text{and}\quad x = 2` is joined already
 _GLUED_SPACING = re.compile(r"\\q?quad(?=[a-zA-Z])")
 _GLUED_PRODUCT = re.compile(r"\\(cdot(?=[a-rt-zA-Z])|times(?=[a-zA-Z]))")  # `2\cdotx` (never `\cdots`)
 _THIN_SPACE_THOUSANDS = re.compile(r"(?<=\d)\\,(?=\d{3}(?!\d))")  # `3\,000\,000`
@@ -324,10 +329,17 @@ def _strip_units(text: str) -> str:
     return text
 
 
+def _quad_separator(match: re.Match[str]) -> str:
+    """ ", " for a \\quad that separates two answers, unless a word such as `\\text{and}` already does."""
+    start = match.start()
+    return match.group(0) if _ENDS_IN_TEXT.search(match.string, max(0, start - 40), start) else ", "
+
+
 def _latex_forms(text: str) -> str:
     """The normalisation steps that only a backslash can start (`\\dfrac`, `\\left(`, `\\text{}`,
     `^\\circ`, `\\,`, ...), in order; skipped as a whole for the many answers that have none."""
     text = _THIN_SPACE_THOUSANDS.sub("", text)
+    text = _QUAD_SEPARATOR.sub(_quad_separator, text)
     text = _GLUED_SPACING.sub(" ", text)
     text = _GLUED_PRODUCT.sub(r"\\\1 ", text)
     text = _FRAC.sub(r"\\frac", text)
