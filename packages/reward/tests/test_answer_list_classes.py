@@ -173,6 +173,7 @@ def test_a_ratio_is_its_quotient_and_a_three_part_ratio_its_scaled_tuple() -> No
     assert normalize_answer(r"7 \colon 32") == "7 : 32"
     assert parse_answer("2:4:6") == parse_answer("1:2:3")
     assert check(r"\boxed{S_1:S_2 = 14:64}", "7:32").correct
+    assert check(r"\boxed{a:b:c = 1:2:3}", "2:4:6").correct
     assert not check(r"\boxed{32:7}", "7:32").correct
 
 

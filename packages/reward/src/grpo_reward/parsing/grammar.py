@@ -240,12 +240,14 @@ class Parser(LatexConstructs):
 
 
 def _names(left: Answer, right: Answer) -> bool:
-    """Whether `left = right` only names a tuple: a symbol, or a tuple of symbols as long as `right`."""
+    """Whether `left = right` only names a tuple: a symbol, a tuple of symbols as long as `right`, or a
+    ratio of symbols (`a:b:c = 1:2:3`, whose left side reads (1, b/a, c/a))."""
     if isinstance(left, sympy.Symbol):
         return True
-    return (
-        isinstance(left, Bracketed)
-        and isinstance(right, Bracketed)
-        and len(left.items) == len(right.items)
-        and all(isinstance(item, sympy.Symbol) for item in left.items)
-    )
+    if not (
+        isinstance(left, Bracketed) and isinstance(right, Bracketed) and len(left.items) == len(right.items)
+    ):
+        return False
+    if left.opening == ":":
+        return all(item == 1 or (isinstance(item, sympy.Expr) and item.free_symbols) for item in left.items)
+    return all(isinstance(item, sympy.Symbol) for item in left.items)
