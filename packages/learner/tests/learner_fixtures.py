@@ -82,14 +82,11 @@ def default_config(**sections):
 
 
 def loss_settings(*values, **overrides):
-    """LossSettings from the config defaults; positional values in field order, as in the formula."""
-    from dataclasses import fields, replace
-
-    from grpo_learner.losses import LossSettings
-
-    names = [f.name for f in fields(LossSettings)][: len(values)]
+    """The `[loss]` section from the config defaults; positional values are epsilon_low, epsilon_high,
+    delta, beta, in that order, as in the formula."""
+    names = ["epsilon_low", "epsilon_high", "delta", "beta"][: len(values)]
     given = dict(zip(names, values, strict=True))
-    return replace(LossSettings.from_config(default_config().loss), **given, **overrides)
+    return default_config().loss.model_copy(update={**given, **overrides})
 
 
 def update_settings(**overrides):

@@ -20,28 +20,12 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
 
 import torch
 from grpo_common.registry import Registry
 from torch import Tensor
 
-if TYPE_CHECKING:
-    from grpo_learner.config import LossConfig
-
-
-@dataclass(frozen=True)
-class LossSettings:
-    """The loss's constants, copied from the validated `loss` config (its defaults live there)."""
-
-    epsilon_low: float
-    epsilon_high: float
-    delta: float | None
-    beta: float
-
-    @classmethod
-    def from_config(cls, loss: LossConfig) -> LossSettings:
-        return cls(loss.epsilon_low, loss.epsilon_high, loss.delta, loss.beta)
+from grpo_learner.config import LossConfig  # `[loss]` itself: the constants a loss reads
 
 
 @dataclass(frozen=True)
@@ -88,7 +72,7 @@ class LossOutput:
     token_sums: dict[str, float] = field(default_factory=dict)
 
 
-LossFn = Callable[[PolicyBatch, Normalizer, LossSettings], LossOutput]
+LossFn = Callable[[PolicyBatch, Normalizer, LossConfig], LossOutput]
 LOSSES: Registry[LossFn] = Registry("loss", "grpo.losses")
 register_loss = LOSSES.register
 
@@ -102,16 +86,14 @@ def k3_kl(logprobs: Tensor, ref_logprobs: Tensor) -> Tensor:
     return torch.exp(diff) - diff - 1
 
 
-def clipped_surrogate(ratio: Tensor, advantages: Tensor, settings: LossSettings) -> Tensor:
+def clipped_surrogate(ratio: Tensor, advantages: Tensor, settings: LossConfig) -> Tensor:
     """-min(r~ A, clip(r, 1 - eps_low, 1 + eps_high) A), r~ = min(r, delta) if delta else r. A: [N, 1]."""
     clipped = torch.clamp(ratio, 1 - settings.epsilon_low, 1 + settings.epsilon_high)
     unclipped = torch.clamp(ratio, max=settings.delta) if settings.delta is not None else ratio
     return -torch.minimum(unclipped * advantages, clipped * advantages)
 
 
-def clip_fractions(
-    ratio: Tensor, advantages: Tensor, mask: Tensor, settings: LossSettings
-) -> dict[str, float]:
+def clip_fractions(ratio: Tensor, advantages: Tensor, mask: Tensor, settings: LossConfig) -> dict[str, float]:
     """Token counts where the clip is active (TRL's clip_ratio/*): low = r < 1-eps_low with A < 0,
     high = r > 1+eps_high with A > 0; region = either."""
     low = (ratio < 1 - settings.epsilon_low) & (advantages < 0)
@@ -123,7 +105,7 @@ def clip_fractions(
     }
 
 
-def ppo_token_terms(batch: PolicyBatch, settings: LossSettings) -> tuple[Tensor, dict[str, float]]:
+def ppo_token_terms(batch: PolicyBatch, settings: LossConfig) -> tuple[Tensor, dict[str, float]]:
     """l_t = w_t * (-min(r~ A, clip(r) A)) + beta KL_t, and the clip/KL token sums.
 
     w_t is the sampler importance weight (1 when no correction is configured).
@@ -137,7 +119,7 @@ def ppo_token_terms(batch: PolicyBatch, settings: LossSettings) -> tuple[Tensor,
     return _add_kl(terms, batch, settings, sums), sums
 
 
-def _add_kl(terms: Tensor, batch: PolicyBatch, settings: LossSettings, sums: dict[str, float]) -> Tensor:
+def _add_kl(terms: Tensor, batch: PolicyBatch, settings: LossConfig, sums: dict[str, float]) -> Tensor:
     if settings.beta == 0 or batch.ref_logprobs is None:
         return terms
     kl = k3_kl(batch.logprobs, batch.ref_logprobs)
@@ -162,7 +144,7 @@ def counted_sequences(mask: Tensor) -> Tensor:
 
 
 @register_loss("grpo")
-def grpo_loss(batch: PolicyBatch, norm: Normalizer, settings: LossSettings) -> LossOutput:
+def grpo_loss(batch: PolicyBatch, norm: Normalizer, settings: LossConfig) -> LossOutput:
     """GRPO (Shao et al. 2024): L = 1/B sum_i 1/|o_i| sum_t l_t. Token mean per sequence, then mean
     over the B sequences of the batch."""
     terms, sums = ppo_token_terms(batch, settings)
@@ -171,7 +153,7 @@ def grpo_loss(batch: PolicyBatch, norm: Normalizer, settings: LossSettings) -> L
 
 
 @register_loss("bnpo")
-def bnpo_loss(batch: PolicyBatch, norm: Normalizer, settings: LossSettings) -> LossOutput:
+def bnpo_loss(batch: PolicyBatch, norm: Normalizer, settings: LossConfig) -> LossOutput:
     """BNPO: L_mb = sum_{i,t in mb} m l_t / sum_{i,t in mb} m, the token mean of each micro-batch;
     the batch loss is the mean of the micro-batch losses."""
     terms, sums = ppo_token_terms(batch, settings)
@@ -180,7 +162,7 @@ def bnpo_loss(batch: PolicyBatch, norm: Normalizer, settings: LossSettings) -> L
 
 
 @register_loss("dr_grpo")
-def dr_grpo_loss(batch: PolicyBatch, norm: Normalizer, settings: LossSettings) -> LossOutput:
+def dr_grpo_loss(batch: PolicyBatch, norm: Normalizer, settings: LossConfig) -> LossOutput:
     """Dr. GRPO (Liu et al. 2025): L = sum_{i,t} m l_t / (B * L_max), L_max = max_new_tokens: a
     constant normaliser, so long and short answers weigh the same per token (no length bias)."""
     terms, sums = ppo_token_terms(batch, settings)
@@ -190,7 +172,7 @@ def dr_grpo_loss(batch: PolicyBatch, norm: Normalizer, settings: LossSettings) -
 
 
 @register_loss("dapo")
-def dapo_loss(batch: PolicyBatch, norm: Normalizer, settings: LossSettings) -> LossOutput:
+def dapo_loss(batch: PolicyBatch, norm: Normalizer, settings: LossConfig) -> LossOutput:
     """DAPO (Yu et al. 2025): L = sum_{i,t} m l_t / sum_{i,t} m, the token mean over the whole
     generation batch (every micro-batch and rank), so every token weighs the same."""
     terms, sums = ppo_token_terms(batch, settings)
@@ -199,7 +181,7 @@ def dapo_loss(batch: PolicyBatch, norm: Normalizer, settings: LossSettings) -> L
 
 
 @register_loss("gspo")
-def gspo_loss(batch: PolicyBatch, norm: Normalizer, settings: LossSettings) -> LossOutput:
+def gspo_loss(batch: PolicyBatch, norm: Normalizer, settings: LossConfig) -> LossOutput:
     """GSPO (Zheng et al. 2025): sequence ratio s_i = exp(1/|o_i| sum_t (logp - old)),
     L = 1/B sum_{i: |o_i| > 0} [-min(s~_i A_i, clip(s_i) A_i) + beta 1/|o_i| sum_t KL_t]."""
     mean_log_ratio = sequence_token_means(batch.logprobs - batch.old_logprobs, batch.mask)
@@ -221,7 +203,7 @@ def gspo_loss(batch: PolicyBatch, norm: Normalizer, settings: LossSettings) -> L
 
 
 @register_loss("cispo")
-def cispo_loss(batch: PolicyBatch, norm: Normalizer, settings: LossSettings) -> LossOutput:
+def cispo_loss(batch: PolicyBatch, norm: Normalizer, settings: LossConfig) -> LossOutput:
     """CISPO (MiniMax-M1, 2025): clip the importance weight, not the update, so every token keeps a
     gradient: l_t = -sg(clip(r_t, 1 - eps_low, 1 + eps_high)) A_i logp_t + beta KL_t;
     L = sum_{i,t} m l_t / sum_{i,t} m (token mean over the batch). Use a large eps_high (MiniMax: ~4)."""

@@ -26,14 +26,13 @@ from torch import nn
 
 from grpo_learner.advantages import compute_advantages, weighted_reward
 from grpo_learner.batching import MicroBatch, TrainSequence, collate, length_buckets
-from grpo_learner.config import LearnerConfig
+from grpo_learner.config import LearnerConfig, LossConfig
 from grpo_learner.distributed.sequence_shards import balanced_shards
 from grpo_learner.logprobs import LogprobSettings, layout_tokens
 from grpo_learner.lora.adapters import adapters_disabled, has_adapters
 from grpo_learner.losses import (
     LOSSES,
     LossOutput,
-    LossSettings,
     Normalizer,
     PolicyBatch,
     sampler_mismatch_sums,
@@ -51,7 +50,7 @@ class UpdateSettings:
     there, nowhere else)."""
 
     loss_type: str
-    loss: LossSettings
+    loss: LossConfig  # `[loss]` itself (epsilon_low/high, delta, beta), never copied
     num_iterations: int
     micro_batch_size: int
     logprobs: LogprobSettings
@@ -73,7 +72,7 @@ class UpdateSettings:
         loss = config.loss
         return cls(
             loss_type=loss.loss_type,
-            loss=LossSettings.from_config(loss),
+            loss=loss,
             num_iterations=loss.num_iterations,
             micro_batch_size=config.train.micro_batch_size,
             logprobs=LogprobSettings.from_config(config),
