@@ -118,7 +118,8 @@ def _serve(model_dir: str, dtype: str, ready: mp.Queue, stop) -> None:
     async def main() -> None:
         async with running_rollout(config) as rollout:
             ready.put(rollout.server.address)
-            while not stop.is_set():
+            parent = mp.parent_process()
+            while not stop.is_set() and (parent is None or parent.is_alive()):  # no orphan if killed
                 await asyncio.sleep(0.1)
 
     asyncio.run(main())
