@@ -49,6 +49,8 @@ _PLANES_MIN_FRACTION = 1 / 10
 _MAX_SPARSE_NUMEL = 2**32  # gaps are uint32
 
 _INT_VIEW = {1: torch.uint8, 2: torch.int16, 4: torch.int32, 8: torch.int64}
+_UNSIGNED = {1: np.uint8, 2: np.uint16, 4: np.uint32, 8: np.uint64}
+_SIGNED = {1: np.uint8, 2: np.int16, 4: np.int32, 8: np.int64}  # numpy twins of _INT_VIEW
 
 if sys.byteorder != "little":  # pragma: no cover - every supported platform is little-endian
     raise ImportError("grpo_common.weights.delta assumes a little-endian host (the wire is little-endian)")
@@ -108,9 +110,11 @@ def diff_tensor(base: torch.Tensor, new: torch.Tensor) -> TensorChange:
         xor = np.bitwise_xor(old_bits[changed_at], new_bits[changed_at])
         best = (Encoding.SPARSE_XOR, compressor.compress(gaps.tobytes() + xor.tobytes()))
     else:
-        xor = np.bitwise_xor(old_bits, new_bits)
-        planes = np.ascontiguousarray(xor.view(np.uint8).reshape(numel, width).T)
-        best = (Encoding.PLANES_XOR, compressor.compress(planes.tobytes()))
+        xor = np.bitwise_xor(old_bits, new_bits).view(_UNSIGNED[width])
+        planes = np.empty((width, numel), dtype=np.uint8)
+        for byte in range(width):  # shifts over contiguous memory, not a strided byte transpose
+            planes[byte] = xor >> (8 * byte) if byte else xor  # keeps the low byte
+        best = (Encoding.PLANES_XOR, compressor.compress(planes))
     if len(best[1]) >= numel * width:
         return TensorChange(changed, numel, None)
     return TensorChange(changed, numel, EncodedTensor(new.dtype, tuple(new.shape), best[0], best[1]))
@@ -161,8 +165,10 @@ def decode_delta(
     view = _INT_VIEW[width]
     if encoding is Encoding.PLANES_XOR:
         planes = np.frombuffer(raw, dtype=np.uint8).reshape(width, numel)
-        xor = torch.from_numpy(np.array(planes.T, order="C")).reshape(-1).view(view)  # a writable copy
-        return DecodedDelta(None, xor)
+        joined = planes[0].astype(_UNSIGNED[width])  # a writable copy
+        for byte in range(1, width):
+            joined |= planes[byte].astype(_UNSIGNED[width]) << (8 * byte)
+        return DecodedDelta(None, torch.from_numpy(joined.view(_SIGNED[width])).view(view))
     count = size // unit
     gaps = np.frombuffer(raw, dtype="<u4", count=count)
     if count > 1 and not gaps[1:].all():
