@@ -29,6 +29,7 @@ from grpo_common.server import ServerConfig
 from grpo_common.weights.codec import encode_state_dict_wire, update_weights_method
 from grpo_rollout.app import running_rollout
 from grpo_rollout.backends.contract import SamplingParams
+from grpo_rollout.backends.hf.config import HFConfig
 from grpo_rollout.backends.hf.generator import HFGenerator
 from grpo_rollout.config import RewardSettings, RolloutServiceConfig
 from model_shapes import SHAPES, ModelShape, machine_description  # benchmarks/model_shapes.py
@@ -57,7 +58,7 @@ def save_model(shape: ModelShape, directory: Path) -> int:
 
 
 def bench_generation(directory: Path, prompts: int, group: int, prompt_len: int, new_tokens: int) -> float:
-    generator = HFGenerator.from_pretrained(directory)
+    generator = HFGenerator.from_pretrained(directory, HFConfig())
     batch = [[(7 * i + j) % 40 + 1 for j in range(prompt_len)] for i in range(prompts)]
     warm = SamplingParams(max_new_tokens=2, seed=0)
     generator.generate_sync(batch[:1], 2, warm)

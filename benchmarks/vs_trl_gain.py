@@ -82,11 +82,12 @@ def greedy_accuracy(model_dir: Path, problems: Path) -> float:
     """Greedy accuracy of the model in `model_dir` on a (question, answer) file, graded by the verifier."""
     from grpo_reward.verifier import Verifier
     from grpo_rollout.backends.contract import SamplingParams
+    from grpo_rollout.backends.hf.config import HFConfig
     from grpo_rollout.backends.hf.generator import HFGenerator
     from transformers import AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
-    generator = HFGenerator.from_pretrained(model_dir)
+    generator = HFGenerator.from_pretrained(model_dir, HFConfig())
     rows = [json.loads(line) for line in problems.read_text().splitlines()]
     prompts = [tokenizer(r["question"]).input_ids for r in rows]
     sampling = SamplingParams(max_new_tokens=SHAPE.max_new_tokens, temperature=0.0)

@@ -18,6 +18,7 @@ import rollout_scripted_envs
 from grpo.v1 import rollout_pb2
 from grpo_common.weights.codec import encode_state_dict
 from grpo_rollout.backends.contract import SamplingParams
+from grpo_rollout.backends.hf.config import HFConfig
 from grpo_rollout.backends.hf.generator import HFGenerator
 from grpo_rollout.cli import main
 from grpo_rollout.config import SGLangSettings
@@ -100,7 +101,7 @@ def test_episode_is_exactly_the_generators_tokens_then_the_observations_tokens(
     observation = tokenizer(OBSERVATION, add_special_tokens=False)["input_ids"]
     # Replay the episode with the backend alone: turn 1 from the prompt, turn 2 from prompt + turn 1 +
     # observation. Greedy, so the service's episode must be exactly these ids, nothing re-encoded.
-    generator = HFGenerator.from_pretrained(tiny_model_dir)
+    generator = HFGenerator.from_pretrained(tiny_model_dir, HFConfig())
     greedy = SamplingParams(
         max_new_tokens=5, temperature=0.0, stop_token_ids=(tokenizer.convert_tokens_to_ids("|"),)
     )
@@ -294,7 +295,7 @@ def test_sglang_episodes_continue_by_input_ids_against_the_standin(
 def test_turns_waiting_together_go_to_the_backend_as_one_batch(
     tiny_model_dir: Path, tokenizer: PreTrainedTokenizerFast
 ) -> None:
-    generator = HFGenerator.from_pretrained(tiny_model_dir)
+    generator = HFGenerator.from_pretrained(tiny_model_dir, HFConfig())
     calls: list[tuple[int, int]] = []  # (prompts, n) of every generate call
 
     async def generate(prompts, n, sampling):

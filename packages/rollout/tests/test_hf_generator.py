@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 from grpo_rollout.backends.contract import FinishReason, SamplingParams, WeightUpdateError
+from grpo_rollout.backends.hf.config import HFConfig
 from grpo_rollout.backends.hf.generator import HFGenerator
 from rollout_testkit import other_weights
 
@@ -16,7 +17,7 @@ PROMPTS = [[1, 5, 6, 7, 8, 9], [1, 20], [1, 30, 31, 32]]
 
 @pytest.fixture(scope="module")
 def generator(tiny_model_dir: Path) -> HFGenerator:
-    return HFGenerator.from_pretrained(tiny_model_dir)
+    return HFGenerator.from_pretrained(tiny_model_dir, HFConfig())
 
 
 def greedy(max_new_tokens: int = 12, **kwargs) -> SamplingParams:
@@ -92,7 +93,7 @@ def test_stop_token_ends_each_sequence_with_its_own_finish_reason(generator: HFG
 
 
 def test_the_models_eos_stops_generation_without_being_asked(tiny_model_dir: Path) -> None:
-    probe = HFGenerator.from_pretrained(tiny_model_dir)
+    probe = HFGenerator.from_pretrained(tiny_model_dir, HFConfig())
     free = probe.generate_sync(PROMPTS, 1, greedy(12))
     eos = free[0][0].token_ids[3]
     model = probe.model
@@ -112,13 +113,13 @@ def test_prompt_plus_max_new_tokens_beyond_context_is_refused(generator: HFGener
 
 
 def test_llama_family_works_too(tiny_llama_dir: Path) -> None:
-    llama = HFGenerator.from_pretrained(tiny_llama_dir)
+    llama = HFGenerator.from_pretrained(tiny_llama_dir, HFConfig())
     result = llama.generate_sync(PROMPTS, 2, SamplingParams(max_new_tokens=6, seed=0))
     assert [len(g) for g in result] == [2, 2, 2]
 
 
 def test_bad_update_applies_nothing_and_a_good_one_changes_outputs(tiny_model_dir: Path) -> None:
-    generator = HFGenerator.from_pretrained(tiny_model_dir)
+    generator = HFGenerator.from_pretrained(tiny_model_dir, HFConfig())
     before = generator.generate_sync(PROMPTS, 1, greedy())
     new = other_weights(tiny_model_dir, seed=7)
     bad_cases = {

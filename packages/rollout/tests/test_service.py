@@ -12,6 +12,7 @@ import torch
 from grpo.v1 import rollout_pb2
 from grpo_common.weights.codec import encode_state_dict
 from grpo_rollout.backends.contract import SamplingParams
+from grpo_rollout.backends.hf.config import HFConfig
 from grpo_rollout.backends.hf.generator import HFGenerator
 from rollout_reward_standin import RewardStandin
 from rollout_service_harness import config, request, serving, token_prompt
@@ -202,7 +203,7 @@ def test_slow_reader_holds_generation_back_and_overload_is_refused(
 
 
 def greedy_outputs(model_dir: Path, weights: dict[str, torch.Tensor] | None, prompts: list[list[int]]):
-    generator = HFGenerator.from_pretrained(model_dir)
+    generator = HFGenerator.from_pretrained(model_dir, HFConfig())
     if weights is not None:
         generator.load_weights_sync(weights, 1)
     result = generator.generate_sync(prompts, 1, SamplingParams(max_new_tokens=6, temperature=0.0))

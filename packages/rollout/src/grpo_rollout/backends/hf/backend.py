@@ -27,8 +27,6 @@ class HFBackend:
 
         if config.hf.torch_threads:
             torch.set_num_threads(config.hf.torch_threads)
-        generator = await asyncio.to_thread(
-            HFGenerator.from_pretrained, config.model, config.hf.device, config.hf.dtype
-        )
+        generator = await asyncio.to_thread(HFGenerator.from_pretrained, config.model, config.hf)
         stack.push_async_callback(generator.close)
         return generator

@@ -33,6 +33,7 @@ from grpo_rollout.backends.contract import (
     check_tensors_fit,
     resolve_deltas,
 )
+from grpo_rollout.backends.hf.config import HFConfig
 from grpo_rollout.sampling import sample_next_tokens
 from grpo_rollout.version_gate import VersionGate
 
@@ -78,8 +79,9 @@ class HFGenerator:
         }
 
     @classmethod
-    def from_pretrained(cls, path: str | Path, device: str = "cpu", dtype: str = "float32") -> HFGenerator:
-        """Load a Hugging Face checkpoint (a local directory or a cached hub id)."""
+    def from_pretrained(cls, path: str | Path, settings: HFConfig) -> HFGenerator:
+        """Load a Hugging Face checkpoint (a local directory or a cached hub id) per `[hf]`."""
+        device, dtype = settings.device, settings.dtype
         if dtype not in DTYPES:
             raise ValueError(f"dtype {dtype!r} is not supported; use one of {sorted(DTYPES)}")
         model = AutoModelForCausalLM.from_pretrained(str(path), dtype=DTYPES[dtype]).to(device)
