@@ -35,6 +35,8 @@ from pathlib import Path
 
 import torch
 from grpo_common.bpe_tokenizer import QWEN2_VOCAB_SIZE, build_bpe_tokenizer, save_bpe_tokenizer
+from grpo_learner.config import LearnerConfig
+from grpo_learner.logprobs import LogprobSettings
 from grpo_learner.metrics import read_metrics
 from grpo_learner.service_processes import find_executable
 from model_shapes import ModelShape, machine_description  # benchmarks/model_shapes.py
@@ -227,7 +229,7 @@ def run_size(name: str, work: Path, rollout_dtype: str, learner_bf16: bool, extr
         "rollout": parameters * DTYPE_BYTES[rollout_dtype] / GIB,
     }
     pushes = [r for r in records if r.get("push/bytes")]
-    chunk_tokens = _learner_chunk_tokens(run_dir)
+    chunk_tokens = _learner_chunk_tokens(extra)
     return SizeFigures(
         size=name,
         parameters=parameters,
@@ -252,11 +254,15 @@ def _keys(records: list[dict], prefix: str) -> list[str]:
     return sorted({k for r in records for k in r if k.startswith(prefix)})
 
 
-def _learner_chunk_tokens(run_dir: Path) -> int:
-    """Tokens per lm_head chunk in the learner: its config's setting, capped by the batch's tokens."""
-    config = json.loads((run_dir / "config.json").read_text()) if (run_dir / "config.json").exists() else {}
-    setting = config.get("train", {}).get("logprob_chunk_tokens") or 4096
-    return min(int(setting), GROUP * PROMPTS * NEW_TOKENS)
+def _learner_chunk_tokens(extra: list[str]) -> int:
+    """Tokens per lm_head chunk in the learner, from its own code and the settings of this run."""
+    train = {}
+    for setting in extra:
+        key, _, value = setting.partition("=")
+        if key.startswith("train.logprob_chunk_"):
+            train[key.removeprefix("train.")] = float(value)
+    config = LearnerConfig(model={"name_or_path": "unused"}, train=train)
+    return min(LogprobSettings.from_config(config).tokens_per_chunk(V), GROUP * PROMPTS * NEW_TOKENS)
 
 
 def table(rows: list[SizeFigures]) -> str:

@@ -178,8 +178,8 @@ def test_gradient_checkpointing_falls_back_to_one_pass():
 
 
 def test_a_qwen_sized_vocabulary_is_projected_in_chunks_within_the_byte_budget():
-    """151,936 entries: the configured 32 MiB of fp32 logits per lm_head chunk is 55 tokens, so 96
-    completion tokens take two chunks (the token cap alone, 4096, would project all 96 at once),
+    """151,936 entries: the configured 64 MiB of fp32 logits per lm_head chunk is 110 tokens, so 128
+    completion tokens take two chunks (the token cap alone, 4096, would project all 128 at once),
     and the result is the one-pass log-softmax's."""
     from grpo_learner.config import LearnerConfig
 
@@ -187,9 +187,9 @@ def test_a_qwen_sized_vocabulary_is_projected_in_chunks_within_the_byte_budget()
     gen = torch.Generator().manual_seed(1)
     sequences = [
         TrainSequence(
-            tuple(torch.randint(2, 151_936, (4,), generator=gen).tolist()), completion, (-1.0,) * 48, 1.0
+            tuple(torch.randint(2, 151_936, (4,), generator=gen).tolist()), completion, (-1.0,) * 64, 1.0
         )
-        for completion in (tuple(torch.randint(2, 151_936, (48,), generator=gen).tolist()) for _ in range(2))
+        for completion in (tuple(torch.randint(2, 151_936, (64,), generator=gen).tolist()) for _ in range(2))
     ]
     settings = LogprobSettings.from_config(LearnerConfig(model={"name_or_path": "m"}))
     projected: list[int] = []
@@ -198,8 +198,8 @@ def test_a_qwen_sized_vocabulary_is_projected_in_chunks_within_the_byte_budget()
     )
     logprobs, _ = completion_logprobs(model, collate(sequences), settings)
     hook.remove()
-    assert settings.tokens_per_chunk(151_936) == 55
-    assert projected == [55 * 151_936, 41 * 151_936]  # no wider tokens x vocabulary tensor
+    assert settings.tokens_per_chunk(151_936) == 110
+    assert projected == [110 * 151_936, 18 * 151_936]  # no wider tokens x vocabulary tensor
     with torch.no_grad():
         plain, _ = plain_completion_logprobs(model, sequences, settings.temperature)
     torch.testing.assert_close(logprobs.detach(), plain, rtol=0, atol=1e-5)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import socket
 
+import pytest
 import torch
 from grpo_learner.config import RolloutConfig
 from grpo_learner.weight_sync.grpc_pusher import WeightPusher
@@ -124,3 +125,18 @@ def test_dead_service_does_not_block_beyond_deadline_and_gets_current_weights_wh
     assert [v for v, _ in revived.updates] == [2]
     assert torch.equal(revived.updates[0][1]["w"], torch.full((4,), 2.0))
     assert statuses[dead_address] == 2
+
+
+def test_the_push_deadline_grows_with_the_bytes_sent():
+    """deadline_s + bytes / min_bytes_per_s, for the wait and for each UpdateWeights RPC: a fixed
+    deadline cut every push of a model too big to send within it, and retried it forever."""
+
+    async def deadlines() -> tuple[float, float]:
+        scaled, fixed = WeightPusher([], deadline_s=10, min_bytes_per_s=1e6), WeightPusher([], deadline_s=10)
+        try:
+            return scaled._deadline_for(2_000_000), fixed._deadline_for(2_000_000)
+        finally:
+            await scaled.close()
+            await fixed.close()
+
+    assert asyncio.run(deadlines()) == (pytest.approx(12.0), 10)

@@ -4,7 +4,7 @@ Using the sampling temperature makes the learner's distribution the sampler's, s
 ratio is exactly 1 when the weights did not change. Memory and time: the vocabulary projection is
 the largest activation (tokens x vocab, 151k wide for Qwen). Only hidden states at positions that
 predict a completion token are projected (never prompt or padding positions), in chunks of at most
-`train.logprob_chunk_mib` of fp32 logits (55 tokens at 151,936 entries and 32 MiB), and each chunk
+`train.logprob_chunk_mib` of fp32 logits (110 tokens at 151,936 entries and 64 MiB), and each chunk
 is recomputed in backward instead of keeping its logits alive (activation checkpointing): no
 tokens x vocabulary tensor of more than one chunk ever exists, in forward or backward.
 
@@ -49,7 +49,7 @@ class LogprobSettings:
 
     def tokens_per_chunk(self, vocab: int) -> int:
         """min(chunk_tokens, chunk_mib x 2^20 / (vocab x 4 B)), at least 1: the most tokens whose
-        fp32 logits stay within the byte budget (151,936 entries, 32 MiB: 55 tokens)."""
+        fp32 logits stay within the byte budget (151,936 entries, 64 MiB: 110 tokens)."""
         return max(1, min(self.chunk_tokens, int(self.chunk_mib * 2**20) // (vocab * 4)))
 
     @classmethod

@@ -36,7 +36,15 @@ class NcclPushConfig(ConfigSection):
 
 class PushConfig(ConfigSection):
     every: int = Field(1, ge=1, description="push weights every k steps")
-    deadline_s: float = Field(120.0, gt=0, description="longest a push may hold up training")
+    deadline_s: float = Field(
+        120.0, gt=0, description="longest a push may hold up training, plus its bytes / min_mb_per_s"
+    )
+    # The push deadline scales with what is sent: a 0.5B fp32 model (1.98 GB) moves at 100-400 MB/s
+    # over loopback on 2 busy cores, a 7B one is 28 GB; a fixed 120 s would cut (and retry forever)
+    # every push of a big model. At 25 MB/s a 0.5B push gets 120 + 79 s, a 7B one 120 + 1120 s.
+    min_mb_per_s: float = Field(
+        25.0, gt=0, description="slowest transfer a push waits for: its deadline grows by MB / this"
+    )
     bucket_bytes: int = Field(DEFAULT_BUCKET_BYTES, ge=1024, description="weight-stream bucket size")
     dtype: Literal["float32", "bfloat16", "float16"] | None = Field(None, description="None: as trained")
     delta: bool = Field(

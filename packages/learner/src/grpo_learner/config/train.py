@@ -17,10 +17,12 @@ class TrainConfig(ConfigSection):
     max_refill_rounds: int = Field(3, ge=0, description="extra requests per step to fill a short batch")
     logprob_chunk_tokens: int = Field(4096, ge=1, description="most tokens per lm_head chunk")
     # A chunk's fp32 logits are tokens x vocab x 4 B, and its forward / backward hold ~3 such tensors:
-    # at Qwen's 151,936 entries 32 MiB is 55 tokens (~100 MiB transient), still a matmul wide enough
-    # for BLAS; a 40-token character vocabulary fits 200k tokens in it (one chunk, as before).
+    # at Qwen's 151,936 entries 64 MiB is 110 tokens (~200 MiB transient). Smaller chunks cost time:
+    # each one's backward also writes a vocab x hidden lm_head gradient (at 100M params 55-token
+    # chunks were ~1.3x slower than 128-token ones, measured under load). A 40-token character
+    # vocabulary fits 400k tokens in it (one chunk, as before).
     logprob_chunk_mib: float = Field(
-        32.0, gt=0, description="most MiB of fp32 logits (tokens x vocab x 4 B) per lm_head chunk"
+        64.0, gt=0, description="most MiB of fp32 logits (tokens x vocab x 4 B) per lm_head chunk"
     )
     share_prompt_forward: bool = Field(
         True,

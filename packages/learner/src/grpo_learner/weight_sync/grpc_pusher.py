@@ -5,8 +5,9 @@ newest version: a failed push is retried with exponential backoff, and a service
 back after being DOWN, or turns out to serve other weights (restarted) receives the *current*
 weights (never a backlog of old versions); the pool admits it to prompts only once it has them.
 `push()` hands the newest snapshot to every worker and waits until every READY service acknowledges
-it or `deadline_s` passes, then reports who is behind; training continues either way. DOWN and
-draining services get no pushes (and are not waited for).
+it or its deadline passes (`deadline_s` + bytes / `min_bytes_per_s`: big models take longer to
+send, and each RPC gets the same deadline), then reports who is behind; training continues either
+way. DOWN and draining services get no pushes (and are not waited for).
 
 The snapshot is a detached CPU copy taken at push time, so the optimizer may change the live
 parameters while slow services are still streaming. Transport: `grpo_common.weights.codec` buckets.
@@ -113,6 +114,7 @@ class WeightPusher:
         addresses: Sequence[str] | RolloutPool,
         *,
         deadline_s: float,
+        min_bytes_per_s: float | None = None,
         bucket_bytes: int = DEFAULT_BUCKET_BYTES,
         dtype: torch.dtype | None = None,
         initial_backoff_s: float = 0.2,
@@ -126,6 +128,7 @@ class WeightPusher:
         self.delta = delta
         self.counter = PushCounter()
         self.deadline_s = deadline_s
+        self.min_bytes_per_s = min_bytes_per_s
         self.bucket_bytes = bucket_bytes
         self.dtype = dtype
         self.initial_backoff_s = initial_backoff_s
@@ -174,7 +177,8 @@ class WeightPusher:
         def all_ready_acked() -> bool:
             return all(m.version >= policy_version for m in self.pool.members if m.state is MemberState.READY)
 
-        deadline = time.monotonic() + self.deadline_s
+        nbytes = sum(t.numel() * t.element_size() for t in self._latest.tensors.values())
+        deadline = time.monotonic() + self._deadline_for(nbytes)
         while True:
             self._progress.clear()
             remaining = deadline - time.monotonic()
@@ -213,6 +217,12 @@ class WeightPusher:
             )
             delta = _Delta(base, diff_state_dicts(previous.tensors, fresh))
         return _Snapshot(version, tensors, tuple(fresh), fingerprint(tensors), delta)
+
+    def _deadline_for(self, nbytes: int) -> float:
+        """deadline_s + nbytes / min_bytes_per_s: a push's time grows with what it sends."""
+        if self.min_bytes_per_s is None:
+            return self.deadline_s
+        return self.deadline_s + nbytes / self.min_bytes_per_s
 
     def metrics(self) -> dict[str, float]:
         return {**self.pool.metrics(), **self.counter.take()}
@@ -307,7 +317,7 @@ class WeightPusher:
                 delta_base=base,
                 full_set=full_set,
             )
-            response = await update_weights_method(member.channel)(chunks, timeout=self.deadline_s)
+            response = await update_weights_method(member.channel)(chunks, timeout=self._deadline_for(nbytes))
         except (grpc.aio.AioRpcError, asyncio.CancelledError) as exc:
             if isinstance(exc, asyncio.CancelledError):
                 if (task := asyncio.current_task()) is not None and task.cancelling():

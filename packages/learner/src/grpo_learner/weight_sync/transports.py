@@ -27,6 +27,7 @@ def grpc_pusher(config: LearnerConfig, pool: RolloutPool, selection: PushSelecti
     return WeightPusher(
         pool,
         deadline_s=push.deadline_s,
+        min_bytes_per_s=push.min_mb_per_s * 1e6,
         bucket_bytes=push.bucket_bytes,
         dtype=getattr(torch, push.dtype) if push.dtype else None,
         selection=selection,
