@@ -75,7 +75,7 @@ class SamplingParams(_message.Message):
     def __init__(self, temperature: _Optional[float] = ..., top_p: _Optional[float] = ..., top_k: _Optional[int] = ..., max_new_tokens: _Optional[int] = ..., stop_token_ids: _Optional[_Iterable[int]] = ..., seed: _Optional[int] = ...) -> None: ...
 
 class RolloutRequest(_message.Message):
-    __slots__ = ("prompts", "group_size", "sampling", "min_policy_version", "reward_spec", "apply_chat_template", "environment")
+    __slots__ = ("prompts", "group_size", "sampling", "min_policy_version", "reward_spec", "apply_chat_template", "environment", "partial")
     PROMPTS_FIELD_NUMBER: _ClassVar[int]
     GROUP_SIZE_FIELD_NUMBER: _ClassVar[int]
     SAMPLING_FIELD_NUMBER: _ClassVar[int]
@@ -83,6 +83,7 @@ class RolloutRequest(_message.Message):
     REWARD_SPEC_FIELD_NUMBER: _ClassVar[int]
     APPLY_CHAT_TEMPLATE_FIELD_NUMBER: _ClassVar[int]
     ENVIRONMENT_FIELD_NUMBER: _ClassVar[int]
+    PARTIAL_FIELD_NUMBER: _ClassVar[int]
     prompts: _containers.RepeatedCompositeFieldContainer[Prompt]
     group_size: int
     sampling: SamplingParams
@@ -90,10 +91,11 @@ class RolloutRequest(_message.Message):
     reward_spec: _reward_pb2.RewardSpec
     apply_chat_template: bool
     environment: EnvironmentSpec
-    def __init__(self, prompts: _Optional[_Iterable[_Union[Prompt, _Mapping]]] = ..., group_size: _Optional[int] = ..., sampling: _Optional[_Union[SamplingParams, _Mapping]] = ..., min_policy_version: _Optional[int] = ..., reward_spec: _Optional[_Union[_reward_pb2.RewardSpec, _Mapping]] = ..., apply_chat_template: _Optional[bool] = ..., environment: _Optional[_Union[EnvironmentSpec, _Mapping]] = ...) -> None: ...
+    partial: bool
+    def __init__(self, prompts: _Optional[_Iterable[_Union[Prompt, _Mapping]]] = ..., group_size: _Optional[int] = ..., sampling: _Optional[_Union[SamplingParams, _Mapping]] = ..., min_policy_version: _Optional[int] = ..., reward_spec: _Optional[_Union[_reward_pb2.RewardSpec, _Mapping]] = ..., apply_chat_template: _Optional[bool] = ..., environment: _Optional[_Union[EnvironmentSpec, _Mapping]] = ..., partial: _Optional[bool] = ...) -> None: ...
 
 class Completion(_message.Message):
-    __slots__ = ("token_ids", "logprobs", "finish_reason", "text", "reward", "correct", "reward_components", "extracted_answer", "reward_reason", "reward_timed_out", "loss_mask", "episode")
+    __slots__ = ("token_ids", "logprobs", "finish_reason", "text", "reward", "correct", "reward_components", "extracted_answer", "reward_reason", "reward_timed_out", "loss_mask", "episode", "token_versions")
     class RewardComponentsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -113,6 +115,7 @@ class Completion(_message.Message):
     REWARD_TIMED_OUT_FIELD_NUMBER: _ClassVar[int]
     LOSS_MASK_FIELD_NUMBER: _ClassVar[int]
     EPISODE_FIELD_NUMBER: _ClassVar[int]
+    TOKEN_VERSIONS_FIELD_NUMBER: _ClassVar[int]
     token_ids: _containers.RepeatedScalarFieldContainer[int]
     logprobs: _containers.RepeatedScalarFieldContainer[float]
     finish_reason: FinishReason
@@ -125,7 +128,16 @@ class Completion(_message.Message):
     reward_timed_out: bool
     loss_mask: _containers.RepeatedScalarFieldContainer[bool]
     episode: EpisodeStats
-    def __init__(self, token_ids: _Optional[_Iterable[int]] = ..., logprobs: _Optional[_Iterable[float]] = ..., finish_reason: _Optional[_Union[FinishReason, str]] = ..., text: _Optional[str] = ..., reward: _Optional[float] = ..., correct: _Optional[bool] = ..., reward_components: _Optional[_Mapping[str, float]] = ..., extracted_answer: _Optional[str] = ..., reward_reason: _Optional[str] = ..., reward_timed_out: _Optional[bool] = ..., loss_mask: _Optional[_Iterable[bool]] = ..., episode: _Optional[_Union[EpisodeStats, _Mapping]] = ...) -> None: ...
+    token_versions: _containers.RepeatedCompositeFieldContainer[VersionSpan]
+    def __init__(self, token_ids: _Optional[_Iterable[int]] = ..., logprobs: _Optional[_Iterable[float]] = ..., finish_reason: _Optional[_Union[FinishReason, str]] = ..., text: _Optional[str] = ..., reward: _Optional[float] = ..., correct: _Optional[bool] = ..., reward_components: _Optional[_Mapping[str, float]] = ..., extracted_answer: _Optional[str] = ..., reward_reason: _Optional[str] = ..., reward_timed_out: _Optional[bool] = ..., loss_mask: _Optional[_Iterable[bool]] = ..., episode: _Optional[_Union[EpisodeStats, _Mapping]] = ..., token_versions: _Optional[_Iterable[_Union[VersionSpan, _Mapping]]] = ...) -> None: ...
+
+class VersionSpan(_message.Message):
+    __slots__ = ("policy_version", "tokens")
+    POLICY_VERSION_FIELD_NUMBER: _ClassVar[int]
+    TOKENS_FIELD_NUMBER: _ClassVar[int]
+    policy_version: int
+    tokens: int
+    def __init__(self, policy_version: _Optional[int] = ..., tokens: _Optional[int] = ...) -> None: ...
 
 class EpisodeStats(_message.Message):
     __slots__ = ("turns", "tool_calls", "tool_errors", "tool_seconds", "model_tokens", "environment_tokens", "turn_limit_reached", "environment_reward")
