@@ -3,14 +3,16 @@
 It follows SGLang 0.5.x's native API (see the project's SGLang facts): /generate with input_ids,
 per-sequence sampling_params, return_logprob, logprob_start_len; answers with output_ids and
 meta_info (finish_reason {type, matched|length|message}, output_token_logprobs [[lp, id, null]],
-weight_version). Control endpoints answer {"success", "message"} with 200 / 400.
+weight_version, and 0.5.23's weight_versions spans). Control endpoints answer {"success",
+"message"} with 200 / 400.
 
 Generation is a deterministic function of (prompt, sampling_seed, weight version), so tests can
 predict it. Started on a checkpoint directory, it also reads the model's EOS ids (always a stop, unless
 `ignore_eos`) and context length (a longer input + max_new_tokens is refused, 400) from its config.json,
 as SGLang does. Each /generate stands alone, so a multi-turn episode is what SGLang sees too: a new
 request per turn with the longer input_ids, logprobs for the new output tokens only. Knobs for
-failures: `healthy`, `fail_updates`, `abort_next`, `reject_distributed`. LoRA adapters
+failures: `healthy`, `fail_updates`, `abort_next`, `reject_distributed`; for partial rollouts
+`hold_after_tokens` keeps a batch in flight until a weight update (see StandinState). LoRA adapters
 (/load_lora_adapter, /unload_lora_adapter, `lora_path` on /generate; `--enable-lora`): `state.lora`,
 see rollout_sglang_standin_lora.py. Weight-update groups (recording only, or `--join-groups` to
 really join the trainer's group as SGLang does): rollout_sglang_standin_groups.py.
@@ -81,6 +83,12 @@ class StandinState:
         self.fail_updates = False
         self.abort_next = 0  # abort this many upcoming sequences
         self.paused = False
+        self.pause_mode = ""  # the mode of the last /pause_generation
+        # Partial rollouts: with hold_after_tokens > 0 a /generate batch stops after that many tokens
+        # per sequence (`held` set) until a weight update and /continue_generation, as an in-flight
+        # request of SGLang's does when paused mid-decode; "abort" pauses end it with the tokens so far.
+        self.hold_after_tokens = 0
+        self.held = threading.Event()
         self.resumed = threading.Event()
         self.resumed.set()
         self.calls: list[tuple[str, dict[str, Any]]] = []
@@ -179,7 +187,7 @@ class Handler(BaseHTTPRequestHandler):
 
     def _control(self, payload: dict[str, Any]) -> None:
         state = self.state
-        for key in ("reject_distributed", "healthy", "fail_updates"):
+        for key in ("reject_distributed", "healthy", "fail_updates", "hold_after_tokens"):
             if key in payload:
                 setattr(state, key, payload[key])
         self._send(200, {})
@@ -188,6 +196,7 @@ class Handler(BaseHTTPRequestHandler):
         if payload.get("mode") not in ("abort", "retract", "in_place"):
             self._send(400, {"error": f"bad mode {payload.get('mode')!r}"})
             return
+        self.state.pause_mode = payload["mode"]
         self.state.paused = True
         self.state.resumed.clear()
         self._send(200, {})
@@ -245,16 +254,56 @@ class Handler(BaseHTTPRequestHandler):
         if isinstance(adapters, str):
             self._send(400, {"error": adapters})
             return
-        outputs = [self._one(ids, p, a) for ids, p, a in zip(inputs, params, adapters, strict=True)]
+        first = state.weight_version
+        held = state.hold_after_tokens
+        if held and all(held < int(p["max_new_tokens"]) for p in params):
+            spans = self._held_across_an_update(first, held)
+        else:
+            spans = [(first, None)]
+        outputs = [self._one(ids, p, a, spans) for ids, p, a in zip(inputs, params, adapters, strict=True)]
         self._send(200, outputs if batched else outputs[0])
 
-    def _one(self, input_ids: list[int], params: dict[str, Any], adapter: str | None) -> dict[str, Any]:
+    def _held_across_an_update(self, first: str, held: int) -> list[tuple[str, int | None]]:
+        """Wait, `held` tokens into the batch, for an update and /continue_generation; the versions
+        that sample the batch's tokens: [(version, first token)...]; an abort pause ends it there."""
         state = self.state
-        version = int(state.weight_version) if state.weight_version.isdigit() else 0
+        state.held.set()
+        deadline = time.monotonic() + 30
+        while state.weight_version == first or state.paused:
+            if time.monotonic() > deadline:
+                return [(first, None)]  # no update came: finish on the old weights
+            if state.paused and state.pause_mode == "abort":
+                return [(first, None), ("abort", held)]
+            time.sleep(0.005)
+        state.held.clear()
+        return [(first, None), (state.weight_version, held)]
+
+    def _one(
+        self,
+        input_ids: list[int],
+        params: dict[str, Any],
+        adapter: str | None,
+        spans: list[tuple[str, int | None]],
+    ) -> dict[str, Any]:
+        """`spans`: the batch's versions by first token; the tokens after a switch are what the new
+        version predicts from the input so far (a retract recomputes the KV under the new weights)."""
+        state = self.state
         max_new = int(params["max_new_tokens"])
         seed = int(params.get("sampling_seed", 0))
-        tokens = predicted_tokens(input_ids, seed, version, max_new, adapter_shift(adapter))
+        shift = adapter_shift(adapter)
+        tokens: list[int] = []
+        token_versions: list[str] = []
+        for index, (name, _) in enumerate(spans):
+            if name == "abort":
+                break
+            end = spans[index + 1][1] if index + 1 < len(spans) else max_new
+            version = int(name) if name.isdigit() else 0
+            new = predicted_tokens(input_ids + tokens, seed, version, end - len(tokens), shift)
+            tokens += new
+            token_versions += [name] * len(new)
         finish: dict[str, Any] = {"type": "length", "length": max_new}
+        if spans[-1][0] == "abort":
+            finish = {"type": "abort", "message": "Abort in waiting queue."}
         stops = set(params.get("stop_token_ids") or [])
         if not params.get("ignore_eos"):
             stops |= state.eos_token_ids  # SGLang always stops on the model's EOS
@@ -263,12 +312,17 @@ class Handler(BaseHTTPRequestHandler):
                 tokens = tokens[: k + 1]
                 finish = {"type": "stop", "matched": token}
                 break
+        token_versions = token_versions[: len(tokens)]
         with state.lock:
             abort = state.abort_next > 0
             state.abort_next -= int(abort)
         if abort:
             tokens = tokens[: max(1, len(tokens) // 2)]
+            token_versions = token_versions[: len(tokens)]
             finish = {"type": "abort", "message": "Abort before weight update."}
+        spans_out = weight_version_spans(token_versions) or [
+            {"version": state.weight_version, "start": 0, "end": 0}
+        ]
         return {
             "text": "",
             "output_ids": tokens,
@@ -278,10 +332,24 @@ class Handler(BaseHTTPRequestHandler):
                 "prompt_tokens": len(input_ids),
                 "completion_tokens": len(tokens),
                 "cached_tokens": 0,
-                "weight_version": state.weight_version,
+                # SGLang 0.5.23 (utils/weight_versions.py): the spans of versions over the output
+                # tokens, and weight_version = the newest span's
+                "weight_versions": spans_out,
+                "weight_version": spans_out[-1]["version"],
                 "output_token_logprobs": [[predicted_logprob(k), t, None] for k, t in enumerate(tokens)],
             },
         }
+
+
+def weight_version_spans(token_versions: list[str]) -> list[dict[str, Any]]:
+    """[v, v, w] -> [{"version": v, "start": 0, "end": 2}, {"version": w, "start": 2, "end": 3}]."""
+    spans: list[dict[str, Any]] = []
+    for position, version in enumerate(token_versions):
+        if spans and spans[-1]["version"] == version:
+            spans[-1]["end"] = position + 1
+        else:
+            spans.append({"version": version, "start": position, "end": position + 1})
+    return spans
 
 
 def sampling_refusal(params: dict[str, Any]) -> str | None:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -141,3 +143,83 @@ def test_bad_update_applies_nothing_and_a_good_one_changes_outputs(tiny_model_di
     assert [g[0].token_ids for g in after] != [g[0].token_ids for g in before]
     state = generator.model.state_dict()
     assert torch.equal(state["model.norm.weight"], new["model.norm.weight"])
+
+
+def _logprobs_under(model, prompt: list[int], tokens: list[int], temperature: float) -> list[float]:
+    ids = torch.tensor([prompt + tokens])
+    with torch.no_grad():
+        logits = model(input_ids=ids).logits[0, len(prompt) - 1 : -1].float()
+    logprobs = torch.log_softmax(logits / temperature, -1)
+    return logprobs.gather(-1, torch.tensor(tokens)[:, None]).squeeze(-1).tolist()
+
+
+def test_partial_call_continues_under_new_weights_with_each_tokens_version_and_logprob(
+    tiny_model_dir: Path,
+) -> None:
+    """An update arriving mid-call (requested at the 4th forward, i.e. after 3 sampled tokens) is
+    applied at the next token boundary; the call goes on under version 1, and every recorded logprob
+    is the one its own version gives for the same prefix (recomputed from scratch with each version's
+    weights): the KV cache of version 0 does not leak into version 1's tokens."""
+    generator = HFGenerator.from_pretrained(tiny_model_dir)
+    before = HFGenerator.from_pretrained(tiny_model_dir).model  # version 0's weights, kept aside
+    new = other_weights(tiny_model_dir, seed=7)
+    forwards = 0
+    updater: list[threading.Thread] = []
+
+    def request_update_at_fourth_forward(module, args, kwargs) -> None:
+        nonlocal forwards
+        forwards += 1
+        if forwards == 4:
+            thread = threading.Thread(target=asyncio.run, args=(generator.load_weights(new, version=1),))
+            thread.start()
+            updater.append(thread)
+            while generator._updates_waiting == 0 and thread.is_alive():
+                time.sleep(0.001)
+
+    hook = generator.model.register_forward_pre_hook(request_update_at_fourth_forward, with_kwargs=True)
+    sampling = SamplingParams(max_new_tokens=20, temperature=1.0, seed=5, partial=True)
+    try:
+        groups = generator.generate_sync(PROMPTS, 2, sampling)
+    finally:
+        hook.remove()
+        for thread in updater:
+            thread.join()
+    assert generator.info().weight_version == 1
+    spanned = 0
+    for prompt, group in zip(PROMPTS, groups, strict=True):
+        for completion in group:
+            runs = completion.version_runs
+            assert sum(tokens for _, tokens in runs) == len(completion.token_ids)
+            assert completion.weight_version == runs[0][0] == 0  # the oldest token's version
+            versions = [v for v, tokens in runs for _ in range(tokens)]
+            old_count = versions.count(0)
+            assert old_count == min(3, len(completion.token_ids))  # tokens 0..2 came before the swap
+            spanned += len(runs) == 2
+            expected_old = _logprobs_under(before, prompt, completion.token_ids, 1.0)
+            expected_new = _logprobs_under(generator.model, prompt, completion.token_ids, 1.0)
+            expected = expected_old[:old_count] + expected_new[old_count:]
+            assert completion.logprobs == pytest.approx(expected, abs=1e-4)
+            if len(runs) == 2:  # the two versions disagree, so the check above tells them apart
+                assert expected_new[old_count:] != pytest.approx(expected_old[old_count:], abs=1e-3)
+    assert spanned > 0, "no completion outlived the update: the test did not exercise a swap"
+
+
+def test_a_call_that_is_not_partial_finishes_on_its_version_before_the_update(tiny_model_dir: Path) -> None:
+    generator = HFGenerator.from_pretrained(tiny_model_dir)
+    new = other_weights(tiny_model_dir, seed=7)
+    updater: list[threading.Thread] = []
+
+    def request_update_at_second_forward(module, args, kwargs) -> None:
+        if not updater:
+            updater.append(threading.Thread(target=generator.load_weights_sync, args=(new, 1)))
+            updater[0].start()
+
+    hook = generator.model.register_forward_pre_hook(request_update_at_second_forward, with_kwargs=True)
+    try:
+        groups = generator.generate_sync(PROMPTS, 2, SamplingParams(max_new_tokens=12, seed=5))
+    finally:
+        hook.remove()
+        updater[0].join()
+    assert {c.weight_version for group in groups for c in group} == {0}
+    assert all(c.version_runs == () for group in groups for c in group)
+    assert generator.info().weight_version == 1

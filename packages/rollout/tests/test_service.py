@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import re
+import threading
+import time
 from pathlib import Path
 
 import grpc
 import pytest
 import torch
-from grpo.v1 import rollout_pb2
+from grpo.v1 import rollout_pb2, rollout_pb2_grpc
 from grpo_common.weights.codec import encode_state_dict
 from grpo_rollout.backends.contract import SamplingParams
 from grpo_rollout.backends.hf.config import HFConfig
@@ -430,3 +432,60 @@ def test_a_resumed_learner_may_set_a_lower_version(tiny_model_dir: Path, reward:
     ahead, answered, version, groups = run(scenario())
     assert (ahead, answered, version) == (5, 2, 2)
     assert groups[0].policy_version == 2
+
+
+def test_a_partial_request_continues_across_an_update_and_records_every_tokens_version(
+    tiny_model_dir: Path, reward: RewardStandin
+) -> None:
+    """v1.4 over real gRPC: an UpdateWeights stream sent when the batch has sampled 2 tokens is
+    applied at the next token boundary, without waiting for the batch; the group then carries each
+    completion's token_versions (version 0, then 1), its policy_version is the oldest token's, and
+    the update's reply came while the completions were still being generated."""
+    new = other_weights(tiny_model_dir, seed=3)
+    prompts = [token_prompt("p0", [1, 5, 6])]
+    replies: list[rollout_pb2.UpdateWeightsResponse] = []
+
+    async def scenario():
+        async with serving(config(tiny_model_dir, reward.address)) as client:
+            generator = client.rollout.generator
+            forwards = 0
+            pushes: list[threading.Thread] = []
+
+            def push() -> None:  # a learner's push over its own channel, as a real one is
+                async def send() -> None:
+                    async with grpc.aio.insecure_channel(client.rollout.server.address) as channel:
+                        stub = rollout_pb2_grpc.RolloutServiceStub(channel)
+                        replies.append(await stub.UpdateWeights(encode_state_dict(new, 1), timeout=60))
+
+                asyncio.run(send())
+
+            def push_at_third_forward(module, args, kwargs) -> None:
+                nonlocal forwards
+                forwards += 1
+                if forwards == 3:  # prefill, then the decode steps of tokens 0 and 1: 2 sampled
+                    pushes.append(threading.Thread(target=push))
+                    pushes[0].start()
+                    while generator._updates_waiting == 0 and pushes[0].is_alive():
+                        time.sleep(0.001)
+
+            hook = generator.model.register_forward_pre_hook(push_at_third_forward, with_kwargs=True)
+            partial = request(prompts, group_size=3, max_new_tokens=24, temperature=1.0, seed=11)
+            partial.partial = True
+            try:
+                groups = await client.generate(partial)
+            finally:
+                hook.remove()
+                for thread in pushes:
+                    await asyncio.to_thread(thread.join)
+            return groups, forwards
+
+    groups, forwards = run(scenario())
+    assert len(replies) == 1 and replies[0].policy_version == 1
+    [group] = groups
+    assert group.policy_version == 0  # the oldest token's version
+    spans = [[(s.policy_version, s.tokens) for s in c.token_versions] for c in group.completions]
+    for completion, runs in zip(group.completions, spans, strict=True):
+        assert sum(tokens for _, tokens in runs) == len(completion.token_ids)
+        assert runs[0] == (0, min(2, len(completion.token_ids)))  # tokens 0 and 1 came before
+    assert any(len(runs) == 2 and runs[1][0] == 1 for runs in spans), spans
+    assert forwards > 3  # generation went on after the update

@@ -97,6 +97,34 @@ def test_malformed_outputs_are_refused(bad: dict, message: str) -> None:
         parse_output(bad)
 
 
+def spans(*triples):
+    return [{"version": v, "start": a, "end": b} for v, a, b in triples]
+
+
+def test_sglang_weight_version_spans_become_runs_and_the_oldest_is_the_completions_version() -> None:
+    """SGLang 0.5.23 reports the versions over the output tokens and weight_version = the newest."""
+    straddling = output([4, 5, 6], [-0.5] * 3, {"type": "length", "length": 3}, version="8")
+    straddling["meta_info"]["weight_versions"] = spans(("7", 0, 2), ("8", 2, 3))
+    parsed = parse_output(straddling)
+    assert parsed.version_runs == ((7, 2), (8, 1)) and parsed.weight_version == 7
+
+
+@pytest.mark.parametrize(
+    ("weight_versions", "message"),
+    [
+        (spans(("7", 0, 2)), "cover 2 tokens for 3"),
+        (spans(("7", 1, 3)), "in order"),
+        (spans(("7", 0, 1), ("8", 2, 3)), "in order"),
+        ([{"version": "7"}], "malformed"),
+    ],
+)
+def test_weight_version_spans_that_do_not_cover_the_tokens_are_refused(weight_versions, message) -> None:
+    bad = output([4, 5, 6], [-0.5] * 3, {"type": "length", "length": 3})
+    bad["meta_info"]["weight_versions"] = weight_versions
+    with pytest.raises(SGLangProtocolError, match=message):
+        parse_output(bad)
+
+
 def test_default_weight_version_is_zero() -> None:
     assert parse_weight_version("default") == 0 and parse_weight_version("12") == 12
 
@@ -183,6 +211,39 @@ def test_update_pauses_updates_with_version_continues_and_new_samples_carry_it(
             assert "model.norm.weight" in server.state.loaded_names
         assert all(c.weight_version == 4 for g in after for c in g)
         assert after[0][0].token_ids == predicted_tokens(PROMPTS[0], 0, 4, 4)
+
+
+def test_a_partial_call_stays_in_flight_across_an_update_and_reports_each_tokens_version(
+    tiny_model_dir: Path, tmp_path: Path
+) -> None:
+    """Partial (v1.4): the update does not wait for the call (it returns first); the workers are
+    paused with "retract" (the configured "abort" would end the call), and SGLang's weight_versions
+    spans become the completion's runs: 3 tokens of version 0, then version 1's tokens for the input
+    so far."""
+    with StandinServer() as server:
+        server.state.hold_after_tokens = 3
+
+        async def scenario():
+            generator = await connect(tiny_model_dir, [server.url], tmp_path)
+            sampling = SamplingParams(max_new_tokens=8, seed=2, partial=True)
+            try:
+                call = asyncio.ensure_future(generator.generate([PROMPTS[0]], 2, sampling))
+                await asyncio.to_thread(server.state.held.wait, 10)
+                update = asyncio.ensure_future(generator.load_weights(other_weights(tiny_model_dir, 1), 1))
+                done, _ = await asyncio.wait([call, update], return_when=asyncio.FIRST_COMPLETED)
+                first = "update" if update in done else "call"
+                return await call, await update, first
+            finally:
+                await generator.close()
+
+        groups, _, first = run(scenario())
+        [completion, _] = groups[0]
+        pauses = [body["mode"] for path, body in server.state.calls if path == "/pause_generation"]
+    assert first == "update" and pauses == ["retract"]
+    assert completion.version_runs == ((0, 3), (1, 5)) and completion.weight_version == 0
+    seed = sequence_seed(2, 0, 2, 0)
+    old = predicted_tokens(PROMPTS[0], seed, 0, 3)
+    assert completion.token_ids == old + predicted_tokens(PROMPTS[0] + old, seed, 1, 5)
 
 
 def test_a_refused_update_rolls_back_and_keeps_the_old_version(tiny_model_dir: Path, tmp_path: Path) -> None:

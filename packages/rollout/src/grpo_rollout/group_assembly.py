@@ -1,6 +1,8 @@
 """Completions + reward verdicts -> the wire's RolloutGroup; one place converts at the edge.
 
-A group is sent only whole: G completions from one weight version, each with its score. The row's
+A group is sent only whole: G completions from one weight version, each with its score; or, for a
+partial request (v1.4), completions whose every token's version is recorded (`token_versions`), the
+group's policy_version being its oldest token's. The row's
 fields go to the reward service with every item; a score that timed out stays marked as such
 (`reward_timed_out`), so the learner does not read its 0 as a wrong answer.
 
@@ -14,6 +16,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from grpo.v1 import reward_pb2, rollout_pb2
+from grpo_common.token_versions import oldest
 
 from grpo_rollout.backends.contract import FinishReason, GeneratedCompletion
 from grpo_rollout.environments.episode import EpisodeCompletion
@@ -57,6 +60,10 @@ Completion = GeneratedCompletion | EpisodeCompletion
 
 
 def group_version(completions: Sequence[Completion]) -> int:
+    """The group's policy_version: its one version, or with partial rollouts (every completion records
+    its tokens' versions) the version of its oldest token, which the learner's staleness bound reads."""
+    if completions and all(getattr(c, "version_runs", ()) for c in completions):
+        return min(oldest(c.version_runs) for c in completions)
     versions = {v for c in completions for v in getattr(c, "weight_versions", None) or {c.weight_version}}
     if len(versions) != 1:
         raise MixedVersionGroup(f"completions come from weight versions {sorted(versions)}")
@@ -93,6 +100,8 @@ def assemble_group(
         out.reward_components.update(result.components)
         if result.HasField("extracted"):
             out.extracted_answer = result.extracted
+        for version, tokens in getattr(completion, "version_runs", ()):
+            out.token_versions.add(policy_version=version, tokens=tokens)
         if isinstance(completion, EpisodeCompletion):
             add_episode(out, completion)
     return group

@@ -7,6 +7,7 @@ author can fix the request without reading this code.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 from dataclasses import dataclass
@@ -282,5 +283,7 @@ def validate_request(
             f"min_policy_version {request.min_policy_version} is above this service's policy version "
             f"{info.weight_version}; push the newer weights (UpdateWeights) first",
         )
+    if request.partial:  # v1.4: an update pauses this request's calls instead of waiting for them
+        sampling = dataclasses.replace(sampling, partial=True)
     spec = request.reward_spec if request.HasField("reward_spec") else None
     return GeneratePlan(prompts, request.group_size, sampling, spec)

@@ -11,9 +11,11 @@ ends the call with a status naming the cause, and no group of that batch is sent
 streamed stay valid (the learner re-sends the missing prompt ids).
 
 Weight updates are decoded and verified while generation goes on; only the final swap waits for
-running batches (the generator's gate), so no group mixes two versions. A delta stream (v1.3)
-applies only on top of exactly the base it names (served_weights.py), and every reply carries the
-fingerprint of what is served afterwards.
+running batches (the generator's gate), so no group mixes two versions. A partial request
+(v1.4) is the exception: its single-turn calls pause at a token boundary for the swap and continue
+under the new weights, each token's version recorded (group_assembly.py sends token_versions).
+A delta stream (v1.3) applies only on top of exactly the base it names (served_weights.py), and
+every reply carries the fingerprint of what is served afterwards.
 
 Prompts with an environment (request or row) run as multi-turn episodes instead of one generate call
 (environments/episode_runner.py); a weight update, pushed or distributed, waits for running episode
@@ -231,9 +233,10 @@ class RolloutServicer(rollout_pb2_grpc.RolloutServiceServicer):
                 info.vocab_size,
                 max_calls=self._limits.max_concurrent_batches,
             )
+            whole_turns = dataclasses.replace(sampling, partial=False)  # episodes are never partial
             async with self._episode_gate.shared():  # no weight push inside the batch (episode_runner)
                 results = await run_episodes(
-                    episodic, plan.group_size, sampling, self._generate_call, settings
+                    episodic, plan.group_size, whole_turns, self._generate_call, settings
                 )
             groups.update({p.id: g for p, g in zip(episodic, results, strict=True)})
         return [groups[p.id] for p in prompts]

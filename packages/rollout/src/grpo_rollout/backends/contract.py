@@ -20,6 +20,7 @@ from enum import StrEnum
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 import torch
+from grpo_common.token_versions import VersionRuns
 from grpo_common.weights.codec import WeightStreamError, check_compatible
 from grpo_common.weights.delta import DecodedDelta, ResolvedDelta, resolve
 
@@ -43,6 +44,9 @@ class SamplingParams:
     top_k: int = -1  # -1 = off
     stop_token_ids: tuple[int, ...] = ()
     seed: int | None = None  # None = nondeterministic
+    # Partial rollout (v1.4): a weight update pauses this call at a token boundary instead of waiting
+    # for it; its sequences continue under the new weights and record each token's version.
+    partial: bool = False
 
     @property
     def greedy(self) -> bool:
@@ -69,7 +73,10 @@ class GeneratedCompletion:
     token_ids: list[int]  # sampled tokens, prompt excluded; a stop token is the last one
     logprobs: list[float]  # the sampler's logprob of each token (same length)
     finish_reason: FinishReason
-    weight_version: int  # the weights that produced every token of this completion
+    weight_version: int  # the weights that produced every token (partial: the oldest token's)
+    # Partial calls: (version, tokens) runs covering token_ids in order (grpo_common.token_versions);
+    # empty: every token is weight_version's.
+    version_runs: VersionRuns = ()
 
 
 @dataclass(frozen=True)

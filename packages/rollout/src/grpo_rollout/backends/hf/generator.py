@@ -9,6 +9,11 @@ the documented ones (pre-filter, temperature-scaled) and every step is visible.
 - Reproducible: with a seed, the same call gives the same completions (a private torch.Generator).
 - Weights are replaced in place (`copy_`, no model rebuild) under the same lock that guards a
   generate call, so a batch never sees two versions; everything is validated before the first copy.
+- Partial calls (`SamplingParams.partial`, v1.4) are the exception: an update does not wait for them.
+  At the next token boundary the call hands the model over (`_yield_to_update`), the weights swap,
+  and the call re-prefills prompt + tokens so far under the new weights (SGLang's "retract": no KV
+  computed by old weights survives) before sampling on. Every token is thus sampled, and its
+  logprob taken, from exactly one version, which the call records per step (`version_runs`).
 """
 
 from __future__ import annotations
@@ -16,10 +21,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 import torch
+from grpo_common.token_versions import oldest, runs_from_switches
 from grpo_common.weights.delta import DecodedDelta, write
 from transformers import AutoModelForCausalLM, PreTrainedModel
 
@@ -61,6 +67,10 @@ class HFGenerator:
         self._version = weight_version
         self._lock = threading.Lock()  # guards the model for sync callers
         self._gate = VersionGate()  # orders async callers, updates first
+        # Updates waiting for the model: a partial call seeing one at a token boundary lets it go
+        # first (releases _lock until the count is back to 0).
+        self._updates_waiting = 0
+        self._updates_done = threading.Condition()
         self._device = next(model.parameters()).device
         config = model.config
         generation_config = getattr(model, "generation_config", None)
@@ -115,6 +125,8 @@ class HFGenerator:
     async def generate(
         self, prompts_token_ids: Sequence[Sequence[int]], n: int, sampling: SamplingParams
     ) -> list[list[GeneratedCompletion]]:
+        if sampling.partial:  # an update need not wait for it: it yields at a token boundary
+            return await asyncio.to_thread(self.generate_sync, prompts_token_ids, n, sampling)
         async with self._gate.shared():
             return await asyncio.to_thread(self.generate_sync, prompts_token_ids, n, sampling)
 
@@ -123,7 +135,31 @@ class HFGenerator:
         # The gate makes a waiting update go first once running batches finish (a plain lock
         # would let a steady stream of generate calls starve it).
         async with self._gate.exclusive():
-            await asyncio.to_thread(self.load_weights_sync, named_tensors, version)
+            await asyncio.to_thread(self._as_update, self.load_weights_sync, named_tensors, version)
+
+    def _as_update(self, apply: Callable[..., None], *args: object) -> None:
+        """Run `apply` (which takes _lock) as a waiting update: a partial call yields to it."""
+        with self._updates_done:
+            self._updates_waiting += 1
+        try:
+            apply(*args)
+        finally:
+            with self._updates_done:
+                self._updates_waiting -= 1
+                self._updates_done.notify_all()
+
+    def _yield_to_update(self) -> bool:
+        """Called by a partial call holding _lock at a token boundary: when an update waits, release
+        the model until no update waits, then take it back. True when the call yielded."""
+        if not self._updates_waiting:
+            return False
+        self._lock.release()
+        try:
+            with self._updates_done:
+                self._updates_done.wait_for(lambda: self._updates_waiting == 0)
+        finally:
+            self._lock.acquire()
+        return True
 
     def served_tensors(self) -> Mapping[str, torch.Tensor]:
         """The model's own tensors (what a delta applies to and the fingerprint reads)."""
@@ -137,7 +173,7 @@ class HFGenerator:
             check_tensors_fit(whole, self._specs)
         check_deltas_fit(deltas, self._specs)
         async with self._gate.exclusive():
-            await asyncio.to_thread(self._load_delta_sync, whole, deltas, version)
+            await asyncio.to_thread(self._as_update, self._load_delta_sync, whole, deltas, version)
 
     def _load_delta_sync(
         self, whole: Mapping[str, torch.Tensor], deltas: Mapping[str, DecodedDelta], version: int
@@ -185,22 +221,30 @@ class HFGenerator:
                 f"max_new_tokens {sampling.max_new_tokens} + prompt length {longest} exceeds the "
                 f"model's context of {self._max_context} tokens"
             )
+        if sampling.partial:  # a new call lets waiting updates go first, as the gate does
+            with self._updates_done:
+                self._updates_done.wait_for(lambda: self._updates_waiting == 0)
+        switches: list[tuple[int, int]] = []  # (first step, version) of each version the call used
         with self._lock, torch.inference_mode():
-            version = self._version
-            rows = self._sample(prompts, n, sampling)
-        return [
-            [GeneratedCompletion(*rows[i * n + j], weight_version=version) for j in range(n)]
-            for i in range(len(prompts))
-        ]
+            switches.append((0, self._version))
+            rows = self._sample(prompts, n, sampling, switches)
+        completions = []
+        for tokens, logprobs, finish in rows:
+            runs = runs_from_switches(switches, len(tokens)) if sampling.partial else ()
+            version = oldest(runs) if runs else switches[0][1]
+            completions.append(GeneratedCompletion(tokens, logprobs, finish, version, runs))
+        return [completions[i * n : (i + 1) * n] for i in range(len(prompts))]
 
     def _sample(
-        self, prompts: list[list[int]], n: int, sampling: SamplingParams
+        self, prompts: list[list[int]], n: int, sampling: SamplingParams, switches: list[tuple[int, int]]
     ) -> list[tuple[list[int], list[float], FinishReason]]:
         """Prefill every prompt once, repeat its cache n times, then decode one token per step.
 
         Per step there is no Python work per row and no allocation that grows with the step: the
         attention mask and the token/logprob buffers are allocated once for the whole call and
         written in place; the only host sync is the stop check (skipped when nothing can stop).
+        A partial call checks for a waiting update before each step after the first; when it yielded,
+        it appends (step, new version) to `switches` and re-prefills its rows under the new weights.
         """
         device = self._device
         generator = None
@@ -230,6 +274,7 @@ class HFGenerator:
         if n > 1:
             cache.batch_repeat_interleave(n)
         mask = mask.repeat_interleave(n, dim=0)
+        prompt_columns = input_ids.repeat_interleave(n, dim=0) if sampling.partial else None
         next_position = positions[:, -1:].repeat_interleave(n, dim=0) + 1
 
         total = len(prompts) * n
@@ -241,6 +286,19 @@ class HFGenerator:
         everyone = True  # no row has left: write whole columns instead of scattering
 
         for step in range(max_new):
+            if prompt_columns is not None and step and self._yield_to_update():
+                switches.append((step, self._version))
+                # Retract: the KV cache and the next logits again, from the new weights.
+                sequences = torch.cat([prompt_columns[active], tokens_out[active, :step]], dim=1)
+                seen = mask[:, : width + step]
+                out = self._model(
+                    input_ids=sequences,
+                    attention_mask=seen,
+                    position_ids=(seen.cumsum(-1) - 1).clamp(min=0),
+                    use_cache=True,
+                    logits_to_keep=1,
+                )
+                cache, logits = out.past_key_values, out.logits[:, -1, :]
             tokens, logprobs = sample_next_tokens(
                 logits, sampling.temperature, sampling.top_k, sampling.top_p, generator
             )

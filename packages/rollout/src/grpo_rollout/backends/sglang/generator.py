@@ -16,6 +16,11 @@
   /generate (lora.py).
 - Updates go to each worker directly, never through the router.
 - A writer-preferring gate keeps updates out of running generate calls, so a group is one version.
+- Partial calls (`SamplingParams.partial`, v1.4) stay out of the gate: an update pauses the workers
+  with them in flight (mode "retract" where `pause_mode` is "abort", which would end them: SGLang
+  keeps retracted requests and recomputes their KV under the new weights), and SGLang reports the
+  version of every output token (`meta_info.weight_versions`, payloads.py). While an adapter is
+  served, partial calls take the gate like any other (an adapter swap would unload the one they name).
 """
 
 from __future__ import annotations
@@ -65,6 +70,10 @@ from grpo_rollout.version_gate import VersionGate
 
 logger = logging.getLogger(__name__)
 
+# How an update pauses workers with partial requests in flight: SGLang keeps retracted requests and
+# recomputes their KV cache under the new weights, so no token is sampled from a mix of versions.
+PARTIAL_PAUSE_MODE: PauseMode = "retract"
+
 CHECKPOINT_SIDE_FILES = ("config.json", "generation_config.json")
 
 
@@ -111,6 +120,7 @@ class SGLangGenerator:
         self._version = weight_version
         self._pause_mode = pause_mode
         self._gate = VersionGate()
+        self._partial_calls = 0  # partial generate calls in flight (outside the gate)
         self._round_robin = itertools.cycle(self._workers)
         self._current_weights: str | None = model  # on disk, what a rollback restores (None: nowhere)
         self._unusable: str | None = None  # why generation is refused after a failed partial update
@@ -186,14 +196,25 @@ class SGLangGenerator:
         self, prompts_token_ids: Sequence[Sequence[int]], n: int, sampling: SamplingParams
     ) -> list[list[GeneratedCompletion]]:
         sampling.validate()
+        if sampling.partial and self._adapters.active is None:
+            self._partial_calls += 1  # an update pauses these in flight instead of waiting (module doc)
+            try:
+                return await self._generate_all(prompts_token_ids, n, sampling)
+            finally:
+                self._partial_calls -= 1
         async with self._gate.shared():
-            if self._unusable is not None:
-                raise WeightsUnusable(self._unusable)
-            return list(
-                await asyncio.gather(
-                    *(self._generate_group(p, i, n, sampling) for i, p in enumerate(prompts_token_ids))
-                )
+            return await self._generate_all(prompts_token_ids, n, sampling)
+
+    async def _generate_all(
+        self, prompts_token_ids: Sequence[Sequence[int]], n: int, sampling: SamplingParams
+    ) -> list[list[GeneratedCompletion]]:
+        if self._unusable is not None:
+            raise WeightsUnusable(self._unusable)
+        return list(
+            await asyncio.gather(
+                *(self._generate_group(p, i, n, sampling) for i, p in enumerate(prompts_token_ids))
             )
+        )
 
     async def _generate_group(
         self, prompt: Sequence[int], index: int, n: int, sampling: SamplingParams
@@ -284,9 +305,12 @@ class SGLangGenerator:
     # --- weights from disk --------------------------------------------------------------------
     async def _pause_all(self) -> list[SGLangServer]:
         paused: list[SGLangServer] = []
+        mode = self._pause_mode
+        if self._partial_calls and mode == "abort":  # keep the partial requests in flight
+            mode = PARTIAL_PAUSE_MODE
         try:
             for worker in self._workers:
-                await worker.pause_generation(self._pause_mode)
+                await worker.pause_generation(mode)
                 paused.append(worker)
         except SGLangError as exc:
             await self._continue_all(paused)

@@ -14,6 +14,15 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
+from grpo_common.token_versions import (
+    TokenVersionsError,
+    VersionRuns,
+    check_runs,
+    encode_runs,
+    expand_runs,
+    oldest,
+)
+
 from grpo_rollout.backends.contract import FinishReason, GeneratedCompletion, SamplingParams
 
 SEED_MODULUS = 2**63  # SGLang stores sampling_seed as a signed 64-bit integer
@@ -100,9 +109,40 @@ def parse_output(output: dict[str, Any]) -> GeneratedCompletion:
         if math.isnan(logprob) or logprob > 0:
             raise SGLangProtocolError(f"output_token_logprobs[{position}] = {logprob} is not a logprob")
         logprobs.append(logprob)
+    runs = parse_weight_version_spans(meta.get("weight_versions"), len(token_ids))
     return GeneratedCompletion(
         token_ids=token_ids,
         logprobs=logprobs,
         finish_reason=_FINISH[finish["type"]],
-        weight_version=parse_weight_version(meta.get("weight_version")),
+        weight_version=oldest(runs) if runs else parse_weight_version(meta.get("weight_version")),
+        version_runs=runs,
     )
+
+
+def parse_weight_version_spans(spans: object, token_count: int) -> VersionRuns:
+    """SGLang's per-token versions (`meta_info.weight_versions`, 0.5.23: [{"version", "start", "end"}]
+    over the output tokens, one span per update the request lived through; `weight_version` is then
+    the newest) -> our runs; () when the server sends none (an older SGLang: one version per sample)."""
+    if spans is None:
+        return ()
+    try:
+        versions = [
+            (parse_weight_version(span["version"]), int(span["start"]), int(span["end"])) for span in spans
+        ]
+    except (KeyError, TypeError, ValueError) as exc:
+        raise SGLangProtocolError(f"meta_info.weight_versions {spans!r} is malformed: {exc}") from None
+    runs = []
+    expected_start = 0
+    for version, start, end in versions:
+        if start != expected_start or end < start:
+            raise SGLangProtocolError(
+                f"meta_info.weight_versions {spans!r} do not cover the output tokens in order"
+            )
+        if end > start:
+            runs.append((version, end - start))
+        expected_start = end
+    try:
+        check_runs(tuple(runs), token_count)
+    except TokenVersionsError as exc:
+        raise SGLangProtocolError(f"meta_info.weight_versions: {exc}") from None
+    return encode_runs(expand_runs(tuple(runs)))
