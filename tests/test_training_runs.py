@@ -301,8 +301,10 @@ def test_rollout_killed_mid_run_loses_no_prompt(
     port = free_port()
     rollout = deployment.add_rollout(port=port)
     run_dir = tmp_path / "run"
-    # longer completions: generation is most of a step, so the kill finds prompts in flight
+    # longer completions: generation is most of a step, so the kill finds prompts in flight; partial
+    # rollouts, so pushes land mid-generation too (their groups must respect the staleness bound)
     flags = ("--max-steps", "12", "--set", "rollout.sampling.max_new_tokens=24")
+    flags += ("--set", "rollout.max_staleness=1", "--set", "rollout.partial=true")
     process = learner(run_dir, model, data, [rollout.address], *flags)
     try:
         wait_for(lambda: steps_logged(run_dir) >= 2, 300, "two trained steps")
@@ -318,9 +320,14 @@ def test_rollout_killed_mid_run_loses_no_prompt(
     records = read_metrics(run_dir)
     assert [r["step"] for r in records] == list(range(1, 13))  # every step once, none repeated
     assert all(r["num_groups"] == 4 for r in records)  # each step trained exactly its 4 prompts
-    # every prompt drawn was trained on: none skipped, none still owed
-    assert final_cursor(run_dir, 12) == {"position": 12 * 4, "pending": [], "timed_out": []}
+    # every prompt drawn was trained on or is still owed: none skipped; step 13's 4 prompts, drawn
+    # ahead by the staleness window, are pending (a resumed run sends them first)
+    assert final_cursor(run_dir, 12) == {"position": 13 * 4, "pending": [48, 49, 50, 51], "timed_out": []}
     assert policy_version(restarted.address) == 12  # the new process was brought to the current weights
+    # step n trains on version n - 1: no trained token is more than max_staleness = 1 behind it, and
+    # no group had to be dropped for it either
+    assert all(r["step"] - 1 - r["groups/oldest_version"] <= 1 for r in records)
+    assert all(r.get("groups/dropped_stale", 0) == 0 for r in records)
 
 
 def test_learner_killed_resumes_from_its_checkpoint(

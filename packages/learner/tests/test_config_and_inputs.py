@@ -202,6 +202,14 @@ def test_group_from_proto_converts_fields():
         (lambda m: m.completions[0].ClearField("token_ids"), "token_ids is empty"),
         (lambda m: m.ClearField("prompt_token_ids"), "prompt_token_ids is empty"),
         (lambda m: m.completions[0].logprobs.__setitem__(0, 0.7), "logprobs must be finite and <= 0"),
+        (
+            lambda m: m.completions[0].token_versions.add(policy_version=3, tokens=1),
+            "token_versions spans cover 1 tokens for 2 token_ids",
+        ),
+        (
+            lambda m: m.completions[1].token_versions.add(policy_version=3, tokens=0),
+            "span holds 0 tokens",
+        ),
     ],
 )
 def test_bad_groups_raise_a_clear_error(mutate, message):
@@ -220,6 +228,29 @@ def test_filter_drops_bad_stale_and_zero_variance_groups():
     assert f.reject_reason(group((1,), [(2,), (3,), (4,)], [1.0, 0.0, 1.0], version=5), 5) == "invalid"
     weighted = GroupFilter(2, 0, {"correct": 1.0})
     assert weighted.reject_reason(good, 4) == "invalid"  # no 'correct' component
+
+
+def test_a_partial_group_is_as_stale_as_its_oldest_token():
+    """v1.4: completion 0 began under version 3 and finished under 5; the group arrives stamped with
+    its oldest token's version, and even a sender that stamped the newest one is judged by the
+    oldest recorded token."""
+    message = proto_group()
+    message.policy_version = 5
+    message.completions[0].token_versions.add(policy_version=3, tokens=1)
+    message.completions[0].token_versions.add(policy_version=5, tokens=1)
+    message.completions[1].token_versions.add(policy_version=5, tokens=1)
+    partial = group_from_proto(message)
+    assert partial.oldest_version == 3
+    assert partial.token_versions(partial.completions[0]) == (3, 5)
+    f = GroupFilter(group_size=2, max_staleness=1, reward_weights={"reward": 1.0})
+    assert f.reject_reason(partial, policy_version=4) is None
+    assert f.reject_reason(partial, policy_version=5) == "stale"  # token 0 is two versions behind
+
+
+def test_partial_rollouts_need_a_staleness_window():
+    with pytest.raises(ConfigError, match=r"rollout\.partial needs rollout\.max_staleness >= 1"):
+        load(**{"rollout.partial": True})
+    assert load(**{"rollout.partial": True, "rollout.max_staleness": 1}).rollout.partial
 
 
 def test_a_token_beyond_the_policy_vocabulary_makes_the_group_invalid_not_the_update_crash():

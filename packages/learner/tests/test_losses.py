@@ -345,6 +345,24 @@ def test_sampler_mismatch_sums_are_the_abs_difference_and_k3_over_counted_tokens
 
     old = torch.tensor([[-1.0, -2.0, -0.5]])
     sampler = torch.tensor([[-1.5, -2.0, -3.0]])
-    sums = sampler_mismatch_sums(old, sampler, torch.tensor([[1.0, 1.0, 0.0]]))  # the last: padding
+    fresh = torch.zeros((1, 3))
+    sums = sampler_mismatch_sums(old, sampler, torch.tensor([[1.0, 1.0, 0.0]]), fresh)  # the last: padding
     assert sums["sampler/logprob_abs_diff"] == pytest.approx(0.5)
     assert sums["sampler/kl"] == pytest.approx(math.exp(0.5) - 1 - 0.5)  # r - 1 - log r, r = e^0.5
+    assert sums["sampler/stale_tokens"] == sums["sampler/kl_stale"] == sums["sampler/token_lag"] == 0
+
+
+def test_sampler_mismatch_splits_off_the_tokens_an_older_version_sampled():
+    """Partial rollouts: token 0 was sampled one version back (lag 1), token 1 by the newest; the
+    padding token's lag never counts."""
+    from grpo_learner.losses import sampler_mismatch_sums
+
+    old = torch.tensor([[-1.0, -2.0, -0.5]])
+    sampler = torch.tensor([[-1.5, -2.25, -3.0]])
+    sums = sampler_mismatch_sums(
+        old, sampler, torch.tensor([[1.0, 1.0, 0.0]]), torch.tensor([[1.0, 0.0, 2.0]])
+    )
+    assert sums["sampler/token_lag"] == 1
+    assert sums["sampler/stale_tokens"] == 1
+    assert sums["sampler/kl_stale"] == pytest.approx(math.exp(0.5) - 1 - 0.5)
+    assert sums["sampler/kl"] == pytest.approx(math.exp(0.5) - 1.5 + math.exp(0.25) - 1.25)

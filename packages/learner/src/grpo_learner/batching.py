@@ -31,6 +31,9 @@ class TrainSequence:
     advantage: float
     counts: bool = True  # False: kept for shapes, but no token enters the loss (masked truncation)
     model_mask: tuple[bool, ...] = ()  # per completion token, True = sampled by the model; empty: all
+    # per completion token, how many versions its sampler is behind the batch's newest token (partial
+    # rollouts mix versions in one completion); empty: 0 for every token
+    token_lag: tuple[int, ...] = ()
 
     @property
     def model_tokens(self) -> int:
@@ -55,6 +58,7 @@ class MicroBatch:
     loss_mask: Tensor  # [N, T] float: tokens that enter the loss (model tokens of counted sequences)
     advantages: Tensor  # [N]
     sampler_logprobs: Tensor  # [N, T]
+    token_lag: Tensor  # [N, T] float: versions each token's sampler is behind the batch's newest
 
     @property
     def num_tokens(self) -> int:
@@ -89,12 +93,15 @@ def collate(sequences: Sequence[TrainSequence], pad_token_id: int = 0) -> MicroB
     completion_mask = torch.zeros((n, max_completion), dtype=torch.bool)
     model_mask = torch.zeros((n, max_completion), dtype=torch.bool)
     sampler_logprobs = torch.zeros((n, max_completion), dtype=torch.float32)
+    token_lag = torch.zeros((n, max_completion), dtype=torch.float32)
     for row, seq in enumerate(sequences):
         k = len(seq.completion_ids)
         completion_ids[row, :k] = torch.tensor(seq.completion_ids, dtype=torch.long)
         completion_mask[row, :k] = True
         model_mask[row, :k] = torch.tensor(seq.model_mask, dtype=torch.bool) if seq.model_mask else True
         sampler_logprobs[row, :k] = torch.tensor(seq.sampler_logprobs, dtype=torch.float32)
+        if seq.token_lag:
+            token_lag[row, :k] = torch.tensor(seq.token_lag, dtype=torch.float32)
     counts = torch.tensor([s.counts for s in sequences], dtype=torch.bool).unsqueeze(1)
     return MicroBatch(
         prompt_ids=prompt_ids,
@@ -106,4 +113,5 @@ def collate(sequences: Sequence[TrainSequence], pad_token_id: int = 0) -> MicroB
         loss_mask=(model_mask & counts).float(),
         advantages=torch.tensor([s.advantage for s in sequences], dtype=torch.float32),
         sampler_logprobs=sampler_logprobs,
+        token_lag=token_lag,
     )

@@ -268,20 +268,33 @@ def sampler_weights(
     raise ValueError(f"loss.sampler_correction.mode: unknown mode {mode!r}; use none, truncate or mask")
 
 
-def sampler_mismatch_sums(old_logprobs: Tensor, sampler_logprobs: Tensor, mask: Tensor) -> dict[str, float]:
+def sampler_mismatch_sums(
+    old_logprobs: Tensor, sampler_logprobs: Tensor, mask: Tensor, token_lag: Tensor
+) -> dict[str, float]:
     """Token sums of how far the learner's logprobs of the sampled tokens are from the sampler's
     (divided by the token count they become the `sampler/` metrics): bf16 or another kernel on
     either side, or stale weights, show here before they show in the loss.
 
         sampler/logprob_abs_diff   |old_t - sampler_t|
         sampler/kl                 k3 of KL(sampler || learner): r - 1 - log r, r = exp(old_t - sampler_t)
+        sampler/token_lag          lag_t: versions token t's sampler is behind the batch's newest token
+        sampler/stale_tokens       [lag_t > 0]: the share of tokens sampled by an older version
+        sampler/kl_stale           k3 over those tokens only: the share of sampler/kl that staleness
+                                   explains (the rest is numerics: kernels, dtypes)
 
-    Only tokens in `mask` count (padding and environment tokens carry no sampler logprob).
+    `token_lag` comes from each token's recorded version (partial rollouts, v1.4, mix versions within
+    one completion; each token's sampler logprob is its own version's, so the weights
+    `sampler_weights` builds per token stay exact). Only tokens in `mask` count (padding and
+    environment tokens carry no sampler logprob).
     """
     counted = mask > 0
     diff = torch.where(counted, old_logprobs.detach().float() - sampler_logprobs.float(), 0.0)
-    k3 = torch.expm1(diff) - diff  # r - 1 - log r, 0 where diff is 0
+    k3 = (torch.expm1(diff) - diff) * counted  # r - 1 - log r, 0 where diff is 0
+    stale = counted & (token_lag > 0)
     return {
         "sampler/logprob_abs_diff": float(diff.abs().sum()),
-        "sampler/kl": float((k3 * counted).sum()),
+        "sampler/kl": float(k3.sum()),
+        "sampler/token_lag": float((token_lag * counted).sum()),
+        "sampler/stale_tokens": float(stale.sum()),
+        "sampler/kl_stale": float((k3 * stale).sum()),
     }

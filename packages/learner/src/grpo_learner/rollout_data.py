@@ -11,6 +11,9 @@ inserted by the environment (context only: weight 0 in every loss, token count, 
 sampler correction; its wire logprob, 0, is never read). An empty mask (v1.0/v1.1 senders) means
 every token is the model's.
 
+Partial rollouts (v1.4): `token_versions` records the policy version of every token, run-length
+encoded; the group is as stale as its oldest token (`oldest_version`).
+
 A completion whose scoring timed out (`reward_timed_out`) carries no verdict: its reward and every
 component read as 0, and by default its whole group is dropped (`reward.on_timeout`, see sources.py).
 """
@@ -23,6 +26,7 @@ from dataclasses import dataclass, field
 
 import torch
 from grpo.v1 import rollout_pb2
+from grpo_common.token_versions import TokenVersionsError, VersionRuns, check_runs, expand_runs, oldest
 
 from grpo_learner.episodes import EpisodeStats
 
@@ -45,6 +49,9 @@ class ScoredCompletion:
     timed_out: bool = False  # the reward service ran past its limit: the reward 0 is no verdict
     loss_mask: tuple[bool, ...] = ()  # True: the model's token; empty: every token is the model's
     episode: EpisodeStats | None = None  # set when the completion is a multi-turn episode
+    # Partial rollouts (v1.4): (policy_version, tokens) runs covering token_ids; empty: every token is
+    # the group's policy_version.
+    token_versions: VersionRuns = ()
 
     @property
     def model_mask(self) -> tuple[bool, ...]:
@@ -76,6 +83,19 @@ class ScoredGroup:
         return [c.reward for c in self.completions]
 
     @property
+    def oldest_version(self) -> int:
+        """The version of the group's oldest token: the staleness bound applies to it (v1.4 partial
+        rollouts record every token's version; before, every token is policy_version's)."""
+        recorded = [oldest(c.token_versions) for c in self.completions if c.token_versions]
+        return min([self.policy_version, *recorded])
+
+    def token_versions(self, completion: ScoredCompletion) -> tuple[int, ...]:
+        """One version per token of `completion` (one of this group's)."""
+        if completion.token_versions:
+            return expand_runs(completion.token_versions)
+        return (self.policy_version,) * len(completion.token_ids)
+
+    @property
     def timeouts(self) -> int:
         """Completions whose scoring ran past the reward service's time limit."""
         return sum(c.timed_out for c in self.completions)
@@ -94,6 +114,7 @@ def group_from_proto(message: rollout_pb2.RolloutGroup) -> ScoredGroup:
             timed_out=c.reward_timed_out,
             loss_mask=tuple(c.loss_mask),
             episode=EpisodeStats.from_proto(c.episode) if c.HasField("episode") else None,
+            token_versions=tuple((span.policy_version, span.tokens) for span in c.token_versions),
         )
         for c in message.completions
     )
@@ -138,6 +159,11 @@ def validate_group(
                 f"{at}: {len(completion.token_ids)} token_ids but {len(completion.sampler_logprobs)} logprobs"
             )
         _validate_loss_mask(completion, at)
+        if completion.token_versions:
+            try:
+                check_runs(completion.token_versions, len(completion.token_ids))
+            except TokenVersionsError as exc:
+                raise GroupError(f"{at}: {exc}") from None
         if not math.isfinite(completion.reward):
             raise GroupError(f"{at}: reward is {completion.reward}")
         for name, value in completion.components.items():

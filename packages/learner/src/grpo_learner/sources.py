@@ -2,7 +2,7 @@
 
 The loop asks a source for step n's batch and gets a `StepBatch`: the groups to train on plus what
 was dropped and why. The filter admits a group only if it is valid (see `rollout_data`), has the
-requested size, is within the staleness window (policy_version >= current - max_staleness),
+requested size, is within the staleness window (its oldest token's version >= current - max_staleness),
 under DAPO dynamic sampling carries signal (its rewards are not all equal), and, with
 `reward.on_timeout = "drop_group"` (the default), has no completion whose scoring timed out: a
 timeout is not a wrong answer, so the group is dropped (`groups/dropped_timeout`) and the feed
@@ -42,6 +42,11 @@ class StepBatch:
         out["reward/timeouts"] = float(self.timeouts)
         out.update(component_means(self.groups))
         out.update(episode_metrics(c.episode for g in self.groups for c in g.completions))
+        if self.groups:  # partial rollouts: how many completions lived through an update, how old
+            out["completions/multi_version"] = float(
+                sum(len(c.token_versions) > 1 for g in self.groups for c in g.completions)
+            )
+            out["groups/oldest_version"] = float(min(g.oldest_version for g in self.groups))
         return out
 
 
@@ -101,7 +106,7 @@ class GroupFilter:
             return "invalid"
         if self.on_timeout == "drop_group" and group.timeouts:
             return "timeout"
-        if policy_version - group.policy_version > self.max_staleness:
+        if policy_version - group.oldest_version > self.max_staleness:
             return "stale"
         if self.dynamic_sampling and not self.has_signal(group):
             return "zero_std"

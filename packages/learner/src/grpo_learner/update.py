@@ -121,6 +121,11 @@ def prepare_batch(
     advantages = compute_advantages(
         components, settings.reward_weights, settings.scaling, settings.combine, settings.advantage_eps
     )
+    newest = max(
+        max(group.token_versions(c), default=group.policy_version)
+        for group in groups
+        for c in group.completions
+    )
     sequences = [
         TrainSequence(
             prompt_ids=group.prompt_token_ids,
@@ -129,6 +134,7 @@ def prepare_batch(
             advantage=float(advantages[g, c]),
             counts=not (settings.mask_truncated and completion.truncated),
             model_mask=completion.loss_mask,
+            token_lag=tuple(newest - v for v in group.token_versions(completion)),
         )
         for g, group in enumerate(groups)
         for c, completion in enumerate(group.completions)
@@ -304,7 +310,9 @@ class Trainer:
             ),
         )
         out = self.loss_fn(policy_batch, batch.normalizer, s.loss)
-        out.token_sums.update(sampler_mismatch_sums(old_logprobs, mb.sampler_logprobs, mb.loss_mask))
+        out.token_sums.update(
+            sampler_mismatch_sums(old_logprobs, mb.sampler_logprobs, mb.loss_mask, mb.token_lag)
+        )
         return entropy, out
 
     def optimizer_step(self) -> float:

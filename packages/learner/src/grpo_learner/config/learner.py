@@ -99,6 +99,12 @@ class LearnerConfig(ConfigSection):
                 f"push.every={self.push.every} lets rollouts lag {lag} versions behind, beyond "
                 f"rollout.max_staleness={self.rollout.max_staleness}; raise max_staleness to >= {lag}"
             )
+        if self.rollout.partial and self.rollout.max_staleness < 1:
+            raise ValueError(
+                "rollout.partial needs rollout.max_staleness >= 1: a completion continued under the "
+                "next version has tokens one version older than its newest; raise max_staleness or "
+                "turn partial off"
+            )
         weights = self.loss.advantage.reward_weights
         if weights and not any(w != 0 for w in weights.values()):
             raise ValueError("loss.advantage.reward_weights: every weight is 0, no reward would be learnt")

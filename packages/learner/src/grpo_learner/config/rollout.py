@@ -25,6 +25,11 @@ class RolloutConfig(ConfigSection):
     group_size: int = Field(8, ge=2, description="completions per prompt (G), at least 2")
     prompts_per_step: int = Field(16, ge=1)
     max_staleness: int = Field(0, ge=0, description="k: generation for step n+k may run while training n")
+    partial: bool = Field(
+        False,
+        description="partial rollouts (max_staleness >= 1): a weight push pauses in-flight completions at a "
+        "token boundary and they continue under the new version, each token's version recorded",
+    )
     request_timeout_s: float = Field(600.0, gt=0, description="deadline of one Generate call")
     # A restarted rollout service needs time to load its model and receive the current weights:
     # the defaults keep re-sending for about 3 minutes before the step fails.

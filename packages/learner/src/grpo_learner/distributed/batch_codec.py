@@ -28,6 +28,7 @@ def _group_to_json(group: ScoredGroup) -> dict[str, Any]:
                 "truncated": c.truncated,
                 "correct": c.correct,
                 "loss_mask": list(c.loss_mask),
+                "token_versions": [list(run) for run in c.token_versions],
             }
             for c in group.completions
         ],
@@ -48,6 +49,7 @@ def _group_from_json(data: dict[str, Any]) -> ScoredGroup:
                 truncated=c["truncated"],
                 correct=c["correct"],
                 loss_mask=tuple(c["loss_mask"]),
+                token_versions=tuple((v, n) for v, n in c["token_versions"]),
             )
             for c in data["completions"]
         ),

@@ -83,7 +83,7 @@ async def generate(
     """problem id -> its `request.completions` samples in sample_index order."""
     client = RolloutClient(
         list(addresses),
-        rollout,
+        rollout.model_copy(update={"partial": False}),  # a held-out sample comes from one version
         group_size=max(2, request.completions),
         sampling=request.sampling,
         apply_chat_template=request.apply_chat_template,

@@ -184,6 +184,7 @@ class RolloutClient:
             sampling=sampling_to_proto(self.sampling, self._request_seed(prompts)),
             min_policy_version=min_policy_version,
             apply_chat_template=self.apply_chat_template,
+            partial=self.settings.partial,
         )
         if self.reward_spec is not None:
             request.reward_spec.CopyFrom(self.reward_spec)
