@@ -160,8 +160,8 @@ def test_partial_call_continues_under_new_weights_with_each_tokens_version_and_l
     applied at the next token boundary; the call goes on under version 1, and every recorded logprob
     is the one its own version gives for the same prefix (recomputed from scratch with each version's
     weights): the KV cache of version 0 does not leak into version 1's tokens."""
-    generator = HFGenerator.from_pretrained(tiny_model_dir)
-    before = HFGenerator.from_pretrained(tiny_model_dir).model  # version 0's weights, kept aside
+    generator = HFGenerator.from_pretrained(tiny_model_dir, HFConfig())
+    before = HFGenerator.from_pretrained(tiny_model_dir, HFConfig()).model  # version 0's weights, kept aside
     new = other_weights(tiny_model_dir, seed=7)
     forwards = 0
     updater: list[threading.Thread] = []
@@ -205,7 +205,7 @@ def test_partial_call_continues_under_new_weights_with_each_tokens_version_and_l
 
 
 def test_a_call_that_is_not_partial_finishes_on_its_version_before_the_update(tiny_model_dir: Path) -> None:
-    generator = HFGenerator.from_pretrained(tiny_model_dir)
+    generator = HFGenerator.from_pretrained(tiny_model_dir, HFConfig())
     new = other_weights(tiny_model_dir, seed=7)
     updater: list[threading.Thread] = []
 
