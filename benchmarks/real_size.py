@@ -71,7 +71,7 @@ class SizeFigures:
     push_seconds: float
     logits_chunk: dict[str, str]
     sampler: dict[str, float] = field(default_factory=dict)
-    prompt_tokens: list[int] = field(default_factory=list)
+    services_behind: float = 0.0  # the most push/services_behind of any step: a push deadline fired
 
 
 def problems(count: int = 8) -> list[dict[str, str]]:
@@ -245,8 +245,8 @@ def run_size(name: str, work: Path, rollout_dtype: str, learner_bf16: bool, extr
             "learner": f"{chunk_tokens} tokens x {V} x 4 B = {chunk_tokens * V * 4 / 2**20:.0f} MiB",
             "rollout": f"{GROUP * PROMPTS} rows x {V} x 4 B = {GROUP * PROMPTS * V * 4 / 2**20:.1f} MiB",
         },
-        sampler={k: statistics.fmean(r[k] for r in records if k in r) for k in _keys(records, "sampler/")},
-        prompt_tokens=[],
+        sampler={k: statistics.fmean(r[k] for r in timed if k in r) for k in _keys(timed, "sampler/")},
+        services_behind=max((r.get("push/services_behind", 0.0) for r in records), default=0.0),
     )
 
 
@@ -268,8 +268,9 @@ def _learner_chunk_tokens(extra: list[str]) -> int:
 def table(rows: list[SizeFigures]) -> str:
     lines = [
         "| size | params | rollout dtype | s/step | phases (s) | learner peak / floor / target (GiB) "
-        "| rollout peak / floor / target (GiB) | reward peak (GiB) | push MB, s | vocab-sized tensors |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| rollout peak / floor / target (GiB) | reward peak (GiB) | push MB, s, services behind "
+        "| sampler vs learner: mean abs logprob diff, KL | vocab-sized tensors |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         phases = ", ".join(f"{k} {v:.1f}" for k, v in r.phases.items() if v >= 0.05)
@@ -284,7 +285,9 @@ def table(rows: list[SizeFigures]) -> str:
             f"| {r.size} | {r.parameters / 1e6:.1f}M | {r.rollout_dtype} | {r.seconds_per_step:.1f} "
             f"| {phases} "
             f"| {rss('learner')} | {rss('rollout')} | {reward:.2f} "
-            f"| {r.push_bytes / 1e6:.0f}, {r.push_seconds:.1f} "
+            f"| {r.push_bytes / 1e6:.0f}, {r.push_seconds:.1f}, behind {r.services_behind:.0f} "
+            f"| {r.sampler.get('sampler/logprob_abs_diff', float('nan')):.2g}, "
+            f"{r.sampler.get('sampler/kl', float('nan')):.2g} "
             f"| learner {r.logits_chunk['learner']}; rollout {r.logits_chunk['rollout']} |"
         )
     return "\n".join(lines)
