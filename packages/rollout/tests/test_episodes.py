@@ -311,7 +311,7 @@ def test_turns_waiting_together_go_to_the_backend_as_one_batch(
     ]
     # a gather window only a hang waits out (past pytest's timeout): the batcher must flush on its own
     settings = EpisodeBatchSettings(
-        PromptEncoder(tokenizer), (tokenizer.eos_token_id,), len(tokenizer), gather_s=3600.0
+        PromptEncoder(tokenizer), (tokenizer.eos_token_id,), len(tokenizer), max_calls=1, gather_s=3600.0
     )
     sampling = SamplingParams(max_new_tokens=20, temperature=0.0)
     groups = asyncio.run(run_episodes(prompts, 3, sampling, generate, settings))

@@ -38,8 +38,8 @@ class EpisodeBatchSettings:
     encoder: PromptEncoder
     eos_token_ids: tuple[int, ...]
     vocab_size: int
+    max_calls: int  # generate calls of one batch at once: limits.max_concurrent_batches (the backend's)
     gather_s: float = 0.005  # how long the turn batcher waits for more turns
-    max_calls: int = 1  # generate calls of one batch at once (hf 1; sglang batches continuously)
 
 
 async def run_episodes(
