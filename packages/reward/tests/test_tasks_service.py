@@ -178,7 +178,13 @@ def test_components_weigh_task_terms_and_report_each_by_name(stub: reward_pb2_gr
     item = reward_pb2.ScoreItem(id="a", completion=completion, reference="4", completion_tokens=75)
     (result,) = stub.Score(reward_pb2.ScoreRequest(items=[item], spec=spec), timeout=60).results
     assert dict(result.components) == pytest.approx(
-        {"correctness": 1.0, "format": 1.0, "length": -0.5, "hostile_rewards:brevity": 0.5}
+        {
+            "correctness": 1.0,
+            "format": 1.0,
+            "length": -0.5,
+            "hostile_rewards:brevity": 0.5,
+            "hostile_rewards:brevity/characters": 50.0,  # a task term's own sub-score, as <name>/<sub>
+        }
     )
     assert result.reward == pytest.approx(1.0 + 0.1 - 0.25 + 1.0)
 
