@@ -105,11 +105,11 @@ def tiny_model(tmp_path_factory) -> str:
 
 @pytest.fixture(scope="module")
 def two_process_run(tiny_model, tmp_path_factory) -> Path:
-    """4 steps straight through on 2 ranks; checkpoints at steps 2 and 4. Packed (train.packing), so
-    the comparison with the padded one-process run also proves packing exact under FSDP2."""
+    """4 steps straight through on 2 ranks; checkpoints at steps 2 and 4. Packed (train.packing, the
+    default), where the one-process run is padded: their comparison also proves packing exact under
+    FSDP2."""
     tmp = tmp_path_factory.mktemp("two")
-    packed = {"train": {"packing": True, "packing_row_tokens": 30}}
-    done = torchrun(learner_config(tiny_model, tmp / "run", **packed), tmp)
+    done = torchrun(learner_config(tiny_model, tmp / "run"), tmp)
     assert done.returncode == 0, done.stderr[-4000:]
     return tmp / "run"
 
@@ -117,7 +117,8 @@ def two_process_run(tiny_model, tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def one_process_run(tiny_model, tmp_path_factory) -> Path:
     run_dir = tmp_path_factory.mktemp("one") / "run"
-    config = LearnerConfig.model_validate(learner_config(tiny_model, run_dir))
+    padded = {"train": {"packing": False}}
+    config = LearnerConfig.model_validate(learner_config(tiny_model, run_dir, **padded))
     asyncio.run(run_training(config, source=SyntheticGroupSource(seed=SOURCE_SEED), progress=False))
     return run_dir
 

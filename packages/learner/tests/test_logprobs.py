@@ -134,7 +134,7 @@ def test_a_group_shares_one_prompt_row():
 LAYOUTS = {
     "shared": LogprobSettings(0.9, 7, True, 64.0),
     "unshared": LogprobSettings(0.9, 7, False, 64.0),
-    "packed, a row per group": LogprobSettings(0.9, 7, True, 64.0, packing_row_tokens=8),
+    "packed, groups split across rows": LogprobSettings(0.9, 7, True, 64.0, packing_row_tokens=8),
     "packed, groups sharing rows": LogprobSettings(0.9, 7, True, 64.0, packing_row_tokens=40),
 }
 

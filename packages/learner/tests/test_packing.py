@@ -53,9 +53,13 @@ def test_the_padding_metrics_count_what_each_layout_computes():
     assert layout_tokens(batch, packed) == (real, real)
 
 
-def test_a_group_longer_than_a_row_gets_a_row_of_its_own():
-    packed = pack(collate(uneven_groups()), row_tokens=10)
-    assert packed.input_ids.shape[0] == 2
+def test_a_group_longer_than_a_row_is_split_and_no_row_outgrows_the_budget_or_one_sequence():
+    batch = collate(uneven_groups())
+    packed = pack(batch, row_tokens=10)
+    assert packed.input_ids.shape[1] == 5 + 23  # the longest sequence alone, not a whole group
+    assert packed.input_ids.shape[0] > 2  # the groups were split
+    # each part repeats its prompt: more real tokens than the two prompts once
+    assert packed.real_tokens > 5 + 3 + 58
 
 
 @pytest.mark.parametrize("loss_type", list(LOSSES))

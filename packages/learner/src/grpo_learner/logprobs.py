@@ -172,9 +172,9 @@ def layout_tokens(batch: MicroBatch, settings: LogprobSettings) -> tuple[int, in
     layout, also used under gradient checkpointing, computes each sequence's prompt again)."""
     prompt_lengths = batch.prompt_mask.sum(-1)
     completions = int(batch.completion_mask.sum())
-    if settings.packing_row_tokens is not None:
-        rows, width = packed_shape(batch, settings.packing_row_tokens)
-        return rows * width, int(prompt_lengths.sum()) + completions
+    if settings.packing_row_tokens is not None:  # a group split across rows computes its prompt again
+        rows, width, real = packed_shape(batch, settings.packing_row_tokens)
+        return rows * width, real
     if settings.share_prompts:
         return batch.prompt_ids.numel() + batch.completion_ids.numel(), int(
             prompt_lengths.sum()

@@ -3,8 +3,9 @@
 Completions are uneven (most stop early, a few run to the limit), and the padded layout computes every
 completion at the longest one's width: `N x T_max` tokens through every layer. Packed, each group is one
 segment `[prompt | c_1 | c_2 | ... | c_G]` holding only real tokens, and segments fill rows of at most
-`train.packing_row_tokens` tokens (first fit, longest first; a group longer than that gets a row of its
-own). The group's prompt is still computed once, as in the shared-prompt layout (`batching.py`).
+`train.packing_row_tokens` tokens (first fit, longest first). The group's prompt is still computed once,
+as in the shared-prompt layout (`batching.py`), unless the group outgrows a row: then it is split into
+segments that each repeat the prompt, so no row is longer than the budget or one sequence.
 
 What each token sees is what it would see in one pass over its own `[prompt | completion]`: a 4D mask
 (True = attend) lets query a attend key b iff
@@ -66,18 +67,25 @@ class _Segment:
         return self.prompt.numel() + sum(self.lengths)
 
 
-def _segments(batch: MicroBatch) -> list[_Segment]:
+def _segments(batch: MicroBatch, row_tokens: int) -> list[_Segment]:
+    """One segment per group, split where the group outgrows a row: each part repeats the prompt and
+    holds at least one completion, so no row is longer than max(row_tokens, prompt + one completion)."""
     lengths = batch.completion_mask.sum(-1).tolist()
     segments = []
     for p in range(batch.prompt_ids.shape[0]):
-        rows = (batch.prompt_index == p).nonzero().flatten().tolist()
         prompt = batch.prompt_ids[p][batch.prompt_mask[p].bool()]
-        segments.append(_Segment(prompt, rows, [lengths[i] for i in rows]))
+        part: list[int] = []
+        for i in (batch.prompt_index == p).nonzero().flatten().tolist():
+            if part and prompt.numel() + sum(lengths[j] for j in part) + lengths[i] > row_tokens:
+                segments.append(_Segment(prompt, part, [lengths[j] for j in part]))
+                part = []
+            part.append(i)
+        segments.append(_Segment(prompt, part, [lengths[j] for j in part]))
     return segments
 
 
 def _first_fit(segments: list[_Segment], row_tokens: int) -> list[list[_Segment]]:
-    """First fit, longest first: few rows, each within `row_tokens` unless one group alone exceeds it."""
+    """First fit, longest first: few rows, each within `row_tokens` unless one segment alone exceeds it."""
     rows: list[list[_Segment]] = []
     room: list[int] = []
     for segment in sorted(segments, key=lambda s: -s.tokens):
@@ -91,15 +99,16 @@ def _first_fit(segments: list[_Segment], row_tokens: int) -> list[list[_Segment]
     return rows
 
 
-def packed_shape(batch: MicroBatch, row_tokens: int) -> tuple[int, int]:
-    """(rows, width) of `pack(batch, row_tokens)`, without building it."""
-    rows = _first_fit(_segments(batch), row_tokens)
-    return len(rows), max(sum(s.tokens for s in row) for row in rows)
+def packed_shape(batch: MicroBatch, row_tokens: int) -> tuple[int, int, int]:
+    """(rows, width, real tokens) of `pack(batch, row_tokens)`, without building it."""
+    rows = _first_fit(_segments(batch, row_tokens), row_tokens)
+    sizes = [sum(s.tokens for s in row) for row in rows]
+    return len(rows), max(sizes), sum(sizes)
 
 
 def pack(batch: MicroBatch, row_tokens: int, pad_token_id: int = 0) -> PackedRows:
     """The packed layout of `batch` (see the module doc); `batch` itself is left as it is."""
-    rows = _first_fit(_segments(batch), row_tokens)
+    rows = _first_fit(_segments(batch, row_tokens), row_tokens)
     width = max(sum(s.tokens for s in row) for row in rows)
     n, t = batch.completion_ids.shape
     input_ids = torch.full((len(rows), width), pad_token_id, dtype=torch.long)

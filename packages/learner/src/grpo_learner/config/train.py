@@ -30,12 +30,12 @@ class TrainConfig(ConfigSection):
         "completions (off: one pass per sequence; gradient checkpointing always uses one pass)",
     )
     packing: bool = Field(
-        False,
+        True,
         description="pack each micro-batch's groups end to end in rows (no padding between uneven "
         "completions; a group's prompt still computed once), exact against the padded layout",
     )
     packing_row_tokens: int = Field(
-        2048,
+        1024,
         ge=1,
         description="most tokens per packed row: attention is dense over a row without a varlen kernel "
         "(L^2 scores per head and layer), so this bounds its cost; a longer group gets a row of its own",
