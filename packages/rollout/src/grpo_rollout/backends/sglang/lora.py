@@ -155,10 +155,19 @@ def with_adapter(payload: dict[str, Any], n: int, adapter: LoadedAdapter | None)
 def attributed(
     completions: list[GeneratedCompletion], adapter: LoadedAdapter | None
 ) -> list[GeneratedCompletion]:
-    """Completions of a request sent with `adapter` carry its version (see the module docstring)."""
+    """Completions of a request sent with `adapter` carry its version (see the module docstring), every
+    token of them too: SGLang's per-token `weight_versions` are the base weights' versions, and a call
+    with an adapter holds the gate, so the adapter produced every token."""
     if adapter is None:
         return completions
-    return [dataclasses.replace(c, weight_version=adapter.version) for c in completions]
+    return [
+        dataclasses.replace(
+            c,
+            weight_version=adapter.version,
+            version_runs=((adapter.version, len(c.token_ids)),) if c.version_runs else (),
+        )
+        for c in completions
+    ]
 
 
 async def _unload(workers: Sequence[SGLangServer], name: str, quiet: bool = False) -> None:
