@@ -3,6 +3,7 @@
     uv run python benchmarks/default_run.py                                  # the default run
     uv run python benchmarks/default_run.py --record                         # ... into RESULTS.md + docs/
     uv run python benchmarks/default_run.py --config examples/tool-use.toml  # the tool-use run
+    uv run python benchmarks/default_run.py --config examples/preference.toml  # against a reward model
 
 Runs `grpo train` (any extra arguments are passed on) in a fresh run directory, then prints what
 its `summary.json` and `metrics.jsonl` say: held-out greedy accuracy, pass@1 and maj@8 before and
@@ -31,6 +32,7 @@ from results_file import DEFAULT_RUN_PICTURE, Report, add_record_flag  # benchma
 
 PHASES = ("wait_rollouts", "update", "push")
 SHOWN = ("greedy_accuracy", "pass@1", "maj@8", "pass@8", "greedy_accuracy_without_environment")
+VALUES = ("greedy_reward", "greedy_completion_chars")  # the preference run: reward model score, length
 
 
 def section_name(summary: dict) -> str:
@@ -50,6 +52,12 @@ def describe(summary: dict, records: list[dict], command_seconds: float) -> list
     for metric in SHOWN[1:]:
         if metric in before and metric in after:
             lines.append(f"held-out {metric} {before[metric]:.1%} -> {after[metric]:.1%}")
+    ranked = summary.get("reward_model_pair_accuracy")
+    if ranked is not None:  # a run against a reward model: its score and the length beside it
+        lines += [
+            f"held-out {m} {before[m]:.3g} -> {after[m]:.3g}" for m in VALUES if m in before and m in after
+        ]
+        lines.append(f"reward model: held-out preference pairs ranked right {ranked:.1%}")
     episodes = sorted(k for k in after if k.startswith("episode/") and k in before)  # tool-use runs
     lines += [f"held-out greedy {k} {before[k]:.3g} -> {after[k]:.3g}" for k in episodes]
     lines.append(

@@ -220,6 +220,7 @@ def local_services(
         logger.info("CPU threads: rollout service %d, learner %d", split.rollout, split.learner)
     try:
         reward_argv = [find_executable("grpo-reward"), "serve", "--workers", str(config.reward_workers)]
+        reward_argv += config.reward_args
         launched = launch_service("reward", reward_argv, state_dir)
         try:
             if while_reward_starts is not None:

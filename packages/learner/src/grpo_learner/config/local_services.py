@@ -25,4 +25,7 @@ class LocalServicesConfig(ConfigSection):
     )
     reward_workers: int = Field(2, ge=1, description="verification worker processes")
     rollout_args: list[str] = Field(default_factory=list, description="extra `grpo-rollout serve` flags")
+    reward_args: list[str] = Field(
+        default_factory=list, description="extra `grpo-reward serve` flags, e.g. --reward-model NAME=PATH"
+    )
     ready_timeout_s: float = Field(600.0, gt=0, description="how long a service may take to start")

@@ -32,6 +32,7 @@ from grpo_common.config import ConfigError, deep_merge
 from grpo_learner.config import LearnerConfig
 from grpo_learner.config.environment import EnvironmentConfig
 from grpo_learner.embedded.model import build_tiny_model
+from grpo_learner.embedded.reward_model import prepare_reward_model
 from grpo_learner.embedded.task import Problem
 from grpo_learner.embedded.tasks import EmbeddedConfig
 from grpo_learner.embedded.tokenizer import build_tokenizer
@@ -90,6 +91,7 @@ class RunSummary:
     run_dir: str
     trainable_parameters: int  # of the policy: every weight, or the LoRA adapters ([model.lora])
     total_parameters: int
+    reward_model_pair_accuracy: float | None = None  # held-out preference pairs the reward model ranks right
 
 
 # Settings an embedded run has no use for: it builds its own model, trains on its task's problems and
@@ -118,7 +120,7 @@ def embedded_config(overrides: dict[str, Any], embedded: EmbeddedConfig | None =
 
 
 def _prompt_items(problems: list[Problem]) -> list[PromptItem]:
-    return [PromptItem(id=p.id, reference=p.reference, text=p.prompt) for p in problems]
+    return [PromptItem(id=p.id, reference=p.reference, text=p.prompt, task=p.task) for p in problems]
 
 
 def prepare_warm_model(run_dir: Path, config: LearnerConfig, embedded: EmbeddedConfig) -> Path:
@@ -139,9 +141,38 @@ def prepare_warm_model(run_dir: Path, config: LearnerConfig, embedded: EmbeddedC
     return model_dir
 
 
+def serve_reward_model(
+    run_dir: Path, config: LearnerConfig, embedded: EmbeddedConfig
+) -> tuple[LearnerConfig, float | None]:
+    """Train the task's reward model into RUN_DIR/reward-model (once) and have the reward service serve
+    it (`--config RUN_DIR/reward.toml`, one CPU thread); the config with those flags, and the model's
+    held-out pair accuracy (None when it was trained by an earlier run)."""
+    task, seed = embedded.embedded_task, config.train.seed
+    recipe = task.reward_model
+    assert recipe is not None
+    folder = run_dir / "reward-model"
+    accuracy = None
+    if not (folder / "config.json").exists():
+        train, heldout = task.split(seed)
+        tokenizer = build_tokenizer(task.extra_tokens)
+        accuracy = prepare_reward_model(folder, recipe, tokenizer, train, heldout, seed)
+    settings = run_dir / "reward.toml"
+    settings.write_text(
+        f"[[reward_models]]\nname = {json.dumps(recipe.name)}\npath = {json.dumps(str(folder))}\n"
+        "torch_threads = 1\n"
+    )
+    services = config.local_services
+    flags = [*services.reward_args, "--config", str(settings)]
+    update = {"local_services": services.model_copy(update={"reward_args": flags})}
+    return config.model_copy(update=update), accuracy
+
+
 def write_heldout(path: Path, problems: list[Problem]) -> Path:
-    """The held-out split as a problem file (question, answer) that `grpo eval --data` reads."""
-    rows = (json.dumps({"question": p.prompt, "answer": p.reference}) for p in problems)
+    """The held-out split as a problem file (question, answer, task) that `grpo eval --data` reads."""
+    rows = (
+        json.dumps({"question": p.prompt, "answer": p.reference, **({"task": p.task} if p.task else {})})
+        for p in problems
+    )
     path.write_text("".join(f"{row}\n" for row in rows))
     return path
 
@@ -178,6 +209,9 @@ async def run_default(
 
     model_dir = run_dir / "warmup"
     warmup_seconds = 0.0
+    pair_accuracy = None
+    if embedded.embedded_task.reward_model is not None:  # the reward service serves it from the start
+        config, pair_accuracy = serve_reward_model(run_dir, config, embedded)
 
     def warm_up() -> None:  # runs while the reward service starts
         nonlocal warmup_seconds
@@ -238,6 +272,7 @@ async def run_default(
         run_dir=str(run_dir),
         trainable_parameters=int(counts["model/trainable_parameters"]),
         total_parameters=int(counts["model/total_parameters"]),
+        reward_model_pair_accuracy=pair_accuracy,
     )
     (run_dir / "summary.json").write_text(json.dumps(asdict(summary), indent=2) + "\n")
     plot_run(run_dir)

@@ -11,8 +11,10 @@ from grpo_learner.embedded.default_run import HELDOUT_FILE, REPORTED, WITHOUT_EN
 from grpo_learner.embedded.tasks import EMBEDDED_TASKS
 from grpo_learner.episodes import ENVIRONMENT_REWARD
 from grpo_learner.episodes import PREFIX as EPISODE
+from grpo_learner.eval.runner import GREEDY_CHARS, GREEDY_REWARD
 from grpo_learner.metrics import TimingTotals, read_metrics
 
+VALUE_ROWS = (GREEDY_REWARD, GREEDY_CHARS)
 LABELS = {"greedy_accuracy": "accuracy (greedy)", WITHOUT_ENVIRONMENT: "greedy, without the tool"}
 # The episodes' tool use (means over the held-out episodes); the other episode/ figures are in summary.json.
 EPISODE_ROWS = {
@@ -31,15 +33,18 @@ def print_summary(summary: RunSummary, console: Console | None = None) -> None:
     table.add_column("warm-up model", justify="right")
     table.add_column("after GRPO", justify="right")
     table.add_column("change", justify="right")
-    # greedy, pass@1, maj@8 by default; whatever else [eval] asked for after them; then tool use
+    # greedy, pass@1, maj@8 by default; whatever else [eval] asked for after them; then tool use; the
+    # greedy mean reward and length only where the task labels them (a reward model's score)
+    labels = {**LABELS, **EMBEDDED_TASKS[summary.task].labels}
     metrics = [m for m in REPORTED if m in summary.heldout_before]
-    episodes = (EPISODE, ENVIRONMENT_REWARD)
-    metrics += [m for m in summary.heldout_before if m not in metrics and not m.startswith(episodes)]
+    skipped = (EPISODE, ENVIRONMENT_REWARD, *(m for m in VALUE_ROWS if m not in labels))
+    metrics += [m for m in summary.heldout_before if m not in metrics and not m.startswith(skipped)]
     metrics += [m for m in EPISODE_ROWS if m in summary.heldout_before]
     for metric in (m for m in metrics if m in summary.heldout_after):
         before, after = summary.heldout_before[metric], summary.heldout_after[metric]
-        label = LABELS.get(metric) or EPISODE_ROWS.get(metric) or metric
-        if metric.startswith(EPISODE) and metric != f"{EPISODE}with_tool_calls":  # counts, not shares
+        label = labels.get(metric) or EPISODE_ROWS.get(metric) or metric
+        counts = metric.startswith(EPISODE) and metric != f"{EPISODE}with_tool_calls"
+        if counts or metric in VALUE_ROWS:  # counts and values, not shares
             table.add_row(label, f"{before:.2f}", f"{after:.2f}", f"{after - before:+.2f}")
             continue
         table.add_row(
@@ -50,6 +55,9 @@ def print_summary(summary: RunSummary, console: Console | None = None) -> None:
     console.print(f"held-out problems: {summary.heldout_problems}   GRPO steps: {summary.steps}")
     console.print(f"wall time (warm-up / GRPO / total): {wall}")
     console.print(f"learner tokens/s (mean): {summary.tokens_per_second:.0f}")
+    if summary.reward_model_pair_accuracy is not None:
+        ranked = f"{100 * summary.reward_model_pair_accuracy:.1f}%"
+        console.print(f"reward model: held-out preference pairs ranked right {ranked}")
     trained = f"{summary.trainable_parameters:,} of {summary.total_parameters:,}"
     console.print(f"trainable parameters: {trained}")
     if (split := phase_split(run_dir)) is not None:

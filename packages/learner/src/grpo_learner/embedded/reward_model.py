@@ -14,14 +14,16 @@ from __future__ import annotations
 
 import logging
 import random
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from transformers import AutoModelForSequenceClassification, PreTrainedModel, PreTrainedTokenizerFast
 
 from grpo_learner.embedded.model import tiny_qwen2_config
+from grpo_learner.embedded.task import Problem
 
 logger = logging.getLogger(__name__)
 
@@ -99,3 +101,37 @@ def preference_accuracy(
         chosen = _rewards(model, tokenizer, [p.prompt + p.chosen for p in pairs])
         rejected = _rewards(model, tokenizer, [p.prompt + p.rejected for p in pairs])
     return float((chosen > rejected).float().mean())
+
+
+@dataclass(frozen=True)
+class RewardModelRecipe:
+    """How an embedded task builds its reward model: the pairs of its problems and the training steps.
+
+    The model is served to the run as the reward component `name`."""
+
+    name: str
+    pairs: Callable[[Sequence[Problem], random.Random], list[PreferencePair]]
+    steps: int
+
+
+def prepare_reward_model(
+    folder: Path,
+    recipe: RewardModelRecipe,
+    tokenizer: PreTrainedTokenizerFast,
+    train: Sequence[Problem],
+    heldout: Sequence[Problem],
+    seed: int,
+) -> float:
+    """Build, train and save (with its tokenizer) the task's reward model; its held-out pair accuracy."""
+    rng = random.Random(seed)
+    model = build_reward_model(tokenizer, seed)
+    losses = train_reward_model(model, tokenizer, recipe.pairs(train, rng), steps=recipe.steps, seed=seed)
+    accuracy = preference_accuracy(model, tokenizer, recipe.pairs(heldout, rng))
+    logger.info(
+        "reward model %r: Bradley-Terry loss %.3f -> %.3f, held-out pairs ranked right %.1f%%",
+        recipe.name, losses[0], losses[-1], 100 * accuracy,
+    )  # fmt: skip
+    model.config.pad_token_id = tokenizer.pad_token_id
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return accuracy

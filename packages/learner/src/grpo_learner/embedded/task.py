@@ -19,6 +19,7 @@ class Problem:
     prompt: str  # what the model sees, e.g. "37+45="
     reference: str  # ground truth for the verifier, e.g. "82" or "\\frac{3}{4}"
     value: Fraction
+    task: str = ""  # the reward task grading it ("" = math)
 
 
 def latex_fraction(value: Fraction) -> str:

@@ -32,6 +32,10 @@ if TYPE_CHECKING:  # the loop imports torch; `grpo eval` does not need it
     from grpo_learner.loop import Evaluator
 
 
+GREEDY_REWARD = "greedy_reward"
+GREEDY_CHARS = "greedy_completion_chars"
+
+
 @dataclass(frozen=True)
 class EvalSettings:
     """The validated [eval] values one evaluation needs, resolved against [rollout] and the model."""
@@ -174,7 +178,19 @@ async def run_evaluation(
     metrics = mean_metrics(problems, settings.ks if n else ())
     # multi-turn: the tool use of the greedy episodes (else of the sampled ones), as in training
     metrics |= episode_metrics(s.episode for s in (greedy or [s for row in sampled_rows for s in row]))
+    metrics |= greedy_means(greedy)
     return EvalResult(problems, [*greedy, *voted], metrics)
+
+
+def greedy_means(greedy: Sequence[Sample]) -> dict[str, float]:
+    """The greedy completions' mean reward (the run's [reward] spec: with a reward model, its score) and
+    mean length in characters, side by side: a reward that rises with the length is a warning sign."""
+    if not greedy:
+        return {}
+    return {
+        GREEDY_REWARD: sum(s.reward for s in greedy) / len(greedy),
+        GREEDY_CHARS: sum(len(s.text) for s in greedy) / len(greedy),
+    }
 
 
 def samples_due(version: int, sample_every: int | None, last: int) -> bool:
