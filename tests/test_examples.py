@@ -12,7 +12,8 @@ from grpo_learner.embedded.default_run import EMBEDDED_DEFAULTS, embedded_config
 from grpo_learner.embedded.tasks import EmbeddedConfig
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
-EMBEDDED = ("tiny-default.toml", "tool-use.toml")  # embedded runs: no model named, one is built
+# embedded runs: no model named, one is built
+EMBEDDED = ("tiny-default.toml", "tool-use.toml", "preference.toml")
 RECIPES = sorted(p for p in EXAMPLES.glob("*.toml") if p.name not in EMBEDDED)
 
 
@@ -34,6 +35,15 @@ def test_tool_use_example_is_an_embedded_run_of_the_tool_use_task() -> None:
     embedded = EmbeddedConfig.model_validate(written.pop("embedded"))
     assert embedded.task == "tool-use"
     config = embedded_config(written, embedded)
+    assert config.train.max_steps == written["train"]["max_steps"]
+
+
+def test_preference_example_is_an_embedded_run_against_its_reward_model() -> None:
+    written = tomllib.loads((EXAMPLES / "preference.toml").read_text())
+    embedded = EmbeddedConfig.model_validate(written.pop("embedded"))
+    assert embedded.task == "preference" and embedded.embedded_task.reward_model is not None
+    config = embedded_config(written, embedded)
+    assert [c.name for c in config.reward.components] == [embedded.embedded_task.reward_model.name]
     assert config.train.max_steps == written["train"]["max_steps"]
 
 
