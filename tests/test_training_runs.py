@@ -192,7 +192,9 @@ def test_default_command_trains_reports_and_cleans_up(tmp_path: Path) -> None:
     assert (run_dir / "curves.png").stat().st_size > 0
     assert (run_dir / "checkpoints" / "step-000002" / "model" / "config.json").exists()
     assert "after GRPO" in result.stdout and "maj@8" in result.stdout  # the before/after table
-    assert set(summary["heldout_before"]) == {"greedy_accuracy", "pass@1", "pass@8", "maj@8"}
+    shares = {"greedy_accuracy", "pass@1", "pass@8", "maj@8"}
+    assert set(summary["heldout_before"]) == shares | {"greedy_reward", "greedy_completion_chars"}
+    assert "greedy_reward" not in result.stdout  # the default table shows them only where a task asks
     assert len((run_dir / "heldout.jsonl").read_text().splitlines()) == summary["heldout_problems"]
     for name in ("reward", "rollout"):
         assert "serving on" in (run_dir / "services" / f"{name}.log").read_text()
