@@ -129,11 +129,14 @@ def chat_server(
             self._send(200, reply)
 
     server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    server.daemon_threads = True
+    server.daemon_threads = True  # idle keep-alive handlers must not block the close
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
         yield f"http://127.0.0.1:{server.server_address[1]}/v1", route
     finally:
         server.shutdown()
+        deadline = time.monotonic() + 30
+        while route.in_flight and time.monotonic() < deadline:  # none may be left inside torch at exit
+            time.sleep(0.05)
         server.server_close()

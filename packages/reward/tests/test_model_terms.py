@@ -47,6 +47,15 @@ def test_a_judge_grades_every_item_through_a_real_chat_completions_server() -> N
         assert verdict.components["attempts"] == 1 and verdict.components["latency_s"] > 0
 
 
+def test_one_judge_serves_several_event_loops() -> None:
+    with chat_server() as (url, route):
+        one = judge(url)
+        first = asyncio.run(one.score_batch(ITEMS[:1]))
+        second = asyncio.run(one.score_batch(ITEMS[:1]))  # a client bound to the closed loop failed here
+    assert not first[0].timed_out and not second[0].timed_out, second[0].reason
+    assert route.requests == 2
+
+
 def test_a_judgement_without_a_score_is_an_error_carrying_the_judges_text() -> None:
     with chat_server() as (url, _):
         verdicts = asyncio.run(judge(url, score_pattern=r"SCORE:\s*(\d+)", max_tokens=4).score_batch(ITEMS))
@@ -65,7 +74,7 @@ def test_a_score_out_of_range_is_an_error_not_a_clipped_reward() -> None:
 
 
 def test_a_judge_that_times_out_is_retried_then_reported() -> None:
-    with chat_server(delay_s=3.0) as (url, route):
+    with chat_server(delay_s=1.0) as (url, route):
         late = judge(url, timeout_s=0.2, retries=1, backoff_s=0.01)
         (verdict,) = asyncio.run(late.score_batch(ITEMS[:1]))
     assert verdict.timed_out

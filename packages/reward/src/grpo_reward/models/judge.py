@@ -93,13 +93,17 @@ class Judge(BatchTask):
         self._headers = {"Authorization": f"Bearer {key}"} if key else {}
         self._semaphore: asyncio.Semaphore | None = None
         self._client: httpx.AsyncClient | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     def _session(self) -> tuple[asyncio.Semaphore, httpx.AsyncClient]:
-        """Made on first use, inside the event loop that scores (the service's)."""
-        if self._client is None or self._semaphore is None:
+        """The client and the concurrency limit of the running event loop (the service's), made on first
+        use in it: a client's connections belong to one loop, so another loop gets its own."""
+        loop = asyncio.get_running_loop()
+        if self._client is None or self._semaphore is None or self._loop is not loop:
             limits = httpx.Limits(max_connections=self.config.concurrency)
             self._client = httpx.AsyncClient(timeout=self.config.timeout_s, limits=limits, trust_env=False)
             self._semaphore = asyncio.Semaphore(self.config.concurrency)
+            self._loop = loop
         return self._semaphore, self._client
 
     def close(self) -> None:
