@@ -7,7 +7,7 @@ Reward model: the preference demo's shape (`grpo_learner.embedded.reward_model.b
 parameters, the char tokenizer), served exactly as `grpo-reward serve --reward-model` serves it: a
 process of its own, `batch_size` items per forward pass. Items/s counts what `RewardModel.score_batch`
 returns per wall second for a batch of `--items` (the first batch, paying for the first forward, is not
-counted): short items like the demo's (`3 kg+4 kg=` -> `7 kg`) and 128-character completions.
+counted): short items like the demo's (`17 kg=` -> `17 kg`) and 128-character completions.
 
 Judge: `--items` items through `Judge.score_batch` (concurrency 8) against the tests' stand-in server
 (packages/reward/tests/openai_chat_server.py: a ~3k-parameter model, one generated token per reply),
@@ -72,8 +72,8 @@ def main() -> None:
         served = RewardModel(config)
         try:
             shapes = {
-                "demo-sized (`3 kg+4 kg=` + `7 kg`)": [
-                    Item(f"{i % 40} kg", "", prompt=f"{i % 20} kg+{i % 17} kg=") for i in range(args.items)
+                "demo-sized (`17 kg=` + `17 kg`)": [
+                    Item(f"{i % 400} kg", "", prompt=f"{i % 400} kg=") for i in range(args.items)
                 ],
                 "128-character completions": [
                     Item(("12 kg " * 22)[:128], "", prompt=f"{i % 20} kg+{i % 17} kg=")
@@ -93,7 +93,7 @@ def main() -> None:
 
         with chat_server() as (url, _):
             judge = Judge(JudgeConfig(name="j", url=url, score_pattern=r"^(\d)$", max_score=9, max_tokens=1))
-            items = [Item("7 kg", "", prompt="3 kg+4 kg=")] * args.items
+            items = [Item("17 kg", "", prompt="17 kg=")] * args.items
             asyncio.run(judge.score_batch(items[:8]))
             started = time.perf_counter()
             verdicts = asyncio.run(judge.score_batch(items))
