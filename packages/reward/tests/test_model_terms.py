@@ -205,7 +205,7 @@ def test_serve_refuses_a_bad_model_flag_before_starting(flags, message, capsys) 
 def test_a_reward_model_that_cannot_load_stops_serve_with_its_reason(tmp_path: Path, capsys) -> None:
     (tmp_path / "config.json").write_text('{"model_type": "qwen2", "num_labels": 3}')
     assert main(["serve", "--port", "0", "--workers", "1", "--reward-model", f"rm={tmp_path}"]) == 2
-    assert "reward model 'rm'" in capsys.readouterr().err
+    assert "reward model 'rm'" in (err := capsys.readouterr().err) and "has 3 labels" in err
 
 
 def test_the_plain_verifier_and_its_service_import_without_torch() -> None:

@@ -7,6 +7,7 @@ environment, loads the model and answers each batch of (prompt, completion) pair
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import sys
@@ -18,9 +19,24 @@ from grpo_reward.models.config import RewardModelConfig
 AUTHKEY_ENV = "GRPO_REWARD_MODEL_AUTHKEY"
 
 
+def check_labels(config_file: Path) -> None:
+    """A local checkpoint whose config.json is not JSON or gives more than one label is refused before
+    torch is imported (seconds saved on a mistake); ValueError saying which."""
+    if not config_file.is_file():
+        return  # a hub id: transformers reads its config
+    try:
+        raw = json.loads(config_file.read_text())
+    except (OSError, ValueError) as error:
+        raise ValueError(f"{config_file} is not readable JSON ({error})") from None
+    labels = raw.get("num_labels") or len(raw.get("id2label") or {}) or 1
+    if labels != 1:
+        raise ValueError(f"has {labels} labels; a reward model has one (its score)")
+
+
 def serve_model(connection: Connection, config: RewardModelConfig) -> None:
     """The child: load the model, answer ("ready", info), then score each [(prompt, completion)] sent."""
     try:
+        check_labels(Path(config.path).expanduser() / "config.json")
         import torch
         from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
