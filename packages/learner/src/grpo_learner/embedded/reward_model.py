@@ -23,6 +23,7 @@ import torch.nn.functional as F
 from transformers import AutoModelForSequenceClassification, PreTrainedModel, PreTrainedTokenizerFast
 
 from grpo_learner.embedded.model import tiny_qwen2_config
+from grpo_learner.embedded.offline_training import fit
 from grpo_learner.embedded.task import Problem
 
 logger = logging.getLogger(__name__)
@@ -75,22 +76,14 @@ def train_reward_model(
 ) -> list[float]:
     """Bradley–Terry training on `pairs` (prompt + completion texts); returns each step's loss."""
     rng = random.Random(seed)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.0)
-    model.train()
-    losses = []
-    for step in range(steps):
+
+    def step_loss(_: int) -> torch.Tensor:
         batch = rng.sample(list(pairs), min(batch_size, len(pairs)))
         chosen = _rewards(model, tokenizer, [p.prompt + p.chosen for p in batch])
         rejected = _rewards(model, tokenizer, [p.prompt + p.rejected for p in batch])
-        loss = bradley_terry_loss(chosen, rejected)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        losses.append(loss.item())
-        if (step + 1) % 50 == 0:
-            logger.info("reward model step %d/%d: Bradley-Terry loss %.3f", step + 1, steps, loss.item())
-    model.eval()
-    return losses
+        return bradley_terry_loss(chosen, rejected)
+
+    return fit(model, step_loss, steps=steps, lr=lr, log_every=50, what="reward model (Bradley-Terry)")
 
 
 def preference_accuracy(

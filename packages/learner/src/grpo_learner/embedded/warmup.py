@@ -12,7 +12,6 @@ Each segment is encoded alone and the ids concatenated, as the rollout service b
 
 from __future__ import annotations
 
-import logging
 import random
 from collections.abc import Callable, Sequence
 
@@ -20,9 +19,8 @@ import torch
 import torch.nn.functional as F
 from transformers import PreTrainedModel, PreTrainedTokenizerFast
 
+from grpo_learner.embedded.offline_training import fit
 from grpo_learner.embedded.task import Problem
-
-logger = logging.getLogger(__name__)
 
 # A correct completion as (text, trained) segments (see grpo_learner.embedded.tasks.Transcript).
 Transcript = Callable[[Problem, random.Random], Sequence[tuple[str, bool]]]
@@ -75,20 +73,12 @@ def supervised_warmup(
 ) -> list[float]:
     """Next-token cross-entropy on the trained tokens of correct transcripts; returns each step's loss."""
     rng = random.Random(seed)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.0)
-    model.train()
-    losses = []
-    for step in range(steps):
+
+    def step_loss(_: int) -> torch.Tensor:
         ids, attention, loss_mask = _batch(tokenizer, rng.sample(list(problems), batch_size), transcript, rng)
         logits = model(input_ids=ids, attention_mask=attention).logits[:, :-1]
         token_loss = F.cross_entropy(logits.transpose(1, 2), ids[:, 1:], reduction="none")
         mask = loss_mask[:, 1:].float()
-        loss = (token_loss * mask).sum() / mask.sum()
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        losses.append(loss.item())
-        if (step + 1) % 100 == 0:
-            logger.info("warm-up step %d/%d: loss %.3f", step + 1, steps, loss.item())
-    model.eval()
-    return losses
+        return (token_loss * mask).sum() / mask.sum()
+
+    return fit(model, step_loss, steps=steps, lr=lr, log_every=100, what="warm-up")
