@@ -126,7 +126,9 @@ def test_a_fork_bomb_is_capped_and_fully_killed() -> None:
         """,
         limits,
     )
-    assert not result.ok and result.timed_out  # it never exits by itself: the wall-clock kill ended it
+    # It never exits by itself: a limit ended it. Which one depends on how much CPU the box gives it:
+    # idle, the tree spends its CPU budget first; on busy cores, the wall-clock backstop comes first.
+    assert not result.ok and (result.timed_out or result.cpu_limited), result
     assert sandbox_pids() == []
 
 
