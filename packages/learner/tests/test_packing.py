@@ -53,6 +53,14 @@ def test_the_padding_metrics_count_what_each_layout_computes():
     assert layout_tokens(batch, packed) == (real, real)
 
 
+def test_an_empty_completion_is_packed_as_nothing():
+    """A sequence aborted before its first token: no position, and its siblings are unaffected."""
+    full = TrainSequence((3, 4, 5), (6, 7), (-1.0, -1.0), 1.0)
+    packed = pack(collate([full, TrainSequence((3, 4, 5), (), (), 1.0)]), row_tokens=1024)
+    assert packed.input_ids.tolist() == [[3, 4, 5, 6, 7]]
+    assert packed.predictor[0].tolist() == [2, 3]
+
+
 def test_a_group_longer_than_a_row_is_split_and_no_row_outgrows_the_budget_or_one_sequence():
     batch = collate(uneven_groups())
     packed = pack(batch, row_tokens=10)

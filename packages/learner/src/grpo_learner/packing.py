@@ -130,8 +130,9 @@ def pack(batch: MicroBatch, row_tokens: int, pad_token_id: int = 0) -> PackedRow
                 position_ids[r, at : at + k] = torch.arange(lp, lp + k)
                 group[r, at : at + k] = g
                 sequence[r, at : at + k] = i
-                predictor[i, 0] = last_prompt
-                predictor[i, 1:k] = r * width + at + torch.arange(k - 1)
+                if k:  # an empty completion (a sequence aborted before its first token) predicts nothing
+                    predictor[i, 0] = last_prompt
+                    predictor[i, 1:k] = r * width + at + torch.arange(k - 1)
                 at += k
     return PackedRows(
         input_ids=input_ids,
