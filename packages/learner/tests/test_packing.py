@@ -124,3 +124,11 @@ def test_lora_adapters_get_the_gradients_of_the_padded_layout():
     assert padded.keys() == packed.keys() and all("lora_" in name for name in padded)
     for name, grad in padded.items():
         torch.testing.assert_close(packed[name], grad, rtol=1e-4, atol=1e-5)
+
+
+def test_an_attention_without_4d_masks_is_refused_naming_the_setting():
+    model = tiny_qwen2(seed=3)
+    model.config._attn_implementation_internal = "flash_attention_2"  # no 4D masks; not installed here
+    settings = LogprobSettings(1.0, 64, True, 64.0, packing_row_tokens=64)
+    with pytest.raises(ValueError, match=r"train\.packing = false"):
+        completion_logprobs(model, collate(uneven_groups()), settings)

@@ -101,13 +101,15 @@ def _first_fit(segments: list[_Segment], row_tokens: int) -> list[list[_Segment]
 
 def packed_shape(batch: MicroBatch, row_tokens: int) -> tuple[int, int, int]:
     """(rows, width, real tokens) of `pack(batch, row_tokens)`, without building it."""
-    rows = _first_fit(_segments(batch, row_tokens), row_tokens)
+    rows = _first_fit(_segments(batch.to("cpu"), row_tokens), row_tokens)
     sizes = [sum(s.tokens for s in row) for row in rows]
     return len(rows), max(sizes), sum(sizes)
 
 
 def pack(batch: MicroBatch, row_tokens: int, pad_token_id: int = 0) -> PackedRows:
-    """The packed layout of `batch` (see the module doc); `batch` itself is left as it is."""
+    """The packed layout of `batch` (see the module doc), built on the CPU (a GPU would sync on every
+    small copy); `batch` itself is left as it is."""
+    batch = batch.to("cpu")
     rows = _first_fit(_segments(batch, row_tokens), row_tokens)
     width = max(sum(s.tokens for s in row) for row in rows)
     n, t = batch.completion_ids.shape
@@ -159,9 +161,15 @@ def _tree_causal_mask(group: Tensor, sequence: Tensor) -> Tensor:
 def packed_completion_hidden(decoder: torch.nn.Module, batch: MicroBatch, row_tokens: int) -> Tensor:
     """`[N, T, H]`: at [i, j] the hidden state that predicts completion token j of row i (as
     `logprobs._completion_hidden`), computed over the packed rows."""
+    attention = getattr(decoder.config, "_attn_implementation", "sdpa")
+    if attention not in ("sdpa", "eager"):
+        raise ValueError(
+            f"train.packing needs sdpa or eager attention (a 4D mask); this model uses {attention!r}: "
+            "set train.packing = false"
+        )
     packed = pack(batch, row_tokens).to(batch.completion_ids.device)
     mask = packed.attention_mask
-    if getattr(decoder.config, "_attn_implementation", "sdpa") == "eager":
+    if attention == "eager":
         # eager attention adds the mask to the scores: 0 where allowed, the most negative value elsewhere
         mask = torch.zeros(mask.shape, dtype=torch.float32, device=mask.device).masked_fill_(
             ~mask, torch.finfo(torch.float32).min
