@@ -74,7 +74,9 @@ def test_selective_logprobs_entropy_and_gradients_match_the_full_log_softmax():
         model = tiny_qwen2(seed=3)
         if compute == "selective":  # chunks of 5 tokens: several chunks, each recomputed in backward
             logprobs, entropy = completion_logprobs(
-                model, batch, LogprobSettings(0.7, 5, share_prompts=True, chunk_mib=64.0)
+                model,
+                batch,
+                LogprobSettings(0.7, 5, share_prompts=True, chunk_mib=64.0, packing_row_tokens=None),
             )
         else:
             logprobs, entropy = plain_completion_logprobs(model, a_batch_of_sequences(), 0.7)
@@ -118,7 +120,7 @@ def test_bf16_logits_keep_their_dtype_for_backward_and_match_an_fp32_reference()
 
 def test_frozen_passes_compute_no_entropy():
     with torch.no_grad():
-        settings = LogprobSettings(1.0, 64, share_prompts=True, chunk_mib=64.0)
+        settings = LogprobSettings(1.0, 64, share_prompts=True, chunk_mib=64.0, packing_row_tokens=None)
         logprobs, entropy = completion_logprobs(tiny_qwen2(), a_batch(), settings, with_entropy=False)
     assert entropy is None and logprobs.shape == a_batch().completion_mask.shape
 
@@ -132,8 +134,8 @@ def test_a_group_shares_one_prompt_row():
 
 
 LAYOUTS = {
-    "shared": LogprobSettings(0.9, 7, True, 64.0),
-    "unshared": LogprobSettings(0.9, 7, False, 64.0),
+    "shared": LogprobSettings(0.9, 7, True, 64.0, packing_row_tokens=None),
+    "unshared": LogprobSettings(0.9, 7, False, 64.0, packing_row_tokens=None),
     "packed, groups split across rows": LogprobSettings(0.9, 7, True, 64.0, packing_row_tokens=8),
     "packed, groups sharing rows": LogprobSettings(0.9, 7, True, 64.0, packing_row_tokens=40),
 }
@@ -171,7 +173,9 @@ def test_gradient_checkpointing_falls_back_to_one_pass():
     sequences = groups_of_sequences()
     model = tiny_qwen2(seed=4)
     model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-    logprobs, _ = completion_logprobs(model, collate(sequences), LogprobSettings(0.9, 64, True, 64.0))
+    logprobs, _ = completion_logprobs(
+        model, collate(sequences), LogprobSettings(0.9, 64, True, 64.0, packing_row_tokens=None)
+    )
     with torch.no_grad():
         plain, _ = plain_completion_logprobs(model, sequences, 0.9)
     torch.testing.assert_close(logprobs.detach(), plain, rtol=0, atol=1e-5)

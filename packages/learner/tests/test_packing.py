@@ -45,9 +45,9 @@ def test_packed_rows_hold_only_real_tokens_with_positions_restarting_per_sequenc
 def test_the_padding_metrics_count_what_each_layout_computes():
     batch = collate(uneven_groups())
     real = 5 + 3 + 58  # distinct prompts and completions
-    shared = LogprobSettings(1.0, 64, True, 64.0)
+    shared = LogprobSettings(1.0, 64, True, 64.0, packing_row_tokens=None)
     assert layout_tokens(batch, shared) == (2 * 5 + 8 * 23, real)  # prompts left-, completions right-padded
-    unshared = LogprobSettings(1.0, 64, False, 64.0)
+    unshared = LogprobSettings(1.0, 64, False, 64.0, packing_row_tokens=None)
     assert layout_tokens(batch, unshared) == (8 * (5 + 23), 4 * 5 + 4 * 3 + 58)
     packed = LogprobSettings(1.0, 64, True, 64.0, packing_row_tokens=4096)
     assert layout_tokens(batch, packed) == (real, real)

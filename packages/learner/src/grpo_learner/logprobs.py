@@ -45,7 +45,9 @@ class LogprobSettings:
     chunk_tokens: int
     share_prompts: bool
     chunk_mib: float
-    packing_row_tokens: int | None = None  # None: the padded layout; else rows of this many tokens
+    packing_row_tokens: (
+        int | None
+    )  # None: the padded layout (train.packing off); else rows of this many tokens
 
     def tokens_per_chunk(self, vocab: int) -> int:
         """min(chunk_tokens, chunk_mib x 2^20 / (vocab x 4 B)), at least 1: the most tokens whose
