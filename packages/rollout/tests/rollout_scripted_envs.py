@@ -5,8 +5,9 @@
   `done_after` steps (default 2); `stop_string` (default "|") ends a model turn; `step_sleep_s` makes
   the steps of episode `slow_episode` of every group sleep (`"all"`: every episode's); `raise_on_step`
   makes that step raise; `reward` is its per-step reward; `observation_repeat` repeats the observation
-  that many times (a huge one, too big to send in config_json). Every step appends (episode index, start,
-  end) to `STEP_LOG`, which the in-process tests read.
+  that many times (a huge one, too big to send in config_json); `reset_sleep_s` makes every reset sleep;
+  `tool_calls` is what each step reports (default 1; 0: a turn that called nothing). Every step
+  appends (episode index, start, end) to `STEP_LOG`, which the in-process tests read.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ class FixedObservation:
     def __init__(self, config: Mapping[str, Any]) -> None:
         unknown = set(config) - {
             "observation", "done_after", "stop_string", "step_sleep_s", "slow_episode", "raise_on_step",
-            "reward", "observation_token_ids", "observation_repeat",
+            "reward", "observation_token_ids", "observation_repeat", "reset_sleep_s", "tool_calls",
         }  # fmt: skip
         if unknown:
             raise ValueError(f"unknown settings {sorted(unknown)}")
@@ -38,8 +39,11 @@ class FixedObservation:
         self.slow_episode = config.get("slow_episode", -1)  # an episode index, or "all"
         self.raise_on_step = int(config.get("raise_on_step", -1))
         self.reward = float(config.get("reward", 0.0))
+        self.reset_sleep_s = float(config.get("reset_sleep_s", 0.0))
+        self.tool_calls = int(config.get("tool_calls", 1))
 
     def reset(self, start: EpisodeStart) -> dict[str, Any]:
+        time.sleep(self.reset_sleep_s)
         return {"episode": start.episode_index, "steps": 0, "turns": []}
 
     def step(self, state: dict[str, Any], turn: ModelTurn) -> StepResult:
@@ -56,6 +60,6 @@ class FixedObservation:
             observation_token_ids=self.observation_token_ids,
             done=state["steps"] >= self.done_after,
             reward=self.reward,
-            tool_calls=1,
+            tool_calls=self.tool_calls,
             tool_errors=0,
         )

@@ -321,6 +321,26 @@ def test_turns_waiting_together_go_to_the_backend_as_one_batch(
     assert all(e.stats.turns == 2 for group in groups for e in group)
 
 
+def test_tool_seconds_count_tool_calls_only_not_resets_or_turns_that_called_nothing(
+    tiny_model_dir: Path, tokenizer: PreTrainedTokenizerFast
+) -> None:
+    # Every reset sleeps and every step reports no tool call: the episodes step the environment (in
+    # their step threads) yet call no tool, so they spent no tool-seconds. tool_seconds once summed
+    # the resets and the hops to the step thread and back: tens of seconds at a step with 0 tool calls.
+    generator = HFGenerator.from_pretrained(tiny_model_dir, HFConfig())
+    ENVIRONMENTS.load_reference(ENV)  # what --plugin does
+    spec = rollout_pb2.EnvironmentSpec(
+        name=ENV, max_turn_tokens=4, config_json=json.dumps({"reset_sleep_s": 0.2, "tool_calls": 0})
+    )
+    environment = RequestEnvironments(spec, PromptEncoder(tokenizer)).get("environment.name", ENV)
+    prompts = [PreparedPrompt("p", [1, 5], "7", "", environment=environment)]
+    settings = EpisodeBatchSettings(PromptEncoder(tokenizer), (tokenizer.eos_token_id,), len(tokenizer), 1)
+    sampling = SamplingParams(max_new_tokens=20, temperature=0.0)
+    (group,) = asyncio.run(run_episodes(prompts, 2, sampling, generator.generate, settings))
+    assert [(e.stats.turns, e.stats.tool_calls) for e in group] == [(2, 0), (2, 0)]  # 2 steps each
+    assert [e.stats.tool_seconds for e in group] == [0.0, 0.0]
+
+
 def test_a_weight_push_waits_for_running_episodes_so_no_group_mixes_versions(
     tiny_model_dir: Path, reward: RewardStandin
 ) -> None:

@@ -1,8 +1,10 @@
 """Multi-turn episodes on the learner's side: the statistics a completion carries and the per-step metrics.
 
 A completion that is an episode (rollout.proto v1.2, `Completion.episode`) carries `EpisodeStats`:
-turns, tool calls and errors, seconds spent in the environment, model vs environment tokens. The
-loss never reads them (the loss mask does that job, see rollout_data.py); they become metrics:
+turns, tool calls and errors, the seconds the tool calls took (the environment's steps that called a
+tool, timed in the rollout's step thread: not resets, not the hop to that thread), model vs environment
+tokens. The loss never reads them (the loss mask does that job, see rollout_data.py); they become
+metrics:
 
     episode/turns, episode/tool_calls, episode/tool_errors        means per episode
     episode/with_tool_calls                                       share of episodes with a tool call

@@ -11,6 +11,12 @@ exactly on the generator's ids, and the environment's tokens carry logprob 0.
 per episode at most, never the default executor the hf backend generates in), so a slow tool or a huge
 observation holds up its own episode only and the event loop (health checks) never waits for either.
 Any exception `reset` or `step` raises ends the episode as a tool error; it never fails the request.
+
+`tool_seconds` is what the tools cost: the seconds of the `step` calls that made tool calls, timed inside
+the step thread around the call. The reset, a step that called nothing (the model answered) and the
+hop to the step thread and back (thread start, waiting for a core, the event loop's turn) are not
+counted: on a busy machine the hop dwarfs a calculator call, and counting it showed tool-seconds at a
+step whose episodes made no tool call at all.
 """
 
 from __future__ import annotations
@@ -165,7 +171,6 @@ _BROKEN = object()  # the state of an episode whose reset raised
 async def _reset(
     env: EpisodeEnvironment, start: EpisodeStart, steps: Executor, episode: EpisodeCompletion
 ) -> Any:
-    started = time.monotonic()
     try:
         return await asyncio.get_running_loop().run_in_executor(steps, env.environment.reset, start)
     except Exception as exc:
@@ -174,30 +179,36 @@ async def _reset(
         )
         episode.stats.tool_errors += 1
         return _BROKEN
-    finally:
-        episode.stats.tool_seconds += time.monotonic() - started
 
 
 async def _step(
     env: EpisodeEnvironment, state: Any, turn: ModelTurn, steps: Executor, episode: EpisodeCompletion
 ) -> StepResult | None:
-    started = time.monotonic()
     try:
-        result = await asyncio.get_running_loop().run_in_executor(steps, env.environment.step, state, turn)
+        result, seconds = await asyncio.get_running_loop().run_in_executor(
+            steps, _timed_step, env.environment.step, state, turn
+        )
         if not isinstance(result, StepResult):
             raise TypeError(f"step returned {type(result).__name__}, not a StepResult")
     except Exception as exc:
         logger.warning("environment %r: step %d raised %r; the episode ends", env.name, turn.index, exc)
         episode.stats.tool_errors += 1
         return None
-    finally:
-        episode.stats.tool_seconds += time.monotonic() - started
+    if result.tool_calls:
+        episode.stats.tool_seconds += seconds
     episode.stats.tool_calls += result.tool_calls
     episode.stats.tool_errors += result.tool_errors
     episode.stats.environment_reward += result.reward
     if result.info:
         logger.debug("environment %r step %d: %s", env.name, turn.index, dict(result.info))
     return result
+
+
+def _timed_step(step: Callable[[Any, ModelTurn], Any], state: Any, turn: ModelTurn) -> tuple[Any, float]:
+    """`step(state, turn)` and its seconds, timed in the step thread that runs it (see `tool_seconds`)."""
+    started = time.monotonic()
+    result = step(state, turn)
+    return result, time.monotonic() - started
 
 
 def _model_turn(
