@@ -4,12 +4,16 @@
     uv run python benchmarks/default_run.py --record                         # ... into RESULTS.md + docs/
     uv run python benchmarks/default_run.py --config examples/tool-use.toml  # the tool-use run
     uv run python benchmarks/default_run.py --config examples/preference.toml  # against a reward model
+    uv run python benchmarks/default_run.py --section "Embedded default run with LoRA" \
+        --set model.lora.rank=16 --set optim.lr=2e-3                         # any other settings
 
 Runs `grpo train` (any extra arguments are passed on) in a fresh run directory, then prints what
 its `summary.json` and `metrics.jsonl` say: held-out greedy accuracy, pass@1 and maj@8 before and
 after GRPO, the wall time (warm-up / GRPO / reported / the whole command, interpreter start
-included) and the mean per-step split. With `--record` the figures go into RESULTS.md and, for the
-default task, the run's `curves.png` (drawn by `grpo plot`) becomes `docs/default-run.png`, so the
+included) and the mean per-step split; a tool-use run adds what its training episodes' tool calls cost
+(`episode/seconds_per_tool_call`), a LoRA run how many parameters trained. With `--record` the figures
+go into RESULTS.md (section `Embedded <task> run`, or `--section`'s) and, for the default task in its
+own section, the run's `curves.png` (drawn by `grpo plot`) becomes `docs/default-run.png`, so the
 picture in the README is the recorded run's. Wall times move with the machine's load: the
 provenance line records it.
 """
@@ -35,8 +39,30 @@ SHOWN = ("greedy_accuracy", "pass@1", "maj@8", "pass@8", "greedy_accuracy_withou
 VALUES = ("greedy_reward", "greedy_completion_chars")  # the preference run: reward model score, length
 
 
+DEFAULT_SECTION = "Embedded default run"  # the section whose run draws docs/default-run.png
+
+
 def section_name(summary: dict) -> str:
-    return "Embedded default run" if summary["task"] == "arithmetic" else f"Embedded {summary['task']} run"
+    return DEFAULT_SECTION if summary["task"] == "arithmetic" else f"Embedded {summary['task']} run"
+
+
+def tool_call_cost(records: list[dict]) -> list[str]:
+    """What the training episodes' tool calls cost, from the GRPO steps' `episode/*` metrics (a tool-use
+    run; nothing for a single-turn one): calls per episode, and seconds per call over the steps with one
+    (the environment's own step time, rollout's `tool_seconds`)."""
+    steps = [r for r in records if r["step"] >= 1 and "episode/tool_calls" in r]
+    per_call = [r["episode/seconds_per_tool_call"] for r in steps if "episode/seconds_per_tool_call" in r]
+    if not steps:
+        return []
+    calls = statistics.mean(r["episode/tool_calls"] for r in steps)
+    lines = [f"training episodes: {calls:.2f} tool calls per episode (mean over {len(steps)} GRPO steps)"]
+    if per_call:
+        micro = [seconds * 1e6 for seconds in per_call]
+        lines.append(
+            f"cost per tool call (episode/seconds_per_tool_call): mean {statistics.mean(micro):,.0f} us, "
+            f"min {min(micro):,.0f} us, max {max(micro):,.0f} us over the {len(per_call)} steps with a call"
+        )
+    return lines
 
 
 def describe(summary: dict, records: list[dict], command_seconds: float) -> list[str]:
@@ -60,6 +86,11 @@ def describe(summary: dict, records: list[dict], command_seconds: float) -> list
         lines.append(f"reward model: held-out preference pairs ranked right {ranked:.1%}")
     episodes = sorted(k for k in after if k.startswith("episode/") and k in before)  # tool-use runs
     lines += [f"held-out greedy {k} {before[k]:.3g} -> {after[k]:.3g}" for k in episodes]
+    lines += tool_call_cost(records)
+    if summary["trainable_parameters"] < summary["total_parameters"]:  # LoRA
+        lines.append(
+            f"trained {summary['trainable_parameters']:,} of {summary['total_parameters']:,} parameters"
+        )
     lines.append(
         f"wall time: warm-up {summary['warmup_seconds']:.0f} s, GRPO {summary['grpo_seconds']:.0f} s, "
         f"reported {summary['wall_seconds']:.0f} s, whole command {command_seconds:.0f} s"
@@ -79,7 +110,10 @@ def main() -> None:
         description=__doc__.splitlines()[0], formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--run-dir", type=Path, help="default: a fresh temporary directory")
-    add_record_flag(parser, "Embedded default run (or 'Embedded <task> run')")
+    parser.add_argument(
+        "--section", help="record under this RESULTS.md section (default: 'Embedded <task> run')"
+    )
+    add_record_flag(parser, "Embedded default run (or 'Embedded <task> run', or --section)")
     args, train_args = parser.parse_known_args()
     run_dir = args.run_dir or Path(tempfile.mkdtemp(prefix="grpo-default-run-"))
     command = [find_executable("grpo"), "train", "--run-dir", str(run_dir), "--no-progress", *train_args]
@@ -88,14 +122,14 @@ def main() -> None:
     subprocess.run(command, check=True)
     command_seconds = time.monotonic() - started
     summary = json.loads((run_dir / "summary.json").read_text())
-    report.section = section_name(summary)
+    report.section = args.section or section_name(summary)
     with report:
         print(f"{' '.join(['grpo train', *train_args])} (run directory {run_dir})")
         for line in describe(summary, read_metrics(run_dir), command_seconds):
             print(line)
     if args.record:
         report.save(sys.argv)
-        if summary["task"] == "arithmetic":
+        if report.section == DEFAULT_SECTION:
             shutil.copyfile(run_dir / "curves.png", DEFAULT_RUN_PICTURE)
             print(f"wrote {DEFAULT_RUN_PICTURE}")
 
