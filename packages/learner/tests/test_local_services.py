@@ -3,11 +3,13 @@ run a service refuses mid-way ending in a sentence."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 from pathlib import Path
 
 import grpc
 import pytest
+import torch
 from grpo.v1 import rollout_pb2, rollout_pb2_grpc
 from grpo_learner.config import LocalServicesConfig
 from grpo_learner.service_processes import local_services
@@ -37,6 +39,9 @@ def test_the_rollout_serves_the_model_written_while_the_reward_service_started(t
             info = stub.GetInfo(rollout_pb2.GetInfoRequest(), timeout=30)
         assert info.model == str(model)
         assert reward.process.poll() is None
+        # the hf service said it computes here with the one thread it was given: the learner took the rest
+        assert info.host_cpu_threads == 1
+        assert torch.get_num_threads() == max(1, (os.cpu_count() or 1) - 1)
     assert seen == {"reward launched first": True, "reward not waited for": True}
 
 

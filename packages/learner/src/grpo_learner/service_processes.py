@@ -5,15 +5,8 @@ talks gRPC on a free loopback port: the same binaries and flags a user starts by
 machines. The children live in their own session (Ctrl-C reaches only the launcher, which stops
 them in order) and get SIGTERM from the kernel if the launcher dies, so none is ever orphaned.
 
-CPU threads: an `hf` rollout service on the CPU shares the cores with the learner (the launcher's
-own process), so the cores are split (`cpu_thread_split`): the rollout service gets
-`local_services.torch_threads`, else half the cores, and the learner the rest, unless
-`train.torch_threads` says otherwise. That holds at every `max_staleness`: with `>= 1` both compute
-at once and two pools of one thread per core oversubscribe the cores; with `0` they take turns,
-but a small model's ops are too short to gain from a second OpenMP thread (which, passive, must
-be woken for every op): on 2 idle Intel Xeon cores one thread each took vs_trl's 0.8M shape from
-0.33-0.37 to 0.24-0.27 s per step and its 3.2M shape from 1.27-1.87 to 1.11-1.18 s (the embedded
-default's own time: benchmarks/RESULTS.md). Set both counts to give a bigger model more threads.
+CPU threads: the rollout service reports whether it computes on this CPU, and the learner takes
+the rest of the cores (`cpu_threads.py`).
 """
 
 from __future__ import annotations
@@ -34,6 +27,7 @@ from pathlib import Path
 import torch
 
 from grpo_learner.config import LocalServicesConfig
+from grpo_learner.cpu_threads import learner_threads, reported_host_cpu_threads, rollout_threads
 
 logger = logging.getLogger(__name__)
 
@@ -61,25 +55,6 @@ def find_executable(name: str) -> str:
             f"pip install {name}) or start the service elsewhere and pass its address with --rollout"
         )
     return found
-
-
-@dataclass(frozen=True)
-class ThreadSplit:
-    rollout: int | None  # --torch-threads of the rollout service (None: leave it to torch)
-    learner: int | None  # torch threads of this process, the learner (None: leave it to torch)
-
-
-def cpu_thread_split(config: LocalServicesConfig, cores: int | None = None) -> ThreadSplit:
-    """Share the cores between an `hf` rollout service on the CPU and the learner (see the module doc).
-
-    rollout = `torch_threads` if set, else max(1, cores // 2); learner = max(1, cores - rollout).
-    A rollout service on a GPU (or SGLang) leaves both alone.
-    """
-    if config.generator != "hf" or config.device != "cpu":
-        return ThreadSplit(rollout=config.torch_threads, learner=None)
-    cores = cores or os.cpu_count() or 1
-    rollout = config.torch_threads or max(1, cores // 2)
-    return ThreadSplit(rollout=rollout, learner=max(1, cores - rollout))
 
 
 @dataclass
@@ -205,19 +180,20 @@ def local_services(
 ) -> Iterator[list[ServiceProcess]]:
     """A reward service and a rollout service serving `model`, stopped (rollout first) on exit.
 
-    While they run, this process's torch threads are capped to the learner's share of the cores
-    (`cpu_thread_split`; `train.torch_threads`, applied later by the training loop, still wins).
+    While they run, this process's torch threads are capped to the learner's share of the cores:
+    at first as if the rollout service computed here with the threads it is started with, then
+    from what its GetInfo says (`cpu_threads.py`; `train.torch_threads`, applied later by the
+    training loop, still wins).
     `while_reward_starts`: work done in this process between launching the reward service and
     waiting for it (the embedded default's warm-up, which writes `model`): the service's start-up
     (imports, worker processes: seconds) overlaps it instead of adding to the run.
     """
     state_dir = run_dir / "services"
     services: list[ServiceProcess] = []
-    split = cpu_thread_split(config)
+    cores = os.cpu_count() or 1
+    asked = rollout_threads(config, cores)
     threads_before = torch.get_num_threads()
-    if split.learner is not None:
-        torch.set_num_threads(split.learner)
-        logger.info("CPU threads: rollout service %d, learner %d", split.rollout, split.learner)
+    torch.set_num_threads(learner_threads(None, asked, cores) or threads_before)  # until it says
     try:
         reward_argv = [find_executable("grpo-reward"), "serve", "--workers", str(config.reward_workers)]
         reward_argv += config.reward_args
@@ -241,11 +217,16 @@ def local_services(
         rollout_argv += ["--device", config.device]
         if config.dtype:
             rollout_argv += ["--dtype", config.dtype]
-        if split.rollout:
-            rollout_argv += ["--torch-threads", str(split.rollout)]
-        rollout_argv += config.rollout_args
-        services.append(
-            start_service("rollout", rollout_argv, state_dir, ready_timeout_s=config.ready_timeout_s)
+        rollout_argv += ["--torch-threads", str(asked), *config.rollout_args]
+        rollout = start_service("rollout", rollout_argv, state_dir, ready_timeout_s=config.ready_timeout_s)
+        services.append(rollout)
+        reported = reported_host_cpu_threads(rollout.address)
+        learner = learner_threads(reported, asked, cores)
+        torch.set_num_threads(learner or threads_before)
+        logger.info(
+            "CPU threads: the rollout service computes here with %s, the learner takes %s",
+            "(unknown)" if reported is None else reported,
+            learner or f"torch's default ({threads_before})",
         )
         yield services
     finally:

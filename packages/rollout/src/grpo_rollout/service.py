@@ -381,6 +381,7 @@ class RolloutServicer(rollout_pb2_grpc.RolloutServiceServicer):
             busy_seconds=busy,
             fingerprint=fingerprint,
             takes_deltas=takes_deltas,
+            host_cpu_threads=info.host_cpu_threads,  # None leaves it unset: unknown
         )
 
     # --- weights over a collective group (distributed_updates.py) ----------------------------

@@ -264,7 +264,7 @@ class GetInfoRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class RolloutInfo(_message.Message):
-    __slots__ = ("model", "backend", "policy_version", "in_flight_prompts", "in_flight_requests", "max_context_length", "eos_token_id", "pad_token_id", "weight_sync_ranks", "weight_sync_group", "uptime_seconds", "busy_seconds", "fingerprint", "takes_deltas")
+    __slots__ = ("model", "backend", "policy_version", "in_flight_prompts", "in_flight_requests", "max_context_length", "eos_token_id", "pad_token_id", "weight_sync_ranks", "weight_sync_group", "uptime_seconds", "busy_seconds", "fingerprint", "takes_deltas", "host_cpu_threads")
     MODEL_FIELD_NUMBER: _ClassVar[int]
     BACKEND_FIELD_NUMBER: _ClassVar[int]
     POLICY_VERSION_FIELD_NUMBER: _ClassVar[int]
@@ -279,6 +279,7 @@ class RolloutInfo(_message.Message):
     BUSY_SECONDS_FIELD_NUMBER: _ClassVar[int]
     FINGERPRINT_FIELD_NUMBER: _ClassVar[int]
     TAKES_DELTAS_FIELD_NUMBER: _ClassVar[int]
+    HOST_CPU_THREADS_FIELD_NUMBER: _ClassVar[int]
     model: str
     backend: str
     policy_version: int
@@ -293,7 +294,8 @@ class RolloutInfo(_message.Message):
     busy_seconds: float
     fingerprint: WeightFingerprint
     takes_deltas: bool
-    def __init__(self, model: _Optional[str] = ..., backend: _Optional[str] = ..., policy_version: _Optional[int] = ..., in_flight_prompts: _Optional[int] = ..., in_flight_requests: _Optional[int] = ..., max_context_length: _Optional[int] = ..., eos_token_id: _Optional[int] = ..., pad_token_id: _Optional[int] = ..., weight_sync_ranks: _Optional[int] = ..., weight_sync_group: _Optional[str] = ..., uptime_seconds: _Optional[float] = ..., busy_seconds: _Optional[float] = ..., fingerprint: _Optional[_Union[WeightFingerprint, _Mapping]] = ..., takes_deltas: _Optional[bool] = ...) -> None: ...
+    host_cpu_threads: int
+    def __init__(self, model: _Optional[str] = ..., backend: _Optional[str] = ..., policy_version: _Optional[int] = ..., in_flight_prompts: _Optional[int] = ..., in_flight_requests: _Optional[int] = ..., max_context_length: _Optional[int] = ..., eos_token_id: _Optional[int] = ..., pad_token_id: _Optional[int] = ..., weight_sync_ranks: _Optional[int] = ..., weight_sync_group: _Optional[str] = ..., uptime_seconds: _Optional[float] = ..., busy_seconds: _Optional[float] = ..., fingerprint: _Optional[_Union[WeightFingerprint, _Mapping]] = ..., takes_deltas: _Optional[bool] = ..., host_cpu_threads: _Optional[int] = ...) -> None: ...
 
 class InitWeightSyncRequest(_message.Message):
     __slots__ = ("master_address", "master_port", "group_name", "backend", "rank_offset", "world_size")

@@ -81,13 +81,18 @@ class GeneratedCompletion:
 
 @dataclass(frozen=True)
 class GeneratorInfo:
-    backend: str  # "hf" or "sglang"
+    backend: str  # its name in GENERATORS
     model: str  # name or path as given at start-up
     weight_version: int
     max_context_length: int  # prompt + completion tokens the model accepts
     vocab_size: int
     eos_token_ids: tuple[int, ...]
     pad_token_id: int
+    # Where the backend computes (RolloutInfo.host_cpu_threads, wire v1.5): N > 0 = torch runs the
+    # model in this process on the host CPU with N intra-op threads; 0 = the model runs elsewhere (a
+    # GPU, SGLang's servers) and this process only waits on it; None = the backend does not say (a
+    # plugin written before v1.5). A learner co-located with the service sizes its threads from it.
+    host_cpu_threads: int | None = None
 
 
 @dataclass(frozen=True)

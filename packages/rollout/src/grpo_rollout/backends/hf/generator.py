@@ -117,7 +117,13 @@ class HFGenerator:
             vocab_size=self._vocab_size,
             eos_token_ids=self._eos_token_ids,
             pad_token_id=self._pad_token_id,
+            host_cpu_threads=self.host_cpu_threads(),
         )
+
+    def host_cpu_threads(self) -> int:
+        """The torch threads the model computes with on this host's CPU; 0 when it sits on a GPU
+        (the CPU then only launches kernels and samples nothing heavy)."""
+        return torch.get_num_threads() if self._device.type == "cpu" else 0
 
     def parameter_specs(self) -> Mapping[str, TensorSpec]:
         return self._specs

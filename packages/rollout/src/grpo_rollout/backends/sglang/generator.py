@@ -187,6 +187,7 @@ class SGLangGenerator:
             vocab_size=self._facts.vocab_size,
             eos_token_ids=self._facts.eos_token_ids,
             pad_token_id=self._facts.pad_token_id,
+            host_cpu_threads=0,  # SGLang's servers compute; this process waits on HTTP
         )
 
     def parameter_specs(self) -> Mapping[str, TensorSpec]:
