@@ -21,6 +21,7 @@ import torch
 from grpo_common.logging_setup import configure_logging
 from grpo_learner.config import LearnerConfig
 from grpo_learner.distributed.process_group import RankFailure
+from grpo_learner.distributed.rank_exit import exit_rank_process
 from grpo_learner.loop import run_training
 from grpo_learner.sources import StepBatch
 from grpo_learner.synthetic import SyntheticGroupSource
@@ -63,4 +64,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    exit_rank_process(main())  # like `python -m grpo_learner` under torchrun

@@ -5,4 +5,11 @@ import sys
 
 from grpo_learner.cli import main
 
-sys.exit(main())
+status = main()
+if "torch.distributed" in sys.modules:  # only a rank can have joined a process group
+    from grpo_learner.distributed.process_group import launched_distributed
+    from grpo_learner.distributed.rank_exit import exit_rank_process
+
+    if launched_distributed():
+        exit_rank_process(status)
+sys.exit(status)

@@ -83,15 +83,14 @@ def shutdown_distributed() -> None:
     """Tear the group down together, after a clean run only.
 
     The barrier first: rank 0's last broadcast (DONE) can return before a follower has read it,
-    and a rank that destroys its group and exits while a peer may still have that collective in
-    flight is a race at gloo's teardown. Once in CI, rank 0 aborted there (SIGABRT, "terminate
-    called without an active exception") after the run had finished and checkpointed; it did not
-    recur in 16 reruns, so the race is the likely cause, not a proven one. After the barrier no
-    collective is in flight on either side when the groups are destroyed.
+    and a rank that destroys its group while a peer may still have that collective in flight is a
+    race at gloo's teardown. After the barrier no collective is in flight on either side.
     """
     if dist.is_initialized():
+        rank = dist.get_rank()
         dist.barrier()
         dist.destroy_process_group()
+        logger.info("rank %d left the process group", rank)
 
 
 def failure_message(ranks: Ranks, what: str, exc: BaseException) -> str:
