@@ -12,7 +12,7 @@ import pytest
 import torch
 from grpo_learner.checkpoint import CheckpointMismatch, TrainerState, check_world_size
 from grpo_learner.config import OptimConfig
-from grpo_learner.distributed.batch_codec import decode_groups, encode_groups
+from grpo_learner.distributed.batch_codec import decode_update, encode_update
 from grpo_learner.distributed.sequence_shards import balanced_shards
 from grpo_learner.distributed.torchrun_launch import torchrun_command, without_nproc
 from grpo_learner.losses import LOSSES
@@ -112,7 +112,7 @@ def test_rank_loss_shares_and_gradients_add_up_to_the_one_process_ones(loss_type
         torch.testing.assert_close(param.grad, one[name], rtol=1e-4, atol=1e-7)
 
 
-def test_groups_survive_the_bytes_between_ranks_exactly():
+def test_groups_and_the_learners_version_survive_the_bytes_between_ranks_exactly():
     groups = [
         ScoredGroup(
             "p-1",
@@ -125,15 +125,16 @@ def test_groups_survive_the_bytes_between_ranks_exactly():
                     {"even": 0.5},
                     truncated=True,
                     loss_mask=(True, False),
+                    token_versions=((6, 1), (7, 1)),
                 ),
                 ScoredCompletion((6,), (-1e-12,), -2.5, {"even": 0.0}, correct=True),
             ),
-            policy_version=7,
+            policy_version=6,
         )
     ]
-    data = encode_groups(groups)
-    assert isinstance(data, bytes) and decode_groups(data) == groups
-    assert decode_groups(encode_groups([])) == []
+    data = encode_update(groups, 8)
+    assert isinstance(data, bytes) and decode_update(data) == (groups, 8)
+    assert decode_update(encode_update([], 0)) == ([], 0)
 
 
 def write_state(path: Path, world_size: int) -> Path:

@@ -10,6 +10,7 @@ from grpo_learner.losses import (
     LOSSES,
     Normalizer,
     PolicyBatch,
+    correction_scope,
     k3_kl,
     sampler_weights,
 )
@@ -221,6 +222,30 @@ def test_sampler_weights_truncate_and_mask_at_the_cap():
     geo = sampler_weights(old, torch.log(torch.tensor([[0.5, 0.5, 1.0]])), mask, "truncate", "geometric", 9.0)
     assert geo[0].tolist() == pytest.approx([4 ** (1 / 3)] * 3)
     assert sampler_weights(old, sampler, mask, "none", "token", 2.0) is None
+
+
+def test_sampler_weights_correct_only_the_tokens_another_version_sampled_when_asked():
+    """Partial rollouts: tokens 0-1 of row 0 were sampled one version behind the learner (lag 1),
+    tokens 2-3 by the learner's own version (lag 0); row 1 is all the learner's, with padding.
+    rho = pi_old / pi_sampler per token = [2, 1, 1/2, 4] and [1/4, 8, -]."""
+    old = torch.log(torch.tensor([[0.5, 0.5, 0.5, 0.5], [0.25, 0.5, 0.5, 0.5]]))
+    sampler = torch.log(torch.tensor([[0.25, 0.5, 1.0, 0.125], [1.0, 0.0625, 0.5, 1.0]]))
+    mask = torch.tensor([[1.0, 1.0, 1.0, 1.0], [1.0, 1.0, 0.0, 0.0]])
+    lag = torch.tensor([[1.0, 1.0, 0.0, 0.0], [0.0, 0.0, 0.0, 0.0]])
+    every = sampler_weights(old, sampler, mask, "truncate", "token", 3.0, correction_scope(lag, "all"))
+    torch.testing.assert_close(every, torch.tensor([[2.0, 1.0, 0.5, 3.0], [0.25, 3.0, 0.0, 0.0]]))
+    stale = correction_scope(lag, "stale")
+    only_stale = sampler_weights(old, sampler, mask, "truncate", "token", 3.0, stale)
+    torch.testing.assert_close(only_stale, torch.tensor([[2.0, 1.0, 1.0, 1.0], [1.0, 1.0, 0.0, 0.0]]))
+    # sequence level: log w_i = sum over the stale tokens only (row 0: log 2 + log 1), on every token
+    sequence = sampler_weights(old, sampler, mask, "truncate", "sequence", 3.0, stale)
+    torch.testing.assert_close(sequence, torch.tensor([[2.0] * 4, [1.0, 1.0, 0.0, 0.0]]))
+    # against every token the sequence ratio is 2 * 1 * 1/2 * 4 = 4, capped at 3
+    assert sampler_weights(old, sampler, mask, "truncate", "sequence", 3.0)[0].tolist() == [3.0] * 4
+    masked = sampler_weights(old, sampler, mask, "mask", "token", 1.5, stale)
+    assert masked.tolist() == [[0.0, 1.0, 1.0, 1.0], [1.0, 1.0, 0.0, 0.0]]
+    with pytest.raises(ValueError, match="tokens: unknown scope 'newest'; use all or stale"):
+        correction_scope(lag, "newest")
 
 
 def test_sampler_weights_multiply_the_policy_term():

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 
 import pytest
 import torch
@@ -10,8 +11,9 @@ from grpo_learner.batching import collate
 from grpo_learner.config import OptimConfig
 from grpo_learner.logprobs import completion_logprobs
 from grpo_learner.optim import build_optimizer, build_scheduler
-from grpo_learner.update import Trainer, UpdateSettings, prepare_batch
-from learner_fixtures import group, loss_settings, tiny_qwen2, update_settings
+from grpo_learner.rollout_data import ScoredCompletion, ScoredGroup
+from grpo_learner.update import Trainer, UpdateSettings, micro_batch_sampler_weights, prepare_batch
+from learner_fixtures import default_config, group, loss_settings, tiny_qwen2, update_settings
 
 torch.set_num_threads(1)
 
@@ -178,3 +180,66 @@ def _per_token(model, g, completion: tuple[int, ...]) -> list[float]:
     return (
         torch.log_softmax(logits, -1).gather(-1, torch.tensor(completion).unsqueeze(-1)).squeeze(-1).tolist()
     )
+
+
+def mixed_version_group(learner_version: int) -> ScoredGroup:
+    """Completions that lived through weight updates (partial rollouts): versions per token run-length
+    encoded, the sampler's logprob of each token from the version that sampled it."""
+    sampled = [  # (token_ids, token_versions, sampler logprobs)
+        ((5, 6, 7, 8), ((learner_version - 1, 2), (learner_version, 2)), (-1.5, -0.5, -2.0, -3.0)),
+        ((9, 10, 11), ((learner_version, 3),), (-2.5, -1.0, -0.25)),
+        ((20, 21, 22, 23, 24), ((learner_version - 1, 5),), (-4.0, -0.1, -1.0, -2.0, -0.5)),
+        ((30, 31), ((learner_version - 1, 1), (learner_version, 1)), (-0.2, -5.0)),
+    ]
+    return ScoredGroup(
+        prompt_id="p",
+        prompt_token_ids=(1, 2, 3),
+        completions=tuple(
+            ScoredCompletion(ids, logprobs, reward, token_versions=runs)
+            for (ids, runs, logprobs), reward in zip(sampled, [1.0, 0.0, 1.0, 0.0], strict=True)
+        ),
+        policy_version=learner_version - 1,  # the oldest token's
+    )
+
+
+@pytest.mark.parametrize(("tokens", "level"), [("all", "token"), ("stale", "token"), ("stale", "sequence")])
+def test_each_tokens_sampler_weight_comes_from_the_version_that_sampled_it(tokens: str, level: str):
+    """Against the learner's version V = 5, w_t = min(exp(old_t - sampler_t), cap) for every token
+    (tokens = "all") or only for those an older version sampled (tokens = "stale"; the learner's own
+    tokens weigh 1); a sequence-level weight multiplies the ratios of those tokens. Checked against a
+    loop over each completion's expanded versions."""
+    g = mixed_version_group(learner_version=5)
+    correction = {"mode": "truncate", "level": level, "cap": 3.0, "tokens": tokens}
+    config = default_config(loss={"sampler_correction": correction})
+    settings = dataclasses.replace(UpdateSettings.from_config(config), micro_batch_size=8)
+    trainer = make_trainer(settings)
+    (mb,) = prepare_batch([g], settings, torch.device("cpu"), policy_version=5).micro_batches
+    with torch.no_grad():
+        old, _ = completion_logprobs(trainer.model, mb, settings.logprobs)
+    weights = micro_batch_sampler_weights(old, mb, settings)
+    for row in range(len(g.completions)):
+        ids = tuple(mb.completion_ids[row][mb.completion_mask[row]].tolist())
+        completion = next(c for c in g.completions if c.token_ids == ids)
+        log_rho = [
+            (float(old[row, t]) - completion.sampler_logprobs[t]) if tokens == "all" or version != 5 else 0.0
+            for t, version in enumerate(g.token_versions(completion))
+        ]
+        expected = [min(math.exp(sum(log_rho) if level == "sequence" else x), 3.0) for x in log_rho]
+        assert weights[row, : len(ids)].tolist() == pytest.approx(expected, rel=1e-5), (tokens, level, ids)
+        assert weights[row, len(ids) :].sum() == 0  # padding weighs nothing
+
+
+def test_tokens_are_stale_against_the_learners_version_not_the_batchs_newest():
+    """At max_staleness = 1 without partial rollouts every token of step n was sampled by version
+    n - 1 while the learner is at n: all of them are one version behind. (Measured from the batch's
+    newest token they all looked fresh: sampler/stale_tokens 0.)"""
+    g = group((1, 2, 3), [*POSITIVE, *NEGATIVE], [1.0, 0.0, 1.0, 0.0], version=4)
+    metrics = make_trainer(update_settings(micro_batch_size=8)).update([g], policy_version=5)
+    assert metrics["sampler/stale_tokens"] == 1.0
+    assert metrics["sampler/token_lag"] == 1.0
+    assert metrics["sampler/kl_stale"] == metrics["sampler/kl"] > 0  # all of the mismatch is staleness
+    partial = make_trainer(update_settings(micro_batch_size=8)).update(
+        [mixed_version_group(5)], policy_version=5
+    )
+    assert partial["sampler/stale_tokens"] == pytest.approx(8 / 14)  # 2 + 0 + 5 + 1 of 4 + 3 + 5 + 2
+    assert partial["sampler/token_lag"] == pytest.approx(8 / 14)

@@ -90,7 +90,7 @@ async def train_loop(
         step_metrics: dict[str, float] = {}
         if batch.groups:
             with timer.phase("update"):
-                step_metrics = await team.update(batch.groups)
+                step_metrics = await team.update(batch.groups, state.policy_version)
             step_metrics.update(rollout_timing(batch.groups))
         else:
             logger.warning("step %d: no trainable group; weights unchanged", step)

@@ -250,15 +250,34 @@ def geometric_log_ratio(log_ratio: Tensor, mask: Tensor) -> Tensor:
 
 
 def sampler_weights(
-    old_logprobs: Tensor, sampler_logprobs: Tensor, mask: Tensor, mode: str, level: str, cap: float
+    old_logprobs: Tensor,
+    sampler_logprobs: Tensor,
+    mask: Tensor,
+    mode: str,
+    level: str,
+    cap: float,
+    stale: Tensor | None = None,
 ) -> Tensor | None:
     """Importance weights w = pi_old / pi_sampler correcting for the sampler (stale or numerically
-    different weights). truncate: min(w, cap) (TIS); mask: 1 if 1/cap <= w <= cap else 0.
+    different weights), per token from the version that sampled it. With V the learner's version
+    (the weights `old_logprobs` come from) and v_t the version that sampled token t (partial
+    rollouts mix versions within one completion; each token's sampler logprob is its own version's):
+
+        log rho_t = old_t - sampler_t = log pi_V(o_t) - log pi_{v_t}(o_t)         (tokens = "all")
+        log rho_t = [v_t != V] (old_t - sampler_t)                               (tokens = "stale")
+
+    `stale` is the [N, T] mask [v_t != V] (`correction_scope`); None corrects every token. Under
+    "stale" a token of the learner's own version is on-policy (AReaL's decoupled PPO: behaviour and
+    proximal policy are the same weights there, their difference is numerics only), while a token
+    an older version sampled is weighed by its own version's ratio. The level then aggregates log rho
+    (token: log w_t = log rho_t; sequence: sum_t; geometric: mean over t of the sequence), and
+    truncate: min(w, cap) (TIS); mask: 1 if 1/cap <= w <= cap else 0.
     0 off the mask (padding, environment tokens: their wire logprob 0 never enters a ratio, not even a
     sequence one); None when the correction is off."""
     if mode == "none":
         return None
-    log_ratio = torch.where(mask > 0, old_logprobs - sampler_logprobs, 0.0)
+    corrected = mask > 0 if stale is None else (mask > 0) & stale
+    log_ratio = torch.where(corrected, old_logprobs - sampler_logprobs, 0.0)
     log_w = SAMPLER_WEIGHT_LEVELS[level](log_ratio, mask).detach()
     weight = torch.exp(log_w)
     if mode == "truncate":
@@ -266,6 +285,16 @@ def sampler_weights(
     if mode == "mask":
         return ((weight <= cap) & (weight >= 1 / cap)).to(weight.dtype) * mask
     raise ValueError(f"loss.sampler_correction.mode: unknown mode {mode!r}; use none, truncate or mask")
+
+
+def correction_scope(token_lag: Tensor, tokens: str) -> Tensor | None:
+    """The tokens the sampler correction weighs (`loss.sampler_correction.tokens`): None for "all";
+    for "stale" [lag_t != 0], the tokens a version other than the learner's sampled."""
+    if tokens == "all":
+        return None
+    if tokens == "stale":
+        return token_lag != 0
+    raise ValueError(f"loss.sampler_correction.tokens: unknown scope {tokens!r}; use all or stale")
 
 
 def sampler_mismatch_sums(
@@ -277,20 +306,20 @@ def sampler_mismatch_sums(
 
         sampler/logprob_abs_diff   |old_t - sampler_t|
         sampler/kl                 k3 of KL(sampler || learner): r - 1 - log r, r = exp(old_t - sampler_t)
-        sampler/token_lag          lag_t: versions token t's sampler is behind the batch's newest token
-        sampler/stale_tokens       [lag_t > 0]: the share of tokens sampled by an older version
+        sampler/token_lag          lag_t = V - v_t: versions token t's sampler is behind the learner's
+        sampler/stale_tokens       [lag_t != 0]: the share of tokens another (older) version sampled
         sampler/kl_stale           k3 over those tokens only: the share of sampler/kl that staleness
                                    explains (the rest is numerics: kernels, dtypes)
 
     `token_lag` comes from each token's recorded version (partial rollouts, v1.4, mix versions within
-    one completion; each token's sampler logprob is its own version's, so the weights
-    `sampler_weights` builds per token stay exact). Only tokens in `mask` count (padding and
-    environment tokens carry no sampler logprob).
+    one completion) against V, the version of the learner's weights that give `old_logprobs`
+    (`prepare_batch`). Only tokens in `mask` count (padding and environment tokens carry no sampler
+    logprob).
     """
     counted = mask > 0
     diff = torch.where(counted, old_logprobs.detach().float() - sampler_logprobs.float(), 0.0)
     k3 = (torch.expm1(diff) - diff) * counted  # r - 1 - log r, 0 where diff is 0
-    stale = counted & (token_lag > 0)
+    stale = counted & (token_lag != 0)
     return {
         "sampler/logprob_abs_diff": float(diff.abs().sum()),
         "sampler/kl": float(k3.sum()),

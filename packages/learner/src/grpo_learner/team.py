@@ -21,8 +21,9 @@ from grpo_learner.update import Trainer
 
 
 class TrainingTeam(Protocol):
-    async def update(self, groups: Sequence[ScoredGroup]) -> dict[str, float]:
-        """One GRPO update on `groups` (every rank); rank 0's metrics."""
+    async def update(self, groups: Sequence[ScoredGroup], policy_version: int) -> dict[str, float]:
+        """One GRPO update on `groups` (every rank) of the weights at `policy_version` (each token's
+        lag is measured from it); rank 0's metrics."""
 
     async def full_weights(self) -> Mapping[str, torch.Tensor]:
         """Every weight whole, by its Hugging Face name (for the weight push; LoRA adapters merged)."""
@@ -42,9 +43,9 @@ class SingleProcessTeam:
         self.keep_last = keep_last
         self.tokenizer = tokenizer
 
-    async def update(self, groups: Sequence[ScoredGroup]) -> dict[str, float]:
+    async def update(self, groups: Sequence[ScoredGroup], policy_version: int) -> dict[str, float]:
         # In a worker thread: the rollout feed's gRPC streams keep flowing during the update.
-        return await asyncio.to_thread(self.trainer.update, groups)
+        return await asyncio.to_thread(self.trainer.update, groups, policy_version)
 
     async def full_weights(self) -> Mapping[str, torch.Tensor]:
         # by the model's own names (peft's with LoRA): the push selection folds the adapters in,

@@ -35,6 +35,7 @@ from grpo_learner.losses import (
     LossOutput,
     Normalizer,
     PolicyBatch,
+    correction_scope,
     sampler_mismatch_sums,
     sampler_weights,
 )
@@ -107,8 +108,14 @@ def prepare_batch(
     device: torch.device,
     rank: int = 0,
     world_size: int = 1,
+    policy_version: int | None = None,
 ) -> PreparedBatch:
     """Advantages, training sequences and micro-batches for `groups` (all of one group size).
+
+    Each token's lag is `policy_version - v_t`: how many versions the weights that sampled it are
+    behind the learner's (whose logprobs are pi_old); the sampler correction and the `sampler/*`
+    metrics read it. None (a batch without a learner version: tests, benchmarks) takes the batch's
+    newest token as the learner's version.
 
     With world_size > 1: advantages and counts over the whole batch, micro-batches of this rank's
     shard only, padded with loss-free filler micro-batches to the busiest rank's count (FSDP needs
@@ -121,11 +128,12 @@ def prepare_batch(
     advantages = compute_advantages(
         components, settings.reward_weights, settings.scaling, settings.combine, settings.advantage_eps
     )
-    newest = max(
-        max(group.token_versions(c), default=group.policy_version)
-        for group in groups
-        for c in group.completions
-    )
+    if policy_version is None:
+        policy_version = max(
+            max(group.token_versions(c), default=group.policy_version)
+            for group in groups
+            for c in group.completions
+        )
     sequences = [
         TrainSequence(
             prompt_ids=group.prompt_token_ids,
@@ -134,7 +142,7 @@ def prepare_batch(
             advantage=float(advantages[g, c]),
             counts=not (settings.mask_truncated and completion.truncated),
             model_mask=completion.loss_mask,
-            token_lag=tuple(newest - v for v in group.token_versions(completion)),
+            token_lag=tuple(policy_version - v for v in group.token_versions(completion)),
         )
         for g, group in enumerate(groups)
         for c, completion in enumerate(group.completions)
@@ -206,6 +214,23 @@ def _shard_micro_batches(
         max_completion_length=settings.max_completion_length,
     )
     return micro_batches, normalizer
+
+
+def micro_batch_sampler_weights(
+    old_logprobs: torch.Tensor, mb: MicroBatch, settings: UpdateSettings
+) -> torch.Tensor | None:
+    """`[loss.sampler_correction]`'s weights for one micro-batch: each token against the sampler
+    logprob of the version that sampled it, over the tokens `tokens` names (all, or only those
+    another version than the learner's sampled: `mb.token_lag != 0`); see `losses.sampler_weights`."""
+    return sampler_weights(
+        old_logprobs,
+        mb.sampler_logprobs,
+        mb.loss_mask,
+        settings.sampler_mode,
+        settings.sampler_level,
+        settings.sampler_cap,
+        correction_scope(mb.token_lag, settings.loss.sampler_correction.tokens),
+    )
 
 
 class Trainer:
@@ -300,14 +325,7 @@ class Trainer:
             advantages=mb.advantages,
             mask=mb.loss_mask,
             ref_logprobs=ref[index] if ref is not None else None,
-            sampler_weights=sampler_weights(
-                old_logprobs,
-                mb.sampler_logprobs,
-                mb.loss_mask,
-                s.sampler_mode,
-                s.sampler_level,
-                s.sampler_cap,
-            ),
+            sampler_weights=micro_batch_sampler_weights(old_logprobs, mb, s),
         )
         out = self.loss_fn(policy_batch, batch.normalizer, s.loss)
         out.token_sums.update(
@@ -335,13 +353,19 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=True)
         return grad_norm
 
-    def update(self, groups: Sequence[ScoredGroup]) -> dict[str, float]:
-        """mu optimizer steps on `groups`; returns TRL-named metrics (means over the mu passes)."""
+    def update(self, groups: Sequence[ScoredGroup], policy_version: int | None = None) -> dict[str, float]:
+        """mu optimizer steps on `groups` with the model at `policy_version` (see `prepare_batch`);
+        returns TRL-named metrics (means over the mu passes)."""
         start = time.perf_counter()
         timer = PhaseTimer(sync=device_sync(self.device))
         self.model.train()
         batch = prepare_batch(
-            groups, self.settings, self.device, self.parallel.rank, self.parallel.world_size
+            groups,
+            self.settings,
+            self.device,
+            self.parallel.rank,
+            self.parallel.world_size,
+            policy_version,
         )
         mu = self.settings.num_iterations
         old = self._frozen_logprobs(self.model, batch, timer) if mu > 1 else None

@@ -27,6 +27,11 @@ class SamplerCorrectionConfig(ConfigSection):
     mode: Literal["none", "truncate", "mask"] = "none"
     level: str = Field("token", description="a registered sampler weight level (losses.py)")
     cap: float = Field(2.0, gt=1, description="truncate: w <- min(w, cap); mask: drop w outside [1/cap, cap]")
+    tokens: Literal["all", "stale"] = Field(
+        "all",
+        description="all: every token's sampler mismatch (numerics and staleness); stale: only tokens "
+        "an older policy version sampled (a token of the learner's own version weighs 1)",
+    )
 
 
 class LossConfig(ConfigSection):

@@ -1,4 +1,5 @@
-"""Scored groups as bytes: how rank 0 hands a step's batch to the other learner ranks.
+"""Scored groups as bytes: how rank 0 hands a step's batch (and the learner's version) to the other
+learner ranks.
 
 JSON, not pickle: the bytes only ever hold token ids, floats, strings and booleans, and decoding
 cannot run code. Python's float repr round-trips exactly, so every rank computes bit-identical
@@ -56,9 +57,15 @@ def _group_from_json(data: dict[str, Any]) -> ScoredGroup:
     )
 
 
-def encode_groups(groups: Sequence[ScoredGroup]) -> bytes:
-    return json.dumps([_group_to_json(g) for g in groups], separators=(",", ":")).encode()
+def encode_update(groups: Sequence[ScoredGroup], policy_version: int) -> bytes:
+    """An UPDATE command's payload: the groups and the learner's version (each token's lag is
+    measured from it, identically on every rank)."""
+    return json.dumps(
+        {"policy_version": policy_version, "groups": [_group_to_json(g) for g in groups]},
+        separators=(",", ":"),
+    ).encode()
 
 
-def decode_groups(data: bytes) -> list[ScoredGroup]:
-    return [_group_from_json(g) for g in json.loads(data)]
+def decode_update(data: bytes) -> tuple[list[ScoredGroup], int]:
+    message = json.loads(data)
+    return [_group_from_json(g) for g in message["groups"]], message["policy_version"]

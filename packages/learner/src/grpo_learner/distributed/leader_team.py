@@ -30,7 +30,7 @@ import torch
 import torch.distributed as dist
 
 from grpo_learner.checkpoint import TrainerState
-from grpo_learner.distributed.batch_codec import decode_groups, encode_groups
+from grpo_learner.distributed.batch_codec import decode_update, encode_update
 from grpo_learner.distributed.fsdp import FsdpParallel
 from grpo_learner.distributed.full_weights import gather_full_state_dict
 from grpo_learner.distributed.process_group import RankFailure, Ranks, failure_message
@@ -87,7 +87,7 @@ class RankWork:
         if self.ranks.device.type == "cuda":  # rank 0 runs this in a worker thread
             torch.cuda.set_device(self.ranks.device)
         if kind == Command.UPDATE:
-            return self.trainer.update(decode_groups(payload))
+            return self.trainer.update(*decode_update(payload))
         if kind == Command.GATHER:
             return gather_full_state_dict(self.trainer.model, self.ranks)
         if kind == Command.CHECKPOINT:
@@ -148,8 +148,8 @@ class LeaderTeam:
 
     # --- TrainingTeam ------------------------------------------------------------------------
 
-    async def update(self, groups: Sequence[ScoredGroup]) -> dict[str, float]:
-        return await self._command(Command.UPDATE, encode_groups(groups))
+    async def update(self, groups: Sequence[ScoredGroup], policy_version: int) -> dict[str, float]:
+        return await self._command(Command.UPDATE, encode_update(groups, policy_version))
 
     async def full_weights(self) -> Mapping[str, torch.Tensor]:
         # by the model's own names (peft's with LoRA): the push selection folds the adapters in
