@@ -293,6 +293,8 @@ def test_strictly_on_policy_run_trains_each_step_on_its_own_version(
     records = read_metrics(run_dir)
     assert [r["policy_version"] for r in records] == [1, 2, 3]
     assert all(r.get("groups/dropped_stale", 0) == 0 and r["num_groups"] == 4 for r in records)
+    # every token was sampled by the version the step updates: the learner measures lag from it
+    assert all(r["sampler/stale_tokens"] == r["sampler/token_lag"] == 0 for r in records)
     assert policy_version(rollout.address) == 3
 
 
