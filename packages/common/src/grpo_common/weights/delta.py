@@ -40,12 +40,14 @@ import zstandard
 from grpo_common.weights.specs import ITEMSIZE, WeightStreamError
 
 # zstd level 1: the sender compresses every changed tensor once per push, on one thread; higher
-# levels cost 2-5x the CPU for a few percent fewer bytes on XOR streams (benchmarks/delta_push.py).
+# levels cost several times the CPU for a few percent fewer bytes on XOR streams
+# (benchmarks/delta_encodings.py; figures in benchmarks/RESULTS.md).
 ZSTD_LEVEL = 1
 # Below this fraction of changed elements SPARSE_XOR is tried, from it on PLANES_XOR: on trained
-# weights the sparse form was smaller at 2-4% changed and the planes at 17-25%, and computing both
-# doubled the sender's CPU (benchmarks/delta_push.py), which a push waits for.
-_PLANES_MIN_FRACTION = 1 / 10
+# weights the sparse form is the smaller at a few percent changed and the planes well above this
+# fraction, and computing both would double the sender's CPU, which a push waits for
+# (benchmarks/delta_encodings.py; figures in benchmarks/RESULTS.md).
+PLANES_MIN_FRACTION = 1 / 10
 _MAX_SPARSE_NUMEL = 2**32  # gaps are uint32
 
 _INT_VIEW = {1: torch.uint8, 2: torch.int16, 4: torch.int32, 8: torch.int64}
@@ -102,22 +104,36 @@ def diff_tensor(base: torch.Tensor, new: torch.Tensor) -> TensorChange:
     numel, changed = differs.size, int(np.count_nonzero(differs))
     if changed == 0:
         return TensorChange(0, numel, None)
-    width = old_bits.itemsize
     compressor = zstandard.ZstdCompressor(level=ZSTD_LEVEL)
-    if changed < numel * _PLANES_MIN_FRACTION and numel <= _MAX_SPARSE_NUMEL:
-        changed_at = np.flatnonzero(differs)
-        gaps = np.diff(changed_at, prepend=0).astype("<u4")
-        xor = np.bitwise_xor(old_bits[changed_at], new_bits[changed_at])
-        best = (Encoding.SPARSE_XOR, compressor.compress(gaps.tobytes() + xor.tobytes()))
+    if changed < numel * PLANES_MIN_FRACTION and numel <= _MAX_SPARSE_NUMEL:
+        best = (Encoding.SPARSE_XOR, sparse_xor_payload(old_bits, new_bits, differs, compressor))
     else:
-        xor = np.bitwise_xor(old_bits, new_bits).view(_UNSIGNED[width])
-        planes = np.empty((width, numel), dtype=np.uint8)
-        for byte in range(width):  # shifts over contiguous memory, not a strided byte transpose
-            planes[byte] = xor >> (8 * byte) if byte else xor  # keeps the low byte
-        best = (Encoding.PLANES_XOR, compressor.compress(planes))
-    if len(best[1]) >= numel * width:
+        best = (Encoding.PLANES_XOR, planes_xor_payload(old_bits, new_bits, compressor))
+    if len(best[1]) >= numel * old_bits.itemsize:
         return TensorChange(changed, numel, None)
     return TensorChange(changed, numel, EncodedTensor(new.dtype, tuple(new.shape), best[0], best[1]))
+
+
+def sparse_xor_payload(
+    old_bits: np.ndarray, new_bits: np.ndarray, differs: np.ndarray, compressor: zstandard.ZstdCompressor
+) -> bytes:
+    """SPARSE_XOR: zstd(uint32 gaps between the changed indices, then their XOR values)."""
+    changed_at = np.flatnonzero(differs)
+    gaps = np.diff(changed_at, prepend=0).astype("<u4")
+    xor = np.bitwise_xor(old_bits[changed_at], new_bits[changed_at])
+    return compressor.compress(gaps.tobytes() + xor.tobytes())
+
+
+def planes_xor_payload(
+    old_bits: np.ndarray, new_bits: np.ndarray, compressor: zstandard.ZstdCompressor
+) -> bytes:
+    """PLANES_XOR: zstd(the whole XOR as byte planes: byte 0 of every element, then byte 1, ...)."""
+    width, numel = old_bits.itemsize, old_bits.size
+    xor = np.bitwise_xor(old_bits, new_bits).view(_UNSIGNED[width])
+    planes = np.empty((width, numel), dtype=np.uint8)
+    for byte in range(width):  # shifts over contiguous memory, not a strided byte transpose
+        planes[byte] = xor >> (8 * byte) if byte else xor  # keeps the low byte
+    return compressor.compress(planes)
 
 
 @dataclass(frozen=True)
