@@ -142,3 +142,114 @@ def test_the_push_deadline_grows_with_the_bytes_sent():
             await fixed.close()
 
     assert asyncio.run(deadlines()) == (pytest.approx(12.0), 10)
+
+
+def unique_bytes(weights: dict[str, torch.Tensor]) -> int:
+    """The bytes of one snapshot: each tensor once (the tied lm_head is not sent)."""
+    return sum(t.nbytes for k, t in weights.items() if k != "lm_head.weight")
+
+
+@pytest.mark.parametrize("delta", [False, True])
+def test_the_pusher_holds_a_snapshot_between_pushes_only_for_delta_pushes(delta: bool):
+    """Without push.delta nothing of a version is kept once every service has it (the live weights
+    are read again if one joins); with it, the one snapshot the next push is diffed against."""
+
+    async def scenario() -> list[int]:
+        model = tiny_qwen2()
+        service = RecordingRollout()
+        server = await start_recording_rollout(service)
+        pusher = WeightPusher([server.address], deadline_s=10, delta=delta)
+        held = []
+        try:
+            for version in (1, 2, 3):
+                assert await pusher.push(model.state_dict(), version) == []
+                held.append(pusher.held_bytes)
+                await pusher.weights_will_change()
+                held.append(pusher.held_bytes)
+                with torch.no_grad():
+                    next(model.parameters()).add_(1.0)
+        finally:
+            await pusher.close()
+            await server.stop(0)
+        assert [v for v, _ in service.updates] == [1, 2, 3]
+        return held
+
+    held = asyncio.run(scenario())
+    assert held == [unique_bytes(tiny_qwen2().state_dict()) if delta else 0] * 6
+
+
+def test_a_service_that_joins_between_pushes_gets_the_weights_read_again_or_the_next_push():
+    """Before the weights change, a joining service gets the pushed version re-taken from them (the
+    same bits); once they changed, it waits for the next push; a service still behind when they
+    change keeps a snapshot to be sent during the update, freed once it has it."""
+
+    async def scenario():
+        model = tiny_qwen2()
+        first, early, late = RecordingRollout(), RecordingRollout(), RecordingRollout()
+        first_server = await start_recording_rollout(first)
+        early_server = await start_recording_rollout(early)
+        late_server = await start_recording_rollout(late)
+        dead_port = free_port()
+        pusher = WeightPusher(
+            [first_server.address],
+            deadline_s=0.5,
+            initial_backoff_s=0.05,
+            max_retry_backoff_s=0.1,
+            pool_settings=RolloutConfig(probe_interval_s=0),
+        )
+        pushed = {}
+        held = {}
+        try:
+            await pusher.push(model.state_dict(), 1)
+            pushed[1] = {k: t.clone() for k, t in model.state_dict().items()}
+            held["v1 pushed"] = pusher.held_bytes
+            pusher.pool.add(early_server.address)  # joins before the weights change
+            await wait_for(lambda: early.updates)
+            held["early joined"] = pusher.held_bytes
+            await pusher.weights_will_change()
+            with torch.no_grad():
+                next(model.parameters()).add_(1.0)
+            pusher.pool.add(late_server.address)  # joins while no copy of v1 exists
+            await asyncio.sleep(0.3)
+            late_before_v2 = list(late.updates)
+            pusher.pool.add(f"127.0.0.1:{dead_port}")  # will be behind when the weights change
+            await pusher.push(model.state_dict(), 2)
+            pushed[2] = {k: t.clone() for k, t in model.state_dict().items()}
+            held["v2 pushed, one behind"] = pusher.held_bytes
+            await pusher.weights_will_change()
+            held["v2, weights change, one behind"] = pusher.held_bytes
+            with torch.no_grad():
+                next(model.parameters()).add_(1.0)
+            revived = RecordingRollout()
+            revived_server = await start_recording_rollout(revived, port=dead_port)
+            await wait_for(lambda: revived.updates)
+            await wait_for(lambda: pusher.held_bytes == 0)
+            await revived_server.stop(0)
+        finally:
+            await pusher.close()
+            for server in (first_server, early_server, late_server):
+                await server.stop(0)
+        return pushed, held, early, late, late_before_v2, revived
+
+    pushed, held, early, late, late_before_v2, revived = asyncio.run(scenario())
+    snapshot = unique_bytes(pushed[1])
+    assert held == {
+        "v1 pushed": 0,
+        "early joined": 0,
+        "v2 pushed, one behind": snapshot,
+        "v2, weights change, one behind": snapshot,
+    }
+    assert [v for v, _ in early.updates] == [1, 2]
+    assert all(torch.equal(t, pushed[1][k]) for k, t in early.updates[0][1].items())
+    assert late_before_v2 == [] and [v for v, _ in late.updates] == [2]
+    ((version, tensors),) = revived.updates  # sent v2 as pushed, not the weights changed since
+    assert version == 2 and all(torch.equal(tensors[k], pushed[2][k]) for k in tensors)
+
+
+async def wait_for(predicate, timeout_s: float = 60.0) -> None:
+    """Until `predicate()`; the generous deadline is reached only by a hang."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout_s
+    while not predicate():
+        assert loop.time() < deadline, "timed out"
+        await asyncio.sleep(0.02)

@@ -89,6 +89,8 @@ async def train_loop(
             batch = await source.next_batch(step, state.policy_version)
         step_metrics: dict[str, float] = {}
         if batch.groups:
+            if pusher is not None:  # a copy of the pushed weights is taken now only if still needed
+                await pusher.weights_will_change()
             with timer.phase("update"):
                 step_metrics = await team.update(batch.groups, state.policy_version)
             step_metrics.update(rollout_timing(batch.groups))

@@ -12,6 +12,17 @@ way. DOWN and draining services get no pushes (and are not waited for).
 The snapshot is a detached CPU copy taken at push time, so the optimizer may change the live
 parameters while slow services are still streaming. Transport: `grpo_common.weights.codec` buckets.
 
+The snapshot is held only while something needs it, because it is a whole extra copy of the model
+(params x push-dtype bytes: 1.84 GiB for a 0.5B model in fp32, on top of the update's peak):
+- with `push.delta` it is the base the next snapshot is diffed against: always kept;
+- otherwise it is freed as soon as every service that can take it has it (at the end of `push()`
+  or when the last one behind catches up). Until the loop says the weights will change
+  (`weights_will_change()`, before the next update) the pusher still holds the weights it was
+  handed (the live parameters: no copy), so a service that (re)joins meanwhile gets the snapshot
+  taken again from them (and checked against the version's fingerprint). At `weights_will_change()`
+  a service still behind and not DOWN keeps (or re-takes) the snapshot so it can be resent during
+  the update; a service that (re)joins while no copy of the version exists gets the next push.
+
 What travels is the `PushSelection`'s (push_selection.py): a service that has none of our weights
 yet (first push, joined, DOWN and back, resynced) gets `everything`, one that took an earlier push
 only what has `changed` (for LoRA the merged targeted tensors). The snapshot is cumulative: each
@@ -89,17 +100,23 @@ class _Delta:
     diff: StateDiff  # its `changed` tensors against it
 
 
-@dataclass(frozen=True)
+@dataclass
 class _Snapshot:
     version: int
-    tensors: dict[str, torch.Tensor]  # everything a fresh service needs, as of `version`
+    # everything a fresh service needs, as of `version`; None once freed (nobody needed it)
+    tensors: dict[str, torch.Tensor] | None
+    names: tuple[str, ...]  # of `tensors`, kept when they are freed
     changed: tuple[str, ...]  # the names an up-to-date service needs
     fingerprint: Fingerprint  # of `tensors`: what a service must report after applying this version
     delta: _Delta | None = None  # with push.delta, from the previous snapshot
 
     @property
     def changed_is_everything(self) -> bool:
-        return len(self.changed) == len(self.tensors)
+        return len(self.changed) == len(self.names)
+
+    @property
+    def nbytes(self) -> int:
+        return sum(t.numel() * t.element_size() for t in (self.tensors or {}).values())
 
 
 class WeightPusher:
@@ -139,6 +156,10 @@ class WeightPusher:
             self.pool = RolloutPool(addresses, pool_settings)
         self.pool.retain()
         self._latest: _Snapshot | None = None
+        # the weights handed to the last push while they still are that version (no copy: the live
+        # parameters), to take the snapshot again from; None from `weights_will_change()` on
+        self._live: Mapping[str, torch.Tensor] | None = None
+        self._taking = asyncio.Lock()  # one snapshot taken at a time, and never while weights change
         self._progress = asyncio.Event()  # an acknowledgement or a membership change
         self._workers: dict[str, _Worker] = {}
         self._retired: set[asyncio.Task] = set()  # workers of members that left, still stopping
@@ -166,8 +187,12 @@ class WeightPusher:
         return [s for s in self.statuses if s.acked_version < self._latest.version]
 
     async def push(self, state_dict: Mapping[str, torch.Tensor], policy_version: int) -> list[ServiceStatus]:
-        """Send `policy_version` to every service; wait at most deadline_s; return those still behind."""
-        self._latest = await asyncio.to_thread(self._snapshot, state_dict, policy_version)
+        """Send `policy_version` to every service; wait at most deadline_s; return those still behind.
+
+        `state_dict` must stay `policy_version`'s weights until `weights_will_change()` is awaited."""
+        async with self._taking:
+            self._latest = await asyncio.to_thread(self._snapshot, state_dict, policy_version)
+            self._live = state_dict
         if self._latest.delta is not None:
             self.counter.delta_fraction = self._latest.delta.diff.fraction_changed
         self.pool.require_version(policy_version)
@@ -177,7 +202,7 @@ class WeightPusher:
         def all_ready_acked() -> bool:
             return all(m.version >= policy_version for m in self.pool.members if m.state is MemberState.READY)
 
-        nbytes = sum(t.numel() * t.element_size() for t in self._latest.tensors.values())
+        nbytes = self._latest.nbytes
         deadline = time.monotonic() + self._deadline_for(nbytes)
         while True:
             self._progress.clear()
@@ -199,15 +224,88 @@ class WeightPusher:
                 policy_version,
                 status.last_error or "no answer within the deadline",
             )
+        self._free_if_unneeded()
         return behind
+
+    async def weights_will_change(self) -> None:
+        """The weights handed to the last push are about to change (the next update starts).
+
+        A service still behind the newest version (and not DOWN) keeps its copy, taken now if it was
+        freed, to be resent during the update; otherwise nothing of that version is held any more."""
+        async with self._taking:
+            snapshot = self._latest
+            live = self._live
+            if (
+                snapshot is not None
+                and snapshot.tensors is None
+                and live is not None
+                and self._waiting_for(snapshot)
+            ):
+                await asyncio.to_thread(self._retake, snapshot, live)
+            self._live = None
+            self._free_if_unneeded()
+
+    @property
+    def held_bytes(self) -> int:
+        """Bytes of snapshot this pusher holds now (0 without push.delta once every service has it)."""
+        return self._latest.nbytes if self._latest is not None else 0
+
+    def _waiting_for(self, snapshot: _Snapshot) -> list[str]:
+        """Services that can take `snapshot` and do not have it yet (DOWN ones get a later push)."""
+        waiting = []
+        for address, worker in self._workers.items():
+            member = self.pool.get(address)
+            if (
+                member is not None
+                and member.state is not MemberState.DOWN
+                and member.version < snapshot.version
+                and worker.rejected_version < snapshot.version
+            ):
+                waiting.append(address)
+        return waiting
+
+    def _free_if_unneeded(self) -> None:
+        """Free the snapshot when nothing needs it: no delta base to keep, nobody waiting for it."""
+        snapshot = self._latest
+        if self.delta or snapshot is None or snapshot.tensors is None or self._waiting_for(snapshot):
+            return
+        logger.debug(
+            "every service has v%d: its snapshot (%d bytes) is freed", snapshot.version, snapshot.nbytes
+        )
+        snapshot.tensors = None
+
+    def _retake(self, snapshot: _Snapshot, live: Mapping[str, torch.Tensor]) -> bool:
+        """Take `snapshot`'s tensors again from the weights it was taken from (blocking: in a thread).
+
+        False (and nothing taken) when they no longer give its fingerprint: they changed without
+        `weights_will_change()`; the services waiting for it get the next push instead."""
+        tensors = snapshot_state_dict(self.selection.everything(live), self.dtype)
+        if fingerprint(tensors) != snapshot.fingerprint:
+            logger.error(
+                "the weights of v%d changed before weights_will_change() was called: not resending them; "
+                "services that need them get the next push",
+                snapshot.version,
+            )
+            self._live = None
+            return False
+        snapshot.tensors = tensors
+        return True
+
+    async def _tensors_of(self, snapshot: _Snapshot) -> dict[str, torch.Tensor] | None:
+        """`snapshot`'s tensors, taken again from the live weights if they were freed; None when no
+        copy of that version exists any more (the weights changed since: wait for the next push)."""
+        async with self._taking:
+            if snapshot.tensors is None and self._live is not None and snapshot is self._latest:
+                await asyncio.to_thread(self._retake, snapshot, self._live)
+            return snapshot.tensors
 
     def _snapshot(self, state_dict: Mapping[str, torch.Tensor], version: int) -> _Snapshot:
         """The new snapshot, its fingerprint and (push.delta) its diff; blocking: runs in a thread."""
         previous = self._latest
-        if previous is None:
+        if previous is None or previous.tensors is None:  # first push, or the last one was freed
             tensors = snapshot_state_dict(self.selection.everything(state_dict), self.dtype)
             changed = tuple(self.selection.changed(state_dict))
-            return _Snapshot(version, tensors, changed, fingerprint(tensors))
+            return _Snapshot(version, tensors, tuple(tensors), changed, fingerprint(tensors))
         fresh = snapshot_state_dict(self.selection.changed(state_dict), self.dtype)
         tensors = {**previous.tensors, **fresh}
         delta = None
@@ -216,7 +314,7 @@ class WeightPusher:
                 policy_version=previous.version, fingerprint=previous.fingerprint.to_proto()
             )
             delta = _Delta(base, diff_state_dicts(previous.tensors, fresh))
-        return _Snapshot(version, tensors, tuple(fresh), fingerprint(tensors), delta)
+        return _Snapshot(version, tensors, tuple(tensors), tuple(fresh), fingerprint(tensors), delta)
 
     def _deadline_for(self, nbytes: int) -> float:
         """deadline_s + nbytes / min_bytes_per_s: a push's time grows with what it sends."""
@@ -225,7 +323,8 @@ class WeightPusher:
         return self.deadline_s + nbytes / self.min_bytes_per_s
 
     def metrics(self) -> dict[str, float]:
-        return {**self.pool.metrics(), **self.counter.take()}
+        """The pool's and the push counter's, and `push/snapshot_bytes`: what the pusher holds now."""
+        return {**self.pool.metrics(), **self.counter.take(), "push/snapshot_bytes": float(self.held_bytes)}
 
     def resync(self, address: str) -> None:
         """Forget what `address` acknowledged and send it the newest weights again.
@@ -280,7 +379,10 @@ class WeightPusher:
                 if member.version < 0:
                     worker.has_base = False
                     worker.delta_version = None
-                if await self._send(member, worker, snapshot):
+                tensors = await self._tensors_of(snapshot)
+                if tensors is None or snapshot is not self._latest:
+                    break  # no copy of this version any more (or a newer one): the next push wakes us
+                if await self._send(member, worker, snapshot, tensors):
                     backoff = self.initial_backoff_s
                     continue
                 if worker.rejected_version >= version:
@@ -290,9 +392,12 @@ class WeightPusher:
                 worker.wake.clear()
                 backoff = min(backoff * 2, self.max_retry_backoff_s)
 
-    async def _send(self, member: Member, worker: _Worker, snapshot: _Snapshot) -> bool:
-        """One push to one service; True when it should be sent the newest weights again at once
-        (it took them, or it refused a delta or served other weights: then everything, now)."""
+    async def _send(
+        self, member: Member, worker: _Worker, snapshot: _Snapshot, tensors: Mapping[str, torch.Tensor]
+    ) -> bool:
+        """One push of `snapshot` (whose `tensors` these are) to one service; True when it should be
+        sent the newest weights again at once (it took them, or it refused a delta or served other
+        weights: then everything, now)."""
         status = worker.status
         version = snapshot.version
         start = time.perf_counter()
@@ -302,11 +407,11 @@ class WeightPusher:
             kind, items, nbytes = "delta", delta.diff.items, delta.diff.wire_bytes
             full_set, base = snapshot.changed_is_everything, delta.base
         else:
-            names = snapshot.changed if worker.has_base else tuple(snapshot.tensors)
+            names = snapshot.changed if worker.has_base else snapshot.names
             kind, base = ("changed" if worker.has_base else "everything"), None
-            items = [(name, snapshot.tensors[name]) for name in names]
+            items = [(name, tensors[name]) for name in names]
             nbytes = sum(t.numel() * t.element_size() for _, t in items)
-            full_set = len(names) == len(snapshot.tensors)
+            full_set = len(names) == len(snapshot.names)
         try:
             # pre-serialised chunks: one copy of the tensor bytes instead of protobuf's three
             chunks = encode_state_dict_wire(
@@ -363,6 +468,8 @@ class WeightPusher:
         worker.delta_version = version if response.takes_deltas and reported is not None else None
         self.pool.weights_delivered(member, response.policy_version)
         self._progress.set()
+        if snapshot is self._latest:
+            self._free_if_unneeded()
         logger.debug(
             "pushed v%d to %s (%s, %d bytes) in %.2f s",
             version,

@@ -91,6 +91,9 @@ class NcclWeightPusher:
             self.counter.tensors += report.tensors
             return
 
+    async def weights_will_change(self) -> None:
+        """Nothing to copy: a resync re-sends the weights `push` was handed as they are then."""
+
     def metrics(self) -> dict[str, float]:
         pool = self.pool.metrics() if self.pool is not None else {}
         return {**pool, **self.counter.take()}

@@ -62,6 +62,10 @@ class WeightPush(Protocol):
     async def push(self, weights: Mapping[str, torch.Tensor], policy_version: int) -> list[ServiceStatus]:
         """Send `policy_version`; return the services still behind when the push gives up waiting."""
 
+    async def weights_will_change(self) -> None:
+        """The weights handed to the last `push` are about to change (an update starts): a pusher
+        that reads them again later (to resend them) must copy what it still needs now."""
+
     def resync(self, address: str) -> None:
         """`address` serves other weights than we pushed (it restarted): send it the newest again."""
 
