@@ -3,7 +3,8 @@
 The rollout (hf backend, a tiny model) runs in this process on loopback gRPC, with the reward
 stand-in behind it. A run with `push.delta = true` trains exactly as one without (the same groups,
 so the same weights, and the rollout serves the same bits and logits); one element corrupted on
-the rollout side after an update is caught by the next push's fingerprint and resynced.
+the rollout side after an update is caught by the next push's fingerprint, or before any push by a
+GetInfo probe, and resynced.
 """
 
 from __future__ import annotations
@@ -19,13 +20,14 @@ from grpo_common.weights.delta import element_bits
 from grpo_learner.assembly import build_trainer
 from grpo_learner.checkpoint import TrainerState
 from grpo_learner.config import LearnerConfig
+from grpo_learner.config import RolloutConfig as PoolSettings
 from grpo_learner.loop import build_feed, train_loop
 from grpo_learner.metrics import MetricsLogger, read_metrics
 from grpo_learner.prompts import ListPromptSource, PromptItem
 from grpo_learner.rollouts.pool import MemberState, RolloutPool
 from grpo_learner.weight_sync.grpc_pusher import WeightPusher
 from grpo_rollout.app import running_rollout
-from grpo_rollout.config import HFSettings, RewardSettings, RolloutConfig
+from grpo_rollout.config import HFSettings, LimitSettings, RewardSettings, RolloutConfig
 
 ROLLOUT_TESTS = Path(__file__).resolve().parents[1] / "packages" / "rollout" / "tests"
 sys.path.insert(0, str(ROLLOUT_TESTS))
@@ -50,12 +52,13 @@ def reward():
     standin.stop()
 
 
-def rollout_config(model_dir: Path, reward: RewardStandin) -> RolloutConfig:
+def rollout_config(model_dir: Path, reward: RewardStandin, **limits: float) -> RolloutConfig:
     return RolloutConfig(
         model=str(model_dir),
         server=ServerConfig(port=0, grace_seconds=0),
         reward=RewardSettings(address=reward.address, timeout_s=10),
         hf=HFSettings(dtype="bfloat16"),  # the dtype rollouts serve on GPUs; the learner pushes it
+        limits=LimitSettings(**limits),
     )
 
 
@@ -165,6 +168,40 @@ def test_one_corrupted_element_on_the_rollout_is_caught_by_the_fingerprint_and_r
     assert all(torch.equal(served[n], element_bits(t.bfloat16())) for n, t in again.items())
 
 
+def test_one_corrupted_element_on_the_rollout_is_caught_by_a_probe_before_any_push(
+    model_dir: Path, reward: RewardStandin
+) -> None:
+    """The rollout re-reads its fingerprint now and then (limits.fingerprint_recheck_s) and GetInfo
+    reports it; the learner's probe sees another fingerprint for the version it pushed and resyncs
+    the service with every tensor whole (taken again from the live weights: no snapshot was kept)."""
+
+    async def scenario():
+        async with running_rollout(rollout_config(model_dir, reward, fingerprint_recheck_s=0.05)) as rollout:
+            model = rollout.generator.model
+            weights = {n: t.detach().clone().float() * 1.01 for n, t in model.state_dict().items()}
+            address = rollout.server.address
+            pool = RolloutPool([address], PoolSettings(probe_interval_s=0.05))
+            pusher = WeightPusher(pool, deadline_s=30, dtype=torch.bfloat16)
+            try:
+                assert await pusher.push(weights, 1) == []
+                first = pusher.metrics()
+                with torch.no_grad():  # one element goes wrong on the rollout side after the update
+                    element_bits(model.model.layers[1].mlp.up_proj.weight).view(-1)[7] ^= 1 << 3
+                await wait_until(lambda: pool.fingerprint_mismatches == 1, timeout_s=60)
+                member = pool.get(address)
+                await wait_until(lambda: member.state is MemberState.READY and member.version == 1, 60)
+                resynced = pusher.metrics()
+                served = {name: element_bits(t).clone() for name, t in model.state_dict().items()}
+            finally:
+                await pusher.close()
+            return first, resynced, served, weights
+
+    first, resynced, served, weights = asyncio.run(scenario())
+    assert first["push/full_pushes"] == 1 and first["push/fingerprint_mismatch"] == 0
+    assert resynced["push/fingerprint_mismatch"] == 1 and resynced["push/full_pushes"] == 1
+    assert all(torch.equal(served[n], element_bits(t.bfloat16())) for n, t in weights.items())
+
+
 async def wait_until(predicate, timeout_s: float = 20.0) -> None:
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout_s
@@ -183,7 +220,8 @@ def test_a_refused_delta_is_answered_at_once_with_every_tensor_whole(
         async with running_rollout(rollout_config(model_dir, reward)) as rollout:
             model = rollout.generator.model
             weights = {n: t.detach().clone().float() for n, t in model.state_dict().items()}
-            pool = RolloutPool([rollout.server.address])
+            # no probes: one would see the intruder's fingerprint for version 1 and resync before the delta
+            pool = RolloutPool([rollout.server.address], PoolSettings(probe_interval_s=0))
             pusher = WeightPusher(
                 pool, deadline_s=30, dtype=torch.bfloat16, delta=True, initial_backoff_s=5.0
             )

@@ -52,6 +52,7 @@ async def running_rollout(config: RolloutServiceConfig) -> AsyncIterator[Running
         reward = RewardClient.from_config(config.reward)
         stack.push_async_callback(reward.close)
         servicer = RolloutServicer(generator, encoder, reward, config.limits.for_backend(config.generator))
+        stack.push_async_callback(servicer.close)
         server = await start_server(
             [
                 registration(

@@ -97,6 +97,38 @@ class ServedWeights:
         self._version = generator.info().weight_version
         return self._fingerprint
 
+    def recheck(self, generator: Generator) -> Fingerprint | None:
+        """Hash what is served again (blocking: run it in a worker thread, outside updates).
+
+        After an update the fingerprint is what the service reports until the next one; a tensor that
+        changes afterwards (memory corruption, a stray in-place write) would go unseen. Re-reading it
+        makes GetInfo report what is served now, so the learner's probes see the difference and
+        resync. Only a backend whose tensors can be read back is rechecked."""
+        if self.fingerprint(generator) is None:
+            return None
+        served = generator.served_tensors() if isinstance(generator, DeltaReceiver) else None
+        if served is None:
+            return self._fingerprint
+        if not self._covered <= served.keys():
+            self.forget()
+            return None
+        digests = {name: tensor_digest(served[name]) for name in self._covered}
+        if digests != self._digests:
+            changed = sorted(name for name, digest in digests.items() if self._digests.get(name) != digest)
+            fingerprint = combine(digests)
+            logger.error(
+                "the weights served as version %d changed since they were applied (%d tensor(s), first %s): "
+                "fingerprint %s, was %s; reporting the new one so the learner resends every tensor",
+                self._version,
+                len(changed),
+                changed[0],
+                fingerprint,
+                self._fingerprint,
+            )
+            self._digests = digests
+            self._fingerprint = fingerprint
+        return self._fingerprint
+
     def forget(self) -> None:
         self._covered.clear()
         self._digests.clear()

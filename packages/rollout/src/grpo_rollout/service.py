@@ -91,6 +91,10 @@ class RolloutServicer(rollout_pb2_grpc.RolloutServiceServicer):
         # faulting in fresh pages every step, the largest cost of receiving.
         self._receive_buffers = ReceiveBuffers()
         self._served = ServedWeights()  # the fingerprint of what is served; whether a delta applies
+        self._rechecked_at = (
+            time.monotonic()
+        )  # the served weights were last hashed (limits.fingerprint_recheck_s)
+        self._recheck: asyncio.Task[None] | None = None
 
     # --- Generate -----------------------------------------------------------------------------
     async def Generate(
@@ -305,6 +309,7 @@ class RolloutServicer(rollout_pb2_grpc.RolloutServiceServicer):
             finally:  # the generator copied what it kept (Generator.load_weights' contract)
                 self._receive_buffers.recycle(decoded.tensors)
             fingerprint = await asyncio.to_thread(self._served.after_update, decoded, self._generator)
+            self._rechecked_at = time.monotonic()
         applied = time.monotonic()
         logger.info(
             "policy version %d -> %d: %d tensors%s, %.1f MB, received in %.2f s, applied in %.2f s, "
@@ -362,6 +367,7 @@ class RolloutServicer(rollout_pb2_grpc.RolloutServiceServicer):
     ) -> rollout_pb2.RolloutInfo:
         info = self._generator.info()
         uptime, busy = self._busy.read()
+        self._recheck_if_due()
         fingerprint, takes_deltas = self._served.to_proto(self._generator)
         receiver = self._distributed.receiver()
         return rollout_pb2.RolloutInfo(
@@ -383,6 +389,31 @@ class RolloutServicer(rollout_pb2_grpc.RolloutServiceServicer):
             takes_deltas=takes_deltas,
             host_cpu_threads=info.host_cpu_threads,  # None leaves it unset: unknown
         )
+
+    def _recheck_if_due(self) -> None:
+        """Hash the served weights again in the background when the last reading is older than
+        `fingerprint_recheck_s`: the next GetInfo reports what is served then (served_weights.recheck)."""
+        every = self._limits.fingerprint_recheck_s
+        if not every or time.monotonic() - self._rechecked_at < every:
+            return
+        if self._recheck is not None and not self._recheck.done():
+            return
+        self._rechecked_at = time.monotonic()
+        self._recheck = asyncio.create_task(self._recheck_served(), name="fingerprint-recheck")
+
+    async def _recheck_served(self) -> None:
+        try:
+            async with self._update_lock:  # never while an update changes the tensors
+                await asyncio.to_thread(self._served.recheck, self._generator)
+        except Exception:  # a failed recheck must not take the service down: say so, try again later
+            logger.exception("re-reading the served weights' fingerprint failed")
+
+    async def close(self) -> None:
+        """Stop a background fingerprint recheck (the server has stopped)."""
+        if self._recheck is not None:
+            self._recheck.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._recheck
 
     # --- weights over a collective group (distributed_updates.py) ----------------------------
     async def InitWeightSync(

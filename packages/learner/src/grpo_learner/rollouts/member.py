@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 import grpc
 from grpc_health.v1 import health_pb2_grpc
 from grpo.v1 import rollout_pb2, rollout_pb2_grpc
+from grpo_common.weights.fingerprint import Fingerprint
 
 
 class MemberState(enum.Enum):
@@ -51,6 +52,9 @@ class Member:
     # Weights: the version the pusher got acknowledged (-1: unknown, it must be sent the current ones).
     version: int = -1
     version_set_at: float = -math.inf
+    # The fingerprint the pusher expects for `version` (None: unknown, e.g. an NCCL push): a probe
+    # reporting another one for that version finds it serving other weights (corrupted).
+    fingerprint: Fingerprint | None = None
     # Bumped when the service was found serving other weights than pushed: groups from streams
     # opened before are dropped (the client compares), never trained on.
     weights_epoch: int = 0

@@ -18,8 +18,10 @@ import time
 from collections.abc import Sequence
 
 import grpc
+from grpo.v1 import rollout_pb2
 from grpo_common.addresses import parse_address
 from grpo_common.channel import create_channel
+from grpo_common.weights.fingerprint import Fingerprint
 
 from grpo_learner.config import RolloutConfig
 from grpo_learner.rollouts.address_book import AddressBook
@@ -51,6 +53,7 @@ class RolloutPool:
         self.settings = settings or RolloutConfig()
         self.channel_config = self.settings.channel
         self.required_version: int | None = None  # the newest pushed version; None: nothing pushed
+        self.fingerprint_mismatches = 0  # services found serving other weights than pushed, ever
         self._members: dict[str, Member] = {}
         self._listeners: list[Listener] = []
         self._closing: set[asyncio.Task] = set()
@@ -242,10 +245,13 @@ class RolloutPool:
         self.required_version = version
 
     def weights_mismatched(self, member: Member) -> None:
-        """The service took a push but its fingerprint is not ours: it gets no prompts until a push
-        of every tensor matches, its open streams are abandoned (their prompts are re-sent) and
-        groups it already streamed are dropped (`weights_epoch`)."""
+        """The service serves other bits than we pushed (its push reply or a probe says so): it gets
+        no prompts until a push of every tensor matches, its open streams are abandoned (their
+        prompts are re-sent) and groups it already streamed are dropped (`weights_epoch`). Counted
+        in `fingerprint_mismatches` (the pusher reports them as push/fingerprint_mismatch)."""
+        self.fingerprint_mismatches += 1
         member.version = -1
+        member.fingerprint = None
         member.weights_epoch += 1
         member.down.set()  # the client abandons the streams opened before
         member.down = asyncio.Event()
@@ -254,7 +260,10 @@ class RolloutPool:
         else:
             self._notify(member)
 
-    def weights_delivered(self, member: Member, version: int) -> None:
+    def weights_delivered(self, member: Member, version: int, fingerprint: Fingerprint | None = None) -> None:
+        """`member` acknowledged `version`; `fingerprint`: what it must report for it (None: unknown)."""
+        if version >= member.version:
+            member.fingerprint = fingerprint
         member.version = max(member.version, version)
         member.version_set_at = time.monotonic()
         member.healthy_seen = True
@@ -269,6 +278,7 @@ class RolloutPool:
         if result.info is not None:
             member.record_info(result.info, result.own_at_start)
             self._check_version(member, result.info.policy_version, result.started)
+            self._check_fingerprint(member, result.info, result.started)
         if result.load_only:
             return
         if result.ok:
@@ -327,6 +337,32 @@ class RolloutPool:
             self._set_state(member, MemberState.PENDING)
         else:
             self._notify(member)
+
+    def _check_fingerprint(self, member: Member, info: rollout_pb2.RolloutInfo, probe_started: float) -> None:
+        """A service that reports, for the version it acknowledged, another fingerprint than the one
+        pushed serves corrupted weights (a rollout re-reads its fingerprint now and then, see its
+        limits.fingerprint_recheck_s): resynced with every tensor whole, like a push reply's mismatch."""
+        if (
+            member.fingerprint is None
+            or not info.HasField("fingerprint")
+            or member.push_in_flight
+            or probe_started < member.version_set_at
+            or info.policy_version != member.version
+        ):
+            return
+        reported = Fingerprint.from_proto(info.fingerprint)
+        if reported == member.fingerprint:
+            return
+        logger.error(
+            "rollout %s reports fingerprint %s for version %d, which was pushed as %s: its weights changed "
+            "after the update (corrupted?); its groups since are dropped and it gets every tensor whole "
+            "before more prompts",
+            member.address,
+            reported,
+            member.version,
+            member.fingerprint,
+        )
+        self.weights_mismatched(member)
 
     def _mark_down(self, member: Member, reason: str) -> None:
         if member.state is MemberState.DRAINING:

@@ -156,6 +156,7 @@ class WeightPusher:
             self.pool = RolloutPool(addresses, pool_settings)
         self.pool.retain()
         self._latest: _Snapshot | None = None
+        self._mismatches_reported = self.pool.fingerprint_mismatches
         # the weights handed to the last push while they still are that version (no copy: the live
         # parameters), to take the snapshot again from; None from `weights_will_change()` on
         self._live: Mapping[str, torch.Tensor] | None = None
@@ -324,6 +325,9 @@ class WeightPusher:
 
     def metrics(self) -> dict[str, float]:
         """The pool's and the push counter's, and `push/snapshot_bytes`: what the pusher holds now."""
+        mismatches = self.pool.fingerprint_mismatches  # found by push replies and by probes
+        self.counter.fingerprint_mismatch = mismatches - self._mismatches_reported
+        self._mismatches_reported = mismatches
         return {**self.pool.metrics(), **self.counter.take(), "push/snapshot_bytes": float(self.held_bytes)}
 
     def resync(self, address: str) -> None:
@@ -466,7 +470,7 @@ class WeightPusher:
         worker.has_base = True
         # without a fingerprint (a service from before v1.3) it cannot be proven to hold our bits
         worker.delta_version = version if response.takes_deltas and reported is not None else None
-        self.pool.weights_delivered(member, response.policy_version)
+        self.pool.weights_delivered(member, response.policy_version, reported)
         self._progress.set()
         if snapshot is self._latest:
             self._free_if_unneeded()
@@ -484,7 +488,6 @@ class WeightPusher:
         self, member: Member, worker: _Worker, snapshot: _Snapshot, reported: Fingerprint, kind: str
     ) -> bool:
         """The service applied our push but serves other bits: resync it before it gets prompts."""
-        self.counter.fingerprint_mismatch += 1
         worker.has_base = False
         worker.delta_version = None
         self.pool.weights_mismatched(member)

@@ -25,6 +25,7 @@ class ServiceLimits:
     stream_buffer_groups: int  # scored groups waiting for the reader
     max_update_bytes: int | None  # largest weight update accepted
     distributed_update_idle_s: float  # an open NCCL update with no next bucket is abandoned
+    fingerprint_recheck_s: float  # GetInfo re-reads the served weights' fingerprint this often (0: never)
 
 
 class LimitSettings(ConfigSection):
@@ -49,6 +50,13 @@ class LimitSettings(ConfigSection):
     distributed_update_idle_s: float = Field(
         600.0, gt=0, description="an open NCCL weight update whose next bucket does not come is abandoned"
     )
+    fingerprint_recheck_s: float = Field(
+        30.0,
+        ge=0,
+        description="a GetInfo at least this long after the last reading hashes the served weights again "
+        "(in the background; one pass over the model) so the learner's probes catch weights that changed "
+        "after an update; 0: only after updates",
+    )
 
     def for_backend(self, backend: str) -> ServiceLimits:
         """These limits, with what is unset taken from the backend's own defaults (`GENERATORS`)."""
@@ -64,4 +72,5 @@ class LimitSettings(ConfigSection):
             stream_buffer_groups=self.stream_buffer_groups,
             max_update_bytes=self.max_update_bytes,
             distributed_update_idle_s=self.distributed_update_idle_s,
+            fingerprint_recheck_s=self.fingerprint_recheck_s,
         )
