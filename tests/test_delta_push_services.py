@@ -62,6 +62,22 @@ def rollout_config(model_dir: Path, reward: RewardStandin, **limits: float) -> R
     )
 
 
+def served_bits(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """What the rollout's model serves, as raw bits (so -0.0 and NaN payloads compare exactly)."""
+    return {name: element_bits(t).clone() for name, t in model.state_dict().items()}
+
+
+def serves_exactly(served: dict[str, torch.Tensor], weights: dict[str, torch.Tensor]) -> bool:
+    """The rollout serves `weights` in the push dtype (bf16), bit for bit."""
+    return all(torch.equal(served[n], element_bits(t.bfloat16())) for n, t in weights.items())
+
+
+def corrupt_one_element(model: torch.nn.Module) -> None:
+    """Flip one bit of one element of what the rollout serves, behind its back."""
+    with torch.no_grad():
+        element_bits(model.model.layers[1].mlp.up_proj.weight).view(-1)[7] ^= 1 << 3
+
+
 def train(model_dir: Path, reward: RewardStandin, run_dir: Path, delta: bool):
     """STEPS GRPO steps against a fresh rollout; the learner's weights, what the rollout serves
     (bits and the logits of one probe) and the per-step metrics."""
@@ -102,7 +118,7 @@ def train(model_dir: Path, reward: RewardStandin, run_dir: Path, delta: bool):
             model = rollout.generator.model
             with torch.no_grad():
                 logits = model(PROBE).logits
-            served = {name: element_bits(t).clone() for name, t in model.state_dict().items()}
+            served = served_bits(model)
             learner = {name: t.detach().clone() for name, t in trainer.model.state_dict().items()}
             return learner, served, logits
 
@@ -122,7 +138,7 @@ def test_a_run_with_delta_pushes_trains_exactly_as_one_with_full_pushes(
     assert all(torch.equal(served_full[n], served_delta[n]) for n in served_full)
     assert torch.equal(logits_full, logits_delta)
     # the rollout serves the learner's weights in the push dtype, bit for bit
-    assert all(torch.equal(served_delta[n], element_bits(t.bfloat16())) for n, t in learner_delta.items())
+    assert serves_exactly(served_delta, learner_delta)
     # and the delta run did send deltas after its first push
     pushes = [m for m in metrics_delta if "push/full_pushes" in m]
     assert [m["push/full_pushes"] for m in pushes] == [1.0] + [0.0] * (STEPS - 1)
@@ -148,14 +164,13 @@ def test_one_corrupted_element_on_the_rollout_is_caught_by_the_fingerprint_and_r
                 nudged = {n: t * 1.01 for n, t in weights.items()}
                 assert await pusher.push(nudged, 2) == []
                 second = pusher.metrics()
-                with torch.no_grad():  # one element goes wrong on the rollout side after an update
-                    element_bits(model.model.layers[1].mlp.up_proj.weight).view(-1)[7] ^= 1 << 3
+                corrupt_one_element(model)  # on the rollout side, after an update
                 again = {n: t * 1.01 for n, t in nudged.items()}
                 await pusher.push(again, 3)
                 member = pool.get(address)
                 await wait_until(lambda: member.state is MemberState.READY and member.version == 3)
                 third = pusher.metrics()
-                served = {name: element_bits(t).clone() for name, t in model.state_dict().items()}
+                served = served_bits(model)
             finally:
                 await pusher.close()
             return first, second, third, served, again
@@ -165,7 +180,7 @@ def test_one_corrupted_element_on_the_rollout_is_caught_by_the_fingerprint_and_r
     assert second["push/full_pushes"] == 0 and second["push/fingerprint_mismatch"] == 0  # a delta
     # the delta applied on the corrupted base: caught, then every tensor sent whole
     assert third["push/fingerprint_mismatch"] == 1 and third["push/full_pushes"] == 1
-    assert all(torch.equal(served[n], element_bits(t.bfloat16())) for n, t in again.items())
+    assert serves_exactly(served, again)
 
 
 def test_one_corrupted_element_on_the_rollout_is_caught_by_a_probe_before_any_push(
@@ -185,13 +200,12 @@ def test_one_corrupted_element_on_the_rollout_is_caught_by_a_probe_before_any_pu
             try:
                 assert await pusher.push(weights, 1) == []
                 first = pusher.metrics()
-                with torch.no_grad():  # one element goes wrong on the rollout side after the update
-                    element_bits(model.model.layers[1].mlp.up_proj.weight).view(-1)[7] ^= 1 << 3
+                corrupt_one_element(model)  # on the rollout side, after an update
                 await wait_until(lambda: pool.fingerprint_mismatches == 1, timeout_s=60)
                 member = pool.get(address)
                 await wait_until(lambda: member.state is MemberState.READY and member.version == 1, 60)
                 resynced = pusher.metrics()
-                served = {name: element_bits(t).clone() for name, t in model.state_dict().items()}
+                served = served_bits(model)
             finally:
                 await pusher.close()
             return first, resynced, served, weights
@@ -199,7 +213,7 @@ def test_one_corrupted_element_on_the_rollout_is_caught_by_a_probe_before_any_pu
     first, resynced, served, weights = asyncio.run(scenario())
     assert first["push/full_pushes"] == 1 and first["push/fingerprint_mismatch"] == 0
     assert resynced["push/fingerprint_mismatch"] == 1 and resynced["push/full_pushes"] == 1
-    assert all(torch.equal(served[n], element_bits(t.bfloat16())) for n, t in weights.items())
+    assert serves_exactly(served, weights)
 
 
 async def wait_until(predicate, timeout_s: float = 20.0) -> None:
@@ -236,7 +250,7 @@ def test_a_refused_delta_is_answered_at_once_with_every_tensor_whole(
                 nudged = {n: t * 1.01 for n, t in weights.items()}
                 behind = await pusher.push(nudged, 2)
                 metrics = pusher.metrics()
-                served = {name: element_bits(t).clone() for name, t in model.state_dict().items()}
+                served = served_bits(model)
             finally:
                 await pusher.close()
             return behind, metrics, served, nudged
@@ -244,4 +258,4 @@ def test_a_refused_delta_is_answered_at_once_with_every_tensor_whole(
     behind, metrics, served, nudged = asyncio.run(scenario())
     assert behind == []
     assert metrics["push/full_pushes"] == 1 and metrics["push/fingerprint_mismatch"] == 0
-    assert all(torch.equal(served[n], element_bits(t.bfloat16())) for n, t in nudged.items())
+    assert serves_exactly(served, nudged)

@@ -10,6 +10,7 @@ import torch
 from grpo_learner.config import RolloutConfig
 from grpo_learner.weight_sync.grpc_pusher import WeightPusher
 from learner_fixtures import tiny_qwen2
+from pool_rollout import wait_until
 from recording_rollout import RecordingRollout, start_recording_rollout
 
 
@@ -204,7 +205,7 @@ def test_a_service_that_joins_between_pushes_gets_the_weights_read_again_or_the_
             pushed[1] = {k: t.clone() for k, t in model.state_dict().items()}
             held["v1 pushed"] = pusher.held_bytes
             pusher.pool.add(early_server.address)  # joins before the weights change
-            await wait_for(lambda: early.updates)
+            await wait_until(lambda: early.updates, 60, "the early joiner's weights")
             held["early joined"] = pusher.held_bytes
             await pusher.weights_will_change()
             with torch.no_grad():
@@ -222,8 +223,8 @@ def test_a_service_that_joins_between_pushes_gets_the_weights_read_again_or_the_
                 next(model.parameters()).add_(1.0)
             revived = RecordingRollout()
             revived_server = await start_recording_rollout(revived, port=dead_port)
-            await wait_for(lambda: revived.updates)
-            await wait_for(lambda: pusher.held_bytes == 0)
+            await wait_until(lambda: revived.updates, 60, "the revived service's weights")
+            await wait_until(lambda: pusher.held_bytes == 0, 60, "the snapshot freed")
             await revived_server.stop(0)
         finally:
             await pusher.close()
@@ -244,12 +245,3 @@ def test_a_service_that_joins_between_pushes_gets_the_weights_read_again_or_the_
     assert late_before_v2 == [] and [v for v, _ in late.updates] == [2]
     ((version, tensors),) = revived.updates  # sent v2 as pushed, not the weights changed since
     assert version == 2 and all(torch.equal(tensors[k], pushed[2][k]) for k in tensors)
-
-
-async def wait_for(predicate, timeout_s: float = 60.0) -> None:
-    """Until `predicate()`; the generous deadline is reached only by a hang."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout_s
-    while not predicate():
-        assert loop.time() < deadline, "timed out"
-        await asyncio.sleep(0.02)
