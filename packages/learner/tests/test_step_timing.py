@@ -49,6 +49,9 @@ def test_every_step_logs_its_phases_and_they_fit_in_the_step(tmp_path: Path):
         assert record["timing/update"] > 0 and record["timing/push"] > 0
         assert sum(record[name] for name in LEARNER_OWN) <= record["timing/step"]
         assert sum(record[name] for name in UPDATE_SPLIT) <= record["timing/update"]
+        # the whole loop's rate (the update alone is tokens_per_second)
+        assert record["tokens/trained_per_second"] == record["tokens/trained"] / record["timing/step"]
+        assert record["tokens/trained_per_second"] < record["tokens_per_second"]
         # the rollout side's seconds, from the groups (RolloutGroup.generate_seconds / score_seconds)
         assert record["timing/generate"] == 0.25 and record["timing/score"] == 0.05
     (events,) = (tmp_path / "run" / "tensorboard").glob("events.out.tfevents.*")

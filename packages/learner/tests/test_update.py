@@ -117,6 +117,17 @@ def test_micro_batches_are_length_bucketed():
     assert padding == 4  # each pair differs by one token
 
 
+def test_a_batch_counts_the_tokens_it_generated_and_trains_and_its_median_length():
+    """The uneven-workload figures (benchmarks/uneven_loop.py): what the model sampled, what the
+    update trains (prompt + completion per sequence, no padding) and the median completion."""
+    g1 = group((1, 2), [(5,) * n for n in (1, 2, 3, 40)], [1.0, 0.0, 1.0, 0.0], prompt_id="a")
+    g2 = group((1, 2, 3), [(6,) * n for n in (4, 5, 6, 7)], [1.0, 0.0, 1.0, 0.0], prompt_id="b")
+    metrics = prepare_batch([g1, g2], update_settings(micro_batch_size=8), torch.device("cpu")).metrics
+    assert metrics["tokens/generated"] == 68.0
+    assert metrics["tokens/trained"] == 4 * 2 + 4 * 3 + 68.0
+    assert metrics["completions/median_length"] == 4.5 and metrics["completions/max_length"] == 40.0
+
+
 def test_truncated_completions_are_masked_when_asked():
     g = group((1, 2), POSITIVE + NEGATIVE, [1.0, 0.0, 1.0, 0.0], truncated=(True, False, False, False))
     settings = update_settings(micro_batch_size=8, mask_truncated=True)

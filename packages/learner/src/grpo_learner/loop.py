@@ -121,6 +121,10 @@ async def train_loop(
         if metrics is not None:
             step_metrics.update(timer.metrics())
             step_metrics["timing/step"] = time.perf_counter() - step_start
+            if "tokens/trained" in step_metrics:  # the whole loop's rate; tokens_per_second is the update's
+                step_metrics["tokens/trained_per_second"] = (
+                    step_metrics["tokens/trained"] / step_metrics["timing/step"]
+                )
             metrics.log(
                 state.step,
                 {**header, **step_metrics, **batch.metrics(), "policy_version": state.policy_version},

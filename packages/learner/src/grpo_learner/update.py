@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import statistics
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -171,6 +172,7 @@ def prepare_batch(
         "completions/mean_length": sum(lengths) / len(lengths),
         "completions/min_length": float(min(lengths)),
         "completions/max_length": float(max(lengths)),
+        "completions/median_length": float(statistics.median(lengths)),
         "completions/clipped_ratio": sum(truncated) / len(truncated),
         "correct": sum(c.correct for g in groups for c in g.completions) / len(lengths),
         "num_groups": float(len(groups)),
@@ -185,6 +187,8 @@ def prepare_batch(
     metrics["tokens/computed"] = float(computed)
     metrics["tokens/padding_fraction"] = 1.0 - real / computed
     input_tokens = sum(s.length for s in sequences)
+    metrics["tokens/generated"] = float(sum(lengths))  # sampled by the model, over the whole batch
+    metrics["tokens/trained"] = float(input_tokens)  # prompt + completion per sequence, no padding
     return PreparedBatch(micro_batches, normalizer, metrics, input_tokens)
 
 
