@@ -8,7 +8,9 @@
 - `run_grpo`: `grpo train` as a user runs it, with its own local reward and rollout services as
   child processes, and its figures read back from `metrics.jsonl`: seconds per step (the median
   gap between consecutive steps' log times, the first step left out as warm-up), the mean of
-  every `timing/*` key the learner logs, and the learner's tokens/s.
+  every `timing/*` key the learner logs, and the learner's tokens/s;
+- `grpo_seconds`, `final_model`: a run's training-loop wall time and its last checkpoint's model (the
+  held-out gain comparisons grade it).
 """
 
 from __future__ import annotations
@@ -127,6 +129,21 @@ def figures_from(run_dir: Path) -> RunFigures:
         rollout_idle=statistics.fmean(idle) if idle else float("nan"),
         records=records,
     )
+
+
+def grpo_seconds(records: list[dict]) -> float:
+    """The training loop's wall time: from the first step's start (its log time minus its
+    `timing/step`) to the last step's log time; process start, services and evaluation before the
+    first step are not counted."""
+    return records[-1]["time"] - (records[0]["time"] - records[0]["timing/step"])
+
+
+def final_model(run_dir: Path) -> Path:
+    """The model of a finished run's newest checkpoint (`checkpoint.interval` must reach the last step)."""
+    models = sorted(run_dir.glob("checkpoints/*/model"))
+    if not models:
+        raise RuntimeError(f"{run_dir}: no checkpoint; set checkpoint.interval to the run's steps")
+    return models[-1]
 
 
 def run_grpo(

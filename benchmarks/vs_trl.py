@@ -3,6 +3,7 @@
     uv run --group bench python benchmarks/vs_trl.py            # 3 shapes x 3 alternating pairs
     uv run --group bench python benchmarks/vs_trl.py --quick    # 1 pair, few steps: a smoke run
     uv run --group bench python benchmarks/vs_trl.py --shapes long --pairs 2 --staleness 0,1
+    uv run --group bench python benchmarks/vs_trl.py --shapes uneven   # completions of 4 to 256 tokens
 
 Per shape one model (Qwen2 from a config, random weights, the embedded default's character
 tokenizer) and one dataset (the embedded arithmetic problems) are written once; then TRL and ours
@@ -35,7 +36,9 @@ from pathlib import Path
 from grpo_runs import RunShape, phase_line, run_grpo, write_assets  # benchmarks/grpo_runs.py
 from model_shapes import ModelShape, machine_description  # benchmarks/model_shapes.py
 from results_file import BENCH_GROUP, Report, add_record_flag  # benchmarks/results_file.py
+from transformers import AutoModelForCausalLM
 from trl_runs import TrlRun, train_with_trl  # benchmarks/trl_runs.py
+from uneven_workload import MAX_NEW_TOKENS, build_workload  # benchmarks/uneven_workload.py
 
 SECTION = "Against TRL: seconds per step"  # of benchmarks/RESULTS.md, written with --record
 
@@ -47,7 +50,13 @@ SHAPES = {
     "3m": RunShape("3m", SMALL, max_new_tokens=32),
     "1m": RunShape("1m", TINY, max_new_tokens=12),
     "long": RunShape("long", TINY, max_new_tokens=32, prompt_tokens=160),
+    # benchmarks/uneven_workload.py: a warm model whose completions run from a few tokens to 256
+    "uneven": RunShape("uneven", TINY, max_new_tokens=MAX_NEW_TOKENS, max_positions=64 + MAX_NEW_TOKENS),
 }
+# Shapes trained from a warm model rather than random weights: its builder writes directory/model and
+# directory/problems.jsonl (a supervised warm-up: minutes on a loaded box, so asked for by name only).
+WARM_ASSETS = {"uneven": build_workload}
+DEFAULT_SHAPES = ",".join(name for name in SHAPES if name not in WARM_ASSETS)
 
 
 def trl_worker(directory: Path, shape: RunShape, steps: int, threads: int | None, output: Path) -> None:
@@ -96,7 +105,11 @@ def compare(
 ) -> None:
     directory = root / shape.name
     directory.mkdir()
-    params = write_assets(shape, directory)
+    if shape.name in WARM_ASSETS:
+        model_dir = WARM_ASSETS[shape.name](directory).model
+        params = sum(p.numel() for p in AutoModelForCausalLM.from_pretrained(model_dir).parameters())
+    else:
+        params = write_assets(shape, directory)
     prompt = f"prompts of {shape.prompt_tokens}+ tokens" if shape.prompt_tokens else "short prompts"
     print(
         f"\n== {shape.name}: {params / 1e6:.2f}M params, {shape.prompts_per_step} prompts x G "
@@ -129,7 +142,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--shapes", default=",".join(SHAPES), help=f"comma-separated, of {sorted(SHAPES)}")
+    parser.add_argument("--shapes", default=DEFAULT_SHAPES, help=f"comma-separated, of {sorted(SHAPES)}")
     parser.add_argument("--pairs", type=int, default=3, help="alternating TRL / ours runs per shape")
     parser.add_argument("--steps", type=int, default=12, help="training steps per run (the first is warm-up)")
     parser.add_argument(

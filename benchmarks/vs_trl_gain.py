@@ -33,7 +33,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from grpo_runs import grpo_command  # benchmarks/grpo_runs.py
+from grpo_runs import final_model, grpo_command, grpo_seconds  # benchmarks/grpo_runs.py
 from model_shapes import machine_description  # benchmarks/model_shapes.py
 from results_file import BENCH_GROUP, Report, add_record_flag  # benchmarks/results_file.py
 from trl_runs import TrlRun, train_with_trl  # benchmarks/trl_runs.py
@@ -78,8 +78,9 @@ def build_warm_checkpoint(directory: Path) -> Path:
     return model_dir
 
 
-def greedy_accuracy(model_dir: Path, problems: Path) -> float:
-    """Greedy accuracy of the model in `model_dir` on a (question, answer) file, graded by the verifier."""
+def greedy_accuracy(model_dir: Path, problems: Path, max_new_tokens: int) -> float:
+    """Greedy accuracy of the model in `model_dir` on a (question, answer) file, graded by the verifier
+    (benchmarks/uneven_loop.py grades its runs with it too)."""
     from grpo_reward.verifier import Verifier
     from grpo_rollout.backends.contract import SamplingParams
     from grpo_rollout.backends.hf.config import HFConfig
@@ -90,7 +91,7 @@ def greedy_accuracy(model_dir: Path, problems: Path) -> float:
     generator = HFGenerator.from_pretrained(model_dir, HFConfig())
     rows = [json.loads(line) for line in problems.read_text().splitlines()]
     prompts = [tokenizer(r["question"]).input_ids for r in rows]
-    sampling = SamplingParams(max_new_tokens=SHAPE.max_new_tokens, temperature=0.0)
+    sampling = SamplingParams(max_new_tokens=max_new_tokens, temperature=0.0)
     groups = generator.generate_sync(prompts, 1, sampling)
     texts = [tokenizer.decode(g[0].token_ids, skip_special_tokens=True) for g in groups]
     with Verifier(workers=1) as verifier:
@@ -165,9 +166,7 @@ def run_ours(directory: Path, settings: GainSettings, run_dir: Path, staleness: 
         tail = (run_dir / "learner.log").read_text(errors="replace")[-3000:]
         raise RuntimeError(f"grpo train exited with {code}; its log ends with:\n{tail}")
     records = [r for r in read_metrics(run_dir) if r["step"] >= 1]
-    seconds = records[-1]["time"] - (records[0]["time"] - records[0]["timing/step"])
-    (model_dir,) = sorted(run_dir.glob("checkpoints/*/model"))[-1:]
-    return model_dir, seconds
+    return final_model(run_dir), grpo_seconds(records)
 
 
 def main() -> None:
@@ -194,7 +193,7 @@ def main() -> None:
             directory = Path(tmp)
             warm = build_warm_checkpoint(directory)
             heldout = directory / "heldout.jsonl"
-            before = greedy_accuracy(warm, heldout)
+            before = greedy_accuracy(warm, heldout, SHAPE.max_new_tokens)
             print(f"warm checkpoint: held-out greedy accuracy {before:.1%}", flush=True)
             stalenesses = [int(k) for k in args.staleness.split(",")]
             ratios: dict[int, list[float]] = {k: [] for k in stalenesses}
@@ -204,7 +203,8 @@ def main() -> None:
                 figures = {}
                 for name, run in runs:
                     model_dir, seconds = run(directory, settings, directory / f"{name}-{pair}")
-                    gain = (greedy_accuracy(model_dir, heldout) - before) * 100
+                    accuracy = greedy_accuracy(model_dir, heldout, SHAPE.max_new_tokens)
+                    gain = (accuracy - before) * 100
                     figures[name] = gain / seconds
                     print(
                         f"pair {pair + 1}: {name}: {gain:+.1f} points in {seconds:.0f} GRPO-seconds "
