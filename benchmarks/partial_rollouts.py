@@ -7,8 +7,9 @@
 local services, `rollout.max_staleness = 1`, once with `rollout.partial = false` and once with
 `true`, alternating so that load drifts hit both. Per run: seconds per step (median gap), the
 learner's tokens/s, the rollout idle fraction, how many completions per step lived through a
-weight update (`completions/multi_version`) and the share of trained tokens an older version
-sampled (`sampler/stale_tokens`). Timings on a shared machine move with its load (the provenance
+weight update (`completions/multi_version`) and the share of trained tokens a version older than
+the learner's sampled (`sampler/stale_tokens`; without partial rollouts, every token of a group
+generated while the previous step trained). Timings on a shared machine move with its load (the provenance
 line records it); the completion and token counts do not.
 """
 
