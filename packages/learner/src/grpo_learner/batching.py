@@ -31,7 +31,7 @@ class TrainSequence:
     advantage: float
     counts: bool = True  # False: kept for shapes, but no token enters the loss (masked truncation)
     model_mask: tuple[bool, ...] = ()  # per completion token, True = sampled by the model; empty: all
-    # per completion token, how many versions its sampler is behind the batch's newest token (partial
+    # per completion token, how many versions its sampler is behind the learner's weights (partial
     # rollouts mix versions in one completion); empty: 0 for every token
     token_lag: tuple[int, ...] = ()
 
@@ -58,7 +58,7 @@ class MicroBatch:
     loss_mask: Tensor  # [N, T] float: tokens that enter the loss (model tokens of counted sequences)
     advantages: Tensor  # [N]
     sampler_logprobs: Tensor  # [N, T]
-    token_lag: Tensor  # [N, T] float: versions each token's sampler is behind the batch's newest
+    token_lag: Tensor  # [N, T] float: versions each token's sampler is behind the learner's
 
     @property
     def num_tokens(self) -> int:
