@@ -44,9 +44,10 @@ from grpo_common.weights.specs import ITEMSIZE, WeightStreamError
 # (benchmarks/delta_encodings.py; figures in benchmarks/RESULTS.md).
 ZSTD_LEVEL = 1
 # Below this fraction of changed elements SPARSE_XOR is tried, from it on PLANES_XOR: on trained
-# weights the sparse form is the smaller at a few percent changed and the planes well above this
-# fraction, and computing both would double the sender's CPU, which a push waits for
-# (benchmarks/delta_encodings.py; figures in benchmarks/RESULTS.md).
+# weights the sparse form is the smaller at a few percent changed and the planes from about this
+# fraction on; computing both and keeping the smaller would multiply the sender's compression CPU,
+# which a push waits for, to save well under 1% of the bytes (benchmarks/delta_encodings.py; figures
+# in benchmarks/RESULTS.md, "Delta encodings: compression by tensor").
 PLANES_MIN_FRACTION = 1 / 10
 _MAX_SPARSE_NUMEL = 2**32  # gaps are uint32
 
