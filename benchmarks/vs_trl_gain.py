@@ -185,6 +185,11 @@ def main() -> None:
     if args.trl_worker is not None:
         trl_worker(args.trl_worker, GainSettings(**json.loads(args.settings)), args.out)
         return
+    import torch
+
+    # This process only warms the checkpoint up and grades models (the timed runs are processes of their
+    # own, with their own threads): one thread, since two OpenMP threads crawled on a loaded 2-core box.
+    torch.set_num_threads(1)
     with Report(SECTION, runner=BENCH_GROUP) as report:
         settings = GainSettings(steps=args.steps, lr=args.lr)
         print(machine_description("TRL default torch threads; ours: see grpo train's CPU split"), flush=True)
