@@ -7,7 +7,7 @@ import torch
 from grpo_learner.batching import TrainSequence, collate
 from grpo_learner.logprobs import LogprobSettings, completion_logprobs, layout_tokens
 from grpo_learner.losses import LOSSES, Normalizer, PolicyBatch
-from grpo_learner.packing import pack
+from grpo_learner.packing import pack, packed_shape
 from learner_fixtures import loss_settings, tiny_qwen2
 
 torch.set_num_threads(1)
@@ -68,6 +68,20 @@ def test_a_group_longer_than_a_row_is_split_and_no_row_outgrows_the_budget_or_on
     assert packed.input_ids.shape[0] > 2  # the groups were split
     # each part repeats its prompt: more real tokens than the two prompts once
     assert packed.real_tokens > 5 + 3 + 58
+
+
+def test_rows_are_dealt_evenly_so_a_short_last_row_is_not_padded_to_a_full_ones_width():
+    """Groups of 60, 50 and 40 tokens in rows of 100: first fit gives rows of 100 and 50 (width 100,
+    25% padding); dealt over the same 2 rows, 60 | 50 + 40 (width 90)."""
+    sequences = []
+    for g, length in enumerate((58, 48, 38)):  # a 2-token prompt and one completion per group
+        prompt = (g + 1, g + 2)
+        sequences.append(TrainSequence(prompt, (5,) * length, (-1.0,) * length, 1.0))
+    batch = collate(sequences)
+    assert packed_shape(batch, row_tokens=100) == (2, 90, 150)
+    packed = pack(batch, row_tokens=100)
+    assert packed.input_ids.shape == (2, 90) and packed.real_tokens == 150
+    assert packed_shape(batch, row_tokens=150) == (1, 150, 150)  # one row: nothing to deal
 
 
 @pytest.mark.parametrize("loss_type", list(LOSSES))
