@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import socket
+import weakref
 
 import pytest
 import torch
 from grpo_learner.config import RolloutConfig
+from grpo_learner.weight_sync import grpc_pusher
 from grpo_learner.weight_sync.grpc_pusher import WeightPusher
 from learner_fixtures import tiny_qwen2
 from pool_rollout import wait_until
@@ -150,12 +153,33 @@ def unique_bytes(weights: dict[str, torch.Tensor]) -> int:
     return sum(t.nbytes for k, t in weights.items() if k != "lm_head.weight")
 
 
+class SnapshotTensors:
+    """Weak references to every tensor the pusher's snapshots are made of, to count what is still alive
+    (anything holding one keeps it: the pusher's record, a worker's local variable, a stream)."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.taken: list[weakref.ref] = []
+        take = grpc_pusher.snapshot_state_dict
+
+        def recorded(*args, **kwargs):
+            tensors = take(*args, **kwargs)
+            self.taken += [weakref.ref(t) for t in tensors.values()]
+            return tensors
+
+        monkeypatch.setattr(grpc_pusher, "snapshot_state_dict", recorded)
+
+    def alive_bytes(self) -> int:
+        gc.collect()
+        return sum(t.nbytes for ref in self.taken if (t := ref()) is not None)
+
+
 @pytest.mark.parametrize("delta", [False, True])
-def test_the_pusher_holds_a_snapshot_between_pushes_only_for_delta_pushes(delta: bool):
+def test_the_pusher_holds_a_snapshot_between_pushes_only_for_delta_pushes(delta: bool, monkeypatch):
     """Without push.delta nothing of a version is kept once every service has it (the live weights
     are read again if one joins); with it, the one snapshot the next push is diffed against."""
+    snapshots = SnapshotTensors(monkeypatch)
 
-    async def scenario() -> list[int]:
+    async def scenario() -> list[tuple[int, int]]:
         model = tiny_qwen2()
         service = RecordingRollout()
         server = await start_recording_rollout(service)
@@ -164,9 +188,9 @@ def test_the_pusher_holds_a_snapshot_between_pushes_only_for_delta_pushes(delta:
         try:
             for version in (1, 2, 3):
                 assert await pusher.push(model.state_dict(), version) == []
-                held.append(pusher.held_bytes)
+                held.append((pusher.held_bytes, snapshots.alive_bytes()))
                 await pusher.weights_will_change()
-                held.append(pusher.held_bytes)
+                held.append((pusher.held_bytes, snapshots.alive_bytes()))
                 with torch.no_grad():
                     next(model.parameters()).add_(1.0)
         finally:
@@ -176,7 +200,8 @@ def test_the_pusher_holds_a_snapshot_between_pushes_only_for_delta_pushes(delta:
         return held
 
     held = asyncio.run(scenario())
-    assert held == [unique_bytes(tiny_qwen2().state_dict()) if delta else 0] * 6
+    snapshot = unique_bytes(tiny_qwen2().state_dict()) if delta else 0
+    assert held == [(snapshot, snapshot)] * 6
 
 
 def test_a_service_that_joins_between_pushes_gets_the_weights_read_again_or_the_next_push():

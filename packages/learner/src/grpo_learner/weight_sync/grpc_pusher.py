@@ -192,8 +192,11 @@ class WeightPusher:
 
         `state_dict` must stay `policy_version`'s weights until `weights_will_change()` is awaited."""
         async with self._taking:
+            previous = self._latest
             self._latest = await asyncio.to_thread(self._snapshot, state_dict, policy_version)
             self._live = state_dict
+            if previous is not None:  # superseded: what it shares with the new one lives on there
+                previous.tensors = None
         if self._latest.delta is not None:
             self.counter.delta_fraction = self._latest.delta.diff.fraction_changed
         self.pool.require_version(policy_version)
@@ -383,10 +386,10 @@ class WeightPusher:
                 if member.version < 0:
                     worker.has_base = False
                     worker.delta_version = None
-                tensors = await self._tensors_of(snapshot)
-                if tensors is None or snapshot is not self._latest:
+                sent = await self._send_if_held(member, worker, snapshot)
+                if sent is None:
                     break  # no copy of this version any more (or a newer one): the next push wakes us
-                if await self._send(member, worker, snapshot, tensors):
+                if sent:
                     backoff = self.initial_backoff_s
                     continue
                 if worker.rejected_version >= version:
@@ -395,6 +398,15 @@ class WeightPusher:
                     await asyncio.wait_for(worker.wake.wait(), backoff)
                 worker.wake.clear()
                 backoff = min(backoff * 2, self.max_retry_backoff_s)
+
+    async def _send_if_held(self, member: Member, worker: _Worker, snapshot: _Snapshot) -> bool | None:
+        """`_send` with `snapshot`'s tensors (taken again if they were freed); None when no copy of
+        that version is left. Only this call references them: a worker waiting for the next push
+        must not keep a freed snapshot alive."""
+        tensors = await self._tensors_of(snapshot)
+        if tensors is None or snapshot is not self._latest:
+            return None
+        return await self._send(member, worker, snapshot, tensors)
 
     async def _send(
         self, member: Member, worker: _Worker, snapshot: _Snapshot, tensors: Mapping[str, torch.Tensor]
