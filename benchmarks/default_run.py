@@ -30,8 +30,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from grpo_learner.metrics import read_metrics
-from grpo_learner.service_processes import find_executable
+from grpo_learner.local.service_processes import find_executable
+from grpo_learner.monitoring.metrics import read_metrics
 from results_file import DEFAULT_RUN_PICTURE, Report, add_record_flag  # benchmarks/results_file.py
 
 PHASES = ("wait_rollouts", "update", "push")

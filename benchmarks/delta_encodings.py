@@ -48,7 +48,7 @@ from grpo_common.weights.delta import (
     planes_xor_payload,
     sparse_xor_payload,
 )
-from grpo_learner.synthetic import synthetic_groups
+from grpo_learner.data.synthetic import synthetic_groups
 from model_shapes import SHAPES, machine_description  # benchmarks/model_shapes.py
 from results_file import Report, add_record_flag  # benchmarks/results_file.py
 

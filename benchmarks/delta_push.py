@@ -49,9 +49,9 @@ from grpo_common.weights.codec import encode_state_dict_wire, update_weights_met
 from grpo_common.weights.delta import diff_state_dicts
 from grpo_common.weights.fingerprint import Fingerprint, fingerprint
 from grpo_learner.config import LearnerConfig, OptimConfig
-from grpo_learner.optim import build_optimizer, build_scheduler
-from grpo_learner.synthetic import synthetic_groups
-from grpo_learner.update import Trainer, UpdateSettings
+from grpo_learner.data.synthetic import synthetic_groups
+from grpo_learner.grpo.optim import build_optimizer, build_scheduler
+from grpo_learner.grpo.update import Trainer, UpdateSettings
 from model_shapes import SHAPES, machine_description  # benchmarks/model_shapes.py
 from results_file import Report, add_record_flag  # benchmarks/results_file.py
 from transformers import AutoModelForCausalLM, PreTrainedModel

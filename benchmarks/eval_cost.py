@@ -18,10 +18,10 @@ import sys
 import time
 from pathlib import Path
 
+from grpo_learner.data.prompts import load_prompt_file
 from grpo_learner.embedded.default_run import HELDOUT_FILE, embedded_config
 from grpo_learner.eval.runner import EvalSettings, run_evaluation
-from grpo_learner.prompts import load_prompt_file
-from grpo_learner.service_processes import local_services
+from grpo_learner.local.service_processes import local_services
 from model_shapes import machine_description  # benchmarks/model_shapes.py
 from results_file import Report, add_record_flag  # benchmarks/results_file.py
 

@@ -25,8 +25,8 @@ from pathlib import Path
 import torch
 from grpo_learner.embedded.task import split_problems
 from grpo_learner.embedded.tokenizer import build_tokenizer
-from grpo_learner.metrics import read_metrics
-from grpo_learner.service_processes import find_executable
+from grpo_learner.local.service_processes import find_executable
+from grpo_learner.monitoring.metrics import read_metrics
 from model_shapes import ModelShape  # benchmarks/model_shapes.py
 from transformers import AutoModelForCausalLM, PreTrainedTokenizerFast
 

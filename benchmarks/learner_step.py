@@ -32,10 +32,10 @@ from dataclasses import dataclass
 
 import torch
 from grpo_learner.config import LearnerConfig, OptimConfig
-from grpo_learner.optim import build_optimizer, build_scheduler
-from grpo_learner.rollout_data import ScoredCompletion, ScoredGroup
-from grpo_learner.synthetic import synthetic_groups
-from grpo_learner.update import Trainer, UpdateSettings, prepare_batch
+from grpo_learner.data.rollout_data import ScoredCompletion, ScoredGroup
+from grpo_learner.data.synthetic import synthetic_groups
+from grpo_learner.grpo.optim import build_optimizer, build_scheduler
+from grpo_learner.grpo.update import Trainer, UpdateSettings, prepare_batch
 from model_shapes import SHAPES, ModelShape, machine_description  # benchmarks/model_shapes.py
 from results_file import Report, add_record_flag  # benchmarks/results_file.py
 from transformers import AutoModelForCausalLM

@@ -29,11 +29,11 @@ import time
 import torch
 from grpo_learner.config import LearnerConfig, OptimConfig
 from grpo_learner.config.lora import LoraConfig
+from grpo_learner.data.synthetic import synthetic_groups
+from grpo_learner.grpo.optim import build_optimizer, build_scheduler
+from grpo_learner.grpo.update import Trainer, UpdateSettings
 from grpo_learner.lora.adapters import add_adapters
 from grpo_learner.lora.merged_weights import LoraLayout
-from grpo_learner.optim import build_optimizer, build_scheduler
-from grpo_learner.synthetic import synthetic_groups
-from grpo_learner.update import Trainer, UpdateSettings
 from model_shapes import SHAPES, machine_description  # benchmarks/model_shapes.py
 from results_file import Report, add_record_flag  # benchmarks/results_file.py
 from transformers import AutoModelForCausalLM

@@ -36,9 +36,9 @@ from pathlib import Path
 import torch
 from grpo_common.bpe_tokenizer import QWEN2_VOCAB_SIZE, build_bpe_tokenizer, save_bpe_tokenizer
 from grpo_learner.config import LearnerConfig
-from grpo_learner.logprobs import LogprobSettings
-from grpo_learner.metrics import read_metrics
-from grpo_learner.service_processes import find_executable
+from grpo_learner.grpo.logprobs import LogprobSettings
+from grpo_learner.local.service_processes import find_executable
+from grpo_learner.monitoring.metrics import read_metrics
 from model_shapes import ModelShape, machine_description  # benchmarks/model_shapes.py
 from results_file import provenance, record  # benchmarks/results_file.py
 from transformers import AutoModelForCausalLM

@@ -14,7 +14,7 @@ warm-up round), scored by the real reward service. With one torch thread per ser
 can use N cores: on an idle machine with >= N free cores the ratio approaches N, and on a shared
 box it shows what the neighbours leave (the load average is printed).
 
-Learner half: the learner trains on the same synthetic global batches (grpo_learner.synthetic, no
+Learner half: the learner trains on the same synthetic global batches (grpo_learner.data.synthetic, no
 rollout service) as 1 process and as 2 gloo ranks under torchrun (FSDP2 on CPU, the learner's own
 distributed entry point: `run_training` under WORLD_SIZE=2); the figure is global batch tokens over
 rank 0's median step time (collectives included), first step not timed. A small Qwen2-shaped model
@@ -38,10 +38,10 @@ from pathlib import Path
 
 import torch
 from grpo_learner.config import RolloutConfig, SamplingConfig
-from grpo_learner.prompts import PromptItem
+from grpo_learner.data.prompts import PromptItem
+from grpo_learner.local.service_processes import ServiceProcess, find_executable, start_service
 from grpo_learner.rollouts.client import RolloutClient
 from grpo_learner.rollouts.pool import RolloutPool
-from grpo_learner.service_processes import ServiceProcess, find_executable, start_service
 from model_shapes import SHAPES, machine_description  # benchmarks/model_shapes.py
 from results_file import Report, add_record_flag  # benchmarks/results_file.py
 from rollout import save_model  # benchmarks/rollout.py
@@ -210,8 +210,8 @@ def learner_config(model_dir: Path, run_dir: Path, steps: int) -> dict:
 def learner_rank(config_path: Path) -> None:
     """One learner process (plain, or one rank under torchrun) training on synthetic groups."""
     from grpo_learner.config import LearnerConfig
-    from grpo_learner.loop import run_training
-    from grpo_learner.synthetic import SyntheticGroupSource
+    from grpo_learner.data.synthetic import SyntheticGroupSource
+    from grpo_learner.training.loop import run_training
 
     torch.set_num_threads(1)
     config = LearnerConfig.model_validate(json.loads(config_path.read_text()))
@@ -220,7 +220,7 @@ def learner_rank(config_path: Path) -> None:
 
 
 def global_tokens_per_step(steps: int) -> list[int]:
-    from grpo_learner.synthetic import synthetic_groups
+    from grpo_learner.data.synthetic import synthetic_groups
 
     return [
         sum(len(g.prompt_token_ids) + len(c.token_ids) for g in groups for c in g.completions)

@@ -144,7 +144,7 @@ def run_trl(directory: Path, settings: GainSettings, output: Path) -> tuple[Path
 
 
 def run_ours(directory: Path, settings: GainSettings, run_dir: Path, staleness: int) -> tuple[Path, float]:
-    from grpo_learner.metrics import read_metrics
+    from grpo_learner.monitoring.metrics import read_metrics
 
     flags = (
         f"rollout.max_staleness={staleness}",

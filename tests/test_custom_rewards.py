@@ -25,8 +25,8 @@ from grpo_learner.embedded.model import build_tiny_model
 from grpo_learner.embedded.reward_model import build_reward_model
 from grpo_learner.embedded.task import split_problems
 from grpo_learner.embedded.tokenizer import build_tokenizer
-from grpo_learner.metrics import read_metrics
-from grpo_learner.service_processes import find_executable, start_service
+from grpo_learner.local.service_processes import find_executable, start_service
+from grpo_learner.monitoring.metrics import read_metrics
 
 pytestmark = pytest.mark.slow
 

@@ -17,14 +17,14 @@ import pytest
 import torch
 from grpo_common.server import ServerConfig
 from grpo_common.weights.delta import element_bits
-from grpo_learner.assembly import build_trainer
-from grpo_learner.checkpoint import TrainerState
 from grpo_learner.config import LearnerConfig
 from grpo_learner.config import RolloutConfig as PoolSettings
-from grpo_learner.loop import build_feed, train_loop
-from grpo_learner.metrics import MetricsLogger, read_metrics
-from grpo_learner.prompts import ListPromptSource, PromptItem
+from grpo_learner.data.prompts import ListPromptSource, PromptItem
+from grpo_learner.monitoring.metrics import MetricsLogger, read_metrics
 from grpo_learner.rollouts.pool import MemberState, RolloutPool
+from grpo_learner.training.assembly import build_trainer
+from grpo_learner.training.checkpoint import TrainerState
+from grpo_learner.training.loop import build_feed, train_loop
 from grpo_learner.weight_sync.grpc_pusher import WeightPusher
 from grpo_rollout.app import running_rollout
 from grpo_rollout.config import HFSettings, LimitSettings, RewardSettings, RolloutConfig

@@ -24,7 +24,7 @@ from grpo.v1 import reward_pb2, reward_pb2_grpc, rollout_pb2, rollout_pb2_grpc
 from grpo_common.channel import ChannelConfig, create_channel
 from grpo_learner.embedded.model import build_tiny_model
 from grpo_learner.embedded.tokenizer import build_tokenizer
-from grpo_learner.service_processes import ServiceProcess, find_executable, start_service
+from grpo_learner.local.service_processes import ServiceProcess, find_executable, start_service
 
 pytestmark = pytest.mark.slow
 

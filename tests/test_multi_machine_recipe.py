@@ -30,8 +30,8 @@ from grpo_common.security import ClientTLSConfig
 from grpo_learner.embedded.model import build_tiny_model
 from grpo_learner.embedded.task import split_problems
 from grpo_learner.embedded.tokenizer import build_tokenizer
-from grpo_learner.metrics import read_metrics
-from grpo_learner.service_processes import ServiceProcess, find_executable, start_service
+from grpo_learner.local.service_processes import ServiceProcess, find_executable, start_service
+from grpo_learner.monitoring.metrics import read_metrics
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "packages" / "common" / "tests"))

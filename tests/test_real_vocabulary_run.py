@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 import torch
 from grpo_common.bpe_tokenizer import QWEN2_VOCAB_SIZE, build_bpe_tokenizer, save_bpe_tokenizer
-from grpo_learner.metrics import read_metrics
-from grpo_learner.service_processes import find_executable
+from grpo_learner.local.service_processes import find_executable
+from grpo_learner.monitoring.metrics import read_metrics
 from transformers import AutoModelForCausalLM, Qwen2Config
 
 pytestmark = pytest.mark.slow

@@ -17,10 +17,10 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 REGISTRIES = {  # what a user picks by name -> (module, attribute)
-    "loss": ("grpo_learner.losses", "LOSSES"),
-    "advantage estimator": ("grpo_learner.advantages", "ADVANTAGE_ESTIMATORS"),
-    "combine mode": ("grpo_learner.advantages", "COMBINE_MODES"),
-    "sampler weight level": ("grpo_learner.losses", "SAMPLER_WEIGHT_LEVELS"),
+    "loss": ("grpo_learner.grpo.losses", "LOSSES"),
+    "advantage estimator": ("grpo_learner.grpo.advantages", "ADVANTAGE_ESTIMATORS"),
+    "combine mode": ("grpo_learner.grpo.advantages", "COMBINE_MODES"),
+    "sampler weight level": ("grpo_learner.grpo.losses", "SAMPLER_WEIGHT_LEVELS"),
     "push transport": ("grpo_learner.weight_sync.transports", "PUSH_TRANSPORTS"),
     "LoRA push mode": ("grpo_learner.weight_sync.push_selection", "LORA_SELECTIONS"),
     "generator backend": ("grpo_rollout.backends.registry", "GENERATORS"),

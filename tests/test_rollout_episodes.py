@@ -22,8 +22,8 @@ import pytest
 import torch
 from grpo.v1 import rollout_pb2, rollout_pb2_grpc
 from grpo_common.hf_tokenizer import load_tokenizer
-from grpo_learner.logprobs import token_logprobs
-from grpo_learner.service_processes import ServiceProcess, find_executable, start_service
+from grpo_learner.grpo.logprobs import token_logprobs
+from grpo_learner.local.service_processes import ServiceProcess, find_executable, start_service
 from grpo_rollout.environments import EpisodeStart, ModelTurn, StepResult
 from transformers import AutoModelForCausalLM
 

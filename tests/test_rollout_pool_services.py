@@ -18,7 +18,7 @@ import pytest
 import torch
 from grpo_common.server import ServerConfig
 from grpo_learner.config import RolloutConfig, SamplingConfig
-from grpo_learner.prompts import PromptItem
+from grpo_learner.data.prompts import PromptItem
 from grpo_learner.rollouts.client import RolloutClient
 from grpo_learner.rollouts.pool import MemberState, RolloutPool
 from grpo_learner.weight_sync.grpc_pusher import WeightPusher

@@ -12,8 +12,8 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from grpo_learner.metrics import read_metrics
-from grpo_learner.service_processes import find_executable
+from grpo_learner.local.service_processes import find_executable
+from grpo_learner.monitoring.metrics import read_metrics
 
 pytestmark = pytest.mark.slow
 

@@ -26,8 +26,8 @@ from grpo.v1 import rollout_pb2, rollout_pb2_grpc
 from grpo_learner.embedded.model import build_tiny_model
 from grpo_learner.embedded.task import split_problems
 from grpo_learner.embedded.tokenizer import build_tokenizer
-from grpo_learner.metrics import read_metrics
-from grpo_learner.service_processes import ServiceProcess, find_executable, start_service
+from grpo_learner.local.service_processes import ServiceProcess, find_executable, start_service
+from grpo_learner.monitoring.metrics import read_metrics
 from transformers import AutoModelForCausalLM
 
 pytestmark = pytest.mark.slow

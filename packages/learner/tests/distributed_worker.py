@@ -20,11 +20,11 @@ from pathlib import Path
 import torch
 from grpo_common.logging_setup import configure_logging
 from grpo_learner.config import LearnerConfig
+from grpo_learner.data.sources import StepBatch
+from grpo_learner.data.synthetic import SyntheticGroupSource
 from grpo_learner.distributed.process_group import RankFailure
 from grpo_learner.distributed.rank_exit import exit_rank_process
-from grpo_learner.loop import run_training
-from grpo_learner.sources import StepBatch
-from grpo_learner.synthetic import SyntheticGroupSource
+from grpo_learner.training.loop import run_training
 
 SOURCE_SEED = 5
 RANK = os.environ.get("RANK", "0")

@@ -36,7 +36,7 @@ def group(
     truncated: tuple[bool, ...] | None = None,
 ):
     """A ScoredGroup whose sampler logprobs are placeholders (-1.0 per token)."""
-    from grpo_learner.rollout_data import ScoredCompletion, ScoredGroup
+    from grpo_learner.data.rollout_data import ScoredCompletion, ScoredGroup
 
     truncated = truncated or (False,) * len(completions)
     return ScoredGroup(
@@ -66,7 +66,7 @@ def save_tiny_model(directory, seed: int = 0) -> str:
 
 def token_prompts(count: int):
     """`count` prompts p0, p1, ... given as token ids (no tokenizer needed), reference "0"."""
-    from grpo_learner.prompts import ListPromptSource, PromptItem
+    from grpo_learner.data.prompts import ListPromptSource, PromptItem
 
     return ListPromptSource(
         [PromptItem(id=f"p{i}", reference="0", token_ids=(2, 3, 4 + i)) for i in range(count)]
@@ -93,6 +93,6 @@ def update_settings(**overrides):
     """UpdateSettings from the config defaults, with `overrides`."""
     from dataclasses import replace
 
-    from grpo_learner.update import UpdateSettings
+    from grpo_learner.grpo.update import UpdateSettings
 
     return replace(UpdateSettings.from_config(default_config()), **overrides)

@@ -7,7 +7,7 @@ import statistics
 
 import pytest
 import torch
-from grpo_learner.advantages import (
+from grpo_learner.grpo.advantages import (
     ADVANTAGE_ESTIMATORS,
     compute_advantages,
     groups_with_signal,

@@ -7,18 +7,18 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from grpo_learner.assembly import build_trainer, resume_state, seed_everything
-from grpo_learner.checkpoint import (
+from grpo_learner.config import OptimConfig
+from grpo_learner.data.synthetic import synthetic_groups
+from grpo_learner.grpo.optim import build_optimizer, build_scheduler
+from grpo_learner.grpo.update import Trainer
+from grpo_learner.training.assembly import build_trainer, resume_state, seed_everything
+from grpo_learner.training.checkpoint import (
     TrainerState,
     latest_checkpoint,
     list_checkpoints,
     load_training_state,
     save_checkpoint,
 )
-from grpo_learner.config import OptimConfig
-from grpo_learner.optim import build_optimizer, build_scheduler
-from grpo_learner.synthetic import synthetic_groups
-from grpo_learner.update import Trainer
 from learner_fixtures import default_config, loss_settings, save_tiny_model, tiny_qwen2, update_settings
 from transformers import AutoModelForCausalLM
 

@@ -17,10 +17,10 @@ from grpo.v1 import rollout_pb2
 from grpo_common.config import ConfigError
 from grpo_learner.cli import main
 from grpo_learner.config import DataConfig, LearnerConfig, load_learner_config
-from grpo_learner.prompts import PromptCursor, load_prompt_file
-from grpo_learner.registered_names import REGISTRY_FIELDS, check_registered_names, registry_of
-from grpo_learner.rollout_data import GroupError, ScoredCompletion, group_from_proto, validate_group
-from grpo_learner.sources import GroupFilter
+from grpo_learner.data.prompts import PromptCursor, load_prompt_file
+from grpo_learner.data.rollout_data import GroupError, ScoredCompletion, group_from_proto, validate_group
+from grpo_learner.data.sources import GroupFilter
+from grpo_learner.training.registered_names import REGISTRY_FIELDS, check_registered_names, registry_of
 from learner_fixtures import group, tiny_qwen2
 
 MODEL = {"model.name_or_path": "does/not/exist"}
@@ -268,7 +268,7 @@ def test_a_token_beyond_the_policy_vocabulary_makes_the_group_invalid_not_the_up
 def test_the_policy_vocabulary_is_its_embedding_rows_through_a_lora_wrapper():
     from grpo_learner.config.lora import LoraConfig
     from grpo_learner.lora.adapters import add_adapters
-    from grpo_learner.models import input_vocab_size
+    from grpo_learner.training.models import input_vocab_size
 
     model = tiny_qwen2()
     rows = model.get_input_embeddings().num_embeddings

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from grpo_learner.config import LocalServicesConfig
-from grpo_learner.cpu_threads import learner_threads, rollout_threads
+from grpo_learner.local.cpu_threads import learner_threads, rollout_threads
 
 
 def test_the_rollout_service_is_started_with_half_the_cores_unless_told():

@@ -19,11 +19,11 @@ from pathlib import Path
 import pytest
 import torch
 from distributed_worker import SOURCE_SEED
-from grpo_learner.checkpoint import latest_checkpoint
 from grpo_learner.cli import main
 from grpo_learner.config import LearnerConfig
-from grpo_learner.loop import run_training
-from grpo_learner.synthetic import SyntheticGroupSource
+from grpo_learner.data.synthetic import SyntheticGroupSource
+from grpo_learner.training.checkpoint import latest_checkpoint
+from grpo_learner.training.loop import run_training
 from learner_fixtures import save_tiny_model
 from safetensors.torch import load_file
 from transformers import AutoModelForCausalLM

@@ -10,16 +10,16 @@ from pathlib import Path
 
 import pytest
 import torch
-from grpo_learner.checkpoint import CheckpointMismatch, TrainerState, check_world_size
 from grpo_learner.config import OptimConfig
+from grpo_learner.data.rollout_data import ScoredCompletion, ScoredGroup
+from grpo_learner.data.synthetic import synthetic_groups
 from grpo_learner.distributed.batch_codec import decode_update, encode_update
 from grpo_learner.distributed.sequence_shards import balanced_shards
 from grpo_learner.distributed.torchrun_launch import torchrun_command, without_nproc
-from grpo_learner.losses import LOSSES
-from grpo_learner.optim import build_optimizer, build_scheduler
-from grpo_learner.rollout_data import ScoredCompletion, ScoredGroup
-from grpo_learner.synthetic import synthetic_groups
-from grpo_learner.update import Trainer, prepare_batch
+from grpo_learner.grpo.losses import LOSSES
+from grpo_learner.grpo.optim import build_optimizer, build_scheduler
+from grpo_learner.grpo.update import Trainer, prepare_batch
+from grpo_learner.training.checkpoint import CheckpointMismatch, TrainerState, check_world_size
 from learner_fixtures import loss_settings, tiny_qwen2, update_settings
 
 torch.set_num_threads(1)

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from grpo_common.config import ConfigError
 from grpo_learner.config import RolloutConfig, SamplingConfig, load_learner_config
-from grpo_learner.prompts import PromptItem, load_prompt_file
+from grpo_learner.data.prompts import PromptItem, load_prompt_file
 from grpo_learner.rollouts.client import RolloutClient, environment_to_proto
 from recording_rollout import RecordingRollout, start_recording_rollout
 

@@ -11,10 +11,10 @@ from pathlib import Path
 import pytest
 import torch
 from grpo.v1 import rollout_pb2
-from grpo_learner.episodes import EpisodeStats, EpisodeTable, episode_metrics
-from grpo_learner.loop import run_training
-from grpo_learner.rollout_data import ScoredCompletion, ScoredGroup
-from grpo_learner.sources import StepBatch
+from grpo_learner.data.episodes import EpisodeStats, EpisodeTable, episode_metrics
+from grpo_learner.data.rollout_data import ScoredCompletion, ScoredGroup
+from grpo_learner.data.sources import StepBatch
+from grpo_learner.training.loop import run_training
 from learner_fixtures import group, save_tiny_model, token_prompts
 from recording_rollout import RecordingRollout, start_recording_rollout
 from rich.console import Console

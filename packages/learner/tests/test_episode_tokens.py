@@ -12,12 +12,12 @@ import pytest
 import torch
 from grpo.v1 import rollout_pb2
 from grpo_learner.config import OptimConfig
-from grpo_learner.logprobs import completion_logprobs
-from grpo_learner.losses import LOSSES, Normalizer, PolicyBatch, sampler_weights
-from grpo_learner.optim import build_optimizer, build_scheduler
-from grpo_learner.rollout_data import GroupError, ScoredCompletion, ScoredGroup, group_from_proto
-from grpo_learner.sources import GroupFilter
-from grpo_learner.update import Trainer, prepare_batch
+from grpo_learner.data.rollout_data import GroupError, ScoredCompletion, ScoredGroup, group_from_proto
+from grpo_learner.data.sources import GroupFilter
+from grpo_learner.grpo.logprobs import completion_logprobs
+from grpo_learner.grpo.losses import LOSSES, Normalizer, PolicyBatch, sampler_weights
+from grpo_learner.grpo.optim import build_optimizer, build_scheduler
+from grpo_learner.grpo.update import Trainer, prepare_batch
 from learner_fixtures import loss_settings, tiny_qwen2, update_settings
 
 torch.set_num_threads(1)

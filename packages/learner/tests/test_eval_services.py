@@ -23,7 +23,7 @@ from grpo_learner.embedded.tokenizer import build_tokenizer
 from grpo_learner.eval.buckets import assign_buckets, reward_service_judge
 from grpo_learner.eval.comparison import paired_bootstrap
 from grpo_learner.eval.estimators import NO_ANSWER
-from grpo_learner.service_processes import ServiceProcess, find_executable, start_service
+from grpo_learner.local.service_processes import ServiceProcess, find_executable, start_service
 from transformers import AutoModelForCausalLM, GenerationConfig
 
 OFF = -30.0

@@ -12,7 +12,7 @@ import pytest
 import torch
 from grpo.v1 import rollout_pb2, rollout_pb2_grpc
 from grpo_learner.config import LocalServicesConfig
-from grpo_learner.service_processes import local_services
+from grpo_learner.local.service_processes import local_services
 from learner_fixtures import save_tiny_model
 
 CONFIG = LocalServicesConfig(reward_workers=1, torch_threads=1, ready_timeout_s=120)

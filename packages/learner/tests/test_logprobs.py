@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 import torch
-from grpo_learner.batching import TrainSequence, collate
-from grpo_learner.logprobs import EntropySink, LogprobSettings, SelectiveLogSoftmax, completion_logprobs
+from grpo_learner.grpo.batching import TrainSequence, collate
+from grpo_learner.grpo.logprobs import EntropySink, LogprobSettings, SelectiveLogSoftmax, completion_logprobs
 from learner_fixtures import tiny_qwen2
 
 torch.set_num_threads(1)

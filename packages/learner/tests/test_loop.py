@@ -9,14 +9,14 @@ from pathlib import Path
 
 import pytest
 import torch
-from grpo_learner.checkpoint import latest_checkpoint
 from grpo_learner.config import LearnerConfig
-from grpo_learner.loop import run_training
-from grpo_learner.metrics import read_metrics
-from grpo_learner.plot import plot_run
-from grpo_learner.prompts import ListPromptSource, PromptItem
-from grpo_learner.sources import StepBatch
-from grpo_learner.synthetic import SyntheticGroupSource
+from grpo_learner.data.prompts import ListPromptSource, PromptItem
+from grpo_learner.data.sources import StepBatch
+from grpo_learner.data.synthetic import SyntheticGroupSource
+from grpo_learner.monitoring.metrics import read_metrics
+from grpo_learner.monitoring.plot import plot_run
+from grpo_learner.training.checkpoint import latest_checkpoint
+from grpo_learner.training.loop import run_training
 from learner_fixtures import save_tiny_model
 from recording_rollout import RecordingRollout, start_recording_rollout
 from safetensors.torch import load_file

@@ -8,14 +8,14 @@ from pathlib import Path
 import pytest
 import torch
 from grpo_common.config import ConfigError
-from grpo_learner.assembly import build_trainer
 from grpo_learner.config import load_learner_config
 from grpo_learner.config.lora import LoraConfig
+from grpo_learner.data.synthetic import synthetic_groups
+from grpo_learner.grpo.parallelism import SingleProcess
+from grpo_learner.grpo.update import prepare_batch
 from grpo_learner.lora.adapters import add_adapters, parameter_counts
 from grpo_learner.lora.merge import merged_state_dict
-from grpo_learner.parallelism import SingleProcess
-from grpo_learner.synthetic import synthetic_groups
-from grpo_learner.update import prepare_batch
+from grpo_learner.training.assembly import build_trainer
 from learner_fixtures import save_tiny_model, tiny_qwen2
 from torch import nn
 
@@ -130,8 +130,8 @@ def test_grpo_export_merge_writes_a_hf_model_with_the_lora_models_logits(
     tmp_path: Path, model_dir: str, capsys
 ):
     from grpo_common.hf_tokenizer import load_tokenizer
-    from grpo_learner.checkpoint import TrainerState, save_checkpoint
     from grpo_learner.cli import main
+    from grpo_learner.training.checkpoint import TrainerState, save_checkpoint
     from transformers import AutoModelForCausalLM
 
     trainer = build_trainer(lora_config(model_dir), model_dir, 0, model_dir)
@@ -167,7 +167,7 @@ def test_the_team_hands_the_push_what_both_lora_modes_select_from(model_dir: str
     the adapter in them (a team that merged first left adapter mode no lora_A/B to send)."""
     import asyncio
 
-    from grpo_learner.team import SingleProcessTeam
+    from grpo_learner.training.team import SingleProcessTeam
     from grpo_learner.weight_sync.push_selection import select_for, without_aliases
 
     trainer = build_trainer(lora_config(model_dir, target_modules=["q_proj"]), model_dir, 0, model_dir)

@@ -6,7 +6,7 @@ import math
 
 import pytest
 import torch
-from grpo_learner.losses import (
+from grpo_learner.grpo.losses import (
     LOSSES,
     Normalizer,
     PolicyBatch,
@@ -366,7 +366,7 @@ def test_fully_masked_rows_add_exactly_nothing_whatever_they_hold(loss_type):
 
 
 def test_sampler_mismatch_sums_are_the_abs_difference_and_k3_over_counted_tokens():
-    from grpo_learner.losses import sampler_mismatch_sums
+    from grpo_learner.grpo.losses import sampler_mismatch_sums
 
     old = torch.tensor([[-1.0, -2.0, -0.5]])
     sampler = torch.tensor([[-1.5, -2.0, -3.0]])
@@ -380,7 +380,7 @@ def test_sampler_mismatch_sums_are_the_abs_difference_and_k3_over_counted_tokens
 def test_sampler_mismatch_splits_off_the_tokens_an_older_version_sampled():
     """Partial rollouts: token 0 was sampled one version back (lag 1), token 1 by the newest; the
     padding token's lag never counts."""
-    from grpo_learner.losses import sampler_mismatch_sums
+    from grpo_learner.grpo.losses import sampler_mismatch_sums
 
     old = torch.tensor([[-1.0, -2.0, -0.5]])
     sampler = torch.tensor([[-1.5, -2.25, -3.0]])

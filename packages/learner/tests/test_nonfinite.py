@@ -8,12 +8,12 @@ from pathlib import Path
 
 import pytest
 import torch
-from grpo_learner.checkpoint import latest_checkpoint
 from grpo_learner.config import OptimConfig
-from grpo_learner.loop import run_training
-from grpo_learner.nonfinite import NonFiniteUpdate, nonfinite_parameters
-from grpo_learner.optim import build_optimizer, build_scheduler
-from grpo_learner.update import Trainer
+from grpo_learner.grpo.nonfinite import NonFiniteUpdate, nonfinite_parameters
+from grpo_learner.grpo.optim import build_optimizer, build_scheduler
+from grpo_learner.grpo.update import Trainer
+from grpo_learner.training.checkpoint import latest_checkpoint
+from grpo_learner.training.loop import run_training
 from learner_fixtures import group, save_tiny_model, tiny_qwen2, token_prompts, update_settings
 from recording_rollout import RecordingRollout, start_recording_rollout
 from safetensors.torch import load_file

@@ -6,7 +6,7 @@ import os
 import subprocess
 import sys
 
-from grpo_learner.openmp_policy import prefer_passive_waiting
+from grpo_learner.local.openmp_policy import prefer_passive_waiting
 
 
 def test_passive_waiting_is_the_default_and_a_users_choice_wins() -> None:
@@ -27,7 +27,7 @@ def test_the_cli_sets_it_before_torch_is_imported() -> None:
         "    seen['policy'] = os.environ.get('OMP_WAIT_POLICY')\n"
         "    return 0\n"
         "cli.cmd_train = record\n"
-        "import grpo_learner.openmp_policy as policy\n"
+        "import grpo_learner.local.openmp_policy as policy\n"
         "set_policy = policy.prefer_passive_waiting\n"
         "def spy(environ):\n"
         "    seen['torch when set'] = 'torch' in sys.modules\n"

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 import torch
-from grpo_learner.batching import TrainSequence, collate
-from grpo_learner.logprobs import LogprobSettings, completion_logprobs, layout_tokens
-from grpo_learner.losses import LOSSES, Normalizer, PolicyBatch
-from grpo_learner.packing import pack, packed_shape
+from grpo_learner.grpo.batching import TrainSequence, collate
+from grpo_learner.grpo.logprobs import LogprobSettings, completion_logprobs, layout_tokens
+from grpo_learner.grpo.losses import LOSSES, Normalizer, PolicyBatch
+from grpo_learner.grpo.packing import pack, packed_shape
 from learner_fixtures import loss_settings, tiny_qwen2
 
 torch.set_num_threads(1)

@@ -10,13 +10,13 @@ import asyncio
 from pathlib import Path
 
 import torch
-from grpo_learner.assembly import build_trainer
-from grpo_learner.checkpoint import TrainerState
 from grpo_learner.config import LearnerConfig
-from grpo_learner.loop import build_feed, train_loop
-from grpo_learner.prompts import ListPromptSource, PromptItem
+from grpo_learner.data.prompts import ListPromptSource, PromptItem
+from grpo_learner.data.sources import StepBatch
 from grpo_learner.rollouts.pool import MemberState, RolloutPool
-from grpo_learner.sources import StepBatch
+from grpo_learner.training.assembly import build_trainer
+from grpo_learner.training.checkpoint import TrainerState
+from grpo_learner.training.loop import build_feed, train_loop
 from grpo_learner.weight_sync.grpc_pusher import WeightPusher
 from learner_fixtures import save_tiny_model
 from pool_rollout import PoolRollout, start, wait_until

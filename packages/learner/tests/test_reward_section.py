@@ -13,10 +13,10 @@ from pathlib import Path
 import pytest
 from grpo_common.config import ConfigError
 from grpo_learner.config import LearnerConfig, RolloutConfig, load_learner_config
-from grpo_learner.prompts import ListPromptSource, PromptCursor, PromptItem, load_prompt_file
+from grpo_learner.data.prompts import ListPromptSource, PromptCursor, PromptItem, load_prompt_file
+from grpo_learner.data.sources import GroupFilter
 from grpo_learner.rollouts.client import RolloutClient, reward_spec_to_proto
 from grpo_learner.rollouts.feed import RolloutFeed
-from grpo_learner.sources import GroupFilter
 from recording_rollout import RecordingRollout, start_recording_rollout
 
 COMPONENTS = [

@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 from grpo_learner.config import RolloutConfig, SamplingConfig
-from grpo_learner.prompts import PromptItem
+from grpo_learner.data.prompts import PromptItem
 from grpo_learner.rollouts.client import RolloutClient, RolloutError
 from recording_rollout import RecordingRollout, start_recording_rollout
 

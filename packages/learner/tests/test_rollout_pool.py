@@ -14,7 +14,7 @@ import pytest
 import torch
 from grpo_common.addresses import AddressError, parse_address
 from grpo_learner.config import RolloutConfig, SamplingConfig
-from grpo_learner.prompts import PromptItem
+from grpo_learner.data.prompts import PromptItem
 from grpo_learner.rollouts.address_book import parse_address_lines, write_addresses_atomically
 from grpo_learner.rollouts.client import RolloutClient
 from grpo_learner.rollouts.load_spread import water_fill

@@ -7,8 +7,8 @@ import json
 from pathlib import Path
 
 import torch
-from grpo_learner.loop import run_training
-from grpo_learner.metrics import TimingTotals
+from grpo_learner.monitoring.metrics import TimingTotals
+from grpo_learner.training.loop import run_training
 from learner_fixtures import save_tiny_model, token_prompts
 from recording_rollout import RecordingRollout, start_recording_rollout
 from rich.console import Console
@@ -77,8 +77,8 @@ def test_the_end_of_run_table_shows_each_phase_and_its_share_of_the_step():
 
 def test_rollout_timing_takes_the_longest_batch_behind_the_groups():
     from grpo.v1 import rollout_pb2
-    from grpo_learner.phase_timer import rollout_timing
-    from grpo_learner.rollout_data import group_from_proto
+    from grpo_learner.data.rollout_data import group_from_proto
+    from grpo_learner.monitoring.phase_timer import rollout_timing
 
     def group(prompt_id: str, generate: float, score: float):
         completion = rollout_pb2.Completion(token_ids=[5], logprobs=[-0.5], reward=1.0)

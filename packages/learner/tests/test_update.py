@@ -7,12 +7,12 @@ import math
 
 import pytest
 import torch
-from grpo_learner.batching import collate
 from grpo_learner.config import OptimConfig
-from grpo_learner.logprobs import completion_logprobs
-from grpo_learner.optim import build_optimizer, build_scheduler
-from grpo_learner.rollout_data import ScoredCompletion, ScoredGroup
-from grpo_learner.update import Trainer, UpdateSettings, micro_batch_sampler_weights, prepare_batch
+from grpo_learner.data.rollout_data import ScoredCompletion, ScoredGroup
+from grpo_learner.grpo.batching import collate
+from grpo_learner.grpo.logprobs import completion_logprobs
+from grpo_learner.grpo.optim import build_optimizer, build_scheduler
+from grpo_learner.grpo.update import Trainer, UpdateSettings, micro_batch_sampler_weights, prepare_batch
 from learner_fixtures import default_config, group, loss_settings, tiny_qwen2, update_settings
 
 torch.set_num_threads(1)
@@ -87,7 +87,7 @@ def test_sampler_logprobs_equal_to_the_learners_give_unit_weights():
     (mb,) = prepare_batch([g], trainer.settings, torch.device("cpu")).micro_batches
     with torch.no_grad():
         learner, _ = completion_logprobs(trainer.model, mb, trainer.settings.logprobs)
-    from grpo_learner.losses import sampler_weights
+    from grpo_learner.grpo.losses import sampler_weights
 
     w = sampler_weights(learner, learner, mb.loss_mask, "mask", "sequence", cap=1.001)
     assert torch.equal(w, mb.loss_mask)
@@ -152,7 +152,7 @@ def test_kl_term_uses_reference_and_beta_requires_one():
 
 
 def test_collate_right_pads_and_aligns_completions():
-    from grpo_learner.batching import TrainSequence
+    from grpo_learner.grpo.batching import TrainSequence
 
     mb = collate([TrainSequence((1, 2), (3,), (-0.5,), 1.0), TrainSequence((4,), (5, 6), (-0.1, -0.2), -1.0)])
     assert mb.prompt_ids.tolist() == [[1, 2], [0, 4]]  # distinct prompts, left-padded

@@ -1,5 +1,6 @@
 """grpo-learner: the GRPO update, the training loop, checkpoints and weight push.
 
-Entry points: `grpo_learner.loop.run_training(config, prompts, ...)` (library), `grpo train` and
-`grpo plot` (CLI). See packages/learner/README.md for the module map.
+Entry points: `grpo_learner.training.loop.run_training(config, prompts, ...)` (library), `grpo train`
+and `grpo plot` (CLI). Each folder's `__init__` says what it holds; the folders are listed in
+docs/architecture.md ("Where the code lives").
 """

@@ -32,7 +32,7 @@ from grpo_common.model_reference import check_model_reference
 from grpo_learner.config import LearnerConfig, load_learner_config
 
 if TYPE_CHECKING:
-    from grpo_learner.prompts import ListPromptSource
+    from grpo_learner.data.prompts import ListPromptSource
 
 logger = logging.getLogger(__name__)
 
@@ -52,7 +52,7 @@ def parse_set(items: list[str] | None) -> dict[str, Any]:
 
 
 def _train_epilog() -> str:
-    from grpo_learner.registered_names import registered_names_help
+    from grpo_learner.training.registered_names import registered_names_help
 
     return "registered names (set with --set FIELD=NAME):\n" + registered_names_help()
 
@@ -180,15 +180,15 @@ def cmd_train(args: argparse.Namespace) -> int:
         return cmd_train_embedded(args, settings)
     config = load_learner_config(args.config, train_overrides(args))
     check_model_reference(config.model.name_or_path, "model.name_or_path")
-    from grpo_learner.registered_names import check_registered_names
+    from grpo_learner.training.registered_names import check_registered_names
 
     check_registered_names(config)
     if config.data.path is None and config.data.hub_name is None:
         raise ConfigError(
             "no data: give --data FILE (JSONL or Parquet), or data.path / data.hub_name in the config"
         )
-    from grpo_learner.loop import run_training
-    from grpo_learner.service_processes import local_services
+    from grpo_learner.local.service_processes import local_services
+    from grpo_learner.training.loop import run_training
 
     if int(os.environ.get("RANK", "0")) != 0:  # torchrun: the other ranks train what rank 0 sends
         asyncio.run(run_training(config, progress=False))
@@ -218,7 +218,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 def load_prompts(config: LearnerConfig, path: Path | str | None = None) -> ListPromptSource:
     """The problems of [data] (or of the file `path`, read with [data]'s fields and template, and
     [reward]'s default task and field size limit)."""
-    from grpo_learner.prompts import load_prompt_file, read_hub_rows
+    from grpo_learner.data.prompts import load_prompt_file, read_hub_rows
 
     data = config.data
     rows = None
@@ -312,8 +312,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
     if not config.eval.greedy and not config.eval.samples:
         raise ConfigError("nothing to evaluate: give --greedy and/or --samples N (with --k 1,N)")
     from grpo_learner.eval.buckets import BucketingError
+    from grpo_learner.local.service_processes import ServiceStartError
     from grpo_learner.rollouts.client import RolloutError
-    from grpo_learner.service_processes import ServiceStartError
 
     models = [check_model_reference(m, "--model") for m in args.model or [config.model.name_or_path]]
     prompts = load_prompts(config, config.eval.data)
@@ -326,7 +326,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 
 def cmd_plot(args: argparse.Namespace) -> int:
-    from grpo_learner.plot import plot_run
+    from grpo_learner.monitoring.plot import plot_run
 
     print(plot_run(args.run_dir, args.output))
     return 0
@@ -365,11 +365,11 @@ def cmd_train_processes(args: argparse.Namespace, argv: list[str]) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from grpo_learner.openmp_policy import prefer_passive_waiting
+    from grpo_learner.local.openmp_policy import prefer_passive_waiting
 
     argv = sys.argv[1:] if argv is None else argv
     args = build_parser().parse_args(argv)
-    if args.command in ("train", "eval"):  # they share the CPU with their services: openmp_policy.py
+    if args.command in ("train", "eval"):  # they share the CPU with their services: local/openmp_policy.py
         prefer_passive_waiting(os.environ)  # before anything below imports torch
     from grpo_learner.distributed.process_group import RankFailure, launched_distributed
 
@@ -395,9 +395,9 @@ def _run_failures() -> tuple[type[BaseException], ...]:
     """Failures a run reports in a sentence that says what to do, not with a traceback: a request a
     service refused, a service that would not start, a non-finite update, a failed NCCL sync."""
     from grpo_learner.eval.buckets import BucketingError
-    from grpo_learner.nonfinite import NonFiniteUpdate
+    from grpo_learner.grpo.nonfinite import NonFiniteUpdate
+    from grpo_learner.local.service_processes import ServiceStartError
     from grpo_learner.rollouts.client import RolloutError
-    from grpo_learner.service_processes import ServiceStartError
     from grpo_learner.weight_sync.nccl_collective_wait import WeightSyncError
 
     return (RolloutError, ServiceStartError, NonFiniteUpdate, WeightSyncError, BucketingError)

@@ -4,7 +4,7 @@
 `optim`, `loss`, `train` + `checkpoint` + `distributed`, `push`, `local_services`, `eval`) and the
 checks that span sections. Load it with `load_learner_config` (TOML/YAML file < `GRPO_LEARNER_*`
 environment < CLI overrides). A bad value fails here with the field named; a registry name (a loss,
-an estimator, a push transport) is checked by `grpo_learner.registered_names` before anything is
+an estimator, a push transport) is checked by `grpo_learner.training.registered_names` before anything is
 built, e.g. `loss.loss_type: unknown loss 'ppo'; registered: bnpo, cispo, ...` (read from `LOSSES`).
 """
 

@@ -2,7 +2,7 @@
 
 `transport` and `lora_mode` are names in registries (`PUSH_TRANSPORTS` in weight_sync/transports.py,
 `LORA_SELECTIONS` in weight_sync/push_selection.py), plain strings here so the config imports no
-torch; `grpo_learner.registered_names` checks them before anything is built. A transport's own
+torch; `grpo_learner.training.registered_names` checks them before anything is built. A transport's own
 options are a section of their own (`[push.nccl]`), as the rollout service nests `[hf]`/`[sglang]`.
 """
 

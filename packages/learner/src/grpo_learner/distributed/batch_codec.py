@@ -12,7 +12,7 @@ import json
 from collections.abc import Sequence
 from typing import Any
 
-from grpo_learner.rollout_data import ScoredCompletion, ScoredGroup
+from grpo_learner.data.rollout_data import ScoredCompletion, ScoredGroup
 
 
 def _group_to_json(group: ScoredGroup) -> dict[str, Any]:

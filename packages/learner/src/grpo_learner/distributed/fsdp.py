@@ -27,9 +27,9 @@ from torch.distributed.device_mesh import DeviceMesh, init_device_mesh
 from torch.distributed.fsdp import FSDPModule, fully_shard
 from torch.distributed.tensor import DTensor
 
-from grpo_learner.batching import MicroBatch
 from grpo_learner.distributed.process_group import Ranks
-from grpo_learner.logprobs import LogprobSettings, completion_logprobs
+from grpo_learner.grpo.batching import MicroBatch
+from grpo_learner.grpo.logprobs import LogprobSettings, completion_logprobs
 
 _BATCH_FIELDS = [f.name for f in fields(MicroBatch)]
 

@@ -29,14 +29,14 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
-from grpo_learner.checkpoint import TrainerState
+from grpo_learner.data.rollout_data import ScoredGroup
 from grpo_learner.distributed.batch_codec import decode_update, encode_update
 from grpo_learner.distributed.fsdp import FsdpParallel
 from grpo_learner.distributed.full_weights import gather_full_state_dict
 from grpo_learner.distributed.process_group import RankFailure, Ranks, failure_message
 from grpo_learner.distributed.sharded_checkpoint import complete, save_shards
-from grpo_learner.rollout_data import ScoredGroup
-from grpo_learner.update import Trainer
+from grpo_learner.grpo.update import Trainer
+from grpo_learner.training.checkpoint import TrainerState
 
 logger = logging.getLogger(__name__)
 

@@ -35,7 +35,8 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_dict
 
-from grpo_learner.checkpoint import (
+from grpo_learner.distributed.process_group import Ranks
+from grpo_learner.training.checkpoint import (
     TrainerState,
     check_world_size,
     checkpoint_path,
@@ -44,7 +45,6 @@ from grpo_learner.checkpoint import (
     set_rng_state,
     write_json,
 )
-from grpo_learner.distributed.process_group import Ranks
 
 logger = logging.getLogger(__name__)
 

@@ -14,13 +14,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from grpo_learner.checkpoint import TrainerState
 from grpo_learner.config import LearnerConfig
 from grpo_learner.distributed.fsdp import FsdpParallel
 from grpo_learner.distributed.leader_team import CommandLink, LeaderTeam, RankWork, follow_leader
 from grpo_learner.distributed.process_group import Ranks
-from grpo_learner.team import SingleProcessTeam, TrainingTeam
-from grpo_learner.update import Trainer
+from grpo_learner.grpo.update import Trainer
+from grpo_learner.training.checkpoint import TrainerState
+from grpo_learner.training.team import SingleProcessTeam, TrainingTeam
 
 
 def _work(trainer: Trainer, ranks: Ranks, config: LearnerConfig) -> RankWork:

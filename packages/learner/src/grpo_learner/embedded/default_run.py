@@ -31,6 +31,7 @@ from grpo_common.config import ConfigError, deep_merge
 
 from grpo_learner.config import LearnerConfig
 from grpo_learner.config.environment import EnvironmentConfig
+from grpo_learner.data.prompts import ListPromptSource, PromptItem, load_prompt_file
 from grpo_learner.embedded.model import build_tiny_model
 from grpo_learner.embedded.reward_model import prepare_reward_model
 from grpo_learner.embedded.task import Problem
@@ -38,11 +39,10 @@ from grpo_learner.embedded.tasks import EmbeddedConfig
 from grpo_learner.embedded.tokenizer import build_tokenizer
 from grpo_learner.embedded.warmup import supervised_warmup
 from grpo_learner.eval.runner import EvalSettings, run_evaluation, training_evaluator
-from grpo_learner.loop import run_training
-from grpo_learner.metrics import read_metrics
-from grpo_learner.plot import plot_run
-from grpo_learner.prompts import ListPromptSource, PromptItem, load_prompt_file
-from grpo_learner.service_processes import local_services
+from grpo_learner.local.service_processes import local_services
+from grpo_learner.monitoring.metrics import read_metrics
+from grpo_learner.monitoring.plot import plot_run
+from grpo_learner.training.loop import run_training
 
 logger = logging.getLogger(__name__)
 

@@ -7,12 +7,12 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
+from grpo_learner.data.episodes import ENVIRONMENT_REWARD
+from grpo_learner.data.episodes import PREFIX as EPISODE
 from grpo_learner.embedded.default_run import HELDOUT_FILE, REPORTED, WITHOUT_ENVIRONMENT, RunSummary
 from grpo_learner.embedded.tasks import EMBEDDED_TASKS
-from grpo_learner.episodes import ENVIRONMENT_REWARD
-from grpo_learner.episodes import PREFIX as EPISODE
 from grpo_learner.eval.runner import GREEDY_CHARS, GREEDY_REWARD
-from grpo_learner.metrics import TimingTotals, read_metrics
+from grpo_learner.monitoring.metrics import TimingTotals, read_metrics
 
 VALUE_ROWS = (GREEDY_REWARD, GREEDY_CHARS)
 LABELS = {"greedy_accuracy": "accuracy (greedy)", WITHOUT_ENVIRONMENT: "greedy, without the tool"}

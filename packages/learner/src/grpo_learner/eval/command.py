@@ -20,11 +20,11 @@ from pathlib import Path
 from grpo_common.config import ConfigError
 
 from grpo_learner.config import LearnerConfig
+from grpo_learner.data.prompts import ListPromptSource
 from grpo_learner.eval.comparison import compare, comparison_record, print_comparison
 from grpo_learner.eval.report import print_summary, summary, write_outputs
 from grpo_learner.eval.runner import EvalResult, EvalSettings, run_evaluation
-from grpo_learner.prompts import ListPromptSource
-from grpo_learner.service_processes import find_executable, local_services, start_service
+from grpo_learner.local.service_processes import find_executable, local_services, start_service
 
 logger = logging.getLogger(__name__)
 

@@ -5,7 +5,7 @@ Used three ways: `grpo eval` (eval/command.py), the `[eval]` hook during `grpo t
 embedded default's before/after. The verifier's verdicts come with the completions (the rollout
 service scores them); the vote buckets come from the reward service (buckets.py). With
 [rollout.environment] the problems run as episodes in it, as in training, and the metrics add the
-episodes' `episode/*` means (grpo_learner.episodes) over the greedy completions (else the sampled).
+episodes' `episode/*` means (grpo_learner.data.episodes) over the greedy completions (else the sampled).
 """
 
 from __future__ import annotations
@@ -21,15 +21,15 @@ from grpo.v1 import reward_pb2
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from grpo_learner.config import LearnerConfig, RolloutConfig, SamplingConfig
-from grpo_learner.episodes import episode_metrics
+from grpo_learner.data.episodes import episode_metrics
+from grpo_learner.data.prompts import PromptItem
 from grpo_learner.eval.buckets import assign_buckets, reward_service_judge
 from grpo_learner.eval.estimators import ProblemResult, mean_metrics
 from grpo_learner.eval.sampling import Request, Sample, generate, greedy_sampling
-from grpo_learner.prompts import PromptItem
 from grpo_learner.rollouts.client import reward_spec_to_proto
 
 if TYPE_CHECKING:  # the loop imports torch; `grpo eval` does not need it
-    from grpo_learner.loop import Evaluator
+    from grpo_learner.training.loop import Evaluator
 
 
 GREEDY_REWARD = "greedy_reward"

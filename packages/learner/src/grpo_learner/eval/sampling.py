@@ -16,8 +16,8 @@ from dataclasses import dataclass, replace
 from grpo.v1 import reward_pb2, rollout_pb2
 
 from grpo_learner.config import RolloutConfig, SamplingConfig
-from grpo_learner.episodes import EpisodeStats
-from grpo_learner.prompts import PromptItem
+from grpo_learner.data.episodes import EpisodeStats
+from grpo_learner.data.prompts import PromptItem
 from grpo_learner.rollouts.client import RolloutClient, environment_to_proto
 
 PROMPTS_PER_CALL = 1024  # well under a rollout service's default limit of 4096 prompts in flight

@@ -27,7 +27,7 @@ from grpo_common.reward_terms import V1_WEIGHT_FIELDS
 from grpo_learner.config import RolloutConfig, SamplingConfig
 from grpo_learner.config.environment import EnvironmentConfig
 from grpo_learner.config.reward import RewardConfig
-from grpo_learner.prompts import PromptItem
+from grpo_learner.data.prompts import PromptItem
 from grpo_learner.rollouts.load_spread import water_fill
 from grpo_learner.rollouts.pool import Member, RolloutPool
 

@@ -25,10 +25,10 @@ import logging
 from collections import Counter
 from typing import Any
 
-from grpo_learner.prompts import PromptCursor
-from grpo_learner.rollout_data import GroupError, ScoredGroup, group_from_proto
+from grpo_learner.data.prompts import PromptCursor
+from grpo_learner.data.rollout_data import GroupError, ScoredGroup, group_from_proto
+from grpo_learner.data.sources import GroupFilter, StepBatch
 from grpo_learner.rollouts.client import RolloutClient
-from grpo_learner.sources import GroupFilter, StepBatch
 
 logger = logging.getLogger(__name__)
 

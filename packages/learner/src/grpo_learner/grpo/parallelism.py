@@ -16,8 +16,8 @@ from typing import Protocol
 import torch
 from torch import Tensor, nn
 
-from grpo_learner.batching import MicroBatch
-from grpo_learner.logprobs import LogprobSettings, completion_logprobs
+from grpo_learner.grpo.batching import MicroBatch
+from grpo_learner.grpo.logprobs import LogprobSettings, completion_logprobs
 
 
 class Parallelism(Protocol):

@@ -16,15 +16,15 @@ import numpy as np
 import torch
 from grpo_common.hf_tokenizer import load_tokenizer
 
-from grpo_learner.checkpoint import TrainerState, load_training_state
 from grpo_learner.config import LearnerConfig
 from grpo_learner.distributed.fsdp import FsdpParallel
 from grpo_learner.distributed.process_group import Ranks
 from grpo_learner.distributed.sharded_checkpoint import load_shards
+from grpo_learner.grpo.optim import build_optimizer, build_scheduler
+from grpo_learner.grpo.update import Trainer, UpdateSettings
 from grpo_learner.lora.adapters import add_adapters, is_adapter_dir, load_adapters
-from grpo_learner.models import load_policy, load_reference, pick_device
-from grpo_learner.optim import build_optimizer, build_scheduler
-from grpo_learner.update import Trainer, UpdateSettings
+from grpo_learner.training.checkpoint import TrainerState, load_training_state
+from grpo_learner.training.models import load_policy, load_reference, pick_device
 
 
 def seed_everything(seed: int) -> None:

@@ -27,7 +27,7 @@ from pathlib import Path
 import torch
 
 from grpo_learner.config import LocalServicesConfig
-from grpo_learner.cpu_threads import learner_threads, reported_host_cpu_threads, rollout_threads
+from grpo_learner.local.cpu_threads import learner_threads, reported_host_cpu_threads, rollout_threads
 
 logger = logging.getLogger(__name__)
 

@@ -10,7 +10,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
-from grpo_learner.metrics import read_metrics
+from grpo_learner.monitoring.metrics import read_metrics
 
 CURVES = (
     "reward",

@@ -30,7 +30,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from grpo_learner.batching import MicroBatch
+from grpo_learner.grpo.batching import MicroBatch
 
 
 @dataclass(frozen=True)

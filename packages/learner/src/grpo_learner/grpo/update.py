@@ -25,13 +25,13 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from grpo_learner.advantages import compute_advantages, weighted_reward
-from grpo_learner.batching import MicroBatch, TrainSequence, collate, length_buckets
 from grpo_learner.config import LearnerConfig, LossConfig
+from grpo_learner.data.rollout_data import SCALAR_REWARD, GroupError, ScoredGroup, reward_components
 from grpo_learner.distributed.sequence_shards import balanced_shards
-from grpo_learner.logprobs import LogprobSettings, layout_tokens
-from grpo_learner.lora.adapters import adapters_disabled, has_adapters
-from grpo_learner.losses import (
+from grpo_learner.grpo.advantages import compute_advantages, weighted_reward
+from grpo_learner.grpo.batching import MicroBatch, TrainSequence, collate, length_buckets
+from grpo_learner.grpo.logprobs import LogprobSettings, layout_tokens
+from grpo_learner.grpo.losses import (
     LOSSES,
     LossOutput,
     Normalizer,
@@ -40,10 +40,10 @@ from grpo_learner.losses import (
     sampler_mismatch_sums,
     sampler_weights,
 )
-from grpo_learner.nonfinite import gradient_error, nonfinite_parameters, parameter_error
-from grpo_learner.parallelism import Parallelism, SingleProcess
-from grpo_learner.phase_timer import PhaseTimer, device_sync
-from grpo_learner.rollout_data import SCALAR_REWARD, GroupError, ScoredGroup, reward_components
+from grpo_learner.grpo.nonfinite import gradient_error, nonfinite_parameters, parameter_error
+from grpo_learner.grpo.parallelism import Parallelism, SingleProcess
+from grpo_learner.lora.adapters import adapters_disabled, has_adapters
+from grpo_learner.monitoring.phase_timer import PhaseTimer, device_sync
 
 
 @dataclass(frozen=True)

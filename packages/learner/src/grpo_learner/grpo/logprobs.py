@@ -30,9 +30,9 @@ import torch
 from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
-from grpo_learner.batching import MicroBatch
 from grpo_learner.config import LearnerConfig
-from grpo_learner.packing import packed_completion_hidden, packed_shape
+from grpo_learner.grpo.batching import MicroBatch
+from grpo_learner.grpo.packing import packed_completion_hidden, packed_shape
 
 
 @dataclass(frozen=True)

@@ -12,8 +12,8 @@ from typing import Any
 
 import torch
 
-from grpo_learner.rollout_data import ScoredCompletion, ScoredGroup
-from grpo_learner.sources import StepBatch
+from grpo_learner.data.rollout_data import ScoredCompletion, ScoredGroup
+from grpo_learner.data.sources import StepBatch
 
 
 def synthetic_groups(

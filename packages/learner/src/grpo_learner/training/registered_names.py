@@ -21,10 +21,10 @@ from grpo_learner.config import LearnerConfig
 # The config field (dotted) -> the module and name of the registry its value names. The modules import
 # torch, so they are imported only when a name is checked or listed.
 REGISTRY_FIELDS: dict[str, tuple[str, str]] = {
-    "loss.loss_type": ("grpo_learner.losses", "LOSSES"),
-    "loss.advantage.scaling": ("grpo_learner.advantages", "ADVANTAGE_ESTIMATORS"),
-    "loss.advantage.combine": ("grpo_learner.advantages", "COMBINE_MODES"),
-    "loss.sampler_correction.level": ("grpo_learner.losses", "SAMPLER_WEIGHT_LEVELS"),
+    "loss.loss_type": ("grpo_learner.grpo.losses", "LOSSES"),
+    "loss.advantage.scaling": ("grpo_learner.grpo.advantages", "ADVANTAGE_ESTIMATORS"),
+    "loss.advantage.combine": ("grpo_learner.grpo.advantages", "COMBINE_MODES"),
+    "loss.sampler_correction.level": ("grpo_learner.grpo.losses", "SAMPLER_WEIGHT_LEVELS"),
     "push.transport": ("grpo_learner.weight_sync.transports", "PUSH_TRANSPORTS"),
     "push.lora_mode": ("grpo_learner.weight_sync.push_selection", "LORA_SELECTIONS"),
 }

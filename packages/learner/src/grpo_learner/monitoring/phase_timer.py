@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from grpo_learner.rollout_data import ScoredGroup
+from grpo_learner.data.rollout_data import ScoredGroup
 
 PREFIX = "timing/"
 # The learner's phases that together take no more than `timing/step` (they never overlap).

@@ -20,8 +20,8 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
-from grpo_learner.episodes import EpisodeTable
-from grpo_learner.phase_timer import LEARNER_PHASES, PREFIX, UPDATE_PHASES
+from grpo_learner.data.episodes import EpisodeTable
+from grpo_learner.monitoring.phase_timer import LEARNER_PHASES, PREFIX, UPDATE_PHASES
 
 logger = logging.getLogger(__name__)
 

@@ -26,27 +26,33 @@ from pathlib import Path
 
 import torch
 
-from grpo_learner.assembly import build_trainer, load_run_tokenizer, pad_id, resume_state, seed_everything
-from grpo_learner.checkpoint import TrainerState, check_world_size, latest_checkpoint
 from grpo_learner.config import LearnerConfig
+from grpo_learner.data.prompts import PromptCursor, PromptSource
+from grpo_learner.data.sources import GroupFilter, GroupSource
 from grpo_learner.distributed.process_group import (
     init_distributed,
     launched_distributed,
     shutdown_distributed,
 )
 from grpo_learner.distributed.training_run import follow, training_team
+from grpo_learner.grpo.update import Trainer, UpdateSettings
 from grpo_learner.lora.adapters import check_checkpoint_kind, parameter_counts
-from grpo_learner.metrics import MetricsLogger
-from grpo_learner.models import input_vocab_size
-from grpo_learner.phase_timer import PhaseTimer, rollout_timing
-from grpo_learner.prompts import PromptCursor, PromptSource
-from grpo_learner.registered_names import check_registered_names
+from grpo_learner.monitoring.metrics import MetricsLogger
+from grpo_learner.monitoring.phase_timer import PhaseTimer, rollout_timing
 from grpo_learner.rollouts.client import RolloutClient, environment_to_proto, reward_spec_to_proto
 from grpo_learner.rollouts.feed import RolloutFeed
 from grpo_learner.rollouts.pool import RolloutPool
-from grpo_learner.sources import GroupFilter, GroupSource
-from grpo_learner.team import SingleProcessTeam, TrainingTeam
-from grpo_learner.update import Trainer, UpdateSettings
+from grpo_learner.training.assembly import (
+    build_trainer,
+    load_run_tokenizer,
+    pad_id,
+    resume_state,
+    seed_everything,
+)
+from grpo_learner.training.checkpoint import TrainerState, check_world_size, latest_checkpoint
+from grpo_learner.training.models import input_vocab_size
+from grpo_learner.training.registered_names import check_registered_names
+from grpo_learner.training.team import SingleProcessTeam, TrainingTeam
 from grpo_learner.weight_sync.push_protocol import WeightPush
 from grpo_learner.weight_sync.transports import build_pusher
 

@@ -16,9 +16,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
-from grpo_learner.advantages import groups_with_signal
-from grpo_learner.episodes import episode_metrics
-from grpo_learner.rollout_data import GroupError, ScoredGroup, reward_components, validate_group
+from grpo_learner.data.episodes import episode_metrics
+from grpo_learner.data.rollout_data import GroupError, ScoredGroup, reward_components, validate_group
+from grpo_learner.grpo.advantages import groups_with_signal
 
 logger = logging.getLogger(__name__)
 

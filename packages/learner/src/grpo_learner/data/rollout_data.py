@@ -28,7 +28,7 @@ import torch
 from grpo.v1 import rollout_pb2
 from grpo_common.token_versions import TokenVersionsError, VersionRuns, check_runs, expand_runs, oldest
 
-from grpo_learner.episodes import EpisodeStats
+from grpo_learner.data.episodes import EpisodeStats
 
 # The name under which the completion's scalar reward is available as a component.
 SCALAR_REWARD = "reward"

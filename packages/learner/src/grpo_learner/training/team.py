@@ -15,9 +15,9 @@ from typing import Any, Protocol
 
 import torch
 
-from grpo_learner.checkpoint import TrainerState, save_checkpoint
-from grpo_learner.rollout_data import ScoredGroup
-from grpo_learner.update import Trainer
+from grpo_learner.data.rollout_data import ScoredGroup
+from grpo_learner.grpo.update import Trainer
+from grpo_learner.training.checkpoint import TrainerState, save_checkpoint
 
 
 class TrainingTeam(Protocol):
