@@ -40,7 +40,9 @@ def main() -> None:
     settings = EvalSettings.from_config(config)
     with Report(SECTION) as report:
         print(machine_description("rollout 1 torch thread, reward 1 worker"))
-        with local_services(model, args.run_dir / "bench", config.local_services) as services:
+        with local_services(
+            model, args.run_dir / "bench", config.local_services, max_staleness=0
+        ) as services:
             rollout, reward = [services[-1].address], services[0].address
 
             def timed(sampled: bool) -> tuple[float, dict[str, float]]:

@@ -32,14 +32,17 @@ def test_the_rollout_serves_the_model_written_while_the_reward_service_started(t
         seen["reward not waited for"] = not (tmp_path / "services" / "reward.port").exists()
         save_tiny_model(model)
 
-    with local_services(str(model), tmp_path, CONFIG, while_reward_starts=write_model) as services:
+    with local_services(
+        str(model), tmp_path, CONFIG, max_staleness=1, while_reward_starts=write_model
+    ) as services:
         reward, rollout = services
         with grpc.insecure_channel(rollout.address) as channel:
             stub = rollout_pb2_grpc.RolloutServiceStub(channel)
             info = stub.GetInfo(rollout_pb2.GetInfoRequest(), timeout=30)
         assert info.model == str(model)
         assert reward.process.poll() is None
-        # the hf service said it computes here with the one thread it was given: the learner took the rest
+        # the hf service said it computes here with the one thread it was given, and the phases
+        # overlap (max_staleness 1): the learner took the rest of the cores
         assert info.host_cpu_threads == 1
         assert torch.get_num_threads() == max(1, (os.cpu_count() or 1) - 1)
     assert seen == {"reward launched first": True, "reward not waited for": True}
@@ -52,7 +55,7 @@ def test_work_that_fails_while_the_reward_service_starts_leaves_no_service_behin
     absent = str(tmp_path / "absent")
     with (
         pytest.raises(RuntimeError, match="the warm-up broke"),
-        local_services(absent, tmp_path, CONFIG, while_reward_starts=fail),
+        local_services(absent, tmp_path, CONFIG, max_staleness=0, while_reward_starts=fail),
     ):
         pytest.fail("the services must not start")
     assert processes_naming(str(tmp_path / "services" / "reward.port")) == []

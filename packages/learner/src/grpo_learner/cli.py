@@ -204,7 +204,10 @@ def cmd_train(args: argparse.Namespace) -> int:
     else:  # no services named: run them here, as child processes
         Path(config.run_dir).mkdir(parents=True, exist_ok=True)
         with local_services(
-            config.model.name_or_path, Path(config.run_dir), config.local_services
+            config.model.name_or_path,
+            Path(config.run_dir),
+            config.local_services,
+            max_staleness=config.rollout.max_staleness,
         ) as services:
             addresses = [services[-1].address]
             evaluation = _training_evaluation(config, eval_prompts, addresses, services[0].address)

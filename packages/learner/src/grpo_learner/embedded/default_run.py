@@ -220,7 +220,11 @@ async def run_default(
         warmup_seconds = time.monotonic() - started
 
     with local_services(
-        str(model_dir), run_dir, config.local_services, while_reward_starts=warm_up
+        str(model_dir),
+        run_dir,
+        config.local_services,
+        max_staleness=config.rollout.max_staleness,
+        while_reward_starts=warm_up,
     ) as services:
         config = config.model_copy(
             update={"model": config.model.model_copy(update={"name_or_path": str(model_dir)})}

@@ -51,7 +51,7 @@ def _services(config: LearnerConfig, model: str, state_dir: Path) -> Iterator[tu
     """(rollout addresses, reward address) serving `model`: the named ones, or started here."""
     addresses, reward = config.rollout.addresses, config.eval.reward_address
     if not addresses:
-        with local_services(model, state_dir, config.local_services) as services:
+        with local_services(model, state_dir, config.local_services, max_staleness=0) as services:
             yield [services[-1].address], reward or services[0].address
         return
     if reward is None and config.eval.samples:

@@ -5,8 +5,8 @@ talks gRPC on a free loopback port: the same binaries and flags a user starts by
 machines. The children live in their own session (Ctrl-C reaches only the launcher, which stops
 them in order) and get SIGTERM from the kernel if the launcher dies, so none is ever orphaned.
 
-CPU threads: the rollout service reports whether it computes on this CPU, and the learner takes
-the rest of the cores (`cpu_threads.py`).
+CPU threads: the rollout service reports whether it computes on this CPU; each side gets every
+core while the phases take turns, a share when they overlap (`cpu_threads.py`).
 """
 
 from __future__ import annotations
@@ -27,7 +27,12 @@ from pathlib import Path
 import torch
 
 from grpo_learner.config import LocalServicesConfig
-from grpo_learner.local.cpu_threads import learner_threads, reported_host_cpu_threads, rollout_threads
+from grpo_learner.local.cpu_threads import (
+    learner_threads,
+    phases_take_turns,
+    reported_host_cpu_threads,
+    rollout_threads,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -176,14 +181,15 @@ def local_services(
     run_dir: Path,
     config: LocalServicesConfig,
     *,
+    max_staleness: int,
     while_reward_starts: Callable[[], object] | None = None,
 ) -> Iterator[list[ServiceProcess]]:
     """A reward service and a rollout service serving `model`, stopped (rollout first) on exit.
 
-    While they run, this process's torch threads are capped to the learner's share of the cores:
-    at first as if the rollout service computed here with the threads it is started with, then
-    from what its GetInfo says (`cpu_threads.py`; `train.torch_threads`, applied later by the
-    training loop, still wins).
+    While they run, this process's torch threads are the learner's share of the cores
+    (`cpu_threads.py`: all of them when the phases take turns, `max_staleness` 0, else the cores
+    the rollout service leaves): at first as if it computed here with the threads it is started
+    with, then from what its GetInfo says (`train.torch_threads`, applied later, still wins).
     `while_reward_starts`: work done in this process between launching the reward service and
     waiting for it (the embedded default's warm-up, which writes `model`): the service's start-up
     (imports, worker processes: seconds) overlaps it instead of adding to the run.
@@ -191,9 +197,10 @@ def local_services(
     state_dir = run_dir / "services"
     services: list[ServiceProcess] = []
     cores = os.cpu_count() or 1
-    asked = rollout_threads(config, cores)
+    serial = phases_take_turns(max_staleness, os.environ)
+    asked = rollout_threads(config, cores, serial)
     threads_before = torch.get_num_threads()
-    torch.set_num_threads(learner_threads(None, asked, cores) or threads_before)  # until it says
+    torch.set_num_threads(learner_threads(None, asked, cores, serial) or threads_before)  # until it says
     try:
         reward_argv = [find_executable("grpo-reward"), "serve", "--workers", str(config.reward_workers)]
         reward_argv += config.reward_args
@@ -221,10 +228,11 @@ def local_services(
         rollout = start_service("rollout", rollout_argv, state_dir, ready_timeout_s=config.ready_timeout_s)
         services.append(rollout)
         reported = reported_host_cpu_threads(rollout.address)
-        learner = learner_threads(reported, asked, cores)
+        learner = learner_threads(reported, asked, cores, serial)
         torch.set_num_threads(learner or threads_before)
         logger.info(
-            "CPU threads: the rollout service computes here with %s, the learner takes %s",
+            "CPU threads (phases %s): the rollout service computes here with %s, the learner takes %s",
+            "take turns" if serial else "overlap",
             "(unknown)" if reported is None else reported,
             learner or f"torch's default ({threads_before})",
         )
