@@ -1,6 +1,7 @@
 """The learner's update against a plain forward + backward of the same batch, done TRL's way.
 
-    uv run python benchmarks/update_profile.py [--shapes 1m,3m,default] [--threads 1 2] [--record]
+    OMP_WAIT_POLICY=PASSIVE uv run python benchmarks/update_profile.py [--shapes 1m,3m,default]
+        [--threads 1 2] [--repeats 7] [--record]
 
 On vs_trl.py's step shapes (8 prompts x G 8 of the embedded arithmetic task: ~6 prompt tokens, 12 or
 32 completion tokens; the 0.8M and 3.2M Qwen2 models, random weights) and the embedded default's
@@ -24,6 +25,7 @@ the ours / plain ratio of each alternating pair are what to read.
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import sys
 import time
@@ -189,7 +191,9 @@ def main() -> None:
         "plain, TRL's way": (plain, base),
     }
     with Report(SECTION) as report:
-        print(machine_description("threads per row"))
+        # grpo train sets PASSIVE before torch loads (openmp_policy.py); run this one the same way
+        wait_policy = os.environ.get("OMP_WAIT_POLICY", "unset: spinning")
+        print(machine_description(f"threads per row; OMP_WAIT_POLICY {wait_policy}"))
         print(f"learner settings: the embedded default's ({base.loss.loss_type} loss, beta {base.loss.beta})")
         for name in args.shapes.split(","):
             shape = SHAPES[name]

@@ -21,7 +21,7 @@ class LocalServicesConfig(ConfigSection):
     device: str = Field("cpu", description="hf backend: torch device of the rollout service")
     dtype: Literal["float32", "bfloat16", "float16"] | None = Field(None, description="hf: model dtype")
     torch_threads: int | None = Field(
-        None, ge=1, description="`--torch-threads` of the rollout service (None: half the cores)"
+        None, ge=1, description="`--torch-threads` of the rollout service (None: cpu_threads.py decides)"
     )
     reward_workers: int = Field(2, ge=1, description="verification worker processes")
     rollout_args: list[str] = Field(default_factory=list, description="extra `grpo-rollout serve` flags")
