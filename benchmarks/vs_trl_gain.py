@@ -2,6 +2,7 @@
 
     uv run --group bench python benchmarks/vs_trl_gain.py                 # 400 steps, 2 alternating pairs
     uv run --group bench python benchmarks/vs_trl_gain.py --steps 100 --pairs 1 --staleness 1
+    uv run --group bench python benchmarks/vs_trl_gain.py --trl-threads 1   # a loaded machine (vs_trl.py)
 
 The warm checkpoint is the embedded default's (its character tokenizer, its 0.8M-parameter model,
 its 500-step supervised warm-up on the training split), built once. From it TRL and ours each train
@@ -99,9 +100,13 @@ def greedy_accuracy(model_dir: Path, problems: Path, max_new_tokens: int) -> flo
     return sum(v.correct for v in verdicts) / len(verdicts)
 
 
-def trl_worker(directory: Path, settings: GainSettings, output: Path) -> None:
+def trl_worker(directory: Path, settings: GainSettings, output: Path, threads: int | None) -> None:
     """Train with TRL from directory/warmup, save the model to output/model, time the loop."""
+    import torch
     from transformers import AutoTokenizer, TrainerCallback
+
+    if threads:
+        torch.set_num_threads(threads)
 
     clock: dict[str, float] = {}
 
@@ -131,10 +136,11 @@ def trl_worker(directory: Path, settings: GainSettings, output: Path) -> None:
     (output / "timing.json").write_text(json.dumps({"grpo_seconds": clock["end"] - clock["begin"]}))
 
 
-def run_trl(directory: Path, settings: GainSettings, output: Path) -> tuple[Path, float]:
+def run_trl(directory: Path, settings: GainSettings, output: Path, threads: int | None) -> tuple[Path, float]:
     output.mkdir(parents=True)
     command = [sys.executable, __file__, "--trl-worker", str(directory), "--out", str(output)]
     command += ["--settings", json.dumps(asdict(settings))]
+    command += ["--trl-threads", str(threads)] if threads else []
     with (output / "trl.log").open("wb") as log:
         code = subprocess.run(command, stdout=log, stderr=subprocess.STDOUT, timeout=7200).returncode
     if code != 0:
@@ -177,13 +183,19 @@ def main() -> None:
     parser.add_argument("--pairs", type=int, default=2, help="alternating TRL / ours runs")
     parser.add_argument("--lr", type=float, default=5e-5, help="both learning rates (constant after warm-up)")
     parser.add_argument("--staleness", default="0,1", help="our rollout.max_staleness values")
+    parser.add_argument(
+        "--trl-threads",
+        type=int,
+        help="torch threads of the TRL process (default: torch's, one per core); on a loaded machine "
+        "one thread per process is what keeps spinning thread pools from slowing every process down",
+    )
     parser.add_argument("--trl-worker", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--out", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--settings", help=argparse.SUPPRESS)
     add_record_flag(parser, SECTION)
     args = parser.parse_args()
     if args.trl_worker is not None:
-        trl_worker(args.trl_worker, GainSettings(**json.loads(args.settings)), args.out)
+        trl_worker(args.trl_worker, GainSettings(**json.loads(args.settings)), args.out, args.trl_threads)
         return
     import torch
 
@@ -192,7 +204,8 @@ def main() -> None:
     torch.set_num_threads(1)
     with Report(SECTION, runner=BENCH_GROUP) as report:
         settings = GainSettings(steps=args.steps, lr=args.lr)
-        print(machine_description("TRL default torch threads; ours: see grpo train's CPU split"), flush=True)
+        trl_threads = f"TRL {args.trl_threads or 'default'} torch threads"
+        print(machine_description(f"{trl_threads}; ours: see grpo train's CPU split"), flush=True)
         print(f"settings: {asdict(settings)}", flush=True)
         with tempfile.TemporaryDirectory() as tmp:
             directory = Path(tmp)
@@ -203,7 +216,9 @@ def main() -> None:
             stalenesses = [int(k) for k in args.staleness.split(",")]
             ratios: dict[int, list[float]] = {k: [] for k in stalenesses}
             for pair in range(args.pairs):
-                runs: list[tuple[str, Runner]] = [("TRL", run_trl)]
+                runs: list[tuple[str, Runner]] = [
+                    ("TRL", functools.partial(run_trl, threads=args.trl_threads))
+                ]
                 runs += [(f"ours-s{k}", functools.partial(run_ours, staleness=k)) for k in stalenesses]
                 figures = {}
                 for name, run in runs:
