@@ -128,6 +128,48 @@ def test_a_batch_counts_the_tokens_it_generated_and_trains_and_its_median_length
     assert metrics["completions/median_length"] == 4.5 and metrics["completions/max_length"] == 40.0
 
 
+def test_each_micro_batch_is_packed_once_per_step_however_many_forwards_read_it(monkeypatch):
+    """pi_old (mu = 2), the reference (beta > 0), both iterations and the token counts all read one
+    layout per micro-batch: `pack` runs once per micro-batch and step, not once per forward."""
+    from grpo_learner.grpo import packing
+
+    packed = []
+    build = packing.pack
+    monkeypatch.setattr(packing, "pack", lambda *args, **kwargs: packed.append(1) or build(*args, **kwargs))
+    groups = [
+        group((1, 2, 3), [*POSITIVE, *NEGATIVE], [1.0, 0.0, 0.5, 0.0], prompt_id="a"),
+        group((4, 5), [(7, 8), (9,), (12, 13, 14, 15, 16, 17), (3, 3)], [0.0, 1.0, 1.0, 0.0], prompt_id="b"),
+    ]
+    settings = update_settings(loss=loss_settings(beta=0.04), num_iterations=2, micro_batch_size=3)
+    reference = tiny_qwen2(seed=0).eval().requires_grad_(False)
+    trainer = make_trainer(settings, reference=reference)
+    forwards = []
+    for model in (trainer.model, reference):
+        model.get_decoder().register_forward_hook(lambda *_: forwards.append(1))
+    for step in (1, 2):
+        trainer.update(groups)
+        assert len(packed) == 3 * step  # 8 sequences in micro-batches of 3
+        assert len(forwards) == 3 * 4 * step  # each: pi_old, reference, 2 iterations
+
+
+@pytest.mark.parametrize("packing", [True, False])
+def test_preparing_a_batch_reads_nothing_back_from_its_device(packing: bool):
+    """Layouts and counts are taken on the CPU before the micro-batches move (on a GPU every read back
+    synchronises the stream): on the meta device, which holds no data, any read back would raise."""
+    settings = update_settings(micro_batch_size=3)
+    settings = dataclasses.replace(
+        settings, logprobs=dataclasses.replace(settings.logprobs, packing_row_tokens=64 if packing else None)
+    )
+    g = group((1, 2), [(5,) * n for n in (1, 2, 3, 40)], [1.0, 0.0, 1.0, 0.0])
+    batch = prepare_batch([g], settings, torch.device("meta"))
+    assert all(mb.completion_ids.is_meta for mb in batch.micro_batches)
+    assert all((mb.packed is not None) == packing for mb in batch.micro_batches)
+    assert all(mb.packed.attention_mask.is_meta for mb in batch.micro_batches if packing)
+    assert batch.normalizer.total_tokens == 46
+    # packed: the prompt once per micro-batch (lengths 1,2,3 | 40) and no padding
+    assert batch.metrics["tokens/computed"] == (2 + 6 + 2 + 40 if packing else 2 + 3 * 3 + 2 + 40)
+
+
 def test_truncated_completions_are_masked_when_asked():
     g = group((1, 2), POSITIVE + NEGATIVE, [1.0, 0.0, 1.0, 0.0], truncated=(True, False, False, False))
     settings = update_settings(micro_batch_size=8, mask_truncated=True)

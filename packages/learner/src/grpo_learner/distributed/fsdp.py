@@ -30,8 +30,9 @@ from torch.distributed.tensor import DTensor
 from grpo_learner.distributed.process_group import Ranks
 from grpo_learner.grpo.batching import MicroBatch
 from grpo_learner.grpo.logprobs import LogprobSettings, completion_logprobs
+from grpo_learner.grpo.packing import PackedRows
 
-_BATCH_FIELDS = [f.name for f in fields(MicroBatch)]
+_BATCH_FIELDS = [f.name for f in fields(MicroBatch) if f.name != "packed"]  # its tensors; the layout aside
 
 
 class CompletionLogprobs(nn.Module):
@@ -42,8 +43,10 @@ class CompletionLogprobs(nn.Module):
         self.lm = lm
         self.settings = settings
 
-    def forward(self, *tensors: Tensor, with_entropy: bool = True) -> tuple[Tensor, Tensor | None]:
-        batch = MicroBatch(**dict(zip(_BATCH_FIELDS, tensors, strict=True)))
+    def forward(
+        self, *tensors: Tensor, packed: PackedRows | None = None, with_entropy: bool = True
+    ) -> tuple[Tensor, Tensor | None]:
+        batch = MicroBatch(**dict(zip(_BATCH_FIELDS, tensors, strict=True)), packed=packed)
         return completion_logprobs(self.lm, batch, self.settings, with_entropy)
 
 
@@ -107,7 +110,7 @@ class FsdpParallel:
     ) -> tuple[Tensor, Tensor | None]:
         """Through the model's FSDP root (its LogprobSettings fixed there at wrap time)."""
         tensors = (getattr(batch, name) for name in _BATCH_FIELDS)
-        return self.root(model)(*tensors, with_entropy=with_entropy)
+        return self.root(model)(*tensors, packed=batch.packed, with_entropy=with_entropy)
 
     def sum_across_ranks(self, values: dict[str, float]) -> dict[str, float]:
         keys = sorted(values)  # the same keys on every rank: the loss decides them, not the data

@@ -18,9 +18,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor
+
+if TYPE_CHECKING:  # packing.py builds it from a MicroBatch, so it imports this module
+    from grpo_learner.grpo.packing import PackedRows
 
 
 @dataclass(frozen=True)
@@ -59,13 +63,18 @@ class MicroBatch:
     advantages: Tensor  # [N]
     sampler_logprobs: Tensor  # [N, T]
     token_lag: Tensor  # [N, T] float: versions each token's sampler is behind the learner's
+    # train.packing: the packed layout of these completions, built once on the CPU (`prepare_batch`)
+    # and moved with them, for every forward of the step; None: not built (the padded layout)
+    packed: PackedRows | None = None
 
     @property
     def num_tokens(self) -> int:
         return int(self.completion_mask.sum())
 
     def to(self, device: torch.device | str) -> MicroBatch:
-        return MicroBatch(**{name: value.to(device) for name, value in vars(self).items()})
+        return MicroBatch(
+            **{name: None if value is None else value.to(device) for name, value in vars(self).items()}
+        )
 
 
 def length_buckets(sequences: Sequence[TrainSequence], micro_batch_size: int) -> list[list[int]]:

@@ -32,7 +32,7 @@ from torch.utils.checkpoint import checkpoint
 
 from grpo_learner.config import LearnerConfig
 from grpo_learner.grpo.batching import MicroBatch
-from grpo_learner.grpo.packing import packed_completion_hidden, packed_shape
+from grpo_learner.grpo.packing import packed_completion_hidden, packed_rows, with_packed_rows
 
 
 @dataclass(frozen=True)
@@ -168,15 +168,23 @@ def completion_logprobs(
     return full_logprobs, full_entropy.masked_scatter(mask, entropy)
 
 
+def with_layout(batch: MicroBatch, settings: LogprobSettings) -> MicroBatch:
+    """`batch` with what the layout `settings` choose needs built once for all its forwards: the
+    packed rows under train.packing (see packing.py); nothing for the padded layouts."""
+    if settings.packing_row_tokens is None:
+        return batch
+    return with_packed_rows(batch, settings.packing_row_tokens)
+
+
 def layout_tokens(batch: MicroBatch, settings: LogprobSettings) -> tuple[int, int]:
     """(token positions the decoder computes for `batch`, how many of them are real tokens) in the
     layout `settings` choose; the rest is padding. Shared prompts count once in both (the unshared
     layout, also used under gradient checkpointing, computes each sequence's prompt again)."""
+    if settings.packing_row_tokens is not None:  # a group split across rows computes its prompt again
+        packed = packed_rows(batch, settings.packing_row_tokens)
+        return packed.padded_tokens, packed.real_tokens
     prompt_lengths = batch.prompt_mask.sum(-1)
     completions = int(batch.completion_mask.sum())
-    if settings.packing_row_tokens is not None:  # a group split across rows computes its prompt again
-        rows, width, real = packed_shape(batch, settings.packing_row_tokens)
-        return rows * width, real
     if settings.share_prompts:
         return batch.prompt_ids.numel() + batch.completion_ids.numel(), int(
             prompt_lengths.sum()

@@ -21,11 +21,17 @@ the same completion after that (`predictor`).
 Why rows of a bounded length rather than one row per micro-batch: without a varlen kernel (CPU, SDPA)
 attention is computed densely over the row, `L^2` scores per head and layer, so the row length bounds
 that cost and the mask's `L^2` bytes. Padding left is at the end of rows only.
+
+Built once per micro-batch and step: `prepare_batch` lays each micro-batch out on the CPU before it
+moves to its device (`with_packed_rows`), and every forward of the step (pi_old, the reference, each
+of the mu iterations) and the token counts read that one layout (`packed_rows`). Rebuilt per forward,
+the `R x L x L` mask would be built and copied again each time, and the row shape read back from the
+device (a synchronising device->host copy on a GPU).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 from torch import Tensor
@@ -40,6 +46,7 @@ class PackedRows:
     attention_mask: Tensor  # [R, 1, L, L] bool, True = query may attend key
     predictor: Tensor  # [N, T] flat index (row * L + position) of the state that predicts token j of row i
     real_tokens: int  # tokens that are not row padding
+    row_tokens: int  # the train.packing_row_tokens budget the rows were built for
 
     @property
     def padded_tokens(self) -> int:
@@ -52,6 +59,7 @@ class PackedRows:
             attention_mask=self.attention_mask.to(device),
             predictor=self.predictor.to(device),
             real_tokens=self.real_tokens,
+            row_tokens=self.row_tokens,
         )
 
 
@@ -131,13 +139,6 @@ def _rows(segments: list[_Segment], row_tokens: int) -> list[list[_Segment]]:
     return balanced if _width(balanced) < min(_width(fitted), limit + 1) else fitted
 
 
-def packed_shape(batch: MicroBatch, row_tokens: int) -> tuple[int, int, int]:
-    """(rows, width, real tokens) of `pack(batch, row_tokens)`, without building it."""
-    rows = _rows(_segments(batch.to("cpu"), row_tokens), row_tokens)
-    sizes = [sum(s.tokens for s in row) for row in rows]
-    return len(rows), max(sizes), sum(sizes)
-
-
 def pack(batch: MicroBatch, row_tokens: int, pad_token_id: int = 0) -> PackedRows:
     """The packed layout of `batch` (see the module doc), built on the CPU (a GPU would sync on every
     small copy); `batch` itself is left as it is."""
@@ -174,7 +175,22 @@ def pack(batch: MicroBatch, row_tokens: int, pad_token_id: int = 0) -> PackedRow
         attention_mask=_tree_causal_mask(group, sequence),
         predictor=predictor,
         real_tokens=int((group >= 0).sum()),
+        row_tokens=row_tokens,
     )
+
+
+def with_packed_rows(batch: MicroBatch, row_tokens: int) -> MicroBatch:
+    """`batch` carrying its packed layout; called on the CPU before the batch moves to its device, so
+    the layout moves with it once (`MicroBatch.to`)."""
+    return replace(batch, packed=pack(batch, row_tokens))
+
+
+def packed_rows(batch: MicroBatch, row_tokens: int) -> PackedRows:
+    """The layout `batch` carries when it was built for `row_tokens` (`with_packed_rows`); else built
+    now (a batch straight from `collate`), on the CPU, and moved to the batch's device."""
+    if batch.packed is not None and batch.packed.row_tokens == row_tokens:
+        return batch.packed
+    return pack(batch, row_tokens).to(batch.completion_ids.device)
 
 
 def _tree_causal_mask(group: Tensor, sequence: Tensor) -> Tensor:
@@ -199,7 +215,7 @@ def packed_completion_hidden(decoder: torch.nn.Module, batch: MicroBatch, row_to
             f"train.packing needs sdpa or eager attention (a 4D mask); this model uses {attention!r}: "
             "set train.packing = false"
         )
-    packed = pack(batch, row_tokens).to(batch.completion_ids.device)
+    packed = packed_rows(batch, row_tokens)
     mask = packed.attention_mask
     if attention == "eager":
         # eager attention adds the mask to the scores: 0 where allowed, the most negative value elsewhere

@@ -30,7 +30,7 @@ from grpo_learner.data.rollout_data import SCALAR_REWARD, GroupError, ScoredGrou
 from grpo_learner.distributed.sequence_shards import balanced_shards
 from grpo_learner.grpo.advantages import compute_advantages, weighted_reward
 from grpo_learner.grpo.batching import MicroBatch, TrainSequence, collate, length_buckets
-from grpo_learner.grpo.logprobs import LogprobSettings, layout_tokens
+from grpo_learner.grpo.logprobs import LogprobSettings, layout_tokens, with_layout
 from grpo_learner.grpo.losses import (
     LOSSES,
     LossOutput,
@@ -121,6 +121,9 @@ def prepare_batch(
     With world_size > 1: advantages and counts over the whole batch, micro-batches of this rank's
     shard only, padded with loss-free filler micro-batches to the busiest rank's count (FSDP needs
     every rank to run the same number of forward and backward passes).
+
+    Everything is built and counted on the CPU (each micro-batch's layout too: `with_layout`), then
+    moved to `device` once: no count is read back from the device.
     """
     sizes = {len(g.completions) for g in groups}
     if len(sizes) != 1:
@@ -150,9 +153,7 @@ def prepare_batch(
     ]
     if world_size == 1:
         buckets = length_buckets(sequences, settings.micro_batch_size)
-        micro_batches = [
-            collate([sequences[i] for i in b], settings.pad_token_id).to(device) for b in buckets
-        ]
+        micro_batches = [_micro_batch([sequences[i] for i in b], settings) for b in buckets]
         normalizer = Normalizer(
             total_sequences=len(sequences),
             total_tokens=max(1, int(sum(mb.loss_mask.sum() for mb in micro_batches))),
@@ -160,7 +161,7 @@ def prepare_batch(
             max_completion_length=settings.max_completion_length,
         )
     else:
-        micro_batches, normalizer = _shard_micro_batches(sequences, settings, device, rank, world_size)
+        micro_batches, normalizer = _shard_micro_batches(sequences, settings, rank, world_size)
     rewards = weighted_reward(components, settings.reward_weights)
     group_std = rewards.std(dim=1)
     lengths = [c.model_tokens for g in groups for c in g.completions]  # the model's tokens only
@@ -189,28 +190,31 @@ def prepare_batch(
     input_tokens = sum(s.length for s in sequences)
     metrics["tokens/generated"] = float(sum(lengths))  # sampled by the model, over the whole batch
     metrics["tokens/trained"] = float(input_tokens)  # prompt + completion per sequence, no padding
-    return PreparedBatch(micro_batches, normalizer, metrics, input_tokens)
+    return PreparedBatch([mb.to(device) for mb in micro_batches], normalizer, metrics, input_tokens)
+
+
+def _micro_batch(sequences: list[TrainSequence], settings: UpdateSettings) -> MicroBatch:
+    """`sequences` collated on the CPU, with their layout built (once for every forward of the step)."""
+    return with_layout(collate(sequences, settings.pad_token_id), settings.logprobs)
 
 
 def _shard_micro_batches(
     sequences: list[TrainSequence],
     settings: UpdateSettings,
-    device: torch.device,
     rank: int,
     world_size: int,
 ) -> tuple[list[MicroBatch], Normalizer]:
-    """This rank's micro-batches and the batch-wide normaliser (world_size 1: FSDP sums gradients)."""
+    """This rank's micro-batches (on the CPU) and the batch-wide normaliser (world_size 1: FSDP sums
+    gradients)."""
     mbs = settings.micro_batch_size
     shards = balanced_shards([s.length for s in sequences], world_size)
     counts = [math.ceil(len(shard) / mbs) for shard in shards]
     mine = [sequences[i] for i in shards[rank]]
-    micro_batches = [
-        collate([mine[i] for i in b], settings.pad_token_id).to(device) for b in length_buckets(mine, mbs)
-    ]
+    micro_batches = [_micro_batch([mine[i] for i in b], settings) for b in length_buckets(mine, mbs)]
     # A filler is one pad token whose loss mask is 0: it contributes exactly nothing to the loss.
     filler = TrainSequence((settings.pad_token_id,), (settings.pad_token_id,), (0.0,), 0.0, counts=False)
     missing = max(counts) - len(micro_batches)
-    micro_batches += [collate([filler], settings.pad_token_id).to(device)] * missing
+    micro_batches += [_micro_batch([filler], settings)] * missing
     normalizer = Normalizer(
         total_sequences=len(sequences),
         total_tokens=max(1, sum(s.model_tokens for s in sequences if s.counts)),
