@@ -106,6 +106,31 @@ def test_readme_links_and_anchors_resolve() -> None:
     assert not broken, "\n".join(broken)
 
 
+def recording_benchmarks() -> list[str]:
+    """The benchmark scripts that write their figures into RESULTS.md (through benchmarks/results_file.py)."""
+    scripts = (ROOT / "benchmarks").glob("*.py")
+    return sorted(
+        p.name for p in scripts if re.search(r"^from results_file import", p.read_text(), re.MULTILINE)
+    )
+
+
+def test_every_recording_benchmark_links_its_recorded_figures_from_the_benchmarks_readme() -> None:
+    """A benchmark that can `--record` has a row in benchmarks/README.md's table linking its section(s) of
+    RESULTS.md (the link test checks that they exist), so no README points at figures never recorded."""
+    table = (ROOT / "benchmarks" / "README.md").read_text().splitlines()
+    rows = [line for line in table if line.startswith("| `")]
+    scripts = recording_benchmarks()
+    assert {"default_run.py", "real_size.py", "vs_trl_gain.py"} <= set(scripts)  # the scan finds them
+    unlinked = [
+        script
+        for script in scripts
+        if not any(
+            row.split("|")[1].strip().startswith(f"`{script}") and "](RESULTS.md#" in row for row in rows
+        )
+    ]
+    assert not unlinked, f"benchmarks/README.md has no row linking RESULTS.md for: {unlinked}"
+
+
 def test_root_readme_is_short_and_shows_the_architecture_from_an_editable_source() -> None:
     readme = (ROOT / "README.md").read_text()
     assert len(readme.splitlines()) <= 150, "the root README is a front page: move detail to docs/"
