@@ -101,8 +101,15 @@ def run_trl(directory: Path, shape: RunShape, steps: int, threads: int | None) -
 
 
 def compare(
-    shape: RunShape, pairs: int, steps: int, stalenesses: list[int], trl_threads: int | None, root: Path
+    shape: RunShape,
+    pairs: int,
+    steps: int,
+    stalenesses: list[int],
+    trl_threads: list[int | None],
+    root: Path,
 ) -> None:
+    """Per pair: TRL once per thread setting, then ours once per staleness; every ours / TRL ratio of
+    the pair (so one set of our runs is compared with TRL at each thread setting, in the same minutes)."""
     directory = root / shape.name
     directory.mkdir()
     if shape.name in WARM_ASSETS:
@@ -116,26 +123,44 @@ def compare(
         f"{shape.group_size}, {shape.max_new_tokens} new tokens, {prompt}, {steps} steps per run",
         flush=True,
     )
-    ratios: dict[int, list[float]] = {k: [] for k in stalenesses}
+    ratios: dict[tuple[int | None, int], list[float]] = {
+        (threads, k): [] for threads in trl_threads for k in stalenesses
+    }
     for pair in range(pairs):
-        trl = run_trl(directory, shape, steps, trl_threads)
-        line = [f"pair {pair + 1}: TRL {trl:.3f} s/step"]
+        trl = {threads: run_trl(directory, shape, steps, threads) for threads in trl_threads}
+        line = [
+            f"pair {pair + 1}: " + ", ".join(f"TRL ({_threads(t)}) {v:.3f} s/step" for t, v in trl.items())
+        ]
         for staleness in stalenesses:
             run_dir = directory / f"ours-s{staleness}-{pair}"
             settings = (f"rollout.max_staleness={staleness}", "local_services.reward_workers=1")
             ours = run_grpo(shape, directory, run_dir, steps, *settings)
-            ratios[staleness].append(ours.seconds_per_step / trl)
+            for threads, trl_step in trl.items():
+                ratios[threads, staleness].append(ours.seconds_per_step / trl_step)
+            against = ", ".join(
+                f"{ours.seconds_per_step / v:.2f}x TRL ({_threads(t)})" for t, v in trl.items()
+            )
             line.append(
                 f"ours (max_staleness {staleness}) {ours.seconds_per_step:.3f} s/step "
-                f"= {ours.seconds_per_step / trl:.2f}x TRL [{phase_line(ours)}]"
+                f"= {against} [{phase_line(ours)}]"
             )
         print("; ".join(line), flush=True)
-    for staleness, values in ratios.items():
+    for (threads, staleness), values in ratios.items():
         print(
-            f"{shape.name}: ours / TRL at max_staleness {staleness}: median {statistics.median(values):.2f}x "
-            f"over {len(values)} pair(s) (each: {', '.join(f'{v:.2f}' for v in values)})",
+            f"{shape.name}: ours / TRL ({_threads(threads)}) at max_staleness {staleness}: median "
+            f"{statistics.median(values):.2f}x over {len(values)} pair(s) "
+            f"(each: {', '.join(f'{v:.2f}' for v in values)})",
             flush=True,
         )
+
+
+def _threads(threads: int | None) -> str:
+    return f"{threads} torch thread{'s' if threads != 1 else ''}" if threads else "default torch threads"
+
+
+def parse_threads(text: str) -> list[int | None]:
+    """`default,1` -> [None, 1]: None leaves torch's default (one thread per core)."""
+    return [None if t.strip() == "default" else int(t) for t in text.split(",")]
 
 
 def main() -> None:
@@ -151,26 +176,27 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="1 pair of 4 steps per shape")
     parser.add_argument(
         "--trl-threads",
-        type=int,
-        help="torch threads of the TRL process (default: torch's, one per core); on a loaded machine "
-        "one thread per process is what keeps spinning thread pools from slowing every process down",
+        default="default",
+        help="torch threads of the TRL process, comma-separated to compare with several in the same pairs "
+        "(`default`: torch's, one per core; e.g. `default,1`); on a loaded machine one thread per process "
+        "is what keeps spinning thread pools from slowing every process down",
     )
     parser.add_argument("--trl-worker", type=Path, help=argparse.SUPPRESS)
     add_record_flag(parser, SECTION)
     args = parser.parse_args()
     if args.trl_worker is not None:
-        trl_worker(
-            args.trl_worker, SHAPES[args.shapes], args.steps, args.trl_threads, args.trl_worker / "trl.json"
-        )
+        threads = parse_threads(args.trl_threads)[0]
+        trl_worker(args.trl_worker, SHAPES[args.shapes], args.steps, threads, args.trl_worker / "trl.json")
         return
     with Report(SECTION, runner=BENCH_GROUP) as report:
         pairs, steps = (1, 4) if args.quick else (args.pairs, args.steps)
-        trl_threads = f"TRL {args.trl_threads or 'default'} torch threads"
-        print(machine_description(f"{trl_threads}; ours: see grpo train's CPU split"), flush=True)
+        trl_threads = parse_threads(args.trl_threads)
+        described = " / ".join(_threads(t) for t in trl_threads)
+        print(machine_description(f"TRL {described}; ours: see grpo train's CPU split"), flush=True)
         with tempfile.TemporaryDirectory() as tmp:
             for name in args.shapes.split(","):
                 stalenesses = [int(s) for s in args.staleness.split(",")]
-                compare(SHAPES[name], pairs, steps, stalenesses, args.trl_threads, Path(tmp))
+                compare(SHAPES[name], pairs, steps, stalenesses, trl_threads, Path(tmp))
     if args.record:
         report.save(sys.argv)
 
