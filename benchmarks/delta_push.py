@@ -51,7 +51,7 @@ from grpo_common.weights.fingerprint import Fingerprint, fingerprint
 from grpo_learner.config import LearnerConfig, OptimConfig
 from grpo_learner.data.synthetic import synthetic_groups
 from grpo_learner.grpo.optim import build_optimizer, build_scheduler
-from grpo_learner.grpo.update import Trainer, UpdateSettings
+from grpo_learner.grpo.update import Trainer
 from model_shapes import SHAPES, machine_description  # benchmarks/model_shapes.py
 from results_file import Report, add_record_flag  # benchmarks/results_file.py
 from transformers import AutoModelForCausalLM, PreTrainedModel
@@ -90,8 +90,7 @@ def trainer_for(model: PreTrainedModel, lr: float) -> Trainer:
     )
     optim = OptimConfig(lr=lr, warmup_steps=0, schedule="constant")
     optimizer = build_optimizer(model, optim)
-    settings = UpdateSettings.from_config(config)
-    return Trainer(model.train(), optimizer, build_scheduler(optimizer, optim, 100), settings)
+    return Trainer(model.train(), optimizer, build_scheduler(optimizer, optim, 100), config)
 
 
 def snapshot(model: PreTrainedModel, dtype: torch.dtype) -> dict[str, torch.Tensor]:

@@ -20,7 +20,7 @@ from pathlib import Path
 
 from grpo_learner.data.prompts import load_prompt_file
 from grpo_learner.embedded.default_run import HELDOUT_FILE, embedded_config
-from grpo_learner.eval.runner import EvalSettings, run_evaluation
+from grpo_learner.eval.runner import eval_sampling, run_evaluation
 from grpo_learner.local.service_processes import local_services
 from model_shapes import machine_description  # benchmarks/model_shapes.py
 from results_file import Report, add_record_flag  # benchmarks/results_file.py
@@ -37,7 +37,6 @@ def main() -> None:
     model = str(args.run_dir / "warmup")
     config = config.model_copy(update={"model": config.model.model_copy(update={"name_or_path": model})})
     prompts = list(load_prompt_file(args.run_dir / HELDOUT_FILE).items)
-    settings = EvalSettings.from_config(config)
     with Report(SECTION) as report:
         print(machine_description("rollout 1 torch thread, reward 1 worker"))
         with local_services(
@@ -47,16 +46,14 @@ def main() -> None:
 
             def timed(sampled: bool) -> tuple[float, dict[str, float]]:
                 started = time.monotonic()
-                result = asyncio.run(
-                    run_evaluation(prompts, settings, rollout, config.rollout, reward, sampled=sampled)
-                )
+                result = asyncio.run(run_evaluation(prompts, config, rollout, reward, sampled=sampled))
                 return time.monotonic() - started, result.metrics
 
             timed(False)  # warm-up
             greedy_s, _ = timed(False)
             both_s, metrics = timed(True)
         sampled_s = both_s - greedy_s
-        print(f"held-out problems: {len(prompts)}; max_new_tokens {settings.sampling.max_new_tokens}")
+        print(f"held-out problems: {len(prompts)}; max_new_tokens {eval_sampling(config).max_new_tokens}")
         runs = config.train.max_steps // config.eval.every + 1  # at step 0, every `every` steps
         print(f"greedy evaluation: {greedy_s:.1f} s (a default run makes {runs}: {runs * greedy_s:.0f} s)")
         print(

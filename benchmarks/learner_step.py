@@ -35,7 +35,7 @@ from grpo_learner.config import LearnerConfig, OptimConfig
 from grpo_learner.data.rollout_data import ScoredCompletion, ScoredGroup
 from grpo_learner.data.synthetic import synthetic_groups
 from grpo_learner.grpo.optim import build_optimizer, build_scheduler
-from grpo_learner.grpo.update import Trainer, UpdateSettings, prepare_batch
+from grpo_learner.grpo.update import Trainer, prepare_batch
 from model_shapes import SHAPES, ModelShape, machine_description  # benchmarks/model_shapes.py
 from results_file import Report, add_record_flag  # benchmarks/results_file.py
 from transformers import AutoModelForCausalLM
@@ -117,9 +117,8 @@ def run(
             "rollout": {"sampling": {"max_new_tokens": UNEVEN_LENGTHS[1] if spread_lengths else 64}},
         }
     )
-    settings = UpdateSettings.from_config(config)
     optimizer = build_optimizer(model, OptimConfig(lr=1e-5))
-    trainer = Trainer(model, optimizer, build_scheduler(optimizer, OptimConfig(lr=1e-5), 100), settings)
+    trainer = Trainer(model, optimizer, build_scheduler(optimizer, OptimConfig(lr=1e-5), 100), config)
     groups = synthetic_groups(
         0,
         num_groups=work.groups,
@@ -130,7 +129,7 @@ def run(
     )
     if spread_lengths:
         groups = uneven(groups)
-    batch = prepare_batch(groups, settings, torch.device("cpu"))
+    batch = prepare_batch(groups, config, torch.device("cpu"))
     tokens = batch.input_tokens
     completion_tokens = sum(mb.num_tokens for mb in batch.micro_batches)
     attention = 0

@@ -31,7 +31,7 @@ from grpo_learner.config import LearnerConfig, OptimConfig
 from grpo_learner.config.lora import LoraConfig
 from grpo_learner.data.synthetic import synthetic_groups
 from grpo_learner.grpo.optim import build_optimizer, build_scheduler
-from grpo_learner.grpo.update import Trainer, UpdateSettings
+from grpo_learner.grpo.update import Trainer
 from grpo_learner.lora.adapters import add_adapters
 from grpo_learner.lora.merged_weights import LoraLayout
 from model_shapes import SHAPES, machine_description  # benchmarks/model_shapes.py
@@ -72,10 +72,9 @@ def run_case(size: str, rank: int, beta: float, steps: int, threads: int, queue)
             "rollout": {"sampling": {"max_new_tokens": 64}},
         }
     )
-    settings = UpdateSettings.from_config(config)
     optim = OptimConfig(lr=1e-5)
     optimizer = build_optimizer(model, optim)
-    trainer = Trainer(model, optimizer, build_scheduler(optimizer, optim, 100), settings, reference=reference)
+    trainer = Trainer(model, optimizer, build_scheduler(optimizer, optim, 100), config, reference=reference)
     groups = synthetic_groups(
         0,
         num_groups=4,

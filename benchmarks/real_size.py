@@ -36,7 +36,7 @@ from pathlib import Path
 import torch
 from grpo_common.bpe_tokenizer import QWEN2_VOCAB_SIZE, build_bpe_tokenizer, save_bpe_tokenizer
 from grpo_learner.config import LearnerConfig
-from grpo_learner.grpo.logprobs import LogprobSettings
+from grpo_learner.grpo.logprobs import tokens_per_chunk
 from grpo_learner.local.service_processes import find_executable
 from grpo_learner.monitoring.metrics import read_metrics
 from model_shapes import ModelShape, machine_description  # benchmarks/model_shapes.py
@@ -262,7 +262,7 @@ def _learner_chunk_tokens(extra: list[str]) -> int:
         if key.startswith("train.logprob_chunk_"):
             train[key.removeprefix("train.")] = float(value)
     config = LearnerConfig(model={"name_or_path": "unused"}, train=train)
-    return min(LogprobSettings.from_config(config).tokens_per_chunk(V), GROUP * PROMPTS * NEW_TOKENS)
+    return min(tokens_per_chunk(config.train, V), GROUP * PROMPTS * NEW_TOKENS)
 
 
 def table(rows: list[SizeFigures]) -> str:

@@ -38,7 +38,7 @@ from grpo_learner.data.rollout_data import ScoredGroup
 from grpo_learner.data.synthetic import synthetic_groups
 from grpo_learner.embedded.default_run import embedded_config
 from grpo_learner.grpo.optim import build_optimizer, build_scheduler
-from grpo_learner.grpo.update import Trainer, UpdateSettings
+from grpo_learner.grpo.update import Trainer
 from grpo_runs import tokenizer_for  # benchmarks/grpo_runs.py
 from model_shapes import ModelShape, machine_description  # benchmarks/model_shapes.py
 from results_file import Report, add_record_flag  # benchmarks/results_file.py
@@ -96,9 +96,8 @@ def batch_of(model: PreTrainedModel, shape: StepShape) -> list[ScoredGroup]:
 
 
 def ours(model: PreTrainedModel, config: LearnerConfig) -> Callable[[list[ScoredGroup]], Timing]:
-    settings = UpdateSettings.from_config(config)
     optimizer = build_optimizer(model, config.optim)
-    trainer = Trainer(model, optimizer, build_scheduler(optimizer, config.optim, 1000), settings)
+    trainer = Trainer(model, optimizer, build_scheduler(optimizer, config.optim, 1000), config)
 
     def step(groups: list[ScoredGroup]) -> Timing:
         metrics = trainer.update(groups)

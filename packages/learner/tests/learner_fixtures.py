@@ -75,7 +75,7 @@ def token_prompts(count: int):
 
 def default_config(**sections):
     """A validated learner config with only the model named (plus `sections`): the one source of
-    every default the settings dataclasses copy."""
+    every default the components read."""
     from grpo_learner.config import LearnerConfig
 
     return LearnerConfig.model_validate({"model": {"name_or_path": "tiny-qwen2"}, **sections})
@@ -89,10 +89,22 @@ def loss_settings(*values, **overrides):
     return default_config().loss.model_copy(update={**given, **overrides})
 
 
-def update_settings(**overrides):
-    """UpdateSettings from the config defaults, with `overrides`."""
-    from dataclasses import replace
+def update_config(micro_batch_size: int | None = None, **sections):
+    """A validated config for one update: the defaults, `train.micro_batch_size` when given, and
+    `sections` (dicts, or a whole section such as `loss_settings(...)`)."""
+    from pydantic import BaseModel
 
-    from grpo_learner.grpo.update import UpdateSettings
+    train = dict(sections.pop("train", {}))
+    if micro_batch_size is not None:
+        train["micro_batch_size"] = micro_batch_size
+    given = {k: v.model_dump() if isinstance(v, BaseModel) else v for k, v in sections.items()}
+    return default_config(train=train, **given)
 
-    return replace(UpdateSettings.from_config(default_config()), **overrides)
+
+def logprob_sections(temperature=1.0, chunk_tokens=64, share_prompts=True, row_tokens=None):
+    """(`[train]`, `[rollout.sampling]`) for computing logprobs: the padded layout, or the packed one in
+    rows of `row_tokens`."""
+    packing = {"packing": row_tokens is not None} | ({"packing_row_tokens": row_tokens} if row_tokens else {})
+    train = {"logprob_chunk_tokens": chunk_tokens, "share_prompt_forward": share_prompts, **packing}
+    config = default_config(train=train, rollout={"sampling": {"temperature": temperature}})
+    return config.train, config.rollout.sampling

@@ -19,22 +19,20 @@ from grpo_learner.training.checkpoint import (
     load_training_state,
     save_checkpoint,
 )
-from learner_fixtures import default_config, loss_settings, save_tiny_model, tiny_qwen2, update_settings
+from learner_fixtures import default_config, loss_settings, save_tiny_model, tiny_qwen2, update_config
 from transformers import AutoModelForCausalLM
 
 torch.set_num_threads(1)
 
 OPTIM = OptimConfig(lr=3e-3, warmup_steps=2, schedule="cosine", weight_decay=0.1, max_grad_norm=0.5)
-SETTINGS = update_settings(
-    loss_type="dapo", num_iterations=2, micro_batch_size=5, loss=loss_settings(0.2, 0.28)
-)
+CONFIG = update_config(5, loss=loss_settings(0.2, 0.28, loss_type="dapo", num_iterations=2))
 STEPS = 4
 
 
 def make_trainer(model) -> Trainer:
     optimizer = build_optimizer(model, OPTIM)
-    scheduler = build_scheduler(optimizer, OPTIM, total_optimizer_steps=STEPS * SETTINGS.num_iterations)
-    return Trainer(model, optimizer, scheduler, SETTINGS)
+    scheduler = build_scheduler(optimizer, OPTIM, total_optimizer_steps=STEPS * CONFIG.loss.num_iterations)
+    return Trainer(model, optimizer, scheduler, CONFIG)
 
 
 def train(trainer: Trainer, steps: range) -> None:

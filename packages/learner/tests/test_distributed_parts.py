@@ -20,7 +20,7 @@ from grpo_learner.grpo.losses import LOSSES
 from grpo_learner.grpo.optim import build_optimizer, build_scheduler
 from grpo_learner.grpo.update import Trainer, prepare_batch
 from grpo_learner.training.checkpoint import CheckpointMismatch, TrainerState, check_world_size
-from learner_fixtures import loss_settings, tiny_qwen2, update_settings
+from learner_fixtures import loss_settings, tiny_qwen2, update_config
 
 torch.set_num_threads(1)
 CPU = torch.device("cpu")
@@ -39,9 +39,9 @@ def test_balanced_shards_deal_every_sequence_once_with_counts_within_one():
 
 def test_sharded_batches_have_equal_micro_batch_counts_and_batch_wide_counts():
     groups = synthetic_groups(0, seed=1, num_groups=3, group_size=4)  # 12 sequences
-    settings = update_settings(micro_batch_size=5)
-    whole = prepare_batch(groups, settings, CPU)
-    ranks = [prepare_batch(groups, settings, CPU, rank, 2) for rank in range(2)]
+    config = update_config(micro_batch_size=5)
+    whole = prepare_batch(groups, config, CPU)
+    ranks = [prepare_batch(groups, config, CPU, rank=rank, world_size=2) for rank in range(2)]
     assert len(ranks[0].micro_batches) == len(ranks[1].micro_batches) == 2  # 6 sequences each
     for part in ranks:
         assert part.normalizer.total_tokens == whole.normalizer.total_tokens
@@ -55,7 +55,8 @@ def test_sharded_batches_have_equal_micro_batch_counts_and_batch_wide_counts():
     assert rows == 12
     # 7 sequences, 3 per micro-batch: ranks get 4 and 3 -> 2 and 1 micro-batches, plus one filler
     small = synthetic_groups(0, seed=1, num_groups=1, group_size=7)
-    parts = [prepare_batch(small, update_settings(micro_batch_size=3), CPU, r, 2) for r in range(2)]
+    config = update_config(micro_batch_size=3)
+    parts = [prepare_batch(small, config, CPU, rank=r, world_size=2) for r in range(2)]
     assert [len(p.micro_batches) for p in parts] == [2, 2]
     fillers = [mb for p in parts for mb in p.micro_batches if mb.loss_mask.sum() == 0]
     assert len(fillers) == 1  # one pad prompt + one pad token
@@ -69,8 +70,8 @@ def make_trainer(loss_type: str) -> Trainer:
     reference = tiny_qwen2(seed=1).requires_grad_(False)
     optimizer = build_optimizer(model, OptimConfig(lr=1e-3))
     scheduler = build_scheduler(optimizer, OptimConfig(lr=1e-3), total_optimizer_steps=4)
-    settings = update_settings(loss_type=loss_type, micro_batch_size=3, loss=loss_settings(beta=1.0))
-    return Trainer(model, optimizer, scheduler, settings, reference)
+    config = update_config(3, loss=loss_settings(beta=1.0, loss_type=loss_type))
+    return Trainer(model, optimizer, scheduler, config, reference)
 
 
 def with_episode_masks(groups: list[ScoredGroup]) -> list[ScoredGroup]:
@@ -98,14 +99,14 @@ def test_rank_loss_shares_and_gradients_add_up_to_the_one_process_ones(loss_type
     groups = with_episode_masks(groups) if episodes else groups
     trainer = make_trainer(loss_type)
     ref = trainer._frozen_logprobs
-    whole_batch = prepare_batch(groups, trainer.settings, CPU)
+    whole_batch = prepare_batch(groups, trainer.config, CPU)
     whole = trainer.accumulate_gradients(whole_batch, ref=ref(trainer.reference, whole_batch))
     assert abs(whole["loss"]) > 1e-3
     one = {n: p.grad.clone() for n, p in trainer.model.named_parameters()}
     trainer.optimizer.zero_grad(set_to_none=True)
     shares = []
     for rank in (0, 1):
-        batch = prepare_batch(groups, trainer.settings, CPU, rank, 2)
+        batch = prepare_batch(groups, trainer.config, CPU, rank=rank, world_size=2)
         shares.append(trainer.accumulate_gradients(batch, ref=ref(trainer.reference, batch)))
     assert shares[0]["loss"] + shares[1]["loss"] == pytest.approx(whole["loss"], rel=1e-4, abs=1e-6)
     for name, param in trainer.model.named_parameters():  # gradients accumulated over both ranks

@@ -18,7 +18,7 @@ from grpo_learner.grpo.logprobs import completion_logprobs
 from grpo_learner.grpo.losses import LOSSES, Normalizer, PolicyBatch, sampler_weights
 from grpo_learner.grpo.optim import build_optimizer, build_scheduler
 from grpo_learner.grpo.update import Trainer, prepare_batch
-from learner_fixtures import loss_settings, tiny_qwen2, update_settings
+from learner_fixtures import loss_settings, tiny_qwen2, update_config
 
 torch.set_num_threads(1)
 
@@ -130,17 +130,17 @@ def episode_group(env_logprob: float = 0.0, env_tokens: dict[int, int] | None = 
     return ScoredGroup("episode", PROMPT, tuple(completions), policy_version=0)
 
 
-def trainer(**overrides) -> Trainer:
-    settings = update_settings(micro_batch_size=2, **overrides)
+def trainer(**sections) -> Trainer:
+    config = update_config(2, **sections)
     model = tiny_qwen2(seed=0)
     optimizer = build_optimizer(model, OptimConfig(lr=1e-3, max_grad_norm=None))
     scheduler = build_scheduler(optimizer, OptimConfig(lr=1e-3), total_optimizer_steps=10)
-    reference = tiny_qwen2(seed=1) if settings.loss.beta > 0 else None
-    return Trainer(model, optimizer, scheduler, settings, reference)
+    reference = tiny_qwen2(seed=1) if config.loss.beta > 0 else None
+    return Trainer(model, optimizer, scheduler, config, reference)
 
 
 def gradients(t: Trainer, group: ScoredGroup) -> tuple[dict[str, float], list[torch.Tensor]]:
-    batch = prepare_batch([group], t.settings, torch.device("cpu"))
+    batch = prepare_batch([group], t.config, torch.device("cpu"))
     ref = t._frozen_logprobs(t.reference, batch) if t.reference is not None else None
     t.optimizer.zero_grad(set_to_none=True)
     stats = t.accumulate_gradients(batch, ref=ref)
@@ -150,7 +150,8 @@ def gradients(t: Trainer, group: ScoredGroup) -> tuple[dict[str, float], list[to
 
 @pytest.mark.parametrize("level", ["token", "sequence"])
 def test_trainer_gradient_ignores_environment_logprobs_but_reads_their_tokens(level):
-    t = trainer(loss=loss_settings(beta=0.04), sampler_mode="truncate", sampler_level=level, sampler_cap=2.0)
+    correction = {"mode": "truncate", "level": level, "cap": 2.0}
+    t = trainer(loss={"beta": 0.04, "sampler_correction": correction})
     stats, grads = gradients(t, episode_group(env_logprob=0.0))
     garbage_stats, garbage_grads = gradients(t, episode_group(env_logprob=-55.0))
     assert stats == garbage_stats
@@ -164,13 +165,14 @@ def test_entropy_and_kl_metrics_average_model_tokens_only():
     t = trainer(loss=loss_settings(beta=0.04))
     group = episode_group()
     stats, _ = gradients(t, group)
-    batch = prepare_batch([group], t.settings, torch.device("cpu"))
+    batch = prepare_batch([group], t.config, torch.device("cpu"))
     entropy_sum, kl_sum, model_tokens = 0.0, 0.0, 0
     with torch.no_grad():
         for mb in batch.micro_batches:
             every_token = type(mb)(**{**vars(mb), "model_mask": mb.completion_mask})  # env tokens too
-            logp, entropy = completion_logprobs(t.model, every_token, t.settings.logprobs)
-            ref, _ = completion_logprobs(t.reference, every_token, t.settings.logprobs, with_entropy=False)
+            sections = (t.config.train, t.config.rollout.sampling)
+            logp, entropy = completion_logprobs(t.model, every_token, *sections)
+            ref, _ = completion_logprobs(t.reference, every_token, *sections, with_entropy=False)
             env = mb.completion_mask & ~mb.model_mask
             assert env.any() and torch.count_nonzero(entropy[env]) == int(env.sum())  # they'd count
             kl = torch.exp(ref - logp) - (ref - logp) - 1
@@ -183,7 +185,7 @@ def test_entropy_and_kl_metrics_average_model_tokens_only():
 
 
 def test_completion_lengths_report_model_tokens():
-    batch = prepare_batch([episode_group()], update_settings(), torch.device("cpu"))
+    batch = prepare_batch([episode_group()], update_config(), torch.device("cpu"))
     assert batch.metrics["completions/mean_length"] == (4 + 2 + 4 + 3) / 4
     assert batch.metrics["completions/max_length"] == 4.0
     assert batch.input_tokens == 4 * 3 + 6 + 4 + 5 + 3  # env tokens are processed as context

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 from grpo_learner.grpo.batching import TrainSequence, collate
-from grpo_learner.grpo.logprobs import EntropySink, LogprobSettings, SelectiveLogSoftmax, completion_logprobs
-from learner_fixtures import tiny_qwen2
+from grpo_learner.grpo.logprobs import EntropySink, SelectiveLogSoftmax, completion_logprobs, tokens_per_chunk
+from learner_fixtures import logprob_sections, tiny_qwen2
 
 torch.set_num_threads(1)
 
@@ -73,11 +73,7 @@ def test_selective_logprobs_entropy_and_gradients_match_the_full_log_softmax():
     for compute in ("selective", "plain"):
         model = tiny_qwen2(seed=3)
         if compute == "selective":  # chunks of 5 tokens: several chunks, each recomputed in backward
-            logprobs, entropy = completion_logprobs(
-                model,
-                batch,
-                LogprobSettings(0.7, 5, share_prompts=True, chunk_mib=64.0, packing_row_tokens=None),
-            )
+            logprobs, entropy = completion_logprobs(model, batch, *logprob_sections(0.7, chunk_tokens=5))
         else:
             logprobs, entropy = plain_completion_logprobs(model, a_batch_of_sequences(), 0.7)
         (logprobs * weights).sum().backward()
@@ -120,8 +116,8 @@ def test_bf16_logits_keep_their_dtype_for_backward_and_match_an_fp32_reference()
 
 def test_frozen_passes_compute_no_entropy():
     with torch.no_grad():
-        settings = LogprobSettings(1.0, 64, share_prompts=True, chunk_mib=64.0, packing_row_tokens=None)
-        logprobs, entropy = completion_logprobs(tiny_qwen2(), a_batch(), settings, with_entropy=False)
+        sections = logprob_sections()
+        logprobs, entropy = completion_logprobs(tiny_qwen2(), a_batch(), *sections, with_entropy=False)
     assert entropy is None and logprobs.shape == a_batch().completion_mask.shape
 
 
@@ -134,10 +130,10 @@ def test_a_group_shares_one_prompt_row():
 
 
 LAYOUTS = {
-    "shared": LogprobSettings(0.9, 7, True, 64.0, packing_row_tokens=None),
-    "unshared": LogprobSettings(0.9, 7, False, 64.0, packing_row_tokens=None),
-    "packed, groups split across rows": LogprobSettings(0.9, 7, True, 64.0, packing_row_tokens=8),
-    "packed, groups sharing rows": LogprobSettings(0.9, 7, True, 64.0, packing_row_tokens=40),
+    "shared": logprob_sections(0.9, 7),
+    "unshared": logprob_sections(0.9, 7, share_prompts=False),
+    "packed, groups split across rows": logprob_sections(0.9, 7, row_tokens=8),
+    "packed, groups sharing rows": logprob_sections(0.9, 7, row_tokens=40),
 }
 
 
@@ -154,7 +150,7 @@ def test_prompt_computed_once_gives_the_logprobs_and_gradients_of_one_pass_per_s
     for compute in ("layout", "plain"):
         model = tiny_qwen2(seed=4)
         if compute == "layout":
-            logprobs, entropy = completion_logprobs(model, batch, LAYOUTS[layout])
+            logprobs, entropy = completion_logprobs(model, batch, *LAYOUTS[layout])
         else:
             logprobs, entropy = plain_completion_logprobs(model, sequences, 0.9)
         (logprobs * weights).sum().backward()
@@ -173,9 +169,7 @@ def test_gradient_checkpointing_falls_back_to_one_pass():
     sequences = groups_of_sequences()
     model = tiny_qwen2(seed=4)
     model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-    logprobs, _ = completion_logprobs(
-        model, collate(sequences), LogprobSettings(0.9, 64, True, 64.0, packing_row_tokens=None)
-    )
+    logprobs, _ = completion_logprobs(model, collate(sequences), *logprob_sections(0.9))
     with torch.no_grad():
         plain, _ = plain_completion_logprobs(model, sequences, 0.9)
     torch.testing.assert_close(logprobs.detach(), plain, rtol=0, atol=1e-5)
@@ -195,15 +189,15 @@ def test_a_qwen_sized_vocabulary_is_projected_in_chunks_within_the_byte_budget()
         )
         for completion in (tuple(torch.randint(2, 151_936, (64,), generator=gen).tolist()) for _ in range(2))
     ]
-    settings = LogprobSettings.from_config(LearnerConfig(model={"name_or_path": "m"}))
+    config = LearnerConfig(model={"name_or_path": "m"})
     projected: list[int] = []
     hook = model.get_output_embeddings().register_forward_hook(
         lambda m, i, out: projected.append(out.numel())
     )
-    logprobs, _ = completion_logprobs(model, collate(sequences), settings)
+    logprobs, _ = completion_logprobs(model, collate(sequences), config.train, config.rollout.sampling)
     hook.remove()
-    assert settings.tokens_per_chunk(151_936) == 110
+    assert tokens_per_chunk(config.train, 151_936) == 110
     assert projected == [110 * 151_936, 18 * 151_936]  # no wider tokens x vocabulary tensor
     with torch.no_grad():
-        plain, _ = plain_completion_logprobs(model, sequences, settings.temperature)
+        plain, _ = plain_completion_logprobs(model, sequences, config.rollout.sampling.temperature)
     torch.testing.assert_close(logprobs.detach(), plain, rtol=0, atol=1e-5)

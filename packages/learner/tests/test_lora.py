@@ -104,9 +104,9 @@ def test_the_reference_is_the_base_model_under_the_adapters_and_no_second_model(
     for step in range(2):  # adapters trained: the policy is no longer the base model
         metrics = trainer.update(synthetic_groups(step, seed=1))
     assert metrics["kl"] > 0
-    batch = prepare_batch(synthetic_groups(5, seed=1), trainer.settings, torch.device("cpu"))
+    batch = prepare_batch(synthetic_groups(5, seed=1), trainer.config, torch.device("cpu"))
     reference = trainer.reference_logprobs(batch)
-    plain = SingleProcess(trainer.settings.logprobs)
+    plain = SingleProcess(trainer.config.train, trainer.config.rollout.sampling)
     with torch.no_grad():
         expected = [plain.logprobs(base, mb, with_entropy=False)[0] for mb in batch.micro_batches]
         policy = [plain.logprobs(trainer.model, mb, with_entropy=False)[0] for mb in batch.micro_batches]

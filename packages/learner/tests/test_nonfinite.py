@@ -14,7 +14,7 @@ from grpo_learner.grpo.optim import build_optimizer, build_scheduler
 from grpo_learner.grpo.update import Trainer
 from grpo_learner.training.checkpoint import latest_checkpoint
 from grpo_learner.training.loop import run_training
-from learner_fixtures import group, save_tiny_model, tiny_qwen2, token_prompts, update_settings
+from learner_fixtures import group, save_tiny_model, tiny_qwen2, token_prompts, update_config
 from recording_rollout import RecordingRollout, start_recording_rollout
 from safetensors.torch import load_file
 from test_loop import config
@@ -70,7 +70,7 @@ def test_an_optimizer_step_that_leaves_inf_in_a_parameter_names_it():
     optim = OptimConfig(lr=1e-3, max_grad_norm=1.0)
     optimizer = build_optimizer(model, optim)
     trainer = Trainer(
-        model, optimizer, build_scheduler(optimizer, optim, 4), update_settings(micro_batch_size=4)
+        model, optimizer, build_scheduler(optimizer, optim, 4), update_config(micro_batch_size=4)
     )
     batch = [group((2, 3), [(5, 6, 7), (8, 9)], [1.0, 0.0])]
     trainer.update(batch)  # a good step passes

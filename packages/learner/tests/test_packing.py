@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 import torch
 from grpo_learner.grpo.batching import TrainSequence, collate
-from grpo_learner.grpo.logprobs import LogprobSettings, completion_logprobs, layout_tokens
+from grpo_learner.grpo.logprobs import completion_logprobs, layout_tokens
 from grpo_learner.grpo.losses import LOSSES, Normalizer, PolicyBatch
 from grpo_learner.grpo.packing import pack
-from learner_fixtures import loss_settings, tiny_qwen2
+from learner_fixtures import logprob_sections, loss_settings, tiny_qwen2
 
 torch.set_num_threads(1)
 
@@ -45,11 +45,11 @@ def test_packed_rows_hold_only_real_tokens_with_positions_restarting_per_sequenc
 def test_the_padding_metrics_count_what_each_layout_computes():
     batch = collate(uneven_groups())
     real = 5 + 3 + 58  # distinct prompts and completions
-    shared = LogprobSettings(1.0, 64, True, 64.0, packing_row_tokens=None)
+    shared, _ = logprob_sections()
     assert layout_tokens(batch, shared) == (2 * 5 + 8 * 23, real)  # prompts left-, completions right-padded
-    unshared = LogprobSettings(1.0, 64, False, 64.0, packing_row_tokens=None)
+    unshared, _ = logprob_sections(share_prompts=False)
     assert layout_tokens(batch, unshared) == (8 * (5 + 23), 4 * 5 + 4 * 3 + 58)
-    packed = LogprobSettings(1.0, 64, True, 64.0, packing_row_tokens=4096)
+    packed, _ = logprob_sections(row_tokens=4096)
     assert layout_tokens(batch, packed) == (real, real)
 
 
@@ -99,8 +99,7 @@ def test_every_registered_loss_trains_packed_as_padded(loss_type):
     results = []
     for row_tokens in (None, 24):
         model = tiny_qwen2(seed=3)
-        logprob_settings = LogprobSettings(1.0, 64, True, 64.0, packing_row_tokens=row_tokens)
-        logprobs, _ = completion_logprobs(model, batch, logprob_settings)
+        logprobs, _ = completion_logprobs(model, batch, *logprob_sections(row_tokens=row_tokens))
         shifted = logprobs.detach() - 0.1 * batch.loss_mask  # a ratio away from 1, so clipping acts
         policy = PolicyBatch(
             logprobs, shifted, batch.advantages, batch.loss_mask, ref_logprobs=shifted + 0.05
@@ -129,8 +128,7 @@ def test_lora_adapters_get_the_gradients_of_the_padded_layout():
             for name, param in model.named_parameters():
                 if "lora_B" in name:
                     param.normal_(std=0.1)
-        settings = LogprobSettings(1.0, 64, True, 64.0, packing_row_tokens=row_tokens)
-        logprobs, _ = completion_logprobs(model, batch, settings)
+        logprobs, _ = completion_logprobs(model, batch, *logprob_sections(row_tokens=row_tokens))
         (logprobs * batch.loss_mask).sum().backward()
         grads.append({n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None})
     padded, packed = grads
@@ -142,6 +140,5 @@ def test_lora_adapters_get_the_gradients_of_the_padded_layout():
 def test_an_attention_without_4d_masks_is_refused_naming_the_setting():
     model = tiny_qwen2(seed=3)
     model.config._attn_implementation_internal = "flash_attention_2"  # no 4D masks; not installed here
-    settings = LogprobSettings(1.0, 64, True, 64.0, packing_row_tokens=64)
     with pytest.raises(ValueError, match=r"train\.packing = false"):
-        completion_logprobs(model, collate(uneven_groups()), settings)
+        completion_logprobs(model, collate(uneven_groups()), *logprob_sections(row_tokens=64))

@@ -7,13 +7,13 @@ import math
 
 import pytest
 import torch
-from grpo_learner.config import OptimConfig
+from grpo_learner.config import LearnerConfig, OptimConfig
 from grpo_learner.data.rollout_data import ScoredCompletion, ScoredGroup
 from grpo_learner.grpo.batching import collate
 from grpo_learner.grpo.logprobs import completion_logprobs
 from grpo_learner.grpo.optim import build_optimizer, build_scheduler
-from grpo_learner.grpo.update import Trainer, UpdateSettings, micro_batch_sampler_weights, prepare_batch
-from learner_fixtures import default_config, group, loss_settings, tiny_qwen2, update_settings
+from grpo_learner.grpo.update import Trainer, micro_batch_sampler_weights, prepare_batch
+from learner_fixtures import group, loss_settings, tiny_qwen2, update_config
 
 torch.set_num_threads(1)
 
@@ -21,19 +21,20 @@ POSITIVE = [(5, 6, 7, 8), (9, 10, 11)]
 NEGATIVE = [(20, 21, 22, 23, 24), (30, 31)]
 
 
-def make_trainer(settings: UpdateSettings, lr: float = 1e-2, reference=None) -> Trainer:
+def make_trainer(config: LearnerConfig, lr: float = 1e-2, reference=None) -> Trainer:
     model = tiny_qwen2(seed=0)
     optimizer = build_optimizer(model, OptimConfig(lr=lr, max_grad_norm=None))
     scheduler = build_scheduler(optimizer, OptimConfig(lr=lr), total_optimizer_steps=10)
-    return Trainer(model, optimizer, scheduler, settings, reference)
+    return Trainer(model, optimizer, scheduler, config, reference)
 
 
 def sequence_logprobs(model, g) -> list[float]:
-    batch = prepare_batch([g], update_settings(micro_batch_size=64), torch.device("cpu"))
+    config = update_config(micro_batch_size=64)
+    batch = prepare_batch([g], config, torch.device("cpu"))
     # one micro-batch, sorted by length: map back through the completion ids
     (mb,) = batch.micro_batches
     with torch.no_grad():
-        logprobs, _ = completion_logprobs(model, mb, update_settings().logprobs)
+        logprobs, _ = completion_logprobs(model, mb, config.train, config.rollout.sampling)
     by_completion = {
         tuple(mb.completion_ids[i][mb.completion_mask[i]].tolist()): float(logprobs[i].sum())
         for i in range(len(mb.advantages))
@@ -44,7 +45,7 @@ def sequence_logprobs(model, g) -> list[float]:
 @pytest.mark.parametrize("loss_type", ["grpo", "bnpo", "dr_grpo", "dapo", "gspo", "cispo"])
 def test_one_step_raises_positive_and_lowers_negative_completions(loss_type: str):
     g = group((1, 2, 3), [*POSITIVE, *NEGATIVE], [1.0, 1.0, 0.0, 0.0])
-    trainer = make_trainer(update_settings(loss_type=loss_type, micro_batch_size=2), lr=1e-3)
+    trainer = make_trainer(update_config(2, loss={"loss_type": loss_type}), lr=1e-3)
     before = sequence_logprobs(trainer.model, g)
     metrics = trainer.update([g])
     after = sequence_logprobs(trainer.model, g)
@@ -56,8 +57,8 @@ def test_one_step_raises_positive_and_lowers_negative_completions(loss_type: str
 
 def test_zero_variance_groups_give_zero_gradient_and_leave_weights_unchanged():
     groups = [group((1, 2), [*POSITIVE, *NEGATIVE], [1.0] * 4), group((3,), POSITIVE + POSITIVE, [0.0] * 4)]
-    trainer = make_trainer(update_settings(micro_batch_size=3))
-    batch = prepare_batch(groups, trainer.settings, torch.device("cpu"))
+    trainer = make_trainer(update_config(micro_batch_size=3))
+    batch = prepare_batch(groups, trainer.config, torch.device("cpu"))
     assert all(mb.advantages.abs().sum() == 0 for mb in batch.micro_batches)
     trainer.accumulate_gradients(batch)
     grads = [p.grad for p in trainer.model.parameters() if p.grad is not None]
@@ -72,9 +73,8 @@ def test_zero_variance_groups_give_zero_gradient_and_leave_weights_unchanged():
 def test_ratio_is_exactly_one_when_nothing_changed():
     """Old logprobs (no grad) and the first pass (with grad) agree bit for bit, so r = 1."""
     g = group((1, 2, 3), [*POSITIVE, *NEGATIVE], [1.0, 0.0, 1.0, 0.0])
-    logprobs = dataclasses.replace(update_settings().logprobs, temperature=0.7)
-    trainer = make_trainer(update_settings(micro_batch_size=2, logprobs=logprobs))
-    batch = prepare_batch([g], trainer.settings, torch.device("cpu"))
+    trainer = make_trainer(update_config(2, rollout={"sampling": {"temperature": 0.7}}))
+    batch = prepare_batch([g], trainer.config, torch.device("cpu"))
     old = trainer._frozen_logprobs(trainer.model, batch)
     for mb, old_lp in zip(batch.micro_batches, old, strict=True):
         logprobs, _ = trainer._logprobs(trainer.model, mb)
@@ -83,10 +83,12 @@ def test_ratio_is_exactly_one_when_nothing_changed():
 
 def test_sampler_logprobs_equal_to_the_learners_give_unit_weights():
     g = group((1, 2, 3), [*POSITIVE, *NEGATIVE], [1.0, 0.0, 1.0, 0.0])
-    trainer = make_trainer(update_settings(micro_batch_size=4))
-    (mb,) = prepare_batch([g], trainer.settings, torch.device("cpu")).micro_batches
+    trainer = make_trainer(update_config(micro_batch_size=4))
+    (mb,) = prepare_batch([g], trainer.config, torch.device("cpu")).micro_batches
     with torch.no_grad():
-        learner, _ = completion_logprobs(trainer.model, mb, trainer.settings.logprobs)
+        learner, _ = completion_logprobs(
+            trainer.model, mb, trainer.config.train, trainer.config.rollout.sampling
+        )
     from grpo_learner.grpo.losses import sampler_weights
 
     w = sampler_weights(learner, learner, mb.loss_mask, "mask", "sequence", cap=1.001)
@@ -101,8 +103,8 @@ def test_gradient_does_not_depend_on_micro_batch_size(loss_type: str):
     ]
     grads = []
     for micro in (1, 3, 8):
-        trainer = make_trainer(update_settings(loss_type=loss_type, micro_batch_size=micro))
-        trainer.accumulate_gradients(prepare_batch(groups, trainer.settings, torch.device("cpu")))
+        trainer = make_trainer(update_config(micro, loss={"loss_type": loss_type}))
+        trainer.accumulate_gradients(prepare_batch(groups, trainer.config, torch.device("cpu")))
         grads.append(torch.cat([p.grad.flatten() for p in trainer.model.parameters()]))
     assert torch.allclose(grads[0], grads[1], atol=1e-6) and torch.allclose(grads[0], grads[2], atol=1e-6)
 
@@ -110,7 +112,7 @@ def test_gradient_does_not_depend_on_micro_batch_size(loss_type: str):
 def test_micro_batches_are_length_bucketed():
     completions = [(5,) * n for n in (9, 1, 8, 2, 7, 3, 6, 4)]
     g = group((1, 2), completions, [float(i % 2) for i in range(8)])
-    batch = prepare_batch([g], update_settings(micro_batch_size=2), torch.device("cpu"))
+    batch = prepare_batch([g], update_config(micro_batch_size=2), torch.device("cpu"))
     widths = [mb.completion_ids.shape[1] for mb in batch.micro_batches]
     assert widths == [2, 4, 7, 9]  # lengths 1,2 | 3,4 | 6,7 | 8,9
     padding = sum(int((~mb.completion_mask).sum()) for mb in batch.micro_batches)
@@ -122,7 +124,7 @@ def test_a_batch_counts_the_tokens_it_generated_and_trains_and_its_median_length
     update trains (prompt + completion per sequence, no padding) and the median completion."""
     g1 = group((1, 2), [(5,) * n for n in (1, 2, 3, 40)], [1.0, 0.0, 1.0, 0.0], prompt_id="a")
     g2 = group((1, 2, 3), [(6,) * n for n in (4, 5, 6, 7)], [1.0, 0.0, 1.0, 0.0], prompt_id="b")
-    metrics = prepare_batch([g1, g2], update_settings(micro_batch_size=8), torch.device("cpu")).metrics
+    metrics = prepare_batch([g1, g2], update_config(micro_batch_size=8), torch.device("cpu")).metrics
     assert metrics["tokens/generated"] == 68.0
     assert metrics["tokens/trained"] == 4 * 2 + 4 * 3 + 68.0
     assert metrics["completions/median_length"] == 4.5 and metrics["completions/max_length"] == 40.0
@@ -140,9 +142,9 @@ def test_each_micro_batch_is_packed_once_per_step_however_many_forwards_read_it(
         group((1, 2, 3), [*POSITIVE, *NEGATIVE], [1.0, 0.0, 0.5, 0.0], prompt_id="a"),
         group((4, 5), [(7, 8), (9,), (12, 13, 14, 15, 16, 17), (3, 3)], [0.0, 1.0, 1.0, 0.0], prompt_id="b"),
     ]
-    settings = update_settings(loss=loss_settings(beta=0.04), num_iterations=2, micro_batch_size=3)
+    config = update_config(3, loss=loss_settings(beta=0.04, num_iterations=2))
     reference = tiny_qwen2(seed=0).eval().requires_grad_(False)
-    trainer = make_trainer(settings, reference=reference)
+    trainer = make_trainer(config, reference=reference)
     forwards = []
     for model in (trainer.model, reference):
         model.get_decoder().register_forward_hook(lambda *_: forwards.append(1))
@@ -156,12 +158,9 @@ def test_each_micro_batch_is_packed_once_per_step_however_many_forwards_read_it(
 def test_preparing_a_batch_reads_nothing_back_from_its_device(packing: bool):
     """Layouts and counts are taken on the CPU before the micro-batches move (on a GPU every read back
     synchronises the stream): on the meta device, which holds no data, any read back would raise."""
-    settings = update_settings(micro_batch_size=3)
-    settings = dataclasses.replace(
-        settings, logprobs=dataclasses.replace(settings.logprobs, packing_row_tokens=64 if packing else None)
-    )
+    config = update_config(3, train={"packing": packing, "packing_row_tokens": 64})
     g = group((1, 2), [(5,) * n for n in (1, 2, 3, 40)], [1.0, 0.0, 1.0, 0.0])
-    batch = prepare_batch([g], settings, torch.device("meta"))
+    batch = prepare_batch([g], config, torch.device("meta"))
     assert all(mb.completion_ids.is_meta for mb in batch.micro_batches)
     assert all((mb.packed is not None) == packing for mb in batch.micro_batches)
     assert all(mb.packed.attention_mask.is_meta for mb in batch.micro_batches if packing)
@@ -172,21 +171,21 @@ def test_preparing_a_batch_reads_nothing_back_from_its_device(packing: bool):
 
 def test_truncated_completions_are_masked_when_asked():
     g = group((1, 2), POSITIVE + NEGATIVE, [1.0, 0.0, 1.0, 0.0], truncated=(True, False, False, False))
-    settings = update_settings(micro_batch_size=8, mask_truncated=True)
-    (mb,) = prepare_batch([g], settings, torch.device("cpu")).micro_batches
+    config = update_config(8, loss={"mask_truncated": True})
+    (mb,) = prepare_batch([g], config, torch.device("cpu")).micro_batches
     row = next(i for i in range(4) if mb.completion_ids[i, :4].tolist() == list(POSITIVE[0]))
     assert mb.loss_mask[row].sum() == 0 and mb.completion_mask[row].sum() == 4
-    unmasked = prepare_batch([g], dataclasses.replace(settings, mask_truncated=False), torch.device("cpu"))
+    unmasked = prepare_batch([g], update_config(8, loss={"mask_truncated": False}), torch.device("cpu"))
     assert unmasked.micro_batches[0].loss_mask.sum() == mb.loss_mask.sum() + 4
 
 
 def test_kl_term_uses_reference_and_beta_requires_one():
     g = group((1, 2, 3), [*POSITIVE, *NEGATIVE], [1.0, 0.0, 1.0, 0.0])
-    settings = update_settings(loss=loss_settings(beta=0.1), num_iterations=2, micro_batch_size=2)
+    config = update_config(2, loss=loss_settings(beta=0.1, num_iterations=2))
     with pytest.raises(ValueError, match="reference"):
-        make_trainer(settings)
+        make_trainer(config)
     reference = tiny_qwen2(seed=0).eval().requires_grad_(False)
-    trainer = make_trainer(settings, lr=1e-2, reference=reference)
+    trainer = make_trainer(config, lr=1e-2, reference=reference)
     metrics = trainer.update([g])
     # pass 1 has KL 0 (policy == reference), pass 2 a positive KL; the metric is their mean
     assert metrics["kl"] > 0
@@ -207,7 +206,7 @@ def test_bf16_autocast_on_cpu_trains_and_reports_its_mismatch_with_the_sampler()
     """train.autocast = bfloat16 on the CPU: the update runs in bf16 over fp32 weights, and the
     sampler/ metrics measure how far its logprobs are from the fp32 ones the sampler reported."""
     g = group((1, 2, 3), [*POSITIVE, *NEGATIVE], [1.0, 1.0, 0.0, 0.0])
-    fp32 = make_trainer(update_settings(micro_batch_size=4))
+    fp32 = make_trainer(update_config(micro_batch_size=4))
     sampled = dataclasses.replace(
         g,
         completions=[
@@ -217,7 +216,7 @@ def test_bf16_autocast_on_cpu_trains_and_reports_its_mismatch_with_the_sampler()
     )
     same = fp32.update([sampled])
     assert same["sampler/logprob_abs_diff"] < 1e-6 and same["sampler/kl"] < 1e-9  # fp32 vs fp32
-    bf16 = make_trainer(update_settings(micro_batch_size=4, autocast="bfloat16"))
+    bf16 = make_trainer(update_config(4, train={"autocast": "bfloat16"}))
     before = {k: v.clone() for k, v in bf16.model.state_dict().items()}
     metrics = bf16.update([sampled])
     assert all(p.dtype == torch.float32 for p in bf16.model.parameters())  # fp32 master weights
@@ -263,13 +262,12 @@ def test_each_tokens_sampler_weight_comes_from_the_version_that_sampled_it(token
     loop over each completion's expanded versions."""
     g = mixed_version_group(learner_version=5)
     correction = {"mode": "truncate", "level": level, "cap": 3.0, "tokens": tokens}
-    config = default_config(loss={"sampler_correction": correction})
-    settings = dataclasses.replace(UpdateSettings.from_config(config), micro_batch_size=8)
-    trainer = make_trainer(settings)
-    (mb,) = prepare_batch([g], settings, torch.device("cpu"), policy_version=5).micro_batches
+    config = update_config(8, loss={"sampler_correction": correction})
+    trainer = make_trainer(config)
+    (mb,) = prepare_batch([g], config, torch.device("cpu"), policy_version=5).micro_batches
     with torch.no_grad():
-        old, _ = completion_logprobs(trainer.model, mb, settings.logprobs)
-    weights = micro_batch_sampler_weights(old, mb, settings)
+        old, _ = completion_logprobs(trainer.model, mb, config.train, config.rollout.sampling)
+    weights = micro_batch_sampler_weights(old, mb, config.loss.sampler_correction)
     for row in range(len(g.completions)):
         ids = tuple(mb.completion_ids[row][mb.completion_mask[row]].tolist())
         completion = next(c for c in g.completions if c.token_ids == ids)
@@ -287,11 +285,11 @@ def test_tokens_are_stale_against_the_learners_version_not_the_batchs_newest():
     n - 1 while the learner is at n: all of them are one version behind. (Measured from the batch's
     newest token they all looked fresh: sampler/stale_tokens 0.)"""
     g = group((1, 2, 3), [*POSITIVE, *NEGATIVE], [1.0, 0.0, 1.0, 0.0], version=4)
-    metrics = make_trainer(update_settings(micro_batch_size=8)).update([g], policy_version=5)
+    metrics = make_trainer(update_config(micro_batch_size=8)).update([g], policy_version=5)
     assert metrics["sampler/stale_tokens"] == 1.0
     assert metrics["sampler/token_lag"] == 1.0
     assert metrics["sampler/kl_stale"] == metrics["sampler/kl"] > 0  # all of the mismatch is staleness
-    partial = make_trainer(update_settings(micro_batch_size=8)).update(
+    partial = make_trainer(update_config(micro_batch_size=8)).update(
         [mixed_version_group(5)], policy_version=5
     )
     assert partial["sampler/stale_tokens"] == pytest.approx(8 / 14)  # 2 + 0 + 5 + 1 of 4 + 3 + 5 + 2

@@ -21,9 +21,9 @@ from grpo_rollout.backends.contract import SamplingParams
 from grpo_rollout.backends.hf.config import HFConfig
 from grpo_rollout.backends.hf.generator import HFGenerator
 from grpo_rollout.cli import main
-from grpo_rollout.config import SGLangSettings
+from grpo_rollout.config import LimitSettings, SGLangSettings
 from grpo_rollout.environments import ENVIRONMENTS
-from grpo_rollout.environments.episode_runner import EpisodeBatchSettings, run_episodes
+from grpo_rollout.environments.episode_runner import run_episodes
 from grpo_rollout.prompt_encoding import PromptEncoder
 from grpo_rollout.request_validation import PreparedPrompt, RequestEnvironments
 from rollout_reward_standin import RewardStandin
@@ -310,11 +310,18 @@ def test_turns_waiting_together_go_to_the_backend_as_one_batch(
         for i in range(4)
     ]
     # a gather window only a hang waits out (past pytest's timeout): the batcher must flush on its own
-    settings = EpisodeBatchSettings(
-        PromptEncoder(tokenizer), (tokenizer.eos_token_id,), len(tokenizer), max_calls=1, gather_s=3600.0
-    )
     sampling = SamplingParams(max_new_tokens=20, temperature=0.0)
-    groups = asyncio.run(run_episodes(prompts, 3, sampling, generate, settings))
+    episodes = run_episodes(
+        prompts,
+        3,
+        sampling,
+        generate,
+        encoder=PromptEncoder(tokenizer),
+        generator=generator.info(),
+        limits=LimitSettings().for_backend("hf"),  # one generate call at a time
+        gather_s=3600.0,
+    )
+    groups = asyncio.run(episodes)
     # Turn 1: the 4 prompts once each with n = 3; turn 2: all 12 episodes in one call (the batcher
     # flushes as soon as every live episode waits, long before its 2 s window).
     assert calls == [(4, 3), (12, 1)]
@@ -334,9 +341,17 @@ def test_tool_seconds_count_tool_calls_only_not_resets_or_turns_that_called_noth
     )
     environment = RequestEnvironments(spec, PromptEncoder(tokenizer)).get("environment.name", ENV)
     prompts = [PreparedPrompt("p", [1, 5], "7", "", environment=environment)]
-    settings = EpisodeBatchSettings(PromptEncoder(tokenizer), (tokenizer.eos_token_id,), len(tokenizer), 1)
     sampling = SamplingParams(max_new_tokens=20, temperature=0.0)
-    (group,) = asyncio.run(run_episodes(prompts, 2, sampling, generator.generate, settings))
+    episodes = run_episodes(
+        prompts,
+        2,
+        sampling,
+        generator.generate,
+        encoder=PromptEncoder(tokenizer),
+        generator=generator.info(),
+        limits=LimitSettings().for_backend("hf"),
+    )
+    (group,) = asyncio.run(episodes)
     assert [(e.stats.turns, e.stats.tool_calls) for e in group] == [(2, 0), (2, 0)]  # 2 steps each
     assert [e.stats.tool_seconds for e in group] == [0.0, 0.0]
 

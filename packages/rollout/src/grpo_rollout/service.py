@@ -53,7 +53,7 @@ from grpo_rollout.busy_clock import BusyClock
 from grpo_rollout.config import ServiceLimits
 from grpo_rollout.distributed_updates import DistributedUpdates
 from grpo_rollout.environments.episode import EpisodeCompletion
-from grpo_rollout.environments.episode_runner import EpisodeBatchSettings, run_episodes
+from grpo_rollout.environments.episode_runner import run_episodes
 from grpo_rollout.group_assembly import MixedVersionGroup, assemble_group, group_version, score_items
 from grpo_rollout.lora_adapters import validate_adapter_spec
 from grpo_rollout.prompt_encoding import PromptEncoder
@@ -230,17 +230,16 @@ class RolloutServicer(rollout_pb2_grpc.RolloutServiceServicer):
             results = await self._generate_call([p.token_ids for p in single], plan.group_size, sampling)
             groups.update({p.id: g for p, g in zip(single, results, strict=True)})
         if episodic:
-            info = self._generator.info()
-            settings = EpisodeBatchSettings(
-                self._encoder,
-                info.eos_token_ids,
-                info.vocab_size,
-                max_calls=self._limits.max_concurrent_batches,
-            )
             whole_turns = dataclasses.replace(sampling, partial=False)  # episodes are never partial
             async with self._episode_gate.shared():  # no weight push inside the batch (episode_runner)
                 results = await run_episodes(
-                    episodic, plan.group_size, whole_turns, self._generate_call, settings
+                    episodic,
+                    plan.group_size,
+                    whole_turns,
+                    self._generate_call,
+                    encoder=self._encoder,
+                    generator=self._generator.info(),
+                    limits=self._limits,
                 )
             groups.update({p.id: g for p, g in zip(episodic, results, strict=True)})
         return [groups[p.id] for p in prompts]

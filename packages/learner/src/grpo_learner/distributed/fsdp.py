@@ -27,9 +27,10 @@ from torch.distributed.device_mesh import DeviceMesh, init_device_mesh
 from torch.distributed.fsdp import FSDPModule, fully_shard
 from torch.distributed.tensor import DTensor
 
+from grpo_learner.config import SamplingConfig, TrainConfig
 from grpo_learner.distributed.process_group import Ranks
 from grpo_learner.grpo.batching import MicroBatch
-from grpo_learner.grpo.logprobs import LogprobSettings, completion_logprobs
+from grpo_learner.grpo.logprobs import completion_logprobs
 from grpo_learner.grpo.packing import PackedRows
 
 _BATCH_FIELDS = [f.name for f in fields(MicroBatch) if f.name != "packed"]  # its tensors; the layout aside
@@ -38,16 +39,17 @@ _BATCH_FIELDS = [f.name for f in fields(MicroBatch) if f.name != "packed"]  # it
 class CompletionLogprobs(nn.Module):
     """FSDP root: forward(micro-batch tensors) = completion_logprobs(lm, micro-batch)."""
 
-    def __init__(self, lm: nn.Module, settings: LogprobSettings) -> None:
+    def __init__(self, lm: nn.Module, train: TrainConfig, sampling: SamplingConfig) -> None:
         super().__init__()
         self.lm = lm
-        self.settings = settings
+        self.train_config = train  # not `train`: nn.Module.train() switches training mode
+        self.sampling = sampling
 
     def forward(
         self, *tensors: Tensor, packed: PackedRows | None = None, with_entropy: bool = True
     ) -> tuple[Tensor, Tensor | None]:
         batch = MicroBatch(**dict(zip(_BATCH_FIELDS, tensors, strict=True)), packed=packed)
-        return completion_logprobs(self.lm, batch, self.settings, with_entropy)
+        return completion_logprobs(self.lm, batch, self.train_config, self.sampling, with_entropy)
 
 
 def decoder_layers(lm: nn.Module) -> list[nn.Module]:
@@ -61,11 +63,13 @@ def decoder_layers(lm: nn.Module) -> list[nn.Module]:
     return list(layers)
 
 
-def shard(lm: nn.Module, mesh: DeviceMesh, settings: LogprobSettings) -> CompletionLogprobs:
+def shard(
+    lm: nn.Module, mesh: DeviceMesh, train: TrainConfig, sampling: SamplingConfig
+) -> CompletionLogprobs:
     """Shard `lm` in place (its parameters become DTensors) and return its FSDP root."""
     for layer in decoder_layers(lm):
         fully_shard(layer, mesh=mesh)
-    root = CompletionLogprobs(lm, settings)
+    root = CompletionLogprobs(lm, train, sampling)
     fully_shard(root, mesh=mesh)
     for module in root.modules():
         if isinstance(module, FSDPModule):
@@ -83,7 +87,8 @@ class FsdpParallel:
     """`Parallelism` over FSDP2-sharded models; `wrap` each model before building its optimizer."""
 
     ranks: Ranks
-    settings: LogprobSettings
+    train: TrainConfig
+    sampling: SamplingConfig
     mesh: DeviceMesh | None = None
     roots: dict[int, CompletionLogprobs] = field(default_factory=dict)
 
@@ -99,7 +104,7 @@ class FsdpParallel:
         """Shard `lm` in place; returns it (now with DTensor parameters) for the optimizer and state."""
         if self.mesh is None:
             self.mesh = device_mesh(self.ranks)
-        self.roots[id(lm)] = shard(lm, self.mesh, self.settings)
+        self.roots[id(lm)] = shard(lm, self.mesh, self.train, self.sampling)
         return lm
 
     def root(self, lm: nn.Module) -> CompletionLogprobs:
@@ -108,7 +113,7 @@ class FsdpParallel:
     def logprobs(
         self, model: nn.Module, batch: MicroBatch, with_entropy: bool = True
     ) -> tuple[Tensor, Tensor | None]:
-        """Through the model's FSDP root (its LogprobSettings fixed there at wrap time)."""
+        """Through the model's FSDP root (its sections fixed there at wrap time)."""
         tensors = (getattr(batch, name) for name in _BATCH_FIELDS)
         return self.root(model)(*tensors, packed=batch.packed, with_entropy=with_entropy)
 

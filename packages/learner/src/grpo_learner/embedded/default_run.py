@@ -22,7 +22,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -38,7 +38,7 @@ from grpo_learner.embedded.task import Problem
 from grpo_learner.embedded.tasks import EmbeddedConfig
 from grpo_learner.embedded.tokenizer import build_tokenizer
 from grpo_learner.embedded.warmup import supervised_warmup
-from grpo_learner.eval.runner import EvalSettings, run_evaluation, training_evaluator
+from grpo_learner.eval.runner import run_evaluation, training_evaluator
 from grpo_learner.local.service_processes import local_services
 from grpo_learner.monitoring.metrics import read_metrics
 from grpo_learner.monitoring.plot import plot_run
@@ -183,9 +183,9 @@ async def greedy_without_environment(
     """Greedy held-out accuracy of weights `version` as single-turn generations: the run's environment
     (its tool) switched off, the model left to answer alone."""
     alone = config.rollout.model_copy(update={"environment": EnvironmentConfig()})
-    settings = replace(EvalSettings.from_config(config), samples=0)
+    without_environment = config.model_copy(update={"rollout": alone})
     result = await run_evaluation(
-        items, settings, [address], alone, None, sampled=False, min_policy_version=version
+        items, without_environment, [address], None, sampled=False, min_policy_version=version
     )
     return result.metrics["greedy_accuracy"]
 

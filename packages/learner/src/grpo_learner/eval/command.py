@@ -23,7 +23,7 @@ from grpo_learner.config import LearnerConfig
 from grpo_learner.data.prompts import ListPromptSource
 from grpo_learner.eval.comparison import compare, comparison_record, print_comparison
 from grpo_learner.eval.report import print_summary, summary, write_outputs
-from grpo_learner.eval.runner import EvalResult, EvalSettings, run_evaluation
+from grpo_learner.eval.runner import EvalResult, eval_sampling, run_evaluation
 from grpo_learner.local.service_processes import find_executable, local_services, start_service
 
 logger = logging.getLogger(__name__)
@@ -32,7 +32,6 @@ logger = logging.getLogger(__name__)
 @dataclass(frozen=True)
 class ModelEvaluation:
     model: str
-    settings: EvalSettings
     result: EvalResult
     summary: dict
 
@@ -90,25 +89,24 @@ def evaluate_models(
     with ExitStack() as stack:
         scratch = out or Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="grpo-eval-")))
         for index, model in enumerate(models):
-            settings = EvalSettings.from_config(config, model)
             model_out = out / f"model_{index + 1}" if out is not None and len(models) > 1 else out
             with _services(config, model, (model_out or scratch / f"model_{index + 1}")) as (rollout, reward):
                 result = asyncio.run(
-                    run_evaluation(items, settings, rollout, config.rollout, reward, progress=progress)
+                    run_evaluation(items, config, rollout, reward, model=model, progress=progress)
                 )
-            record = summary(result, settings, model, label)
+            record = summary(result, config, eval_sampling(config, model), model, label)
             if model_out is not None:
                 write_outputs(model_out, result, record)
             print_summary(record)
-            evaluations.append(ModelEvaluation(model, settings, result, record))
+            evaluations.append(ModelEvaluation(model, result, record))
     if len(evaluations) > 1:
-        _compare(evaluations, config.train.seed, out)
+        _compare(evaluations, config, out)
     return evaluations
 
 
-def _compare(evaluations: Sequence[ModelEvaluation], seed: int, out: Path | None) -> None:
-    base = evaluations[0]
-    differences = [compare(base.result, e.result, base.settings, seed=seed) for e in evaluations[1:]]
+def _compare(evaluations: Sequence[ModelEvaluation], config: LearnerConfig, out: Path | None) -> None:
+    base, seed = evaluations[0], config.train.seed
+    differences = [compare(base.result, e.result, config.eval, seed=seed) for e in evaluations[1:]]
     models = [e.model for e in evaluations]
     print_comparison(models, differences)
     if out is not None:

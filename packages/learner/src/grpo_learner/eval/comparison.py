@@ -17,8 +17,9 @@ import numpy as np
 from rich.console import Console
 from rich.table import Table
 
+from grpo_learner.config.eval import EvalConfig
 from grpo_learner.eval.estimators import metric_names
-from grpo_learner.eval.runner import EvalResult, EvalSettings
+from grpo_learner.eval.runner import EvalResult
 
 BOOTSTRAP_RESAMPLES = 1000
 
@@ -56,15 +57,13 @@ def per_problem(result: EvalResult, ks: Sequence[int], metric: str) -> list[floa
     return [p.metrics(ks)[metric] for p in result.problems]
 
 
-def compare(
-    baseline: EvalResult, other: EvalResult, settings: EvalSettings, *, seed: int
-) -> list[Difference]:
+def compare(baseline: EvalResult, other: EvalResult, evaluated: EvalConfig, *, seed: int) -> list[Difference]:
     """Every metric of `other` against `baseline`, on the same problems in the same order."""
     if [p.problem_id for p in baseline.problems] != [p.problem_id for p in other.problems]:
         raise ValueError("the two evaluations did not cover the same problems in the same order")
     out = []
-    for metric in metric_names(settings.greedy, settings.ks):
-        a, b = per_problem(baseline, settings.ks, metric), per_problem(other, settings.ks, metric)
+    for metric in metric_names(evaluated.greedy, evaluated.ks):
+        a, b = per_problem(baseline, evaluated.ks, metric), per_problem(other, evaluated.ks, metric)
         low, high = paired_bootstrap(a, b, seed=seed)
         out.append(Difference(metric, baseline.metrics[metric], other.metrics[metric], low, high))
     return out

@@ -18,23 +18,37 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+from grpo_learner.config import LearnerConfig, SamplingConfig
 from grpo_learner.eval.estimators import metric_names
-from grpo_learner.eval.runner import EvalResult, EvalSettings
+from grpo_learner.eval.runner import EvalResult
 
 SAMPLES_FILE = "samples.jsonl"
 SUMMARY_FILE = "summary.json"
 
 
-def summary(result: EvalResult, settings: EvalSettings, model: str, data: str) -> dict[str, Any]:
-    """summary.json: every metric at the top level, then what was evaluated and how."""
+def summary(
+    result: EvalResult, config: LearnerConfig, sampling: SamplingConfig, model: str, data: str
+) -> dict[str, Any]:
+    """summary.json: every metric at the top level, then what was evaluated and how (`sampling`: the
+    one the evaluation drew its samples with, `runner.eval_sampling`)."""
+    e = config.eval
     return {
-        **{name: result.metrics[name] for name in metric_names(settings.greedy, settings.ks)},
+        **{name: result.metrics[name] for name in metric_names(e.greedy, e.ks)},
         "problems": len(result.problems),
-        "samples_per_problem": settings.samples,
-        "k": list(settings.ks),
+        "samples_per_problem": e.samples,
+        "k": list(e.ks),
         "model": model,
         "data": data,
-        "sampling": settings.describe_sampling(),
+        "sampling": {
+            "temperature": sampling.temperature,
+            "top_p": sampling.top_p,
+            "top_k": sampling.top_k,
+            "max_new_tokens": sampling.max_new_tokens,
+            "seed": config.train.seed,
+            "greedy": e.greedy,
+            "samples": e.samples,
+            "apply_chat_template": config.data.apply_chat_template,
+        },
     }
 
 

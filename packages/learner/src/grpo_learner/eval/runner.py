@@ -17,10 +17,9 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from grpo.v1 import reward_pb2
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-from grpo_learner.config import LearnerConfig, RolloutConfig, SamplingConfig
+from grpo_learner.config import LearnerConfig, SamplingConfig
 from grpo_learner.data.episodes import episode_metrics
 from grpo_learner.data.prompts import PromptItem
 from grpo_learner.eval.buckets import assign_buckets, reward_service_judge
@@ -36,50 +35,18 @@ GREEDY_REWARD = "greedy_reward"
 GREEDY_CHARS = "greedy_completion_chars"
 
 
-@dataclass(frozen=True)
-class EvalSettings:
-    """The validated [eval] values one evaluation needs, resolved against [rollout] and the model."""
-
-    greedy: bool
-    samples: int
-    ks: tuple[int, ...]
-    sampling: SamplingConfig  # of the sampled completions (greedy ones use it at temperature 0)
-    apply_chat_template: bool
-    seed: int
-    reward_spec: reward_pb2.RewardSpec  # the run's [reward]: tasks, time limit, components as in training
-
-    @classmethod
-    def from_config(cls, config: LearnerConfig, model: str | None = None) -> EvalSettings:
-        e, base = config.eval, config.rollout.sampling
-        max_new_tokens = e.max_new_tokens or model_max_new_tokens(model or config.model.name_or_path)
-        sampling = base.model_copy(
-            update={
-                "temperature": e.temperature or base.temperature,
-                "max_new_tokens": max_new_tokens or base.max_new_tokens,
-            }
-        )
-        return cls(
-            greedy=e.greedy,
-            samples=e.samples,
-            ks=tuple(e.ks),
-            sampling=sampling,
-            apply_chat_template=config.data.apply_chat_template,
-            seed=config.train.seed,
-            reward_spec=reward_spec_to_proto(config.reward),
-        )
-
-    def describe_sampling(self) -> dict[str, float | int | bool]:
-        s = self.sampling
-        return {
-            "temperature": s.temperature,
-            "top_p": s.top_p,
-            "top_k": s.top_k,
-            "max_new_tokens": s.max_new_tokens,
-            "seed": self.seed,
-            "greedy": self.greedy,
-            "samples": self.samples,
-            "apply_chat_template": self.apply_chat_template,
+def eval_sampling(config: LearnerConfig, model: str | None = None) -> SamplingConfig:
+    """How the sampled completions are drawn (greedy ones use it at temperature 0): `[rollout.sampling]`
+    with `[eval]`'s temperature and max_new_tokens where set; max_new_tokens unset there falls back to
+    the model's own generation_config.json (`model`, default: `model.name_or_path`), then to training's."""
+    e, base = config.eval, config.rollout.sampling
+    max_new_tokens = e.max_new_tokens or model_max_new_tokens(model or config.model.name_or_path)
+    return base.model_copy(
+        update={
+            "temperature": e.temperature or base.temperature,
+            "max_new_tokens": max_new_tokens or base.max_new_tokens,
         }
+    )
 
 
 def model_max_new_tokens(model: str) -> int | None:
@@ -116,34 +83,40 @@ def _progress(enabled: bool) -> Iterator[Callable[[str, int], Callable[[], None]
 
 async def run_evaluation(
     prompts: Sequence[PromptItem],
-    settings: EvalSettings,
+    config: LearnerConfig,
     addresses: Sequence[str],
-    rollout: RolloutConfig,
     reward_address: str | None,
     *,
+    model: str | None = None,
     sampled: bool = True,
     min_policy_version: int = 0,
     progress: bool = False,
 ) -> EvalResult:
-    """Evaluate `prompts` on the rollout services at `addresses`; `sampled=False` skips the N samples.
+    """Evaluate `prompts` on the rollout services at `addresses` as the run's validated `config` says
+    (`[eval]`, `[rollout]`, `[reward]`, the chat template and seed); `sampled=False` skips the N
+    samples; `model` (default `model.name_or_path`) is the model the services serve.
 
     `min_policy_version`: the services must serve at least these weights (training passes the
     version it pushed last)."""
     if not prompts:
         raise ValueError("no problems to evaluate")
-    n = settings.samples if sampled else 0
-    if not settings.greedy and not n:
+    e, rollout = config.eval, config.rollout
+    n = e.samples if sampled else 0
+    if not e.greedy and not n:
         raise ValueError("nothing to evaluate: ask for greedy (--greedy) and/or samples (--samples N)")
     if n and reward_address is None:
         raise ValueError("maj@k needs a reward service to bucket answers: set eval.reward_address")
 
-    def request(kind: str, completions: int, sampling: SamplingConfig) -> Request:
-        chat, seed = settings.apply_chat_template, settings.seed
-        return Request(kind, completions, sampling, chat, seed, min_policy_version, settings.reward_spec)
+    sampling = eval_sampling(config, model)
+    reward_spec = reward_spec_to_proto(config.reward)  # tasks, time limit, components as in training
 
-    requests = [request("greedy", 1, greedy_sampling(settings.sampling))] if settings.greedy else []
+    def request(kind: str, completions: int, sampling: SamplingConfig) -> Request:
+        chat, seed = config.data.apply_chat_template, config.train.seed
+        return Request(kind, completions, sampling, chat, seed, min_policy_version, reward_spec)
+
+    requests = [request("greedy", 1, greedy_sampling(sampling))] if e.greedy else []
     if n:
-        requests.append(request("sampled", n, settings.sampling))
+        requests.append(request("sampled", n, sampling))
     generated: dict[str, dict[str, list[Sample]]] = {}
     with _progress(progress) as track:
         for request in requests:
@@ -151,7 +124,7 @@ async def run_evaluation(
             generated[request.kind] = await generate(prompts, request, addresses, rollout, tick)
 
     ids = [p.id for p in prompts]
-    greedy = [generated["greedy"][i][0] for i in ids] if settings.greedy else []
+    greedy = [generated["greedy"][i][0] for i in ids] if e.greedy else []
     sampled_rows = [generated["sampled"][i] for i in ids] if n else [[] for _ in ids]
     buckets = [[] for _ in ids]
     if n:
@@ -175,7 +148,7 @@ async def run_evaluation(
         for rows, bs in zip(sampled_rows, buckets, strict=True)
         for s, b in zip(rows, bs, strict=True)
     ]
-    metrics = mean_metrics(problems, settings.ks if n else ())
+    metrics = mean_metrics(problems, e.ks if n else ())
     # multi-turn: the tool use of the greedy episodes (else of the sampled ones), as in training
     metrics |= episode_metrics(s.episode for s in (greedy or [s for row in sampled_rows for s in row]))
     metrics |= greedy_means(greedy)
@@ -214,10 +187,9 @@ def training_evaluator(
     and advance together), so the step is read from the version; the last version the services
     get is max_steps rounded down to a multiple of push.every.
     """
-    settings = EvalSettings.from_config(config)
     sample_every = config.eval.sample_every
     last = config.train.max_steps - config.train.max_steps % config.push.every
-    if settings.samples and reward_address is None:
+    if config.eval.samples and reward_address is None:
         raise ValueError(
             "eval.samples needs a reward service for maj@k: set eval.reward_address (host:port), "
             "or let grpo train start the services"
@@ -226,9 +198,8 @@ def training_evaluator(
     async def evaluate(version: int) -> dict[str, float]:
         sampled = samples_due(version, sample_every, last)
         result = await run_evaluation(
-            prompts, settings, addresses, config.rollout, reward_address,
-            sampled=sampled, min_policy_version=version,
-        )  # fmt: skip
+            prompts, config, addresses, reward_address, sampled=sampled, min_policy_version=version
+        )
         return {f"eval/{name}": value for name, value in result.metrics.items()}
 
     return evaluate

@@ -30,39 +30,21 @@ import torch
 from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
-from grpo_learner.config import LearnerConfig
+from grpo_learner.config import SamplingConfig, TrainConfig
 from grpo_learner.grpo.batching import MicroBatch
 from grpo_learner.grpo.packing import packed_completion_hidden, packed_rows, with_packed_rows
 
 
-@dataclass(frozen=True)
-class LogprobSettings:
-    """How the learner computes completion logprobs, copied from the validated config
-    (rollout.sampling.temperature, train.logprob_chunk_tokens / logprob_chunk_mib,
-    train.share_prompt_forward)."""
+def packing_row_tokens(train: TrainConfig) -> int | None:
+    """The packed layout's row width (`train.packing_row_tokens`) when `train.packing` is on, else
+    None: the padded layout."""
+    return train.packing_row_tokens if train.packing else None
 
-    temperature: float
-    chunk_tokens: int
-    share_prompts: bool
-    chunk_mib: float
-    packing_row_tokens: (
-        int | None
-    )  # None: the padded layout (train.packing off); else rows of this many tokens
 
-    def tokens_per_chunk(self, vocab: int) -> int:
-        """min(chunk_tokens, chunk_mib x 2^20 / (vocab x 4 B)), at least 1: the most tokens whose
-        fp32 logits stay within the byte budget (151,936 entries, 64 MiB: 110 tokens)."""
-        return max(1, min(self.chunk_tokens, int(self.chunk_mib * 2**20) // (vocab * 4)))
-
-    @classmethod
-    def from_config(cls, config: LearnerConfig) -> LogprobSettings:
-        return cls(
-            temperature=config.rollout.sampling.temperature,
-            chunk_tokens=config.train.logprob_chunk_tokens,
-            share_prompts=config.train.share_prompt_forward,
-            chunk_mib=config.train.logprob_chunk_mib,
-            packing_row_tokens=config.train.packing_row_tokens if config.train.packing else None,
-        )
+def tokens_per_chunk(train: TrainConfig, vocab: int) -> int:
+    """min(logprob_chunk_tokens, logprob_chunk_mib x 2^20 / (vocab x 4 B)), at least 1: the most tokens
+    whose fp32 logits stay within the byte budget (151,936 entries, 64 MiB: 110 tokens)."""
+    return max(1, min(train.logprob_chunk_tokens, int(train.logprob_chunk_mib * 2**20) // (vocab * 4)))
 
 
 @dataclass
@@ -135,28 +117,34 @@ def token_logprobs(
 
 
 def completion_logprobs(
-    model: nn.Module, batch: MicroBatch, settings: LogprobSettings, with_entropy: bool = True
+    model: nn.Module,
+    batch: MicroBatch,
+    train: TrainConfig,
+    sampling: SamplingConfig,
+    with_entropy: bool = True,
 ) -> tuple[Tensor, Tensor | None]:
     """`[N, T]` logprobs (with grad when enabled) and entropies of the model's completion tokens; 0 on
     padding and on environment tokens (context only: never projected through lm_head). The entropies
-    are None when `with_entropy` is False (pi_old and reference passes need none).
+    are None when `with_entropy` is False (pi_old and reference passes need none). The layout and the
+    lm_head chunks follow `[train]`, the temperature is the sampler's (`[rollout.sampling]`).
 
     Assumes a causal LM whose logits are `lm_head(decoder(...).last_hidden_state)` (Llama, Qwen,
     Mistral...). Completion token j is predicted by the hidden state before it: the prompt's last
     one for j = 0, completion position j - 1 after that (see `_completion_hidden`).
     """
     lm_head = model.get_output_embeddings()
-    if settings.packing_row_tokens is None:
-        hidden = _completion_hidden(model.get_decoder(), batch, settings.share_prompts)
+    row_tokens = packing_row_tokens(train)
+    if row_tokens is None:
+        hidden = _completion_hidden(model.get_decoder(), batch, train.share_prompt_forward)
     else:
-        hidden = packed_completion_hidden(model.get_decoder(), batch, settings.packing_row_tokens)
+        hidden = packed_completion_hidden(model.get_decoder(), batch, row_tokens)
     rows, cols = batch.model_mask.nonzero(as_tuple=True)
     logprobs, entropy = token_logprobs(
         hidden[rows, cols],
         batch.completion_ids[rows, cols],
         lm_head,
-        settings.temperature,
-        settings.tokens_per_chunk(lm_head.weight.shape[0]),
+        sampling.temperature,
+        tokens_per_chunk(train, lm_head.weight.shape[0]),
         with_entropy,
     )
     mask = batch.model_mask
@@ -168,24 +156,26 @@ def completion_logprobs(
     return full_logprobs, full_entropy.masked_scatter(mask, entropy)
 
 
-def with_layout(batch: MicroBatch, settings: LogprobSettings) -> MicroBatch:
-    """`batch` with what the layout `settings` choose needs built once for all its forwards: the
+def with_layout(batch: MicroBatch, train: TrainConfig) -> MicroBatch:
+    """`batch` with what the layout `[train]` chooses needs built once for all its forwards: the
     packed rows under train.packing (see packing.py); nothing for the padded layouts."""
-    if settings.packing_row_tokens is None:
+    row_tokens = packing_row_tokens(train)
+    if row_tokens is None:
         return batch
-    return with_packed_rows(batch, settings.packing_row_tokens)
+    return with_packed_rows(batch, row_tokens)
 
 
-def layout_tokens(batch: MicroBatch, settings: LogprobSettings) -> tuple[int, int]:
+def layout_tokens(batch: MicroBatch, train: TrainConfig) -> tuple[int, int]:
     """(token positions the decoder computes for `batch`, how many of them are real tokens) in the
-    layout `settings` choose; the rest is padding. Shared prompts count once in both (the unshared
+    layout `[train]` chooses; the rest is padding. Shared prompts count once in both (the unshared
     layout, also used under gradient checkpointing, computes each sequence's prompt again)."""
-    if settings.packing_row_tokens is not None:  # a group split across rows computes its prompt again
-        packed = packed_rows(batch, settings.packing_row_tokens)
+    row_tokens = packing_row_tokens(train)
+    if row_tokens is not None:  # a group split across rows computes its prompt again
+        packed = packed_rows(batch, row_tokens)
         return packed.padded_tokens, packed.real_tokens
     prompt_lengths = batch.prompt_mask.sum(-1)
     completions = int(batch.completion_mask.sum())
-    if settings.share_prompts:
+    if train.share_prompt_forward:
         return batch.prompt_ids.numel() + batch.completion_ids.numel(), int(
             prompt_lengths.sum()
         ) + completions

@@ -16,8 +16,9 @@ from typing import Protocol
 import torch
 from torch import Tensor, nn
 
+from grpo_learner.config import SamplingConfig, TrainConfig
 from grpo_learner.grpo.batching import MicroBatch
-from grpo_learner.grpo.logprobs import LogprobSettings, completion_logprobs
+from grpo_learner.grpo.logprobs import completion_logprobs
 
 
 class Parallelism(Protocol):
@@ -36,16 +37,17 @@ class Parallelism(Protocol):
 
 @dataclass(frozen=True)
 class SingleProcess:
-    """One process, one plain model."""
+    """One process, one plain model; logprobs as `[train]` and `[rollout.sampling]` say."""
 
-    settings: LogprobSettings
+    train: TrainConfig
+    sampling: SamplingConfig
     rank: int = 0
     world_size: int = 1
 
     def logprobs(
         self, model: nn.Module, batch: MicroBatch, with_entropy: bool = True
     ) -> tuple[Tensor, Tensor | None]:
-        return completion_logprobs(model, batch, self.settings, with_entropy)
+        return completion_logprobs(model, batch, self.train, self.sampling, with_entropy)
 
     def sum_across_ranks(self, values: dict[str, float]) -> dict[str, float]:
         return values

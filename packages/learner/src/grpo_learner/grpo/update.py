@@ -25,12 +25,12 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from grpo_learner.config import LearnerConfig, LossConfig
+from grpo_learner.config import AdvantageConfig, LearnerConfig, SamplerCorrectionConfig
 from grpo_learner.data.rollout_data import SCALAR_REWARD, GroupError, ScoredGroup, reward_components
 from grpo_learner.distributed.sequence_shards import balanced_shards
 from grpo_learner.grpo.advantages import compute_advantages, weighted_reward
 from grpo_learner.grpo.batching import MicroBatch, TrainSequence, collate, length_buckets
-from grpo_learner.grpo.logprobs import LogprobSettings, layout_tokens, with_layout
+from grpo_learner.grpo.logprobs import layout_tokens, with_layout
 from grpo_learner.grpo.losses import (
     LOSSES,
     LossOutput,
@@ -46,51 +46,9 @@ from grpo_learner.lora.adapters import adapters_disabled, has_adapters
 from grpo_learner.monitoring.phase_timer import PhaseTimer, device_sync
 
 
-@dataclass(frozen=True)
-class UpdateSettings:
-    """What one update needs, copied from the validated config (`from_config`; the defaults live
-    there, nowhere else)."""
-
-    loss_type: str
-    loss: LossConfig  # `[loss]` itself (epsilon_low/high, delta, beta), never copied
-    num_iterations: int
-    micro_batch_size: int
-    logprobs: LogprobSettings
-    max_completion_length: int
-    mask_truncated: bool
-    reward_weights: dict[str, float]
-    scaling: str
-    combine: str
-    advantage_eps: float
-    sampler_mode: str
-    sampler_level: str
-    sampler_cap: float
-    max_grad_norm: float | None
-    pad_token_id: int
-    autocast: str  # train.autocast: auto, bfloat16 or none
-
-    @classmethod
-    def from_config(cls, config: LearnerConfig, pad_token_id: int = 0) -> UpdateSettings:
-        loss = config.loss
-        return cls(
-            loss_type=loss.loss_type,
-            loss=loss,
-            num_iterations=loss.num_iterations,
-            micro_batch_size=config.train.micro_batch_size,
-            logprobs=LogprobSettings.from_config(config),
-            max_completion_length=config.rollout.sampling.max_new_tokens,
-            mask_truncated=loss.mask_truncated,
-            reward_weights=dict(loss.advantage.reward_weights) or {SCALAR_REWARD: 1.0},
-            scaling=loss.advantage.scaling,
-            combine=loss.advantage.combine,
-            advantage_eps=loss.advantage.eps,
-            sampler_mode=loss.sampler_correction.mode,
-            sampler_level=loss.sampler_correction.level,
-            sampler_cap=loss.sampler_correction.cap,
-            max_grad_norm=config.optim.max_grad_norm,
-            pad_token_id=pad_token_id,
-            autocast=config.train.autocast,
-        )
+def reward_weights(advantage: AdvantageConfig) -> dict[str, float]:
+    """`loss.advantage.reward_weights`, or (empty) the service's weighted sum alone, weight 1."""
+    return dict(advantage.reward_weights) or {SCALAR_REWARD: 1.0}
 
 
 @dataclass
@@ -105,13 +63,16 @@ class PreparedBatch:
 
 def prepare_batch(
     groups: Sequence[ScoredGroup],
-    settings: UpdateSettings,
+    config: LearnerConfig,
     device: torch.device,
+    *,
+    pad_token_id: int = 0,
     rank: int = 0,
     world_size: int = 1,
     policy_version: int | None = None,
 ) -> PreparedBatch:
-    """Advantages, training sequences and micro-batches for `groups` (all of one group size).
+    """Advantages, training sequences and micro-batches for `groups` (all of one group size), as the
+    run's `[loss]` and `[train]` say.
 
     Each token's lag is `policy_version - v_t`: how many versions the weights that sampled it are
     behind the learner's (whose logprobs are pi_old); the sampler correction and the `sampler/*`
@@ -128,10 +89,10 @@ def prepare_batch(
     sizes = {len(g.completions) for g in groups}
     if len(sizes) != 1:
         raise GroupError(f"a batch mixes group sizes {sorted(sizes)}; every group needs rollout.group_size")
-    components = reward_components(groups, settings.reward_weights)
-    advantages = compute_advantages(
-        components, settings.reward_weights, settings.scaling, settings.combine, settings.advantage_eps
-    )
+    advantage = config.loss.advantage
+    weights = reward_weights(advantage)
+    components = reward_components(groups, weights)
+    advantages = compute_advantages(components, weights, advantage.scaling, advantage.combine, advantage.eps)
     if policy_version is None:
         policy_version = max(
             max(group.token_versions(c), default=group.policy_version)
@@ -144,7 +105,7 @@ def prepare_batch(
             completion_ids=completion.token_ids,
             sampler_logprobs=completion.sampler_logprobs,
             advantage=float(advantages[g, c]),
-            counts=not (settings.mask_truncated and completion.truncated),
+            counts=not (config.loss.mask_truncated and completion.truncated),
             model_mask=completion.loss_mask,
             token_lag=tuple(policy_version - v for v in group.token_versions(completion)),
         )
@@ -152,17 +113,17 @@ def prepare_batch(
         for c, completion in enumerate(group.completions)
     ]
     if world_size == 1:
-        buckets = length_buckets(sequences, settings.micro_batch_size)
-        micro_batches = [_micro_batch([sequences[i] for i in b], settings) for b in buckets]
+        buckets = length_buckets(sequences, config.train.micro_batch_size)
+        micro_batches = [_micro_batch([sequences[i] for i in b], config, pad_token_id) for b in buckets]
         normalizer = Normalizer(
             total_sequences=len(sequences),
             total_tokens=max(1, int(sum(mb.loss_mask.sum() for mb in micro_batches))),
             num_micro_batches=len(micro_batches),
-            max_completion_length=settings.max_completion_length,
+            max_completion_length=config.rollout.sampling.max_new_tokens,
         )
     else:
-        micro_batches, normalizer = _shard_micro_batches(sequences, settings, rank, world_size)
-    rewards = weighted_reward(components, settings.reward_weights)
+        micro_batches, normalizer = _shard_micro_batches(sequences, config, pad_token_id, rank, world_size)
+    rewards = weighted_reward(components, weights)
     group_std = rewards.std(dim=1)
     lengths = [c.model_tokens for g in groups for c in g.completions]  # the model's tokens only
     truncated = [c.truncated for g in groups for c in g.completions]
@@ -178,13 +139,11 @@ def prepare_batch(
         "correct": sum(c.correct for g in groups for c in g.completions) / len(lengths),
         "num_groups": float(len(groups)),
     }
-    for name in settings.reward_weights:
+    for name in weights:
         if name != SCALAR_REWARD:
             metrics[f"rewards/{name}/mean"] = float(components[name].mean())
     # What the layout costs, over this rank's micro-batches only: positions through every layer, and padding
-    computed, real = map(
-        sum, zip(*(layout_tokens(mb, settings.logprobs) for mb in micro_batches), strict=True)
-    )
+    computed, real = map(sum, zip(*(layout_tokens(mb, config.train) for mb in micro_batches), strict=True))
     metrics["tokens/computed"] = float(computed)
     metrics["tokens/padding_fraction"] = 1.0 - real / computed
     input_tokens = sum(s.length for s in sequences)
@@ -193,39 +152,42 @@ def prepare_batch(
     return PreparedBatch([mb.to(device) for mb in micro_batches], normalizer, metrics, input_tokens)
 
 
-def _micro_batch(sequences: list[TrainSequence], settings: UpdateSettings) -> MicroBatch:
+def _micro_batch(sequences: list[TrainSequence], config: LearnerConfig, pad_token_id: int) -> MicroBatch:
     """`sequences` collated on the CPU, with their layout built (once for every forward of the step)."""
-    return with_layout(collate(sequences, settings.pad_token_id), settings.logprobs)
+    return with_layout(collate(sequences, pad_token_id), config.train)
 
 
 def _shard_micro_batches(
     sequences: list[TrainSequence],
-    settings: UpdateSettings,
+    config: LearnerConfig,
+    pad_token_id: int,
     rank: int,
     world_size: int,
 ) -> tuple[list[MicroBatch], Normalizer]:
     """This rank's micro-batches (on the CPU) and the batch-wide normaliser (world_size 1: FSDP sums
     gradients)."""
-    mbs = settings.micro_batch_size
+    mbs = config.train.micro_batch_size
     shards = balanced_shards([s.length for s in sequences], world_size)
     counts = [math.ceil(len(shard) / mbs) for shard in shards]
     mine = [sequences[i] for i in shards[rank]]
-    micro_batches = [_micro_batch([mine[i] for i in b], settings) for b in length_buckets(mine, mbs)]
+    micro_batches = [
+        _micro_batch([mine[i] for i in b], config, pad_token_id) for b in length_buckets(mine, mbs)
+    ]
     # A filler is one pad token whose loss mask is 0: it contributes exactly nothing to the loss.
-    filler = TrainSequence((settings.pad_token_id,), (settings.pad_token_id,), (0.0,), 0.0, counts=False)
+    filler = TrainSequence((pad_token_id,), (pad_token_id,), (0.0,), 0.0, counts=False)
     missing = max(counts) - len(micro_batches)
-    micro_batches += [_micro_batch([filler], settings)] * missing
+    micro_batches += [_micro_batch([filler], config, pad_token_id)] * missing
     normalizer = Normalizer(
         total_sequences=len(sequences),
         total_tokens=max(1, sum(s.model_tokens for s in sequences if s.counts)),
         num_micro_batches=sum(counts),
-        max_completion_length=settings.max_completion_length,
+        max_completion_length=config.rollout.sampling.max_new_tokens,
     )
     return micro_batches, normalizer
 
 
 def micro_batch_sampler_weights(
-    old_logprobs: torch.Tensor, mb: MicroBatch, settings: UpdateSettings
+    old_logprobs: torch.Tensor, mb: MicroBatch, correction: SamplerCorrectionConfig
 ) -> torch.Tensor | None:
     """`[loss.sampler_correction]`'s weights for one micro-batch: each token against the sampler
     logprob of the version that sampled it, over the tokens `tokens` names (all, or only those
@@ -234,40 +196,45 @@ def micro_batch_sampler_weights(
         old_logprobs,
         mb.sampler_logprobs,
         mb.loss_mask,
-        settings.sampler_mode,
-        settings.sampler_level,
-        settings.sampler_cap,
-        correction_scope(mb.token_lag, settings.loss.sampler_correction.tokens),
+        correction.mode,
+        correction.level,
+        correction.cap,
+        correction_scope(mb.token_lag, correction.tokens),
     )
 
 
 class Trainer:
     """Holds the policy, its optimizer and schedule, and an optional frozen reference model (with
-    LoRA adapters on the policy and no reference, the reference is the policy with them disabled)."""
+    LoRA adapters on the policy and no reference, the reference is the policy with them disabled).
+
+    Every setting is read from the run's validated `config` (`[loss]`, `[train]`, `[optim]`,
+    `[rollout.sampling]`) when it is used: nothing is copied out of it."""
 
     def __init__(
         self,
         model: nn.Module,
         optimizer: torch.optim.Optimizer,
         scheduler: torch.optim.lr_scheduler.LRScheduler,
-        settings: UpdateSettings,
+        config: LearnerConfig,
         reference: nn.Module | None = None,
         parallel: Parallelism | None = None,
+        pad_token_id: int = 0,
     ) -> None:
-        if settings.loss.beta > 0 and reference is None and not has_adapters(model):
+        if config.loss.beta > 0 and reference is None and not has_adapters(model):
             raise ValueError("loss.beta > 0 needs a reference model (or LoRA adapters); pass reference=")
         self.model = model
         self.optimizer = optimizer
         self.scheduler = scheduler
-        self.settings = settings
+        self.config = config
+        self.pad_token_id = pad_token_id
         self.reference = reference
-        self.parallel = parallel or SingleProcess(settings.logprobs)
+        self.parallel = parallel or SingleProcess(config.train, config.rollout.sampling)
         self.device = next(model.parameters()).device
-        self.loss_fn = LOSSES[settings.loss_type]
+        self.loss_fn = LOSSES[config.loss.loss_type]
 
     def _autocast(self) -> contextlib.AbstractContextManager:
         """bf16 compute over the fp32 weights (train.autocast; auto: on cuda only)."""
-        wanted = self.settings.autocast
+        wanted = self.config.train.autocast
         if wanted == "bfloat16" or (wanted == "auto" and self.device.type == "cuda"):
             return torch.autocast(self.device.type, dtype=torch.bfloat16)
         return contextlib.nullcontext()
@@ -324,7 +291,7 @@ class Trainer:
         ref: list[torch.Tensor] | None,
     ) -> tuple[torch.Tensor, LossOutput]:
         """Forward of one micro-batch: its token entropies and its loss share."""
-        s = self.settings
+        loss = self.config.loss
         logprobs, entropy = self._logprobs(self.model, mb)
         old_logprobs = old[index] if old is not None else logprobs.detach()
         policy_batch = PolicyBatch(
@@ -333,9 +300,9 @@ class Trainer:
             advantages=mb.advantages,
             mask=mb.loss_mask,
             ref_logprobs=ref[index] if ref is not None else None,
-            sampler_weights=micro_batch_sampler_weights(old_logprobs, mb, s),
+            sampler_weights=micro_batch_sampler_weights(old_logprobs, mb, loss.sampler_correction),
         )
-        out = self.loss_fn(policy_batch, batch.normalizer, s.loss)
+        out = self.loss_fn(policy_batch, batch.normalizer, loss)
         out.token_sums.update(
             sampler_mismatch_sums(old_logprobs, mb.sampler_logprobs, mb.loss_mask, mb.token_lag)
         )
@@ -347,7 +314,8 @@ class Trainer:
         Raises NonFiniteUpdate (see nonfinite.py) before the step when a gradient is NaN/inf (the
         parameters stay as they were) and after it when a parameter is."""
         params = [p for p in self.model.parameters() if p.grad is not None]
-        max_norm = self.settings.max_grad_norm if self.settings.max_grad_norm is not None else math.inf
+        max_grad_norm = self.config.optim.max_grad_norm
+        max_norm = max_grad_norm if max_grad_norm is not None else math.inf
         grad_norm = self.parallel.clip_grad_norm(params, max_norm) if params else 0.0
         if not math.isfinite(grad_norm):  # the same global norm on every rank: all stop alike
             self.optimizer.zero_grad(set_to_none=True)
@@ -369,15 +337,16 @@ class Trainer:
         self.model.train()
         batch = prepare_batch(
             groups,
-            self.settings,
+            self.config,
             self.device,
-            self.parallel.rank,
-            self.parallel.world_size,
-            policy_version,
+            pad_token_id=self.pad_token_id,
+            rank=self.parallel.rank,
+            world_size=self.parallel.world_size,
+            policy_version=policy_version,
         )
-        mu = self.settings.num_iterations
+        mu = self.config.loss.num_iterations
         old = self._frozen_logprobs(self.model, batch, timer) if mu > 1 else None
-        wants_reference = self.reference is not None or self.settings.loss.beta > 0
+        wants_reference = self.reference is not None or self.config.loss.beta > 0
         ref = self.reference_logprobs(batch, timer) if wants_reference else None
         totals: dict[str, float] = {}
         lr = self.optimizer.param_groups[0]["lr"]

@@ -21,7 +21,7 @@ from grpo_learner.distributed.fsdp import FsdpParallel
 from grpo_learner.distributed.process_group import Ranks
 from grpo_learner.distributed.sharded_checkpoint import load_shards
 from grpo_learner.grpo.optim import build_optimizer, build_scheduler
-from grpo_learner.grpo.update import Trainer, UpdateSettings
+from grpo_learner.grpo.update import Trainer
 from grpo_learner.lora.adapters import add_adapters, is_adapter_dir, load_adapters
 from grpo_learner.training.checkpoint import TrainerState, load_training_state
 from grpo_learner.training.models import load_policy, load_reference, pick_device
@@ -62,8 +62,7 @@ def build_trainer(
     then the root) at a time to the rank's device and keeps only this rank's shard there, so the
     device never holds the whole model.
     """
-    settings = UpdateSettings.from_config(config, pad_token_id)
-    parallel = FsdpParallel(ranks, settings.logprobs) if ranks else None
+    parallel = FsdpParallel(ranks, config.train, config.rollout.sampling) if ranks else None
     device = torch.device("cpu") if ranks else pick_device(config.train.device)
     trust = config.model.trust_remote_code
     lora = config.model.lora
@@ -89,7 +88,9 @@ def build_trainer(
             parallel.wrap(reference)
     optimizer = build_optimizer(model, config.optim)
     scheduler = build_scheduler(optimizer, config.optim, config.train.max_steps * config.loss.num_iterations)
-    return Trainer(model, optimizer, scheduler, settings, reference, parallel=parallel)
+    return Trainer(
+        model, optimizer, scheduler, config, reference, parallel=parallel, pad_token_id=pad_token_id
+    )
 
 
 def resume_state(checkpoint: Path | None, trainer: Trainer, ranks: Ranks | None = None) -> TrainerState:

@@ -35,7 +35,7 @@ from grpo_learner.distributed.process_group import (
     shutdown_distributed,
 )
 from grpo_learner.distributed.training_run import follow, training_team
-from grpo_learner.grpo.update import Trainer, UpdateSettings
+from grpo_learner.grpo.update import Trainer, reward_weights
 from grpo_learner.lora.adapters import check_checkpoint_kind, parameter_counts
 from grpo_learner.monitoring.metrics import MetricsLogger
 from grpo_learner.monitoring.phase_timer import PhaseTimer, rollout_timing
@@ -164,7 +164,7 @@ def build_feed(
     group_filter = GroupFilter(
         group_size=r.group_size,
         max_staleness=r.max_staleness,
-        reward_weights=UpdateSettings.from_config(config).reward_weights,
+        reward_weights=reward_weights(config.loss.advantage),
         combine=config.loss.advantage.combine,
         dynamic_sampling=config.train.dynamic_sampling,
         on_timeout=config.reward.on_timeout,

@@ -26,20 +26,12 @@ import dataclasses
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 
-from grpo_rollout.backends.contract import GeneratedCompletion, SamplingParams
+from grpo_rollout.backends.contract import GeneratedCompletion, GeneratorInfo, SamplingParams
+from grpo_rollout.config.limits import ServiceLimits
 from grpo_rollout.environments.episode import EpisodeCompletion, EpisodeContext, run_episode
-from grpo_rollout.environments.turn_batcher import GenerateCall, TurnBatcher, merged_stops
+from grpo_rollout.environments.turn_batcher import GATHER_S, GenerateCall, TurnBatcher, merged_stops
 from grpo_rollout.prompt_encoding import PromptEncoder
 from grpo_rollout.request_validation import PreparedPrompt
-
-
-@dataclasses.dataclass(frozen=True)
-class EpisodeBatchSettings:
-    encoder: PromptEncoder
-    eos_token_ids: tuple[int, ...]
-    vocab_size: int
-    max_calls: int  # generate calls of one batch at once: limits.max_concurrent_batches (the backend's)
-    gather_s: float = 0.005  # how long the turn batcher waits for more turns
 
 
 async def run_episodes(
@@ -47,21 +39,28 @@ async def run_episodes(
     group_size: int,
     sampling: SamplingParams,
     generate: GenerateCall,
-    settings: EpisodeBatchSettings,
+    *,
+    encoder: PromptEncoder,
+    generator: GeneratorInfo,
+    limits: ServiceLimits,
+    gather_s: float = GATHER_S,
 ) -> list[list[EpisodeCompletion]]:
-    """`group_size` episodes of every prompt (each has an environment), in prompt order."""
+    """`group_size` episodes of every prompt (each has an environment), in prompt order.
+
+    The backend (`generator`) says which tokens end a turn and which ids exist; the service's resolved
+    `limits` how many generate calls of the batch may run at once (`max_concurrent_batches`)."""
     episodes = len(prompts) * group_size
     steps = ThreadPoolExecutor(max_workers=episodes, thread_name_prefix="environment-step")
     shared = EpisodeContext(
-        encoder=settings.encoder,
+        encoder=encoder,
         budget=sampling.max_new_tokens,
-        request_stop_ids=frozenset({*settings.eos_token_ids, *sampling.stop_token_ids}),
-        vocab_size=settings.vocab_size,
+        request_stop_ids=frozenset({*generator.eos_token_ids, *sampling.stop_token_ids}),
+        vocab_size=generator.vocab_size,
         steps=steps,
     )
     try:
         first = await first_turns(prompts, group_size, sampling, generate)
-        batcher = TurnBatcher(generate, sampling, episodes, settings.gather_s, settings.max_calls)
+        batcher = TurnBatcher(generate, sampling, episodes, gather_s, limits.max_concurrent_batches)
 
         async def episode(prompt: PreparedPrompt, index: int) -> EpisodeCompletion:
             try:

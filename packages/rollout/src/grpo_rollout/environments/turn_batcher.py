@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from grpo_rollout.backends.contract import GeneratedCompletion, SamplingParams
 
 SEED_STRIDE = 7_919  # above any batch's prompt count: the sglang backend seeds prompt i with seed + i
+GATHER_S = 0.005  # how long a flush waits for more turns once it began gathering (seconds)
 
 GenerateCall = Callable[
     [Sequence[Sequence[int]], int, SamplingParams], Awaitable[list[list[GeneratedCompletion]]]
@@ -48,7 +49,7 @@ class TurnBatcher:
         generate: GenerateCall,
         sampling: SamplingParams,
         live_episodes: int,
-        gather_s: float = 0.005,
+        gather_s: float = GATHER_S,
         max_calls: int = 1,
     ) -> None:
         self._generate = generate
