@@ -9,7 +9,8 @@ step (32 prompts, the 0.8M model) it times, in this process and
 on the same batch, alternately:
 
 - ours: `Trainer.update` with the embedded default's learner settings (GRPO loss, beta 0, one
-  micro-batch, packing and prompt sharing as configured), and with packing / prompt sharing off;
+  micro-batch, packing (auto) and prompt sharing as configured), with packing always, and with
+  packing / prompt sharing off;
 - plain: what TRL's GRPOTrainer does for one step at beta 0 and one iteration, written out: the
   batch left-padded to one [B, S] tensor, one forward with `logits_to_keep = completion + 1`,
   logits / temperature, `log_softmax` gathered at the completion tokens, the GRPO token loss
@@ -174,7 +175,11 @@ def main() -> None:
     args = parser.parse_args()
     base = embedded_config({})
     variants = {
-        "ours (default: packing, shared prompt)": (ours, base),
+        "ours (default: packing auto, shared prompt)": (ours, base),
+        "ours, packing always": (
+            ours,
+            base.model_copy(update={"train": base.train.model_copy(update={"packing": True})}),
+        ),
         "ours, packing off": (
             ours,
             base.model_copy(update={"train": base.train.model_copy(update={"packing": False})}),

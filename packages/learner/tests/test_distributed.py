@@ -105,11 +105,11 @@ def tiny_model(tmp_path_factory) -> str:
 
 @pytest.fixture(scope="module")
 def two_process_run(tiny_model, tmp_path_factory) -> Path:
-    """4 steps straight through on 2 ranks; checkpoints at steps 2 and 4. Packed (train.packing, the
-    default), where the one-process run is padded: their comparison also proves packing exact under
-    FSDP2."""
+    """4 steps straight through on 2 ranks; checkpoints at steps 2 and 4. Packed on every step
+    (train.packing = true), where the one-process run is padded: their comparison also proves
+    packing exact under FSDP2."""
     tmp = tmp_path_factory.mktemp("two")
-    done = torchrun(learner_config(tiny_model, tmp / "run"), tmp)
+    done = torchrun(learner_config(tiny_model, tmp / "run", train={"packing": True}), tmp)
     assert done.returncode == 0, done.stderr[-4000:]
     return tmp / "run"
 

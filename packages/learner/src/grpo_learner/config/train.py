@@ -29,10 +29,11 @@ class TrainConfig(ConfigSection):
         description="run each group's prompt through the model once and attend to its KV from all G "
         "completions (off: one pass per sequence; gradient checkpointing always uses one pass)",
     )
-    packing: bool = Field(
-        True,
+    packing: bool | Literal["auto"] = Field(
+        "auto",
         description="pack each micro-batch's groups end to end in rows (no padding between uneven "
-        "completions; a group's prompt still computed once), exact against the padded layout",
+        "completions; a group's prompt still computed once), exact against the padded layout; auto: "
+        "a step packs only when that computes less than padded (attention over a row is dense)",
     )
     packing_row_tokens: int = Field(
         1024,

@@ -33,7 +33,8 @@ from grpo_learner.grpo.batching import MicroBatch
 from grpo_learner.grpo.logprobs import completion_logprobs
 from grpo_learner.grpo.packing import PackedRows
 
-_BATCH_FIELDS = [f.name for f in fields(MicroBatch) if f.name != "packed"]  # its tensors; the layout aside
+_LAYOUT_FIELDS = ("packed", "padded")  # the step's layout, passed by name beside the tensors
+_BATCH_FIELDS = [f.name for f in fields(MicroBatch) if f.name not in _LAYOUT_FIELDS]
 
 
 class CompletionLogprobs(nn.Module):
@@ -46,9 +47,13 @@ class CompletionLogprobs(nn.Module):
         self.sampling = sampling
 
     def forward(
-        self, *tensors: Tensor, packed: PackedRows | None = None, with_entropy: bool = True
+        self,
+        *tensors: Tensor,
+        packed: PackedRows | None = None,
+        padded: bool = False,
+        with_entropy: bool = True,
     ) -> tuple[Tensor, Tensor | None]:
-        batch = MicroBatch(**dict(zip(_BATCH_FIELDS, tensors, strict=True)), packed=packed)
+        batch = MicroBatch(**dict(zip(_BATCH_FIELDS, tensors, strict=True)), packed=packed, padded=padded)
         return completion_logprobs(self.lm, batch, self.train_config, self.sampling, with_entropy)
 
 
@@ -115,7 +120,8 @@ class FsdpParallel:
     ) -> tuple[Tensor, Tensor | None]:
         """Through the model's FSDP root (its sections fixed there at wrap time)."""
         tensors = (getattr(batch, name) for name in _BATCH_FIELDS)
-        return self.root(model)(*tensors, packed=batch.packed, with_entropy=with_entropy)
+        layout = {name: getattr(batch, name) for name in _LAYOUT_FIELDS}
+        return self.root(model)(*tensors, **layout, with_entropy=with_entropy)
 
     def sum_across_ranks(self, values: dict[str, float]) -> dict[str, float]:
         keys = sorted(values)  # the same keys on every rank: the loss decides them, not the data

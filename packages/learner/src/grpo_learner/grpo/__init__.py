@@ -5,6 +5,7 @@ losses        the policy losses (a registry keyed by `loss.loss_type`), sampler-
 logprobs      per-token log-probabilities and entropy, chunked over the vocabulary projection
 batching      groups -> training sequences -> micro-batches that compute each prompt once
 packing       a micro-batch's groups laid end to end in rows without padding
+layout_cost   whether packing a step computes less than padding it (train.packing = "auto")
 update        `Trainer`: one GRPO update (old/reference logprobs, mu passes, clipping)
 optim         AdamW and the learning-rate schedule
 nonfinite     stop at the first update that leaves non-finite gradients or parameters

@@ -66,6 +66,9 @@ class MicroBatch:
     # train.packing: the packed layout of these completions, built once on the CPU (`prepare_batch`)
     # and moved with them, for every forward of the step; None: not built (the padded layout)
     packed: PackedRows | None = None
+    # True: train.packing is on but this step runs padded, since packing would compute more
+    # (`prepare_batch`, layout_cost.py)
+    padded: bool = False
 
     @property
     def num_tokens(self) -> int:
@@ -73,7 +76,10 @@ class MicroBatch:
 
     def to(self, device: torch.device | str) -> MicroBatch:
         return MicroBatch(
-            **{name: None if value is None else value.to(device) for name, value in vars(self).items()}
+            **{
+                name: value.to(device) if hasattr(value, "to") else value
+                for name, value in vars(self).items()
+            }
         )
 
 

@@ -24,7 +24,7 @@ pi_old / reference passes.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 from torch import Tensor, nn
@@ -134,7 +134,7 @@ def completion_logprobs(
     """
     lm_head = model.get_output_embeddings()
     row_tokens = packing_row_tokens(train)
-    if row_tokens is None:
+    if row_tokens is None or batch.padded:
         hidden = _completion_hidden(model.get_decoder(), batch, train.share_prompt_forward)
     else:
         hidden = packed_completion_hidden(model.get_decoder(), batch, row_tokens)
@@ -156,12 +156,15 @@ def completion_logprobs(
     return full_logprobs, full_entropy.masked_scatter(mask, entropy)
 
 
-def with_layout(batch: MicroBatch, train: TrainConfig) -> MicroBatch:
-    """`batch` with what the layout `[train]` chooses needs built once for all its forwards: the
-    packed rows under train.packing (see packing.py); nothing for the padded layouts."""
+def with_layout(batch: MicroBatch, train: TrainConfig, pack: bool = True) -> MicroBatch:
+    """`batch` with what its layout needs built once for all its forwards: the packed rows under
+    train.packing (see packing.py) unless `pack` is False (the step's choice: layout_cost.py);
+    nothing for the padded layouts."""
     row_tokens = packing_row_tokens(train)
     if row_tokens is None:
         return batch
+    if not pack:
+        return replace(batch, padded=True)
     return with_packed_rows(batch, row_tokens)
 
 
@@ -170,7 +173,7 @@ def layout_tokens(batch: MicroBatch, train: TrainConfig) -> tuple[int, int]:
     layout `[train]` chooses; the rest is padding. Shared prompts count once in both (the unshared
     layout, also used under gradient checkpointing, computes each sequence's prompt again)."""
     row_tokens = packing_row_tokens(train)
-    if row_tokens is not None:  # a group split across rows computes its prompt again
+    if row_tokens is not None and not batch.padded:  # a split group repeats its prompt
         packed = packed_rows(batch, row_tokens)
         return packed.padded_tokens, packed.real_tokens
     prompt_lengths = batch.prompt_mask.sum(-1)

@@ -25,11 +25,12 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from grpo_learner.config import AdvantageConfig, LearnerConfig, SamplerCorrectionConfig
+from grpo_learner.config import AdvantageConfig, LearnerConfig, SamplerCorrectionConfig, TrainConfig
 from grpo_learner.data.rollout_data import SCALAR_REWARD, GroupError, ScoredGroup, reward_components
 from grpo_learner.distributed.sequence_shards import balanced_shards
 from grpo_learner.grpo.advantages import compute_advantages, weighted_reward
 from grpo_learner.grpo.batching import MicroBatch, TrainSequence, collate, length_buckets
+from grpo_learner.grpo.layout_cost import DecoderCost, packing_pays
 from grpo_learner.grpo.logprobs import layout_tokens, with_layout
 from grpo_learner.grpo.losses import (
     LOSSES,
@@ -70,6 +71,7 @@ def prepare_batch(
     rank: int = 0,
     world_size: int = 1,
     policy_version: int | None = None,
+    decoder_cost: DecoderCost | None = None,
 ) -> PreparedBatch:
     """Advantages, training sequences and micro-batches for `groups` (all of one group size), as the
     run's `[loss]` and `[train]` say.
@@ -112,9 +114,10 @@ def prepare_batch(
         for g, group in enumerate(groups)
         for c, completion in enumerate(group.completions)
     ]
+    pack = _packs_this_step(sequences, config.train, decoder_cost)
     if world_size == 1:
         buckets = length_buckets(sequences, config.train.micro_batch_size)
-        micro_batches = [_micro_batch([sequences[i] for i in b], config, pad_token_id) for b in buckets]
+        micro_batches = [_micro_batch([sequences[i] for i in b], config, pad_token_id, pack) for b in buckets]
         normalizer = Normalizer(
             total_sequences=len(sequences),
             total_tokens=max(1, int(sum(mb.loss_mask.sum() for mb in micro_batches))),
@@ -122,7 +125,9 @@ def prepare_batch(
             max_completion_length=config.rollout.sampling.max_new_tokens,
         )
     else:
-        micro_batches, normalizer = _shard_micro_batches(sequences, config, pad_token_id, rank, world_size)
+        micro_batches, normalizer = _shard_micro_batches(
+            sequences, config, pad_token_id, rank, world_size, pack
+        )
     rewards = weighted_reward(components, weights)
     group_std = rewards.std(dim=1)
     lengths = [c.model_tokens for g in groups for c in g.completions]  # the model's tokens only
@@ -145,6 +150,8 @@ def prepare_batch(
     # What the layout costs, over this rank's micro-batches only: positions through every layer, and padding
     computed, real = map(sum, zip(*(layout_tokens(mb, config.train) for mb in micro_batches), strict=True))
     metrics["tokens/computed"] = float(computed)
+    if config.train.packing:
+        metrics["tokens/packed"] = float(pack)  # 0: packing would have computed more this step
     metrics["tokens/padding_fraction"] = 1.0 - real / computed
     input_tokens = sum(s.length for s in sequences)
     metrics["tokens/generated"] = float(sum(lengths))  # sampled by the model, over the whole batch
@@ -152,9 +159,26 @@ def prepare_batch(
     return PreparedBatch([mb.to(device) for mb in micro_batches], normalizer, metrics, input_tokens)
 
 
-def _micro_batch(sequences: list[TrainSequence], config: LearnerConfig, pad_token_id: int) -> MicroBatch:
+def _packs_this_step(
+    sequences: list[TrainSequence], train: TrainConfig, decoder_cost: DecoderCost | None
+) -> bool:
+    """Under train.packing: whether this step packs. "auto" with the model's `decoder_cost`: when
+    that computes less (layout_cost.py), decided from the whole batch so every rank agrees; true,
+    or "auto" from a caller that gave no cost: always."""
+    if not train.packing:
+        return False
+    if train.packing != "auto" or decoder_cost is None:
+        return True
+    buckets = length_buckets(sequences, train.micro_batch_size)
+    micro_batches = [[sequences[i] for i in b] for b in buckets]
+    return packing_pays(micro_batches, train.packing_row_tokens, train.share_prompt_forward, decoder_cost)
+
+
+def _micro_batch(
+    sequences: list[TrainSequence], config: LearnerConfig, pad_token_id: int, pack: bool
+) -> MicroBatch:
     """`sequences` collated on the CPU, with their layout built (once for every forward of the step)."""
-    return with_layout(collate(sequences, pad_token_id), config.train)
+    return with_layout(collate(sequences, pad_token_id), config.train, pack)
 
 
 def _shard_micro_batches(
@@ -163,6 +187,7 @@ def _shard_micro_batches(
     pad_token_id: int,
     rank: int,
     world_size: int,
+    pack: bool,
 ) -> tuple[list[MicroBatch], Normalizer]:
     """This rank's micro-batches (on the CPU) and the batch-wide normaliser (world_size 1: FSDP sums
     gradients)."""
@@ -171,12 +196,12 @@ def _shard_micro_batches(
     counts = [math.ceil(len(shard) / mbs) for shard in shards]
     mine = [sequences[i] for i in shards[rank]]
     micro_batches = [
-        _micro_batch([mine[i] for i in b], config, pad_token_id) for b in length_buckets(mine, mbs)
+        _micro_batch([mine[i] for i in b], config, pad_token_id, pack) for b in length_buckets(mine, mbs)
     ]
     # A filler is one pad token whose loss mask is 0: it contributes exactly nothing to the loss.
     filler = TrainSequence((pad_token_id,), (pad_token_id,), (0.0,), 0.0, counts=False)
     missing = max(counts) - len(micro_batches)
-    micro_batches += [_micro_batch([filler], config, pad_token_id)] * missing
+    micro_batches += [_micro_batch([filler], config, pad_token_id, pack)] * missing
     normalizer = Normalizer(
         total_sequences=len(sequences),
         total_tokens=max(1, sum(s.model_tokens for s in sequences if s.counts)),
@@ -231,6 +256,8 @@ class Trainer:
         self.parallel = parallel or SingleProcess(config.train, config.rollout.sampling)
         self.device = next(model.parameters()).device
         self.loss_fn = LOSSES[config.loss.loss_type]
+        # train.packing = "auto": whether packing pays, step by step (layout_cost.py)
+        self.decoder_cost = DecoderCost.of(model.config) if config.train.packing == "auto" else None
 
     def _autocast(self) -> contextlib.AbstractContextManager:
         """bf16 compute over the fp32 weights (train.autocast; auto: on cuda only)."""
@@ -343,6 +370,7 @@ class Trainer:
             rank=self.parallel.rank,
             world_size=self.parallel.world_size,
             policy_version=policy_version,
+            decoder_cost=self.decoder_cost,
         )
         mu = self.config.loss.num_iterations
         old = self._frozen_logprobs(self.model, batch, timer) if mu > 1 else None
