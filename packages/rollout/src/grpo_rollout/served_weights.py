@@ -83,10 +83,10 @@ class ServedWeights:
             self._covered |= names
         served = generator.served_tensors() if isinstance(generator, DeltaReceiver) else None
         if served is not None:
-            if not self._covered <= served.keys():  # a copy that lost tensors (sglang: stale host copy)
-                self.forget()
+            digests = self._served_digests(served)
+            if digests is None:
                 return None
-            self._digests = {name: tensor_digest(served[name]) for name in self._covered}
+            self._digests = digests
         else:
             self._digests = {name: d for name, d in self._digests.items() if name in self._covered}
             self._digests.update(_digests(decoded.tensors))
@@ -109,10 +109,9 @@ class ServedWeights:
         served = generator.served_tensors() if isinstance(generator, DeltaReceiver) else None
         if served is None:
             return self._fingerprint
-        if not self._covered <= served.keys():
-            self.forget()
+        digests = self._served_digests(served)
+        if digests is None:
             return None
-        digests = {name: tensor_digest(served[name]) for name in self._covered}
         if digests != self._digests:
             changed = sorted(name for name, digest in digests.items() if self._digests.get(name) != digest)
             fingerprint = combine(digests)
@@ -128,6 +127,14 @@ class ServedWeights:
             self._digests = digests
             self._fingerprint = fingerprint
         return self._fingerprint
+
+    def _served_digests(self, served: Mapping[str, torch.Tensor]) -> dict[str, int] | None:
+        """The digests of the covered tensors as served; None, and the record forgotten, when the
+        served copy lacks some of them (sglang: a stale host copy)."""
+        if not self._covered <= served.keys():
+            self.forget()
+            return None
+        return {name: tensor_digest(served[name]) for name in self._covered}
 
     def forget(self) -> None:
         self._covered.clear()

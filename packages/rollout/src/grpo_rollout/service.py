@@ -91,9 +91,8 @@ class RolloutServicer(rollout_pb2_grpc.RolloutServiceServicer):
         # faulting in fresh pages every step, the largest cost of receiving.
         self._receive_buffers = ReceiveBuffers()
         self._served = ServedWeights()  # the fingerprint of what is served; whether a delta applies
-        self._rechecked_at = (
-            time.monotonic()
-        )  # the served weights were last hashed (limits.fingerprint_recheck_s)
+        # when the served weights were last hashed (limits.fingerprint_recheck_s)
+        self._rechecked_at = time.monotonic()
         self._recheck: asyncio.Task[None] | None = None
 
     # --- Generate -----------------------------------------------------------------------------
